@@ -1,0 +1,49 @@
+# Thin aliases over the tellme CLI and pytest. `make test` and `make demo` bootstrap everything
+# they need on a fresh clone: a virtualenv in .venv with the pinned packages of requirements.txt.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
+TARGET ?= kv260
+PYTEST := $(PY) -m pytest
+
+.PHONY: setup test test-rtl test-slow demo verilog report bitstream clean help
+
+help:            ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+setup: $(STAMP)  ## create .venv with the pinned toolchain (idempotent)
+
+$(STAMP): requirements.txt pyproject.toml
+	@command -v g++ >/dev/null && command -v perl >/dev/null || { \
+	  echo "installing g++/perl for Verilator builds"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends g++ make perl; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	rm -f $(VENV)/.installed-*; touch $@
+
+test: setup      ## default test run: unit, golden, parity, Amaranth sim, cocotb RTL (marker rtl)
+	$(PYTEST) -q
+
+test-rtl: setup  ## only the cocotb + Verilator tests
+	$(PYTEST) -q -m rtl
+
+test-slow: setup ## long sweeps and big configurations
+	$(PYTEST) -q -m slow
+
+demo: setup      ## generate text from the bundled demo model, with metrics
+	$(VENV)/bin/tellme demo
+
+verilog: setup   ## write the accelerator's Verilog for $(TARGET) under build/
+	$(VENV)/bin/tellme hw verilog --target $(TARGET)
+
+report: setup    ## yosys resource estimate for $(TARGET)
+	$(VENV)/bin/tellme hw report --target $(TARGET)
+
+bitstream: setup ## Vivado build for $(TARGET) (needs Vivado on PATH)
+	$(VENV)/bin/tellme hw bitstream --target $(TARGET)
+
+clean:           ## remove generated files (keeps .venv)
+	rm -rf build .pytest_cache

@@ -1,0 +1,56 @@
+"""The ``tellme`` command.
+
+Each area registers its subcommands from its own ``cli`` module (``register(subparsers)``).
+Those modules import nothing heavy at module level: amaranth, cocotb and torch are imported
+inside the command handlers, so ``tellme --help`` and the board-side commands work on a
+board image that has none of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules that contribute subcommands, in help order.
+COMMAND_MODULES = (
+    "tellme.quant.cli",     # convert, train
+    "tellme.sim.cli",       # logits, eval
+    "tellme.host.run_cli",  # generate, demo
+    "tellme.hw.cli",        # hw verilog / report / bench / bitstream
+)
+
+
+class CliError(Exception):
+    """A user-facing error: printed as ``tellme: error: <message>`` with exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tellme", description="Ternary BitNet b1.58 LLMs on Kria KV260 / ZCU104 FPGAs.")
+    from tellme import __version__
+
+    parser.add_argument("--version", action="version", version=f"tellme {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except CliError as e:
+        print(f"tellme: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tellme: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

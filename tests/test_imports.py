@@ -17,6 +17,7 @@ NUMPY_ONLY = [
     "tellme.quant.config",
     "tellme.quant.codes",
     "tellme.quant.model",
+    "tellme.quant.format",
     "tellme.sim.golden",
 ]
 

@@ -1,0 +1,317 @@
+"""AXI4 weight streamer: reads the packed layout-v1 code stream from DDR and emits index vectors.
+
+The weight file stores the TLMM codes of a linear as one packed little-endian bit stream of
+index vectors (``T`` 5-bit codes each, ``T*5`` bits per vector, vectors in buffer order
+``[nb][kb][q]``; :mod:`tellme.quant.codes`). A ping-pong tile is a run of consecutive column
+blocks, hence one contiguous range of that stream. This block fetches such a range with AXI4
+INCR read bursts and repacks the data beats into words of ``lanes`` consecutive vectors, the
+unit the weight buffer writes per cycle.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["WeightStreamer", "StreamCommand", "stream_plan"]
+
+
+def _is_pow2(v: int) -> bool:
+    return v > 0 and v & (v - 1) == 0
+
+
+class StreamCommand(data.StructLayout):
+    """One fetch: vectors ``first .. first+count-1`` of the stream that starts at byte ``addr``.
+
+    ``count`` is in vectors and must be a multiple of the streamer's ``lanes`` (its low bits are
+    ignored); ``count == 0`` completes at once.
+    """
+
+    def __init__(self, addr_width: int, count_width: int):
+        super().__init__({
+            "addr": unsigned(addr_width),
+            "first": unsigned(count_width),
+            "count": unsigned(count_width),
+        })
+
+
+def stream_plan(*, addr: int, first: int, count: int, vector_bits: int, lanes: int,
+                data_width: int, max_burst: int) -> list[tuple[int, int]]:
+    """Reference model of the bursts the streamer issues: a list of (byte address, beats).
+
+    Bursts are INCR, beat-aligned, at most ``max_burst`` beats and never cross a 4 KB page.
+    """
+    nbytes = data_width // 8
+    words = count // lanes
+    start_bit = addr * 8 + first * vector_bits
+    a0 = (start_bit // data_width) * nbytes
+    skip = start_bit % data_width
+    beats = -(-(skip + words * lanes * vector_bits) // data_width) if words else 0
+    out = []
+    cur = a0
+    while beats:
+        n = min(beats, max_burst, (4096 - cur % 4096) // nbytes)
+        out.append((cur, n))
+        cur += n * nbytes
+        beats -= n
+    return out
+
+
+class WeightStreamer(wiring.Component):
+    """AXI4 read master + gearbox: packed layout-v1 code stream -> words of ``lanes`` vectors.
+
+    Parameters
+    ----------
+    vector_bits : int
+        Bits of one index vector, ``T*5`` (20 for the ``sim`` tiling, 140 for ``kv260``).
+    lanes : int
+        Vectors per output word (the buffer's write parallelism). ``lanes*vector_bits`` bits
+        leave per cycle at most.
+    data_width : int
+        AXI data width in bits: 128, 256 or 512 (512 stands for several 128-bit PS HP ports
+        merged by an interconnect).
+    addr_width : int
+        AXI address width (40 covers the Zynq UltraScale+ HP port map).
+    max_burst : int
+        Longest burst in beats (1..256; AXI4 INCR limit 256).
+    max_outstanding : int
+        Read bursts in flight at most.
+    fifo_depth : int
+        Beats of the R-channel FIFO. Defaults to ``max_burst*max_outstanding``. A burst is only
+        requested once FIFO space for all of its beats is reserved, so ``m_axi_rready`` stays
+        high and a slow consumer never stalls the DDR port (it only delays new requests).
+    count_width : int
+        Width of the command's ``first`` and ``count`` fields.
+
+    Members
+    -------
+    i_cmd : In(stream.Signature(StreamCommand))
+        Fetch command, accepted when the streamer is idle (``ready = ~busy``).
+    o : Out(stream.Signature(StructLayout{data: ArrayLayout(vector_bits, lanes), last: 1}))
+        Output words: lane ``j`` of word ``i`` is vector ``first + i*lanes + j``; ``last`` marks
+        the final word of a command.
+    busy : Out(1)
+        High from command acceptance until the last word has been transferred.
+    done : Out(1)
+        One-cycle pulse after the last word of a command has been transferred.
+    error : Out(1)
+        Sticky: an R beat returned a non-OKAY response (data still flows; cleared by the next
+        command).
+    m_axi_ar* / m_axi_r* : AXI4 read address / read data channels (``arid``/``rid`` are 1 bit,
+        always 0: the streamer relies on in-order return). Names bind to cocotbext-axi's
+        ``AxiReadBus.from_prefix(dut, "m_axi")``.
+
+    Timing
+    ------
+    Latency: first AR one cycle after the command is accepted; the first word leaves one cycle
+    after its last bit's beat has been read out of the FIFO (the FIFO adds 2 cycles from R beat to
+    gearbox). Throughput: one R beat and one output word per cycle at most, so the sustained rate
+    is ``min(data_width, lanes*vector_bits)`` bits per cycle (and what the memory delivers).
+    Requests: one AR every other cycle at most. Backpressure: ``o.ready`` low stalls the gearbox;
+    the FIFO absorbs the bursts in flight; no data is dropped and ``m_axi_rready`` is driven by the
+    FIFO's ``w_rdy`` (never low under the reservation rule).
+    """
+
+    def __init__(self, *, vector_bits: int, lanes: int = 1, data_width: int = 128,
+                 addr_width: int = 40, max_burst: int = 16, max_outstanding: int = 8,
+                 fifo_depth: int | None = None, count_width: int = 24):
+        try:
+            self._init(vector_bits, lanes, data_width, addr_width, max_burst, max_outstanding,
+                       fifo_depth, count_width)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True      # not elaborated: do not warn about it
+            raise
+
+    def _init(self, vector_bits, lanes, data_width, addr_width, max_burst, max_outstanding,
+              fifo_depth, count_width):
+        for name, v in (("vector_bits", vector_bits), ("lanes", lanes),
+                        ("addr_width", addr_width), ("max_burst", max_burst),
+                        ("max_outstanding", max_outstanding), ("count_width", count_width)):
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise TypeError(f"{name} must be a positive integer, not {v!r}")
+        if not _is_pow2(lanes):
+            raise ValueError(f"lanes must be a power of two, not {lanes}")
+        if data_width not in (128, 256, 512):
+            raise ValueError(f"data_width must be 128, 256 or 512, not {data_width!r}")
+        if max_burst > 256:
+            raise ValueError(f"max_burst must be at most 256 (AXI4 INCR), not {max_burst}")
+        if max_burst * data_width // 8 > 4096:
+            max_burst = 4096 // (data_width // 8)   # a longer burst could never be issued
+        if fifo_depth is None:
+            fifo_depth = max_burst * max_outstanding
+        if not isinstance(fifo_depth, int) or fifo_depth < max_burst:
+            raise ValueError(f"fifo_depth must be an integer >= max_burst ({max_burst}), "
+                             f"not {fifo_depth!r}")
+        if addr_width < 13:
+            raise ValueError(f"addr_width must be at least 13, not {addr_width}")
+        self._vb = vector_bits
+        self._lanes = lanes
+        self._dw = data_width
+        self._aw = addr_width
+        self._max_burst = max_burst
+        self._max_out = max_outstanding
+        self._depth = fifo_depth
+        self._cw = count_width
+        word = data.StructLayout({"data": data.ArrayLayout(unsigned(vector_bits), lanes),
+                                  "last": 1})
+        super().__init__({
+            "i_cmd": In(stream.Signature(StreamCommand(addr_width, count_width))),
+            "o": Out(stream.Signature(word)),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(1),
+            "m_axi_arid": Out(1),
+            "m_axi_araddr": Out(addr_width),
+            "m_axi_arlen": Out(8),
+            "m_axi_arsize": Out(3),
+            "m_axi_arburst": Out(2),
+            "m_axi_arlock": Out(1),
+            "m_axi_arcache": Out(4),
+            "m_axi_arprot": Out(3),
+            "m_axi_arqos": Out(4),
+            "m_axi_arvalid": Out(1),
+            "m_axi_arready": In(1),
+            "m_axi_rid": In(1),
+            "m_axi_rdata": In(data_width),
+            "m_axi_rresp": In(2),
+            "m_axi_rlast": In(1),
+            "m_axi_rvalid": In(1),
+            "m_axi_rready": Out(1),
+        })
+
+    vector_bits = property(lambda self: self._vb)
+    lanes = property(lambda self: self._lanes)
+    data_width = property(lambda self: self._dw)
+    addr_width = property(lambda self: self._aw)
+    max_burst = property(lambda self: self._max_burst)
+    max_outstanding = property(lambda self: self._max_out)
+    fifo_depth = property(lambda self: self._depth)
+    count_width = property(lambda self: self._cw)
+
+    def elaborate(self, platform):
+        m = Module()
+        dw, vb, lanes = self._dw, self._vb, self._lanes
+        wb = vb * lanes                       # bits per output word
+        nbytes = dw // 8
+        lg_bytes = (nbytes - 1).bit_length()
+        lg_dw = (dw - 1).bit_length()
+        cap = dw + wb                         # gearbox register: < wb bits waiting + one beat
+        bitaddr_w = self._aw + 3
+
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=dw, depth=self._depth)
+
+        busy = Signal()
+        words_left = Signal(self._cw)         # output words still to emit
+        beats_left = Signal(self._cw + wb.bit_length())      # beats still to request
+        ar_addr = Signal(self._aw)            # next burst address (beat-aligned)
+        first_beat = Signal()                 # next beat loaded into the gearbox is the first
+        skip = Signal(range(dw))              # leading bits of the first beat to drop
+        reserved = Signal(range(self._depth + 1))   # FIFO beats requested or buffered
+        outstanding = Signal(range(self._max_out + 1))
+        m.d.comb += [self.busy.eq(busy), self.i_cmd.ready.eq(~busy)]
+
+        # --- command: compute the aligned start and the number of beats --------------------
+        cmd = self.i_cmd.payload
+        start_bit = Signal(bitaddr_w + 1)
+        n_words = Signal(self._cw)
+        total_bits = Signal(self._cw + wb.bit_length() + lg_dw + 1)
+        m.d.comb += [
+            start_bit.eq(Cat(Const(0, 3), cmd.addr) + cmd.first * vb),
+            n_words.eq(cmd.count >> (lanes - 1).bit_length()),
+            total_bits.eq(start_bit[:lg_dw] + n_words * wb),
+        ]
+        m.d.sync += self.done.eq(0)
+        with m.If(self.i_cmd.valid & ~busy):
+            m.d.sync += [
+                busy.eq(n_words != 0),
+                self.done.eq(n_words == 0),
+                self.error.eq(0),
+                words_left.eq(n_words),
+                beats_left.eq((total_bits + (dw - 1)) >> lg_dw),
+                ar_addr.eq(start_bit[lg_dw:] << lg_bytes),
+                skip.eq(start_bit[:lg_dw]),
+                first_beat.eq(1),
+            ]
+
+        # --- AR channel: bursts capped by max_burst, the 4 KB page and FIFO space ------------
+        to_page = Signal(range(4096 // nbytes + 1))
+        blen = Signal(range(self._max_burst + 1))
+        m.d.comb += to_page.eq((4096 - ar_addr[:12]) >> lg_bytes)
+        with m.If((beats_left <= self._max_burst) & (beats_left <= to_page)):
+            m.d.comb += blen.eq(beats_left)
+        with m.Elif(to_page <= self._max_burst):
+            m.d.comb += blen.eq(to_page)
+        with m.Else():
+            m.d.comb += blen.eq(self._max_burst)
+
+        r_last_beat = Signal()
+        m.d.comb += r_last_beat.eq(self.m_axi_rvalid & self.m_axi_rready & self.m_axi_rlast)
+        issue = Signal()
+        m.d.comb += issue.eq(~self.m_axi_arvalid & (beats_left != 0)
+                             & ((outstanding < self._max_out) | r_last_beat)
+                             & (reserved + blen <= self._depth))
+        pop = Signal()                          # gearbox takes a beat from the FIFO
+        m.d.sync += reserved.eq(reserved + Mux(issue, blen, 0) - pop)
+        m.d.sync += outstanding.eq(outstanding + issue - r_last_beat)
+        with m.If(issue):
+            m.d.sync += [
+                self.m_axi_arvalid.eq(1),
+                self.m_axi_araddr.eq(ar_addr),
+                self.m_axi_arlen.eq(blen - 1),
+                ar_addr.eq(ar_addr + (blen << lg_bytes)),
+                beats_left.eq(beats_left - blen),
+            ]
+        with m.Elif(self.m_axi_arready):
+            m.d.sync += self.m_axi_arvalid.eq(0)
+        m.d.comb += [
+            self.m_axi_arid.eq(0),
+            self.m_axi_arsize.eq(lg_bytes),
+            self.m_axi_arburst.eq(1),             # INCR
+            self.m_axi_arcache.eq(0b0011),        # normal non-cacheable bufferable
+        ]
+
+        # --- R channel into the FIFO ------------------------------------------------------
+        m.d.comb += [
+            fifo.w_data.eq(self.m_axi_rdata),
+            fifo.w_en.eq(self.m_axi_rvalid),
+            self.m_axi_rready.eq(fifo.w_rdy),
+        ]
+        with m.If(self.m_axi_rvalid & self.m_axi_rready & (self.m_axi_rresp != 0)):
+            m.d.sync += self.error.eq(1)
+
+        # --- gearbox: bits accumulate LSB-first in `buf`, words leave from the bottom -------
+        buf = Signal(cap)
+        nbits = Signal(range(cap + 1))
+        take = Signal()
+        m.d.comb += [
+            self.o.payload.data.eq(buf[:wb]),
+            self.o.payload.last.eq(words_left == 1),
+            self.o.valid.eq(busy & (nbits >= wb)),
+            take.eq(self.o.valid & self.o.ready),
+        ]
+        kept = Signal(cap)
+        nkept = Signal(range(cap + 1))
+        m.d.comb += [
+            kept.eq(Mux(take, buf >> wb, buf)),
+            nkept.eq(nbits - Mux(take, wb, 0)),
+            pop.eq(busy & fifo.r_rdy & (nkept + dw <= cap)),
+            fifo.r_en.eq(pop),
+        ]
+        beat = Signal(dw)
+        m.d.comb += beat.eq(Mux(first_beat, fifo.r_data >> skip, fifo.r_data))
+        with m.If(pop):
+            m.d.sync += [
+                buf.eq(kept | (beat << nkept)[:cap]),
+                nbits.eq(nkept + Mux(first_beat, dw - skip, dw)),
+                first_beat.eq(0),
+            ]
+        with m.Else():
+            m.d.sync += [buf.eq(kept), nbits.eq(nkept)]
+        with m.If(take):
+            m.d.sync += words_left.eq(words_left - 1)
+            with m.If(words_left == 1):
+                # Bits past the end of the range (tail of the last beat) are dropped here.
+                m.d.sync += [busy.eq(0), self.done.eq(1), nbits.eq(0), buf.eq(0)]
+        return m

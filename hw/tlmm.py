@@ -1,0 +1,348 @@
+"""TLMM engine: table-lookup ternary matrix multiply (TeLLMe v2 §3.2), GEMV and GEMM.
+
+Dataflow of one command (one weight tile of ``nbt`` column blocks, ``kb`` K blocks)::
+
+    for token in range(n_tokens):              # GEMM: the tile is reused by every token
+        for k in range(kb):                    # one activation beat = T groups of 3 int8
+            build T tables (27 or 14 entries)  # overlapped with the previous sweep
+            for nb in range(nbt):              # one cycle each: Q vectors -> Q*T lookups
+                acc[nb][q] += sum_t table[t][code(nb, k, q, t)]
+        emit acc[nb][0..Q-1] for every nb      # during the last K block's sweep
+
+Tables: each of the T tables is a small distributed RAM (LUTRAM) with one write port and Q
+asynchronous read ports (one per output column, TeLLMe's per-reader copies; yosys replicates
+the RAM per read port as needed). Two table banks alternate so that building the tables of K
+block k+1 overlaps the sweep of K block k. Two table kinds:
+
+* ``"full"``: TeLLMe's 27-entry table in code order (``tellme.quant.codes.PATTERNS``), 2x32 deep;
+* ``"half"``: entries 0..13 only, 2x16 deep; a code c >= 14 reads entry c-13 and negates it
+  (PATTERNS[c] = -PATTERNS[c-13]), trading half the table writes and depth for a negator per
+  lookup.
+
+Entries are written one per cycle; the write data of entry e is ``PATTERNS[e] . (v1, v2, v3)``,
+generated from the code table (a 27-row constant ROM shared by all tables + 3 select/negate
+terms per table).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from tellme.quant.codes import CODE_BITS, G, N_CODES, PATTERNS
+from tellme.sim.golden.tlmm import TABLE_BITS, acc_bits
+
+from .weight_buffer import WeightReadSignature, ceil_log2
+
+TABLE_KINDS = ("full", "half")
+HALF_ENTRIES = (N_CODES + 1) // 2        # 14: code 0 and the 13 positive patterns
+
+# Pipeline depth from an op's issue (weight read) to its output beat: issue -> S1 (lookup) ->
+# S2 (adder tree, accumulator read) -> S3 (accumulate / emit).
+PIPELINE_STAGES = 3
+
+
+def cmd_layout(*, kb_max: int, nbt_max: int, tok_max: int) -> data.StructLayout:
+    """Command payload: counts (each >= 1) of tokens, K blocks and tile column blocks."""
+    return data.StructLayout({
+        "n_tokens": range(tok_max + 1),
+        "kb": range(kb_max + 1),
+        "nbt": range(nbt_max + 1),
+    })
+
+
+def out_layout(*, q: int, acc_width: int) -> data.StructLayout:
+    """Output payload: Q accumulators of one column block; ``last`` ends a token's row."""
+    return data.StructLayout({
+        "acc": data.ArrayLayout(signed(acc_width), q),
+        "last": 1,
+    })
+
+
+def act_layout(*, t: int) -> data.ArrayLayout:
+    """Activation payload: one K block, T groups of G=3 int8 (activation k at lane k)."""
+    return data.ArrayLayout(signed(8), G * t)
+
+
+def _tree_sum(values):
+    values = list(values)
+    while len(values) > 1:
+        nxt = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
+        if len(values) % 2:
+            nxt.append(values[-1])
+        values = nxt
+    return values[0]
+
+
+class TLMM(wiring.Component):
+    """TLMM engine for one ping-pong weight tile per command.
+
+    Parameters
+    ----------
+    t : int
+        Tables per cycle (T); one activation beat carries ``3*t`` int8.
+    q : int
+        Parallel output columns (Q), one weight-buffer bank each.
+    kb_max : int
+        Largest K block count of a command (K <= kb_max*3*t); sets the accumulator width
+        ``acc_bits(kb_max*3*t)`` (exact: no overflow possible).
+    nbt_max : int
+        Largest column-block count of a tile (accumulator memory depth).
+    tok_max : int
+        Largest token count of a command.
+    depth : int
+        Words per bank of one tile in the weight buffer (``nbt*kb <= depth``).
+    table : str
+        ``"full"`` (TeLLMe's 27-entry table) or ``"half"`` (14 entries + negate).
+
+    Members
+    -------
+    i_cmd : In(stream.Signature(cmd_layout))
+        ``{n_tokens, kb, nbt}``, all >= 1. Accepted only when the engine is idle (the previous
+        command has issued all its work; its last outputs may still be in flight).
+    i_act : In(stream.Signature(ArrayLayout(signed(8), 3*t)))
+        ``n_tokens*kb`` beats per command, token-major, K block minor.
+    w : Out(WeightReadSignature(t, q, addr_bits))
+        Weight-buffer read port; waits for ``tile_valid``; pulses ``tile_done`` once when the
+        command's last weight word has been read (the buffer may refill that half at once).
+    o : Out(stream.Signature(out_layout))
+        ``n_tokens*nbt`` beats: for each token, column blocks 0..nbt-1 (``acc[q]`` = output
+        column ``nb*Q + q`` of the tile), ``last`` on the token's final block. Columns padded
+        by layout v1 come out as exact zeros for the consumer to drop.
+    busy : Out(1)
+        A command is in progress (including outputs in flight).
+
+    Timing
+    ------
+    Throughput: one column block (Q*T lookups) per cycle while tables are ready and ``o`` is
+    ready. Table build: 1 + E cycles per activation beat (E = 27 full, 14 half), overlapped
+    with the previous K block's sweep; a K block therefore takes ``max(nbt, E + 3)`` cycles
+    (sim/cycles.py has the exact model). Latency: 3 cycles from an op's weight read to its
+    output beat. Backpressure: ``o.ready`` low stalls the whole lookup pipeline (global
+    stall); the table builder keeps filling the free bank and then holds ``i_act.ready`` low.
+    """
+
+    def __init__(self, *, t: int, q: int, kb_max: int, nbt_max: int, tok_max: int, depth: int,
+                 table: str = "full"):
+        for name, val in (("t", t), ("q", q), ("kb_max", kb_max), ("nbt_max", nbt_max),
+                          ("tok_max", tok_max), ("depth", depth)):
+            if not isinstance(val, int) or isinstance(val, bool) or val <= 0:
+                raise TypeError(f"{name} must be a positive integer, got {val!r}")
+        if table not in TABLE_KINDS:
+            raise ValueError(f"table must be one of {TABLE_KINDS}, got {table!r}")
+        self._t, self._q = t, q
+        self._kb_max, self._nbt_max, self._tok_max = kb_max, nbt_max, tok_max
+        self._depth = depth
+        self._table = table
+        self._acc_width = acc_bits(kb_max * G * t)
+        self._addr_bits = ceil_log2(depth)
+        super().__init__({
+            "i_cmd": In(stream.Signature(cmd_layout(kb_max=kb_max, nbt_max=nbt_max,
+                                                    tok_max=tok_max))),
+            "i_act": In(stream.Signature(act_layout(t=t))),
+            "w": Out(WeightReadSignature(t=t, q=q, addr_bits=self._addr_bits)),
+            "o": Out(stream.Signature(out_layout(q=q, acc_width=self._acc_width))),
+            "busy": Out(1),
+        })
+
+    t = property(lambda self: self._t)
+    q = property(lambda self: self._q)
+    kb_max = property(lambda self: self._kb_max)
+    nbt_max = property(lambda self: self._nbt_max)
+    tok_max = property(lambda self: self._tok_max)
+    depth = property(lambda self: self._depth)
+    table = property(lambda self: self._table)
+    acc_width = property(lambda self: self._acc_width)
+    addr_bits = property(lambda self: self._addr_bits)
+
+    @property
+    def table_entries(self) -> int:
+        return N_CODES if self._table == "full" else HALF_ENTRIES
+
+    def elaborate(self, platform):
+        m = Module()
+        t, q = self._t, self._q
+        full = self._table == "full"
+        n_entries = self.table_entries
+        bank_depth = 32 if full else 16          # one LUTRAM bank per table build
+        ebits = ceil_log2(bank_depth)
+        assert len(Signal(range(n_entries))) == ebits
+
+        # ------------------------------------------------------------ command registers
+        n_tok = Signal.like(self.i_cmd.payload.n_tokens)
+        n_kb = Signal.like(self.i_cmd.payload.kb)
+        n_nbt = Signal.like(self.i_cmd.payload.nbt)
+        sweeping = Signal()         # sweeper has ops left to issue
+        b_left = Signal()           # builder has activation beats left to consume
+        in_flight = Signal()        # some op in S1..S3
+        m.d.comb += [
+            self.i_cmd.ready.eq(~sweeping & ~b_left),
+            self.busy.eq(sweeping | b_left | in_flight),
+        ]
+        cmd_go = self.i_cmd.valid & self.i_cmd.ready
+
+        # ------------------------------------------------------------ table banks
+        bank_full = Signal(2)       # bank b holds the tables of the next K block to sweep
+        set_full = Signal(2)
+        clr_full = Signal(2)
+        m.d.sync += bank_full.eq((bank_full | set_full) & ~clr_full)
+
+        # ------------------------------------------------------------ table builder
+        b_tok = Signal.like(n_tok)
+        b_kb = Signal.like(n_kb)
+        wbank = Signal()
+        writing = Signal()
+        entry = Signal(range(n_entries))
+        groups = Signal(act_layout(t=t))
+
+        m.d.comb += self.i_act.ready.eq(b_left & ~writing & ~bank_full.bit_select(wbank, 1))
+        with m.If(cmd_go):
+            m.d.sync += [b_left.eq(1), b_tok.eq(0), b_kb.eq(0)]
+        with m.If(self.i_act.valid & self.i_act.ready):
+            m.d.sync += [groups.eq(self.i_act.payload), writing.eq(1), entry.eq(0)]
+            last_kb = b_kb == n_kb - 1
+            m.d.sync += b_kb.eq(Mux(last_kb, 0, b_kb + 1))
+            with m.If(last_kb):
+                m.d.sync += b_tok.eq(b_tok + 1)
+                with m.If(b_tok == n_tok - 1):
+                    m.d.sync += b_left.eq(0)
+        with m.If(writing):
+            m.d.sync += entry.eq(entry + 1)
+            with m.If(entry == n_entries - 1):
+                m.d.sync += [writing.eq(0), wbank.eq(~wbank)]
+                m.d.comb += set_full.bit_select(wbank, 1).eq(1)
+
+        # Pattern ROM: (w1, w2, w3) of the entry being written, from the code table itself.
+        pos = [Signal(name=f"pat_pos{j}") for j in range(G)]
+        neg = [Signal(name=f"pat_neg{j}") for j in range(G)]
+        with m.Switch(entry):
+            for e in range(n_entries):
+                with m.Case(e):
+                    for j in range(G):
+                        w = int(PATTERNS[e][j])
+                        m.d.comb += [pos[j].eq(w == 1), neg[j].eq(w == -1)]
+
+        tables = []
+        for ti in range(t):
+            terms = []
+            for j in range(G):
+                v = groups[G * ti + j]
+                terms.append(Mux(pos[j], v, Mux(neg[j], -v, 0)))
+            value = Signal(signed(TABLE_BITS), name=f"tbl_wdata{ti}")
+            m.d.comb += value.eq(terms[0] + terms[1] + terms[2])
+            mem = memory.Memory(shape=signed(TABLE_BITS), depth=2 * bank_depth, init=[])
+            m.submodules[f"table{ti}"] = mem
+            wp = mem.write_port()
+            m.d.comb += [
+                wp.addr.eq(Cat(entry, wbank)),
+                wp.data.eq(value),
+                wp.en.eq(writing),
+            ]
+            tables.append([mem.read_port(domain="comb") for _ in range(q)])
+
+        # ------------------------------------------------------------ sweeper (issue stage)
+        s_tok = Signal.like(n_tok)
+        s_kb = Signal.like(n_kb)
+        s_nb = Signal.like(n_nbt)
+        rbank = Signal()
+        addr = Signal(self._addr_bits)
+        adv = Signal()              # global pipeline advance (no stall at the output)
+
+        issue = Signal()
+        m.d.comb += issue.eq(sweeping & adv & self.w.tile_valid & bank_full.bit_select(rbank, 1))
+        m.d.comb += [self.w.addr.eq(addr), self.w.en.eq(adv)]
+
+        last_nb = s_nb == n_nbt - 1
+        last_kbi = s_kb == n_kb - 1
+        last_tok = s_tok == n_tok - 1
+
+        with m.If(cmd_go):
+            m.d.sync += [
+                n_tok.eq(self.i_cmd.payload.n_tokens), n_kb.eq(self.i_cmd.payload.kb),
+                n_nbt.eq(self.i_cmd.payload.nbt),
+                sweeping.eq(1), s_tok.eq(0), s_kb.eq(0), s_nb.eq(0), addr.eq(0),
+            ]
+        with m.If(issue):
+            with m.If(~last_nb):
+                m.d.sync += [s_nb.eq(s_nb + 1), addr.eq(addr + n_kb)]
+            with m.Else():
+                m.d.sync += [s_nb.eq(0), rbank.eq(~rbank)]
+                with m.If(~last_kbi):
+                    m.d.sync += [s_kb.eq(s_kb + 1), addr.eq(s_kb + 1)]
+                with m.Else():
+                    m.d.sync += [s_kb.eq(0), addr.eq(0), s_tok.eq(s_tok + 1)]
+                    with m.If(last_tok):
+                        m.d.sync += sweeping.eq(0)
+                        m.d.comb += self.w.tile_done.eq(1)
+
+        # ------------------------------------------------------------ S1: lookups
+        op_layout = data.StructLayout({
+            "valid": 1, "bank": 1, "nb": len(s_nb), "first": 1, "emit": 1, "last": 1,
+            "release": 1})
+        s1 = Signal(op_layout)
+        s2 = Signal(op_layout)
+        s3 = Signal(op_layout)
+        with m.If(adv):
+            m.d.sync += [
+                s1.valid.eq(issue), s1.bank.eq(rbank), s1.nb.eq(s_nb),
+                s1.first.eq(s_kb == 0), s1.emit.eq(last_kbi),
+                s1.last.eq(last_kbi & last_nb), s1.release.eq(last_nb),
+                s2.eq(s1), s3.eq(s2),
+            ]
+        m.d.comb += in_flight.eq(s1.valid | s2.valid | s3.valid)
+        with m.If(adv & s1.valid & s1.release):
+            m.d.comb += clr_full.bit_select(s1.bank, 1).eq(1)
+
+        lk_width = TABLE_BITS
+        lookups = [[Signal(signed(lk_width), name=f"lk{qi}_{ti}") for ti in range(t)]
+                   for qi in range(q)]
+        for qi in range(q):
+            vec = self.w.data[qi]
+            for ti in range(t):
+                code = vec[CODE_BITS * ti:CODE_BITS * (ti + 1)]
+                rp = tables[ti][qi]
+                if full:
+                    m.d.comb += rp.addr.eq(Cat(code, s1.bank))
+                    value = rp.data
+                else:
+                    is_neg = code >= HALF_ENTRIES
+                    hcode = Mux(is_neg, code - (HALF_ENTRIES - 1), code)
+                    m.d.comb += rp.addr.eq(Cat(hcode[:ebits], s1.bank))
+                    value = Mux(is_neg, -rp.data, rp.data)
+                with m.If(adv):
+                    m.d.sync += lookups[qi][ti].eq(value)
+
+        # ------------------------------------------------------------ S2: adder trees
+        sum_width = lk_width + ceil_log2(t) + (1 if t > 1 else 0)
+        sums = [Signal(signed(sum_width), name=f"sum{qi}") for qi in range(q)]
+        with m.If(adv):
+            for qi in range(q):
+                m.d.sync += sums[qi].eq(_tree_sum(lookups[qi]))
+
+        acc_shape = data.ArrayLayout(signed(self._acc_width), q)
+        accmem = memory.Memory(shape=acc_shape, depth=self._nbt_max, init=[])
+        m.submodules.accmem = accmem
+        acc_wp = accmem.write_port()
+        acc_rp = accmem.read_port(domain="sync", transparent_for=(acc_wp,))
+        m.d.comb += [acc_rp.addr.eq(s2.nb), acc_rp.en.eq(adv)]
+
+        # ------------------------------------------------------------ S3: accumulate / emit
+        new = Signal(acc_shape)
+        for qi in range(q):
+            old = Mux(s3.first, 0, acc_rp.data[qi])
+            m.d.comb += new[qi].eq(old + sums[qi])
+        m.d.comb += [
+            acc_wp.addr.eq(s3.nb),
+            acc_wp.data.eq(new),
+            acc_wp.en.eq(s3.valid & adv),
+            self.o.valid.eq(s3.valid & s3.emit),
+            self.o.payload.acc.eq(new),
+            self.o.payload.last.eq(s3.last),
+            adv.eq(~(self.o.valid & ~self.o.ready)),
+        ]
+        return m
+
+
+__all__ = ["TLMM", "TABLE_KINDS", "HALF_ENTRIES", "PIPELINE_STAGES", "cmd_layout", "out_layout",
+           "act_layout"]

@@ -115,4 +115,4 @@ def test_accumulator_width_is_exact_bound():
     e = make_tlmm(preset("kv260"))
     # K = 96*84 = 8064: |sum| <= 128*8064 = 1,032,192 < 2**20 -> 20 magnitude bits + sign
     assert e.acc_width == 21
-    assert len(act_layout(t=28)) // 8 == 84
+    assert act_layout(t=28).size == 84 * 8

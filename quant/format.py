@@ -452,12 +452,18 @@ class WeightFile:
         return np.float32(self.section("scales")[layer, LINEAR_NAMES.index(name)])
 
     def verify(self, names=None) -> None:
-        """Check the crc32 of the named sections (all by default); WeightFileError on mismatch."""
+        """Check the crc32 of the named sections (all by default) and, for a full check, that
+        the alignment padding after every section is zero; WeightFileError on mismatch."""
         for name in (self.sections if names is None else names):
             s = self.info(name)
             got = _crc_hex(_crc32(self._mm[s.offset:s.offset + s.nbytes]))
             if got != s.crc32:
                 raise self._err(f"checksum mismatch (crc32 {got}, header says {s.crc32})", name)
+        if names is None:
+            for s in self.sections.values():
+                pad = self._mm[s.offset + s.nbytes:_align(s.offset + s.nbytes)]
+                if np.any(pad):
+                    raise self._err("alignment padding after the section is not zero", s.name)
 
     def to_model(self) -> TernaryModel:
         """Decode the whole file into a :class:`TernaryModel` (arrays are copies)."""

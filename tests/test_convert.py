@@ -1,0 +1,123 @@
+"""`tellme convert` end to end, tellme.quant.convert and tellme.quant.loader."""
+
+import re
+
+import numpy as np
+import pytest
+
+from tellme.host.cli import main
+from tellme.quant.convert import convert
+from tellme.quant.format import WeightFileError, read_weight_file
+from tellme.quant.loader import load_model
+from tellme.quant.readers import CheckpointError, read_checkpoint
+from tellme.quant.tiling import TILINGS
+
+from .quant_helpers import (assert_models_equal, hf_config, master_checkpoint_tensors,
+                            packed_checkpoint_tensors, random_model, small_config,
+                            write_checkpoint)
+
+OFFLINE = {"linear_class": "autobitlinear", "quantization_mode": "offline"}
+
+
+@pytest.fixture()
+def packed_ckpt(tmp_path):
+    cfg = small_config(tie_word_embeddings=False)
+    model = random_model(cfg, seed=11, float_dtype="bfloat16")
+    folder = write_checkpoint(tmp_path / "ckpt", packed_checkpoint_tensors(model),
+                              hf_config(cfg, "bitnet", quant=OFFLINE), shards=2)
+    return folder, model
+
+
+@pytest.fixture()
+def master_ckpt(tmp_path):
+    cfg = small_config(activation="silu", num_kv_heads=4)
+    return write_checkpoint(tmp_path / "master",
+                            master_checkpoint_tensors(cfg, "llama", "float16", seed=12),
+                            hf_config(cfg, "llama", "v5", dtype="float16"))
+
+
+def test_cli_convert_packed(tmp_path, packed_ckpt, capsys):
+    folder, model = packed_ckpt
+    out = tmp_path / "out" / "model.tlw"
+    assert main(["convert", str(folder), "-o", str(out), "--target", "sim"]) == 0
+    cap = capsys.readouterr()
+    assert "reading" in cap.err and "writing" in cap.err and "100.0%" in cap.err
+    n_params = sum(a.size for a in (model.embed, model.lm_head, model.final_norm)) + sum(
+        v.size for layer in model.layers for v in [*layer.norms.values(),
+                                                   *(lin.w for lin in layer.linears.values())])
+    size = out.stat().st_size
+    assert f"{n_params / 1e6:.2f} M params" in cap.out
+    assert f"{size / 2**20:.2f} MiB" in cap.out
+    assert "bitnet-packed" in cap.out and "T=4 Q=4" in cap.out
+    assert "rel. L2" not in cap.out            # no master weights: no quantisation error
+    wf = read_weight_file(out)
+    assert wf.tiling == TILINGS["sim"]
+    assert wf.meta["target"] == "sim" and wf.meta["style"] == "bitnet-packed"
+    assert wf.meta["converter"].startswith("tellme.quant.convert")
+    assert_models_equal(model, wf.to_model())
+    assert wf.info("embed").dtype == "bfloat16"         # 16-bit checkpoint values stay 16-bit
+
+
+def test_cli_convert_master_reports_quant_error(tmp_path, master_ckpt, capsys):
+    out = tmp_path / "m.tlw"
+    assert main(["convert", str(master_ckpt), "-o", str(out), "-q"]) == 0   # default kv260
+    cap = capsys.readouterr()
+    assert cap.err == ""
+    m = re.search(r"rel\. L2 .* over 14 tensors: mean ([0-9.]+), max ([0-9.]+) \((\S+)\)",
+                  cap.out)
+    assert m, cap.out
+    wf = read_weight_file(out)
+    errs = wf.meta["weight_quant_rel_l2"]
+    assert float(m.group(1)) == pytest.approx(np.mean(list(errs.values())), abs=1e-4)
+    assert float(m.group(2)) == pytest.approx(max(errs.values()), abs=1e-4)
+    assert m.group(3) == max(errs, key=errs.get)
+    assert wf.tiling == TILINGS["kv260"]
+    assert wf.info("embed").dtype == "float16"
+    assert_models_equal(read_checkpoint(master_ckpt), wf.to_model())
+
+
+def test_cli_convert_bad_input(tmp_path, packed_ckpt, capsys):
+    folder, _ = packed_ckpt
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    out = tmp_path / "x.tlw"
+    assert main(["convert", str(folder), "-o", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "tellme: error:" in err and "model-00002-of-00002.safetensors" in err
+    assert not out.exists()
+
+
+def test_cli_convert_unknown_target(packed_ckpt, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["convert", str(packed_ckpt[0]), "-o", str(tmp_path / "x"), "--target", "vcu118"])
+
+
+def test_convert_api_accepts_tiling_object(tmp_path, packed_ckpt):
+    folder, model = packed_ckpt
+    res = convert(folder, tmp_path / "a.tlw", TILINGS["zcu104"], progress=False)
+    assert res.tiling == TILINGS["zcu104"] and res.file_bytes == (tmp_path / "a.tlw").stat().st_size
+    assert res.ternary_params == sum(lin.w.size for layer in model.layers
+                                     for lin in layer.linears.values())
+
+
+def test_load_model(tmp_path, packed_ckpt):
+    folder, model = packed_ckpt
+    assert_models_equal(model, load_model(folder))
+    out = tmp_path / "w.tlw"
+    convert(folder, out, "sim", progress=False)
+    assert_models_equal(model, load_model(out))
+    with pytest.raises(FileNotFoundError, match="no such checkpoint folder or weight file"):
+        load_model(tmp_path / "missing")
+    with pytest.raises(ValueError, match="pass the checkpoint folder"):
+        load_model(folder / "model-00001-of-00002.safetensors")
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"hello world")
+    with pytest.raises(ValueError, match="neither a checkpoint folder nor a tellme weight file"):
+        load_model(junk)
+    data = bytearray(out.read_bytes())
+    data[read_weight_file(out).info("final_norm").offset] ^= 1
+    out.write_bytes(bytes(data))
+    with pytest.raises(WeightFileError, match="checksum mismatch"):
+        load_model(out)
+    (folder / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="missing config.json"):
+        load_model(folder)

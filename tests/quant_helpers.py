@@ -24,10 +24,11 @@ def small_config(**kw) -> ModelConfig:
 
 def to_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
     """Round float values to ``dtype`` and return them as float32 (what the file holds)."""
-    if dtype == "bfloat16":
-        import ml_dtypes
-
-        return np.asarray(x, np.float32).astype(ml_dtypes.bfloat16).astype(np.float32)
+    if dtype == "bfloat16":       # round to nearest even on the bit pattern (finite values)
+        u = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+        one, sh = np.uint64(1), np.uint64(16)
+        u = (u + np.uint64(0x7FFF) + ((u >> sh) & one)) & np.uint64(0xFFFF0000)
+        return u.astype(np.uint32).view(np.float32)
     return np.asarray(x, np.float32).astype(dtype).astype(np.float32)
 
 

@@ -60,10 +60,12 @@ def ternary_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
     Uses float32 BLAS when every partial sum provably fits the 24-bit float32 significand
     (|x| <= 128 and |w| <= 1, so |sum| <= 128*K < 2**24 for K < 131072); exact otherwise.
+    ``w`` may already be float32 holding -1/0/+1 (a cached conversion: no copy is made).
     """
     x = np.asarray(x)
     w = np.asarray(w)
     k = x.shape[-1]
     if 128 * k < 2 ** 24:
-        return (x.astype(np.float32) @ w.T.astype(np.float32)).astype(np.int64)
+        wf = w if w.dtype == np.float32 else w.astype(np.float32)
+        return (x.astype(np.float32) @ wf.T).astype(np.int64)
     return x.astype(np.int64) @ w.T.astype(np.int64)

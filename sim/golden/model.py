@@ -1,0 +1,207 @@
+"""Golden BitNet b1.58 decoder: the whole forward pass in ``float`` or ``hw`` numerics.
+
+>>> gm = GoldenModel(model, numerics="hw")
+>>> cache = gm.new_cache(max_len=256)
+>>> logits = gm.forward(prompt_ids, cache)     # prefill; float32 [len(prompt), vocab]
+>>> logits = gm.forward([next_id], cache)      # decode one token
+
+``forward(model, tokens, numerics)`` runs a full sequence on a fresh cache.
+
+Data flow per layer (reference/bitnet.md §1.5; block functions in :mod:`.hw` / :mod:`.hf`)::
+
+    h = rmsnorm_absmax(x, input_norm); q,k,v = linear(h); q,k = rope(q,k)
+    a = attention(q, K, V); a = rmsnorm_absmax(a, attn_sub_norm); x = residual_add(x, linear_o(a))
+    h = rmsnorm_absmax(x, post_norm); f = gated_act(linear_gate(h), linear_up(h))
+    f = rmsnorm_absmax(f, ffn_sub_norm); x = residual_add(x, linear_down(f))
+    logits = lm_head(rmsnorm_absmax(x, final_norm))
+
+Prefill/decode consistency: in ``hw`` mode every block is row-wise or an exact integer
+reduction, so prefill of N tokens then decode gives bit-identical logits to one forward pass.
+In ``float`` mode the float32 BLAS calls (attention, LM head) round differently for different
+batch shapes; the results agree to float32 rounding (tests/test_golden_model.py states the
+tolerance).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tellme.quant.config import LINEAR_NAMES
+from tellme.quant.model import TernaryModel
+
+from . import hf, hw
+from .numerics import check_float_environment
+
+NUMERICS = ("float", "hw")
+KV_FORMATS = ("fp16", "fp32")
+WEIGHT_CACHE_BYTES = 512 << 20     # float32 copies of ternary weights kept up to this size
+
+
+class KVCache:
+    """Per-layer K (post-RoPE) and V: arrays [max_len, kv_heads, head_dim].
+
+    hw numerics stores FP16 (the hardware's DDR format); float numerics stores float32.
+    ``length`` is the number of positions written so far. An int8 KV format would plug in at
+    :meth:`store` / :meth:`keys` / :meth:`values` (quantise on store, dequantise on read).
+    """
+
+    def __init__(self, num_layers: int, kv_heads: int, head_dim: int, max_len: int,
+                 kv_format: str):
+        if kv_format not in KV_FORMATS:
+            raise ValueError(f"KV format must be one of {KV_FORMATS}, got {kv_format!r}")
+        dt = np.float16 if kv_format == "fp16" else np.float32
+        self.kv_format = kv_format
+        self.max_len = max_len
+        self.length = 0
+        self.k = [np.zeros((max_len, kv_heads, head_dim), dt) for _ in range(num_layers)]
+        self.v = [np.zeros((max_len, kv_heads, head_dim), dt) for _ in range(num_layers)]
+
+    def store(self, layer: int, start: int, k: np.ndarray, v: np.ndarray) -> None:
+        self.k[layer][start:start + len(k)] = k
+        self.v[layer][start:start + len(v)] = v
+
+    def keys(self, layer: int, n: int) -> np.ndarray:
+        return self.k[layer][:n]
+
+    def values(self, layer: int, n: int) -> np.ndarray:
+        return self.v[layer][:n]
+
+
+class GoldenModel:
+    """A :class:`TernaryModel` run in ``float`` (fp32, HF semantics) or ``hw`` numerics."""
+
+    def __init__(self, model: TernaryModel, numerics: str = "float",
+                 weight_cache_bytes: int = WEIGHT_CACHE_BYTES):
+        if numerics not in NUMERICS:
+            raise ValueError(f"numerics must be one of {NUMERICS}, got {numerics!r}")
+        if not isinstance(model, TernaryModel):
+            raise TypeError(f"expected a TernaryModel, got {type(model).__name__}")
+        model.validate(check_values=False)
+        if numerics == "hw":
+            check_float_environment()
+        self.model = model
+        self.config = model.config
+        self.numerics = numerics
+        self.ops = hw if numerics == "hw" else hf
+        self._weights: dict[tuple[int, str], np.ndarray] = {}
+        self._weight_budget = weight_cache_bytes
+        self._score_c = hw.score_scale(self.config.head_dim)
+
+    # -- weights ---------------------------------------------------------------------------
+
+    def _w(self, layer: int, name: str) -> np.ndarray:
+        """Ternary weights as float32 (exact -1/0/+1) for the BLAS path of ternary_matmul;
+        cached while the total stays under the budget, otherwise converted per use (real-size
+        models never hold a float copy of all weights)."""
+        key = (layer, name)
+        w = self._weights.get(key)
+        if w is None:
+            w = self.model.layers[layer].linears[name].w.astype(np.float32)
+            used = sum(a.nbytes for a in self._weights.values())
+            if used + w.nbytes <= self._weight_budget:
+                self._weights[key] = w
+        return w
+
+    # -- cache -----------------------------------------------------------------------------
+
+    def new_cache(self, max_len: int | None = None) -> KVCache:
+        """An empty KV cache for up to ``max_len`` positions (default: config.max_context)."""
+        c = self.config
+        if max_len is None:
+            max_len = c.max_context
+        if not isinstance(max_len, (int, np.integer)) or max_len <= 0:
+            raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
+        if max_len > c.max_context:
+            raise ValueError(f"cache of {max_len} positions exceeds the model's max_context "
+                             f"{c.max_context}")
+        return KVCache(c.num_layers, c.num_kv_heads, c.head_dim, int(max_len),
+                       "fp16" if self.numerics == "hw" else "fp32")
+
+    # -- forward ---------------------------------------------------------------------------
+
+    def _check_tokens(self, tokens, cache: KVCache) -> np.ndarray:
+        ids = np.asarray(tokens)
+        if ids.ndim != 1:
+            raise ValueError(f"tokens must be a 1-D array of ids, got shape {ids.shape}")
+        if ids.size == 0:
+            raise ValueError("tokens is empty: need at least one token id")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"token ids must be integers, got dtype {ids.dtype}")
+        v = self.config.vocab_size
+        bad = (ids < 0) | (ids >= v)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"token id {int(ids[i])} at index {i} is out of range for vocab "
+                             f"size {v} (valid ids: 0..{v - 1})")
+        total = cache.length + ids.size
+        if total > cache.max_len or total > self.config.max_context:
+            raise ValueError(
+                f"{ids.size} tokens after {cache.length} cached positions need {total} "
+                f"positions, but the cache holds {cache.max_len} and the model's max_context "
+                f"is {self.config.max_context}")
+        return ids.astype(np.int64)
+
+    def forward(self, tokens, cache: KVCache) -> np.ndarray:
+        """Run ``tokens`` at positions cache.length.. and append their K/V to ``cache``.
+
+        Returns float32 logits [len(tokens), vocab].
+        """
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"cache must come from new_cache(), got {type(cache).__name__}")
+        want = "fp16" if self.numerics == "hw" else "fp32"
+        if cache.kv_format != want:
+            raise ValueError(f"cache format {cache.kv_format} does not match {self.numerics} "
+                             f"numerics ({want})")
+        ids = self._check_tokens(tokens, cache)
+        ops, c, m = self.ops, self.config, self.model
+        start, n = cache.length, ids.size
+        hd, heads, kvh = c.head_dim, c.num_heads, c.num_kv_heads
+        eps = c.rms_norm_eps
+        cos, sin = ops.rope_table(np.arange(start, start + n), hd, c.rope_theta)
+        pairing = m.rope_pairing
+
+        x = ops.embed(m.embed, ids)                                       # [n, d]
+        for li, layer in enumerate(m.layers):
+            lin = layer.linears
+            h, amax = ops.rmsnorm_absmax(x, layer.norms["input_norm"], eps)
+            q = ops.linear(h, amax, self._w(li, "q_proj"), lin["q_proj"].scale)
+            k = ops.linear(h, amax, self._w(li, "k_proj"), lin["k_proj"].scale)
+            v = ops.linear(h, amax, self._w(li, "v_proj"), lin["v_proj"].scale)
+            q = ops.rope(q.reshape(n, heads, hd), cos, sin, pairing)
+            k = ops.rope(k.reshape(n, kvh, hd), cos, sin, pairing)
+            cache.store(li, start, k, v.reshape(n, kvh, hd))
+            kc, vc = cache.keys(li, start + n), cache.values(li, start + n)
+            if n == 1:
+                a = ops.attention_decode(q[0], kc, vc, self._score_c)[None]
+            else:
+                a = ops.attention_prefill(q, kc, vc, start, self._score_c)
+            a, amax = ops.rmsnorm_absmax(a.reshape(n, heads * hd), layer.norms["attn_sub_norm"],
+                                         eps)
+            x = ops.residual_add(x, ops.linear(a, amax, self._w(li, "o_proj"),
+                                               lin["o_proj"].scale))
+            h, amax = ops.rmsnorm_absmax(x, layer.norms["post_norm"], eps)
+            g = ops.linear(h, amax, self._w(li, "gate_proj"), lin["gate_proj"].scale)
+            u = ops.linear(h, amax, self._w(li, "up_proj"), lin["up_proj"].scale)
+            f = ops.gated_act(g, u, c.activation)
+            f, amax = ops.rmsnorm_absmax(f, layer.norms["ffn_sub_norm"], eps)
+            x = ops.residual_add(x, ops.linear(f, amax, self._w(li, "down_proj"),
+                                               lin["down_proj"].scale))
+        h, _ = ops.rmsnorm_absmax(x, m.final_norm, eps)
+        logits = ops.lm_head(h, m.head)
+        cache.length = start + n
+        return np.asarray(logits, dtype=np.float32)
+
+    __call__ = forward
+
+
+def forward(model: TernaryModel, tokens, numerics: str = "float") -> np.ndarray:
+    """Logits float32 [len(tokens), vocab] for a full sequence on a fresh cache."""
+    gm = GoldenModel(model, numerics)
+    n = int(np.asarray(tokens).size)
+    mc = model.config.max_context
+    if n > mc:
+        raise ValueError(f"{n} tokens exceed the model's max_context {mc}")
+    return gm.forward(tokens, gm.new_cache(max(n, 1)))
+
+
+__all__ = ["GoldenModel", "KVCache", "LINEAR_NAMES", "forward"]

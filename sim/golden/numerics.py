@@ -1,0 +1,312 @@
+"""Arithmetic primitives of the hw numerics (docs/numerics.md), NumPy + Python integers only.
+
+Everything here is exactly reproducible on any IEEE-754 machine with NumPy >= 1.22: only
+correctly rounded single operations, exact float64 evaluation of products that provably fit
+53 bits, int64 arithmetic with asserted bounds, and Python-int rational arithmetic for the
+per-token scalars. No libm, no BLAS, no float reductions.
+
+Conventions
+-----------
+* ``RN16(v)``: round the exact value ``v`` to IEEE binary16, nearest-even, gradual underflow,
+  results beyond +-65504 saturate to +-65504 (never Inf). :func:`to_fp16`.
+* ``RN32(v)``: correctly rounded to binary32 (nearest-even); only ever applied to per-token
+  scalars, which are computed from exact rationals with Python integers.
+* Fixed point ``Qm.f`` (or "LSB 2^-f"): a signed int64 whose value is ``int * 2**-f``.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+
+FP16_MAX = 65504.0
+_F64 = np.float64
+
+
+class FloatEnvironmentError(RuntimeError):
+    """The process computes with flush-to-zero / denormals-are-zero forced on."""
+
+
+def check_float_environment() -> None:
+    """Raise :class:`FloatEnvironmentError` if FTZ or DAZ is in effect for float32/float64.
+
+    A shared library built with ``-ffast-math`` that is loaded anywhere in the process can set
+    MXCSR.FTZ/DAZ on x86 (or FPCR.FZ on Arm); the hw golden model would then silently compute
+    different bits (FP16 subnormals pass through float32/float64 here).
+    """
+    problems = []
+    for ft, it in ((np.float32, np.uint32), (np.float64, np.uint64)):
+        tiny = np.array([np.finfo(ft).tiny], dtype=ft)
+        if not (tiny * ft(0.5))[0] > 0:
+            problems.append(f"flush-to-zero in {np.dtype(ft).name} (tiny*0.5 gave 0)")
+        sub = np.array([1], dtype=it).view(ft)          # smallest subnormal, from its bits
+        if not (sub * ft(2.0))[0] > 0:
+            problems.append(f"denormals-are-zero in {np.dtype(ft).name} (subnormal*2 gave 0)")
+    h = np.array([1], dtype=np.uint16).view(np.float16)  # smallest FP16 subnormal, 2**-24
+    if not (h.astype(np.float64) * 2.0)[0] == 2.0 ** -23:
+        problems.append("FP16 subnormals are not converted exactly")
+    if problems:
+        raise FloatEnvironmentError(
+            "tellme.sim.golden: the process has " + "; ".join(problems) + ". A library "
+            "built with -ffast-math probably set FTZ/DAZ; the hw golden model would not be "
+            "bit-exact. Run it in a process without that library.")
+
+
+# ---------------------------------------------------------------------------------------------
+# FP16 helpers
+
+
+def to_fp16(x) -> np.ndarray:
+    """RN16 of the exact value(s) ``x`` (float64/float32 holding the exact value): one
+    nearest-even rounding to binary16 with gradual underflow, saturating at +-65504.
+
+    NumPy's float64 -> float16 cast is a single correctly rounded conversion (tested
+    exhaustively around every FP16 midpoint in tests/test_golden_numerics.py).
+    """
+    x = np.asarray(x, dtype=_F64)
+    return np.clip(x, -FP16_MAX, FP16_MAX).astype(np.float16)
+
+
+def fp16_fields(x16: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sign, significand, shift) int64 with ``|x| = significand * 2**(shift - 24)``.
+
+    significand < 2**11 (hidden bit included for normals), shift in [0, 29]. Inf/NaN rejected.
+    """
+    x16 = np.asarray(x16, dtype=np.float16)
+    u = x16.view(np.uint16).astype(np.int64)
+    e = (u >> 10) & 0x1F
+    if np.any(e == 0x1F):
+        raise ValueError("FP16 Inf/NaN reached the hw datapath (streams saturate, never Inf)")
+    m = u & 0x3FF
+    sig = np.where(e > 0, m | 0x400, m)
+    shift = np.where(e > 0, e - 1, 0)
+    return (u >> 15) & 1, sig, shift
+
+
+def sum_squares_fp16(x16: np.ndarray) -> list[int]:
+    """Exact sum of squares of each row of FP16 ``x16`` [..., n], as Python ints in units of
+    2**-48 (the LSB of the square of the smallest FP16 subnormal).
+
+    Hardware: each square is an 11x11-bit product shifted by 2*shift into an exact accumulator
+    (<= 80 + log2(n) bits); integer addition is associative so lane count and order are free.
+    Here: two int64 limbs (bits >= 32 and < 32), exact for n <= 2**14.
+    """
+    x16 = np.asarray(x16, dtype=np.float16)
+    n = x16.shape[-1]
+    if n > 2 ** 14:
+        raise ValueError(f"row length {n} > 16384: limb sums could overflow int64")
+    _, sig, shift = fp16_fields(x16)
+    sq = sig * sig                                     # < 2**22
+    sh2 = 2 * shift                                    # 0..58
+    big = sh2 >= 32
+    hi = np.where(big, sq << np.where(big, sh2 - 32, 0), 0)
+    full = np.where(big, 0, sq << np.where(big, 0, sh2))  # < 2**54
+    hi = hi + (full >> 32)
+    lo = full & 0xFFFFFFFF
+    hs = hi.sum(axis=-1, dtype=np.int64).reshape(-1)
+    ls = lo.sum(axis=-1, dtype=np.int64).reshape(-1)
+    return [(int(h) << 32) + int(lo_) for h, lo_ in zip(hs, ls)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Correctly rounded scalars (Python ints): the specification of the per-token scalar unit
+
+
+def round_ratio_fp32(num: int, den: int) -> np.float32:
+    """RN32(num / den) for integers num >= 0, den > 0 (nearest-even, normal range only)."""
+    if den <= 0 or num < 0:
+        raise ValueError("round_ratio_fp32 needs num >= 0, den > 0")
+    if num == 0:
+        return np.float32(0.0)
+    # e such that 2**23 <= num / den * 2**-e < 2**24
+    e = num.bit_length() - den.bit_length() - 23
+    while True:
+        n, d = (num, den << e) if e >= 0 else (num << -e, den)
+        q, r = divmod(n, d)
+        if q < 2 ** 23:
+            e -= 1
+        elif q >= 2 ** 24:
+            e += 1
+        else:
+            break
+    if 2 * r > d or (2 * r == d and q & 1):
+        q += 1
+    if e + 23 > 127 or e + 23 < -126:
+        raise OverflowError(f"{num}/{den} outside the float32 normal range")
+    return np.float32(math.ldexp(q, e))
+
+
+def fraction_of(x) -> Fraction:
+    """Exact rational value of a finite float (any width)."""
+    return Fraction(float(x))
+
+
+def rsqrt_fp32(num: int, den: int) -> np.float32:
+    """RN32(1 / sqrt(num / den)) for integers num, den > 0 (nearest-even).
+
+    floor(2z) for z = sqrt(den/num * 4**-e) is isqrt(floor(4 den 4**-e / num)) (floor and
+    isqrt commute for non-negative reals), which decides the rounding; an exact tie is
+    detected by squaring back.
+    """
+    if num <= 0 or den <= 0:
+        raise ValueError("rsqrt_fp32 needs num, den > 0")
+    # result y = sqrt(den/num); want 2**23 <= y * 2**-e < 2**24
+    e = (den.bit_length() - num.bit_length()) // 2 - 23
+    while True:
+        s = -2 * e
+        a, b = (4 * den << s, num) if s >= 0 else (4 * den, num << -s)
+        w = math.isqrt(a // b)                         # floor(2z)
+        if w < 2 ** 24:
+            e -= 1
+        elif w >= 2 ** 25:
+            e += 1
+        else:
+            break
+    q = w >> 1
+    if w & 1:
+        tie = a == w * w * b and a % b == 0
+        if not tie or q & 1:
+            q += 1
+    return np.float32(math.ldexp(q, e))
+
+
+def fp32_of_ratio(fr: Fraction) -> np.float32:
+    return round_ratio_fp32(fr.numerator, fr.denominator)
+
+
+# ---------------------------------------------------------------------------------------------
+# Integer helpers
+
+
+def bit_length(m: np.ndarray) -> np.ndarray:
+    """Bit length of non-negative int64 values (< 2**63), exact."""
+    m = np.asarray(m, dtype=np.int64)
+    big = m >= 2 ** 11
+    small_part = np.where(big, m >> 11, m).astype(_F64)   # < 2**52: exact in float64
+    e = np.frexp(small_part)[1].astype(np.int64)
+    return np.where(big, e + 11, e)
+
+
+def int_to_fp32(a: np.ndarray) -> np.ndarray:
+    """RN32 of int64 values (|a| < 2**62), returned as float64 holding the float32 value.
+
+    Hardware: leading-zero count, shift, round-half-even on the dropped bits.
+    """
+    a = np.asarray(a, dtype=np.int64)
+    neg = a < 0
+    m = np.abs(a)
+    if np.any(m >= 2 ** 62):
+        raise OverflowError("int_to_fp32: |value| >= 2**62")
+    sh = np.maximum(bit_length(m) - 24, 0)
+    q = m >> sh
+    rem = m - (q << sh)
+    half = np.where(sh > 0, np.left_shift(np.int64(1), np.maximum(sh - 1, 0)), 0)
+    up = (sh > 0) & ((rem > half) | ((rem == half) & ((q & 1) == 1)))
+    q = q + up
+    v = np.ldexp(q.astype(_F64), sh)
+    return np.where(neg, -v, v)
+
+
+def rne_shift(a: np.ndarray, s: int) -> np.ndarray:
+    """round-half-even(a / 2**s) for int64 ``a`` and a static shift s >= 1."""
+    a = np.asarray(a, dtype=np.int64)
+    q = a >> s                                          # floor
+    rem = a - (q << s)
+    half = 1 << (s - 1)
+    up = (rem > half) | ((rem == half) & ((q & 1) == 1))
+    return q + up
+
+
+# ---------------------------------------------------------------------------------------------
+# Function tables (data of the spec; regenerated and checked by tests)
+
+EXP2_FRAC_BITS = 16      # log2-domain scores are Q.16
+EXP2_INDEX_BITS = 6      # 64 segments
+EXP2_OUT_BITS = 23       # 2**-f in UQ1.23
+
+# EXP2_TABLE[i] = RNE(2**(-i/64) * 2**23), i = 0..64
+EXP2_TABLE = np.array([
+    8388608, 8298246, 8208857, 8120432, 8032959, 7946428, 7860829, 7776152,
+    7692387, 7609525, 7527555, 7446469, 7366255, 7286906, 7208412, 7130763,
+    7053950, 6977965, 6902799, 6828442, 6754886, 6682122, 6610143, 6538938,
+    6468501, 6398822, 6329894, 6261709, 6194258, 6127533, 6061528, 5996233,
+    5931642, 5867746, 5804539, 5742012, 5680159, 5618973, 5558445, 5498570,
+    5439339, 5380747, 5322786, 5265449, 5208729, 5152621, 5097117, 5042211,
+    4987896, 4934167, 4881016, 4828438, 4776426, 4724974, 4674077, 4623728,
+    4573921, 4524651, 4475911, 4427697, 4380002, 4332820, 4286147, 4239977,
+    4194304,
+], dtype=np.int64)
+EXP2_TABLE.setflags(write=False)
+
+
+def make_exp2_table() -> np.ndarray:
+    """Regenerate EXP2_TABLE with exact rounding checks (used by the tests)."""
+    out = []
+    for i in range(65):
+        v = 2.0 ** (-i / 64) * 2 ** 23
+        r = round(v)
+        if abs(abs(v - math.floor(v)) - 0.5) < 1e-6:
+            raise ArithmeticError(f"exp2 table entry {i} too close to a tie to round by float")
+        out.append(r)
+    return np.array(out, dtype=np.int64)
+
+
+def exp2_neg_frac(f: np.ndarray) -> np.ndarray:
+    """2**(-f / 2**16) in UQ1.23 for integer f in [0, 2**16).
+
+    i = f >> 10 selects the segment, r = f & 1023 the position in it;
+    result = T[i] - floor(((T[i] - T[i+1]) * r + 512) / 1024). Max error vs the exact value
+    < 2**-16 relative (docs/numerics.md; exhaustive test).
+    """
+    f = np.asarray(f, dtype=np.int64)
+    i = f >> 10
+    r = f & 1023
+    t0 = EXP2_TABLE[i]
+    t1 = EXP2_TABLE[i + 1]
+    return t0 - (((t0 - t1) * r + 512) >> 10)
+
+
+SILU_LO = -16            # PWL range [-16, 16)
+SILU_SEG_LOG2 = 4        # 16 segments per unit (h = 1/16): 512 segments
+SILU_OUT_FRAC = 22       # activation output Q.22 (signed, 27 bits over the table range)
+
+
+def make_silu_table() -> np.ndarray:
+    """SILU_TABLE[i] = RNE(silu(x_i) * 2**22), x_i = -16 + i/16, i = 0..512 (float64 sigmoid,
+    entries checked to be far from ties)."""
+    out = []
+    for i in range(513):
+        x = SILU_LO + i / 16
+        v = x / (1.0 + math.exp(-x)) * 2 ** SILU_OUT_FRAC
+        if abs(abs(v - math.floor(v)) - 0.5) < 1e-4:
+            raise ArithmeticError(f"SiLU table entry {i} too close to a tie")
+        out.append(round(v))
+    return np.array(out, dtype=np.int64)
+
+
+SILU_TABLE = make_silu_table()
+SILU_TABLE.setflags(write=False)
+
+
+def silu_fx(x16: np.ndarray) -> np.ndarray:
+    """SiLU of FP16 ``x16`` in fixed point Q.22 (int64): piecewise-linear over [-16, 16).
+
+    X = x * 2**24 (exact integer); U = X + 16 * 2**24; i = U >> 20; r = U & (2**20 - 1);
+    y = T[i] + floor(((T[i+1] - T[i]) * r + 2**19) / 2**20). Tails: x >= 16 -> x exactly
+    (x * 2**22), x < -16 -> 0. Error bound 2.5e-4 absolute (docs/numerics.md).
+    """
+    sign, sig, shift = fp16_fields(x16)
+    X = sig << shift                                   # |x| * 2**24, < 2**40
+    X = np.where(sign == 1, -X, X)
+    U = X - (SILU_LO << 24)
+    inside = (U >= 0) & (U < (32 << 24))
+    Ui = np.where(inside, U, 0)
+    i = Ui >> 20
+    r = Ui & ((1 << 20) - 1)
+    t0 = SILU_TABLE[i]
+    t1 = SILU_TABLE[i + 1]
+    y = t0 + (((t1 - t0) * r + (1 << 19)) >> 20)
+    y = np.where(inside, y, np.where(U >= 0, X >> 2, 0))
+    return y

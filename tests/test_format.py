@@ -265,3 +265,14 @@ def test_shape_inconsistent_with_config(good):
 def test_missing_file(tmp_path):
     with pytest.raises(WeightFileError, match="nope.tlw: cannot read"):
         read_weight_file(tmp_path / "nope.tlw")
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_sizes_match_written_files(tmp_path, case):
+    from tellme.quant.sizes import data_bytes
+
+    over, tiling = CASES[case]
+    model = random_model(small_config(**over), seed=4, float_dtype="bfloat16")
+    wf = read_weight_file(write_weight_file(model, tmp_path / "m.tlw", tiling))
+    data = os.path.getsize(wf.path) - wf.sections["scales"].offset
+    assert data == sum(data_bytes(model.config, tiling, float_bytes=2).values())

@@ -1,0 +1,94 @@
+"""Cycle models (``expected_cycles``) of the TLMM engine and the weight-buffer fill.
+
+Stall-free assumption: activations and weight tiles are available when the engine asks, the
+output is always ready. The engine model is exact (it mirrors the RTL's table builder and
+sweeper); the RTL tests assert measured cycles equal to it.
+
+Engine schedule of one command (edges counted from the edge that accepts the command)::
+
+    A_k = max(A_{k-1} + E + 1, L_{k-2} + 2)   activation beat k accepted (table bank k%2 free)
+    F_k = A_k + E                              last table entry written
+    S_k = max(F_k + 1, L_{k-1} + 1)            first column block of sweep k issued
+    L_k = S_k + nbt - 1                        last column block issued
+    last output transferred at L_last + 3      (3-stage lookup / adder / accumulate pipeline)
+
+with A_0 = 1, E = 27 (full table) or 14 (half table), k over n_tokens*kb sweeps. In steady
+state a K block takes ``max(nbt, E + 1)`` cycles: tables are hidden behind sweeps of at least
+E+1 column blocks. The next command is accepted at L_last + 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TABLE_ENTRIES = {"full": 27, "half": 14}
+PIPELINE_LATENCY = 3
+
+
+def table_entries(table: str) -> int:
+    try:
+        return TABLE_ENTRIES[table]
+    except KeyError:
+        raise ValueError(f"unknown table kind {table!r}; known: {', '.join(TABLE_ENTRIES)}") \
+            from None
+
+
+@dataclass(frozen=True)
+class CommandTiming:
+    issue_done: int      # edge of the last issue (next command accepted one edge later)
+    last_output: int     # edge of the last output transfer
+    lookups: int         # column-block ops issued (n_tokens*kb*nbt)
+
+    @property
+    def efficiency(self) -> float:
+        """Issued ops per cycle over the command (1.0 = one column block every cycle)."""
+        return self.lookups / self.last_output
+
+
+def command_timing(*, table: str, kb: int, nbt: int, n_tokens: int) -> CommandTiming:
+    """Exact stall-free timing of one engine command (see module docstring)."""
+    for name, v in (("kb", kb), ("nbt", nbt), ("n_tokens", n_tokens)):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    e = table_entries(table)
+    sweeps = kb * n_tokens
+    a_prev = None
+    last = []                      # L_k
+    for k in range(sweeps):
+        if k == 0:
+            a = 1
+        else:
+            a = a_prev + e + 1
+            if k >= 2:
+                a = max(a, last[k - 2] + 2)
+        f = a + e
+        s = f + 1 if k == 0 else max(f + 1, last[k - 1] + 1)
+        last.append(s + nbt - 1)
+        a_prev = a
+    return CommandTiming(issue_done=last[-1], last_output=last[-1] + PIPELINE_LATENCY,
+                         lookups=sweeps * nbt)
+
+
+def expected_cycles(*, table: str, kb: int, nbt: int, n_tokens: int) -> int:
+    """Cycles from the command's acceptance to its last output beat (stall-free)."""
+    return command_timing(table=table, kb=kb, nbt=nbt, n_tokens=n_tokens).last_output
+
+
+def expected_job_cycles(*, table: str, kb: int, tiles: list[int], n_tokens: int) -> int:
+    """Back-to-back commands (one per tile, ``tiles`` = column blocks of each), all tiles
+    already in the buffer: cycles from the first command's acceptance to the last output."""
+    total = 0
+    for i, nbt in enumerate(tiles):
+        tm = command_timing(table=table, kb=kb, nbt=nbt, n_tokens=n_tokens)
+        total += tm.issue_done + 1 if i < len(tiles) - 1 else tm.last_output
+    return total
+
+
+def fill_cycles(*, nbt: int, kb: int, q: int, v: int) -> int:
+    """Cycles to write one tile into a free buffer half (one beat of v vectors per cycle)."""
+    return nbt * kb * q // v
+
+
+def steady_kb_cycles(*, table: str, nbt: int) -> int:
+    """Cycles per K block in steady state."""
+    return max(nbt, table_entries(table) + 1)

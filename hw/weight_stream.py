@@ -15,6 +15,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from tellme.quant.codes import CODE_BITS
+
+from .weight_buffer import fill_layout
+
 __all__ = ["WeightStreamer", "StreamCommand", "stream_plan"]
 
 
@@ -37,13 +41,14 @@ class StreamCommand(data.StructLayout):
         })
 
 
-def stream_plan(*, addr: int, first: int, count: int, vector_bits: int, lanes: int,
+def stream_plan(*, addr: int, first: int, count: int, t: int, lanes: int,
                 data_width: int, max_burst: int) -> list[tuple[int, int]]:
     """Reference model of the bursts the streamer issues: a list of (byte address, beats).
 
     Bursts are INCR, beat-aligned, at most ``max_burst`` beats and never cross a 4 KB page.
     """
     nbytes = data_width // 8
+    vector_bits = CODE_BITS * t
     words = count // lanes
     start_bit = addr * 8 + first * vector_bits
     a0 = (start_bit // data_width) * nbytes
@@ -64,11 +69,12 @@ class WeightStreamer(wiring.Component):
 
     Parameters
     ----------
-    vector_bits : int
-        Bits of one index vector, ``T*5`` (20 for the ``sim`` tiling, 140 for ``kv260``).
+    t : int
+        Codes per index vector (T); a vector is ``5*t`` bits (20 for the ``sim`` tiling, 140
+        for ``kv260``).
     lanes : int
-        Vectors per output word (the buffer's write parallelism). ``lanes*vector_bits`` bits
-        leave per cycle at most.
+        Vectors per output word (the weight buffer's fill beat ``v``, a power of two).
+        ``lanes*5*t`` bits leave per cycle at most.
     data_width : int
         AXI data width in bits: 128, 256 or 512 (512 stands for several 128-bit PS HP ports
         merged by an interconnect).
@@ -89,9 +95,10 @@ class WeightStreamer(wiring.Component):
     -------
     i_cmd : In(stream.Signature(StreamCommand))
         Fetch command, accepted when the streamer is idle (``ready = ~busy``).
-    o : Out(stream.Signature(StructLayout{data: ArrayLayout(vector_bits, lanes), last: 1}))
-        Output words: lane ``j`` of word ``i`` is vector ``first + i*lanes + j``; ``last`` marks
-        the final word of a command.
+    o : Out(stream.Signature(weight_buffer.fill_layout(t, lanes)))
+        Output words ``{vectors, last}``: lane ``j`` of word ``i`` is vector
+        ``first + i*lanes + j``; ``last`` marks the final word of a command (one command per
+        ping-pong tile, so it connects straight to ``WeightBuffer.i``).
     busy : Out(1)
         High from command acceptance until the last word has been transferred.
     done : Out(1)
@@ -108,25 +115,25 @@ class WeightStreamer(wiring.Component):
     Latency: first AR one cycle after the command is accepted; the first word leaves one cycle
     after its last bit's beat has been read out of the FIFO (the FIFO adds 2 cycles from R beat to
     gearbox). Throughput: one R beat and one output word per cycle at most, so the sustained rate
-    is ``min(data_width, lanes*vector_bits)`` bits per cycle (and what the memory delivers).
+    is ``min(data_width, lanes*5*t)`` bits per cycle (and what the memory delivers).
     Requests: one AR every other cycle at most. Backpressure: ``o.ready`` low stalls the gearbox;
     the FIFO absorbs the bursts in flight; no data is dropped and ``m_axi_rready`` is driven by the
     FIFO's ``w_rdy`` (never low under the reservation rule).
     """
 
-    def __init__(self, *, vector_bits: int, lanes: int = 1, data_width: int = 128,
+    def __init__(self, *, t: int, lanes: int = 1, data_width: int = 128,
                  addr_width: int = 40, max_burst: int = 16, max_outstanding: int = 8,
                  fifo_depth: int | None = None, count_width: int = 24):
         try:
-            self._init(vector_bits, lanes, data_width, addr_width, max_burst, max_outstanding,
+            self._init(t, lanes, data_width, addr_width, max_burst, max_outstanding,
                        fifo_depth, count_width)
         except (TypeError, ValueError):
             self._MustUse__silence = True      # not elaborated: do not warn about it
             raise
 
-    def _init(self, vector_bits, lanes, data_width, addr_width, max_burst, max_outstanding,
+    def _init(self, t, lanes, data_width, addr_width, max_burst, max_outstanding,
               fifo_depth, count_width):
-        for name, v in (("vector_bits", vector_bits), ("lanes", lanes),
+        for name, v in (("t", t), ("lanes", lanes),
                         ("addr_width", addr_width), ("max_burst", max_burst),
                         ("max_outstanding", max_outstanding), ("count_width", count_width)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -146,7 +153,8 @@ class WeightStreamer(wiring.Component):
                              f"not {fifo_depth!r}")
         if addr_width < 13:
             raise ValueError(f"addr_width must be at least 13, not {addr_width}")
-        self._vb = vector_bits
+        self._t = t
+        self._vb = CODE_BITS * t
         self._lanes = lanes
         self._dw = data_width
         self._aw = addr_width
@@ -154,11 +162,9 @@ class WeightStreamer(wiring.Component):
         self._max_out = max_outstanding
         self._depth = fifo_depth
         self._cw = count_width
-        word = data.StructLayout({"data": data.ArrayLayout(unsigned(vector_bits), lanes),
-                                  "last": 1})
         super().__init__({
             "i_cmd": In(stream.Signature(StreamCommand(addr_width, count_width))),
-            "o": Out(stream.Signature(word)),
+            "o": Out(stream.Signature(fill_layout(t, lanes))),
             "busy": Out(1),
             "done": Out(1),
             "error": Out(1),
@@ -181,6 +187,7 @@ class WeightStreamer(wiring.Component):
             "m_axi_rready": Out(1),
         })
 
+    t = property(lambda self: self._t)
     vector_bits = property(lambda self: self._vb)
     lanes = property(lambda self: self._lanes)
     data_width = property(lambda self: self._dw)
@@ -286,7 +293,7 @@ class WeightStreamer(wiring.Component):
         nbits = Signal(range(cap + 1))
         take = Signal()
         m.d.comb += [
-            self.o.payload.data.eq(buf[:wb]),
+            self.o.payload.vectors.eq(buf[:wb]),
             self.o.payload.last.eq(words_left == 1),
             self.o.valid.eq(busy & (nbits >= wb)),
             take.eq(self.o.valid & self.o.ready),

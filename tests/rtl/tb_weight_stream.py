@@ -33,10 +33,10 @@ class TB:
     def __init__(self, dut):
         self.dut = dut
         self.p = cocotb_params()
-        self.vb = self.p["vector_bits"]
+        self.vb = 5 * self.p["t"]
         self.lanes = self.p["lanes"]
         self.dw = self.p["data_width"]
-        self.t = self.vb // 5
+        self.t = self.p["t"]
         logging.getLogger("cocotb.ws.m_axi").setLevel(logging.WARNING)
         logging.getLogger("cocotb.ws.m_axi").propagate = True
         self.ram = AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst,
@@ -142,7 +142,7 @@ class TB:
         bad = np.nonzero(np.any(got != want, axis=1))[0]
         assert bad.size == 0, f"{bad.size} vectors differ, first at {bad[0]}: " \
                               f"{got[bad[0]].tolist()} != {want[bad[0]].tolist()}"
-        plan = stream_plan(addr=addr, first=first, count=count, vector_bits=self.vb,
+        plan = stream_plan(addr=addr, first=first, count=count, t=self.t,
                            lanes=self.lanes, data_width=self.dw, max_burst=self.p["max_burst"])
         assert self.bursts == plan, f"bursts {self.bursts[:4]}... != plan {plan[:4]}..."
 
@@ -203,7 +203,7 @@ async def test_stream_layout(dut):
 
 @cocotb.test()
 async def test_stream_rate(dut):
-    """No stalls: the stream sustains min(data_width, lanes*vector_bits) bits per cycle.
+    """No stalls: the stream sustains min(data_width, lanes*5*T) bits per cycle.
 
     AxiRamRead returns back-to-back bursts without gaps; the bound allows 2% plus the pipeline
     fill, so a lost cycle per burst (1/16 at most here), per beat or per word fails it.

@@ -51,11 +51,16 @@ NORM_PATHS = {
               "post_norm": "post_attention_layernorm", "ffn_sub_norm": "mlp.ffn_layernorm"},
 }
 # HF config-class defaults for fields a config.json may omit (BitNetConfig / LlamaConfig).
+# HF writes config.json as a diff against these, so an omitted field means the class default.
 DEFAULTS = {
-    "bitnet": {"hidden_act": "relu2", "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+    "bitnet": {"vocab_size": 128256, "hidden_size": 2560, "intermediate_size": 6912,
+               "num_hidden_layers": 30, "num_attention_heads": 20, "num_key_value_heads": 5,
+               "hidden_act": "relu2", "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
                "max_position_embeddings": 2048, "tie_word_embeddings": False,
                "bos_token_id": 128000, "eos_token_id": 128001},
-    "llama": {"hidden_act": "silu", "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+    "llama": {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008,
+              "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": None,
+              "hidden_act": "silu", "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
               "max_position_embeddings": 2048, "tie_word_embeddings": False,
               "bos_token_id": 1, "eos_token_id": 2},
 }
@@ -241,13 +246,11 @@ def parse_config(cfg: dict, path="config.json") -> tuple[str, ModelConfig, dict]
                               f"BitnetForCausalLM (1bitLLM)")
     notes = {"defaults_used": []}
 
-    def field(name, default_ok=True):
-        if name in cfg and cfg[name] is not None:
+    def field(name):
+        if name in cfg:
             return cfg[name]
-        if default_ok and name in DEFAULTS[family]:
-            notes["defaults_used"].append(name)
-            return DEFAULTS[family][name]
-        raise CheckpointError(f"{path}: missing field {name!r}")
+        notes["defaults_used"].append(name)
+        return DEFAULTS[family][name]
 
     def intf(name):
         v = field(name)
@@ -255,8 +258,15 @@ def parse_config(cfg: dict, path="config.json") -> tuple[str, ModelConfig, dict]
             raise CheckpointError(f"{path}: field {name!r} must be an integer, got {v!r}")
         return v
 
+    def floatf(name, v=None):
+        v = field(name) if v is None else v
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise CheckpointError(f"{path}: field {name!r} must be a number, got {v!r}")
+        return float(v)
+
     hidden, heads = intf("hidden_size"), intf("num_attention_heads")
-    kv = cfg.get("num_key_value_heads") or heads
+    kv = field("num_key_value_heads")
+    kv = heads if kv is None else kv        # HF: None means MHA
     head_dim = cfg.get("head_dim")
     if head_dim is None:
         if hidden % heads:
@@ -264,7 +274,7 @@ def parse_config(cfg: dict, path="config.json") -> tuple[str, ModelConfig, dict]
                                   f"num_attention_heads {heads} and head_dim is not given")
         head_dim = hidden // heads
     act = field("hidden_act")
-    if act not in ACTIVATIONS:
+    if not isinstance(act, str) or act not in ACTIVATIONS:
         raise CheckpointError(f"{path}: hidden_act {act!r} is not supported (relu2 or silu)")
 
     # v4: top-level rope_theta (+ rope_scaling); v5: rope_parameters {rope_theta, rope_type}.
@@ -291,12 +301,13 @@ def parse_config(cfg: dict, path="config.json") -> tuple[str, ModelConfig, dict]
             vocab_size=intf("vocab_size"), hidden_size=hidden,
             intermediate_size=intf("intermediate_size"), num_layers=intf("num_hidden_layers"),
             num_heads=heads, num_kv_heads=int(kv), head_dim=int(head_dim),
-            activation=ACTIVATIONS[act], rms_norm_eps=float(field("rms_norm_eps")),
-            rope_theta=float(theta), tie_word_embeddings=bool(field("tie_word_embeddings")),
+            activation=ACTIVATIONS[act], rms_norm_eps=floatf("rms_norm_eps"),
+            rope_theta=floatf("rope_theta", theta),
+            tie_word_embeddings=bool(field("tie_word_embeddings")),
             max_context=intf("max_position_embeddings"),
             bos_token_id=_first_id(field("bos_token_id")),
             eos_token_id=_first_id(field("eos_token_id")))
-    except ValueError as e:
+    except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: {e}") from None
     dt = cfg.get("dtype", cfg.get("torch_dtype"))
     notes["checkpoint_dtype"] = TORCH_DTYPES.get(str(dt).replace("torch.", ""), None)

@@ -316,13 +316,33 @@ def test_error_index_names_tensor_not_in_shard(tmp_path, packed):
     ({"quantization_config": {"quant_method": "gptq"}}, r"quant_method 'gptq' is not 'bitnet'"),
     ({"quantization_config": {"quant_method": "bitnet", "linear_class": "foo"}},
      r"linear_class 'foo' is not supported"),
-    ({"hidden_size": None}, r"config.json: missing field 'hidden_size'"),
+    ({"hidden_size": None}, r"config.json: field 'hidden_size' must be an integer, got None"),
+    ({"rms_norm_eps": None}, r"config.json: field 'rms_norm_eps' must be a number, got None"),
+    ({"rope_theta": "big"}, r"config.json: field 'rope_theta' must be a number, got 'big'"),
     ({"num_key_value_heads": 3}, r"config.json: num_heads \(4\) must be a multiple"),
 ])
 def test_error_config_fields(tmp_path, packed, edit, pattern):
     cfg, t, c = packed
     write_checkpoint(tmp_path, t, {**c, **edit})
     _expect(tmp_path, pattern)
+
+
+def test_omitted_field_means_class_default(tmp_path, packed):
+    # HF writes config.json as a diff against the config class: an omitted hidden_size is
+    # BitNetConfig's 2560, which then does not match the tensors
+    cfg, t, c = packed
+    write_checkpoint(tmp_path, t, {k: v for k, v in c.items() if k != "hidden_size"})
+    _expect(tmp_path, r"tensor 'model.embed_tokens.weight' has shape \[50, 24\], expected "
+                      r"\[50, 2560\]")
+    c2 = {k: v for k, v in c.items() if k not in ("hidden_act", "num_key_value_heads")}
+    c2["num_attention_heads"] = 5 * 4
+    c2["head_dim"] = 6
+    # num_key_value_heads omitted -> 5 (BitNetConfig), hidden_act omitted -> relu2
+    from tellme.quant.readers import parse_config
+
+    fam, mc, notes = parse_config(c2)
+    assert (fam, mc.num_kv_heads, mc.activation) == ("bitnet", 5, "relu2")
+    assert set(notes["defaults_used"]) == {"hidden_act", "num_key_value_heads"}
 
 
 def test_error_not_a_folder(tmp_path):

@@ -14,7 +14,8 @@ import sys
 
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES = (
-    "tellme.quant.cli",     # convert, train
+    "tellme.quant.cli",     # convert
+    "tellme.quant.train_cli",  # train (torch, developer side)
     "tellme.sim.cli",       # logits, eval
     "tellme.host.run_cli",  # generate, demo
     "tellme.hw.cli",        # hw verilog / report / bench / bitstream

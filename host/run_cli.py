@@ -1,8 +1,155 @@
-"""Subcommands of this area for the ``tellme`` CLI (see tellme.host.cli).
+"""Subcommands ``generate``, ``eval`` and ``demo`` of the ``tellme`` CLI (see tellme.host.cli).
 
 Keep imports at module level light: heavy packages are imported inside handlers.
 """
 
+from __future__ import annotations
+
+# The demo: fixed prompt, seed and sampling so `make demo` prints the same text every time.
+DEMO_PROMPT = "And the LORD said unto Moses,"
+DEMO_ARGS = {"max_new_tokens": 60, "temperature": 0.8, "top_k": 40, "top_p": 0.95, "seed": 7}
+
+
+def _model_args(p, numerics=True) -> None:
+    p.add_argument("--model", default=None,
+                   help="weight file or HF checkpoint folder (default: the bundled demo model "
+                        "host/models/demo/model.tlm); the tokenizer.json must sit beside it")
+    p.add_argument("--backend", default="auto",
+                   help="golden | rtl-sim | board | auto (best available; default)")
+    if numerics:
+        p.add_argument("--numerics", choices=("float", "hw"), default="float",
+                       help="golden-model arithmetic: float (HF reference) or hw (bit-exact "
+                            "accelerator arithmetic); default float")
+
 
 def register(sub) -> None:
-    """Add this area's subparsers to ``sub`` (an argparse subparsers action)."""
+    g = sub.add_parser("generate", help="generate text from a model, streamed, with metrics",
+                       description="Continue PROMPT with a model; text is streamed as it is "
+                                   "produced, then one metrics line (prompt tokens, TTFT, decode "
+                                   "tok/s, backend).")
+    _model_args(g)
+    g.add_argument("--prompt", required=True, help="text to continue")
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    g.add_argument("--top-k", type=int, default=0, help="0 = off")
+    g.add_argument("--top-p", type=float, default=1.0, help="1.0 = off")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed (numpy Generator)")
+    g.add_argument("--stop", action="append", default=[], metavar="STR",
+                   help="stop when STR is produced (repeatable); STR is not printed")
+    g.add_argument("--bos", action="store_true", help="prepend the BOS token to the prompt")
+    g.set_defaults(func=_generate)
+
+    e = sub.add_parser("eval", help="perplexity of a model on a text (and hw-vs-float top-1)",
+                       description="Perplexity over non-overlapping windows of the model "
+                                   "context (each window a fresh sequence; every token but a "
+                                   "window's first is scored).")
+    _model_args(e)
+    e.add_argument("--text", default=None,
+                   help="UTF-8 text file (default: heldout.txt beside the model)")
+    e.add_argument("--max-tokens", type=int, default=0, help="use only the first N tokens")
+    e.add_argument("--window", type=int, default=0, help="window length (default: context)")
+    e.add_argument("--compare", action="store_true",
+                   help="run both numerics modes and report their top-1 agreement")
+    e.set_defaults(func=_eval)
+
+    d = sub.add_parser("demo", help="generate from the bundled demo model (fixed prompt, seed)")
+    d.add_argument("--backend", default="auto", help="see `tellme generate --help`")
+    d.add_argument("--numerics", choices=("float", "hw"), default="hw",
+                   help="default hw: the accelerator's arithmetic")
+    d.set_defaults(func=_demo)
+
+
+def _errors():
+    from tellme.host.cli import CliError
+
+    from .backends import BackendError
+    from .generate import GenerateError
+    from .tokenizer import TokenizerError
+
+    return CliError, (BackendError, GenerateError, TokenizerError, ValueError,
+                      FileNotFoundError)
+
+
+def run_generate(model_path, prompt, backend="auto", numerics="float", max_new_tokens=64,
+                 temperature=0.0, top_k=0, top_p=1.0, seed=0, stop=(), bos=False, out=None):
+    """Load, generate (streaming to ``out``), print the metrics line; return the Generation."""
+    import sys
+
+    from .backends import create
+    from .generate import generate, load_model_and_tokenizer
+    from .sampling import SamplingParams
+
+    out = out or sys.stdout
+    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+    model, tok = load_model_and_tokenizer(model_path)
+    be = create(backend, model, numerics=numerics)
+    out.write(prompt)
+    out.flush()
+    g = generate(be, tok, prompt, max_new_tokens=max_new_tokens, params=params, seed=seed,
+                 stop=list(stop), stream=out, add_bos=bos)
+    out.write("\n" + g.metrics_line() + "\n")
+    out.flush()
+    return g
+
+
+def _generate(args) -> int:
+    CliError, errs = _errors()
+    try:
+        run_generate(args.model, args.prompt, backend=args.backend, numerics=args.numerics,
+                     max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                     top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop,
+                     bos=args.bos)
+    except errs as e:
+        raise CliError(str(e)) from e
+    return 0
+
+
+def run_eval(model_path=None, text_path=None, backend="golden", numerics="float",
+             compare=False, max_tokens=0, window=0):
+    from pathlib import Path
+
+    from .evaluate import evaluate
+    from .generate import DEFAULT_MODEL, GenerateError, load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(model_path)
+    if text_path is None:
+        text_path = Path(model_path or DEFAULT_MODEL)
+        text_path = (text_path if text_path.is_dir() else text_path.parent) / "heldout.txt"
+    text_path = Path(text_path)
+    if not text_path.is_file():
+        raise GenerateError(f"text file not found: {text_path}")
+    ids = tok.encode(text_path.read_text(encoding="utf-8"))
+    if max_tokens:
+        ids = ids[:max_tokens]
+    modes = ("float", "hw") if compare else (numerics,)
+    return evaluate(model, ids, numerics=modes, backend=backend, window=window or None), \
+        text_path
+
+
+def _eval(args) -> int:
+    CliError, errs = _errors()
+    try:
+        res, path = run_eval(args.model, args.text, backend=args.backend,
+                             numerics=args.numerics, compare=args.compare,
+                             max_tokens=args.max_tokens, window=args.window)
+    except errs as e:
+        raise CliError(str(e)) from e
+    print(f"{path}:")
+    for line in res.lines():
+        print("  " + line)
+    return 0
+
+
+def _demo(args) -> int:
+    CliError, errs = _errors()
+    from .generate import DEFAULT_MODEL
+
+    print(f"tellme demo: {DEFAULT_MODEL.parent.name} model, prompt {DEMO_PROMPT!r}, "
+          f"seed {DEMO_ARGS['seed']}, temperature {DEMO_ARGS['temperature']}, "
+          f"top-k {DEMO_ARGS['top_k']}, top-p {DEMO_ARGS['top_p']}, {args.numerics} numerics\n")
+    try:
+        run_generate(None, DEMO_PROMPT, backend=args.backend, numerics=args.numerics,
+                     **DEMO_ARGS)
+    except errs as e:
+        raise CliError(str(e)) from e
+    return 0

@@ -1,0 +1,183 @@
+"""Inference backends behind ``tellme generate`` / ``eval`` / ``demo``.
+
+A backend runs one sequence at a time over a KV cache it owns:
+
+* ``reset(max_len)``      start a new sequence with room for ``max_len`` tokens;
+* ``prefill(tokens)``     append the prompt, return the logits of its LAST position, float32 [vocab];
+* ``decode(token)``       append one token, return its logits, float32 [vocab];
+* ``logits(tokens)``      (optional, for evaluation) logits of every position of a fresh sequence.
+
+Registered backends, in order of preference for ``--backend auto``:
+
+* ``board``   the accelerator on a KV260/ZCU104 through the PYNQ driver   (not yet available);
+* ``rtl-sim`` the accelerator's Verilog in Verilator, same host driver     (not yet available);
+* ``golden``  the NumPy golden model (``tellme.sim.golden.model``), ``float`` or ``hw`` numerics.
+
+A backend joins by subclassing :class:`Backend` and calling :func:`register`; ``available()``
+says whether it can run here (and why not), so ``auto`` picks the best one that can.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class BackendError(Exception):
+    """Unknown or unavailable backend, or a sequence that does not fit."""
+
+
+class Backend(ABC):
+    name: str = ""
+    #: preference for ``auto``: higher wins among available backends
+    priority: int = 0
+
+    def __init__(self, model, numerics: str = "float"):
+        self.model = model
+        self.numerics = numerics
+        self.max_context = model.config.max_context
+        self.length = 0
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """(can run here, reason if not)."""
+        return True, ""
+
+    @abstractmethod
+    def reset(self, max_len: int) -> None: ...
+
+    @abstractmethod
+    def prefill(self, tokens) -> np.ndarray: ...
+
+    @abstractmethod
+    def decode(self, token: int) -> np.ndarray: ...
+
+    def logits(self, tokens) -> np.ndarray:
+        """Logits [len(tokens), vocab] of a fresh sequence (default: prefill one by one)."""
+        self.reset(len(tokens))
+        return np.stack([self.decode(t) for t in tokens])
+
+    def _check_room(self, n: int, cap: int) -> None:
+        if self.length + n > cap:
+            raise BackendError(f"sequence of {self.length + n} tokens exceeds the "
+                               f"{cap}-token cache (model context {self.max_context})")
+
+
+class GoldenBackend(Backend):
+    """The NumPy golden model; ``numerics`` is ``float`` (HF semantics) or ``hw`` (bit-exact
+    specification of the accelerator's arithmetic)."""
+
+    name = "golden"
+    priority = 0
+
+    def __init__(self, model, numerics: str = "float"):
+        super().__init__(model, numerics)
+        from tellme.sim.golden.model import GoldenModel
+
+        self.gm = GoldenModel(model, numerics=numerics)
+        self.cache = None
+        self.cap = 0
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        try:
+            import tellme.sim.golden.model  # noqa: F401
+        except ImportError as e:
+            return False, f"golden model not importable ({e})"
+        return True, ""
+
+    def reset(self, max_len: int) -> None:
+        if max_len > self.max_context:
+            raise BackendError(f"{max_len} tokens exceed the model context of "
+                               f"{self.max_context}")
+        self.cache = self.gm.new_cache(max_len)
+        self.cap = max_len
+        self.length = 0
+
+    def _forward(self, tokens) -> np.ndarray:
+        tokens = [int(t) for t in tokens]
+        if self.cache is None:
+            raise BackendError("reset() must be called before prefill/decode")
+        self._check_room(len(tokens), self.cap)
+        out = np.asarray(self.gm.forward(tokens, self.cache), dtype=np.float32)
+        self.length += len(tokens)
+        return out
+
+    def prefill(self, tokens) -> np.ndarray:
+        if len(tokens) == 0:
+            raise BackendError("prefill needs at least one token")
+        return self._forward(tokens)[-1]
+
+    def decode(self, token: int) -> np.ndarray:
+        return self._forward([token])[-1]
+
+    def logits(self, tokens) -> np.ndarray:
+        self.reset(len(tokens))
+        return self._forward(tokens)
+
+
+class _Unavailable(Backend):
+    """Placeholder registration so the names are reserved and the error says why."""
+
+    reason = ""
+
+    @classmethod
+    def available(cls):
+        return False, cls.reason
+
+    def reset(self, max_len):  # pragma: no cover - never constructed
+        raise BackendError(self.reason)
+
+    prefill = decode = reset
+
+
+class RtlSimBackend(_Unavailable):
+    name = "rtl-sim"
+    priority = 10
+    reason = "the RTL simulation device is not implemented yet"
+
+
+class BoardBackend(_Unavailable):
+    name = "board"
+    priority = 20
+    reason = "no board driver yet (needs pynq on a KV260/ZCU104)"
+
+
+_REGISTRY: dict[str, type[Backend]] = {}
+
+
+def register(cls: type[Backend]) -> type[Backend]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+for _cls in (GoldenBackend, RtlSimBackend, BoardBackend):
+    register(_cls)
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY, key=lambda n: -_REGISTRY[n].priority)
+
+
+def resolve(name: str = "auto") -> type[Backend]:
+    """The backend class for ``name`` (``auto``: the highest-priority available one)."""
+    if name == "auto":
+        for n in names():
+            ok, _ = _REGISTRY[n].available()
+            if ok:
+                return _REGISTRY[n]
+        raise BackendError("no backend is available: " + "; ".join(
+            f"{n}: {_REGISTRY[n].available()[1]}" for n in names()))
+    if name not in _REGISTRY:
+        raise BackendError(f"unknown backend {name!r} (choose from: auto, {', '.join(names())})")
+    ok, why = _REGISTRY[name].available()
+    if not ok:
+        raise BackendError(f"backend {name!r} is not available: {why}")
+    return _REGISTRY[name]
+
+
+def create(name: str, model, numerics: str = "float") -> Backend:
+    if numerics not in ("float", "hw"):
+        raise BackendError(f"numerics must be 'float' or 'hw', got {numerics!r}")
+    return resolve(name)(model, numerics=numerics)

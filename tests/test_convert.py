@@ -121,3 +121,28 @@ def test_load_model(tmp_path, packed_ckpt):
     (folder / "config.json").unlink()
     with pytest.raises(CheckpointError, match="missing config.json"):
         load_model(folder)
+
+
+def test_cli_inspect(tmp_path, packed_ckpt, capsys):
+    folder, model = packed_ckpt
+    out = tmp_path / "w.tlw"
+    assert main(["convert", str(folder), "-o", str(out), "--target", "sim", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(out), "--sections"]) == 0
+    text = capsys.readouterr().out
+    assert "checksums ok" in text and "tiling: T=4 Q=4" in text and "untied head" in text
+    assert "layers.1.down_proj.codes" in text and '"style": "bitnet-packed"' in text
+    data = bytearray(out.read_bytes())
+    data[read_weight_file(out).info("lm_head").offset + 5] ^= 0x40
+    out.write_bytes(bytes(data))
+    assert main(["inspect", str(out)]) == 2
+    assert "section 'lm_head': checksum mismatch" in capsys.readouterr().err
+    assert main(["inspect", str(out), "--no-verify"]) == 0
+
+
+def test_cli_convert_output_is_a_directory(tmp_path, packed_ckpt, capsys):
+    (tmp_path / "d").mkdir()
+    assert main(["convert", str(packed_ckpt[0]), "-o", str(tmp_path / "d"), "-q"]) == 2
+    assert "tellme: error:" in capsys.readouterr().err
+    assert list((tmp_path / "d").iterdir()) == [] and \
+        not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -31,6 +31,15 @@ def test_hf_pack_layout_by_hand():
     np.testing.assert_array_equal(unpack_hf_ternary(packed), w)
 
 
+def test_hf_unpack_matches_transformers_docstring_example():
+    # the worked example in transformers/integrations/bitnet.py unpack_weights (first six rows
+    # printed there; rows 6-7 follow from the same rule)
+    packed = np.array([[0b10100001, 0b00011000], [0b10010000, 0b00001010]], np.uint8)
+    want = [[0, -1], [-1, 1], [-1, 1], [-1, 1], [1, 0], [0, -1], [1, -1], [1, -1]]
+    np.testing.assert_array_equal(unpack_hf_ternary(packed), want)
+    np.testing.assert_array_equal(pack_hf_ternary(np.array(want, np.int8)), packed)
+
+
 def test_hf_pack_round_trip_and_invalid_code():
     rng = np.random.default_rng(0)
     w = rng.integers(-1, 2, (40, 13)).astype(np.int8)

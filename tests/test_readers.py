@@ -370,11 +370,18 @@ def _fixture_folders():
 
 @pytest.mark.skipif(not _fixture_folders(), reason="no HF fixtures under tests/fixtures/hf yet")
 @pytest.mark.parametrize("folder", _fixture_folders(), ids=lambda p: str(p.relative_to(FIXTURES)))
-def test_reads_every_hf_fixture(folder):
+def test_reads_every_hf_fixture(folder, tmp_path):
+    from tellme.quant.format import read_weight_file, write_weight_file
+    from tellme.quant.tiling import TILINGS
+
     model = read_checkpoint(folder)
     cfg = json.loads((folder / "config.json").read_text())
     assert model.config.num_layers == cfg["num_hidden_layers"]
     assert model.config.hidden_size == cfg["hidden_size"]
+    assert model.config.tie_word_embeddings == (model.lm_head is None)
     for layer in model.layers:
         for lin in layer.linears.values():
             assert set(np.unique(lin.w)) <= {-1, 0, 1}
+    # and through the weight file, exactly
+    path = write_weight_file(model, tmp_path / "f.tlw", TILINGS["sim"])
+    assert_models_equal(model, read_weight_file(path).to_model())

@@ -1,0 +1,172 @@
+"""Measure hw numerics against float numerics: top-1 agreement, perplexity, KL, FP16 range.
+
+    python -m tellme.sim.golden.accuracy --model PATH [--text FILE | --tokens FILE.npy]
+    python -m tellme.sim.golden.accuracy --random        # random fixture-like models
+
+With a model and held-out text (tokenised with the model folder's tokenizer.json, or ids from
+an .npy file) it scores the text in windows of ``--window`` tokens. Without text (random models)
+it scores sequences sampled from the float model itself, so the perplexity is meaningful.
+The "noise floor" row is float mode with only the embedding rounded to FP16: what one FP16
+rounding does to the same model. Prints a table (docs/numerics.md quotes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from tellme.quant.model import TernaryModel
+
+from .model import GoldenModel, forward
+
+
+def log_softmax(lg: np.ndarray) -> np.ndarray:
+    lg = lg.astype(np.float64)
+    lg = lg - lg.max(-1, keepdims=True)
+    return lg - np.log(np.exp(lg).sum(-1, keepdims=True))
+
+
+def sample_tokens(model: TernaryModel, n: int, seed: int) -> np.ndarray:
+    """n tokens sampled (temperature 1) from the float model, starting from a random token."""
+    rng = np.random.default_rng(seed)
+    gm = GoldenModel(model, "float")
+    cache = gm.new_cache(n)
+    toks = [int(rng.integers(model.config.vocab_size))]
+    lg = gm.forward(np.array(toks), cache)[-1]
+    while len(toks) < n:
+        p = np.exp(log_softmax(lg))
+        toks.append(int(rng.choice(len(p), p=p / p.sum())))
+        lg = gm.forward(np.array(toks[-1:]), cache)[-1]
+    return np.array(toks, dtype=np.int64)
+
+
+def compare(model: TernaryModel, windows: list[np.ndarray], max_abs: bool = True) -> dict:
+    """Score each token window in float and hw numerics; aggregate metrics."""
+    agree = total = 0
+    nll_f = nll_h = kl = 0.0
+    n_pred = 0
+    for toks in windows:
+        lf = forward(model, toks, "float")
+        lh = forward(model, toks, "hw")
+        agree += int((lf.argmax(-1) == lh.argmax(-1)).sum())
+        total += len(toks)
+        pf, ph = log_softmax(lf), log_softmax(lh)
+        idx = np.arange(len(toks) - 1)
+        nll_f -= pf[idx, toks[1:]].sum()
+        nll_h -= ph[idx, toks[1:]].sum()
+        n_pred += len(toks) - 1
+        kl += float((np.exp(pf) * (pf - ph)).sum())
+    return {"positions": total, "top1": agree / total, "ppl_float": float(np.exp(nll_f / n_pred)),
+            "ppl_hw": float(np.exp(nll_h / n_pred)), "kl": kl / total}
+
+
+def noise_floor(model: TernaryModel, windows: list[np.ndarray]) -> float:
+    """Top-1 agreement of float mode with float mode on an FP16-rounded embedding."""
+    noisy = TernaryModel(model.config, model.embed.astype(np.float16).astype(np.float32),
+                         model.layers, model.final_norm, model.lm_head, model.rope_pairing)
+    a = t = 0
+    for toks in windows:
+        a += int((forward(model, toks).argmax(-1) == forward(noisy, toks).argmax(-1)).sum())
+        t += len(toks)
+    return a / t
+
+
+def random_suite(n_tokens: int = 64, seeds=(0, 1, 2)) -> list[tuple[str, dict]]:
+    from .testmodels import random_model, tiny_config
+
+    cfgs = {
+        "random d256 L4 relu2 GQA, std 0.3": (tiny_config(
+            vocab_size=1024, hidden_size=256, intermediate_size=640, num_layers=4, num_heads=4,
+            num_kv_heads=2, head_dim=64, activation="relu2", max_context=512), {}),
+        "random d256 L4 silu MHA, std 0.3": (tiny_config(
+            vocab_size=1024, hidden_size=256, intermediate_size=640, num_layers=4, num_heads=4,
+            num_kv_heads=4, head_dim=64, activation="silu", max_context=512), {}),
+        "random d256 L4 relu2, peaky head": (tiny_config(
+            vocab_size=1024, hidden_size=256, intermediate_size=640, num_layers=4, num_heads=4,
+            num_kv_heads=2, head_dim=64, activation="relu2", tie_word_embeddings=False,
+            max_context=512), {"head_std": 4.0}),
+    }
+    out = []
+    for name, (cfg, kw) in cfgs.items():
+        agg = None
+        windows_all = []
+        for s in seeds:
+            m = random_model(cfg, seed=s, std=0.3, **kw)
+            windows = [sample_tokens(m, n_tokens, seed=100 + s)]
+            r = compare(m, windows)
+            r["floor"] = noise_floor(m, windows)
+            windows_all.append(r)
+        agg = {k: float(np.mean([w[k] for w in windows_all])) for k in windows_all[0]}
+        agg["positions"] = int(sum(w["positions"] for w in windows_all))
+        out.append((name, agg))
+    return out
+
+
+def text_windows(model_path: str, args, vocab: int) -> list[np.ndarray]:
+    if args.tokens:
+        ids = np.load(args.tokens).astype(np.int64).reshape(-1)
+    else:
+        from pathlib import Path
+
+        from tokenizers import Tokenizer
+
+        tk = Path(args.tokenizer) if args.tokenizer else Path(model_path) / "tokenizer.json"
+        if not tk.is_file():
+            raise SystemExit(f"no tokenizer: {tk} (pass --tokenizer or --tokens)")
+        ids = np.array(Tokenizer.from_file(str(tk)).encode(
+            Path(args.text).read_text(encoding="utf-8")).ids, dtype=np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+        raise SystemExit(f"token ids outside the vocab (0..{vocab - 1})")
+    w = args.window
+    n = min(len(ids) // w, args.max_windows)
+    return [ids[i * w:(i + 1) * w] for i in range(n)]
+
+
+def fmt(name: str, r: dict) -> str:
+    floor = f"{r['floor'] * 100:6.2f} %" if "floor" in r else "     -  "
+    return (f"{name:38s} {r['positions']:6d} {r['top1'] * 100:7.2f} % {floor} "
+            f"{r['ppl_float']:10.4f} {r['ppl_hw']:10.4f} {(r['ppl_hw'] / r['ppl_float'] - 1) * 100:+7.3f} % "
+            f"{r['kl']:.2e}")
+
+
+HEADER = (f"{'model':38s} {'pos':>6s} {'top-1':>9s} {'floor':>8s} {'ppl float':>10s} "
+          f"{'ppl hw':>10s} {'dPPL':>9s} {'KL':>8s}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tellme.sim.golden.accuracy",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="checkpoint folder or weight file")
+    ap.add_argument("--text", help="held-out text file (tokenised with --tokenizer)")
+    ap.add_argument("--tokenizer", help="tokenizer.json (default: MODEL/tokenizer.json)")
+    ap.add_argument("--tokens", help=".npy of held-out token ids instead of --text")
+    ap.add_argument("--window", type=int, default=128, help="tokens per scored window")
+    ap.add_argument("--max-windows", type=int, default=16)
+    ap.add_argument("--random", action="store_true", help="run the random-model suite")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    print(HEADER)
+    if args.random or not args.model:
+        for name, r in random_suite():
+            print(fmt(name, r))
+    if args.model:
+        from tellme.quant.loader import load_model
+
+        m = load_model(args.model)
+        if args.text or args.tokens:
+            windows = text_windows(args.model, args, m.config.vocab_size)
+        else:
+            windows = [sample_tokens(m, args.window, seed=i) for i in range(4)]
+        r = compare(m, windows)
+        r["floor"] = noise_floor(m, windows)
+        print(fmt(str(args.model)[-38:], r))
+    print(f"({time.time() - t0:.0f} s; floor = float vs float with an FP16-rounded embedding)",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

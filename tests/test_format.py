@@ -131,6 +131,20 @@ def test_f16_round_trip():
     assert fmt.choose_float_storage(np.array([1.0, 0.1], np.float32)) == "float32"
 
 
+@pytest.mark.parametrize("dtype", fmt.FLOAT_DTYPES)
+def test_float_pack_unpack(dtype):
+    x = np.array([0.0, -0.0, 1.0, -2.5, 0.375, 448.0, 2.0 ** -14], np.float32)
+    stored = fmt.pack_float(x, dtype)
+    assert stored.dtype == {"float32": np.float32, "float16": np.float16,
+                            "bfloat16": np.uint16}[dtype]
+    np.testing.assert_array_equal(fmt.unpack_float(stored, dtype).view(np.uint32),
+                                  x.view(np.uint32))       # -0.0 survives too
+    if dtype != "float32":                                 # exact in both 16-bit formats
+        assert fmt.choose_float_storage(x, dtype) == dtype
+    with pytest.raises(ValueError, match="unknown float storage"):
+        fmt.pack_float(x, "float8")
+
+
 def test_linear_pack_unpack():
     rng = np.random.default_rng(0)
     for n, k, t in [(7, 11, Tiling(4, 4)), (16, 84, Tiling(28, 16)), (1, 1, Tiling(2, 3))]:

@@ -419,6 +419,18 @@ class WeightFile:
             raise self._err(f"dtype {s.dtype} is not a float section", name)
         return unpack_float(self.section(name), s.dtype)
 
+    def rows(self, name: str, index) -> np.ndarray:
+        """Rows ``index`` of a 2-D float section widened to float32, without widening the rest
+        (an embedding lookup on the board: the bf16 table stays memory-mapped)."""
+        s = self.info(name)
+        if s.dtype not in FLOAT_DTYPES or len(s.shape) != 2:
+            raise self._err(f"rows() needs a 2-D float section, got {s.dtype} {list(s.shape)}",
+                            name)
+        idx = np.asarray(index, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= s.shape[0]):
+            raise IndexError(f"{self.path}: {name} row index out of range 0..{s.shape[0] - 1}")
+        return unpack_float(self.section(name)[idx], s.dtype)
+
     def _linear_section(self, layer: int, name: str) -> Section:
         if name not in LINEAR_NAMES:
             raise ValueError(f"unknown linear {name!r}; known: {', '.join(LINEAR_NAMES)}")

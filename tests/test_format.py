@@ -68,6 +68,13 @@ def test_sections_aligned_and_memory_mapped(tmp_path):
         assert not arr.flags.writeable
     ends.sort()
     assert all(a[1] <= b[0] for a, b in zip(ends, ends[1:])), "sections overlap"
+    # embedding lookups widen only the rows asked for
+    ids = np.array([[3, 0], [49, 3]])
+    np.testing.assert_array_equal(wf.rows("embed", ids), model.embed[ids])
+    with pytest.raises(IndexError, match="out of range"):
+        wf.rows("embed", [50])
+    with pytest.raises(WeightFileError, match="2-D float section"):
+        wf.rows("final_norm", [0])
     # bf16 sections are bit patterns; tensor() widens them
     np.testing.assert_array_equal(wf.section("embed"), pack_bf16(model.embed))
     np.testing.assert_array_equal(wf.tensor("lm_head"), model.lm_head)

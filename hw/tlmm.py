@@ -117,8 +117,9 @@ class TLMM(wiring.Component):
     ------
     Throughput: one column block (Q*T lookups) per cycle while tables are ready and ``o`` is
     ready. Table build: 1 + E cycles per activation beat (E = 27 full, 14 half), overlapped
-    with the previous K block's sweep; a K block therefore takes ``max(nbt, E + 3)`` cycles
-    (sim/cycles.py has the exact model). Latency: 3 cycles from an op's weight read to its
+    with the previous K block's sweep; a K block takes ``max(nbt, E + 1, (nbt + E + 2) / 2)``
+    cycles, i.e. one cycle per column block once ``nbt >= E + 2`` (sim/cycles.py has the exact
+    model). Latency: 3 cycles from an op's weight read to its
     output beat. Backpressure: ``o.ready`` low stalls the whole lookup pipeline (global
     stall); the table builder keeps filling the free bank and then holds ``i_act.ready`` low.
     """

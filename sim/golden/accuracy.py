@@ -48,8 +48,11 @@ def compare(model: TernaryModel, windows: list[np.ndarray], max_abs: bool = True
     agree = total = 0
     nll_f = nll_h = kl = 0.0
     n_pred = 0
+    probe: dict[str, float] = {}
     for toks in windows:
-        lf = forward(model, toks, "float")
+        gf = GoldenModel(model, "float")
+        gf.probe = probe
+        lf = gf.forward(toks, gf.new_cache(len(toks)))
         lh = forward(model, toks, "hw")
         agree += int((lf.argmax(-1) == lh.argmax(-1)).sum())
         total += len(toks)
@@ -60,7 +63,7 @@ def compare(model: TernaryModel, windows: list[np.ndarray], max_abs: bool = True
         n_pred += len(toks) - 1
         kl += float((np.exp(pf) * (pf - ph)).sum())
     return {"positions": total, "top1": agree / total, "ppl_float": float(np.exp(nll_f / n_pred)),
-            "ppl_hw": float(np.exp(nll_h / n_pred)), "kl": kl / total}
+            "ppl_hw": float(np.exp(nll_h / n_pred)), "kl": kl / total, "range": probe}
 
 
 def noise_floor(model: TernaryModel, windows: list[np.ndarray]) -> float:
@@ -99,7 +102,9 @@ def random_suite(n_tokens: int = 64, seeds=(0, 1, 2)) -> list[tuple[str, dict]]:
             r = compare(m, windows)
             r["floor"] = noise_floor(m, windows)
             windows_all.append(r)
-        agg = {k: float(np.mean([w[k] for w in windows_all])) for k in windows_all[0]}
+        agg = {k: float(np.mean([w[k] for w in windows_all])) for k in windows_all[0]
+               if k != "range"}
+        agg["range"] = {k: max(w["range"][k] for w in windows_all) for k in windows_all[0]["range"]}
         agg["positions"] = int(sum(w["positions"] for w in windows_all))
         out.append((name, agg))
     return out
@@ -149,9 +154,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     t0 = time.time()
     print(HEADER)
+    ranges = []
     if args.random or not args.model:
         for name, r in random_suite():
             print(fmt(name, r))
+            ranges.append((name, r["range"]))
     if args.model:
         from tellme.quant.loader import load_model
 
@@ -163,6 +170,10 @@ def main(argv=None) -> int:
         r = compare(m, windows)
         r["floor"] = noise_floor(m, windows)
         print(fmt(str(args.model)[-38:], r))
+        ranges.append((str(args.model)[-38:], r["range"]))
+    print("\nmax |value| per site in float mode (FP16 saturates at 65504):")
+    for name, rg in ranges:
+        print(f"{name:38s} " + "  ".join(f"{k} {v:.4g}" for k, v in rg.items()))
     print(f"({time.time() - t0:.0f} s; floor = float vs float with an FP16-rounded embedding)",
           file=sys.stderr)
     return 0

@@ -87,6 +87,12 @@ class GoldenModel:
         self._weights: dict[tuple[int, str], np.ndarray] = {}
         self._weight_budget = weight_cache_bytes
         self._score_c = hw.score_scale(self.config.head_dim)
+        self.probe: dict[str, float] | None = None   # set to {} to record max|value| per site
+
+    def _rec(self, site: str, v: np.ndarray) -> None:
+        if self.probe is not None:
+            m = float(np.abs(np.asarray(v, dtype=np.float32)).max())
+            self.probe[site] = max(self.probe.get(site, 0.0), m)
 
     # -- weights ---------------------------------------------------------------------------
 
@@ -182,6 +188,7 @@ class GoldenModel:
         for li, layer in enumerate(m.layers):
             h, amax = ops.rmsnorm_absmax(x, layer.norms["input_norm"], eps)
             q, k, v = self._linears(li, ("q_proj", "k_proj", "v_proj"), h, amax)
+            self._rec("qkv", np.concatenate([q, k, v], axis=-1))
             q = ops.rope(q.reshape(n, heads, hd), cos, sin, pairing)
             k = ops.rope(k.reshape(n, kvh, hd), cos, sin, pairing)
             cache.store(li, start, k, v.reshape(n, kvh, hd))
@@ -190,16 +197,21 @@ class GoldenModel:
                 a = ops.attention_decode(q[0], kc, vc, self._score_c)[None]
             else:
                 a = ops.attention_prefill(q, kc, vc, start, self._score_c)
+            self._rec("attn_out", a)
             a, amax = ops.rmsnorm_absmax(a.reshape(n, heads * hd), layer.norms["attn_sub_norm"],
                                          eps)
             x = ops.residual_add(x, self._linears(li, ("o_proj",), a, amax)[0])
             h, amax = ops.rmsnorm_absmax(x, layer.norms["post_norm"], eps)
             g, u = self._linears(li, ("gate_proj", "up_proj"), h, amax)
             f = ops.gated_act(g, u, c.activation)
+            self._rec("gate_up", np.concatenate([g, u], axis=-1))
+            self._rec("ffn_product", f)
             f, amax = ops.rmsnorm_absmax(f, layer.norms["ffn_sub_norm"], eps)
             x = ops.residual_add(x, self._linears(li, ("down_proj",), f, amax)[0])
+            self._rec("residual", x)
         h, _ = ops.rmsnorm_absmax(x, m.final_norm, eps)
         logits = ops.lm_head(h, m.head)
+        self._rec("logits", logits)
         cache.length = start + n
         return np.asarray(logits, dtype=np.float32)
 

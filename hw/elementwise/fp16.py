@@ -1,0 +1,217 @@
+"""Shared arithmetic of the element-wise pipeline: FP16/FP32 field extraction, exact-product
+rounders, and the global-stall pipeline helper.
+
+Every rounder takes an exact value ``mag * 2**exp`` (``mag`` an unsigned integer Value,
+``exp`` a signed Value) and rounds it once, exactly as the golden hw model
+(``tellme.sim.golden.numerics``) does:
+
+* :func:`round16`: RN16 (nearest-even, gradual underflow, saturating at +-65504) -> FP16 bits;
+* :func:`round32`: RN32 significand (24 bits, unbounded exponent; no subnormals are reachable
+  from the inputs that use it) -> ``(m, e)`` with ``m`` in [2**23, 2**24];
+* :func:`round_int8`: clamp(RNE(v), -128, 127).
+
+Rounding needs the position of the leading one (a log-depth priority tree, :func:`msb_index`),
+one right shift, and the sticky bit, taken from the trailing-zero count (:func:`lsb_index`)
+instead of a second shifter.
+
+Pipelining: :class:`Pipe` registers values under a shared advance enable (``en = ~stall``):
+every stage moves together, so a fixed-latency datapath plus a chain of valid bits forms a
+stream pipeline that honours backpressure without skid buffers. Each rounder documents how
+many registers it inserts (its latency in cycles).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed, unsigned
+
+FP16_SAT = 0x7BFF          # +65504
+FP16_INF = 0x7C00
+
+ROUND16_LATENCY = 3
+ROUND32_LATENCY = 2
+ROUND_INT8_LATENCY = 2
+
+
+class Pipe:
+    """Registers that all advance on ``en`` (the global-stall pipeline of a block)."""
+
+    def __init__(self, m: Module, en):
+        self.m = m
+        self.en = en
+        self._n = 0
+
+    def reg(self, value, name: str | None = None) -> Signal:
+        value = Value.cast(value)
+        self._n += 1
+        s = Signal(value.shape(), name=name or f"p{self._n}")
+        with self.m.If(self.en):
+            self.m.d.sync += s.eq(value)
+        return s
+
+    def delay(self, value, n: int, name: str | None = None):
+        for _ in range(n):
+            value = self.reg(value, name)
+        return value
+
+
+def ceil_log2(n: int) -> int:
+    return max(0, (n - 1).bit_length())
+
+
+def msb_index(v: Value) -> tuple[Value, Value]:
+    """(any bit set, index of the highest set bit) of an unsigned Value (log-depth tree)."""
+    v = Value.cast(v)
+    w = len(v)
+    if w == 1:
+        return v[0], C(0, 1)
+    half = 1 << (ceil_log2(w) - 1)
+    lo_any, lo_idx = msb_index(v[:half])
+    hi_any, hi_idx = msb_index(v[half:])
+    return lo_any | hi_any, Mux(hi_any, hi_idx + half, lo_idx)
+
+
+def lsb_index(v: Value) -> tuple[Value, Value]:
+    """(any bit set, index of the lowest set bit) of an unsigned Value (log-depth tree)."""
+    v = Value.cast(v)
+    w = len(v)
+    if w == 1:
+        return v[0], C(0, 1)
+    half = 1 << (ceil_log2(w) - 1)
+    lo_any, lo_idx = lsb_index(v[:half])
+    hi_any, hi_idx = lsb_index(v[half:])
+    return lo_any | hi_any, Mux(lo_any, lo_idx, hi_idx + half)
+
+
+def unpack16(bits) -> tuple[Value, Value, Value]:
+    """FP16 bits -> (sign, significand (11 bits, hidden bit included), shift (0..30)), with
+    ``|x| = significand * 2**(shift - 24)`` (golden ``fp16_fields``). Inf/NaN are never produced
+    by the pipeline and are not special-cased."""
+    bits = Value.cast(bits)
+    e = bits[10:15]
+    normal = e != 0
+    sig = Cat(bits[:10], normal)
+    sh = Mux(normal, e - 1, 0)[:5]
+    return bits[15], sig, sh
+
+
+def unpack32(bits) -> tuple[Value, Value]:
+    """FP32 bits of a positive normal number -> (m (24 bits), e) with value ``m * 2**e``,
+    ``e = E - 150`` (signed)."""
+    bits = Value.cast(bits)
+    m = Cat(bits[:23], C(1, 1))
+    return m, bits[23:31] - 150
+
+
+def _abs_signed(v: Value) -> tuple[Value, Value]:
+    """(sign, magnitude) of a signed Value."""
+    v = Value.cast(v)
+    neg = v[-1]
+    mag = Mux(neg, -v, v).as_unsigned()[:len(v)]
+    return neg, mag
+
+
+def round16(p: Pipe, sign, mag, exp) -> Signal:
+    """RN16 of ``(-1)**sign * mag * 2**exp`` -> FP16 bits. Latency ROUND16_LATENCY (3) registers.
+
+    A zero ``mag`` gives a zero with the given sign (IEEE sign rules are the caller's). Values
+    beyond 65504 after rounding saturate to +-65504 (golden ``to_fp16`` clips before the cast,
+    so every value >= 65520 maps to 65504 as well).
+    """
+    mag = Value.cast(mag)
+    exp = Value.cast(exp)
+    w = len(mag)
+    # stage 1: leading/trailing one; shift amount.  mag' = mag << 11, exp' = exp - 11: then the
+    # shift is always a right shift by sh >= 1 (the round bit exists).
+    nz, pmsb = msb_index(mag)
+    _, tz = lsb_index(mag)
+    sh_norm = pmsb + 1                                # keeps 11 significant bits
+    sh_sub = (-13 - exp).as_signed()                  # keeps the LSB at 2**-24 (subnormal)
+    use_norm = sh_norm >= sh_sub
+    shmax = w + 12
+    sh = Mux(use_norm, sh_norm, Mux(sh_sub > shmax, shmax, sh_sub))
+    e16 = Mux(use_norm, exp + pmsb - 10, -24)
+    s1 = dict(sign=p.reg(sign), mag=p.reg(mag), nz=p.reg(nz), tz=p.reg(tz),
+              sh=p.reg(sh[:ceil_log2(shmax + 1)]), e16=p.reg(e16))
+    # stage 2: shift, round and sticky bits
+    magx = Cat(C(0, 11), s1["mag"])
+    t = magx >> (s1["sh"] - 1).as_unsigned()[:len(s1["sh"])]
+    sig = t[1:12]
+    rnd = t[0]
+    sticky = s1["nz"] & ((s1["tz"] + 11) < (s1["sh"] - 1))
+    s2 = dict(sign=p.reg(s1["sign"]), sig=p.reg(sig), rnd=p.reg(rnd), sticky=p.reg(sticky),
+              e16=p.reg(s1["e16"]), nz=p.reg(s1["nz"]))
+    # stage 3: nearest-even increment, pack (the significand carry runs into the exponent),
+    # saturate
+    inc = s2["rnd"] & (s2["sticky"] | s2["sig"][0])
+    big = s2["e16"] + 24
+    packed = (big.as_unsigned()[:6] << 10) + s2["sig"] + inc
+    sat = (big > 29) | (packed >= FP16_INF)
+    mbits = Mux(~s2["nz"], 0, Mux(sat, FP16_SAT, packed[:15]))
+    return p.reg(Cat(mbits[:15], s2["sign"]))
+
+
+def round32(p: Pipe, mag, exp) -> tuple[Signal, Signal]:
+    """RN32 significand of ``mag * 2**exp`` (mag > 0 assumed; zero gives m = 0) -> (m, e) with
+    value ``m * 2**e``, ``m`` in [2**23, 2**24] (2**24 after a rounding carry). Unbounded
+    exponent: callers guarantee the normal FP32 range. Latency ROUND32_LATENCY (2)."""
+    mag = Value.cast(mag)
+    exp = Value.cast(exp)
+    w = len(mag)
+    nz, pmsb = msb_index(mag)
+    _, tz = lsb_index(mag)
+    # mag' = mag << 24: right shift by pmsb + 1 leaves 24 bits
+    s1 = dict(mag=p.reg(mag), pmsb=p.reg(pmsb), tz=p.reg(tz), nz=p.reg(nz),
+              e=p.reg((exp + pmsb - 23).as_signed()))
+    magx = Cat(C(0, 24), s1["mag"])
+    t = magx >> s1["pmsb"]                            # sh - 1 = pmsb
+    m = t[1:25]
+    rnd = t[0]
+    sticky = s1["nz"] & ((s1["tz"] + 24) < s1["pmsb"])
+    inc = rnd & (sticky | m[0])
+    del w
+    return p.reg(m + inc), p.reg(s1["e"])
+
+
+def round_int8(p: Pipe, sign, mag, exp) -> Signal:
+    """clamp(RNE((-1)**sign * mag * 2**exp), -128, 127) -> signed(8). Latency 2."""
+    mag = Value.cast(mag)
+    exp = Value.cast(exp)
+    w = len(mag)
+    nz, _ = msb_index(mag)
+    _, tz = lsb_index(mag)
+    k = (-exp).as_signed()                            # right shift to the integer LSB
+    huge = nz & (k <= 0)
+    kmax = w + 1
+    kc = Mux(k > kmax, kmax, Mux(k < 1, 1, k))[:ceil_log2(kmax + 1)]
+    s1 = dict(sign=p.reg(sign), mag=p.reg(mag), nz=p.reg(nz), tz=p.reg(tz), k=p.reg(kc),
+              huge=p.reg(huge))
+    t = s1["mag"] >> (s1["k"] - 1).as_unsigned()[:len(s1["k"])]
+    q = t[1:]
+    rnd = t[0]
+    sticky = s1["nz"] & (s1["tz"] < (s1["k"] - 1))
+    inc = rnd & (sticky | q[0])
+    qi = q + inc
+    lim = Mux(s1["sign"], 128, 127)
+    mag8 = Mux(s1["huge"] | (qi > lim), lim, qi)[:8]
+    out = Mux(s1["sign"], -mag8, mag8)
+    return p.reg(out.as_signed()[:8].as_signed())
+
+
+def abs_signed(v):
+    return _abs_signed(v)
+
+
+def fp16_mag_max(values) -> Value:
+    """Largest |x| (15-bit magnitude code; FP16 magnitudes order like integers) of FP16 bits."""
+    vals = [Value.cast(v)[:15] for v in values]
+    while len(vals) > 1:
+        nxt = [Mux(a > b, a, b) for a, b in zip(vals[0::2], vals[1::2])]
+        if len(vals) % 2:
+            nxt.append(vals[-1])
+        vals = nxt
+    return vals[0]
+
+
+__all__ = ["FP16_SAT", "Pipe", "ROUND16_LATENCY", "ROUND32_LATENCY", "ROUND_INT8_LATENCY",
+           "abs_signed", "ceil_log2", "fp16_mag_max", "lsb_index", "msb_index", "round16",
+           "round32", "round_int8", "unpack16", "unpack32", "signed", "unsigned"]

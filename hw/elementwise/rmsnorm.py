@@ -1,0 +1,199 @@
+"""RMS-MAX unit: RMSNorm with the per-token absmax (golden ``rmsnorm_absmax``).
+
+Two passes over each row (TeLLMe v2 §3.5, with exact arithmetic instead of HLS floats):
+
+pass 1  the row's beats are written to an on-chip row buffer while their squares are summed
+        exactly: each lane's square is the 22-bit significand product shifted by 2*shift into an
+        80-bit integer at LSB 2**-48; a lane tree and a 96-bit accumulator add them (integer
+        addition: order-free, so the lane count does not change the result).
+scalar  r = RN32(1/sqrt(S*2**-48/n + eps)) = RN32(sqrt(n*2**48 / V)), V = S + n*eps*2**48, on
+        the sequential :class:`~.scalar.ScalarUnit` (W = 96).
+pass 2  the row is read back with the norm weight stream; h = RN16(x*g*r) (22-bit x*g product,
+        times the 24-bit significand of r: 46 bits exact, one rounding); amax = max|h| is
+        reported with the row's last beat.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .common import StallPipe, check_lanes, row_layout
+from .fp16 import ROUND16_LATENCY, fp16_mag_max, round16, unpack16, unpack32
+from .scalar import ScalarUnit
+
+ACC_BITS = 96
+SQ_STAGES = 3                      # square, shift, lane tree (then accumulate)
+EMIT_LATENCY = 3 + ROUND16_LATENCY  # row-buffer read + g, x*g, *r, rounder
+EPS_MIN_EXP = 102                  # eps >= 2**-25: n*eps*2**48 is an integer
+
+
+def norm_out_layout(lanes: int) -> data.StructLayout:
+    return data.StructLayout({"data": data.ArrayLayout(unsigned(16), lanes), "last": 1,
+                              "amax": 16})
+
+
+class RMSNormAbsmax(wiring.Component):
+    """RMSNorm + absmax of rows of ``n`` FP16 elements (n = beats * lanes, set by ``last``).
+
+    Parameters
+    ----------
+    lanes : int
+        Elements per beat.
+    n_max : int
+        Longest row (a multiple of ``lanes``, <= 16384): the row buffer holds n_max/lanes beats.
+
+    Members
+    -------
+    eps : In(32)
+        FP32 bits of ``rms_norm_eps`` (static while rows flow); must be >= 2**-25 (every
+        published config uses 1e-5 or 1e-6).
+    i : In(stream.Signature(row_layout(lanes)))
+        The input row x, ``last`` on its final beat (at most n_max/lanes beats).
+    i_g : In(stream.Signature(ArrayLayout(16, lanes)))
+        The norm weight (FP16 bits, i.e. RN16(g)), one beat per row beat, consumed in pass 2.
+    o : Out(stream.Signature({data, last, amax}))
+        h = RN16(x*g*r); ``amax`` = max|h| over the row, valid on the ``last`` beat.
+
+    Timing: per row, pass 1 takes n/lanes cycles (``i`` is always ready in pass 1), then
+    SQ_STAGES + 2 cycles to drain and start the scalar unit, the rsqrt (``cycles_ew``), then
+    pass 2 at one beat per cycle (stalls on ``i_g`` or ``o``), EMIT_LATENCY cycles to the
+    last beat. ``i`` is not ready outside pass 1 (single row buffer).
+    """
+
+    def __init__(self, *, lanes: int, n_max: int):
+        check_lanes(lanes)
+        if n_max % lanes or not lanes <= n_max <= 16384:
+            raise ValueError(f"n_max must be a multiple of lanes={lanes} in [lanes, 16384], "
+                             f"got {n_max}")
+        self._lanes, self._n_max = lanes, n_max
+        super().__init__({
+            "eps": In(32),
+            "i": In(stream.Signature(row_layout(lanes))),
+            "i_g": In(stream.Signature(data.ArrayLayout(unsigned(16), lanes))),
+            "o": Out(stream.Signature(norm_out_layout(lanes))),
+        })
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def n_max(self):
+        return self._n_max
+
+    def elaborate(self, platform):
+        m = Module()
+        L = self._lanes
+        depth = self._n_max // L
+        m.submodules.mem = mem = memory.Memory(shape=16 * L, depth=depth, init=[])
+        wr = mem.write_port()
+        rd = mem.read_port(domain="sync")
+        m.submodules.su = su = ScalarUnit(width=ACC_BITS)
+
+        cnt = Signal(range(depth + 1))        # beats written (pass 1)
+        nbeats = Signal(range(depth + 1))
+        issued = Signal(range(depth + 1))
+        acc = Signal(ACC_BITS)
+        vden = Signal(ACC_BITS)
+        r = Signal(32)
+        run_max = Signal(15)
+
+        # ---- pass 1: row buffer write + exact sum of squares (no backpressure)
+        load = Signal()
+        fire_in = load & self.i.valid
+        m.d.comb += [self.i.ready.eq(load), wr.addr.eq(cnt), wr.data.eq(self.i.payload.data),
+                     wr.en.eq(fire_in)]
+        sv = [Signal(name=f"sq_valid{k}") for k in range(SQ_STAGES)]
+        m.d.sync += sv[0].eq(fire_in)
+        for k in range(1, SQ_STAGES):
+            m.d.sync += sv[k].eq(sv[k - 1])
+        shifted = []
+        for lane in range(L):
+            _, sig, sh = unpack16(self.i.payload.data[lane])
+            sq = Signal(22, name=f"sq{lane}")
+            sh2 = Signal(6, name=f"sh2_{lane}")
+            m.d.sync += [sq.eq(sig * sig), sh2.eq(sh << 1)]
+            s = Signal(80, name=f"sqs{lane}")
+            m.d.sync += s.eq(sq << sh2)
+            shifted.append(s)
+        tree = shifted
+        while len(tree) > 1:
+            nxt = [a + b for a, b in zip(tree[0::2], tree[1::2])]
+            if len(tree) % 2:
+                nxt.append(tree[-1])
+            tree = nxt
+        beat_sum = Signal(ACC_BITS)
+        m.d.sync += beat_sum.eq(tree[0])
+        with m.If(sv[2]):
+            m.d.sync += acc.eq(acc + beat_sum)
+
+        # ---- V = S + n*eps*2**48: eps = em * 2**(E-150), so n*eps*2**48 = em*n << (E-102)
+        em, _ = unpack32(self.eps)
+        eexp = self.eps[23:31]
+        esh = Mux(eexp >= EPS_MIN_EXP, eexp - EPS_MIN_EXP, 0)[:5]
+        n_elems = Signal(range(self._n_max + 1))
+        m.d.comb += n_elems.eq(nbeats * L)
+        epsn = Signal(ACC_BITS)
+
+        # ---- pass 2: read back, h = RN16(x*g*r), absmax
+        emit = Signal()
+        gate = emit & (issued < nbeats)
+        sp = StallPipe(m, [self.i_g], gate=gate)
+        m.d.comb += [rd.addr.eq(issued), rd.en.eq(sp.en)]
+        with m.If(sp.fire):
+            m.d.sync += issued.eq(issued + 1)
+        rm, re = unpack32(r)
+        hs = []
+        for lane in range(L):
+            g = sp.reg(self.i_g.payload[lane])
+            sx, sigx, shx = unpack16(rd.data[16 * lane:16 * lane + 16])
+            sg, sigg, shg = unpack16(g)
+            xg = sp.reg(sigx * sigg)
+            sign = sp.reg(sx ^ sg)
+            e = sp.reg(shx + shg - 48 + re)
+            prod = sp.reg(xg * rm)
+            h = round16(sp, sp.reg(sign), prod, sp.reg(e))
+            hs.append(h)
+            m.d.comb += self.o.payload.data[lane].eq(h)
+        last = sp.delay(issued == nbeats - 1, EMIT_LATENCY)
+        sp.finish(self.o, EMIT_LATENCY)
+        beat_max = fp16_mag_max(hs)
+        amax = Mux(beat_max > run_max, beat_max, run_max)
+        m.d.comb += [self.o.payload.last.eq(last), self.o.payload.amax.eq(amax)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += run_max.eq(Mux(last, 0, amax))
+
+        with m.FSM():
+            with m.State("LOAD"):
+                m.d.comb += load.eq(1)
+                with m.If(fire_in):
+                    m.d.sync += cnt.eq(cnt + 1)
+                    with m.If(self.i.payload.last):
+                        m.d.sync += nbeats.eq(cnt + 1)
+                        m.next = "DRAIN"
+            with m.State("DRAIN"):
+                with m.If(~(sv[0] | sv[1] | sv[2])):
+                    m.d.sync += epsn.eq((em * n_elems) << esh)
+                    m.next = "SUM"
+            with m.State("SUM"):
+                m.d.sync += vden.eq(acc + epsn)
+                m.next = "RSQRT"
+            with m.State("RSQRT"):
+                m.d.comb += [su.i.valid.eq(1), su.i.payload.num.eq(n_elems),
+                             su.i.payload.den.eq(vden), su.i.payload.exp.eq(48),
+                             su.i.payload.sqrt.eq(1)]
+                with m.If(su.i.ready):
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                m.d.comb += su.o.ready.eq(1)
+                with m.If(su.o.valid):
+                    m.d.sync += [r.eq(su.o.payload), issued.eq(0)]
+                    m.next = "EMIT"
+            with m.State("EMIT"):
+                m.d.comb += emit.eq(1)
+                with m.If(self.o.valid & self.o.ready & last):
+                    m.d.sync += [cnt.eq(0), acc.eq(0)]
+                    m.next = "LOAD"
+        return m

@@ -125,30 +125,14 @@ def test_hw_vs_float_sanity_on_random_model():
     assert np.corrcoef(lf.reshape(-1), lh.reshape(-1))[0, 1] > 0.95
 
 
-SPEED_SCRIPT = """
-import time, numpy as np
-from tellme.sim.golden.model import GoldenModel
-from tellme.sim.golden.testmodels import random_model, tiny_config
-c = tiny_config(vocab_size=4096, hidden_size=256, intermediate_size=640, num_layers=4,
-                num_heads=4, num_kv_heads=2, head_dim=64, max_context=256)
-gm = GoldenModel(random_model(c, seed=0), "float")
-cache = gm.new_cache(256)
-gm.forward(np.arange(16), cache)
-t = time.perf_counter()
-for i in range(64):
-    gm.forward(np.array([i]), cache)
-print(64 / (time.perf_counter() - t))
-"""
-
-
 @pytest.mark.slow
 def test_float_decode_speed_4m_model_one_core():
     """3.8M-parameter model (d=256, L=4, vocab 4096), one BLAS thread: > 50 tok/s decode."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", SPEED_SCRIPT], env=env, check=True,
-                         capture_output=True, text=True).stdout
-    rate = float(out.strip().splitlines()[-1])
-    assert rate > 50, f"{rate:.1f} tok/s"
+    out = subprocess.run([sys.executable, "-m", "tellme.sim.golden.bench", "--numerics",
+                          "float"], env=env, check=True, capture_output=True, text=True).stdout
+    rate = float(out.split("decode")[1].split()[0])
+    assert rate > 50, out
 
 
 def test_hw_logits_regression_pin():

@@ -43,8 +43,10 @@ def sample_tokens(model: TernaryModel, n: int, seed: int) -> np.ndarray:
     return np.array(toks, dtype=np.int64)
 
 
-def compare(model: TernaryModel, windows: list[np.ndarray], max_abs: bool = True) -> dict:
-    """Score each token window in float and hw numerics; aggregate metrics."""
+def compare(model: TernaryModel, windows: list[np.ndarray], other=None) -> dict:
+    """Score each token window in float and hw numerics; aggregate metrics.
+
+    ``other``: instead of hw numerics, compare with float numerics on this model."""
     agree = total = 0
     nll_f = nll_h = kl = 0.0
     n_pred = 0
@@ -53,7 +55,7 @@ def compare(model: TernaryModel, windows: list[np.ndarray], max_abs: bool = True
         gf = GoldenModel(model, "float")
         gf.probe = probe
         lf = gf.forward(toks, gf.new_cache(len(toks)))
-        lh = forward(model, toks, "hw")
+        lh = forward(model, toks, "hw") if other is None else forward(other, toks, "float")
         agree += int((lf.argmax(-1) == lh.argmax(-1)).sum())
         total += len(toks)
         pf, ph = log_softmax(lf), log_softmax(lh)
@@ -66,25 +68,26 @@ def compare(model: TernaryModel, windows: list[np.ndarray], max_abs: bool = True
             "ppl_hw": float(np.exp(nll_h / n_pred)), "kl": kl / total, "range": probe}
 
 
-def noise_floor(model: TernaryModel, windows: list[np.ndarray]) -> float:
-    """Top-1 agreement of float mode with float mode on an FP16-rounded embedding."""
+def noise_floor(model: TernaryModel, windows: list[np.ndarray]) -> dict:
+    """float vs float with the embedding rounded to FP16: what one FP16 rounding does."""
     noisy = TernaryModel(model.config, model.embed.astype(np.float16).astype(np.float32),
                          model.layers, model.final_norm, model.lm_head, model.rope_pairing)
-    a = t = 0
-    for toks in windows:
-        a += int((forward(model, toks).argmax(-1) == forward(noisy, toks).argmax(-1)).sum())
-        t += len(toks)
-    return a / t
+    r = compare(model, windows, other=noisy)
+    return {"floor": r["top1"], "floor_dppl": r["ppl_hw"] / r["ppl_float"] - 1,
+            "floor_kl": r["kl"]}
 
 
 def random_suite(n_tokens: int = 64, seeds=(0, 1, 2)) -> list[tuple[str, dict]]:
     from .testmodels import random_model, tiny_config
 
     cfgs = {
-        "random d256 L4 relu2 GQA, std 0.3": (tiny_config(
+        "random d64 L2 relu2 GQA (fixture)": (tiny_config(max_context=512), {}),
+        "random d64 L2 silu MHA (fixture)": (tiny_config(
+            num_kv_heads=4, activation="silu", max_context=512), {}),
+        "random d256 L4 relu2 GQA": (tiny_config(
             vocab_size=1024, hidden_size=256, intermediate_size=640, num_layers=4, num_heads=4,
             num_kv_heads=2, head_dim=64, activation="relu2", max_context=512), {}),
-        "random d256 L4 silu MHA, std 0.3": (tiny_config(
+        "random d256 L4 silu MHA": (tiny_config(
             vocab_size=1024, hidden_size=256, intermediate_size=640, num_layers=4, num_heads=4,
             num_kv_heads=4, head_dim=64, activation="silu", max_context=512), {}),
         "random d256 L4 relu2, peaky head": (tiny_config(
@@ -100,10 +103,12 @@ def random_suite(n_tokens: int = 64, seeds=(0, 1, 2)) -> list[tuple[str, dict]]:
             m = random_model(cfg, seed=s, std=0.3, **kw)
             windows = [sample_tokens(m, n_tokens, seed=100 + s)]
             r = compare(m, windows)
-            r["floor"] = noise_floor(m, windows)
+            r.update(noise_floor(m, windows))
             windows_all.append(r)
         agg = {k: float(np.mean([w[k] for w in windows_all])) for k in windows_all[0]
                if k != "range"}
+        agg["ppl_hw"] = float(np.exp(np.mean([np.log(w["ppl_hw"]) for w in windows_all])))
+        agg["ppl_float"] = float(np.exp(np.mean([np.log(w["ppl_float"]) for w in windows_all])))
         agg["range"] = {k: max(w["range"][k] for w in windows_all) for k in windows_all[0]["range"]}
         agg["positions"] = int(sum(w["positions"] for w in windows_all))
         out.append((name, agg))
@@ -131,14 +136,13 @@ def text_windows(model_path: str, args, vocab: int) -> list[np.ndarray]:
 
 
 def fmt(name: str, r: dict) -> str:
-    floor = f"{r['floor'] * 100:6.2f} %" if "floor" in r else "     -  "
-    return (f"{name:38s} {r['positions']:6d} {r['top1'] * 100:7.2f} % {floor} "
-            f"{r['ppl_float']:10.4f} {r['ppl_hw']:10.4f} {(r['ppl_hw'] / r['ppl_float'] - 1) * 100:+7.3f} % "
-            f"{r['kl']:.2e}")
+    return (f"{name:36s} {r['positions']:5d} {r['top1'] * 100:7.2f} % {r['floor'] * 100:6.2f} % "
+            f"{r['ppl_float']:9.3f} {(r['ppl_hw'] / r['ppl_float'] - 1) * 100:+8.3f} % "
+            f"{r['floor_dppl'] * 100:+8.3f} % {r['kl']:8.2e} {r['floor_kl']:8.2e}")
 
 
-HEADER = (f"{'model':38s} {'pos':>6s} {'top-1':>9s} {'floor':>8s} {'ppl float':>10s} "
-          f"{'ppl hw':>10s} {'dPPL':>9s} {'KL':>8s}")
+HEADER = (f"{'model':36s} {'pos':>5s} {'top-1':>9s} {'floor':>8s} {'ppl flt':>9s} "
+          f"{'dPPL hw':>10s} {'dPPL flr':>10s} {'KL hw':>8s} {'KL flr':>8s}")
 
 
 def main(argv=None) -> int:
@@ -168,13 +172,14 @@ def main(argv=None) -> int:
         else:
             windows = [sample_tokens(m, args.window, seed=i) for i in range(4)]
         r = compare(m, windows)
-        r["floor"] = noise_floor(m, windows)
+        r.update(noise_floor(m, windows))
         print(fmt(str(args.model)[-38:], r))
         ranges.append((str(args.model)[-38:], r["range"]))
     print("\nmax |value| per site in float mode (FP16 saturates at 65504):")
     for name, rg in ranges:
         print(f"{name:38s} " + "  ".join(f"{k} {v:.4g}" for k, v in rg.items()))
-    print(f"({time.time() - t0:.0f} s; floor = float vs float with an FP16-rounded embedding)",
+    print(f"({time.time() - t0:.0f} s; flr = floor: float vs float with an FP16-rounded "
+          f"embedding)",
           file=sys.stderr)
     return 0
 

@@ -205,3 +205,40 @@ def test_silu_table_regenerates_and_hand_values():
     assert fx[2:5].tolist() == [16 << 22, 20 << 22, 65504 << 22]
     assert fx[5:7].tolist() == [0, 0]
     assert fx[7] == nm.SILU_TABLE[17 * 16]             # node x = 1.0 hit exactly
+
+
+def test_quantize_exhaustive_against_exact_rounding():
+    """Every finite FP16 h with |h| <= amax, for a few amax: q = RNE(h * s_x) exactly."""
+    for amax in (3.0, 0.1, 65504.0):
+        a = Fraction(float(np.float16(amax)))
+        h = FINITE_FP16[np.abs(FINITE_FP16.astype(np.float64)) <= float(a)]
+        q, s = hw.quantize(h[None], np.array([amax], np.float16))
+        sx = Fraction(float(s[0]))
+        assert float(s[0]) == float(nm.round_ratio_fp32(127 * a.denominator, a.numerator))
+        # exact reference on a sample of values plus every tie the grid contains
+        prod = h.astype(np.float64) * float(s[0])          # exact (35 bits)
+        ties = np.nonzero(prod - np.floor(prod) == 0.5)[0]
+        idx = np.concatenate([ties, np.arange(0, h.size, 97)])
+        for i in idx:
+            v = Fraction(float(h[i])) * sx
+            fl = v.numerator // v.denominator
+            rem = v - fl
+            want = fl + (1 if rem > Fraction(1, 2) or (rem == Fraction(1, 2) and fl % 2) else 0)
+            assert q[0, i] == max(-128, min(127, want)), (amax, float(h[i]))
+
+
+def test_dequantize_exact_against_rational():
+    rng = np.random.default_rng(7)
+    acc = rng.integers(-2 ** 20, 2 ** 20, size=(1, 4000))
+    amax = np.array([2.71875], np.float16)
+    ws = np.float32(0.0213)
+    y = hw.dequantize(acc, amax, ws)
+    st = Fraction(float(hw.dequant_scale(amax, ws)[0]))
+    for a, yy in zip(acc[0, :500].tolist(), y[0, :500].tolist()):
+        exact = a * st
+        cands = sorted({float(np.float16(float(exact))),
+                        float(np.nextafter(np.float16(float(exact)), np.float16(np.inf))),
+                        float(np.nextafter(np.float16(float(exact)), np.float16(-np.inf)))})
+        best = min(cands, key=lambda c: (abs(Fraction(c) - exact),
+                                         int(np.float16(c).view(np.uint16)) & 1))
+        assert yy == best

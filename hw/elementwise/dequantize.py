@@ -1,0 +1,69 @@
+"""Dequantise: y = RN16(acc * s_tok) (golden ``dequantize``) on the TLMM output stream."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from tellme.hw.tlmm import out_layout
+
+from .common import StallPipe, check_lanes, row_layout
+from .fp16 import ROUND16_LATENCY, abs_signed, round16, unpack32
+
+LATENCY = 1 + ROUND16_LATENCY
+
+
+class Dequantize(wiring.Component):
+    """Accumulators to FP16 with the per-token dequantisation scale, Q lanes per cycle.
+
+    Parameters
+    ----------
+    lanes : int
+        Accumulators per beat (the TLMM's Q).
+    acc_width : int
+        Signed accumulator width (the TLMM's ``acc_bits``; <= 29 bits in the golden contract).
+
+    Members
+    -------
+    i_scale : In(stream.Signature(32))
+        s_tok (FP32 bits, golden ``dequant_scale``), one per row, taken before the row's first
+        beat.
+    i : In(stream.Signature(tlmm.out_layout(q=lanes, acc_width)))
+        ``{acc[lanes], last}`` as the TLMM emits them (a row = beats up to ``last``).
+    o : Out(stream.Signature(row_layout(lanes)))
+        y = RN16(acc*s_tok): |acc| times the 24-bit significand (<= 53 bits, exact), one
+        rounding; acc = 0 gives +0.
+
+    Timing: LATENCY (4) cycles, one beat per cycle (the TLMM's Q columns per cycle), global
+    stall on ``o``; a row's beats wait for its scale.
+    """
+
+    def __init__(self, *, lanes: int, acc_width: int):
+        self._lanes = check_lanes(lanes)
+        if not 2 <= acc_width <= 30:
+            raise ValueError(f"acc_width must be in [2, 30], got {acc_width}")
+        self._aw = acc_width
+        super().__init__({"i_scale": In(stream.Signature(32)),
+                          "i": In(stream.Signature(out_layout(q=lanes, acc_width=acc_width))),
+                          "o": Out(stream.Signature(row_layout(lanes)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        scale = Signal(32)
+        have = Signal()
+        m.d.comb += self.i_scale.ready.eq(~have)
+        with m.If(self.i_scale.valid & ~have):
+            m.d.sync += [scale.eq(self.i_scale.payload), have.eq(1)]
+        sp = StallPipe(m, [self.i], gate=have)
+        with m.If(sp.fire & self.i.payload.last):
+            m.d.sync += have.eq(0)
+        sm, se = unpack32(scale)
+        for lane in range(self._lanes):
+            neg, mag = abs_signed(self.i.payload.acc[lane])
+            prod = sp.reg(mag * sm)
+            y = round16(sp, sp.reg(neg), prod, sp.reg(se))
+            m.d.comb += self.o.payload.data[lane].eq(y)
+        m.d.comb += self.o.payload.last.eq(sp.delay(self.i.payload.last, LATENCY))
+        sp.finish(self.o, LATENCY)
+        return m

@@ -2,6 +2,7 @@
 
     python -m tellme.sim.golden.accuracy --model PATH [--text FILE | --tokens FILE.npy]
     python -m tellme.sim.golden.accuracy --random        # random fixture-like models
+    python -m tellme.sim.golden.accuracy --oracle DIR...  # HF fixture folders (logits.npy)
 
 With a model and held-out text (tokenised with the model folder's tokenizer.json, or ids from
 an .npy file) it scores the text in windows of ``--window`` tokens. Without text (random models)
@@ -145,6 +146,25 @@ HEADER = (f"{'model':36s} {'pos':>5s} {'top-1':>9s} {'floor':>8s} {'ppl flt':>9s
           f"{'dPPL hw':>10s} {'dPPL flr':>10s} {'KL hw':>8s} {'KL flr':>8s}")
 
 
+def oracle(dirs) -> int:
+    """float and hw numerics vs HF transformers' logits stored in fixture folders."""
+    from pathlib import Path
+
+    from tellme.quant.loader import load_model
+
+    print(f"{'fixture':32s} {'T':>3s} {'max|HF|':>8s} {'float max|d|':>13s} {'argmax':>7s} "
+          f"{'hw max|d|':>10s} {'hw top-1':>9s}")
+    for d in map(Path, dirs):
+        m = load_model(d)
+        toks = np.load(d / "tokens.npy").astype(np.int64)
+        ref = np.load(d / "logits.npy")
+        lf, lh = forward(m, toks, "float"), forward(m, toks, "hw")
+        print(f"{d.name:32s} {len(toks):3d} {np.abs(ref).max():8.3g} "
+              f"{np.abs(lf - ref).max():13.3g} {np.mean(lf.argmax(-1) == ref.argmax(-1)):7.3f} "
+              f"{np.abs(lh - ref).max():10.3g} {np.mean(lh.argmax(-1) == ref.argmax(-1)):9.3f}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tellme.sim.golden.accuracy",
                                  description=__doc__.split("\n\n")[0])
@@ -155,8 +175,13 @@ def main(argv=None) -> int:
     ap.add_argument("--window", type=int, default=128, help="tokens per scored window")
     ap.add_argument("--max-windows", type=int, default=16)
     ap.add_argument("--random", action="store_true", help="run the random-model suite")
+    ap.add_argument("--oracle", nargs="+", metavar="DIR",
+                    help="HF parity fixture folders (checkpoint + tokens.npy + logits.npy): "
+                         "compare float and hw numerics with HF transformers' logits")
     args = ap.parse_args(argv)
     t0 = time.time()
+    if args.oracle:
+        return oracle(args.oracle)
     print(HEADER)
     ranges = []
     if args.random or not args.model:

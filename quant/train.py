@@ -303,11 +303,21 @@ def build_model(cfg: TrainConfig):
 
 # ----------------------------------------------------------------------------- export
 
-# torch module name -> HF tensor name (identical by construction; kept explicit for the reader).
-def hf_state_dict(model, cfg: TrainConfig) -> dict[str, np.ndarray]:
-    sd = {k: v.detach().float().cpu().numpy().copy() for k, v in model.state_dict().items()}
+def hf_state_dict(model, cfg: TrainConfig, embed_dtype: str = "float32") -> dict:
+    """torch tensors under HF names (the module tree mirrors HF's, so names are identical).
+    ``embed_dtype`` "bfloat16" stores the embedding / LM head rounded to bfloat16 (halves the
+    bundled file; the ternary linears are unaffected, norms stay float32)."""
+    import torch
+
+    sd = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     if cfg.tie_word_embeddings:
         sd.pop("lm_head.weight", None)
+    if embed_dtype == "bfloat16":
+        for k in ("model.embed_tokens.weight", "lm_head.weight"):
+            if k in sd:
+                sd[k] = sd[k].to(torch.bfloat16)
+    elif embed_dtype != "float32":
+        raise ValueError(f"embed dtype must be float32 or bfloat16, got {embed_dtype!r}")
     return sd
 
 
@@ -339,21 +349,24 @@ def hf_config(cfg: TrainConfig) -> dict:
     }
 
 
-def export(model, cfg: TrainConfig, out: Path, meta: dict | None = None) -> Path:
-    """Write ``out/hf`` (config.json, model.safetensors, tokenizer.json) atomically."""
-    from safetensors.numpy import save_file
+def export(model, cfg: TrainConfig, out: Path, meta: dict | None = None,
+           dst: Path | None = None, embed_dtype: str = "float32") -> Path:
+    """Write ``dst`` (default ``out/hf``: config.json, model.safetensors, tokenizer.json)
+    atomically (built in a sibling temp folder, then renamed)."""
+    from safetensors.torch import save_file
 
-    dst = out / "hf"
-    tmp = out / "hf.tmp"
+    dst = Path(dst) if dst is not None else out / "hf"
+    tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     (tmp / "config.json").write_text(json.dumps(hf_config(cfg), indent=2) + "\n")
     md = {"format": "pt", "producer": "tellme.quant.train"}
     if meta:
         md.update({k: str(v) for k, v in meta.items()})
-    save_file(hf_state_dict(model, cfg), str(tmp / "model.safetensors"), metadata=md)
+    save_file(hf_state_dict(model, cfg, embed_dtype), str(tmp / "model.safetensors"),
+              metadata=md)
     shutil.copyfile(out / "tokenizer.json", tmp / "tokenizer.json")
-    old = out / "hf.old"
+    old = dst.with_name(dst.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if dst.exists():
         os.replace(dst, old)
@@ -436,9 +449,10 @@ def train(out: Path, cfg: TrainConfig, resume: bool = False, log=print,
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         saved = dict(state["config"])
         mine = asdict(cfg)
-        # Only the schedule length and bookkeeping may change on resume.
-        free = {"steps", "ckpt_every", "log_every", "eval_every", "threads", "corpus_dir",
-                "extra"}
+        # Only the schedule length (before its decay starts) and bookkeeping may change on
+        # resume; the rate up to the decay does not depend on them.
+        free = {"steps", "decay_frac", "ckpt_every", "log_every", "eval_every", "threads",
+                "corpus_dir", "extra"}
         diff = {k for k in mine if k not in free and saved.get(k) != mine[k]}
         if diff:
             raise ValueError(f"{ckpt}: checkpoint was trained with different settings: " +
@@ -447,6 +461,10 @@ def train(out: Path, cfg: TrainConfig, resume: bool = False, log=print,
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, elapsed = state["step"], state["elapsed"]
+        if log_path.is_file():   # drop records of steps after the checkpoint (interrupted run)
+            keep = [r for r in log_path.read_text().splitlines()
+                    if r.strip() and json.loads(r)["step"] <= step]
+            log_path.write_text("".join(r + "\n" for r in keep))
         log(f"resumed from {ckpt} at step {step}")
     elif resume:
         log(f"no checkpoint at {ckpt}; starting from scratch")
@@ -498,11 +516,27 @@ def train(out: Path, cfg: TrainConfig, resume: bool = False, log=print,
             return None
     elapsed += time.time() - t_seg
     held = evaluate(model, held_ids, cfg)
-    summary = {"steps": step, "final_train_loss_last": loss_val,
-               "heldout_loss_first_eval_tokens": held, "parameters": nparams,
+    recs = [json.loads(r) for r in log_path.read_text().splitlines() if r.strip()]
+    tail = [r["loss"] for r in recs if "loss" in r and r["step"] > step - 100]
+    summary = {"steps": step, "train_loss_last_100_steps": sum(tail) / max(1, len(tail)),
+               "heldout_loss": held, "parameters": nparams,
                "wall_time_s": round(elapsed, 1), "tokens_seen": step * cfg.batch_size *
                cfg.seq_len, "config": asdict(cfg)}
     export(model, cfg, out, meta={"steps": step, "heldout_loss": f"{held:.5f}"})
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(f"exported {out / 'hf'} (held-out loss {held:.4f}, {elapsed / 60:.1f} min)")
     return summary
+
+
+def snapshot(out: Path, dst: Path, embed_dtype: str = "float32") -> Path:
+    """Export the current checkpoint of run folder ``out`` to ``dst`` (a look at a run in
+    progress; does not disturb it)."""
+    import torch
+
+    out = Path(out)
+    state = torch.load(out / "ckpt" / "state.pt", map_location="cpu", weights_only=False)
+    cfg = TrainConfig(**state["config"])
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    return export(model, cfg, out, meta={"steps": state["step"]}, dst=dst,
+                  embed_dtype=embed_dtype)

@@ -21,6 +21,10 @@ def register(sub) -> None:
                    help="continue from DIR/ckpt/state.pt if present")
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="checkpoint and exit after STEP (continue later with --resume)")
+    p.add_argument("--snapshot", default=None, metavar="DST",
+                   help="only export the run's current checkpoint to folder DST and exit")
+    p.add_argument("--embed-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="storage of the exported embedding / LM head (default float32)")
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         if f.name in ("extra",):
@@ -43,6 +47,15 @@ def _run(args) -> int:
 
     from .train import TrainConfig, train
 
+    if args.snapshot:
+        from .train import snapshot
+
+        try:
+            dst = snapshot(Path(args.out), Path(args.snapshot), args.embed_dtype)
+            print(f"exported {dst}")
+        except FileNotFoundError as e:
+            raise CliError(f"no checkpoint to snapshot: {e}") from e
+        return 0
     kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
           if f.name != "extra"}
     try:

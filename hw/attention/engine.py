@@ -1,0 +1,386 @@
+"""Attention engine: exact two-pass softmax attention of ``lanes`` query rows over one KV head.
+
+One engine serves decode and prefill (docs/hw/attention.md):
+
+* decode: the lanes are the query heads of one GQA group (all with the same last key);
+* prefill: the lanes are N_pe query rows x the heads of a group, each with its own causal limit
+  (key j is visible to lane i iff ``j <= lim[i]``); masked keys cost no arithmetic change.
+
+Arithmetic is exactly :func:`tellme.sim.golden.hw.attention_decode` (scores with the exact
+per-row maximum, exact integer S.V and softmax sums, correctly rounded 1/L, one rounding to
+FP16). Because the maximum must be known before any weight is formed, the engine makes two
+passes over the keys:
+
+pass 1  K rows 0..n-1: scores t_j (Q.16 log2 domain) into the score buffer, running max;
+pass 2  for each tile of ``depth`` keys: (re-stream K of the tile to rebuild its scores unless
+        they are still in the buffer), stream V of the tile, accumulate.
+
+The score buffer holds ``depth`` scores per lane; after pass 1 it holds the *last* tile, so
+contexts up to ``depth`` need K once and V once; longer contexts re-read K for all tiles but the
+last (:func:`kv_schedule` gives the exact row order the feeder must supply).
+
+Ports
+-----
+i_cmd : In(stream {n, nq, c, lim[lanes]})  one command per call: n keys (>= 1), nq active lanes,
+        c = score scale (:func:`tellme.sim.golden.hw.score_scale`), lim = last visible key of
+        each lane (< n; decode: n - 1).
+i_q   : In(stream ArrayLayout(unsigned(16), beat))  nq * head_dim / beat beats: lane-major FP16.
+i_kv  : In(stream ArrayLayout(unsigned(16), beat))  K or V rows, head_dim / beat beats each, in
+        the order of :func:`kv_schedule`.
+o     : Out(stream unsigned(16))  nq * head_dim FP16 results, lane-major, one per beat.
+busy  : Out(1)
+
+Timing: one K or V beat per cycle when the feeder keeps up (i_kv is ready for the whole of a
+segment); a drain of :data:`DRAIN` cycles between segments (the buffer is written at the end of
+the pipeline and read at its start); the result costs 27 cycles per lane (1/L by restoring
+division) plus 3 per element. Exact counts: :func:`tellme.sim.cycles_attn.expected_cycles`.
+Backpressure on ``o`` only stalls the output; random idle on any input only delays it.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from tellme.sim.golden.numerics import EXP2_TABLE
+
+from .arith import bit_length, fp16_fields, rne_shr
+from .schedule import kv_schedule  # noqa: F401  (the stream order, re-exported)
+
+QK_SHIFT = 28          # q*k = P * 2**(sh - 48); term at LSB 2**-20 is RNE(P * 2**(sh - 28))
+SV_SHIFT = 23          # p*v*2 = p * S * 2**(sh - 23) (p integer UQ1.23)
+C_BITS = 20            # score-scale register width
+DIV_STEPS = 24
+SCORE_SAT = 2 ** 44 - 1
+PIPE = 4               # pipeline stages after the input register (A, B, C, D)
+
+
+def cmd_layout(lanes: int, ctx_bits: int) -> data.StructLayout:
+    return data.StructLayout({
+        "n": unsigned(ctx_bits + 1),
+        "nq": range(lanes + 1),
+        "c": unsigned(C_BITS),
+        "lim": data.ArrayLayout(unsigned(ctx_bits), lanes),
+    })
+
+
+class AttentionEngine(wiring.Component):
+    """See the module docstring. Parameters: ``head_dim`` (multiple of ``beat``), ``lanes``
+    (query rows served by one K/V stream), ``beat`` (FP16 elements per K/V/q beat),
+    ``depth`` (score-buffer tile, power of two >= 2), ``ctx_bits`` (n <= 2**ctx_bits - 1)."""
+
+    def __init__(self, *, head_dim: int = 16, lanes: int = 4, beat: int = 4, depth: int = 64,
+                 ctx_bits: int = 16):
+        if head_dim % beat:
+            raise ValueError(f"head_dim {head_dim} is not a multiple of beat {beat}")
+        if depth < 2 or depth & (depth - 1):
+            raise ValueError(f"score-buffer depth {depth} must be a power of two >= 2")
+        self.head_dim, self.lanes, self.beat, self.depth = head_dim, lanes, beat, depth
+        self.ctx_bits = ctx_bits
+        elem = data.ArrayLayout(unsigned(16), beat)
+        super().__init__({
+            "i_cmd": In(stream.Signature(cmd_layout(lanes, ctx_bits))),
+            "i_q": In(stream.Signature(elem)),
+            "i_kv": In(stream.Signature(elem)),
+            "o": Out(stream.Signature(unsigned(16))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        HD, NQ, W, D, CB = self.head_dim, self.lanes, self.beat, self.depth, self.ctx_bits
+        BPR = HD // W
+        LOG2D = D.bit_length() - 1
+        TW = 44                       # |t| < 2**42
+        LW = 25 + CB                  # L <= n * 2**23
+        AW = 44 + CB                  # |A| < n * 2**42
+
+        # ---- command registers
+        n = Signal(CB + 1)
+        nact = Signal(range(NQ + 1))
+        cval = Signal(C_BITS)
+        lim = [Signal(CB, name=f"lim{i}") for i in range(NQ)]
+        qreg = [[Signal(16 * W, name=f"q{i}_{b}") for b in range(BPR)] for i in range(NQ)]
+
+        # ---- per-lane state
+        mx = [Signal(signed(TW), name=f"m{i}") for i in range(NQ)]
+        mvalid = [Signal(name=f"mvalid{i}") for i in range(NQ)]
+        lsum = [Signal(LW, name=f"L{i}") for i in range(NQ)]
+        acc = [[Signal(signed(AW), name=f"A{i}_{c}") for c in range(HD)] for i in range(NQ)]
+        sacc = [Signal(signed(64), name=f"s{i}") for i in range(NQ)]
+
+        # ---- score buffers and exp2 ROMs
+        wps, rps, roms = [], [], []
+        for i in range(NQ):
+            mem = memory.Memory(shape=signed(TW), depth=D, init=[])
+            m.submodules[f"scores{i}"] = mem
+            wps.append(mem.write_port())
+            rps.append(mem.read_port())
+            rom = memory.Memory(shape=unsigned(24), depth=65, init=[int(v) for v in EXP2_TABLE])
+            m.submodules[f"exp2_{i}"] = rom
+            roms.append((rom.read_port(domain="comb"), rom.read_port(domain="comb")))
+
+        # ---- segment control
+        seg = Signal(2)               # 0: K pass 1, 1: V last tile, 2: K tile, 3: V tile
+        row = Signal(CB + 1)
+        row_end = Signal(CB + 1)
+        bcnt = Signal(range(BPR))
+        tile = Signal(CB + 1)
+        last_start = Signal(CB + 1)
+        m.d.comb += last_start.eq(((n - 1) >> LOG2D) << LOG2D)
+
+        # ---- pipeline registers: input stage (A) .. D
+        vA, vB, vC, vD = (Signal(name=f"v{s}") for s in "ABCD")
+        isvA, isvB, isvC, isvD = (Signal(name=f"isv{s}") for s in "ABCD")
+        p1A, p1B, p1C, p1D = (Signal(name=f"p1{s}") for s in "ABCD")
+        firstA, firstB, firstC = (Signal(name=f"first{s}") for s in "ABC")
+        lastA, lastB, lastC, lastD = (Signal(name=f"last{s}") for s in "ABCD")
+        rowA, rowB, rowC, rowD = (Signal(CB + 1, name=f"row{s}") for s in "ABCD")
+        beatA, beatB, beatC, beatD = (Signal(range(BPR), name=f"beat{s}") for s in "ABCD")
+        datA, datB, datC = (Signal(16 * W, name=f"dat{s}") for s in "ABC")
+        empty = ~(vA | vB | vC | vD)
+
+        accept = Signal()
+        m.d.comb += accept.eq(self.i_kv.valid & self.i_kv.ready)
+        m.d.sync += vA.eq(accept)
+        with m.If(accept):
+            m.d.sync += [
+                isvA.eq(seg[0]), p1A.eq(seg == 0), firstA.eq(bcnt == 0),
+                lastA.eq(bcnt == BPR - 1), rowA.eq(row), beatA.eq(bcnt),
+                datA.eq(self.i_kv.payload.as_value()),
+            ]
+        m.d.sync += [vB.eq(vA), vC.eq(vB), vD.eq(vC),
+                     isvB.eq(isvA), isvC.eq(isvB), isvD.eq(isvC),
+                     p1B.eq(p1A), p1C.eq(p1B), p1D.eq(p1C),
+                     firstB.eq(firstA), firstC.eq(firstB),
+                     lastB.eq(lastA), lastC.eq(lastB), lastD.eq(lastC),
+                     rowB.eq(rowA), rowC.eq(rowB), rowD.eq(rowC),
+                     beatB.eq(beatA), beatC.eq(beatB), beatD.eq(beatC),
+                     datB.eq(datA), datC.eq(datB)]
+
+        for i in range(NQ):
+            rp, wp = rps[i], wps[i]
+            m.d.comb += [rp.addr.eq(row[:LOG2D]), rp.en.eq(1)]
+            lane_on = Signal(name=f"on{i}")
+            m.d.comb += lane_on.eq(i < nact)
+
+            # -- stage A: K: q.k terms of this beat; V: softmax exponent from the stored score
+            qbeat = Signal(16 * W, name=f"qbeat{i}")
+            m.d.comb += qbeat.eq(Array(qreg[i])[beatA])
+            terms = []
+            for w in range(W):
+                sq, gq, hq = fp16_fields(qbeat[16 * w:16 * w + 16])
+                sk, gk, hk = fp16_fields(datA[16 * w:16 * w + 16])
+                prod = Signal(22, name=f"qk{i}_{w}_p")
+                sh = Signal(6, name=f"qk{i}_{w}_sh")
+                shl = Signal(range(31), name=f"qk{i}_{w}_shl")
+                shr = Signal(range(29), name=f"qk{i}_{w}_shr")
+                m.d.comb += [prod.eq(gq * gk), sh.eq(hq + hk),
+                             shl.eq(Mux(sh >= QK_SHIFT, sh - QK_SHIFT, 0)),
+                             shr.eq(Mux(sh >= QK_SHIFT, 1, QK_SHIFT - sh))]
+                mag = Signal(52, name=f"qk{i}_{w}_mag")
+                m.d.comb += mag.eq(Mux(sh >= QK_SHIFT, prod << shl,
+                                       rne_shr(m, prod, shr, 22, f"qk{i}_{w}")))
+                term = Signal(signed(54), name=f"qk{i}_{w}_t")
+                m.d.comb += term.eq(Mux(sq ^ sk, -mag, mag))
+                terms.append(term)
+            bsum = Signal(signed(58), name=f"bsum{i}")
+            m.d.sync += bsum.eq(sum(terms[1:], terms[0]))
+
+            dlt = Signal(TW + 1, name=f"d{i}")
+            m.d.comb += dlt.eq(mx[i] - rp.data)
+            kB = Signal(range(32), name=f"k{i}")
+            kbigB = Signal(name=f"kbig{i}")
+            rB = Signal(10, name=f"r{i}")
+            t0B = Signal(24, name=f"t0_{i}")
+            dfB = Signal(17, name=f"df{i}")
+            r0, r1 = roms[i]
+            m.d.comb += [r0.addr.eq(dlt[10:16]), r1.addr.eq(dlt[10:16] + 1)]
+            m.d.sync += [kB.eq(dlt[16:21]), kbigB.eq(dlt[16:] >= 24), rB.eq(dlt[0:10]),
+                         t0B.eq(r0.data), dfB.eq(r0.data - r1.data)]
+
+            # -- stage B: K: row score accumulation; V: p = 2**-d (0 beyond 24 octaves / masked)
+            snew = Signal(signed(64), name=f"snew{i}")
+            m.d.comb += snew.eq(Mux(firstB, 0, sacc[i]) + bsum)
+            with m.If(vB & ~isvB):
+                m.d.sync += sacc[i].eq(snew)
+            e = Signal(24, name=f"e{i}")
+            m.d.comb += e.eq(t0B - ((dfB * rB + 512) >> 10))
+            pC = Signal(24, name=f"p{i}")
+            visible = (rowB <= lim[i]) & lane_on
+            m.d.sync += pC.eq(Mux(kbigB | ~visible, 0, e >> kB))
+
+            # -- stage C: K: saturate and scale; V: p.v terms, L
+            ssat = Signal(signed(45), name=f"ssat{i}")
+            s = sacc[i]
+            m.d.comb += ssat.eq(Mux(s > SCORE_SAT, SCORE_SAT, Mux(s < -SCORE_SAT, -SCORE_SAT, s)))
+            prodD = Signal(signed(66), name=f"sc{i}")
+            m.d.sync += prodD.eq(ssat * cval)
+            svt = []
+            for w in range(W):
+                sv, gv, hv = fp16_fields(datC[16 * w:16 * w + 16])
+                pv = Signal(35, name=f"sv{i}_{w}_p")
+                shl = Signal(range(8), name=f"sv{i}_{w}_shl")
+                shr = Signal(range(24), name=f"sv{i}_{w}_shr")
+                m.d.comb += [pv.eq(pC * gv),
+                             shl.eq(Mux(hv >= SV_SHIFT, hv - SV_SHIFT, 0)),
+                             shr.eq(Mux(hv >= SV_SHIFT, 1, SV_SHIFT - hv))]
+                mag = Signal(42, name=f"sv{i}_{w}_mag")
+                m.d.comb += mag.eq(Mux(hv >= SV_SHIFT, pv << shl,
+                                       rne_shr(m, pv, shr, 35, f"sv{i}_{w}")))
+                t = Signal(signed(43), name=f"sv{i}_{w}_t")
+                m.d.sync += t.eq(Mux(sv, -mag, mag))
+                svt.append(t)
+            with m.If(vC & isvC & firstC):
+                m.d.sync += lsum[i].eq(lsum[i] + pC)
+
+            # -- stage D: K: t = floor((s*C + 2**21) / 2**22) -> buffer, max; V: accumulate
+            tD = Signal(signed(TW), name=f"t{i}")
+            m.d.comb += tD.eq((prodD + (1 << 21)) >> 22)
+            m.d.comb += [wp.addr.eq(rowD[:LOG2D]), wp.data.eq(tD),
+                         wp.en.eq(vD & ~isvD & lastD)]
+            with m.If(vD & ~isvD & lastD & p1D & (rowD <= lim[i])):
+                with m.If(~mvalid[i] | (tD > mx[i])):
+                    m.d.sync += [mx[i].eq(tD), mvalid[i].eq(1)]
+            with m.If(vD & isvD):
+                for b in range(BPR):
+                    with m.If(beatD == b):
+                        for w in range(W):
+                            a = acc[i][b * W + w]
+                            m.d.sync += a.eq(a + svt[w])
+
+        # ---- finalisation registers
+        flane = Signal(range(NQ + 1))
+        ch = Signal(range(HD))
+        beta = Signal(range(LW + 1))
+        dn = Signal(LW + 1)
+        rem = Signal(LW + 2)
+        quo = Signal(25)
+        it = Signal(range(DIV_STEPS + 1))
+        qa = Signal(25)
+        sa = Signal(range(64))
+        neg = Signal()
+        obits = Signal(16)
+
+        m.d.comb += self.busy.eq(1)
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += [self.i_cmd.ready.eq(1), self.busy.eq(0)]
+                with m.If(self.i_cmd.valid):
+                    p = self.i_cmd.payload
+                    m.d.sync += [n.eq(p.n), nact.eq(p.nq), cval.eq(p.c), bcnt.eq(0)]
+                    m.d.sync += [lim[i].eq(p.lim[i]) for i in range(NQ)]
+                    m.d.sync += [mvalid[i].eq(0) for i in range(NQ)]
+                    m.d.sync += [lsum[i].eq(0) for i in range(NQ)]
+                    m.d.sync += [a.eq(0) for lane in acc for a in lane]
+                    m.d.sync += [flane.eq(0), ch.eq(0)]
+                    m.next = "LOAD_Q"
+            with m.State("LOAD_Q"):
+                m.d.comb += self.i_q.ready.eq(1)
+                with m.If(self.i_q.valid):
+                    for i in range(NQ):
+                        for b in range(BPR):
+                            with m.If((flane == i) & (bcnt == b)):
+                                m.d.sync += qreg[i][b].eq(self.i_q.payload.as_value())
+                    m.d.sync += bcnt.eq(bcnt + 1)
+                    with m.If(bcnt == BPR - 1):
+                        m.d.sync += [bcnt.eq(0), flane.eq(flane + 1)]
+                        with m.If(flane + 1 == nact):
+                            m.d.sync += [flane.eq(0), seg.eq(0), row.eq(0), row_end.eq(n)]
+                            m.next = "STREAM"
+            with m.State("STREAM"):
+                m.d.comb += self.i_kv.ready.eq(1)
+                with m.If(self.i_kv.valid):
+                    m.d.sync += bcnt.eq(bcnt + 1)
+                    with m.If(bcnt == BPR - 1):
+                        m.d.sync += [bcnt.eq(0), row.eq(row + 1)]
+                        with m.If(row + 1 == row_end):
+                            m.next = "DRAIN"
+            with m.State("DRAIN"):
+                with m.If(empty):
+                    m.next = "STREAM"
+                    with m.Switch(seg):
+                        with m.Case(0):
+                            m.d.sync += [seg.eq(1), row.eq(last_start), row_end.eq(n)]
+                        with m.Case(1):
+                            m.d.sync += [seg.eq(2), tile.eq(0), row.eq(0), row_end.eq(D)]
+                            with m.If(last_start == 0):
+                                m.next = "DIV_INIT"
+                        with m.Case(2):
+                            m.d.sync += [seg.eq(3), row.eq(tile), row_end.eq(tile + D)]
+                        with m.Case(3):
+                            m.d.sync += [seg.eq(2), tile.eq(tile + D), row.eq(tile + D),
+                                         row_end.eq(tile + 2 * D)]
+                            with m.If(tile + D == last_start):
+                                m.next = "DIV_INIT"
+            # -- 1/L: restoring division of 2**(beta+23) by L, beta = bitlen(L - 1)
+            with m.State("DIV_INIT"):
+                lv = Array(lsum)[flane]
+                lvm1 = Signal(LW, name="lvm1")
+                m.d.comb += lvm1.eq(lv - 1)
+                b = bit_length(m, lvm1, LW, "lm1")
+                nsh = Signal(range(LW + 1), name="nsh")
+                m.d.comb += nsh.eq(LW - b)
+                m.d.sync += [beta.eq(b), dn.eq(lv << nsh), rem.eq(1 << (LW - 1)),
+                             quo.eq(0), it.eq(0)]
+                m.next = "DIV"
+            with m.State("DIV"):
+                r2 = rem << 1
+                with m.If(r2 >= dn):
+                    m.d.sync += [rem.eq(r2 - dn), quo.eq((quo << 1) | 1)]
+                with m.Else():
+                    m.d.sync += [rem.eq(r2), quo.eq(quo << 1)]
+                m.d.sync += it.eq(it + 1)
+                with m.If(it == DIV_STEPS - 1):
+                    m.next = "DIV_ROUND"
+            with m.State("DIV_ROUND"):
+                r2 = rem << 1
+                m.d.sync += quo.eq(quo + ((r2 > dn) | ((r2 == dn) & quo[0])))
+                m.next = "X1"
+            # -- a = RN32(A) (leading-zero count, RNE)
+            with m.State("X1"):
+                av = Array(Array(lane) for lane in acc)[flane][ch]
+                mag = Signal(AW, name="x1_mag")
+                m.d.comb += mag.eq(Mux(av < 0, -av, av))
+                bl = bit_length(m, mag, AW, "x1")
+                shv = Signal(range(AW), name="x1_sh")
+                m.d.comb += shv.eq(Mux(bl > 24, bl - 24, 0))
+                rnd = rne_shr(m, mag, Mux(shv == 0, 1, shv), AW, "x1r")
+                m.d.sync += [qa.eq(Mux(shv == 0, mag, rnd)), sa.eq(shv), neg.eq(av < 0)]
+                m.next = "X2"
+            # -- o = RN16(a * RN32(1/L) / 2), saturating
+            with m.State("X2"):
+                mm = Signal(50, name="x2_m")
+                m.d.comb += mm.eq(qa * quo)
+                ee = Signal(signed(10), name="x2_e")          # value = mm * 2**ee
+                m.d.comb += ee.eq(sa - beta - 24)
+                blm = bit_length(m, mm, 50, "x2")
+                ev = Signal(signed(10), name="x2_ev")         # value in [2**ev, 2**(ev+1))
+                m.d.comb += ev.eq(blm - 1 + ee)
+                lsb = Signal(signed(10), name="x2_lsb")
+                m.d.comb += lsb.eq(Mux(ev - 10 > -24, ev - 10, -24))
+                sft = Signal(signed(11), name="x2_s")
+                m.d.comb += sft.eq(lsb - ee)
+                sr = Signal(range(51), name="x2_sr")
+                sl = Signal(range(16), name="x2_sl")
+                m.d.comb += [sr.eq(Mux(sft > 50, 50, Mux(sft < 1, 1, sft))),
+                             sl.eq(Mux(sft < 0, -sft, 0))]
+                r16 = Signal(52, name="x2_r")
+                m.d.comb += r16.eq(Mux(sft <= 0, mm << sl, rne_shr(m, mm, sr, 50, "x2r")))
+                bits = Signal(17, name="x2_bits")
+                m.d.comb += bits.eq(Mux(ev >= -14, ((ev + 14) << 10) + r16, r16))
+                mag16 = Mux(mm == 0, 0, Mux((ev > 15) | (bits >= 0x7C00), 0x7BFF, bits))
+                m.d.sync += obits.eq(Mux(neg, 0x8000, 0) | mag16)
+                m.next = "EMIT"
+            with m.State("EMIT"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(obits)]
+                with m.If(self.o.ready):
+                    m.d.sync += ch.eq(ch + 1)
+                    m.next = "X1"
+                    with m.If(ch == HD - 1):
+                        m.d.sync += [ch.eq(0), flane.eq(flane + 1)]
+                        m.next = "DIV_INIT"
+                        with m.If(flane + 1 == nact):
+                            m.next = "IDLE"
+        return m

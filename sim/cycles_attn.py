@@ -1,0 +1,53 @@
+"""Cycle and DDR-traffic model of the attention engine (hw/attention/engine.py).
+
+``call_cycles`` is exact for the RTL when every input is offered without gaps and the output
+is never stalled (checked by tests/rtl/tb_attn_engine.py): counted from the cycle the command
+is accepted to the cycle the last result beat transfers, inclusive: 1 (command) + q beats +
+per K/V segment (rows x head_dim/beat + DRAIN) + per lane (DIV + PER_ELEM x head_dim).
+"""
+
+from __future__ import annotations
+
+from tellme.hw.attention.schedule import Call, decode_calls, kv_schedule, prefill_calls
+
+DRAIN = 5            # cycles between K/V segments (input register + 4 pipeline stages)
+DIV = 26             # 1/L per lane: init, 24 restoring steps, rounding
+PER_ELEM = 3         # RN32(A), product + RN16, emit
+
+
+def call_cycles(n: int, nq: int, *, head_dim: int, beat: int, depth: int) -> int:
+    """Cycles of one engine call with ``n`` keys and ``nq`` active lanes."""
+    bpr = head_dim // beat
+    segs = kv_schedule(n, depth)
+    stream = sum(rows * bpr + DRAIN for _, _, rows in segs)
+    return 1 + nq * bpr + stream + nq * (DIV + PER_ELEM * head_dim)
+
+
+def kv_rows(n: int, depth: int) -> int:
+    """K plus V rows one call reads from DDR."""
+    return sum(rows for _, _, rows in kv_schedule(n, depth))
+
+
+def calls_cycles(calls: list[Call], *, head_dim: int, beat: int, depth: int) -> int:
+    return sum(call_cycles(c.n, len(c.lim), head_dim=head_dim, beat=beat, depth=depth)
+               for c in calls)
+
+
+def expected_cycles(kind: str, *, pos: int = 0, n_q: int = 1, start: int = 0, heads: int,
+                    kv_heads: int, head_dim: int, lanes: int, beat: int, depth: int) -> dict:
+    """Cycles and DDR bytes (FP16 K/V) of one layer's attention on one engine.
+
+    kind ``decode``: token at position ``pos``; ``prefill``: ``n_q`` rows from ``start``.
+    Returns {cycles, kv_bytes, q_bytes, out_bytes}.
+    """
+    if kind == "decode":
+        calls = decode_calls(pos, heads, kv_heads, lanes)
+    elif kind == "prefill":
+        calls = prefill_calls(n_q, start, heads, kv_heads, lanes)
+    else:
+        raise ValueError(f"kind must be 'decode' or 'prefill', got {kind!r}")
+    cyc = calls_cycles(calls, head_dim=head_dim, beat=beat, depth=depth)
+    kv = sum(kv_rows(c.n, depth) for c in calls) * head_dim * 2
+    lanes_total = sum(len(c.lim) for c in calls)
+    return {"cycles": cyc, "kv_bytes": kv, "q_bytes": lanes_total * head_dim * 2,
+            "out_bytes": lanes_total * head_dim * 2}

@@ -232,7 +232,8 @@ def gated_act(gate16: np.ndarray, up16: np.ndarray, activation: str) -> np.ndarr
 def score_scale(head_dim: int) -> int:
     """C = RN(log2(e) / sqrt(head_dim) * 2**18): the host-set integer that turns raw scores into
     base-2 logits (softmax(x/sqrt(hd)) = 2**(x*log2(e)/sqrt(hd)) normalised)."""
-    return int(round(math.log2(math.e) / math.sqrt(head_dim) * 2 ** SCORE_SCALE_FRAC))
+    # log2(e) as a float64 literal (no libm); sqrt is correctly rounded (IEEE)
+    return int(round(1.4426950408889634 / math.sqrt(head_dim) * 2 ** SCORE_SCALE_FRAC))
 
 
 def qk_scores(q16: np.ndarray, k16: np.ndarray) -> np.ndarray:

@@ -242,3 +242,31 @@ def test_dequantize_exact_against_rational():
         best = min(cands, key=lambda c: (abs(Fraction(c) - exact),
                                          int(np.float16(c).view(np.uint16)) & 1))
         assert yy == best
+
+
+def test_import_refuses_a_process_with_ftz_daz(tmp_path):
+    """A real -ffast-math shared library (crtfastmath sets MXCSR FTZ/DAZ when loaded) makes
+    `import tellme.sim.golden` fail loudly instead of computing other bits."""
+    import shutil
+    import subprocess
+    import sys
+
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler to build a -ffast-math library")
+    src = tmp_path / "ftz.c"
+    src.write_text("int tellme_ftz_probe(void) { return 1; }\n")
+    lib = tmp_path / "libftz.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-ffast-math", "-o", str(lib), str(src)],
+                   check=True, capture_output=True)
+    code = (f"import ctypes; ctypes.CDLL({str(lib)!r})\n"
+            "import numpy as np\n"
+            "if (np.array([np.finfo(np.float32).tiny]) * np.float32(0.5))[0] > 0:\n"
+            "    print('NOFTZ')\n"
+            "else:\n"
+            "    import tellme.sim.golden\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if "NOFTZ" in r.stdout:
+        pytest.skip("this toolchain's -ffast-math does not set FTZ at load")
+    assert r.returncode != 0
+    assert "FloatEnvironmentError" in r.stderr and "flush-to-zero" in r.stderr

@@ -147,3 +147,19 @@ def test_hw_logits_regression_pin():
 
 
 HW_PIN = {"silu": "3afb7e23ae9b5ba6", "relu2": "b307fcf11486f27e"}
+
+
+def test_trace_keeps_consistent_intermediates():
+    m = random_model(CONFIGS["gqa-relu2-tied"], seed=1)
+    gm = GoldenModel(m, "hw")
+    gm.trace = {}
+    cache = gm.new_cache(8)
+    lg = gm.forward(np.arange(5), cache)
+    tr = gm.trace
+    assert np.array_equal(tr["logits"], lg)
+    assert tr["L0.h_in"].dtype == np.float16 and tr["L0.q_in8"].dtype == np.int8
+    assert np.array_equal(tr["L1.k_rope"], cache.keys(1, 5))
+    assert np.array_equal(tr["L0.amax_in"], np.abs(tr["L0.h_in"]).max(-1))
+    from tellme.sim.golden import hw
+    assert np.array_equal(tr["L0.x_attn"], hw.residual_add(tr["embed"], tr["L0.o"]))
+    assert np.array_equal(tr["L1.x_out"], hw.residual_add(tr["L1.x_attn"], tr["L1.down"]))

@@ -88,11 +88,20 @@ class GoldenModel:
         self._weight_budget = weight_cache_bytes
         self._score_c = hw.score_scale(self.config.head_dim)
         self.probe: dict[str, float] | None = None   # set to {} to record max|value| per site
+        self.trace: dict[str, np.ndarray] | None = None  # set to {} to keep every intermediate
 
     def _rec(self, site: str, v: np.ndarray) -> None:
         if self.probe is not None:
             m = float(np.abs(np.asarray(v, dtype=np.float32)).max())
             self.probe[site] = max(self.probe.get(site, 0.0), m)
+
+    def _t(self, name: str, v) -> None:
+        """Keep a copy of an intermediate (layer-by-layer diffs against RTL dumps). Keys are
+        ``L{layer}.{site}`` (sites: h_in, amax_in, q_in8, q, k, v, q_rope, k_rope, attn, a_sub,
+        amax_a, o, x_attn, h_post, amax_post, gate, up, ffn, f_sub, amax_f, down, x_out) and
+        ``embed``, ``h_final``, ``logits``; each holds the rows of the last forward call."""
+        if self.trace is not None:
+            self.trace[name] = np.array(v, copy=True)
 
     # -- weights ---------------------------------------------------------------------------
 
@@ -185,12 +194,24 @@ class GoldenModel:
         pairing = m.rope_pairing
 
         x = ops.embed(m.embed, ids)                                       # [n, d]
+        t = self._t
+        t("embed", x)
         for li, layer in enumerate(m.layers):
+            p = f"L{li}."
             h, amax = ops.rmsnorm_absmax(x, layer.norms["input_norm"], eps)
+            t(p + "h_in", h)
+            t(p + "amax_in", amax)
+            if self.trace is not None:
+                t(p + "q_in8", ops.quantize(h, amax)[0])
             q, k, v = self._linears(li, ("q_proj", "k_proj", "v_proj"), h, amax)
             self._rec("qkv", np.concatenate([q, k, v], axis=-1))
+            t(p + "q", q)
+            t(p + "k", k)
+            t(p + "v", v)
             q = ops.rope(q.reshape(n, heads, hd), cos, sin, pairing)
             k = ops.rope(k.reshape(n, kvh, hd), cos, sin, pairing)
+            t(p + "q_rope", q)
+            t(p + "k_rope", k)
             cache.store(li, start, k, v.reshape(n, kvh, hd))
             kc, vc = cache.keys(li, start + n), cache.values(li, start + n)
             if n == 1:
@@ -198,19 +219,37 @@ class GoldenModel:
             else:
                 a = ops.attention_prefill(q, kc, vc, start, self._score_c)
             self._rec("attn_out", a)
+            t(p + "attn", a)
             a, amax = ops.rmsnorm_absmax(a.reshape(n, heads * hd), layer.norms["attn_sub_norm"],
                                          eps)
-            x = ops.residual_add(x, self._linears(li, ("o_proj",), a, amax)[0])
+            t(p + "a_sub", a)
+            t(p + "amax_a", amax)
+            o = self._linears(li, ("o_proj",), a, amax)[0]
+            t(p + "o", o)
+            x = ops.residual_add(x, o)
+            t(p + "x_attn", x)
             h, amax = ops.rmsnorm_absmax(x, layer.norms["post_norm"], eps)
+            t(p + "h_post", h)
+            t(p + "amax_post", amax)
             g, u = self._linears(li, ("gate_proj", "up_proj"), h, amax)
+            t(p + "gate", g)
+            t(p + "up", u)
             f = ops.gated_act(g, u, c.activation)
             self._rec("gate_up", np.concatenate([g, u], axis=-1))
             self._rec("ffn_product", f)
+            t(p + "ffn", f)
             f, amax = ops.rmsnorm_absmax(f, layer.norms["ffn_sub_norm"], eps)
-            x = ops.residual_add(x, self._linears(li, ("down_proj",), f, amax)[0])
+            t(p + "f_sub", f)
+            t(p + "amax_f", amax)
+            dn = self._linears(li, ("down_proj",), f, amax)[0]
+            t(p + "down", dn)
+            x = ops.residual_add(x, dn)
+            t(p + "x_out", x)
             self._rec("residual", x)
         h, _ = ops.rmsnorm_absmax(x, m.final_norm, eps)
+        t("h_final", h)
         logits = ops.lm_head(h, m.head)
+        t("logits", logits)
         self._rec("logits", logits)
         cache.length = start + n
         return np.asarray(logits, dtype=np.float32)

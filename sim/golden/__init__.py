@@ -7,7 +7,9 @@ with the same names and signatures:
   (docs/numerics.md);
 * :mod:`tellme.sim.golden.hf`: ``float`` numerics, fp32 with HF transformers' BitNet semantics.
 
-:mod:`tellme.sim.golden.model` runs whole models (``GoldenModel``, ``forward``).
+:mod:`tellme.sim.golden.model` runs whole models (``GoldenModel``, ``forward``);
+``python -m tellme.sim.golden.accuracy`` measures hw against float (docs/numerics.md §7) and
+``python -m tellme.sim.golden.bench`` the speed.
 Importing this package checks that the process does not flush subnormals to zero (FTZ/DAZ).
 """
 

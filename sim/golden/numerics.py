@@ -209,16 +209,6 @@ def int_to_fp32(a: np.ndarray) -> np.ndarray:
     return np.where(neg, -v, v)
 
 
-def rne_shift(a: np.ndarray, s: int) -> np.ndarray:
-    """round-half-even(a / 2**s) for int64 ``a`` and a static shift s >= 1."""
-    a = np.asarray(a, dtype=np.int64)
-    q = a >> s                                          # floor
-    rem = a - (q << s)
-    half = 1 << (s - 1)
-    up = (rem > half) | ((rem == half) & ((q & 1) == 1))
-    return q + up
-
-
 # ---------------------------------------------------------------------------------------------
 # Function tables (data of the spec; regenerated and checked by tests)
 

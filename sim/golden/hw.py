@@ -172,7 +172,8 @@ def rope_table(positions: np.ndarray, head_dim: int, theta: float) -> tuple[np.n
     return to_fp16(np.cos(ang)), to_fp16(np.sin(ang))
 
 
-def rope(x16: np.ndarray, cos16: np.ndarray, sin16: np.ndarray, pairing: str = "half") -> np.ndarray:
+def rope(x16: np.ndarray, cos16: np.ndarray, sin16: np.ndarray,
+         pairing: str = "half") -> np.ndarray:
     """Rotate FP16 x [tokens, heads, head_dim] by the FP16 table rows [tokens, head_dim/2].
 
     For each pair (a, b) (``half``: a = x[i], b = x[i + hd/2]; ``adjacent``: a = x[2i],

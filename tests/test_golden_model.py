@@ -163,3 +163,18 @@ def test_trace_keeps_consistent_intermediates():
     from tellme.sim.golden import hw
     assert np.array_equal(tr["L0.x_attn"], hw.residual_add(tr["embed"], tr["L0.o"]))
     assert np.array_equal(tr["L1.x_out"], hw.residual_add(tr["L1.x_attn"], tr["L1.down"]))
+
+
+@pytest.mark.parametrize("numerics", ["hw", "float"])
+def test_last_only_gives_the_last_row(numerics):
+    m = random_model(CONFIGS["mha-silu-untied"], seed=2)
+    toks = np.arange(9)
+    full = forward(m, toks, numerics)
+    gm = GoldenModel(m, numerics)
+    cache = gm.new_cache(9)
+    last = gm.forward(toks, cache, last_only=True)
+    assert last.shape == (1, m.config.vocab_size) and cache.length == 9
+    if numerics == "hw":
+        assert np.array_equal(last[0], full[-1])
+    else:
+        assert np.allclose(last[0], full[-1], rtol=0, atol=FLOAT_DECODE_RTOL * np.abs(full).max())

@@ -174,10 +174,11 @@ class GoldenModel:
                 f"is {self.config.max_context}")
         return ids.astype(np.int64)
 
-    def forward(self, tokens, cache: KVCache) -> np.ndarray:
+    def forward(self, tokens, cache: KVCache, last_only: bool = False) -> np.ndarray:
         """Run ``tokens`` at positions cache.length.. and append their K/V to ``cache``.
 
-        Returns float32 logits [len(tokens), vocab].
+        Returns float32 logits [len(tokens), vocab], or [1, vocab] for the last token only when
+        ``last_only`` (a prompt prefill then skips the LM head of every other position).
         """
         if not isinstance(cache, KVCache):
             raise TypeError(f"cache must come from new_cache(), got {type(cache).__name__}")
@@ -246,6 +247,8 @@ class GoldenModel:
             x = ops.residual_add(x, dn)
             t(p + "x_out", x)
             self._rec("residual", x)
+        if last_only:
+            x = x[-1:]
         h, _ = ops.rmsnorm_absmax(x, m.final_norm, eps)
         t("h_final", h)
         logits = ops.lm_head(h, m.head)

@@ -230,6 +230,8 @@ def parse_config(cfg: dict, path="config.json") -> tuple[str, ModelConfig, dict]
     """HF config dict -> (family "bitnet" | "llama", ModelConfig, notes for meta)."""
     mt = cfg.get("model_type")
     archs = cfg.get("architectures") or []
+    if isinstance(archs, str):
+        archs = [archs]
     if mt == "bitnet":
         family = "bitnet"
         if archs and not any(a.lower() == "bitnetforcausallm" for a in archs):
@@ -290,7 +292,8 @@ def parse_config(cfg: dict, path="config.json") -> tuple[str, ModelConfig, dict]
     else:
         theta = cfg.get("rope_theta")
     rs = cfg.get("rope_scaling")
-    if rs and (rs.get("rope_type") or rs.get("type")) not in (None, "default"):
+    if rs and (not isinstance(rs, dict)
+               or (rs.get("rope_type") or rs.get("type")) not in (None, "default")):
         raise CheckpointError(f"{path}: rope_scaling {rs} is not supported")
     if theta is None:
         notes["defaults_used"].append("rope_theta")

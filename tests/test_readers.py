@@ -322,6 +322,7 @@ def test_error_index_names_tensor_not_in_shard(tmp_path, packed):
     ({"hidden_act": "gelu"}, r"hidden_act 'gelu' is not supported"),
     ({"rope_parameters": {"rope_theta": 1e4, "rope_type": "llama3"}},
      r"rope_type 'llama3' is not supported"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, r"rope_scaling .* not supported"),
     ({"quantization_config": {"quant_method": "gptq"}}, r"quant_method 'gptq' is not 'bitnet'"),
     ({"quantization_config": {"quant_method": "bitnet", "linear_class": "foo"}},
      r"linear_class 'foo' is not supported"),

@@ -187,3 +187,17 @@ async def test_directed(dut):
     cases.append((q, k, v))
     for q, k, v in cases:
         await tb.decode(q, k, v, n - 1)
+
+
+@cocotb.test(skip=os.environ.get("LONG_N") is None)
+async def test_long_context(dut):
+    """Decode at the contexts in LONG_N (comma-separated, e.g. past 1024 and 4096 keys), GQA
+    4:1, flat and peaked softmax; exact cycles."""
+    tb = TB(dut)
+    await tb.start()
+    rng = np.random.default_rng(SEED + 40)
+    hd = tb.p["head_dim"]
+    for n in (int(x) for x in os.environ["LONG_N"].split(",")):
+        for scale in (0.2, 2.0):
+            q, k, v = rand_qkv(rng, n, 4, 1, hd, scale=scale)
+            await tb.decode(q[0], k, v, n - 1, check_cycles=True)

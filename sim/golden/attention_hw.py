@@ -1,0 +1,84 @@
+"""Attention variants beside the hw contract (NumPy only), for the attention engine's design.
+
+* :func:`kv_quant_int8` / :func:`kv_dequant_int8`: the optional int8 KV cache (one FP16 scale
+  per token per KV head); the engine consumes the dequantised FP16 rows, so attention over an
+  int8 cache is exactly ``attention_decode(q, kv_dequant_int8(...), ...)``.
+* :func:`attention_online`: a one-pass (online-softmax) form with an integer running maximum in
+  the log2 domain and shift rescaling (numerics-options §4.1). It is *not* the contract: the
+  contract (:func:`tellme.sim.golden.hw.softmax_weights`) forms every weight against the exact
+  row maximum, which a one-pass engine cannot know; this function exists to measure how far a
+  one-pass schedule would be from it (tests/test_attn_golden.py, docs/hw/attention.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .hw import log2_scores, qk_scores, score_scale
+from .numerics import exp2_neg_frac, int_to_fp32, round_ratio_fp32, to_fp16
+
+INT8_QMAX = 127
+
+
+def kv_quant_int8(x16: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row symmetric int8: s = RN16(max|x| / 127), q = clamp(RNE(x / s), -127, 127).
+
+    x16: float16 [..., head_dim] (one row = one token of one KV head). Returns (q int8 [...,
+    head_dim], s float16 [...]); an all-zero row (or one whose scale underflows) has s = 0 and
+    q = 0. amax/127 and x/s are correctly rounded in float64 and can never sit on an FP16 /
+    integer rounding boundary by less than 2**-30 relative, so each is a single rounding.
+    """
+    x = np.asarray(x16)
+    if x.dtype != np.float16:
+        raise TypeError(f"KV rows must be float16, got {x.dtype}")
+    xf = x.astype(np.float64)
+    amax = np.abs(xf).max(axis=-1)
+    s = to_fp16(amax / INT8_QMAX)
+    sf = s.astype(np.float64)[..., None]
+    safe = np.where(sf > 0, sf, 1.0)
+    q = np.where(sf > 0, np.clip(np.rint(xf / safe), -INT8_QMAX, INT8_QMAX), 0)
+    return q.astype(np.int8), s
+
+
+def kv_dequant_int8(q: np.ndarray, s16: np.ndarray) -> np.ndarray:
+    """RN16(q * s): the FP16 row the engine reads (int8 x FP16 product exact, one rounding)."""
+    return to_fp16(np.asarray(q, dtype=np.float64) * np.asarray(s16, np.float16)
+                   .astype(np.float64)[..., None])
+
+
+def attention_online(q16: np.ndarray, k16: np.ndarray, v16: np.ndarray, c: int | None = None,
+                     order=None) -> np.ndarray:
+    """One query, one head, keys in ``order`` (default 0..n-1), one pass.
+
+    Running maximum M = ceil(t / 2**16) * 2**16 (whole octaves); a key's weight is
+    p = exp2_neg_frac((M - t) & 0xFFFF) >> ((M - t) >> 16) (0 beyond 24 octaves), so the
+    fraction used does not depend on M and rescaling is a shift. When M rises by D octaves,
+    L and every A_c shift right by D (floor): that truncation depends on the order of the keys,
+    which is why this form cannot be order-free. Final normalisation as in ``sv_output``.
+    """
+    hd = q16.shape[-1]
+    c = score_scale(hd) if c is None else c
+    t = log2_scores(qk_scores(q16[None, :], k16), c)
+    n = len(t)
+    order = range(n) if order is None else order
+    vf = v16.astype(np.float64)
+    M = None
+    L = 0
+    A = np.zeros(hd, dtype=np.int64)
+    for j in order:
+        tj = int(t[j])
+        mj = -((-tj) >> 16) << 16
+        if M is None:
+            M = mj
+        elif mj > M:
+            sh = (mj - M) >> 16
+            A = A >> min(sh, 63)
+            L >>= min(sh, 63)
+            M = mj
+        d = M - tj
+        k = d >> 16
+        p = 0 if k >= 24 else int(exp2_neg_frac(np.int64(d & 0xFFFF))) >> k
+        L += p
+        A = A + np.rint(p * vf[j] * 2.0).astype(np.int64)
+    rl = np.float64(round_ratio_fp32(1, L))
+    return to_fp16(int_to_fp32(A) * rl * 0.5)

@@ -364,9 +364,11 @@ def test_error_not_a_folder(tmp_path):
 def _fixture_folders():
     if not FIXTURES.is_dir():
         return []
+    # hidden folders are the generator's work in progress
     return sorted(p.parent for p in FIXTURES.rglob("config.json")
-                  if (p.parent / "model.safetensors").exists()
-                  or (p.parent / "model.safetensors.index.json").exists())
+                  if not any(part.startswith(".") for part in p.relative_to(FIXTURES).parts)
+                  and ((p.parent / "model.safetensors").exists()
+                       or (p.parent / "model.safetensors.index.json").exists()))
 
 
 @pytest.mark.skipif(not _fixture_folders(), reason="no HF fixtures under tests/fixtures/hf yet")

@@ -385,6 +385,20 @@ def test_reads_every_hf_fixture(folder, tmp_path):
     for layer in model.layers:
         for lin in layer.linears.values():
             assert set(np.unique(lin.w)) <= {-1, 0, 1}
+    fx = folder / "fixture.json"
+    spec = json.loads(fx.read_text()).get("spec") if fx.exists() else None
+    if spec:        # the generator's description of the checkpoint (tests/oracle/make_fixtures.py)
+        c = model.config
+        assert (c.vocab_size, c.hidden_size, c.intermediate_size, c.num_layers, c.num_heads,
+                c.num_kv_heads, c.activation, c.tie_word_embeddings, c.rope_theta,
+                c.max_context) == (spec["vocab"], spec["hidden"], spec["intermediate"],
+                                   spec["layers"], spec["heads"], spec["kv_heads"], spec["act"],
+                                   spec["tied"], spec["rope_theta"],
+                                   spec["max_position_embeddings"])
+        style = ("1bitllm" if spec.get("family") == "1bitllm" else
+                 "bitnet-packed" if spec["mode"] == "offline" else "bitnet-master")
+        assert model.meta["style"] == style
+        assert model.meta["checkpoint_dtype"] == spec["storage"]
     # and through the weight file, exactly
     path = write_weight_file(model, tmp_path / "f.tlw", TILINGS["sim"])
     assert_models_equal(model, read_weight_file(path).to_model())

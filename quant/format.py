@@ -98,11 +98,17 @@ def unpack_f16(h: np.ndarray) -> np.ndarray:
     return np.asarray(h, dtype=np.float16).astype(np.float32)
 
 
+_CHUNK = 1 << 22        # elements per step when scanning big tensors (bounded temporaries)
+
+
 def _exact_in(x: np.ndarray, dtype: str) -> bool:
     if dtype == "float32":
         return True
+    flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    pack = pack_bf16 if dtype == "bfloat16" else pack_f16
     try:
-        (pack_bf16 if dtype == "bfloat16" else pack_f16)(x)
+        for i in range(0, flat.size, _CHUNK):
+            pack(flat[i:i + _CHUNK])
     except ValueError:
         return False
     return True
@@ -123,11 +129,14 @@ def pack_float(x: np.ndarray, dtype: str) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     if dtype == "float32":
         return x.astype("<f4")
-    if dtype == "bfloat16":
-        return pack_bf16(x).astype("<u2")
-    if dtype == "float16":
-        return pack_f16(x).astype("<f2")
-    raise ValueError(f"unknown float storage dtype {dtype!r}")
+    if dtype not in ("bfloat16", "float16"):
+        raise ValueError(f"unknown float storage dtype {dtype!r}")
+    pack = pack_bf16 if dtype == "bfloat16" else pack_f16
+    flat = x.reshape(-1)
+    out = np.empty(flat.size, dtype=_NP_STORAGE[dtype])
+    for i in range(0, flat.size, _CHUNK):
+        out[i:i + _CHUNK] = pack(flat[i:i + _CHUNK]).view(_NP_STORAGE[dtype])
+    return out.reshape(x.shape)
 
 
 def unpack_float(data: np.ndarray, dtype: str) -> np.ndarray:

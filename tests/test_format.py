@@ -152,6 +152,15 @@ def test_float_pack_unpack(dtype):
         fmt.pack_float(x, "float8")
 
 
+def test_chunked_float_scan(monkeypatch, tmp_path):
+    monkeypatch.setattr(fmt, "_CHUNK", 7)        # chunk edges inside rows and sections
+    model = random_model(small_config(), seed=5, float_dtype="float16")
+    model.embed[-1, -1] = np.float32(0.1)        # one value past the last chunk edge: float32
+    wf = read_weight_file(write_weight_file(model, tmp_path / "m.tlw", Tiling(4, 4)))
+    assert wf.info("embed").dtype == "float32" and wf.info("final_norm").dtype == "float16"
+    assert_models_equal(model, wf.to_model())
+
+
 def test_linear_pack_unpack():
     rng = np.random.default_rng(0)
     for n, k, t in [(7, 11, Tiling(4, 4)), (16, 84, Tiling(28, 16)), (1, 1, Tiling(2, 3))]:

@@ -15,7 +15,8 @@ def register(sub) -> None:
                     "weight file (docs/weight-format.md), with the TLMM codes laid out for "
                     "the target's tiling.")
     p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="checkpoint folder (config.json + model.safetensors[.index.json])")
+                   help="checkpoint folder (config.json + model.safetensors[.index.json]), or "
+                        "a tellme weight file to re-lay for another target")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="weight file to write")
     p.add_argument("--target", choices=TARGETS, default="kv260",
                    help="board whose TLMM tiling the codes are laid out for (default: kv260)")
@@ -35,11 +36,12 @@ def register(sub) -> None:
 def _convert(args) -> int:
     from tellme.host.cli import CliError
     from tellme.quant.convert import convert
+    from tellme.quant.format import WeightFileError
     from tellme.quant.readers import CheckpointError
 
     try:
         result = convert(args.checkpoint, args.output, args.target, progress=not args.quiet)
-    except (CheckpointError, OSError) as e:
+    except (CheckpointError, WeightFileError, OSError) as e:
         raise CliError(str(e)) from None
     print(result.summary())
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import FORMAT_VERSION, write_weight_file
+from .format import FORMAT_VERSION, read_weight_file, write_weight_file
 from .readers import read_checkpoint
 from .tiling import Tiling, tiling_for
 
@@ -48,11 +48,13 @@ def count_params(model) -> tuple[int, int]:
 
 
 def convert(checkpoint, out_path, tiling, progress=True) -> ConvertResult:
-    """Read ``checkpoint`` (a HF folder), write the weight file ``out_path`` laid out for
-    ``tiling`` (a :class:`Tiling` or a target name: sim, kv260, zcu104).
+    """Read ``checkpoint`` (a HF folder, or an existing weight file to re-lay for another
+    tiling), write the weight file ``out_path`` laid out for ``tiling`` (a :class:`Tiling` or a
+    target name: sim, kv260, zcu104).
 
     ``progress``: True for stderr progress bars, False for none. Errors propagate as
-    ``CheckpointError`` (bad input) or OSError (cannot write); ``out_path`` is only replaced
+    ``CheckpointError`` / ``WeightFileError`` (bad input) or OSError (cannot write); ``out_path``
+    is only replaced
     once the new file is complete.
     """
     from tellme import __version__
@@ -82,9 +84,16 @@ def convert(checkpoint, out_path, tiling, progress=True) -> ConvertResult:
             if "p" in bar:
                 bar["p"].__exit__(None, None, None)
 
-    model = run("reading", lambda progress: read_checkpoint(checkpoint, progress=progress))
     meta = {"converter": f"tellme.quant.convert {__version__}", "format_version": FORMAT_VERSION,
             "target": target, "tiling": {"t": tiling.t, "q": tiling.q}}
+    if Path(checkpoint).is_file():
+        # an existing weight file: re-lay its codes for another tiling (provenance is kept)
+        wf = read_weight_file(checkpoint)
+        model = wf.to_model()
+        meta["retiled_from"] = {"file": str(checkpoint),
+                                "tiling": {"t": wf.tiling.t, "q": wf.tiling.q}}
+    else:
+        model = run("reading", lambda progress: read_checkpoint(checkpoint, progress=progress))
     out = run("writing", lambda progress: write_weight_file(model, out_path, tiling, meta=meta,
                                                             progress=progress))
     params, tern = count_params(model)

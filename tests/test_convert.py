@@ -146,3 +146,22 @@ def test_cli_convert_output_is_a_directory(tmp_path, packed_ckpt, capsys):
     assert "tellme: error:" in capsys.readouterr().err
     assert list((tmp_path / "d").iterdir()) == [] and \
         not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_convert_retiles_a_weight_file(tmp_path, packed_ckpt, capsys):
+    folder, model = packed_ckpt
+    a, b = tmp_path / "a.tlw", tmp_path / "b.tlw"
+    assert main(["convert", str(folder), "-o", str(a), "-q"]) == 0
+    assert main(["convert", str(a), "-o", str(b), "--target", "sim", "-q"]) == 0
+    wf = read_weight_file(b)
+    assert wf.tiling == TILINGS["sim"]
+    assert wf.meta["retiled_from"] == {"file": str(a), "tiling": {"t": 28, "q": 16}}
+    assert wf.meta["style"] == "bitnet-packed" and wf.meta["target"] == "sim"
+    assert_models_equal(model, wf.to_model())
+    # a damaged weight file is refused, naming the section
+    data = bytearray(a.read_bytes())
+    data[read_weight_file(a).info("scales").offset] ^= 1
+    a.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["convert", str(a), "-o", str(tmp_path / "c.tlw"), "-q"]) == 2
+    assert "section 'scales': checksum mismatch" in capsys.readouterr().err

@@ -90,22 +90,26 @@ class WeightStreamer(wiring.Component):
         high and a slow consumer never stalls the DDR port (it only delays new requests).
     count_width : int
         Width of the command's ``first`` and ``count`` fields.
+    jobs : int
+        Commands in progress at most (issued bursts not yet emitted as words).
 
     Members
     -------
     i_cmd : In(stream.Signature(StreamCommand))
-        Fetch command, accepted when the streamer is idle (``ready = ~busy``).
+        Fetch command, accepted once the bursts of the previous one are all requested (and
+        fewer than ``jobs`` commands are in progress): the next tile's reads start while the
+        gearbox still emits the previous tile, so no read latency is exposed between tiles.
     o : Out(stream.Signature(weight_buffer.fill_layout(t, lanes)))
         Output words ``{vectors, last}``: lane ``j`` of word ``i`` is vector
         ``first + i*lanes + j``; ``last`` marks the final word of a command (one command per
         ping-pong tile, so it connects straight to ``WeightBuffer.i``).
     busy : Out(1)
-        High from command acceptance until the last word has been transferred.
+        High while any accepted command has words left to transfer.
     done : Out(1)
-        One-cycle pulse after the last word of a command has been transferred.
+        One-cycle pulse after the last word of each command has been transferred (a zero-count
+        command pulses it one cycle after acceptance).
     error : Out(1)
-        Sticky: an R beat returned a non-OKAY response (data still flows; cleared by the next
-        command).
+        Sticky until reset: an R beat returned a non-OKAY response (data still flows).
     m_axi_ar* / m_axi_r* : AXI4 read address / read data channels (``arid``/``rid`` are 1 bit,
         always 0: the streamer relies on in-order return). Names bind to cocotbext-axi's
         ``AxiReadBus.from_prefix(dut, "m_axi")``.
@@ -123,17 +127,17 @@ class WeightStreamer(wiring.Component):
 
     def __init__(self, *, t: int, lanes: int = 1, data_width: int = 128,
                  addr_width: int = 40, max_burst: int = 16, max_outstanding: int = 8,
-                 fifo_depth: int | None = None, count_width: int = 24):
+                 fifo_depth: int | None = None, count_width: int = 24, jobs: int = 4):
         try:
             self._init(t, lanes, data_width, addr_width, max_burst, max_outstanding,
-                       fifo_depth, count_width)
+                       fifo_depth, count_width, jobs)
         except (TypeError, ValueError):
             self._MustUse__silence = True      # not elaborated: do not warn about it
             raise
 
     def _init(self, t, lanes, data_width, addr_width, max_burst, max_outstanding,
-              fifo_depth, count_width):
-        for name, v in (("t", t), ("lanes", lanes),
+              fifo_depth, count_width, jobs):
+        for name, v in (("t", t), ("lanes", lanes), ("jobs", jobs),
                         ("addr_width", addr_width), ("max_burst", max_burst),
                         ("max_outstanding", max_outstanding), ("count_width", count_width)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -162,6 +166,7 @@ class WeightStreamer(wiring.Component):
         self._max_out = max_outstanding
         self._depth = fifo_depth
         self._cw = count_width
+        self._jobs = jobs
         super().__init__({
             "i_cmd": In(stream.Signature(StreamCommand(addr_width, count_width))),
             "o": Out(stream.Signature(fill_layout(t, lanes))),
@@ -206,40 +211,46 @@ class WeightStreamer(wiring.Component):
         lg_dw = (dw - 1).bit_length()
         cap = dw + wb                         # gearbox register: < wb bits waiting + one beat
         bitaddr_w = self._aw + 3
+        beats_w = self._cw + wb.bit_length()
 
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=dw, depth=self._depth)
+        # Commands whose bursts are issued but whose words are not all out: the AR side runs
+        # ahead into the next command while the gearbox finishes the previous one.
+        job_layout = data.StructLayout({"skip": range(dw), "words": unsigned(self._cw),
+                                        "beats": unsigned(beats_w)})
+        m.submodules.jobs = jobs = SyncFIFOBuffered(width=job_layout.size, depth=self._jobs)
 
-        busy = Signal()
-        words_left = Signal(self._cw)         # output words still to emit
-        beats_left = Signal(self._cw + wb.bit_length())      # beats still to request
+        beats_left = Signal(beats_w)          # beats of the current command still to request
         ar_addr = Signal(self._aw)            # next burst address (beat-aligned)
-        first_beat = Signal()                 # next beat loaded into the gearbox is the first
-        skip = Signal(range(dw))              # leading bits of the first beat to drop
         reserved = Signal(range(self._depth + 1))   # FIFO beats requested or buffered
         outstanding = Signal(range(self._max_out + 1))
-        m.d.comb += [self.busy.eq(busy), self.i_cmd.ready.eq(~busy)]
 
         # --- command: compute the aligned start and the number of beats --------------------
         cmd = self.i_cmd.payload
         start_bit = Signal(bitaddr_w + 1)
         n_words = Signal(self._cw)
         total_bits = Signal(self._cw + wb.bit_length() + lg_dw + 1)
+        n_beats = Signal(beats_w)
         m.d.comb += [
             start_bit.eq(Cat(Const(0, 3), cmd.addr) + cmd.first * vb),
             n_words.eq(cmd.count >> (lanes - 1).bit_length()),
             total_bits.eq(start_bit[:lg_dw] + n_words * wb),
+            n_beats.eq((total_bits + (dw - 1)) >> lg_dw),
+            self.i_cmd.ready.eq((beats_left == 0) & jobs.w_rdy),
         ]
-        m.d.sync += self.done.eq(0)
-        with m.If(self.i_cmd.valid & ~busy):
+        accept = Signal()
+        m.d.comb += accept.eq(self.i_cmd.valid & self.i_cmd.ready)
+        job_in = data.View(job_layout, jobs.w_data)
+        m.d.comb += [
+            job_in.skip.eq(start_bit[:lg_dw]),
+            job_in.words.eq(n_words),
+            job_in.beats.eq(n_beats),
+            jobs.w_en.eq(accept & (n_words != 0)),
+        ]
+        with m.If(accept):
             m.d.sync += [
-                busy.eq(n_words != 0),
-                self.done.eq(n_words == 0),
-                self.error.eq(0),
-                words_left.eq(n_words),
-                beats_left.eq((total_bits + (dw - 1)) >> lg_dw),
+                beats_left.eq(Mux(n_words != 0, n_beats, 0)),
                 ar_addr.eq(start_bit[lg_dw:] << lg_bytes),
-                skip.eq(start_bit[:lg_dw]),
-                first_beat.eq(1),
             ]
 
         # --- AR channel: bursts capped by max_burst, the 4 KB page and FIFO space ------------
@@ -289,13 +300,24 @@ class WeightStreamer(wiring.Component):
             m.d.sync += self.error.eq(1)
 
         # --- gearbox: bits accumulate LSB-first in `buf`, words leave from the bottom -------
+        g_active = Signal()
+        g_words = Signal(self._cw)            # words of the current job still to emit
+        g_beats = Signal(beats_w)             # beats of the current job still to load
+        first_beat = Signal()
+        skip = Signal(range(dw))
+        job_out = data.View(job_layout, jobs.r_data)
+        m.d.comb += jobs.r_en.eq(~g_active)
+        with m.If(~g_active & jobs.r_rdy):
+            m.d.sync += [g_active.eq(1), g_words.eq(job_out.words), g_beats.eq(job_out.beats),
+                         skip.eq(job_out.skip), first_beat.eq(1)]
+
         buf = Signal(cap)
         nbits = Signal(range(cap + 1))
         take = Signal()
         m.d.comb += [
             self.o.payload.vectors.eq(buf[:wb]),
-            self.o.payload.last.eq(words_left == 1),
-            self.o.valid.eq(busy & (nbits >= wb)),
+            self.o.payload.last.eq(g_words == 1),
+            self.o.valid.eq(g_active & (nbits >= wb)),
             take.eq(self.o.valid & self.o.ready),
         ]
         kept = Signal(cap)
@@ -303,7 +325,7 @@ class WeightStreamer(wiring.Component):
         m.d.comb += [
             kept.eq(Mux(take, buf >> wb, buf)),
             nkept.eq(nbits - Mux(take, wb, 0)),
-            pop.eq(busy & fifo.r_rdy & (nkept + dw <= cap)),
+            pop.eq(g_active & (g_beats != 0) & fifo.r_rdy & (nkept + dw <= cap)),
             fifo.r_en.eq(pop),
         ]
         beat = Signal(dw)
@@ -313,12 +335,16 @@ class WeightStreamer(wiring.Component):
                 buf.eq(kept | (beat << nkept)[:cap]),
                 nbits.eq(nkept + Mux(first_beat, dw - skip, dw)),
                 first_beat.eq(0),
+                g_beats.eq(g_beats - 1),
             ]
         with m.Else():
             m.d.sync += [buf.eq(kept), nbits.eq(nkept)]
+        m.d.sync += self.done.eq(accept & (n_words == 0))
         with m.If(take):
-            m.d.sync += words_left.eq(words_left - 1)
-            with m.If(words_left == 1):
-                # Bits past the end of the range (tail of the last beat) are dropped here.
-                m.d.sync += [busy.eq(0), self.done.eq(1), nbits.eq(0), buf.eq(0)]
+            m.d.sync += g_words.eq(g_words - 1)
+            with m.If(g_words == 1):
+                # The last word needs the job's last beat, so every beat has been loaded; the
+                # bits past the end of the range (tail of that beat) are dropped here.
+                m.d.sync += [g_active.eq(0), self.done.eq(1), nbits.eq(0), buf.eq(0)]
+        m.d.comb += self.busy.eq((beats_left != 0) | jobs.r_rdy | g_active)
         return m

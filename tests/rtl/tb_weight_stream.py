@@ -106,44 +106,68 @@ class TB:
 
     async def fetch(self, addr: int, first: int, count: int, timeout: int = 200_000) -> int:
         """Run one command; return cycles from acceptance to the done pulse."""
+        return await self.fetch_seq([(addr, first, count)], timeout)
+
+    async def fetch_seq(self, cmds, timeout: int = 400_000) -> int:
+        """Issue commands back to back (each as soon as it is accepted); wait for all done
+        pulses; return cycles from the first acceptance to the last done."""
         d = self.dut
         aw, cw = self.p["addr_width"], self.p["count_width"]
         self.words.clear()
         self.bursts.clear()
-        d.i_cmd__payload.value = addr | (first << aw) | (count << (aw + cw))
-        d.i_cmd__valid.value = 1
-        while True:
-            await RisingEdge(d.clk)
-            if int(d.i_cmd__ready.value):
-                break
-        d.i_cmd__valid.value = 0
+        dones = 0
         cycles = 0
-        while True:
+        started = False
+        for addr, first, count in cmds:
+            d.i_cmd__payload.value = addr | (first << aw) | (count << (aw + cw))
+            d.i_cmd__valid.value = 1
+            while True:
+                await RisingEdge(d.clk)
+                dones += int(d.done.value)
+                cycles += started
+                if int(d.i_cmd__ready.value):
+                    break
+            started = True
+        d.i_cmd__valid.value = 0
+        while dones < len(cmds):
             await RisingEdge(d.clk)
             cycles += 1
-            if int(d.done.value):
-                break
-            assert cycles < timeout, f"no done after {timeout} cycles ({len(self.words)} words)"
+            dones += int(d.done.value)
+            assert cycles < timeout, f"{dones} done after {timeout} cycles"
+        await RisingEdge(d.clk)
         assert not int(d.busy.value)
         assert not int(d.error.value)
         return cycles
 
     def check(self, vectors: np.ndarray, addr: int, first: int, count: int):
         """Compare collected words with vectors[first:first+count] (codes [n, T])."""
-        want = vectors[first:first + (count // self.lanes) * self.lanes]
-        got = []
-        for i, (word, last) in enumerate(self.words):
-            assert last == (i == len(self.words) - 1), f"word {i}: last={last}"
-            for j in range(self.lanes):
-                v = (word >> (j * self.vb)) & ((1 << self.vb) - 1)
-                got.append([(v >> (5 * t)) & 31 for t in range(self.t)])
-        got = np.array(got, dtype=np.uint8).reshape(-1, self.t)
-        assert got.shape == want.shape, f"got {got.shape[0]} vectors, want {want.shape[0]}"
-        bad = np.nonzero(np.any(got != want, axis=1))[0]
-        assert bad.size == 0, f"{bad.size} vectors differ, first at {bad[0]}: " \
-                              f"{got[bad[0]].tolist()} != {want[bad[0]].tolist()}"
-        plan = stream_plan(addr=addr, first=first, count=count, t=self.t,
-                           lanes=self.lanes, data_width=self.dw, max_burst=self.p["max_burst"])
+        self.check_seq(vectors, [(addr, first, count)])
+
+    def check_seq(self, vectors: np.ndarray, cmds):
+        """Words of back-to-back commands: each ends with ``last``; exact vectors; bursts."""
+        pos = 0
+        plan = []
+        for ci, (addr, first, count) in enumerate(cmds):
+            n_words = count // self.lanes
+            seg = self.words[pos:pos + n_words]
+            pos += n_words
+            want = vectors[first:first + n_words * self.lanes]
+            got = []
+            for i, (word, last) in enumerate(seg):
+                assert last == (i == n_words - 1), f"command {ci} word {i}: last={last}"
+                for j in range(self.lanes):
+                    v = (word >> (j * self.vb)) & ((1 << self.vb) - 1)
+                    got.append([(v >> (5 * t)) & 31 for t in range(self.t)])
+            got = np.array(got, dtype=np.uint8).reshape(-1, self.t)
+            assert got.shape == want.shape, \
+                f"command {ci}: got {got.shape[0]} vectors, want {want.shape[0]}"
+            bad = np.nonzero(np.any(got != want, axis=1))[0]
+            assert bad.size == 0, f"command {ci}: {bad.size} vectors differ, first at " \
+                                  f"{bad[0]}: {got[bad[0]].tolist()} != {want[bad[0]].tolist()}"
+            plan += stream_plan(addr=addr, first=first, count=count, t=self.t,
+                                lanes=self.lanes, data_width=self.dw,
+                                max_burst=self.p["max_burst"])
+        assert pos == len(self.words), f"{len(self.words) - pos} extra words"
         assert self.bursts == plan, f"bursts {self.bursts[:4]}... != plan {plan[:4]}..."
 
 
@@ -195,6 +219,18 @@ async def test_stream_layout(dut):
             tb.ram.r_channel.set_pause_generator(None)
             tb.ram.ar_channel.pause = False
             tb.ram.r_channel.pause = False
+    # back to back: the tiles of a linear, then a ragged range, without waiting in between
+    tb.ram.ar_channel.set_pause_generator(_gen(prng, 0.2))
+    tb.ram.r_channel.set_pause_generator(_gen(prng, 0.2))
+    tb.ready_p = 0.7
+    tiles = [(base, nb0 * per_block, min(2, nb - nb0) * per_block) for nb0 in range(0, nb, 2)]
+    tiles.append((base, lanes * 3, lanes * 5))
+    await tb.fetch_seq(tiles)
+    tb.check_seq(vectors, tiles)
+    tb.ram.ar_channel.set_pause_generator(None)
+    tb.ram.r_channel.set_pause_generator(None)
+    tb.ram.ar_channel.pause = False
+    tb.ram.r_channel.pause = False
     # zero-length command completes at once with no bursts
     tb.ready_p = 1.0
     await tb.fetch(0x40, 0, 0)

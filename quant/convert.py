@@ -97,7 +97,8 @@ def convert(checkpoint, out_path, tiling, progress=True) -> ConvertResult:
     out = run("writing", lambda progress: write_weight_file(model, out_path, tiling, meta=meta,
                                                             progress=progress))
     params, tern = count_params(model)
-    return ConvertResult(path=Path(out), style=model.meta.get("style", "unknown"), tiling=tiling, params=params,
+    return ConvertResult(path=Path(out), style=model.meta.get("style", "unknown"), tiling=tiling,
+                         params=params,
                          ternary_params=tern, file_bytes=os.path.getsize(out),
                          seconds=time.monotonic() - t0,
                          quant_rel_l2=dict(model.meta.get("weight_quant_rel_l2", {})))

@@ -6,8 +6,8 @@ NumPy-2-only APIs.
 
 Layout (all integers little-endian)::
 
-    [0, 64)                 preamble (struct ``PREAMBLE``): magic, version, header offset/size/crc32,
-                            data offset, file size
+    [0, 64)                 preamble (struct ``PREAMBLE``): magic, version, header offset,
+                            size and crc32, data offset, file size
     [64, 64 + header_nbytes) JSON header (UTF-8): config, rope_pairing, TLMM encoding, tiling,
                             section table, meta; space-padded to a multiple of 64
     data_offset ...         sections, each starting on a 64-byte boundary, zero padding between

@@ -192,12 +192,23 @@ def add_parser(sub) -> None:
 def main(args) -> int:
     from tellme.sim.ddr_model import DdrTiming
 
-    tokens = tuple(int(t) for t in args.tokens.split(","))
+    try:
+        tokens = tuple(int(t) for t in args.tokens.split(","))
+    except ValueError:
+        from tellme.host.cli import CliError
+
+        raise CliError(f"--tokens must be comma-separated integers, got {args.tokens!r}") \
+            from None
     timing = DdrTiming(clock_mhz=args.clock_mhz, peak_gbps=args.ddr_gbps,
                        efficiency=args.ddr_efficiency, latency=args.ddr_latency)
-    report = run_bench(target=args.target, tokens=tokens, reduce=args.reduce,
-                       data_width=args.data_width, max_burst=args.max_burst,
-                       max_outstanding=args.outstanding, timing=timing)
+    try:
+        report = run_bench(target=args.target, tokens=tokens, reduce=args.reduce,
+                           data_width=args.data_width, max_burst=args.max_burst,
+                           max_outstanding=args.outstanding, timing=timing)
+    except ValueError as e:                 # unknown target, shapes that do not fit, ...
+        from tellme.host.cli import CliError
+
+        raise CliError(str(e)) from None
     if args.json:
         import os
 

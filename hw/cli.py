@@ -4,6 +4,7 @@ Keep imports at module level light: heavy packages are imported inside handlers.
 
     tellme hw verilog --target kv260 [--block tlmm]          -> build/verilog/<target>/<block>.v
     tellme hw report  --target kv260 [--block tlmm] [--json] -> build/report/<target>/
+    tellme hw bench   --target kv260 [--tokens 1,64]         -> layer linears, RTL cycles
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def register(sub) -> None:
                    help="print the last results under build/report/ instead of synthesising")
     r.add_argument("--json", action="store_true", help="print JSON instead of a table")
     r.set_defaults(func=_report)
+
+    from tellme.hw import bench  # module level is light; the handler imports the simulator
+
+    bench.add_parser(hsub)
 
 
 def _verilog(args) -> int:

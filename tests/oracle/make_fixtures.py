@@ -404,8 +404,13 @@ def read_folder(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
     return cfg, tensors
 
 
-def reference_logits(folder: Path, tokens: np.ndarray, capture: dict | None = None) -> np.ndarray:
-    """Logits [T, vocab]; ``capture`` (optional) receives x*s_x of every BitLinear by name."""
+def reference_logits(folder: Path, tokens: np.ndarray, capture: dict | None = None,
+                     flip: str | None = None) -> np.ndarray:
+    """Logits [T, vocab]; ``capture`` (optional) receives x*s_x of every BitLinear by name.
+
+    ``flip`` names one BitLinear whose activation closest to a rounding tie is rounded the other
+    way (what float noise does at a tie): used by --flip-sensitivity.
+    """
     cfg, t = read_folder(folder)
     d, nh = cfg["hidden_size"], cfg["num_attention_heads"]
     nkv, eps = cfg.get("num_key_value_heads") or nh, np.float32(cfg["rms_norm_eps"])
@@ -431,6 +436,10 @@ def reference_logits(folder: Path, tokens: np.ndarray, capture: dict | None = No
         if capture is not None:
             capture[name] = x * s
         xq = np.clip(np.rint(x * s), -128, 127).astype(np.int64)
+        if name == flip:
+            v = x * s
+            i = np.unravel_index(np.argmin(np.abs(np.abs(v - np.floor(v)) - 0.5)), v.shape)
+            xq[i] = np.floor(v[i]) if xq[i] > v[i] else np.floor(v[i]) + 1
         acc = xq @ wq.astype(np.int64).T                    # exact integer matmul
         return (acc.astype(np.float32) / s * scale).astype(np.float32)
 
@@ -592,17 +601,42 @@ def build(st: Style, out: Path) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def flip_sensitivity(root: Path, names: list[str]) -> None:
+    """Print how far one int8 activation rounded the other way moves each fixture's logits."""
+    for name in names:
+        folder = root / name
+        tokens = np.load(folder / "tokens.npy")
+        base = reference_logits(folder, tokens)
+        peak = float(np.abs(base).max())
+        cfg = json.loads((folder / "config.json").read_text())
+        rows = []
+        for layer in (0, cfg["num_hidden_layers"] - 1):
+            for mod, lin in LINEARS:
+                lname = f"model.layers.{layer}.{mod}.{lin}"
+                d = float(np.abs(reference_logits(folder, tokens, flip=lname) - base).max())
+                rows.append(d / peak)
+        print(f"{name}: one flipped activation in layers 0/{cfg['num_hidden_layers'] - 1} "
+              f"moves the logits by {min(rows):.1e} .. {max(rows):.1e} of max|logit| "
+              f"(median {float(np.median(rows)):.1e}, {len(rows)} sites)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "fixtures"
                     / "hf", help="fixture root (default: tests/fixtures/hf)")
     ap.add_argument("--styles", default=",".join(STYLES),
                     help=f"comma-separated subset of {', '.join(STYLES)}")
+    ap.add_argument("--flip-sensitivity", action="store_true",
+                    help="do not build: measure on the fixtures in --out how much one int8 "
+                         "activation rounded the other way moves the logits")
     args = ap.parse_args(argv)
     names = [s for s in args.styles.split(",") if s]
     unknown = [s for s in names if s not in STYLES]
     if unknown:
         ap.error(f"unknown style(s) {unknown}; known: {list(STYLES)}")
+    if args.flip_sensitivity:
+        flip_sensitivity(args.out, names)
+        return 0
     import torch
     torch.manual_seed(0)
     args.out.mkdir(parents=True, exist_ok=True)

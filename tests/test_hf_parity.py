@@ -170,7 +170,7 @@ def test_parity_check_catches(slip, tmp_path):
 @pytest.mark.oracle
 @pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
 def test_fixture_regenerates(folder, tmp_path):
-    """Run in the oracle venv: .venv-oracle/bin/python -m pytest -m oracle tests/test_hf_parity.py"""
+    """In the oracle venv: .venv-oracle/bin/python -m pytest -m oracle tests/test_hf_parity.py"""
     pytest.importorskip("transformers")
     import sys
 

@@ -97,7 +97,8 @@ STYLES = {s.name: s for s in [
           rope_theta=500000.0, n_tokens=24),
     Style("ms2b4t_bf16",
           "microsoft/bitnet-b1.58-2B-4T-bf16 layout: bf16 master weights, quantization_mode "
-          "online, untied head, GQA 3:1 (head_dim 32), relu2, two safetensors shards + index, transformers-4 "
+          "online, untied head, GQA 3:1 (head_dim 32), relu2, two safetensors shards + index, "
+          "transformers-4 "
           "config spelling (rope_theta is not HF's default 500000, so a loader that ignores the "
           "top-level rope_theta fails)",
           seed=202, vocab=384, hidden=96, intermediate=240, layers=2, heads=3, kv_heads=1,
@@ -258,7 +259,7 @@ def write_packed(st: Style, master: dict[str, np.ndarray], folder: Path) -> dict
     tensors, ternary = {}, {}
     for name, w in master.items():
         if name.endswith("_proj.weight"):
-            # w is already rounded to the storage dtype (as a converter from the bf16 master sees it)
+            # w is already rounded to the storage dtype (what a converter from the master sees)
             wq, mean, _ = ternarize(w)
             scale = torch.tensor([mean], dtype=torch.float32).to(torch_dtype(st.scale_dtype))
             tensors[name] = torch.from_numpy(pack_rows(wq))
@@ -288,7 +289,8 @@ def write_master_hf(st: Style, master: dict[str, np.ndarray], folder: Path) -> N
     model.save_pretrained(folder, max_shard_size=int(total / st.shards * 1.1) + 1)
     files = sorted(p.name for p in folder.glob("*.safetensors"))
     if len(files) != st.shards:
-        raise RuntimeError(f"{st.name}: expected {st.shards} shard(s), save_pretrained wrote {files}")
+        raise RuntimeError(f"{st.name}: expected {st.shards} shard(s), "
+                           f"save_pretrained wrote {files}")
     cfg_written = json.loads((folder / "config.json").read_text())
     cfg_written["quantization_config"] = dict(QUANT_ONLINE)
     cfg_written["dtype"] = st.storage
@@ -557,7 +559,8 @@ def build(st: Style, out: Path) -> dict:
             "spec": asdict(st),
             "oracle": ("AutoModelForCausalLM.from_pretrained(<an HF-named twin of this folder: "
                        "same fp16 tensors, BitNetConfig hidden_act silu, quantization_config "
-                       "autobitlinear online>, dtype=float32, attn_implementation='eager'); transformers has no class for "
+                       "autobitlinear online>, dtype=float32, attn_implementation='eager'); "
+                       "transformers has no class for "
                        "1bitLLM's remote code, whose forward pass is the same "
                        "(reference/bitnet.md §1.3)")
             if st.family == "1bitllm" else

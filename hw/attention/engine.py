@@ -39,13 +39,13 @@ Backpressure on ``o`` only stalls the output; random idle on any input only dela
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from tellme.sim.golden.numerics import EXP2_TABLE
 
-from .arith import bit_length, fp16_fields, rne_shr
+from .arith import bit_length, fp16_fields, rn16, rne_shr
 from .schedule import kv_schedule  # noqa: F401  (the stream order, re-exported)
 
 QK_SHIFT = 28          # q*k = P * 2**(sh - 48); term at LSB 2**-20 is RNE(P * 2**(sh - 28))
@@ -62,6 +62,7 @@ def cmd_layout(lanes: int, ctx_bits: int) -> data.StructLayout:
         "nq": range(lanes + 1),
         "c": unsigned(C_BITS),
         "lim": data.ArrayLayout(unsigned(ctx_bits), lanes),
+        "int8": 1,
     })
 
 
@@ -100,6 +101,7 @@ class AttentionEngine(wiring.Component):
         n = Signal(CB + 1)
         nact = Signal(range(NQ + 1))
         cval = Signal(C_BITS)
+        int8 = Signal()
         lim = [Signal(CB, name=f"lim{i}") for i in range(NQ)]
         qreg = [[Signal(16 * W, name=f"q{i}_{b}") for b in range(BPR)] for i in range(NQ)]
 
@@ -141,6 +143,21 @@ class AttentionEngine(wiring.Component):
         datA, datB, datC = (Signal(16 * W, name=f"dat{s}") for s in "ABC")
         empty = ~(vA | vB | vC | vD)
 
+        # int8 KV beats: W codes (int8) in the low 8W bits, the row's FP16 scale above them;
+        # dequantised on input to RN16(code * scale) (golden kv_dequant_int8)
+        raw = self.i_kv.payload.as_value()
+        sc_s, sc_g, sc_h = fp16_fields(raw[8 * W:8 * W + 16])
+        deq_parts = []
+        for w in range(W):
+            code = raw[8 * w:8 * w + 8].as_signed()
+            cm = Signal(8, name=f"dq{w}_c")
+            m.d.comb += cm.eq(Mux(code < 0, -code, code))
+            mm = Signal(19, name=f"dq{w}_m")
+            ee = Signal(signed(7), name=f"dq{w}_e")
+            m.d.comb += [mm.eq(cm * sc_g), ee.eq(sc_h - 24)]
+            deq_parts += [rn16(m, mm, 19, ee, f"dq{w}"), (code < 0) ^ sc_s]
+        deq = Cat(*deq_parts)
+
         accept = Signal()
         m.d.comb += accept.eq(self.i_kv.valid & self.i_kv.ready)
         m.d.sync += vA.eq(accept)
@@ -148,7 +165,7 @@ class AttentionEngine(wiring.Component):
             m.d.sync += [
                 isvA.eq(seg[0]), p1A.eq(seg == 0), firstA.eq(bcnt == 0),
                 lastA.eq(bcnt == BPR - 1), rowA.eq(row), beatA.eq(bcnt),
-                datA.eq(self.i_kv.payload.as_value()),
+                datA.eq(Mux(int8, deq, self.i_kv.payload.as_value())),
             ]
         m.d.sync += [vB.eq(vA), vC.eq(vB), vD.eq(vC),
                      isvB.eq(isvA), isvC.eq(isvB), isvD.eq(isvC),
@@ -269,7 +286,7 @@ class AttentionEngine(wiring.Component):
                 m.d.comb += [self.i_cmd.ready.eq(1), self.busy.eq(0)]
                 with m.If(self.i_cmd.valid):
                     p = self.i_cmd.payload
-                    m.d.sync += [n.eq(p.n), nact.eq(p.nq), cval.eq(p.c), bcnt.eq(0)]
+                    m.d.sync += [n.eq(p.n), nact.eq(p.nq), cval.eq(p.c), int8.eq(p.int8), bcnt.eq(0)]
                     m.d.sync += [lim[i].eq(p.lim[i]) for i in range(NQ)]
                     m.d.sync += [mvalid[i].eq(0) for i in range(NQ)]
                     m.d.sync += [lsum[i].eq(0) for i in range(NQ)]
@@ -355,22 +372,7 @@ class AttentionEngine(wiring.Component):
                 m.d.comb += mm.eq(qa * quo)
                 ee = Signal(signed(10), name="x2_e")          # value = mm * 2**ee
                 m.d.comb += ee.eq(sa - beta - 24)
-                blm = bit_length(m, mm, 50, "x2")
-                ev = Signal(signed(10), name="x2_ev")         # value in [2**ev, 2**(ev+1))
-                m.d.comb += ev.eq(blm - 1 + ee)
-                lsb = Signal(signed(10), name="x2_lsb")
-                m.d.comb += lsb.eq(Mux(ev - 10 > -24, ev - 10, -24))
-                sft = Signal(signed(11), name="x2_s")
-                m.d.comb += sft.eq(lsb - ee)
-                sr = Signal(range(51), name="x2_sr")
-                sl = Signal(range(16), name="x2_sl")
-                m.d.comb += [sr.eq(Mux(sft > 50, 50, Mux(sft < 1, 1, sft))),
-                             sl.eq(Mux(sft < 0, -sft, 0))]
-                r16 = Signal(52, name="x2_r")
-                m.d.comb += r16.eq(Mux(sft <= 0, mm << sl, rne_shr(m, mm, sr, 50, "x2r")))
-                bits = Signal(17, name="x2_bits")
-                m.d.comb += bits.eq(Mux(ev >= -14, ((ev + 14) << 10) + r16, r16))
-                mag16 = Mux(mm == 0, 0, Mux((ev > 15) | (bits >= 0x7C00), 0x7BFF, bits))
+                mag16 = rn16(m, mm, 50, ee, "x2")
                 m.d.sync += obits.eq(Mux(neg, 0x8000, 0) | mag16)
                 m.next = "EMIT"
             with m.State("EMIT"):

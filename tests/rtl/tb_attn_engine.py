@@ -19,6 +19,7 @@ from tellme.sim.cycles_attn import call_cycles
 from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_fields,
                                 pack_array, pack_struct, start_clock_and_reset)
 from tellme.sim.golden import hw
+from tellme.sim.golden.attention_hw import kv_dequant_int8, kv_quant_int8
 from tellme.sim.runner import cocotb_params
 
 SEED = int(os.environ.get("SEED", "1"))
@@ -41,21 +42,30 @@ class TB:
         self.sink = StreamSink(self.dut, "o", backpressure_prob=bp, seed=seed * 5 + 4)
         self.mon = [StreamMonitor(self.dut, s) for s in ("i_cmd", "i_q", "i_kv", "o")]
 
-    async def call(self, q_lanes, lim, k, v, c, check_cycles=False):
-        """q_lanes [nq, hd] fp16; lim per lane; k, v [n, hd] fp16 of one KV head."""
+    async def call(self, q_lanes, lim, k, v, c, check_cycles=False, scales=None):
+        """q_lanes [nq, hd] fp16; lim per lane; k, v [n, hd] of one KV head: fp16, or int8
+        codes with ``scales`` = (k scales [n], v scales [n]) fp16 (int8 KV mode)."""
         p = self.p
         hd, W, D = p["head_dim"], p["beat"], p["depth"]
         n = max(lim) + 1
         nq = len(lim)
         lim_all = list(lim) + [0] * (p["lanes"] - nq)
-        cmd = pack_struct(self.cmd_f, n=n, nq=nq, c=c, lim=pack_array(lim_all, p["ctx_bits"]))
+        cmd = pack_struct(self.cmd_f, n=n, nq=nq, c=c, lim=pack_array(lim_all, p["ctx_bits"]),
+                          int8=int(scales is not None))
         qb = bits16(q_lanes)
         beats_q = [pack_array(qb[i:i + W], 16) for i in range(0, len(qb), W)]
         beats_kv = []
         for kind, r0, cnt in kv_schedule(n, D):
             src = k if kind == "K" else v
-            b = bits16(src[r0:r0 + cnt])
-            beats_kv += [pack_array(b[i:i + W], 16) for i in range(0, len(b), W)]
+            if scales is None:
+                b = bits16(src[r0:r0 + cnt])
+                beats_kv += [pack_array(b[i:i + W], 16) for i in range(0, len(b), W)]
+                continue
+            sc = bits16(scales[kind == "V"][r0:r0 + cnt])
+            for r in range(cnt):
+                codes = [int(x) for x in src[r0 + r]]
+                beats_kv += [pack_array(codes[i:i + W], 8) | (sc[r] << (8 * W))
+                             for i in range(0, hd, W)]
         start = len(self.sink.beats)
         c0 = len(self.src["i_cmd"].transfer_cycles)
         self.src["i_q"].send(beats_q)
@@ -83,6 +93,21 @@ class TB:
                                 c, check_cycles)
             got[list(call.heads)] = o
         assert_same(got, want, f"decode pos={pos} heads={heads} kvh={kvh}")
+
+    async def decode_int8(self, q, k8, ks, v8, vs, pos):
+        """int8 KV: codes [n, kvh, hd] and FP16 scales [n, kvh]; golden = attention_decode
+        over the dequantised cache (attention_hw.kv_dequant_int8)."""
+        heads, hd = q.shape
+        kvh = k8.shape[1]
+        c = hw.score_scale(hd)
+        want = hw.attention_decode(q, kv_dequant_int8(k8, ks)[:pos + 1],
+                                   kv_dequant_int8(v8, vs)[:pos + 1])
+        got = np.empty_like(q)
+        for call in decode_calls(pos, heads, kvh, self.p["lanes"]):
+            o = await self.call(q[list(call.heads)], call.lim, k8[:, call.kv], v8[:, call.kv],
+                                c, scales=(ks[:, call.kv], vs[:, call.kv]))
+            got[list(call.heads)] = o
+        assert_same(got, want, f"int8 decode pos={pos} heads={heads} kvh={kvh}")
 
     async def prefill(self, q, kc, vc, start, check_cycles=False):
         n_q, heads, hd = q.shape
@@ -187,6 +212,30 @@ async def test_directed(dut):
     cases.append((q, k, v))
     for q, k, v in cases:
         await tb.decode(q, k, v, n - 1)
+
+
+@cocotb.test()
+async def test_int8_kv(dut):
+    """int8 KV (per-token-per-head FP16 scales, dequantised on input): quantised random caches
+    across tile boundaries with stalls, and arbitrary codes with subnormal / huge scales
+    (dequantisation saturating at 65504)."""
+    tb = TB(dut)
+    await tb.start(idle=0.25, bp=0.25, seed=SEED + 2)
+    rng = np.random.default_rng(SEED + 50)
+    D, hd = tb.p["depth"], tb.p["head_dim"]
+    for heads, kvh, n in ((4, 1, 2 * D + 1), (4, 4, D - 1)):
+        q, k, v = rand_qkv(rng, n, heads, kvh, hd)
+        k8, ks = kv_quant_int8(k)
+        v8, vs = kv_quant_int8(v)
+        await tb.decode_int8(q[0], k8, ks, v8, vs, n - 1)
+    n = D + 2
+    q = rand_qkv(rng, 1, 4, 1, hd, scale=0.05)[0][0]
+    k8 = rng.integers(-128, 128, (n, 1, hd)).astype(np.int8)
+    v8 = rng.integers(-128, 128, (n, 1, hd)).astype(np.int8)
+    pick = np.array([2.0 ** -24, 3e-6, 1e-3, 0.7, 900.0, 60000.0])
+    ks = pick[rng.integers(0, len(pick), (n, 1))].astype(np.float16)
+    vs = pick[rng.integers(0, len(pick), (n, 1))].astype(np.float16)
+    await tb.decode_int8(q, k8, ks, v8, vs, n - 1)
 
 
 @cocotb.test(skip=os.environ.get("LONG_N") is None)

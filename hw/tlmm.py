@@ -9,9 +9,9 @@ Dataflow of one command (one weight tile of ``nbt`` column blocks, ``kb`` K bloc
                 acc[nb][q] += sum_t table[t][code(nb, k, q, t)]
         emit acc[nb][0..Q-1] for every nb      # during the last K block's sweep
 
-Tables: each of the T tables is a small distributed RAM (LUTRAM) with one write port and Q
-asynchronous read ports (one per output column, TeLLMe's per-reader copies; yosys replicates
-the RAM per read port as needed). Two table banks alternate so that building the tables of K
+Tables: each of the T tables is held in Q copies, one small distributed RAM (LUTRAM) per
+(table, reader) with one write port and one asynchronous read port (TeLLMe's per-reader
+copies), all copies of a table written together. Two table banks alternate so that building the tables of K
 block k+1 overlaps the sweep of K block k. Two table kinds:
 
 * ``"full"``: TeLLMe's 27-entry table in code order (``tellme.quant.codes.PATTERNS``), 2x32 deep;
@@ -232,15 +232,21 @@ class TLMM(wiring.Component):
                 terms.append(Mux(pos[j], v, Mux(neg[j], -v, 0)))
             value = Signal(signed(TABLE_BITS), name=f"tbl_wdata{ti}")
             m.d.comb += value.eq(terms[0] + terms[1] + terms[2])
-            mem = memory.Memory(shape=signed(TABLE_BITS), depth=2 * bank_depth, init=[])
-            m.submodules[f"table{ti}"] = mem
-            wp = mem.write_port()
-            m.d.comb += [
-                wp.addr.eq(Cat(entry, wbank)),
-                wp.data.eq(value),
-                wp.en.eq(writing),
-            ]
-            tables.append([mem.read_port(domain="comb") for _ in range(q)])
+            # One copy per reader (TeLLMe's per-port table copies): each copy is a plain
+            # 1-write/1-async-read LUTRAM; a single memory with Q read ports makes yosys's
+            # memory_libmap blow up at Q=16.
+            readers = []
+            for qi in range(q):
+                mem = memory.Memory(shape=signed(TABLE_BITS), depth=2 * bank_depth, init=[])
+                m.submodules[f"table{ti}_{qi}"] = mem
+                wp = mem.write_port()
+                m.d.comb += [
+                    wp.addr.eq(Cat(entry, wbank)),
+                    wp.data.eq(value),
+                    wp.en.eq(writing),
+                ]
+                readers.append(mem.read_port(domain="comb"))
+            tables.append(readers)
 
         # ------------------------------------------------------------ sweeper (issue stage)
         s_tok = Signal.like(n_tok)

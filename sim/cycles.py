@@ -95,3 +95,51 @@ def steady_kb_cycles(*, table: str, nbt: int) -> float:
     """Average cycles per K block in steady state (see module docstring)."""
     e = table_entries(table)
     return max(nbt, e + 1, (nbt + e + 2) / 2)
+
+
+# --------------------------------------------------------------------------- layer plans
+
+@dataclass(frozen=True)
+class LinearCycles:
+    name: str
+    kb: int
+    nb: int
+    tile_nb: int
+    tiles: int
+    compute: int          # engine cycles of all tiles (stall-free, tiles resident)
+    fill: int             # buffer-fill cycles of all tiles at v vectors/cycle
+
+
+def layer_cycles(*, t: int, q: int, v: int, table: str, half_depth: int,
+                 shapes: dict[str, tuple[int, int]], n_tokens: int) -> dict:
+    """Tile plan and cycle estimate of one layer's linears on the ping-pong engine.
+
+    Tiles run back to back in layer order; tile i+1 is filled while tile i computes, so a
+    tile costs ``max(compute_i, fill_{i+1})`` and the first fill is exposed:
+    ``total = fill_0 + sum_i max(compute_i, fill_{i+1})``. Assumes the streamer delivers
+    ``v`` vectors per cycle and activations are always available.
+    """
+    from tellme.quant.codes import padded_dims
+
+    linears, seq = [], []           # seq: (compute, fill) per tile in order
+    for name, (n_out, k_in) in shapes.items():
+        nb, kb = padded_dims(n_out, k_in, t, q)
+        tile_nb = min(nb, half_depth // kb)
+        if tile_nb < 1:
+            raise ValueError(f"{name}: one column block ({kb} words) exceeds a buffer half "
+                             f"({half_depth} words)")
+        sizes = [min(tile_nb, nb - s) for s in range(0, nb, tile_nb)]
+        comp = [command_timing(table=table, kb=kb, nbt=n, n_tokens=n_tokens).issue_done + 1
+                for n in sizes]
+        fills = [fill_cycles(nbt=n, kb=kb, q=q, v=v) for n in sizes]
+        seq += list(zip(comp, fills))
+        linears.append(LinearCycles(name, kb, nb, tile_nb, len(sizes), sum(comp), sum(fills)))
+    total = seq[0][1] + sum(max(c, seq[i + 1][1] if i + 1 < len(seq) else 0)
+                            for i, (c, _) in enumerate(seq))
+    return {
+        "linears": linears,
+        "compute": sum(lc.compute for lc in linears),
+        "fill": sum(lc.fill for lc in linears),
+        "total": total + PIPELINE_LATENCY,
+        "serial": sum(lc.compute + lc.fill for lc in linears),
+    }

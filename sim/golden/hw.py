@@ -221,7 +221,7 @@ def gated_act(gate16: np.ndarray, up16: np.ndarray, activation: str) -> np.ndarr
         a = silu_fx(gate16).astype(np.float64) * 2.0 ** -22
         return to_fp16(a * u)
     if activation == "relu2":
-        r = np.maximum(g, 0.0)
+        r = np.where(g > 0, g, 0.0)                      # relu: g if g > 0 else +0
         return to_fp16(r * r * u)
     raise ValueError(f"activation must be 'silu' or 'relu2', got {activation!r}")
 

@@ -72,6 +72,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 1234
     threads: int = 2
+    # bfloat16 autocast of the forward/backward matmuls (x1.6 on AVX512-BF16 CPUs); master
+    # weights, optimiser state, quantiser scales and evaluation stay float32.
+    bf16: bool = False
     # bookkeeping
     ckpt_every: int = 200
     log_every: int = 10
@@ -452,7 +455,7 @@ def train(out: Path, cfg: TrainConfig, resume: bool = False, log=print,
         # Only the schedule length (before its decay starts) and bookkeeping may change on
         # resume; the rate up to the decay does not depend on them.
         free = {"steps", "decay_frac", "ckpt_every", "log_every", "eval_every", "threads",
-                "corpus_dir", "extra"}
+                "bf16", "corpus_dir", "extra"}
         diff = {k for k in mine if k not in free and saved.get(k) != mine[k]}
         if diff:
             raise ValueError(f"{ckpt}: checkpoint was trained with different settings: " +
@@ -483,8 +486,9 @@ def train(out: Path, cfg: TrainConfig, resume: bool = False, log=print,
         for g in opt.param_groups:
             g["lr"] = lr
         b = torch.from_numpy(batch_at(train_ids, step, cfg))
-        logits = model(b[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, cfg.vocab_size), b[:, 1:].reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            logits = model(b[:, :-1])
+        loss = F.cross_entropy(logits.float().reshape(-1, cfg.vocab_size), b[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -133,3 +133,22 @@ def test_train_cli_registered():
                                       "--activation", "silu", "--tie-word-embeddings", "false"])
     assert args.steps == 3 and args.resume and args.activation == "silu"
     assert args.tie_word_embeddings is False
+
+
+def test_bf16_autocast_and_silu_untied(tmp_path, run):
+    """The other architecture choices train and export: SiLU gating, untied head, MHA, bf16
+    autocast; the export loads with an lm_head and the loader's activation is silu."""
+    from tellme.quant.loader import load_model
+
+    out, _ = run
+    dst = tmp_path / "t"
+    (dst / "data").mkdir(parents=True)
+    for f in ("tokenizer.json", "heldout.txt", "data/train.npy", "data/heldout.npy"):
+        (dst / f).write_bytes((out / f).read_bytes())
+    cfg = replace(TINY, steps=3, activation="silu", tie_word_embeddings=False, num_kv_heads=4,
+                  bf16=True)
+    s = train(dst, cfg, log=lambda s: None)
+    assert np.isfinite(s["heldout_loss"])
+    m = load_model(dst / "hf")
+    assert m.config.activation == "silu" and m.lm_head is not None
+    assert m.config.num_kv_heads == 4

@@ -3,7 +3,8 @@
 ``call_cycles`` is exact for the RTL when every input is offered without gaps and the output
 is never stalled (checked by tests/rtl/tb_attn_engine.py): counted from the cycle the command
 is accepted to the cycle the last result beat transfers, inclusive: 1 (command) + q beats +
-per K/V segment (rows x head_dim/beat + DRAIN) + per lane (DIV + PER_ELEM x head_dim).
+per K/V segment (rows x bpr + DRAIN) + per lane (DIV + bpr x (1 + PER_ELEM x beat)), with
+bpr = ceil(head_dim / beat) beats per row.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ PER_ELEM = 3         # RN32(A), product + RN16, emit
 
 def call_cycles(n: int, nq: int, *, head_dim: int, beat: int, depth: int) -> int:
     """Cycles of one engine call with ``n`` keys and ``nq`` active lanes."""
-    bpr = head_dim // beat
+    bpr = -(-head_dim // beat)
     segs = kv_schedule(n, depth)
     stream = sum(rows * bpr + DRAIN for _, _, rows in segs)
-    return 1 + nq * bpr + stream + nq * (DIV + PER_ELEM * head_dim)
+    return 1 + nq * bpr + stream + nq * (DIV + bpr * (1 + PER_ELEM * beat))
 
 
 def kv_rows(n: int, depth: int) -> int:

@@ -164,7 +164,7 @@ def test_traffic_hand_checked():
 
 def test_cycle_model_shape():
     # n <= depth: one K pass, one V pass, two drains
-    assert call_cycles(8, 4, head_dim=16, beat=4, depth=8) == 1 + 16 + (32 + 5) * 2 + 4 * (26 + 48)
+    assert call_cycles(8, 4, head_dim=16, beat=4, depth=8) == 1 + 16 + (32 + 5) * 2 + 4 * (26 + 4 * 13)
     e = expected_cycles("decode", pos=9, heads=4, kv_heads=1, head_dim=16, lanes=8, beat=4,
                         depth=8)
     assert e["cycles"] == call_cycles(10, 4, head_dim=16, beat=4, depth=8)

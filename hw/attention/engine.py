@@ -24,16 +24,18 @@ Ports
 i_cmd : In(stream {n, nq, c, lim[lanes]})  one command per call: n keys (>= 1), nq active lanes,
         c = score scale (:func:`tellme.sim.golden.hw.score_scale`), lim = last visible key of
         each lane (< n; decode: n - 1).
-i_q   : In(stream ArrayLayout(unsigned(16), beat))  nq * head_dim / beat beats: lane-major FP16.
-i_kv  : In(stream ArrayLayout(unsigned(16), beat))  K or V rows, head_dim / beat beats each, in
-        the order of :func:`kv_schedule`.
-o     : Out(stream unsigned(16))  nq * head_dim FP16 results, lane-major, one per beat.
+        bpr = beats per row (run-time head_dim / beat; rows shorter than a beat multiple are
+        zero-padded by the feeder), int8 = K/V beats carry int8 codes + the row's FP16 scale.
+i_q   : In(stream ArrayLayout(unsigned(16), beat))  nq * bpr beats: lane-major FP16.
+i_kv  : In(stream ArrayLayout(unsigned(16), beat))  K or V rows, bpr beats each, in the order of
+        :func:`kv_schedule`. int8 mode: codes in bits [0, 8*beat), FP16 scale in the next 16.
+o     : Out(stream unsigned(16))  nq * bpr * beat FP16 results, lane-major, one per beat.
 busy  : Out(1)
 
 Timing: one K or V beat per cycle when the feeder keeps up (i_kv is ready for the whole of a
 segment); a drain of :data:`DRAIN` cycles between segments (the buffer is written at the end of
-the pipeline and read at its start); the result costs 27 cycles per lane (1/L by restoring
-division) plus 3 per element. Exact counts: :func:`tellme.sim.cycles_attn.expected_cycles`.
+the pipeline and read at its start); the result costs 26 cycles per lane (1/L by restoring
+division) plus 1 per accumulator word and 3 per element. Exact counts: :func:`tellme.sim.cycles_attn.expected_cycles`.
 Backpressure on ``o`` only stalls the output; random idle on any input only delays it.
 """
 
@@ -57,17 +59,21 @@ PIPE = 4               # pipeline stages after the input register (A, B, C, D)
 
 
 def cmd_layout(lanes: int, ctx_bits: int) -> data.StructLayout:
+    """Command: n keys, nq active lanes, score scale c, per-lane last visible key, int8 KV mode,
+    bpr = beats per row (head_dim / beat at run time, 1 <= bpr <= max head_dim / beat)."""
     return data.StructLayout({
         "n": unsigned(ctx_bits + 1),
         "nq": range(lanes + 1),
         "c": unsigned(C_BITS),
         "lim": data.ArrayLayout(unsigned(ctx_bits), lanes),
         "int8": 1,
+        "bpr": unsigned(16),
     })
 
 
 class AttentionEngine(wiring.Component):
-    """See the module docstring. Parameters: ``head_dim`` (multiple of ``beat``), ``lanes``
+    """See the module docstring. Parameters: ``head_dim`` (largest head_dim served, multiple
+    of ``beat``; the actual one is run-time data), ``lanes``
     (query rows served by one K/V stream), ``beat`` (FP16 elements per K/V/q beat),
     ``depth`` (score-buffer tile, power of two >= 2), ``ctx_bits`` (n <= 2**ctx_bits - 1)."""
 
@@ -91,7 +97,7 @@ class AttentionEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         HD, NQ, W, D, CB = self.head_dim, self.lanes, self.beat, self.depth, self.ctx_bits
-        BPR = HD // W
+        BPR = HD // W                 # beats per row at the largest head_dim
         LOG2D = D.bit_length() - 1
         TW = 44                       # |t| < 2**42
         LW = 25 + CB                  # L <= n * 2**23
@@ -102,19 +108,28 @@ class AttentionEngine(wiring.Component):
         nact = Signal(range(NQ + 1))
         cval = Signal(C_BITS)
         int8 = Signal()
+        bpr = Signal(range(BPR + 1))
         lim = [Signal(CB, name=f"lim{i}") for i in range(NQ)]
-        qreg = [[Signal(16 * W, name=f"q{i}_{b}") for b in range(BPR)] for i in range(NQ)]
 
         # ---- per-lane state
         mx = [Signal(signed(TW), name=f"m{i}") for i in range(NQ)]
         mvalid = [Signal(name=f"mvalid{i}") for i in range(NQ)]
         lsum = [Signal(LW, name=f"L{i}") for i in range(NQ)]
-        acc = [[Signal(signed(AW), name=f"A{i}_{c}") for c in range(HD)] for i in range(NQ)]
         sacc = [Signal(signed(64), name=f"s{i}") for i in range(NQ)]
 
-        # ---- score buffers and exp2 ROMs
-        wps, rps, roms = [], [], []
+        # ---- per lane: q rows, S.V accumulators (one word = one beat's W channels), score
+        # buffer, exp2 ROM
+        wps, rps, roms, qwps, qrps, awps, arps, afps = [], [], [], [], [], [], [], []
         for i in range(NQ):
+            qmem = memory.Memory(shape=unsigned(16 * W), depth=BPR, init=[])
+            m.submodules[f"q{i}"] = qmem
+            qwps.append(qmem.write_port())
+            qrps.append(qmem.read_port())
+            amem = memory.Memory(shape=unsigned(AW * W), depth=BPR, init=[])
+            m.submodules[f"acc{i}"] = amem
+            awps.append(amem.write_port())
+            arps.append(amem.read_port(transparent_for=(awps[-1],)))
+            afps.append(amem.read_port())
             mem = memory.Memory(shape=signed(TW), depth=D, init=[])
             m.submodules[f"scores{i}"] = mem
             wps.append(mem.write_port())
@@ -127,7 +142,7 @@ class AttentionEngine(wiring.Component):
         seg = Signal(2)               # 0: K pass 1, 1: V last tile, 2: K tile, 3: V tile
         row = Signal(CB + 1)
         row_end = Signal(CB + 1)
-        bcnt = Signal(range(BPR))
+        bcnt = Signal(range(BPR + 1))
         tile = Signal(CB + 1)
         last_start = Signal(CB + 1)
         m.d.comb += last_start.eq(((n - 1) >> LOG2D) << LOG2D)
@@ -137,6 +152,7 @@ class AttentionEngine(wiring.Component):
         isvA, isvB, isvC, isvD = (Signal(name=f"isv{s}") for s in "ABCD")
         p1A, p1B, p1C, p1D = (Signal(name=f"p1{s}") for s in "ABCD")
         firstA, firstB, firstC = (Signal(name=f"first{s}") for s in "ABC")
+        initA, initB, initC, initD = (Signal(name=f"init{s}") for s in "ABCD")
         lastA, lastB, lastC, lastD = (Signal(name=f"last{s}") for s in "ABCD")
         rowA, rowB, rowC, rowD = (Signal(CB + 1, name=f"row{s}") for s in "ABCD")
         beatA, beatB, beatC, beatD = (Signal(range(BPR), name=f"beat{s}") for s in "ABCD")
@@ -164,13 +180,15 @@ class AttentionEngine(wiring.Component):
         with m.If(accept):
             m.d.sync += [
                 isvA.eq(seg[0]), p1A.eq(seg == 0), firstA.eq(bcnt == 0),
-                lastA.eq(bcnt == BPR - 1), rowA.eq(row), beatA.eq(bcnt),
+                initA.eq((seg == 1) & (row == last_start)),
+                lastA.eq(bcnt == bpr - 1), rowA.eq(row), beatA.eq(bcnt),
                 datA.eq(Mux(int8, deq, self.i_kv.payload.as_value())),
             ]
         m.d.sync += [vB.eq(vA), vC.eq(vB), vD.eq(vC),
                      isvB.eq(isvA), isvC.eq(isvB), isvD.eq(isvC),
                      p1B.eq(p1A), p1C.eq(p1B), p1D.eq(p1C),
                      firstB.eq(firstA), firstC.eq(firstB),
+                     initB.eq(initA), initC.eq(initB), initD.eq(initC),
                      lastB.eq(lastA), lastC.eq(lastB), lastD.eq(lastC),
                      rowB.eq(rowA), rowC.eq(rowB), rowD.eq(rowC),
                      beatB.eq(beatA), beatC.eq(beatB), beatD.eq(beatC),
@@ -183,8 +201,8 @@ class AttentionEngine(wiring.Component):
             m.d.comb += lane_on.eq(i < nact)
 
             # -- stage A: K: q.k terms of this beat; V: softmax exponent from the stored score
-            qbeat = Signal(16 * W, name=f"qbeat{i}")
-            m.d.comb += qbeat.eq(Array(qreg[i])[beatA])
+            qbeat = qrps[i].data                  # addressed by the beat counter at input
+            m.d.comb += [qrps[i].addr.eq(bcnt), qrps[i].en.eq(1)]
             terms = []
             for w in range(W):
                 sq, gq, hq = fp16_fields(qbeat[16 * w:16 * w + 16])
@@ -260,16 +278,26 @@ class AttentionEngine(wiring.Component):
             with m.If(vD & ~isvD & lastD & p1D & (rowD <= lim[i])):
                 with m.If(~mvalid[i] | (tD > mx[i])):
                     m.d.sync += [mx[i].eq(tD), mvalid[i].eq(1)]
-            with m.If(vD & isvD):
-                for b in range(BPR):
-                    with m.If(beatD == b):
-                        for w in range(W):
-                            a = acc[i][b * W + w]
-                            m.d.sync += a.eq(a + svt[w])
+            # accumulator read-modify-write: read at B (transparent for the write at D, which
+            # covers a distance of 2 beats), forward D -> C for back-to-back beats (bpr = 1)
+            arp, awp = arps[i], awps[i]
+            wdata = Signal(AW * W, name=f"aw{i}")
+            oldD = Signal(AW * W, name=f"aold{i}")
+            m.d.comb += [arp.addr.eq(beatB), arp.en.eq(1)]
+            m.d.sync += oldD.eq(Mux(vD & isvD & (beatD == beatC), wdata, arp.data))
+            parts = []
+            for w in range(W):
+                old = oldD[AW * w:AW * (w + 1)].as_signed()
+                parts.append((Mux(initD, 0, old) + svt[w])[:AW])
+            m.d.comb += [wdata.eq(Cat(*parts)), awp.addr.eq(beatD), awp.data.eq(wdata),
+                         awp.en.eq(vD & isvD)]
 
         # ---- finalisation registers
         flane = Signal(range(NQ + 1))
-        ch = Signal(range(HD))
+        fb = Signal(range(BPR + 1))
+        fw = Signal(range(W))
+        for i in range(NQ):
+            m.d.comb += [afps[i].addr.eq(fb), afps[i].en.eq(1)]
         beta = Signal(range(LW + 1))
         dn = Signal(LW + 1)
         rem = Signal(LW + 2)
@@ -286,22 +314,21 @@ class AttentionEngine(wiring.Component):
                 m.d.comb += [self.i_cmd.ready.eq(1), self.busy.eq(0)]
                 with m.If(self.i_cmd.valid):
                     p = self.i_cmd.payload
-                    m.d.sync += [n.eq(p.n), nact.eq(p.nq), cval.eq(p.c), int8.eq(p.int8), bcnt.eq(0)]
+                    m.d.sync += [n.eq(p.n), nact.eq(p.nq), cval.eq(p.c), int8.eq(p.int8),
+                                 bpr.eq(p.bpr), bcnt.eq(0)]
                     m.d.sync += [lim[i].eq(p.lim[i]) for i in range(NQ)]
                     m.d.sync += [mvalid[i].eq(0) for i in range(NQ)]
                     m.d.sync += [lsum[i].eq(0) for i in range(NQ)]
-                    m.d.sync += [a.eq(0) for lane in acc for a in lane]
-                    m.d.sync += [flane.eq(0), ch.eq(0)]
+                    m.d.sync += [flane.eq(0), fb.eq(0), fw.eq(0)]
                     m.next = "LOAD_Q"
             with m.State("LOAD_Q"):
                 m.d.comb += self.i_q.ready.eq(1)
+                for i in range(NQ):
+                    m.d.comb += [qwps[i].addr.eq(bcnt), qwps[i].data.eq(self.i_q.payload.as_value()),
+                                 qwps[i].en.eq(self.i_q.valid & (flane == i))]
                 with m.If(self.i_q.valid):
-                    for i in range(NQ):
-                        for b in range(BPR):
-                            with m.If((flane == i) & (bcnt == b)):
-                                m.d.sync += qreg[i][b].eq(self.i_q.payload.as_value())
                     m.d.sync += bcnt.eq(bcnt + 1)
-                    with m.If(bcnt == BPR - 1):
+                    with m.If(bcnt == bpr - 1):
                         m.d.sync += [bcnt.eq(0), flane.eq(flane + 1)]
                         with m.If(flane + 1 == nact):
                             m.d.sync += [flane.eq(0), seg.eq(0), row.eq(0), row_end.eq(n)]
@@ -310,7 +337,7 @@ class AttentionEngine(wiring.Component):
                 m.d.comb += self.i_kv.ready.eq(1)
                 with m.If(self.i_kv.valid):
                     m.d.sync += bcnt.eq(bcnt + 1)
-                    with m.If(bcnt == BPR - 1):
+                    with m.If(bcnt == bpr - 1):
                         m.d.sync += [bcnt.eq(0), row.eq(row + 1)]
                         with m.If(row + 1 == row_end):
                             m.next = "DRAIN"
@@ -354,10 +381,15 @@ class AttentionEngine(wiring.Component):
             with m.State("DIV_ROUND"):
                 r2 = rem << 1
                 m.d.sync += quo.eq(quo + ((r2 > dn) | ((r2 == dn) & quo[0])))
+                m.next = "X0"
+            with m.State("X0"):                      # accumulator word fb being read
                 m.next = "X1"
             # -- a = RN32(A) (leading-zero count, RNE)
             with m.State("X1"):
-                av = Array(Array(lane) for lane in acc)[flane][ch]
+                word = Signal(AW * W, name="x1_word")
+                m.d.comb += word.eq(Array(rp.data for rp in afps)[flane])
+                av = Signal(signed(AW), name="x1_a")
+                m.d.comb += av.eq(Array(word[AW * w:AW * (w + 1)] for w in range(W))[fw])
                 mag = Signal(AW, name="x1_mag")
                 m.d.comb += mag.eq(Mux(av < 0, -av, av))
                 bl = bit_length(m, mag, AW, "x1")
@@ -378,11 +410,14 @@ class AttentionEngine(wiring.Component):
             with m.State("EMIT"):
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(obits)]
                 with m.If(self.o.ready):
-                    m.d.sync += ch.eq(ch + 1)
+                    m.d.sync += fw.eq(fw + 1)
                     m.next = "X1"
-                    with m.If(ch == HD - 1):
-                        m.d.sync += [ch.eq(0), flane.eq(flane + 1)]
-                        m.next = "DIV_INIT"
-                        with m.If(flane + 1 == nact):
-                            m.next = "IDLE"
+                    with m.If(fw == W - 1):
+                        m.d.sync += [fw.eq(0), fb.eq(fb + 1)]
+                        m.next = "X0"
+                        with m.If(fb == bpr - 1):
+                            m.d.sync += [fb.eq(0), flane.eq(flane + 1)]
+                            m.next = "DIV_INIT"
+                            with m.If(flane + 1 == nact):
+                                m.next = "IDLE"
         return m

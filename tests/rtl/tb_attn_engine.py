@@ -46,12 +46,14 @@ class TB:
         """q_lanes [nq, hd] fp16; lim per lane; k, v [n, hd] of one KV head: fp16, or int8
         codes with ``scales`` = (k scales [n], v scales [n]) fp16 (int8 KV mode)."""
         p = self.p
-        hd, W, D = p["head_dim"], p["beat"], p["depth"]
+        W, D = p["beat"], p["depth"]
+        hd = q_lanes.shape[1]                 # run-time head_dim (<= the engine's maximum)
+        assert hd % W == 0
         n = max(lim) + 1
         nq = len(lim)
         lim_all = list(lim) + [0] * (p["lanes"] - nq)
         cmd = pack_struct(self.cmd_f, n=n, nq=nq, c=c, lim=pack_array(lim_all, p["ctx_bits"]),
-                          int8=int(scales is not None))
+                          int8=int(scales is not None), bpr=hd // W)
         qb = bits16(q_lanes)
         beats_q = [pack_array(qb[i:i + W], 16) for i in range(0, len(qb), W)]
         beats_kv = []
@@ -212,6 +214,21 @@ async def test_directed(dut):
     cases.append((q, k, v))
     for q, k, v in cases:
         await tb.decode(q, k, v, n - 1)
+
+
+@cocotb.test()
+async def test_runtime_head_dim(dut):
+    """One engine, smaller run-time head_dims (bpr = 1 exercises the accumulator forwarding,
+    bpr = 2 the transparent read), decode and prefill, exact cycles."""
+    tb = TB(dut)
+    await tb.start()
+    rng = np.random.default_rng(SEED + 60)
+    D, W, lanes = tb.p["depth"], tb.p["beat"], tb.p["lanes"]
+    for hd in (W, 2 * W, 3 * W):
+        q, k, v = rand_qkv(rng, D + 2, 4, 2, hd)
+        await tb.decode(q[0], k, v, D + 1, check_cycles=True)
+        q, k, v = rand_qkv(rng, lanes // 2 + 1, 4, 2, hd, n_q=lanes // 2 + 1)
+        await tb.prefill(q, k, v, 0)
 
 
 @cocotb.test()

@@ -126,12 +126,41 @@ def _table(models: dict, contexts, depths) -> str:
     return "\n".join(lines)
 
 
+def _engine_table(models: dict, contexts, target: str, mhz: float, gbps: float) -> str:
+    from tellme.hw.attention.presets import attention_params
+    from tellme.sim.cycles_attn import expected_cycles
+
+    ep = attention_params(target)
+    eng = dict(lanes=ep["lanes"], beat=ep["beat"], depth=ep["depth"])
+    lines = [f"one engine ({target}: lanes {ep['lanes']}, beat {ep['beat']}, tile {ep['depth']}) "
+             f"at {mhz:g} MHz vs FP16 KV reads at {gbps:g} GB/s, per layer, microseconds",
+             f"{'model':24s} {'phase':14s} " + " ".join(f"{'n=' + str(c):>16s}" for c in contexts)]
+    for name, (heads, kvh, hd) in models.items():
+        for phase in ("decode", "prefill"):
+            cells = []
+            for c in contexts:
+                if phase == "decode":
+                    e = expected_cycles("decode", pos=c - 1, heads=heads, kv_heads=kvh,
+                                        head_dim=hd, **eng)
+                else:
+                    e = expected_cycles("prefill", n_q=c, heads=heads, kv_heads=kvh,
+                                        head_dim=hd, **eng)
+                us_c = e["cycles"] / mhz
+                us_d = e["kv_bytes"] / (gbps * 1e3)
+                cells.append(f"{us_c:8.0f}/{us_d:7.0f}")
+            lines.append(f"{name:24s} {phase + ' eng/ddr':14s} " + " ".join(cells))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tellme.sim.kv_layout",
                                  description="KV-cache DDR traffic table (bytes/token/layer)")
     ap.add_argument("--contexts", default="128,1024,4096")
     ap.add_argument("--depths", default="1024,4096",
                     help="score-buffer tiles to compare (keys kept on chip per lane)")
+    ap.add_argument("--target", default="kv260", help="engine preset for the time table")
+    ap.add_argument("--mhz", type=float, default=250.0)
+    ap.add_argument("--gbps", type=float, default=17.1, help="DDR bandwidth for KV reads")
     args = ap.parse_args(argv)
     from tellme.quant.sizes import MODELS
 
@@ -139,6 +168,9 @@ def main(argv=None) -> int:
     ctx = [int(x) for x in args.contexts.split(",")]
     dep = [int(x) for x in args.depths.split(",")]
     print(_table(models, ctx, dep))
+    print()
+    full = {k: (c.num_heads, c.num_kv_heads, c.head_dim) for k, c in MODELS.items()}
+    print(_engine_table(full, ctx, args.target, args.mhz, args.gbps))
     return 0
 
 

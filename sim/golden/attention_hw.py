@@ -82,3 +82,33 @@ def attention_online(q16: np.ndarray, k16: np.ndarray, v16: np.ndarray, c: int |
         A = A + np.rint(p * vf[j] * 2.0).astype(np.int64)
     rl = np.float64(round_ratio_fp32(1, L))
     return to_fp16(int_to_fp32(A) * rl * 0.5)
+
+
+def online_vs_contract(trials: int = 200, seed: int = 0, head_dim: int = 16) -> dict:
+    """Compare :func:`attention_online` with the contract on random rows (n in [2, 300)):
+    outputs that differ, outputs that change with key order (forward vs reversed), and the
+    worst |difference| relative to the row's largest output."""
+    from .hw import attention_decode
+
+    rng = np.random.default_rng(seed)
+    out = {"outputs": 0, "differ": 0, "order_dependent": 0, "worst_rel": 0.0}
+    for _ in range(trials):
+        n = int(rng.integers(2, 300))
+        sc = rng.choice([0.3, 1.0, 3.0])
+        q = (rng.standard_normal(head_dim) * sc).astype(np.float16)
+        k = (rng.standard_normal((n, head_dim)) * sc).astype(np.float16)
+        v = rng.standard_normal((n, head_dim)).astype(np.float16)
+        g = attention_decode(q[None], k[:, None], v[:, None])[0]
+        a = attention_online(q, k, v)
+        b = attention_online(q, k, v, order=range(n - 1, -1, -1))
+        out["outputs"] += head_dim
+        out["differ"] += int((a.view(np.uint16) != g.view(np.uint16)).sum())
+        out["order_dependent"] += int((a.view(np.uint16) != b.view(np.uint16)).sum())
+        gf = g.astype(np.float64)
+        out["worst_rel"] = max(out["worst_rel"], float(np.abs(a.astype(np.float64) - gf).max()
+                                                       / np.abs(gf).max()))
+    return out
+
+
+if __name__ == "__main__":
+    print(online_vs_contract())

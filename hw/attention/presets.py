@@ -1,0 +1,29 @@
+"""Attention-engine configurations per target (engine parameters; model dims are run-time).
+
+* ``sim``: the cocotb default build (head_dim 16, 8 lanes, 4 FP16 per beat, 8-key tiles).
+* ``kv260`` / ``zcu104``: head_dim up to 128 (2B4T; 96 and 100 for the 1bitLLM models),
+  8 lanes (a 2B4T GQA group of 4 x 2 prefill rows, or 8 prefill rows of an MHA head),
+  8 FP16 per beat (one 128-bit AXI HP beat), 1024-key score tiles (2 BRAM36 per lane).
+"""
+
+from __future__ import annotations
+
+from .engine import AttentionEngine
+
+ATTN_PRESETS = {
+    "sim": dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12),
+    "kv260": dict(head_dim=128, lanes=8, beat=8, depth=1024, ctx_bits=13),
+    "zcu104": dict(head_dim=128, lanes=8, beat=8, depth=1024, ctx_bits=13),
+}
+
+
+def attention_params(target: str) -> dict:
+    try:
+        return dict(ATTN_PRESETS[target])
+    except KeyError:
+        raise ValueError(f"no attention preset for target {target!r}; known: "
+                         f"{', '.join(ATTN_PRESETS)}") from None
+
+
+def make_attention(target: str) -> AttentionEngine:
+    return AttentionEngine(**attention_params(target))

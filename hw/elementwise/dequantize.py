@@ -60,7 +60,7 @@ class Dequantize(wiring.Component):
             m.d.sync += have.eq(0)
         sm, se = unpack32(scale)
         for lane in range(self._lanes):
-            neg, mag = abs_signed(self.i.payload.acc[lane])
+            neg, mag = abs_signed(m, self.i.payload.acc[lane])
             prod = sp.reg(mag * sm)
             y = round16(sp, sp.reg(neg), prod, sp.reg(se))
             m.d.comb += self.o.payload.data[lane].eq(y)

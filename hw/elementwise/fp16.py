@@ -58,28 +58,39 @@ def ceil_log2(n: int) -> int:
     return max(0, (n - 1).bit_length())
 
 
-def msb_index(v: Value) -> tuple[Value, Value]:
+def _index_tree(m: Module, v: Value, highest: bool) -> tuple[Value, Value]:
+    w = len(v)
+    if w == 1:
+        return v[0], C(0, 1)
+    half = 1 << (ceil_log2(w) - 1)
+    lo_any, lo_idx = _index_tree(m, v[:half], highest)
+    hi_any, hi_idx = _index_tree(m, v[half:], highest)
+    any_ = Signal()
+    idx = Signal(ceil_log2(w))
+    if highest:
+        sel = Mux(hi_any, hi_idx + half, lo_idx)
+    else:
+        sel = Mux(lo_any, lo_idx, hi_idx + half)
+    m.d.comb += [any_.eq(lo_any | hi_any), idx.eq(sel)]
+    return any_, idx
+
+
+def msb_index(m: Module, v) -> tuple[Value, Value]:
     """(any bit set, index of the highest set bit) of an unsigned Value (log-depth tree)."""
-    v = Value.cast(v)
-    w = len(v)
-    if w == 1:
-        return v[0], C(0, 1)
-    half = 1 << (ceil_log2(w) - 1)
-    lo_any, lo_idx = msb_index(v[:half])
-    hi_any, hi_idx = msb_index(v[half:])
-    return lo_any | hi_any, Mux(hi_any, hi_idx + half, lo_idx)
+    return _index_tree(m, wire(m, v), True)
 
 
-def lsb_index(v: Value) -> tuple[Value, Value]:
+def lsb_index(m: Module, v) -> tuple[Value, Value]:
     """(any bit set, index of the lowest set bit) of an unsigned Value (log-depth tree)."""
-    v = Value.cast(v)
-    w = len(v)
-    if w == 1:
-        return v[0], C(0, 1)
-    half = 1 << (ceil_log2(w) - 1)
-    lo_any, lo_idx = lsb_index(v[:half])
-    hi_any, hi_idx = lsb_index(v[half:])
-    return lo_any | hi_any, Mux(lo_any, lo_idx, hi_idx + half)
+    return _index_tree(m, wire(m, v), False)
+
+
+def wire(m: Module, value, name: str | None = None) -> Signal:
+    """A combinational net holding ``value`` (so that it is emitted once, not per use)."""
+    value = Value.cast(value)
+    s = Signal(value.shape(), name=name)
+    m.d.comb += s.eq(value)
+    return s
 
 
 def unpack16(bits) -> tuple[Value, Value, Value]:
@@ -102,9 +113,9 @@ def unpack32(bits) -> tuple[Value, Value]:
     return m, bits[23:31] - 150
 
 
-def _abs_signed(v: Value) -> tuple[Value, Value]:
+def _abs_signed(m: Module, v) -> tuple[Value, Value]:
     """(sign, magnitude) of a signed Value."""
-    v = Value.cast(v)
+    v = wire(m, v)
     neg = v[-1]
     mag = Mux(neg, -v, v).as_unsigned()[:len(v)]
     return neg, mag
@@ -117,16 +128,17 @@ def round16(p: Pipe, sign, mag, exp) -> Signal:
     beyond 65504 after rounding saturate to +-65504 (golden ``to_fp16`` clips before the cast,
     so every value >= 65520 maps to 65504 as well).
     """
-    mag = Value.cast(mag)
-    exp = Value.cast(exp)
+    mag = wire(p.m, mag)
+    exp = wire(p.m, exp)
     w = len(mag)
     # stage 1: leading/trailing one; shift amount.  mag' = mag << 11, exp' = exp - 11: then the
     # shift is always a right shift by sh >= 1 (the round bit exists).
-    nz, pmsb = msb_index(mag)
-    _, tz = lsb_index(mag)
+    nz, pmsb = msb_index(p.m, mag)
+    _, tz = lsb_index(p.m, mag)
     sh_norm = pmsb + 1                                # keeps 11 significant bits
     sh_sub = (-13 - exp).as_signed()                  # keeps the LSB at 2**-24 (subnormal)
-    use_norm = sh_norm >= sh_sub
+    sh_sub = wire(p.m, sh_sub)
+    use_norm = wire(p.m, sh_norm >= sh_sub)
     shmax = w + 12
     sh = Mux(use_norm, sh_norm, Mux(sh_sub > shmax, shmax, sh_sub))
     e16 = Mux(use_norm, exp + pmsb - 10, -24)
@@ -134,7 +146,7 @@ def round16(p: Pipe, sign, mag, exp) -> Signal:
               sh=p.reg(sh[:ceil_log2(shmax + 1)]), e16=p.reg(e16))
     # stage 2: shift, round and sticky bits
     magx = Cat(C(0, 11), s1["mag"])
-    t = magx >> (s1["sh"] - 1).as_unsigned()[:len(s1["sh"])]
+    t = wire(p.m, magx >> (s1["sh"] - 1).as_unsigned()[:len(s1["sh"])])
     sig = t[1:12]
     rnd = t[0]
     sticky = s1["nz"] & ((s1["tz"] + 11) < (s1["sh"] - 1))
@@ -144,7 +156,7 @@ def round16(p: Pipe, sign, mag, exp) -> Signal:
     # saturate
     inc = s2["rnd"] & (s2["sticky"] | s2["sig"][0])
     big = s2["e16"] + 24
-    packed = (big.as_unsigned()[:6] << 10) + s2["sig"] + inc
+    packed = wire(p.m, (big.as_unsigned()[:6] << 10) + s2["sig"] + inc)
     sat = (big > 29) | (packed >= FP16_INF)
     mbits = Mux(~s2["nz"], 0, Mux(sat, FP16_SAT, packed[:15]))
     return p.reg(Cat(mbits[:15], s2["sign"]))
@@ -154,16 +166,16 @@ def round32(p: Pipe, mag, exp) -> tuple[Signal, Signal]:
     """RN32 significand of ``mag * 2**exp`` (mag > 0 assumed; zero gives m = 0) -> (m, e) with
     value ``m * 2**e``, ``m`` in [2**23, 2**24] (2**24 after a rounding carry). Unbounded
     exponent: callers guarantee the normal FP32 range. Latency ROUND32_LATENCY (2)."""
-    mag = Value.cast(mag)
-    exp = Value.cast(exp)
+    mag = wire(p.m, mag)
+    exp = wire(p.m, exp)
     w = len(mag)
-    nz, pmsb = msb_index(mag)
-    _, tz = lsb_index(mag)
+    nz, pmsb = msb_index(p.m, mag)
+    _, tz = lsb_index(p.m, mag)
     # mag' = mag << 24: right shift by pmsb + 1 leaves 24 bits
     s1 = dict(mag=p.reg(mag), pmsb=p.reg(pmsb), tz=p.reg(tz), nz=p.reg(nz),
               e=p.reg((exp + pmsb - 23).as_signed()))
     magx = Cat(C(0, 24), s1["mag"])
-    t = magx >> s1["pmsb"]                            # sh - 1 = pmsb
+    t = wire(p.m, magx >> s1["pmsb"])                 # sh - 1 = pmsb
     m = t[1:25]
     rnd = t[0]
     sticky = s1["nz"] & ((s1["tz"] + 24) < s1["pmsb"])
@@ -174,31 +186,31 @@ def round32(p: Pipe, mag, exp) -> tuple[Signal, Signal]:
 
 def round_int8(p: Pipe, sign, mag, exp) -> Signal:
     """clamp(RNE((-1)**sign * mag * 2**exp), -128, 127) -> signed(8). Latency 2."""
-    mag = Value.cast(mag)
-    exp = Value.cast(exp)
+    mag = wire(p.m, mag)
+    exp = wire(p.m, exp)
     w = len(mag)
-    nz, _ = msb_index(mag)
-    _, tz = lsb_index(mag)
-    k = (-exp).as_signed()                            # right shift to the integer LSB
+    nz, _ = msb_index(p.m, mag)
+    _, tz = lsb_index(p.m, mag)
+    k = wire(p.m, (-exp).as_signed())                 # right shift to the integer LSB
     huge = nz & (k <= 0)
     kmax = w + 1
     kc = Mux(k > kmax, kmax, Mux(k < 1, 1, k))[:ceil_log2(kmax + 1)]
     s1 = dict(sign=p.reg(sign), mag=p.reg(mag), nz=p.reg(nz), tz=p.reg(tz), k=p.reg(kc),
               huge=p.reg(huge))
-    t = s1["mag"] >> (s1["k"] - 1).as_unsigned()[:len(s1["k"])]
+    t = wire(p.m, s1["mag"] >> (s1["k"] - 1).as_unsigned()[:len(s1["k"])])
     q = t[1:]
     rnd = t[0]
     sticky = s1["nz"] & (s1["tz"] < (s1["k"] - 1))
     inc = rnd & (sticky | q[0])
-    qi = q + inc
+    qi = wire(p.m, q + inc)
     lim = Mux(s1["sign"], 128, 127)
     mag8 = Mux(s1["huge"] | (qi > lim), lim, qi)[:8]
     out = Mux(s1["sign"], -mag8, mag8)
     return p.reg(out.as_signed()[:8].as_signed())
 
 
-def abs_signed(v):
-    return _abs_signed(v)
+def abs_signed(m: Module, v):
+    return _abs_signed(m, v)
 
 
 def fp16_mag_max(values) -> Value:
@@ -213,5 +225,5 @@ def fp16_mag_max(values) -> Value:
 
 
 __all__ = ["FP16_SAT", "Pipe", "ROUND16_LATENCY", "ROUND32_LATENCY", "ROUND_INT8_LATENCY",
-           "abs_signed", "ceil_log2", "fp16_mag_max", "lsb_index", "msb_index", "round16",
+           "abs_signed", "ceil_log2", "wire", "fp16_mag_max", "lsb_index", "msb_index", "round16",
            "round32", "round_int8", "unpack16", "unpack32", "signed", "unsigned"]

@@ -60,10 +60,10 @@ class GatedAct(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         sp = StallPipe(m, [self.i_gate, self.i_up])
-        words = silu_rom_words()
+        # one ROM, a read port per lane (synthesis replicates it per port or pair of ports)
+        m.submodules.silu_rom = rom = memory.Memory(shape=T_BITS + D_BITS, depth=512,
+                                                    init=silu_rom_words())
         for lane in range(self._lanes):
-            rom = memory.Memory(shape=T_BITS + D_BITS, depth=512, init=words)
-            m.submodules[f"silu_rom{lane}"] = rom
             rd = rom.read_port(domain="sync")
             g = self.i_gate.payload.data[lane]
             u = self.i_up.payload.data[lane]
@@ -90,7 +90,7 @@ class GatedAct(wiring.Component):
             u2 = sp.reg(u1)
             sg2, sigg2, shg2 = unpack16(g2)
             su2, sigu2, shu2 = unpack16(u2)
-            yneg, ymag = abs_signed(y2)
+            yneg, ymag = abs_signed(m, y2)
             pos = ~sg2 & (sigg2 != 0)
             relu_mag = Mux(pos, sigg2 * sigg2 * sigu2, 0)
             silu_mag = ymag * sigu2

@@ -61,7 +61,7 @@ class ResidualAdd(wiring.Component):
             xb = sp.reg(fp16_to_fixed(b))
             both_neg0 = sp.reg((a == 0x8000) & (b == 0x8000))
             z = xa + xb
-            neg, mag = abs_signed(z)
+            neg, mag = abs_signed(m, z)
             sign = sp.reg(neg | both_neg0)
             mag = sp.reg(mag)
             out = round16(sp, sign, mag, -24)

@@ -75,7 +75,7 @@ class RoPE(wiring.Component):
                 # an exact zero is -0 only if both terms are zeros with sign 1 (IEEE sum)
                 negzero = sp.reg((p1 == 0) & (p2 == 0) & s1 & s2e)
                 # stage 3: sign / magnitude
-                zneg, zmag = abs_signed(z)
+                zneg, zmag = abs_signed(m, z)
                 sign = sp.reg(zneg | negzero)
                 mag = sp.reg(zmag)
                 m32, e32 = round32(sp, mag, -48)

@@ -1,0 +1,82 @@
+"""Element-wise pipeline parameters per hardware preset, and a harness holding every block."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+
+# Longest row the RMS-MAX row buffer holds, per target: sim small; kv260/zcu104 cover 2B4T's
+# d_ffn = 6912 (the FFN sub-norm).
+N_MAX = {"sim": 256, "kv260": 6912, "zcu104": 6912}
+
+
+@dataclass(frozen=True)
+class EwParams:
+    lanes: int            # FP16 elements per beat of the element-wise streams
+    q: int                # dequantiser lanes (the TLMM's Q output columns)
+    t: int                # TLMM tables: the quantiser emits 3*t int8 per beat
+    acc_width: int        # TLMM accumulator width
+    n_max: int            # longest RMSNorm row
+
+    @classmethod
+    def from_preset(cls, name: str, **over) -> "EwParams":
+        from tellme.hw.presets import preset
+        from tellme.sim.golden.tlmm import acc_bits
+
+        p = preset(name)
+        kw = dict(lanes=p.q, q=p.q, t=p.t, acc_width=acc_bits(p.kb_max * 3 * p.t),
+                  n_max=N_MAX[name])
+        kw.update(over)
+        return cls(**kw)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_blocks(p: EwParams) -> dict:
+    from .dequantize import Dequantize
+    from .gated_act import GatedAct
+    from .quantize import Quantize
+    from .residual import ResidualAdd
+    from .rmsnorm import RMSNormAbsmax
+    from .rope import RoPE
+    from .scalar import TokenScale
+
+    return {
+        "norm": RMSNormAbsmax(lanes=p.lanes, n_max=p.n_max),
+        "ts": TokenScale(),
+        "quant": Quantize(lanes=p.lanes, out_lanes=3 * p.t),
+        "dq": Dequantize(lanes=p.q, acc_width=p.acc_width),
+        "res": ResidualAdd(lanes=p.lanes),
+        "ga": GatedAct(lanes=p.lanes),
+        "rope": RoPE(lanes=p.lanes),
+    }
+
+
+class EwHarness(wiring.Component):
+    """Every element-wise block side by side, ports renamed ``<block>_<port>`` (one Verilator
+    build for the whole test suite). No logic of its own."""
+
+    def __init__(self, p: EwParams):
+        self._blocks = make_blocks(p)
+        members = {f"{b}_{n}": mem for b, blk in self._blocks.items()
+                   for n, mem in blk.signature.members.items()}
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        for b, blk in self._blocks.items():
+            m.submodules[b] = blk
+            for n, mem in blk.signature.members.items():
+                outer = getattr(self, f"{b}_{n}")
+                inner = getattr(blk, n)
+                if mem.is_port:
+                    if mem.flow == wiring.In:
+                        m.d.comb += inner.eq(outer)
+                    else:
+                        m.d.comb += outer.eq(inner)
+                else:
+                    wiring.connect(m, wiring.flipped(outer), inner)
+        return m

@@ -1,0 +1,184 @@
+"""Cycle models (``expected_cycles``) of the element-wise blocks (tellme.hw.elementwise).
+
+Stall-free: inputs are valid whenever a block asks, outputs always ready. Counts are clock
+edges from the edge that accepts the first input beat of a block's ``i`` (or ``i_x``/
+``i_gate``) stream to the edge that transfers the last output beat; the cocotb tests
+(tests/rtl/tb_ew.py) assert measured counts equal to these.
+
+* Per-element pipelines (residual, gated act, RoPE): ``beats - 1 + LATENCY``.
+* Dequantise / quantise: a row's beats wait for its scale (one ``i_scale`` beat per row, taken
+  when the previous row's last beat has entered): one bubble per row; quantise adds the
+  repacker (a cycle-exact simulation of its accept-or-emit rule is below).
+* Scalar unit: normalisation (16-bit or 1-bit steps, both operands in parallel) + one cycle per
+  quotient bit (26, or 51/52 for a square root) + 26 square-root steps + fixed overhead.
+* RMSNorm: pass 1 (n/lanes) + drain/start (5) + rsqrt + pass 2 (n/lanes) + EMIT_LATENCY.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+SCALAR_FIXED = 4          # accept->NORM, DIV->SQRT_OR_ROUND, ROUND, OUT
+SQRT_EXTRA = 27           # 26 square-root steps + SQRT_DONE
+NORM_START = 6            # last pass-1 beat accepted -> scalar unit accepts the rsqrt
+
+
+def _latency(block: str) -> int:
+    from tellme.hw.elementwise import dequantize, gated_act, quantize, residual, rmsnorm, rope
+
+    return {"res": residual.LATENCY, "ga": gated_act.LATENCY, "rope": rope.LATENCY,
+            "dq": dequantize.LATENCY, "quant": quantize.LATENCY,
+            "norm": rmsnorm.EMIT_LATENCY}[block]
+
+
+def norm_shifts(x: int, width: int) -> tuple[int, int]:
+    """(cycles, total shift) to bring x's top bit to ``width-1`` with 16-bit / 1-bit steps."""
+    if x <= 0 or x >= 1 << width:
+        raise ValueError(f"operand {x} not in (0, 2**{width})")
+    cycles = shift = 0
+    while not (x >> (width - 1)) & 1:
+        step = 16 if x >> (width - 16) == 0 else 1
+        x <<= step
+        shift += step
+        cycles += 1
+    return cycles, shift
+
+
+def scalar_cycles(num: int, den: int, exp: int, sqrt: bool, width: int) -> int:
+    """Edges from the scalar unit accepting an operation to its result transfer."""
+    cn, sn = norm_shifts(num, width)
+    cd, sd = norm_shifts(den, width)
+    e = exp - sn + sd
+    bits = 51 + (e & 1) if sqrt else 26
+    return max(cn, cd) + bits + SCALAR_FIXED + (SQRT_EXTRA if sqrt else 0)
+
+
+def pipe_cycles(block: str, beats: int) -> int:
+    """Residual ("res"), gated act ("ga"), RoPE ("rope"): stall-free stream of ``beats``."""
+    return beats - 1 + _latency(block)
+
+
+def rsqrt_operands(x16_row: np.ndarray, eps) -> tuple[int, int]:
+    """(num, den) the RMS-MAX unit hands the scalar unit: n and S + n*eps*2**48."""
+    from tellme.sim.golden.numerics import sum_squares_fp16
+
+    x16_row = np.asarray(x16_row, dtype=np.float16)
+    n = x16_row.shape[-1]
+    s = sum_squares_fp16(x16_row[None, :])[0]
+    epsn = Fraction(float(np.float32(eps))) * n * 2 ** 48
+    if epsn.denominator != 1:
+        raise ValueError("eps must be >= 2**-25 (n*eps*2**48 an integer)")
+    return n, s + int(epsn)
+
+
+def rmsnorm_cycles(x16_rows, lanes: int, eps) -> int:
+    """Rows back to back through RMSNormAbsmax: edges from the first row's first input beat
+    to the last row's last output beat (each row starts one edge after the previous ends)."""
+    total = 0
+    for k, row in enumerate(x16_rows):
+        n = len(row)
+        beats = n // lanes
+        num, den = rsqrt_operands(row, eps)
+        c = scalar_cycles(num, den, 48, True, 96)
+        row_cycles = (beats - 1) + NORM_START + c + beats + _latency("norm")
+        total += row_cycles + (1 if k else 0)
+    return total
+
+
+def token_scale_cycles(amax16: np.ndarray, ws) -> int:
+    """TokenScale: edges from accepting amax to the transfer of {s_q, s_tok} (one token)."""
+    from tellme.sim.golden.hw import QUANT_EPS
+
+    bits = int(np.asarray(amax16, dtype=np.float16).view(np.uint16)) & 0x7FFF
+    if Fraction(bits, 2 ** 24) < Fraction(float(QUANT_EPS)):
+        dm = int(np.float32(QUANT_EPS).view(np.uint32)) & 0x7FFFFF | 0x800000
+    else:
+        dm = (bits & 0x3FF) | (0x400 if bits >> 10 else 0)
+    wm = int(np.float32(ws).view(np.uint32)) & 0x7FFFFF | 0x800000
+    c1 = scalar_cycles(127, dm, 0, False, 48)
+    c2 = scalar_cycles(dm * wm, 127, 0, False, 48)
+    return 1 + c1 + 1 + c2
+
+
+def scaled_rows_cycles(block: str, row_beats: list[int], *, lanes: int = 1,
+                       out_lanes: int = 1) -> int:
+    """Dequantise ("dq") or quantise ("quant", with the repacker: ``lanes`` in, ``out_lanes``
+    out) over rows of ``row_beats`` beats, scales always available: cycle-exact simulation of
+    the scale handshake, the global-stall pipeline and the repacker's accept-or-emit rule."""
+    lat = _latency(block)
+    beats = [(k == b - 1) for b in row_beats for k in range(b)]
+    n_scales = len(row_beats)
+    pipe = [None] * lat                  # stage contents: None or the beat's `last`
+    have = False
+    count, flush = 0, False
+    bi = si = 0
+    edge = 0
+    first = last_out = None
+    pending_out = sum(-(-b * lanes // out_lanes) for b in row_beats) if block == "quant" \
+        else len(beats)
+    while pending_out:
+        edge += 1
+        tail = pipe[-1]
+        if block == "quant":
+            o_valid = count >= out_lanes or (flush and count > 0)
+            rp_ready = not o_valid and not flush
+            stall = tail is not None and not rp_ready
+            o_fire = o_valid
+            rp_fire = tail is not None and rp_ready
+        else:
+            stall = False
+            o_fire = tail is not None
+            rp_fire = False
+        en = not stall
+        fire_scale = not have and si < n_scales
+        fire_in = have and bi < len(beats) and en
+        if fire_in and first is None:
+            first = edge
+        if o_fire:
+            pending_out -= 1
+            last_out = edge
+            if block == "quant":
+                if count > out_lanes:
+                    count -= out_lanes
+                else:
+                    count, flush = 0, False
+        if rp_fire:
+            count += lanes
+            flush = tail
+        if en:
+            pipe = [beats[bi] if fire_in else None] + pipe[:-1]
+        if fire_scale:
+            have, si = True, si + 1
+        if fire_in:
+            if beats[bi]:
+                have = False
+            bi += 1
+        if edge > 10 ** 7:
+            raise RuntimeError("cycle model did not finish")
+    return last_out - first
+
+
+def dequantize_cycles(row_beats: list[int]) -> int:
+    return scaled_rows_cycles("dq", row_beats)
+
+
+def quantize_cycles(row_beats: list[int], lanes: int, out_lanes: int) -> int:
+    return scaled_rows_cycles("quant", row_beats, lanes=lanes, out_lanes=out_lanes)
+
+
+def expected_cycles(block: str, **kw) -> int:
+    """Dispatch by block name: ``res``/``ga``/``rope`` (beats), ``dq`` (row_beats), ``quant``
+    (row_beats, lanes, out_lanes), ``norm`` (x16_rows, lanes, eps), ``ts`` (amax16, ws)."""
+    if block in ("res", "ga", "rope"):
+        return pipe_cycles(block, kw["beats"])
+    if block == "dq":
+        return dequantize_cycles(kw["row_beats"])
+    if block == "quant":
+        return quantize_cycles(kw["row_beats"], kw["lanes"], kw["out_lanes"])
+    if block == "norm":
+        return rmsnorm_cycles(kw["x16_rows"], kw["lanes"], kw["eps"])
+    if block == "ts":
+        return token_scale_cycles(kw["amax16"], kw["ws"])
+    raise ValueError(f"unknown element-wise block {block!r}")

@@ -1,0 +1,34 @@
+"""Launch the cocotb element-wise testbench (tests/rtl/tb_ew.py) on Verilator.
+
+Default tier: the ``sim`` TLMM geometry (3T = 12) with 2 element-wise lanes and Q = 2 (the
+smallest build: every block in one Verilator model), rows of 96 and 256 elements, SiLU on every
+13th FP16 value. ``slow``: the kv260 parameters (16 lanes, 3T = 84, Q = 16) with the full row
+lengths of bitnet_b1_58-large and 2B4T and the exhaustive SiLU check.
+"""
+
+import pytest
+
+from tellme.hw.elementwise.params import EwHarness, EwParams
+from tellme.sim.runner import run_cocotb
+
+
+# -Os (the wheel's default) doubles the C++ compile time of this wide-datapath model
+FAST_BUILD = ["-MAKEFLAGS", "OPT_FAST=-O1"]
+
+
+def _run(p: EwParams, ns: str, seed: int = 1, testcase=None, exhaustive=False):
+    run_cocotb(lambda: EwHarness(p), name=f"ew_{p.lanes}x{p.t}", params=p.to_dict(),
+               test_module="tests.rtl.tb_ew", testcase=testcase, build_args=FAST_BUILD,
+               extra_env={"EW_NS": ns, "SEED": str(seed),
+                          "EW_EXHAUSTIVE": "1" if exhaustive else "0"})
+
+
+@pytest.mark.rtl
+def test_ew_sim():
+    _run(EwParams.from_preset("sim", lanes=2, q=2), "96,256")
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_ew_kv260_full_rows():
+    _run(EwParams.from_preset("kv260"), "1536,2560,4096,6912", seed=2, exhaustive=True)

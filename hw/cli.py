@@ -42,6 +42,7 @@ def register(sub) -> None:
                     help="bitnet_b1_58-large or bitnet-b1.58-2B-4T")
     pl.add_argument("--tokens", type=int, action="append",
                     help="tokens per call (repeatable; default 1 and 64)")
+    pl.add_argument("--table", choices=("full", "half"), help="table kind (default: preset's)")
     pl.add_argument("--uram-budget", type=int, default=56)
     pl.add_argument("--mhz", type=float, default=250.0, help="clock for the time columns")
     pl.add_argument("--json", action="store_true")
@@ -89,6 +90,8 @@ def _plan(args) -> int:
         raise CliError(f"unknown model {args.model!r}; known: {', '.join(MODEL_SHAPES)}")
     shapes = MODEL_SHAPES[args.model]
     p = preset(args.target)
+    if args.table:
+        p = p.with_table(args.table)
     try:
         sizing = size_weight_buffer(args.target, shapes, uram_budget=args.uram_budget)
     except ValueError as e:

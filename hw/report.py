@@ -183,11 +183,11 @@ def load_block(target: str, block: str) -> BlockReport | None:
 def format_table(reports: list[BlockReport], target: str) -> str:
     part, cap = PARTS[PART_OF_TARGET[target]]
     lines = [f"target {target} (part {part}); yosys synth_xilinx -family xcup, no timing",
-             f"{'block':<15}" + "".join(f"{m:>17}" for m in METRICS) + f"{'secs':>8}"]
+             f"{'block':<25}" + "".join(f"{m:>17}" for m in METRICS) + f"{'secs':>8}"]
 
     def row(name, tot, secs):
         cells = "".join(f"{tot[m]:>9g} {100 * tot[m] / cap[m]:5.1f}% " for m in METRICS)
-        return f"{name:<15}{cells}{secs:>8.0f}"
+        return f"{name:<25}{cells}{secs:>8.0f}"
 
     for r in reports:
         lines.append(row(r.block, r.totals(), r.seconds))
@@ -196,7 +196,7 @@ def format_table(reports: list[BlockReport], target: str) -> str:
         tot = {m: sum(r.totals()[m] for r in design) for m in METRICS}
         lines.append(row("sum(" + "+".join(r.block for r in design) + ")", tot,
                          sum(r.seconds for r in design)))
-    lines.append("capacity       " + "".join(f"{cap[m]:>17}" for m in METRICS))
+    lines.append(f"{'capacity':<25}" + "".join(f"{cap[m]:>17}" for m in METRICS))
     return "\n".join(lines)
 
 

@@ -244,8 +244,10 @@ def size_weight_buffer(target: str | Tiling, shapes: dict[str, tuple[int, int]],
       read backwards: T=28 -> 140 bits -> c=2);
     * Q banks, each ``d`` URAM288 deep (``d*4096`` words, two halves): the largest ``d`` with
       ``Q*c*d <= uram_budget``;
-    * a tile is a run of whole column blocks: ``tile_nb = floor(half_depth / KB)`` (all K blocks
-      of a column block live in one tile, so a tile's outputs are final when it is consumed).
+    * a tile is a run of whole column blocks (all K blocks of a column block live in one tile,
+      so a tile's outputs are final when it is consumed): ``tiles = ceil(NB / floor(half/KB))``
+      and ``tile_nb = ceil(NB / tiles)``, balanced so that no narrow last tile is left whose
+      table builds the sweep cannot hide.
 
     Raises ValueError when even one column block of some linear does not fit a half.
     """
@@ -264,8 +266,9 @@ def size_weight_buffer(target: str | Tiling, shapes: dict[str, tuple[int, int]],
         if kb > half:
             raise ValueError(f"{name} [{n_out}, {k_in}]: one column block needs {kb} words per "
                              f"bank, a half holds {half}")
-        tile_nb = min(nb, half // kb)
-        plans.append(LinearPlan(name, n_out, k_in, nb, kb, tile_nb, -(-nb // tile_nb)))
+        tiles = -(-nb // min(nb, half // kb))
+        tile_nb = -(-nb // tiles)            # balanced: no narrow last tile
+        plans.append(LinearPlan(name, n_out, k_in, nb, kb, tile_nb, tiles))
         whole = max(whole, q * width * math.ceil(nb * kb / URAM_DEPTH))
     return BufferSizing(tiling, width, deep, half, q * width * deep, tuple(plans), whole)
 

@@ -124,10 +124,10 @@ def layer_cycles(*, t: int, q: int, v: int, table: str, half_depth: int,
     linears, seq = [], []           # seq: (compute, fill) per tile in order
     for name, (n_out, k_in) in shapes.items():
         nb, kb = padded_dims(n_out, k_in, t, q)
-        tile_nb = min(nb, half_depth // kb)
-        if tile_nb < 1:
+        if half_depth < kb:
             raise ValueError(f"{name}: one column block ({kb} words) exceeds a buffer half "
                              f"({half_depth} words)")
+        tile_nb = -(-nb // -(-nb // min(nb, half_depth // kb)))    # balanced tiles
         sizes = [min(tile_nb, nb - s) for s in range(0, nb, tile_nb)]
         comp = [command_timing(table=table, kb=kb, nbt=n, n_tokens=n_tokens).issue_done + 1
                 for n in sizes]

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tellme.sim.toolchain import ToolMissing, build_dir, yosys_command
+from tellme.sim.toolchain import build_dir, yosys_command
 
 # Part capacities (AMD product tables): LUT, FF, DSP48E2, RAMB36 (BRAM36), URAM288.
 PARTS = {
@@ -199,9 +199,3 @@ def format_table(reports: list[BlockReport], target: str) -> str:
     lines.append(f"{'capacity':<25}" + "".join(f"{cap[m]:>17}" for m in METRICS))
     return "\n".join(lines)
 
-
-def check_yosys() -> None:
-    try:
-        yosys_command()
-    except ToolMissing:
-        raise

@@ -46,3 +46,10 @@ def test_tlmm_core_sim_seeds(seed):
 @pytest.mark.slow
 def test_tlmm_core_mid():
     _run(MID)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_tlmm_core_kv260():
+    """The board preset itself (T=28, Q=16, 448 table copies): a cold build takes minutes."""
+    _run(preset("kv260"), testcase=["test_directed", "test_cycles"])

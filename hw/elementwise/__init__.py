@@ -3,3 +3,7 @@ scales, quantise, dequantise, RoPE, residual add, gated activation. Each block i
 ``wiring.Component`` with stream ports whose golden function of the same name is in
 ``tellme.sim.golden.hw``; cycle models in ``tellme.sim.cycles_ew``; see docs/hw/elementwise.md.
 """
+
+# Blocks of ``tellme hw report --block NAME`` (makers in :func:`.params.report_blocks`).
+REPORT_BLOCKS = ("ew_norm", "ew_scale", "ew_quant", "ew_dequant", "ew_residual", "ew_gated",
+                 "ew_rope")

@@ -80,3 +80,20 @@ class EwHarness(wiring.Component):
                 else:
                     wiring.connect(m, wiring.flipped(outer), inner)
         return m
+
+
+def report_blocks() -> dict:
+    """``{name: (description, maker(HwPreset))}`` for tellme.hw.report (yosys estimates)."""
+    def mk(key):
+        return lambda hp: make_blocks(EwParams.from_preset(hp.name))[key]
+
+    return {
+        "ew_norm": ("RMSNorm + absmax (row buffer, exact sum of squares, rsqrt unit)",
+                    mk("norm")),
+        "ew_scale": ("per-token scales s_q, s_tok (sequential RN32 divider)", mk("ts")),
+        "ew_quant": ("int8 quantiser + repack to 3T", mk("quant")),
+        "ew_dequant": ("dequantiser, Q lanes", mk("dq")),
+        "ew_residual": ("FP16 residual adder", mk("res")),
+        "ew_gated": ("gated activation SiLU-PWL / ReLU^2", mk("ga")),
+        "ew_rope": ("RoPE (adjacent pairs, FP32-rounded rotation)", mk("rope")),
+    }

@@ -12,6 +12,8 @@ from __future__ import annotations
 TARGETS = ("sim", "kv260", "zcu104")
 BLOCKS = ("tlmm", "tlmm_half", "weight_buffer", "tlmm_core")
 REPORT_BLOCKS = ("tlmm", "tlmm_half", "weight_buffer")
+EW_REPORT_BLOCKS = ("ew_norm", "ew_scale", "ew_quant", "ew_dequant", "ew_residual", "ew_gated",
+                    "ew_rope")  # tellme.hw.elementwise.REPORT_BLOCKS (not in the default set)
 
 
 def register(sub) -> None:
@@ -28,7 +30,7 @@ def register(sub) -> None:
 
     r = hsub.add_parser("report", help="yosys synth_xilinx resource estimate per block")
     r.add_argument("--target", choices=TARGETS, default="kv260")
-    r.add_argument("--block", choices=REPORT_BLOCKS, action="append",
+    r.add_argument("--block", choices=REPORT_BLOCKS + EW_REPORT_BLOCKS, action="append",
                    help="block to synthesise (repeatable; default: tlmm, weight_buffer, "
                         "tlmm_half)")
     r.add_argument("--cached", action="store_true",

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 import cocotb
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import FallingEdge, RisingEdge
 
 from tellme.hw.presets import HwPreset
 from tellme.hw.tlmm import cmd_layout, out_layout
@@ -179,3 +179,31 @@ async def test_cycles(dut):
             want = expected_job_cycles(table=p.table, kb=kb, tiles=[nbt] * tiles, n_tokens=m)
         assert measured == want, (f"kb={kb} nbt={nbt} m={m} tiles={tiles}: measured {measured} "
                                   f"cycles, model {want}")
+
+
+@cocotb.test()
+async def test_monitor_catches_violations(dut):
+    """The protocol monitor fires on a dropped valid and on a changed payload (checker check)."""
+    tb = TB(dut)
+    await start_clock_and_reset(dut)
+    mon = StreamMonitor(dut, "i_cmd", raise_on_error=False)
+    dut.i_act__valid.value = 0
+    dut.i_w__valid.value = 0
+    dut.o__ready.value = 1
+    cmd = pack_struct(tb.cmd_f, n_tokens=1, kb=1, nbt=1)
+    await FallingEdge(dut.clk)
+    dut.i_cmd__payload.value = cmd
+    dut.i_cmd__valid.value = 1                   # accepted at once (engine idle)
+    await FallingEdge(dut.clk)
+    assert int(dut.i_cmd__ready.value) == 0      # the engine now waits for activations
+    await FallingEdge(dut.clk)                   # offered while not ready ...
+    dut.i_cmd__valid.value = 0                   # ... and withdrawn: violation 1
+    await FallingEdge(dut.clk)
+    dut.i_cmd__valid.value = 1
+    await FallingEdge(dut.clk)
+    dut.i_cmd__payload.value = cmd ^ 1           # changed while pending: violation 2
+    for _ in range(2):
+        await FallingEdge(dut.clk)
+    assert mon.transfers == 1, mon.transfers
+    assert len(mon.errors) == 2, mon.errors
+    assert "valid dropped" in mon.errors[0] and "payload changed" in mon.errors[1], mon.errors

@@ -178,3 +178,12 @@ def test_last_only_gives_the_last_row(numerics):
         assert np.array_equal(last[0], full[-1])
     else:
         assert np.allclose(last[0], full[-1], rtol=0, atol=FLOAT_DECODE_RTOL * np.abs(full).max())
+
+
+@pytest.mark.parametrize("module", ["tellme.sim.golden.model", "tellme.sim.golden.hw",
+                                    "tellme.sim.golden.hf", "tellme.sim.golden.accuracy",
+                                    "tellme.sim.golden.bench", "tellme.sim.golden.testmodels"])
+def test_golden_modules_are_numpy_only(module):
+    from tests.test_imports import imported_after, third_party
+
+    assert third_party(imported_after(f"import {module}")) == set()

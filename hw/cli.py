@@ -10,10 +10,11 @@ Keep imports at module level light: heavy packages are imported inside handlers.
 from __future__ import annotations
 
 TARGETS = ("sim", "kv260", "zcu104")
-BLOCKS = ("tlmm", "tlmm_half", "weight_buffer", "tlmm_core")
+BLOCKS = ("tlmm", "tlmm_half", "weight_buffer", "tlmm_core", "attention")
 REPORT_BLOCKS = ("tlmm", "tlmm_half", "weight_buffer")
 EW_REPORT_BLOCKS = ("ew_norm", "ew_scale", "ew_quant", "ew_dequant", "ew_residual", "ew_gated",
                     "ew_rope")  # tellme.hw.elementwise.REPORT_BLOCKS (not in the default set)
+ATTN_REPORT_BLOCKS = ("attention",)  # tellme.hw.attention.presets (not in the default set)
 
 
 def register(sub) -> None:
@@ -30,7 +31,8 @@ def register(sub) -> None:
 
     r = hsub.add_parser("report", help="yosys synth_xilinx resource estimate per block")
     r.add_argument("--target", choices=TARGETS, default="kv260")
-    r.add_argument("--block", choices=REPORT_BLOCKS + EW_REPORT_BLOCKS, action="append",
+    r.add_argument("--block", choices=REPORT_BLOCKS + EW_REPORT_BLOCKS + ATTN_REPORT_BLOCKS,
+                   action="append",
                    help="block to synthesise (repeatable; default: tlmm, weight_buffer, "
                         "tlmm_half)")
     r.add_argument("--cached", action="store_true",
@@ -58,6 +60,7 @@ def register(sub) -> None:
 def _verilog(args) -> int:
     import os
 
+    from tellme.hw.attention.presets import make_attention
     from tellme.hw.presets import make_tlmm, make_tlmm_core, make_weight_buffer, preset
     from tellme.sim.runner import elaborate_verilog
     from tellme.sim.toolchain import build_dir
@@ -68,6 +71,7 @@ def _verilog(args) -> int:
         "tlmm_half": lambda: make_tlmm(p.with_table("half")),
         "weight_buffer": lambda: make_weight_buffer(p),
         "tlmm_core": lambda: make_tlmm_core(p),
+        "attention": lambda: make_attention(args.target),
     }
     out = build_dir("verilog", args.target)
     for block in args.block or BLOCKS:

@@ -27,3 +27,9 @@ def attention_params(target: str) -> dict:
 
 def make_attention(target: str) -> AttentionEngine:
     return AttentionEngine(**attention_params(target))
+
+
+def report_blocks() -> dict:
+    """Entries for the ``tellme hw report`` block registry (hw/report.py)."""
+    return {"attention": ("attention engine (decode + prefill, exact two-pass softmax)",
+                          lambda p: make_attention(p.name))}

@@ -82,6 +82,11 @@ def run_bench(*, target: str = "kv260", tokens=(1, 64), reduce: int = 1,
 
     p = preset(target)
     timing = timing or DdrTiming()
+    for m_tok in tokens:
+        if not 1 <= m_tok <= p.tok_max:
+            raise ValueError(f"token count {m_tok} outside 1..{p.tok_max} (preset {p.name})")
+    if reduce < 1:
+        raise ValueError(f"--reduce must be >= 1, got {reduce}")
     shapes = LAYER_SHAPES[model]
     if reduce > 1:
         shapes = reduced_shapes(shapes, reduce)
@@ -138,6 +143,11 @@ def run_bench(*, target: str = "kv260", tokens=(1, 64), reduce: int = 1,
             prev = done
         measured = r["done_at"][-1]
         bw = bytes_total / bpc + timing.latency
+        # Within one layer the last tile's compute cannot hide behind any fill.
+        n, o, i, tnb = plan[-1]
+        nb, kb = padded_dims(o, i, p.t, p.q)
+        tail = expected_cycles(table=p.table, kb=kb, nbt=nb - (nb - 1) // tnb * tnb,
+                               n_tokens=m_tok)
         ideal = max(comp_total, bw)
         eff = ideal / measured
         us = measured / timing.clock_mhz
@@ -155,6 +165,9 @@ def run_bench(*, target: str = "kv260", tokens=(1, 64), reduce: int = 1,
            f"{bw:.0f}")
         pr(f"    ideal max(compute, bandwidth) = {ideal:.0f}; overlap efficiency "
            f"{eff * 100:.1f}%")
+        if bw > comp_total:
+            pr(f"    (bandwidth bound + compute of the layer's last tile, which no fill can "
+               f"hide: {bw + tail:.0f} = {(bw + tail) / measured * 100:.1f}% of measured)")
         pr(f"    load-then-compute (TeLLMe v2 schedule) would take {serial:.0f} cycles: "
            f"{serial / measured:.2f}x the measured time")
         if comp_total >= bw:

@@ -201,6 +201,7 @@ class WeightStreamer(wiring.Component):
     max_outstanding = property(lambda self: self._max_out)
     fifo_depth = property(lambda self: self._depth)
     count_width = property(lambda self: self._cw)
+    jobs = property(lambda self: self._jobs)
 
     def elaborate(self, platform):
         m = Module()

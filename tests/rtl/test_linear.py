@@ -31,3 +31,22 @@ def test_linear_sim():
 @pytest.mark.parametrize("seed", [2, 3, 4])
 def test_linear_sim_seeds(seed):
     _run("sim", data_width=128, seed=seed, testcase="test_linear_axiram")
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_bench_kv260_reduced():
+    """kv260 LinearUnit (T=28, Q=16, 512-bit AXI, DDR model) on a 1/4-size layer: overlap
+    efficiency >= 90% for decode and prefill; the engine's expected_cycles within 5% of the
+    RTL when compute-bound. (~7 min cold build; the full-size run is `tellme hw bench`.)"""
+    import io
+
+    from tellme.hw.bench import run_bench
+
+    rep = run_bench(target="kv260", tokens=(1, 16), reduce=4, out=io.StringIO())
+    for run in rep["runs"]:
+        assert run["efficiency"] >= 0.90, run
+        if run["compute"] >= run["bandwidth"]:
+            assert abs(run["measured"] - run["compute"]) <= 0.05 * run["compute"], run
+    assert rep["runs"][0]["bandwidth"] > rep["runs"][0]["compute"]     # decode: DDR-bound
+    assert rep["runs"][1]["compute"] > rep["runs"][1]["bandwidth"]     # prefill: compute-bound

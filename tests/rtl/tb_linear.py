@@ -18,6 +18,7 @@ import cocotb
 import numpy as np
 from cocotbext.axi import AxiRamRead, AxiReadBus
 
+from tellme.hw.bench import tile_plan
 from tellme.hw.linear import linear_cmd_layout
 from tellme.hw.presets import preset
 from tellme.hw.tlmm import out_layout
@@ -32,9 +33,9 @@ from tellme.sim.runner import cocotb_params
 from tellme.sim.tlmm_plan import make_job, random_case
 
 
-def tile_nb_for(p, kb: int, nb: int) -> int:
-    """Largest tile (column blocks) that fits a buffer half: the rule of size_weight_buffer."""
-    return min(nb, p.half_depth // kb, p.nbt_max)
+def tile_nb_for(p, n_out: int, k_in: int) -> int:
+    """Largest tile (column blocks) that fits a buffer half: the benchmark's tile plan."""
+    return tile_plan(p, [("w", n_out, k_in)])[0][3]
 
 
 class Linear:
@@ -43,7 +44,7 @@ class Linear:
     def __init__(self, p, w, x, addr, tile_nb=None):
         codes = layout_codes(w, p.t, p.q)
         self.nb, self.kb = codes.shape[:2]
-        self.tile_nb = tile_nb or tile_nb_for(p, self.kb, self.nb)
+        self.tile_nb = tile_nb or tile_nb_for(p, *w.shape)
         self.job = make_job(w, x, t=p.t, q=p.q, v=p.v, tile_nb=self.tile_nb)
         self.stream = pack_codes(codes)
         self.addr = addr

@@ -204,3 +204,53 @@ def test_rmsnorm_absmax():
     np.testing.assert_array_equal(unpack_rows(got, L), h.reshape(-1))
     lasts = [b for k, b in enumerate(got) if (k + 1) % (n // L) == 0]
     np.testing.assert_array_equal([(b >> (16 * L + 1)) & 0xFFFF for b in lasts], amax)
+
+
+@pytest.mark.parametrize("n", [1536, 2560])
+def test_repack_kv260_geometry(n):
+    """The repacker at the kv260 geometry (16 int8 in, 3T = 84 out) over whole rows."""
+    from tellme.hw.elementwise.quantize import Repack, int8_row_layout  # noqa: F401
+
+    rng = np.random.default_rng(n)
+    li, lo = 16, 84
+    rows = rng.integers(-128, 128, (2, n))
+    beats = [pack_array(r[i:i + li], 8) | (int(i + li == n) << (8 * li))
+             for r in rows for i in range(0, n, li)]
+    exp = np.concatenate([pack_act_beats(r, lo) for r in rows])
+    dut = Repack(in_lanes=li, out_lanes=lo)
+    got = run_sim(dut, [(dut.i, beats)], dut.o, len(exp), stall=0.2)
+    np.testing.assert_array_equal(np.array([unpack_array(b, 8, lo, signed=True) for b in got]),
+                                  exp)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_parameter_errors():
+    from tellme.hw.elementwise.dequantize import Dequantize
+    from tellme.hw.elementwise.params import EwParams, make_block
+    from tellme.hw.elementwise.residual import ResidualAdd
+    from tellme.hw.elementwise.rmsnorm import RMSNormAbsmax
+    from tellme.hw.elementwise.rope import RoPE
+    from tellme.hw.elementwise.scalar import ScalarUnit
+
+    with pytest.raises(TypeError, match="lanes must be a positive integer"):
+        ResidualAdd(lanes=0)
+    with pytest.raises(ValueError, match="lanes must be even"):
+        RoPE(lanes=3)
+    with pytest.raises(ValueError, match="n_max must be a multiple of lanes=4"):
+        RMSNormAbsmax(lanes=4, n_max=30)
+    with pytest.raises(ValueError, match="acc_width"):
+        Dequantize(lanes=4, acc_width=40)
+    with pytest.raises(ValueError, match="width must be >= 26"):
+        ScalarUnit(width=16)
+    with pytest.raises(ValueError, match="unknown element-wise block 'nope'"):
+        make_block(EwParams.from_preset("sim"), "nope")
+
+
+def test_cycle_model_errors():
+    from tellme.sim import cycles_ew
+
+    with pytest.raises(ValueError, match="unknown element-wise block"):
+        cycles_ew.expected_cycles("nope")
+    with pytest.raises(ValueError, match="eps must be >= 2"):
+        cycles_ew.rsqrt_operands(np.ones(4, np.float16), 1e-9)
+    assert cycles_ew.expected_cycles("res", beats=10) == 9 + 5

@@ -40,7 +40,8 @@ class GatedAct(wiring.Component):
     Members
     -------
     act : In(1)
-        0: SiLU (512-segment PWL in Q.22, one ROM per lane), 1: ReLU^2. Static while rows flow.
+        0: SiLU (512-segment PWL in Q.22, one dual-port ROM per two lanes), 1: ReLU^2.
+        Static while rows flow.
     i_gate, i_up : In(stream.Signature(row_layout(lanes)))
         Gate and up rows, beat-aligned (``last`` taken from ``i_gate``).
     o : Out(stream.Signature(row_layout(lanes)))
@@ -60,10 +61,12 @@ class GatedAct(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         sp = StallPipe(m, [self.i_gate, self.i_up])
-        # one ROM, a read port per lane (synthesis replicates it per port or pair of ports)
-        m.submodules.silu_rom = rom = memory.Memory(shape=T_BITS + D_BITS, depth=512,
-                                                    init=silu_rom_words())
+        # one dual-port ROM (a BRAM) per two lanes
+        words = silu_rom_words()
         for lane in range(self._lanes):
+            if lane % 2 == 0:
+                rom = memory.Memory(shape=T_BITS + D_BITS, depth=512, init=words)
+                m.submodules["silu_rom" if lane == 0 else f"silu_rom{lane // 2}"] = rom
             rd = rom.read_port(domain="sync")
             g = self.i_gate.payload.data[lane]
             u = self.i_up.payload.data[lane]

@@ -35,7 +35,10 @@ class EwParams:
         return asdict(self)
 
 
-def make_blocks(p: EwParams) -> dict:
+BLOCK_KEYS = ("norm", "ts", "quant", "dq", "res", "ga", "rope")
+
+
+def make_block(p: EwParams, key: str):
     from .dequantize import Dequantize
     from .gated_act import GatedAct
     from .quantize import Quantize
@@ -44,15 +47,22 @@ def make_blocks(p: EwParams) -> dict:
     from .rope import RoPE
     from .scalar import TokenScale
 
-    return {
-        "norm": RMSNormAbsmax(lanes=p.lanes, n_max=p.n_max),
-        "ts": TokenScale(),
-        "quant": Quantize(lanes=p.lanes, out_lanes=3 * p.t),
-        "dq": Dequantize(lanes=p.q, acc_width=p.acc_width),
-        "res": ResidualAdd(lanes=p.lanes),
-        "ga": GatedAct(lanes=p.lanes),
-        "rope": RoPE(lanes=p.lanes),
+    makers = {
+        "norm": lambda: RMSNormAbsmax(lanes=p.lanes, n_max=p.n_max),
+        "ts": TokenScale,
+        "quant": lambda: Quantize(lanes=p.lanes, out_lanes=3 * p.t),
+        "dq": lambda: Dequantize(lanes=p.q, acc_width=p.acc_width),
+        "res": lambda: ResidualAdd(lanes=p.lanes),
+        "ga": lambda: GatedAct(lanes=p.lanes),
+        "rope": lambda: RoPE(lanes=p.lanes),
     }
+    if key not in makers:
+        raise ValueError(f"unknown element-wise block {key!r}; known: {', '.join(makers)}")
+    return makers[key]()
+
+
+def make_blocks(p: EwParams) -> dict:
+    return {k: make_block(p, k) for k in BLOCK_KEYS}
 
 
 class EwHarness(wiring.Component):
@@ -85,7 +95,7 @@ class EwHarness(wiring.Component):
 def report_blocks() -> dict:
     """``{name: (description, maker(HwPreset))}`` for tellme.hw.report (yosys estimates)."""
     def mk(key):
-        return lambda hp: make_blocks(EwParams.from_preset(hp.name))[key]
+        return lambda hp: make_block(EwParams.from_preset(hp.name), key)
 
     return {
         "ew_norm": ("RMSNorm + absmax (row buffer, exact sum of squares, rsqrt unit)",

@@ -90,10 +90,12 @@ class TB:
 def _check(got, exp, what):
     got, exp = np.asarray(got), np.asarray(exp)
     if got.shape != exp.shape or not np.array_equal(got, exp):
-        bad = np.argwhere(got != exp) if got.shape == exp.shape else []
+        if got.shape != exp.shape:
+            raise AssertionError(f"{what}: shape {got.shape} != {exp.shape}")
+        bad = np.argwhere(got != exp)
+        first = [(tuple(i), int(got[tuple(i)]), int(exp[tuple(i)])) for i in bad[:4]]
         raise AssertionError(f"{what}: {len(bad)} mismatches of {exp.size}; first "
-                             f"{[(tuple(i), int(got[tuple(i)]), int(exp[tuple(i)])) for i in bad[:4]]}"
-                             if len(bad) else f"{what}: shape {got.shape} != {exp.shape}")
+                             f"(index, rtl, golden) {first}")
 
 
 # --------------------------------------------------------------------------- blocks

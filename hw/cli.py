@@ -15,6 +15,7 @@ REPORT_BLOCKS = ("tlmm", "tlmm_half", "weight_buffer")
 EW_REPORT_BLOCKS = ("ew_norm", "ew_scale", "ew_quant", "ew_dequant", "ew_residual", "ew_gated",
                     "ew_rope")  # tellme.hw.elementwise.REPORT_BLOCKS (not in the default set)
 ATTN_REPORT_BLOCKS = ("attention",)  # tellme.hw.attention.presets (not in the default set)
+WS_REPORT_BLOCKS = ("weight_stream",)  # tellme.hw.weight_stream (not in the default set)
 
 
 def register(sub) -> None:
@@ -31,7 +32,8 @@ def register(sub) -> None:
 
     r = hsub.add_parser("report", help="yosys synth_xilinx resource estimate per block")
     r.add_argument("--target", choices=TARGETS, default="kv260")
-    r.add_argument("--block", choices=REPORT_BLOCKS + EW_REPORT_BLOCKS + ATTN_REPORT_BLOCKS,
+    r.add_argument("--block", choices=REPORT_BLOCKS + EW_REPORT_BLOCKS + ATTN_REPORT_BLOCKS
+                   + WS_REPORT_BLOCKS,
                    action="append",
                    help="block to synthesise (repeatable; default: tlmm, weight_buffer, "
                         "tlmm_half)")

@@ -48,8 +48,9 @@ def _blocks():
     from .attention.presets import report_blocks as attention_blocks
     from .elementwise.params import report_blocks
     from .presets import make_tlmm, make_weight_buffer
+    from .weight_stream import report_blocks as stream_blocks
 
-    return {**report_blocks(), **attention_blocks(),
+    return {**report_blocks(), **attention_blocks(), **stream_blocks(),
         "tlmm": ("TLMM engine, TeLLMe full 27-entry LUTRAM tables",
                  lambda p: make_tlmm(p.with_table("full"))),
         "tlmm_half": ("TLMM engine, half table (14 entries + negate), alternative",

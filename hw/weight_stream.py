@@ -349,3 +349,13 @@ class WeightStreamer(wiring.Component):
                 m.d.sync += [g_active.eq(0), self.done.eq(1), nbits.eq(0), buf.eq(0)]
         m.d.comb += self.busy.eq((beats_left != 0) | jobs.r_rdy | g_active)
         return m
+
+
+def report_blocks() -> dict:
+    """``{name: (description, maker(HwPreset))}`` for tellme.hw.report (yosys estimates): the
+    streamer as the benchmark configures it (512-bit AXI, bursts of 16, 8 outstanding)."""
+    return {
+        "weight_stream": ("AXI4 weight streamer, 512-bit, gearbox to v vectors/cycle",
+                          lambda hp: WeightStreamer(t=hp.t, lanes=hp.v, data_width=512,
+                                                    max_burst=16, max_outstanding=8)),
+    }

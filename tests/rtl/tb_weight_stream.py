@@ -38,7 +38,6 @@ class TB:
         self.dw = self.p["data_width"]
         self.t = self.p["t"]
         logging.getLogger("cocotb.ws.m_axi").setLevel(logging.WARNING)
-        logging.getLogger("cocotb.ws.m_axi").propagate = True
         self.ram = AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst,
                               size=1 << 20)
         self.words: list[tuple[int, int]] = []

@@ -78,8 +78,12 @@ def test_residual_add():
     from tellme.hw.elementwise.residual import ResidualAdd
 
     rng = np.random.default_rng(1)
-    x = random_fp16(rng, 256)
-    y = random_fp16(rng, 256)
+    x = random_fp16(rng, 2048)
+    y = random_fp16(rng, 2048)
+    near = rng.random(2048) < 0.5                      # close exponents: cancellation cases
+    y[near] = np.clip(x[near].astype(np.int64) + rng.integers(-3000, 3000, near.sum()),
+                      0, 0x7BFF).astype(np.uint16) | (rng.integers(0, 2, near.sum()) << 15
+                                                     ).astype(np.uint16)
     y[:16] = x[:16] ^ 0x8000               # exact cancellation -> +0
     x[16:24] = 0x8000
     y[16:24] = 0x8000                      # -0 + -0 = -0
@@ -87,7 +91,7 @@ def test_residual_add():
     y[24:32] = 0x7BFF                      # saturation
     dut = ResidualAdd(lanes=L)
     got = run_sim(dut, [(dut.i_x, row_beats(x, L)), (dut.i_y, row_beats(y, L))], dut.o,
-                  256 // L, stall=0.3)
+                  len(x) // L, stall=0.3)
     np.testing.assert_array_equal(unpack_rows(got, L), residual_expected(x, y))
 
 
@@ -254,3 +258,30 @@ def test_cycle_model_errors():
     with pytest.raises(ValueError, match="eps must be >= 2"):
         cycles_ew.rsqrt_operands(np.ones(4, np.float16), 1e-9)
     assert cycles_ew.expected_cycles("res", beats=10) == 9 + 5
+
+
+def test_rope_cancellation():
+    """RoPE sums with near-total cancellation (b*s close to a*c), zeros of both signs and
+    arbitrary table values: the aligned FP32 add must round exactly like float32."""
+    from tellme.hw.elementwise.rope import RoPE
+
+    rng = np.random.default_rng(8)
+    n_pairs = 1024
+    a = random_fp16(rng, n_pairs, "full")
+    b = a.copy()
+    c = random_fp16(rng, n_pairs, "full")
+    s = (c.astype(np.int64) + rng.integers(-4, 5, n_pairs)).clip(0, 0xFBFF).astype(np.uint16)
+    s[(s & 0x7C00) == 0x7C00] &= 0x83FF
+    other = rng.random(n_pairs) < 0.4
+    b[other] = random_fp16(rng, other.sum())
+    zero = rng.random(n_pairs) < 0.05
+    a[zero] = rng.choice(np.array([0, 0x8000], np.uint16), zero.sum())
+    b[zero] = rng.choice(np.array([0, 0x8000], np.uint16), zero.sum())
+    x = np.stack([a, b], axis=1).reshape(-1, 1, 2)          # tokens = pairs, head_dim 2
+    beats = row_beats(x.reshape(-1), L)
+    cs = [pack_array([v for j in range(i, i + L // 2) for v in (c[j], s[j])], 16)
+          for i in range(0, n_pairs, L // 2)]
+    dut = RoPE(lanes=L)
+    got = run_sim(dut, [(dut.i, beats), (dut.i_cs, cs)], dut.o, len(beats), stall=0.1)
+    np.testing.assert_array_equal(unpack_rows(got, L).reshape(x.shape),
+                                  rope_expected(x, c[:, None], s[:, None]))

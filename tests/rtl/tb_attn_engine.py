@@ -217,6 +217,19 @@ async def test_directed(dut):
 
 
 @cocotb.test()
+async def test_rounding_sensitive(dut):
+    """Rows whose FP16 outputs flip if RN32(1/L) or RN32(A) is off by one ulp
+    (tellme.sim.attn_cases): random rows almost never expose these bits."""
+    from tellme.sim.attn_cases import sensitive_rows
+
+    tb = TB(dut)
+    await tb.start(idle=0.1, bp=0.1, seed=SEED + 3)
+    for q, k, v in sensitive_rows(12, tb.p["head_dim"], seed=SEED):
+        n = len(k)
+        await tb.decode(q[None], k[:, None], v[:, None], n - 1)
+
+
+@cocotb.test()
 async def test_runtime_head_dim(dut):
     """One engine, smaller run-time head_dims (bpr = 1 exercises the accumulator forwarding,
     bpr = 2 the transparent read), decode and prefill, exact cycles."""

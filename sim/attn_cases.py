@@ -1,0 +1,58 @@
+"""Directed attention cases whose FP16 outputs depend on the last bit of the internal FP32
+roundings (1/L, RN32(A)) and of the exp2 interpolation.
+
+Random data rarely exposes such bits: the final RN16 hides a 1-ulp FP32 change unless the
+exact result lies within ~2**-24 of an FP16 rounding midpoint (about 1 output in 8,000). This
+module searches random rows with the golden arithmetic and keeps those where a 1-ulp change of
+one of these intermediates changes an output, so an RTL test over them fails on any such
+rounding slip (tests/rtl/tb_attn_engine.py::test_rounding_sensitive).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tellme.sim.golden import hw
+from tellme.sim.golden.numerics import int_to_fp32, round_ratio_fp32, to_fp16
+
+
+def _finish(acc, L, rl_delta=0, a_delta=0):
+    rl = float(round_ratio_fp32(1, int(L)))
+    if rl_delta:
+        rl = math.ldexp(math.frexp(rl)[0] * 2 ** 24 + rl_delta, math.frexp(rl)[1] - 24)
+    a = int_to_fp32(acc)
+    if a_delta:
+        m, e = np.frexp(a)
+        a = np.ldexp(np.round(m * 2.0 ** 24) + a_delta * np.sign(a), e - 24)
+    return to_fp16(a * rl * 0.5)
+
+
+def _parts(q, k, v, c):
+    t = hw.log2_scores(hw.qk_scores(q[None, :], k), c)
+    p = hw.softmax_weights(t)
+    acc = np.rint(p[:, None].astype(np.float64) * v.astype(np.float64) * 2.0).astype(
+        np.int64).sum(axis=0)
+    return p, acc, int(p.sum())
+
+
+def sensitive_rows(count: int, head_dim: int, seed: int = 0, max_n: int = 12):
+    """Up to ``count`` (q [hd], k [n, hd], v [n, hd]) FP16 rows (n in [2, max_n]) whose golden
+    output changes when RN32(1/L) or RN32(A) is moved by one ulp."""
+    rng = np.random.default_rng(seed)
+    c = hw.score_scale(head_dim)
+    out = []
+    for _ in range(200_000):
+        if len(out) >= count:
+            break
+        n = int(rng.integers(2, max_n + 1))
+        q = (rng.standard_normal(head_dim) * 0.5).astype(np.float16)
+        k = (rng.standard_normal((n, head_dim)) * 0.5).astype(np.float16)
+        v = rng.standard_normal((n, head_dim)).astype(np.float16)
+        p, acc, L = _parts(q, k, v, c)
+        ref = _finish(acc, L)
+        if any(not np.array_equal(_finish(acc, L, **d).view(np.uint16), ref.view(np.uint16))
+               for d in ({"rl_delta": -1}, {"rl_delta": 1}, {"a_delta": -1}, {"a_delta": 1})):
+            out.append((q, k, v))
+    return out

@@ -18,15 +18,31 @@ from tellme.sim.golden import hw
 from tellme.sim.golden.numerics import int_to_fp32, round_ratio_fp32, to_fp16
 
 
-def _finish(acc, L, rl_delta=0, a_delta=0):
-    rl = float(round_ratio_fp32(1, int(L)))
+def _finish(acc, L, rl_delta=0, a_delta=0, rl_trunc=False, a_trunc=False):
+    """Golden finish (o = RN16(RN32(A) * RN32(1/L) / 2)) or a variant: 1/L or A moved by
+    ``*_delta`` ulps, or truncated instead of rounded (``*_trunc``)."""
+    L = int(L)
+    if rl_trunc:
+        b = (L - 1).bit_length()
+        rl = math.ldexp((1 << (b + 23)) // L, -(b + 23))
+    else:
+        rl = float(round_ratio_fp32(1, L))
     if rl_delta:
         rl = math.ldexp(math.frexp(rl)[0] * 2 ** 24 + rl_delta, math.frexp(rl)[1] - 24)
-    a = int_to_fp32(acc)
+    if a_trunc:
+        mag = np.abs(acc)
+        sh = np.array([max(int(x).bit_length() - 24, 0) for x in mag], dtype=np.int64)
+        a = np.where(acc < 0, -1.0, 1.0) * np.ldexp((mag >> sh).astype(np.float64), sh)
+    else:
+        a = int_to_fp32(acc)
     if a_delta:
         m, e = np.frexp(a)
         a = np.ldexp(np.round(m * 2.0 ** 24) + a_delta * np.sign(a), e - 24)
     return to_fp16(a * rl * 0.5)
+
+
+VARIANTS = ({"rl_trunc": True}, {"a_trunc": True}, {"rl_delta": -1}, {"rl_delta": 1},
+            {"a_delta": -1}, {"a_delta": 1})
 
 
 def _parts(q, k, v, c):
@@ -39,20 +55,21 @@ def _parts(q, k, v, c):
 
 def sensitive_rows(count: int, head_dim: int, seed: int = 0, max_n: int = 12):
     """Up to ``count`` (q [hd], k [n, hd], v [n, hd]) FP16 rows (n in [2, max_n]) whose golden
-    output changes when RN32(1/L) or RN32(A) is moved by one ulp."""
+    output changes when RN32(1/L) or RN32(A) is truncated or moved by one ulp; the rows are
+    taken round-robin over :data:`VARIANTS` so that every variant is caught."""
     rng = np.random.default_rng(seed)
     c = hw.score_scale(head_dim)
     out = []
-    for _ in range(200_000):
+    for _ in range(400_000):
         if len(out) >= count:
             break
+        want = VARIANTS[len(out) % len(VARIANTS)]
         n = int(rng.integers(2, max_n + 1))
         q = (rng.standard_normal(head_dim) * 0.5).astype(np.float16)
         k = (rng.standard_normal((n, head_dim)) * 0.5).astype(np.float16)
         v = rng.standard_normal((n, head_dim)).astype(np.float16)
         p, acc, L = _parts(q, k, v, c)
         ref = _finish(acc, L)
-        if any(not np.array_equal(_finish(acc, L, **d).view(np.uint16), ref.view(np.uint16))
-               for d in ({"rl_delta": -1}, {"rl_delta": 1}, {"a_delta": -1}, {"a_delta": 1})):
+        if not np.array_equal(_finish(acc, L, **want).view(np.uint16), ref.view(np.uint16)):
             out.append((q, k, v))
     return out

@@ -210,7 +210,6 @@ class WeightStreamer(wiring.Component):
         nbytes = dw // 8
         lg_bytes = (nbytes - 1).bit_length()
         lg_dw = (dw - 1).bit_length()
-        cap = dw + wb                         # gearbox register: < wb bits waiting + one beat
         bitaddr_w = self._aw + 3
         beats_w = self._cw + wb.bit_length()
 
@@ -300,53 +299,57 @@ class WeightStreamer(wiring.Component):
         with m.If(self.m_axi_rvalid & self.m_axi_rready & (self.m_axi_rresp != 0)):
             m.d.sync += self.error.eq(1)
 
-        # --- gearbox: bits accumulate LSB-first in `buf`, words leave from the bottom -------
+        # --- gearbox: beats sit in `slots` (beat-aligned); a word is read at bit offset `off`
+        # of slot 0, so the only variable shifter is the word extraction (offset < data_width).
+        n_slots = -(-(dw - 1 + wb) // dw)     # enough for any offset plus one word
         g_active = Signal()
         g_words = Signal(self._cw)            # words of the current job still to emit
         g_beats = Signal(beats_w)             # beats of the current job still to load
-        first_beat = Signal()
-        skip = Signal(range(dw))
         job_out = data.View(job_layout, jobs.r_data)
+        slots = [Signal(dw, name=f"slot{i}") for i in range(n_slots)]
+        cnt = Signal(range(n_slots + 1))      # valid slots
+        off = Signal(range(dw))               # bit offset of the next word in slot 0
         m.d.comb += jobs.r_en.eq(~g_active)
         with m.If(~g_active & jobs.r_rdy):
             m.d.sync += [g_active.eq(1), g_words.eq(job_out.words), g_beats.eq(job_out.beats),
-                         skip.eq(job_out.skip), first_beat.eq(1)]
+                         off.eq(job_out.skip)]
 
-        buf = Signal(cap)
-        nbits = Signal(range(cap + 1))
         take = Signal()
         m.d.comb += [
-            self.o.payload.vectors.eq(buf[:wb]),
+            self.o.payload.vectors.eq((Cat(*slots) >> off)[:wb]),
             self.o.payload.last.eq(g_words == 1),
-            self.o.valid.eq(g_active & (nbits >= wb)),
+            self.o.valid.eq(g_active & (off + wb <= (cnt << lg_dw))),
             take.eq(self.o.valid & self.o.ready),
         ]
-        kept = Signal(cap)
-        nkept = Signal(range(cap + 1))
+        end_bit = Signal(range(dw + wb))
+        drop = Signal(range(n_slots + 1))     # slots fully consumed by this cycle's word
+        cnt_k = Signal(range(n_slots + 1))
         m.d.comb += [
-            kept.eq(Mux(take, buf >> wb, buf)),
-            nkept.eq(nbits - Mux(take, wb, 0)),
-            pop.eq(g_active & (g_beats != 0) & fifo.r_rdy & (nkept + dw <= cap)),
+            end_bit.eq(off + wb),
+            drop.eq(Mux(take, end_bit >> lg_dw, 0)),
+            cnt_k.eq(cnt - drop),
+            pop.eq(g_active & (g_beats != 0) & fifo.r_rdy & (cnt_k < n_slots)),
             fifo.r_en.eq(pop),
         ]
-        beat = Signal(dw)
-        m.d.comb += beat.eq(Mux(first_beat, fifo.r_data >> skip, fifo.r_data))
+        with m.If(take):
+            m.d.sync += off.eq(end_bit[:lg_dw])
+        m.d.sync += cnt.eq(cnt_k + pop)
         with m.If(pop):
-            m.d.sync += [
-                buf.eq(kept | (beat << nkept)[:cap]),
-                nbits.eq(nkept + Mux(first_beat, dw - skip, dw)),
-                first_beat.eq(0),
-                g_beats.eq(g_beats - 1),
-            ]
-        with m.Else():
-            m.d.sync += [buf.eq(kept), nbits.eq(nkept)]
+            m.d.sync += g_beats.eq(g_beats - 1)
+        for i in range(n_slots):
+            kept = Signal(dw, name=f"kept{i}")
+            with m.Switch(drop):
+                for d in range(n_slots + 1):
+                    with m.Case(d):
+                        m.d.comb += kept.eq(slots[i + d] if i + d < n_slots else 0)
+            m.d.sync += slots[i].eq(Mux(pop & (cnt_k == i), fifo.r_data, kept))
         m.d.sync += self.done.eq(accept & (n_words == 0))
         with m.If(take):
             m.d.sync += g_words.eq(g_words - 1)
             with m.If(g_words == 1):
                 # The last word needs the job's last beat, so every beat has been loaded; the
                 # bits past the end of the range (tail of that beat) are dropped here.
-                m.d.sync += [g_active.eq(0), self.done.eq(1), nbits.eq(0), buf.eq(0)]
+                m.d.sync += [g_active.eq(0), self.done.eq(1), cnt.eq(0), off.eq(0)]
         m.d.comb += self.busy.eq((beats_left != 0) | jobs.r_rdy | g_active)
         return m
 

@@ -1,0 +1,58 @@
+"""Mutation check of the attention-engine tests: build the engine with one rounding step
+replaced by truncation (or removed) and confirm the cocotb testbench fails.
+
+    .venv/bin/python -m tests.rtl.attn_mutants [name ...]     # one Verilator build per mutant
+
+Prints KILLED (with the failing tests) or SURVIVED per mutant; the build dirs are removed.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import shutil
+import sys
+
+MUTANTS = {
+    "qk_trunc": ('rne_shr(m, prod, shr, 22, f"qk{i}_{w}")', "(prod >> shr)"),
+    "exp2_noround": ("e.eq(t0B - ((dfB * rB + 512) >> 10))", "e.eq(t0B - ((dfB * rB) >> 10))"),
+    "sv_trunc": ('rne_shr(m, pv, shr, 35, f"sv{i}_{w}")', "(pv >> shr)"),
+    "a_trunc": ("m.d.sync += [qa.eq(Mux(shv == 0, mag, rnd))",
+                "m.d.sync += [qa.eq(Mux(shv == 0, mag, mag >> shv))"),
+    "recip_trunc": ("m.d.sync += quo.eq(quo + ((r2 > dn) | ((r2 == dn) & quo[0])))",
+                    "m.d.sync += quo.eq(quo)"),
+}
+PARAMS = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
+
+
+def main(names) -> int:
+    from tellme.hw.attention import engine
+    from tellme.sim.runner import run_cocotb
+
+    src = open(engine.__file__).read()
+    survived = 0
+    for name in names or MUTANTS:
+        a, b = MUTANTS[name]
+        if src.count(a) != 1:
+            raise SystemExit(f"mutant {name}: pattern not found once in {engine.__file__}")
+        mod = type(sys)("tellme.hw.attention.engine_mutant")
+        mod.__package__ = "tellme.hw.attention"
+        exec(compile(src.replace(a, b), engine.__file__, "exec"), mod.__dict__)
+        try:
+            run_cocotb(lambda: mod.AttentionEngine(**PARAMS), name="attn_mutant", params=PARAMS,
+                       test_module="tests.rtl.tb_attn_engine", extra_env={"SEED": "1"})
+            print(f"{name}: SURVIVED", flush=True)
+            survived += 1
+        except AssertionError:
+            failing = []
+            for x in glob.glob("build/sim/attn_mutant-*/*.xml"):
+                failing += re.findall(r'name="(\w+)"[^>]*><failure', open(x).read())
+            print(f"{name}: KILLED by {', '.join(failing)}", flush=True)
+        finally:
+            for d in glob.glob("build/sim/attn_mutant-*"):
+                shutil.rmtree(d)
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -3,6 +3,7 @@
     python -m tellme.sim.golden.accuracy --model PATH [--text FILE | --tokens FILE.npy]
     python -m tellme.sim.golden.accuracy --random        # random fixture-like models
     python -m tellme.sim.golden.accuracy --oracle DIR...  # HF fixture folders (logits.npy)
+    python -m tellme.sim.golden.accuracy --model PATH --text FILE --ablation
 
 With a model and held-out text (tokenised with the model folder's tokenizer.json, or ids from
 an .npy file) it scores the text in windows of ``--window`` tokens. Without text (random models)
@@ -146,6 +147,64 @@ HEADER = (f"{'model':36s} {'pos':>5s} {'top-1':>9s} {'floor':>8s} {'ppl flt':>9s
           f"{'dPPL hw':>10s} {'dPPL flr':>10s} {'KL hw':>8s} {'KL flr':>8s}")
 
 
+def _float_variants() -> dict:
+    """float numerics with one stream rounded to FP16 (one site at a time), and with tiny
+    relative perturbations of the embedding: how sensitive the model's argmax is."""
+    import types
+
+    from . import hf
+
+    def r16(a):
+        return np.asarray(a, np.float32).astype(np.float16).astype(np.float32)
+
+    def variant(**over):
+        ns = types.SimpleNamespace(**{k: getattr(hf, k) for k in dir(hf) if not k.startswith("_")})
+        for k, f in over.items():
+            setattr(ns, k, f)
+        return ns
+
+    def norm16(x, g, e):
+        h, _ = hf.rmsnorm_absmax(x, g, e)
+        h = r16(h)
+        return h, np.abs(h).max(-1)
+
+    v = {
+        "FP16 embedding only (= floor)": variant(embed=lambda t, i: r16(hf.embed(t, i))),
+        "FP16 residual stream only": variant(
+            embed=lambda t, i: r16(hf.embed(t, i)),
+            residual_add=lambda x, y: r16(hf.residual_add(x, y))),
+        "FP16 linear outputs only": variant(dequantize=lambda a, m, w: r16(hf.dequantize(a, m, w))),
+        "FP16 norm outputs only": variant(rmsnorm_absmax=norm16),
+        "FP16 q/k after RoPE only": variant(rope=lambda x, c, s, p: r16(hf.rope(x, c, s, p))),
+        "FP16 FFN product only": variant(gated_act=lambda g, u, a: r16(hf.gated_act(g, u, a))),
+        "FP16 attention output only": variant(
+            attention_prefill=lambda *a, **k: r16(hf.attention_prefill(*a, **k))),
+    }
+    for e in (2.0 ** -20, 2.0 ** -16):
+        v[f"embedding x (1 + 2^{int(np.log2(e))})"] = variant(
+            embed=lambda t, i, e=e: hf.embed(t, i) * np.float32(1 + e))
+    return v
+
+
+def ablation(model: TernaryModel, windows: list[np.ndarray]) -> list[tuple[str, float, float]]:
+    """(variant, top-1 agreement with float, mean KL) for each float variant."""
+    base = [forward(model, w, "float") for w in windows]
+    out = []
+    for name, ops in _float_variants().items():
+        agree = total = 0
+        kl = 0.0
+        for w, lf in zip(windows, base):
+            gm = GoldenModel(model, "float")
+            gm.ops = ops
+            lv = gm.forward(w, gm.new_cache(len(w)))
+            agree += int((lv.argmax(-1) == lf.argmax(-1)).sum())
+            total += len(w)
+            pf, pv = log_softmax(lf), log_softmax(lv)
+            kl += float((np.exp(pf) * (pf - pv)).sum())
+        out.append((name, agree / total, kl / total))
+    return out
+
+
 def oracle(dirs) -> int:
     """float and hw numerics vs HF transformers' logits stored in fixture folders."""
     from pathlib import Path
@@ -175,6 +234,9 @@ def main(argv=None) -> int:
     ap.add_argument("--window", type=int, default=128, help="tokens per scored window")
     ap.add_argument("--max-windows", type=int, default=16)
     ap.add_argument("--random", action="store_true", help="run the random-model suite")
+    ap.add_argument("--ablation", action="store_true",
+                    help="with --model: float numerics with one stream at a time rounded to "
+                         "FP16 (which rounding costs what)")
     ap.add_argument("--oracle", nargs="+", metavar="DIR",
                     help="HF parity fixture folders (checkpoint + tokens.npy + logits.npy): "
                          "compare float and hw numerics with HF transformers' logits")
@@ -182,7 +244,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     if args.oracle:
         return oracle(args.oracle)
-    print(HEADER)
+    if not args.ablation:
+        print(HEADER)
     ranges = []
     if args.random or not args.model:
         for name, r in random_suite():
@@ -196,6 +259,11 @@ def main(argv=None) -> int:
             windows = text_windows(args.model, args, m.config.vocab_size)
         else:
             windows = [sample_tokens(m, args.window, seed=i) for i in range(4)]
+        if args.ablation:
+            print(f"{'float variant':36s} {'top-1':>8s} {'KL':>9s}")
+            for name, top1, kl in ablation(m, windows):
+                print(f"{name:36s} {top1 * 100:7.2f} % {kl:9.2e}")
+            return 0
         r = compare(m, windows)
         r.update(noise_floor(m, windows))
         print(fmt(str(args.model)[-38:], r))

@@ -295,3 +295,25 @@ def test_rope_cancellation():
     got = run_sim(dut, [(dut.i, beats), (dut.i_cs, cs)], dut.o, len(beats), stall=0.1)
     np.testing.assert_array_equal(unpack_rows(got, L).reshape(x.shape),
                                   rope_expected(x, c[:, None], s[:, None]))
+
+
+def test_report_registry():
+    """``tellme hw report --block ew_*`` knows every element-wise block and builds it."""
+    import argparse
+
+    from tellme.hw import cli, report
+    from tellme.hw.elementwise import REPORT_BLOCKS
+    from tellme.hw.presets import preset
+
+    assert cli.EW_REPORT_BLOCKS == REPORT_BLOCKS
+    blocks = report._blocks()
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                 # built, not elaborated
+        for name in REPORT_BLOCKS:
+            args = parser.parse_args(["hw", "report", "--target", "sim", "--block", name])
+            assert args.block == [name]
+            desc, make = blocks[name]
+            assert desc and hasattr(make(preset("sim")), "signature")
+        gc.collect()

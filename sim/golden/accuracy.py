@@ -177,6 +177,11 @@ def _float_variants() -> dict:
         "FP16 norm outputs only": variant(rmsnorm_absmax=norm16),
         "FP16 q/k after RoPE only": variant(rope=lambda x, c, s, p: r16(hf.rope(x, c, s, p))),
         "FP16 FFN product only": variant(gated_act=lambda g, u, a: r16(hf.gated_act(g, u, a))),
+        "FP16 KV cache only (q, k, v)": variant(
+            rope=lambda x, c, s, p: r16(hf.rope(x, c, s, p)),
+            attention_prefill=lambda q, k, v_, st, c=None: hf.attention_prefill(q, k, r16(v_),
+                                                                                st, c),
+            attention_decode=lambda q, k, v_, c=None: hf.attention_decode(q, k, r16(v_), c)),
         "FP16 attention output only": variant(
             attention_prefill=lambda *a, **k: r16(hf.attention_prefill(*a, **k))),
     }

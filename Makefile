@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha25
 TARGET ?= kv260
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup test test-rtl test-slow demo verilog report bitstream clean help
+.PHONY: setup test test-rtl test-slow demo verilog report plan bench clean help
 
 help:            ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -25,7 +25,7 @@ $(STAMP): requirements.txt pyproject.toml
 	rm -f $(VENV)/.installed-*; touch $@
 
 test: setup      ## default test run: unit, golden, parity, Amaranth sim, cocotb RTL (marker rtl)
-	$(PYTEST) -q
+	$(PYTEST) -q --durations=15
 
 test-rtl: setup  ## only the cocotb + Verilator tests
 	$(PYTEST) -q -m rtl
@@ -42,8 +42,11 @@ verilog: setup   ## write the accelerator's Verilog for $(TARGET) under build/
 report: setup    ## yosys resource estimate for $(TARGET)
 	$(VENV)/bin/tellme hw report --target $(TARGET)
 
-bitstream: setup ## Vivado build for $(TARGET) (needs Vivado on PATH)
-	$(VENV)/bin/tellme hw bitstream --target $(TARGET)
+plan: setup      ## weight-buffer sizing, tile plan and TLMM cycles per layer for $(TARGET)
+	$(VENV)/bin/tellme hw plan --target $(TARGET)
+
+bench: setup     ## RTL cycle counts of one full-size layer's linears (Verilator, minutes)
+	$(VENV)/bin/tellme hw bench
 
 clean:           ## remove generated files (keeps .venv)
 	rm -rf build .pytest_cache

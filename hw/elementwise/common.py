@@ -57,3 +57,20 @@ class StallPipe(Pipe):
             v = r
         self.m.d.comb += [o.valid.eq(v), self.stall.eq(o.valid & ~o.ready)]
         return v
+
+
+def row_scale_pipe(m: Module, i_scale, i) -> tuple[Signal, "StallPipe"]:
+    """Latch one FP32 scale per row from ``i_scale`` and gate the row stream ``i`` on it.
+
+    The scale is taken before a row's first beat and released after its ``last`` beat, so the
+    scale stream runs one row ahead at most. Returns (scale register, the row's StallPipe).
+    """
+    scale = Signal(32)
+    have = Signal()
+    m.d.comb += i_scale.ready.eq(~have)
+    with m.If(i_scale.valid & ~have):
+        m.d.sync += [scale.eq(i_scale.payload), have.eq(1)]
+    sp = StallPipe(m, [i], gate=have)
+    with m.If(sp.fire & i.payload.last):
+        m.d.sync += have.eq(0)
+    return scale, sp

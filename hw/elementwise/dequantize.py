@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from tellme.hw.tlmm import out_layout
 
-from .common import StallPipe, check_lanes, row_layout
+from .common import check_lanes, row_layout, row_scale_pipe
 from .fp16 import ROUND16_LATENCY, abs_signed, round16, unpack32
 
 LATENCY = 1 + ROUND16_LATENCY
@@ -50,14 +50,7 @@ class Dequantize(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        scale = Signal(32)
-        have = Signal()
-        m.d.comb += self.i_scale.ready.eq(~have)
-        with m.If(self.i_scale.valid & ~have):
-            m.d.sync += [scale.eq(self.i_scale.payload), have.eq(1)]
-        sp = StallPipe(m, [self.i], gate=have)
-        with m.If(sp.fire & self.i.payload.last):
-            m.d.sync += have.eq(0)
+        scale, sp = row_scale_pipe(m, self.i_scale, self.i)
         sm, se = unpack32(scale)
         for lane in range(self._lanes):
             neg, mag = abs_signed(m, self.i.payload.acc[lane])

@@ -7,7 +7,7 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .common import StallPipe, check_lanes, row_layout
+from .common import check_lanes, row_layout, row_scale_pipe
 from .fp16 import ROUND_INT8_LATENCY, round_int8, unpack16, unpack32
 
 LATENCY = 1 + ROUND_INT8_LATENCY
@@ -101,14 +101,7 @@ class Quantize(wiring.Component):
         m = Module()
         L = self._lanes
         m.submodules.repack = rp = Repack(in_lanes=L, out_lanes=self._out_lanes)
-        scale = Signal(32)
-        have = Signal()
-        m.d.comb += self.i_scale.ready.eq(~have)
-        with m.If(self.i_scale.valid & ~have):
-            m.d.sync += [scale.eq(self.i_scale.payload), have.eq(1)]
-        sp = StallPipe(m, [self.i], gate=have)
-        with m.If(sp.fire & self.i.payload.last):
-            m.d.sync += have.eq(0)
+        scale, sp = row_scale_pipe(m, self.i_scale, self.i)
         sm, se = unpack32(scale)
         for lane in range(L):
             sign, sig, sh = unpack16(self.i.payload.data[lane])

@@ -92,6 +92,9 @@ class WeightStreamer(wiring.Component):
         Width of the command's ``first`` and ``count`` fields.
     jobs : int
         Commands in progress at most (issued bursts not yet emitted as words).
+    vector_bits : int, optional
+        Bits per vector when the stream is not TLMM codes (default ``5*t``; the KV-cache
+        reader of hw/attention/kv_dma.py streams engine beats of ``16*beat`` bits).
 
     Members
     -------
@@ -127,16 +130,17 @@ class WeightStreamer(wiring.Component):
 
     def __init__(self, *, t: int, lanes: int = 1, data_width: int = 128,
                  addr_width: int = 40, max_burst: int = 16, max_outstanding: int = 8,
-                 fifo_depth: int | None = None, count_width: int = 24, jobs: int = 4):
+                 fifo_depth: int | None = None, count_width: int = 24, jobs: int = 4,
+                 vector_bits: int | None = None):
         try:
             self._init(t, lanes, data_width, addr_width, max_burst, max_outstanding,
-                       fifo_depth, count_width, jobs)
+                       fifo_depth, count_width, jobs, vector_bits)
         except (TypeError, ValueError):
             self._MustUse__silence = True      # not elaborated: do not warn about it
             raise
 
     def _init(self, t, lanes, data_width, addr_width, max_burst, max_outstanding,
-              fifo_depth, count_width, jobs):
+              fifo_depth, count_width, jobs, vector_bits):
         for name, v in (("t", t), ("lanes", lanes), ("jobs", jobs),
                         ("addr_width", addr_width), ("max_burst", max_burst),
                         ("max_outstanding", max_outstanding), ("count_width", count_width)):
@@ -157,8 +161,10 @@ class WeightStreamer(wiring.Component):
                              f"not {fifo_depth!r}")
         if addr_width < 13:
             raise ValueError(f"addr_width must be at least 13, not {addr_width}")
+        if vector_bits is not None and (not isinstance(vector_bits, int) or vector_bits <= 0):
+            raise TypeError(f"vector_bits must be a positive integer, not {vector_bits!r}")
         self._t = t
-        self._vb = CODE_BITS * t
+        self._vb = CODE_BITS * t if vector_bits is None else vector_bits
         self._lanes = lanes
         self._dw = data_width
         self._aw = addr_width
@@ -169,7 +175,11 @@ class WeightStreamer(wiring.Component):
         self._jobs = jobs
         super().__init__({
             "i_cmd": In(stream.Signature(StreamCommand(addr_width, count_width))),
-            "o": Out(stream.Signature(fill_layout(t, lanes))),
+            "o": Out(stream.Signature(fill_layout(t, lanes) if vector_bits is None else
+                                      data.StructLayout({
+                                          "vectors": data.ArrayLayout(unsigned(vector_bits),
+                                                                      lanes),
+                                          "last": 1}))),
             "busy": Out(1),
             "done": Out(1),
             "error": Out(1),

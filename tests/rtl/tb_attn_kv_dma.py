@@ -1,0 +1,185 @@
+"""cocotb testbench of KVReader (hw/attention/kv_dma.py) against cocotbext-axi's AxiRamRead.
+
+The memory holds a KV cache laid out by tellme.sim.kv_layout.KVLayout from random FP16 K/V rows;
+each call's output beats must equal the rows of kv_schedule(n, depth) exactly (reader_beats), and
+the AXI bursts must equal reader_plan (INCR, forward, never across a 4 KB page, at most
+max_burst beats, in-flight limit). Stress: random AR/R pauses, random backpressure on ``o``.
+Launched by tests/rtl/test_attn_kv_dma.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+
+import cocotb
+import numpy as np
+from cocotb.triggers import RisingEdge
+from cocotbext.axi import AxiRamRead, AxiReadBus
+
+from tellme.hw.attention.schedule import kv_schedule
+from tellme.hw.attention.kv_dma import (read_command_layout, reader_beats, reader_command,
+                                        reader_plan)
+from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_fields,
+                                pack_array, pack_struct, start_clock_and_reset)
+from tellme.sim.kv_layout import KVLayout
+from tellme.sim.runner import cocotb_params
+
+SEED = int(os.environ.get("SEED", "1"))
+MEM = 1 << 20
+
+
+def _gen(rng: random.Random, p: float):
+    while True:
+        yield rng.random() < p
+
+
+class TB:
+    def __init__(self, dut):
+        self.dut = dut
+        self.p = cocotb_params()
+        self.W, self.D, self.dw = self.p["beat"], self.p["depth"], self.p["data_width"]
+        self.cmd_f = layout_fields(read_command_layout(self.p["addr_width"], self.p["ctx_bits"]))
+        self.bursts: list[tuple[int, int]] = []
+        self.max_in_flight = 0
+        self.dones = 0
+
+    async def start(self, bp: float, seed: int):
+        d = self.dut
+        logging.getLogger("cocotb.kv_dma.m_axi").setLevel(logging.WARNING)
+        self.ram = AxiRamRead(AxiReadBus.from_prefix(d, "m_axi"), d.clk, d.rst, size=MEM)
+        await start_clock_and_reset(d)
+        self.src = StreamSource(d, "i_cmd", seed=seed)
+        self.sink = StreamSink(d, "o", backpressure_prob=bp, seed=seed + 1)
+        self.mon = [StreamMonitor(d, "i_cmd"), StreamMonitor(d, "o")]
+        self.prng = random.Random(seed + 2)
+        cocotb.start_soon(self._axi_monitor())
+
+    def stalls(self, p_ar: float, p_r: float, bp: float):
+        self.ram.ar_channel.set_pause_generator(_gen(self.prng, p_ar) if p_ar else None)
+        self.ram.r_channel.set_pause_generator(_gen(self.prng, p_r) if p_r else None)
+        self.ram.ar_channel.pause = False
+        self.ram.r_channel.pause = False
+        self.sink.backpressure_prob = bp
+
+    async def _axi_monitor(self):
+        d = self.dut
+        in_flight = 0
+        nbytes = self.dw // 8
+        while True:
+            await RisingEdge(d.clk)
+            self.dones += int(d.done.value)
+            if int(d.m_axi_arvalid.value) and int(d.m_axi_arready.value):
+                addr = d.m_axi_araddr.value.to_unsigned()
+                beats = d.m_axi_arlen.value.to_unsigned() + 1
+                assert addr % nbytes == 0, f"unaligned burst address {addr:#x}"
+                assert beats <= self.p["max_burst"], f"burst of {beats} beats"
+                assert addr // 4096 == (addr + beats * nbytes - 1) // 4096, \
+                    f"burst {addr:#x}+{beats} crosses a 4 KB page"
+                assert d.m_axi_arsize.value.to_unsigned() == nbytes.bit_length() - 1
+                assert d.m_axi_arburst.value.to_unsigned() == 1, "not an INCR burst"
+                self.bursts.append((addr, beats))
+                in_flight += 1
+            if int(d.m_axi_rvalid.value) and int(d.m_axi_rready.value) \
+                    and int(d.m_axi_rlast.value):
+                in_flight -= 1
+            self.max_in_flight = max(self.max_in_flight, in_flight)
+            assert in_flight <= self.p["max_outstanding"] + 1, "too many bursts in flight"
+
+    async def call(self, cmd: dict, want: list[list[int]]) -> int:
+        """Run one reader command; check beats and bursts; return cycles to the done pulse."""
+        d = self.dut
+        self.bursts.clear()
+        start, dones0 = len(self.sink.beats), self.dones
+        self.src.send([pack_struct(self.cmd_f, **cmd)])
+        cycles = 0
+        while self.dones == dones0:
+            await RisingEdge(d.clk)
+            cycles += 1
+            assert cycles < 500_000, f"no done after {cycles} cycles ({cmd})"
+        for _ in range(4):                      # nothing after done
+            await RisingEdge(d.clk)
+        assert not int(d.busy.value) and not int(d.error.value)
+        got = self.sink.beats[start:]
+        exp = [pack_array(b, 16) for b in want]
+        assert len(got) == len(exp), f"{len(got)} beats, want {len(exp)} ({cmd})"
+        bad = [i for i, (g, e) in enumerate(zip(got, exp)) if g != e]
+        assert not bad, f"{len(bad)} of {len(exp)} beats differ, first {bad[0]}: " \
+                        f"{got[bad[0]]:#x} != {exp[bad[0]]:#x} ({cmd})"
+        plan = reader_plan(cmd, depth=self.D, beat=self.W, data_width=self.dw,
+                           max_burst=self.p["max_burst"])
+        assert self.bursts == plan, f"bursts {self.bursts[:4]}... != plan {plan[:4]}..."
+        return cycles
+
+
+def cache(rng: np.random.Generator, lay: KVLayout):
+    """Random FP16 K/V rows [layer][kind][head] -> (rows, memory image written by the layout)."""
+    rows = {}
+    img = bytearray(lay.total_bytes)
+    for layer in range(lay.num_layers):
+        for kind in ("K", "V"):
+            for h in range(lay.num_kv_heads):
+                r = rng.integers(0, 1 << 16, size=(lay.max_ctx, lay.head_dim), dtype=np.uint16)
+                rows[layer, kind, h] = r
+                for p in range(lay.max_ctx):
+                    a = lay.row_addr(layer, kind, h, p) - lay.base
+                    img[a:a + lay.row_bytes] = r[p].astype("<u2").tobytes()
+    return rows, bytes(img)
+
+
+@cocotb.test()
+async def test_reader_layout(dut):
+    """Calls over every tile boundary, run-time head_dim 4..max, page crossings, stalls."""
+    tb = TB(dut)
+    await tb.start(bp=0.0, seed=SEED)
+    rng = np.random.default_rng(SEED)
+    W, D = tb.W, tb.D
+    hds = list(range(W, tb.p["max_head_dim"] + 1, W))
+    stalls = [(0.0, 0.0, 0.0), (0.3, 0.3, 0.4), (0.0, 0.5, 0.2), (0.5, 0.0, 0.6)]
+    ci = 0
+    for hd in hds:
+        # max_ctx rows of one head span several 4 KB pages at the larger head_dims; the
+        # base is not AXI-beat aligned, so segments start mid-beat
+        lay = KVLayout(num_layers=2, num_kv_heads=2, head_dim=hd, max_ctx=5 * D * D - 3,
+                       base=0x2000 + 8 * int(rng.integers(0, 16)))
+        rows, img = cache(rng, lay)
+        assert lay.base + lay.total_bytes <= MEM
+        tb.ram.write(lay.base, img)
+        ns = sorted({1, D - 1, D, D + 1, 2 * D, 2 * D + 1, 3 * D + 3, lay.max_ctx,
+                     int(rng.integers(1, lay.max_ctx + 1))})
+        for n in ns:
+            layer, h = int(rng.integers(0, 2)), int(rng.integers(0, 2))
+            tb.stalls(*stalls[ci % len(stalls)])
+            ci += 1
+            cmd = reader_command(lay, layer, h, n, W)
+            want = reader_beats(rows[layer, "K", h], rows[layer, "V", h], n, D, W)
+            cyc = await tb.call(cmd, want)
+            dut._log.info("hd %d n %d: %d beats, %d bursts, %d cycles", hd, n, len(want),
+                          len(tb.bursts), cyc)
+    tb.stalls(0.0, 0.0, 0.0)
+    for m in tb.mon:
+        m.check()
+
+
+@cocotb.test()
+async def test_reader_rate(dut):
+    """No stalls: one beat per cycle across segment changes (the next segment's bursts are
+    requested while the previous one drains). Bound: beats + read latency + 3 per segment."""
+    tb = TB(dut)
+    await tb.start(bp=0.0, seed=SEED + 10)
+    rng = np.random.default_rng(SEED + 10)
+    W, D = tb.W, tb.D
+    hd = tb.p["max_head_dim"]
+    lay = KVLayout(num_layers=1, num_kv_heads=1, head_dim=hd, max_ctx=8 * D)
+    rows, img = cache(rng, lay)
+    tb.ram.write(lay.base, img)
+    n = 8 * D - 1
+    cmd = reader_command(lay, 0, 0, n, W)
+    want = reader_beats(rows[0, "K", 0], rows[0, "V", 0], n, D, W)
+    cyc = await tb.call(cmd, want)
+    segs = len(kv_schedule(n, D))
+    bound = len(want) + 20 + 3 * segs
+    dut._log.info("rate: %d beats in %d segments: %d cycles (bound %d)", len(want), segs, cyc,
+                  bound)
+    assert cyc <= bound, f"{cyc} cycles > bound {bound}"

@@ -225,3 +225,258 @@ class KVReader(wiring.Component):
         m.d.sync += busy_q.eq(self.busy)
         m.d.comb += self.done.eq(busy_q & ~self.busy)
         return m
+
+
+def write_command_layout(addr_width: int, count_width: int) -> data.StructLayout:
+    """``addr``: byte address of the first engine beat (a multiple of the beat's bytes);
+    ``beats``: engine beats that follow on ``i``."""
+    return data.StructLayout({"addr": unsigned(addr_width), "beats": unsigned(count_width)})
+
+
+def writer_commands(layout, layer: int, start: int, count: int, beat: int) -> list[dict]:
+    """Writer commands that store rows ``start .. start+count-1`` of every KV head of ``layer``
+    (a prefill block, or one decode row with count 1): for kind K then V, for each KV head one
+    command; the ``i`` stream then carries those rows in the same order, ``bpr`` beats each."""
+    if layout.dtype != "fp16":
+        raise ValueError(f"KVWriter writes FP16 KV only, layout dtype is {layout.dtype!r}")
+    if layout.head_dim % beat:
+        raise ValueError(f"head_dim {layout.head_dim} is not a multiple of the engine beat {beat}")
+    if count < 1 or start < 0 or start + count > layout.max_ctx:
+        raise ValueError(f"rows {start}..{start + count - 1} outside the KV cache "
+                         f"(max_ctx {layout.max_ctx})")
+    bpr = layout.head_dim // beat
+    return [dict(addr=layout.row_addr(layer, kind, h, start), beats=count * bpr)
+            for kind in ("K", "V") for h in range(layout.num_kv_heads)]
+
+
+def _burst_len(m, addr, left, max_burst, lg_bytes, nbytes, name):
+    """Beats of the next INCR burst from ``addr``: min(left, max_burst, beats to the 4 KB page)."""
+    to_page = Signal(range(4096 // nbytes + 1), name=f"{name}_to_page")
+    blen = Signal(range(max_burst + 1), name=f"{name}_blen")
+    m.d.comb += to_page.eq((4096 - addr[:12]) >> lg_bytes)
+    with m.If((left <= max_burst) & (left <= to_page)):
+        m.d.comb += blen.eq(left)
+    with m.Elif(to_page <= max_burst):
+        m.d.comb += blen.eq(to_page)
+    with m.Else():
+        m.d.comb += blen.eq(max_burst)
+    return blen
+
+
+class KVWriter(wiring.Component):
+    """AXI4 write master: a stream of engine beats -> one increasing DDR range per command.
+
+    Parameters: ``beat`` (FP16 per engine beat; ``16*beat`` must divide ``data_width``),
+    ``data_width`` (128 or 256), ``addr_width``, ``count_width`` (beats per command),
+    ``max_burst`` (<= 256 beats), ``max_outstanding`` (bursts awaiting B).
+
+    Ports
+    -----
+    i_cmd : In(stream write_command_layout)  accepted when idle (``busy`` low).
+    i     : In(stream ArrayLayout(unsigned(16), beat))  ``beats`` engine beats per command,
+            stored at ``addr``, ``addr + 2*beat``, ... (element 0 at the lowest address).
+    busy, done (one-cycle pulse once the last B response is in), error (sticky: non-OKAY B).
+    m_axi_aw* / m_axi_w* / m_axi_b*  AXI4 write channels (``AxiWriteBus.from_prefix(dut,
+            "m_axi")``): INCR bursts that never cross a 4 KB page, partial first / last beats
+            masked by ``wstrb``, ids 0.
+
+    Timing: one W beat per ``data_width / (16*beat)`` engine beats; ``i`` takes one beat per
+    cycle while ``wready`` is high (one W register; packing an AXI beat from engine beats
+    overlaps with the previous beat's transfer). Backpressure: ``wready`` low stalls ``i``;
+    AW runs ahead of W by at most ``max_outstanding`` bursts.
+    """
+
+    def __init__(self, *, beat: int = 4, data_width: int = 128, addr_width: int = 40,
+                 count_width: int = 20, max_burst: int = 16, max_outstanding: int = 4):
+        if data_width not in (128, 256):
+            raise ValueError(f"KVWriter data_width must be 128 or 256, not {data_width!r}")
+        ew = 16 * beat
+        if ew > data_width or data_width % ew or ew & (ew - 1):
+            raise ValueError(f"engine beat of {ew} bits must divide data_width {data_width}")
+        if not 1 <= max_burst <= 256:
+            raise ValueError(f"max_burst must be 1..256 (AXI4 INCR), not {max_burst}")
+        self.beat, self.data_width, self.addr_width = beat, data_width, addr_width
+        self.count_width = count_width
+        self.max_burst = min(max_burst, 4096 // (data_width // 8))
+        self.max_outstanding = max_outstanding
+        super().__init__({
+            "i_cmd": In(stream.Signature(write_command_layout(addr_width, count_width))),
+            "i": In(stream.Signature(data.ArrayLayout(unsigned(16), beat))),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(1),
+            "m_axi_awid": Out(1),
+            "m_axi_awaddr": Out(addr_width),
+            "m_axi_awlen": Out(8),
+            "m_axi_awsize": Out(3),
+            "m_axi_awburst": Out(2),
+            "m_axi_awlock": Out(1),
+            "m_axi_awcache": Out(4),
+            "m_axi_awprot": Out(3),
+            "m_axi_awqos": Out(4),
+            "m_axi_awvalid": Out(1),
+            "m_axi_awready": In(1),
+            "m_axi_wdata": Out(data_width),
+            "m_axi_wstrb": Out(data_width // 8),
+            "m_axi_wlast": Out(1),
+            "m_axi_wvalid": Out(1),
+            "m_axi_wready": In(1),
+            "m_axi_bid": In(1),
+            "m_axi_bresp": In(2),
+            "m_axi_bvalid": In(1),
+            "m_axi_bready": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        dw, ew = self.data_width, 16 * self.beat
+        nbytes, eb, ns = dw // 8, ew // 8, dw // ew
+        lg_bytes = nbytes.bit_length() - 1
+        lg_eb = eb.bit_length() - 1
+        lg_ns = ns.bit_length() - 1
+        aw_w = self.count_width + 1
+        mb = self.max_burst
+
+        aw_addr = Signal(self.addr_width)
+        aw_left = Signal(aw_w)               # AXI beats still to request on AW
+        w_addr = Signal(self.addr_width)     # W side's copy of the burst walk (for WLAST)
+        w_left = Signal(aw_w)
+        w_cnt = Signal(range(mb + 1))        # beats of the current W burst already loaded
+        e_left = Signal(self.count_width)    # engine beats still to take on i
+        slot = Signal(range(ns))
+        acc = Signal(dw)
+        acc_strb = Signal(nbytes)
+        outstanding = Signal(range(self.max_outstanding + 1))
+
+        c = self.i_cmd.payload
+        accept = Signal()
+        skip = Signal(range(ns))
+        m.d.comb += [
+            self.i_cmd.ready.eq(~self.busy),
+            accept.eq(self.i_cmd.valid & self.i_cmd.ready),
+            skip.eq((c.addr >> lg_eb)[:lg_ns] if lg_ns else 0),
+        ]
+        with m.If(accept):
+            nb = (skip + c.beats + ns - 1) >> lg_ns
+            base = (c.addr >> lg_bytes) << lg_bytes
+            m.d.sync += [aw_addr.eq(base), w_addr.eq(base), aw_left.eq(nb), w_left.eq(nb),
+                         w_cnt.eq(0), e_left.eq(c.beats), slot.eq(skip), acc.eq(0),
+                         acc_strb.eq(0)]
+
+        # ---- AW: bursts as the reader's (max_burst, 4 KB pages), outstanding-limited
+        blen = _burst_len(m, aw_addr, aw_left, mb, lg_bytes, nbytes, "aw")
+        b_fire = Signal()
+        m.d.comb += [self.m_axi_bready.eq(1), b_fire.eq(self.m_axi_bvalid)]
+        issue = Signal()
+        m.d.comb += issue.eq(~self.m_axi_awvalid & (aw_left != 0)
+                             & (outstanding < self.max_outstanding))
+        m.d.sync += outstanding.eq(outstanding + issue - b_fire)
+        with m.If(issue):
+            m.d.sync += [self.m_axi_awvalid.eq(1), self.m_axi_awaddr.eq(aw_addr),
+                         self.m_axi_awlen.eq(blen - 1),
+                         aw_addr.eq(aw_addr + (blen << lg_bytes)), aw_left.eq(aw_left - blen)]
+        with m.Elif(self.m_axi_awready):
+            m.d.sync += self.m_axi_awvalid.eq(0)
+        m.d.comb += [self.m_axi_awsize.eq(lg_bytes), self.m_axi_awburst.eq(1),
+                     self.m_axi_awcache.eq(0b0011)]
+        with m.If(b_fire & (self.m_axi_bresp != 0)):
+            m.d.sync += self.error.eq(1)
+
+        # ---- W: pack engine beats into the AXI beat at their address slot
+        wblen = _burst_len(m, w_addr, w_left, mb, lg_bytes, nbytes, "w")
+        complete = Signal()
+        merged = Signal(dw)
+        merged_strb = Signal(nbytes)
+        m.d.comb += [
+            complete.eq((slot == ns - 1) | (e_left == 1)),
+            self.i.ready.eq((e_left != 0)
+                            & (~complete | ~self.m_axi_wvalid | self.m_axi_wready)),
+            merged.eq(acc), merged_strb.eq(acc_strb),
+        ]
+        with m.Switch(slot):
+            for s in range(ns):
+                with m.Case(s):
+                    m.d.comb += [merged[s * ew:(s + 1) * ew].eq(self.i.payload.as_value()),
+                                 merged_strb[s * eb:(s + 1) * eb].eq((1 << eb) - 1)]
+        take = Signal()
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        with m.If(self.m_axi_wready):
+            m.d.sync += self.m_axi_wvalid.eq(0)     # a load below keeps it high
+        with m.If(take):
+            m.d.sync += e_left.eq(e_left - 1)
+            with m.If(complete):
+                m.d.sync += [self.m_axi_wvalid.eq(1), self.m_axi_wdata.eq(merged),
+                             self.m_axi_wstrb.eq(merged_strb),
+                             self.m_axi_wlast.eq(w_cnt == wblen - 1),
+                             acc.eq(0), acc_strb.eq(0), slot.eq(0)]
+                with m.If(w_cnt == wblen - 1):
+                    m.d.sync += [w_cnt.eq(0), w_addr.eq(w_addr + (wblen << lg_bytes)),
+                                 w_left.eq(w_left - wblen)]
+                with m.Else():
+                    m.d.sync += w_cnt.eq(w_cnt + 1)
+            with m.Else():
+                m.d.sync += [acc.eq(merged), acc_strb.eq(merged_strb), slot.eq(slot + 1)]
+
+        m.d.comb += self.busy.eq((e_left != 0) | (aw_left != 0) | self.m_axi_awvalid
+                                 | self.m_axi_wvalid | (outstanding != 0))
+        busy_q = Signal()
+        m.d.sync += busy_q.eq(self.busy)
+        m.d.comb += self.done.eq(busy_q & ~self.busy)
+        return m
+
+
+class KVCacheDMA(wiring.Component):
+    """The engine's DDR side on one AXI4 port: :class:`KVReader` on the read channels and
+    :class:`KVWriter` on the write channels (independent in AXI4, so they run concurrently).
+
+    Ports: ``rd_cmd``/``o``/``rd_busy``/``rd_done`` (the reader's ``i_cmd``/``o``/``busy``/
+    ``done``), ``wr_cmd``/``wr``/``wr_busy``/``wr_done`` (the writer's), ``error`` (either's),
+    ``m_axi_*`` (all five AXI4 channels, ``AxiBus.from_prefix(dut, "m_axi")``).
+    Parameters: those of :class:`KVReader`; the writer takes ``beat``, ``data_width``,
+    ``addr_width``, ``max_burst``, ``max_outstanding`` and ``count_width = ctx_bits + 8``.
+    """
+
+    def __init__(self, **params):
+        self._rd = KVReader(**params)
+        self._wr = KVWriter(beat=self._rd.beat, data_width=self._rd.data_width,
+                            addr_width=self._rd.addr_width, count_width=self._rd.ctx_bits + 8,
+                            max_burst=self._rd.max_burst,
+                            max_outstanding=self._rd.max_outstanding)
+        sig = {}
+        for pre, comp, names in (("rd_", self._rd, ("i_cmd", "o", "busy", "done")),
+                                 ("wr_", self._wr, ("i_cmd", "i", "busy", "done"))):
+            for name, member in comp.signature.members.items():
+                if name.startswith("m_axi_"):
+                    sig[name] = member
+                elif name in names:
+                    new = {"rd_i_cmd": "rd_cmd", "rd_o": "o", "wr_i_cmd": "wr_cmd",
+                           "wr_i": "wr"}.get(pre + name, pre + name)
+                    sig[new] = member
+        sig["error"] = Out(1)
+        super().__init__(sig)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.rd = rd = self._rd
+        m.submodules.wr = wr = self._wr
+        ren = {"rd": {"rd_cmd": "i_cmd", "o": "o", "rd_busy": "busy", "rd_done": "done"},
+               "wr": {"wr_cmd": "i_cmd", "wr": "i", "wr_busy": "busy", "wr_done": "done"}}
+        for name, member in self.signature.members.items():
+            if name == "error":
+                continue
+            if name.startswith("m_axi_"):
+                sub = rd if name in rd.signature.members else wr
+                inner = name
+            else:
+                sub = rd if name in ren["rd"] else wr
+                inner = ren["rd" if sub is rd else "wr"][name]
+            outer_v, inner_v = getattr(self, name), getattr(sub, inner)
+            if isinstance(member, wiring.Member) and member.is_signature:
+                wiring.connect(m, wiring.flipped(outer_v), inner_v) if member.flow == In \
+                    else wiring.connect(m, inner_v, wiring.flipped(outer_v))
+            elif member.flow == Out:
+                m.d.comb += outer_v.eq(inner_v)
+            else:
+                m.d.comb += inner_v.eq(outer_v)
+        m.d.comb += self.error.eq(rd.error | wr.error)
+        return m

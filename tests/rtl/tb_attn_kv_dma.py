@@ -1,9 +1,13 @@
-"""cocotb testbench of KVReader (hw/attention/kv_dma.py) against cocotbext-axi's AxiRamRead.
+"""cocotb testbench of KVCacheDMA (hw/attention/kv_dma.py: KVReader + KVWriter on one AXI4
+port) against cocotbext-axi's AxiRam.
 
 The memory holds a KV cache laid out by tellme.sim.kv_layout.KVLayout from random FP16 K/V rows;
 each call's output beats must equal the rows of kv_schedule(n, depth) exactly (reader_beats), and
 the AXI bursts must equal reader_plan (INCR, forward, never across a 4 KB page, at most
-max_burst beats, in-flight limit). Stress: random AR/R pauses, random backpressure on ``o``.
+max_burst beats, in-flight limit). The writer stores prefill blocks and decode rows; the whole
+memory image must then equal the layout's (nothing else touched), and the reader reads the new
+rows back. Stress: random AR/R/AW/W/B pauses, random backpressure on ``o``, random idle on
+the writer's input.
 Launched by tests/rtl/test_attn_kv_dma.py.
 """
 
@@ -16,11 +20,11 @@ import random
 import cocotb
 import numpy as np
 from cocotb.triggers import RisingEdge
-from cocotbext.axi import AxiRamRead, AxiReadBus
+from cocotbext.axi import AxiBus, AxiRam
 
 from tellme.hw.attention.schedule import kv_schedule
 from tellme.hw.attention.kv_dma import (read_command_layout, reader_beats, reader_command,
-                                        reader_plan)
+                                        reader_plan, write_command_layout, writer_commands)
 from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_fields,
                                 pack_array, pack_struct, start_clock_and_reset)
 from tellme.sim.kv_layout import KVLayout
@@ -41,27 +45,68 @@ class TB:
         self.p = cocotb_params()
         self.W, self.D, self.dw = self.p["beat"], self.p["depth"], self.p["data_width"]
         self.cmd_f = layout_fields(read_command_layout(self.p["addr_width"], self.p["ctx_bits"]))
+        self.wcmd_f = layout_fields(write_command_layout(self.p["addr_width"],
+                                                         self.p["ctx_bits"] + 8))
+        self.aw_lens: list[int] = []
+        self.aw_bursts: list[tuple[int, int]] = []
+        self.wr_dones = 0
         self.bursts: list[tuple[int, int]] = []
         self.max_in_flight = 0
         self.dones = 0
 
-    async def start(self, bp: float, seed: int):
+    async def start(self, bp: float, seed: int, idle: float = 0.0):
         d = self.dut
         logging.getLogger("cocotb.kv_dma.m_axi").setLevel(logging.WARNING)
-        self.ram = AxiRamRead(AxiReadBus.from_prefix(d, "m_axi"), d.clk, d.rst, size=MEM)
+        self.ram = AxiRam(AxiBus.from_prefix(d, "m_axi"), d.clk, d.rst, size=MEM)
         await start_clock_and_reset(d)
-        self.src = StreamSource(d, "i_cmd", seed=seed)
+        self.src = StreamSource(d, "rd_cmd", seed=seed)
         self.sink = StreamSink(d, "o", backpressure_prob=bp, seed=seed + 1)
-        self.mon = [StreamMonitor(d, "i_cmd"), StreamMonitor(d, "o")]
+        self.wsrc = StreamSource(d, "wr_cmd", seed=seed + 3)
+        self.wdat = StreamSource(d, "wr", idle_prob=idle, seed=seed + 4)
+        self.mon = [StreamMonitor(d, s) for s in ("rd_cmd", "o", "wr_cmd", "wr")]
         self.prng = random.Random(seed + 2)
         cocotb.start_soon(self._axi_monitor())
+        cocotb.start_soon(self._axi_write_monitor())
 
     def stalls(self, p_ar: float, p_r: float, bp: float):
-        self.ram.ar_channel.set_pause_generator(_gen(self.prng, p_ar) if p_ar else None)
-        self.ram.r_channel.set_pause_generator(_gen(self.prng, p_r) if p_r else None)
-        self.ram.ar_channel.pause = False
-        self.ram.r_channel.pause = False
+        rd = self.ram.read_if
+        rd.ar_channel.set_pause_generator(_gen(self.prng, p_ar) if p_ar else None)
+        rd.r_channel.set_pause_generator(_gen(self.prng, p_r) if p_r else None)
+        rd.ar_channel.pause = False
+        rd.r_channel.pause = False
         self.sink.backpressure_prob = bp
+
+    def wstalls(self, p: float):
+        wr = self.ram.write_if
+        for ch in (wr.aw_channel, wr.w_channel, wr.b_channel):
+            ch.set_pause_generator(_gen(self.prng, p) if p else None)
+            ch.pause = False
+
+    async def _axi_write_monitor(self):
+        """AW bursts (INCR, size, page, length) and W beats per burst ending with WLAST."""
+        d = self.dut
+        nbytes = self.dw // 8
+        in_burst = 0
+        while True:
+            await RisingEdge(d.clk)
+            self.wr_dones += int(d.wr_done.value)
+            if int(d.m_axi_awvalid.value) and int(d.m_axi_awready.value):
+                addr = d.m_axi_awaddr.value.to_unsigned()
+                beats = d.m_axi_awlen.value.to_unsigned() + 1
+                assert addr % nbytes == 0, f"unaligned write burst {addr:#x}"
+                assert beats <= self.p["max_burst"], f"write burst of {beats} beats"
+                assert addr // 4096 == (addr + beats * nbytes - 1) // 4096, \
+                    f"write burst {addr:#x}+{beats} crosses a 4 KB page"
+                assert d.m_axi_awsize.value.to_unsigned() == nbytes.bit_length() - 1
+                assert d.m_axi_awburst.value.to_unsigned() == 1, "not an INCR burst"
+                self.aw_lens.append(beats)
+                self.aw_bursts.append((addr, beats))
+            if int(d.m_axi_wvalid.value) and int(d.m_axi_wready.value):
+                in_burst += 1
+                if int(d.m_axi_wlast.value):
+                    want = self.aw_lens.pop(0) if self.aw_lens else None
+                    assert in_burst == want, f"W burst of {in_burst} beats, AW said {want}"
+                    in_burst = 0
 
     async def _axi_monitor(self):
         d = self.dut
@@ -69,7 +114,7 @@ class TB:
         nbytes = self.dw // 8
         while True:
             await RisingEdge(d.clk)
-            self.dones += int(d.done.value)
+            self.dones += int(d.rd_done.value)
             if int(d.m_axi_arvalid.value) and int(d.m_axi_arready.value):
                 addr = d.m_axi_araddr.value.to_unsigned()
                 beats = d.m_axi_arlen.value.to_unsigned() + 1
@@ -100,7 +145,7 @@ class TB:
             assert cycles < 500_000, f"no done after {cycles} cycles ({cmd})"
         for _ in range(4):                      # nothing after done
             await RisingEdge(d.clk)
-        assert not int(d.busy.value) and not int(d.error.value)
+        assert not int(d.rd_busy.value) and not int(d.error.value)
         got = self.sink.beats[start:]
         exp = [pack_array(b, 16) for b in want]
         assert len(got) == len(exp), f"{len(got)} beats, want {len(exp)} ({cmd})"
@@ -183,3 +228,75 @@ async def test_reader_rate(dut):
     dut._log.info("rate: %d beats in %d segments: %d cycles (bound %d)", len(want), segs, cyc,
                   bound)
     assert cyc <= bound, f"{cyc} cycles > bound {bound}"
+
+
+@cocotb.test()
+async def test_writer(dut):
+    """Prefill blocks and decode rows written at the layout's addresses; the memory image then
+    equals the layout's image of the updated rows byte for byte; the reader reads them back."""
+    tb = TB(dut)
+    await tb.start(bp=0.3, seed=SEED + 20, idle=0.3)
+    rng = np.random.default_rng(SEED + 20)
+    W, D = tb.W, tb.D
+    hd = tb.p["max_head_dim"]
+    lay = KVLayout(num_layers=2, num_kv_heads=2, head_dim=hd, max_ctx=5 * D * D - 3,
+                   base=0x3000 + 8 * int(rng.integers(1, 16)))
+    rows, img = cache(rng, lay)               # the old contents
+    tb.ram.write(0, bytes(rng.integers(0, 256, size=lay.base + lay.total_bytes + 4096,
+                                       dtype=np.uint8)))
+    tb.ram.write(lay.base, img)
+    before = tb.ram.read(0, lay.base + lay.total_bytes + 4096)
+    pre = before[:lay.base]
+    post = before[lay.base + lay.total_bytes:]
+    # (layer, start, count): a prefill block, decode steps, a block at an odd row across pages
+    writes = [(0, 0, 3 * D + 5), (0, 3 * D + 5, 1), (0, 3 * D + 6, 1), (1, 37, 150),
+              (1, 187, 1), (1, lay.max_ctx - 2, 2)]
+    for wi, (layer, start, count) in enumerate(writes):
+        tb.wstalls([0.0, 0.3, 0.5][wi % 3])
+        cmds = writer_commands(lay, layer, start, count, W)
+        beats = []
+        for kind in ("K", "V"):
+            for h in range(lay.num_kv_heads):
+                new = rng.integers(0, 1 << 16, size=(count, hd), dtype=np.uint16)
+                rows[layer, kind, h][start:start + count] = new
+                flat = [int(x) for x in new.reshape(-1)]
+                beats += [pack_array(flat[i:i + W], 16) for i in range(0, len(flat), W)]
+        d0 = tb.wr_dones
+        tb.wdat.send(beats)
+        tb.wsrc.send([pack_struct(tb.wcmd_f, **c) for c in cmds])
+        cycles = 0
+        while tb.wr_dones < d0 + len(cmds):
+            await RisingEdge(dut.clk)
+            cycles += 1
+            assert cycles < 200_000, f"write {wi}: {tb.wr_dones - d0} of {len(cmds)} done"
+        assert tb.wdat.idle and not int(dut.error.value)
+        dut._log.info("write layer %d rows %d..%d: %d beats, %d cycles", layer, start,
+                      start + count - 1, len(beats), cycles)
+    tb.wstalls(0.0)
+    for _ in range(4):
+        await RisingEdge(dut.clk)
+    assert not int(dut.wr_busy.value)
+    want = bytearray(lay.total_bytes)
+    for (layer, kind, h), r in rows.items():
+        for p in range(lay.max_ctx):
+            a = lay.row_addr(layer, kind, h, p) - lay.base
+            want[a:a + lay.row_bytes] = r[p].astype("<u2").tobytes()
+    # the padding between regions keeps its old bytes
+    old = img
+    got = tb.ram.read(lay.base, lay.total_bytes)
+    for (layer, kind, h) in rows:
+        a = lay.row_addr(layer, kind, h, lay.max_ctx - 1) + lay.row_bytes - lay.base
+        e = lay.row_addr(layer, kind, h, 0) - lay.base + lay.head_bytes
+        want[a:e] = old[a:e]
+    bad = [i for i in range(len(want)) if got[i] != want[i]]
+    assert not bad, f"{len(bad)} bytes differ from the layout image, first at " \
+                    f"{lay.base + bad[0]:#x}"
+    assert tb.ram.read(0, lay.base) == pre, "bytes below the KV cache changed"
+    assert tb.ram.read(lay.base + lay.total_bytes, 4096) == post, "bytes past the cache changed"
+    # round trip: the reader streams the rows just written
+    n = 3 * D + 7
+    tb.stalls(0.2, 0.2, 0.2)
+    want_b = reader_beats(rows[0, "K", 1], rows[0, "V", 1], n, D, W)
+    await tb.call(reader_command(lay, 0, 1, n, W), want_b)
+    for m in tb.mon:
+        m.check()

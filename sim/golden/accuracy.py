@@ -4,6 +4,8 @@
     python -m tellme.sim.golden.accuracy --random        # random fixture-like models
     python -m tellme.sim.golden.accuracy --oracle DIR...  # HF fixture folders (logits.npy)
     python -m tellme.sim.golden.accuracy --model PATH --text FILE --ablation
+    python -m tellme.sim.golden.accuracy --model PATH --text FILE --window 256 \
+        --max-windows 999 --variants hw res32 'residual=fp32,norm=fp32' [--floor]
 
 With a model and held-out text (tokenised with the model folder's tokenizer.json, or ids from
 an .npy file) it scores the text in windows of ``--window`` tokens. Without text (random models)
@@ -137,6 +139,15 @@ def text_windows(model_path: str, args, vocab: int) -> list[np.ndarray]:
     return [ids[i * w:(i + 1) * w] for i in range(n)]
 
 
+def _whole(args):
+    """args with one window holding the whole text (for re-windowing)."""
+    import copy
+
+    a = copy.copy(args)
+    a.window, a.max_windows = 1, 10 ** 9
+    return a
+
+
 def fmt(name: str, r: dict) -> str:
     return (f"{name:36s} {r['positions']:5d} {r['top1'] * 100:7.2f} % {r['floor'] * 100:6.2f} % "
             f"{r['ppl_float']:9.3f} {(r['ppl_hw'] / r['ppl_float'] - 1) * 100:+8.3f} % "
@@ -210,6 +221,77 @@ def ablation(model: TernaryModel, windows: list[np.ndarray]) -> list[tuple[str, 
     return out
 
 
+def eval_windows(ids: np.ndarray, window: int) -> list[np.ndarray]:
+    """``tellme eval`` windowing (host/evaluate.py): consecutive non-overlapping windows of
+    ``window`` tokens, the last one shorter; a window of w tokens runs w-1 tokens and scores
+    the w-1 next-token predictions."""
+    return [ids[s:s + window] for s in range(0, len(ids), window) if len(ids[s:s + window]) >= 2]
+
+
+def _score(logits_fn, windows) -> tuple[float, np.ndarray, list[np.ndarray]]:
+    """(total NLL, argmax of every scored position, per-window log-probs) of a logits
+    function over eval windows."""
+    nll, am, lps = 0.0, [], []
+    for w in windows:
+        lp = log_softmax(logits_fn(w[:-1]))
+        nll -= float(lp[np.arange(len(w) - 1), w[1:]].sum())
+        am.append(lp.argmax(-1))
+        lps.append(lp)
+    return nll, np.concatenate(am), lps
+
+
+def _float64_ops():
+    """A private copy of the float-mode module computing in float64 (same code, F32 = f64)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("tellme.sim.golden.hf")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.F32 = np.float64
+    return mod
+
+
+def _float64_logits(model: TernaryModel, toks: np.ndarray) -> np.ndarray:
+    gm = GoldenModel(model, "float")
+    gm.ops = _float64_ops()
+    cache = gm.new_cache(len(toks))
+    cache.k = [np.zeros(a.shape, np.float64) for a in cache.k]
+    cache.v = [np.zeros(a.shape, np.float64) for a in cache.v]
+    return gm.forward(toks, cache)
+
+
+def _float_decode_logits(model: TernaryModel, toks: np.ndarray) -> np.ndarray:
+    gm = GoldenModel(model, "float")
+    cache = gm.new_cache(len(toks))
+    return np.concatenate([gm.forward(toks[i:i + 1], cache) for i in range(len(toks))])
+
+
+def variant_rows(model: TernaryModel, windows: list[np.ndarray], specs, floor: bool = False,
+                 log=None):
+    """Top-1 agreement with float numerics (float32 prefill), dPPL and KL per variant.
+
+    ``specs``: hw-numerics variants (:func:`tellme.sim.golden.variants.parse_variant`).
+    ``floor``: also the float model against benign perturbations of itself (float64
+    arithmetic; token-by-token decode instead of one prefill): the metric's noise floor.
+    Yields (name, top1, dppl, kl, seconds) rows."""
+    from .variants import parse_variant, variant_forward
+
+    nll_f, am_f, lp_f = _score(lambda t: forward(model, t, "float"), windows)
+    cands = [(s, (lambda t, f=parse_variant(s): variant_forward(model, t, f))) for s in specs]
+    if floor:
+        cands += [("float64 float model", lambda t: _float64_logits(model, t)),
+                  ("float, decode token by token", lambda t: _float_decode_logits(model, t))]
+    for name, fn in cands:
+        t0 = time.time()
+        nll, am, lp = _score(fn, windows)
+        kl = sum(float((np.exp(a) * (a - b)).sum()) for a, b in zip(lp_f, lp)) / len(am)
+        row = (name, float((am == am_f).mean()), float(np.exp((nll - nll_f) / len(am)) - 1), kl,
+               time.time() - t0)
+        if log:
+            log(row)
+        yield row
+
+
 def oracle(dirs) -> int:
     """float and hw numerics vs HF transformers' logits stored in fixture folders."""
     from pathlib import Path
@@ -242,6 +324,13 @@ def main(argv=None) -> int:
     ap.add_argument("--ablation", action="store_true",
                     help="with --model: float numerics with one stream at a time rounded to "
                          "FP16 (which rounding costs what)")
+    ap.add_argument("--variants", nargs="+", metavar="SPEC",
+                    help="with --model: hw numerics with streams widened to FP32, per SPEC a "
+                         "preset (hw, kv32, res32, ..., fp32; see sim/golden/variants.py) or "
+                         "site=fmt[,site=fmt] (sites: residual norm qkv attn o gate_up ffn "
+                         "down normw rope); scored in tellme-eval windows of --window tokens")
+    ap.add_argument("--floor", action="store_true",
+                    help="with --variants: also float vs float64 and float decode vs prefill")
     ap.add_argument("--oracle", nargs="+", metavar="DIR",
                     help="HF parity fixture folders (checkpoint + tokens.npy + logits.npy): "
                          "compare float and hw numerics with HF transformers' logits")
@@ -249,7 +338,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     if args.oracle:
         return oracle(args.oracle)
-    if not args.ablation:
+    if not (args.ablation or args.variants):
         print(HEADER)
     ranges = []
     if args.random or not args.model:
@@ -260,6 +349,18 @@ def main(argv=None) -> int:
         from tellme.quant.loader import load_model
 
         m = load_model(args.model)
+        if args.variants:
+            if not (args.text or args.tokens):
+                raise SystemExit("--variants needs --text or --tokens")
+            ids = np.concatenate(text_windows(args.model, _whole(args), m.config.vocab_size))
+            windows = eval_windows(ids, args.window)[:args.max_windows]
+            print(f"{sum(len(w) - 1 for w in windows)} positions in {len(windows)} windows of "
+                  f"<= {args.window} tokens")
+            print(f"{'variant':44s} {'top-1':>8s} {'dPPL':>9s} {'KL':>9s} {'s':>5s}")
+            for row in variant_rows(m, windows, args.variants, args.floor):
+                print(f"{row[0]:44s} {row[1] * 100:7.2f} % {row[2] * 100:+8.3f} % "
+                      f"{row[3]:9.2e} {row[4]:5.0f}", flush=True)
+            return 0
         if args.text or args.tokens:
             windows = text_windows(args.model, args, m.config.vocab_size)
         else:

@@ -9,9 +9,12 @@ flight, an R FIFO reserved before each request). The streamer's gearbox cuts the
 engine beats of ``beat`` FP16 elements, whatever the AXI data width, so rows need not be
 aligned to AXI beats.
 
+``KVWriter`` stores the new K/V rows of a prefill block or a decode step (AXI4 INCR write
+bursts, byte strobes for partial first/last beats); ``KVCacheDMA`` puts both on one AXI4 port.
+
 Scope: FP16 KV rows whose run-time ``head_dim`` is a multiple of ``beat`` (row = ``bpr`` whole
-engine beats, no padding needed). The int8 mode (codes + per-row FP16 scale) and the writer of
-new rows are not built yet (docs/hw/attention.md, "DDR side").
+engine beats, no padding needed). The int8 mode (codes + per-row FP16 scale) is not built yet
+(docs/hw/attention.md, "DDR side").
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ def read_command_layout(addr_width: int, ctx_bits: int) -> data.StructLayout:
 
 
 def reader_command(layout, layer: int, head: int, n: int, beat: int) -> dict:
-    """The reader command for one call over ``layout`` (a :class:`tellme.sim.kv_layout.KVLayout`)."""
+    """The reader command for one call over ``layout`` (a :class:`~tellme.sim.kv_layout.
+    KVLayout`): row 0 of the KV head's K and V regions, ``n`` keys, beats per row."""
     if layout.dtype != "fp16":
         raise ValueError(f"KVReader reads FP16 KV only, layout dtype is {layout.dtype!r}")
     if layout.head_dim % beat:
@@ -119,6 +123,17 @@ class KVReader(wiring.Component):
     """
 
     def __init__(self, *, beat: int = 4, depth: int = 8, max_head_dim: int = 16,
+                 ctx_bits: int = 12, data_width: int = 128, addr_width: int = 40,
+                 max_burst: int = 16, max_outstanding: int = 4):
+        try:
+            self._init(beat=beat, depth=depth, max_head_dim=max_head_dim, ctx_bits=ctx_bits,
+                       data_width=data_width, addr_width=addr_width, max_burst=max_burst,
+                       max_outstanding=max_outstanding)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True      # not elaborated: do not warn about it
+            raise
+
+    def _init(self, *, beat: int = 4, depth: int = 8, max_head_dim: int = 16,
                  ctx_bits: int = 12, data_width: int = 128, addr_width: int = 40,
                  max_burst: int = 16, max_outstanding: int = 4):
         if data_width not in (128, 256):
@@ -287,6 +302,16 @@ class KVWriter(wiring.Component):
     """
 
     def __init__(self, *, beat: int = 4, data_width: int = 128, addr_width: int = 40,
+                 count_width: int = 20, max_burst: int = 16, max_outstanding: int = 4):
+        try:
+            self._init(beat=beat, data_width=data_width, addr_width=addr_width,
+                       count_width=count_width, max_burst=max_burst,
+                       max_outstanding=max_outstanding)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True      # not elaborated: do not warn about it
+            raise
+
+    def _init(self, *, beat: int = 4, data_width: int = 128, addr_width: int = 40,
                  count_width: int = 20, max_burst: int = 16, max_outstanding: int = 4):
         if data_width not in (128, 256):
             raise ValueError(f"KVWriter data_width must be 128 or 256, not {data_width!r}")

@@ -1,6 +1,7 @@
 """Launch the KV-cache reader testbench (tests/rtl/tb_attn_kv_dma.py) on Verilator.
 
-Default tier: one build of KVCacheDMA (reader + writer on one AXI4 port) matching the engine's ``sim`` preset (beat 4, tile 8, head_dim <= 16)
+Default tier: one build of KVCacheDMA (reader + writer on one AXI4 port) matching the
+engine's ``sim`` preset (beat 4, tile 8, head_dim <= 16)
 on a 128-bit AXI port. ``slow``: a 256-bit build with longer bursts.
 """
 

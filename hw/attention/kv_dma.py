@@ -505,3 +505,49 @@ class KVCacheDMA(wiring.Component):
                 m.d.comb += inner_v.eq(outer_v)
         m.d.comb += self.error.eq(rd.error | wr.error)
         return m
+
+
+def call_traffic(n: int, *, head_dim: int, beat: int, depth: int, data_width: int,
+                 max_burst: int) -> dict:
+    """Bursts and bytes of one reader call (n keys, one KV head, FP16) from :func:`reader_plan`,
+    for a KV head whose regions start on a 4 KB page (as the layout places them)."""
+    from tellme.sim.kv_layout import KVLayout
+
+    lay = KVLayout(num_layers=1, num_kv_heads=1, head_dim=head_dim, max_ctx=max(n, 1))
+    plan = reader_plan(reader_command(lay, 0, 0, n, beat), depth=depth, beat=beat,
+                       data_width=data_width, max_burst=max_burst)
+    beats = sum(b for _, b in plan)
+    return {"segments": len(kv_schedule(n, depth)), "bursts": len(plan),
+            "bytes": beats * data_width // 8, "payload": sum(
+                r for _, _, r in kv_schedule(n, depth)) * lay.row_bytes}
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from tellme.hw.attention.presets import attention_params
+
+    ap = argparse.ArgumentParser(prog="python -m tellme.hw.attention.kv_dma",
+                                 description="KVReader bursts and bytes per engine call")
+    ap.add_argument("--target", default="kv260")
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--data-width", type=int, default=128)
+    ap.add_argument("--max-burst", type=int, default=16)
+    ap.add_argument("--contexts", default="1,128,1024,1025,4096")
+    a = ap.parse_args(argv)
+    ep = attention_params(a.target)
+    print(f"{a.target}: beat {ep['beat']}, tile {ep['depth']}, head_dim {a.head_dim}, "
+          f"{a.data_width}-bit AXI, bursts <= {a.max_burst} beats; one call = one KV head")
+    print(f"{'n':>6s} {'segments':>8s} {'bursts':>8s} {'bytes read':>12s} {'K/V bytes':>12s}")
+    for n in (int(x) for x in a.contexts.split(",")):
+        t = call_traffic(n, head_dim=a.head_dim, beat=ep["beat"], depth=ep["depth"],
+                         data_width=a.data_width, max_burst=a.max_burst)
+        print(f"{n:6d} {t['segments']:8d} {t['bursts']:8d} {t['bytes']:12,d} "
+              f"{t['payload']:12,d}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -250,9 +250,11 @@ async def test_writer(dut):
     post = before[lay.base + lay.total_bytes:]
     # (layer, start, count): a prefill block, decode steps, a block at an odd row across pages
     writes = [(0, 0, 3 * D + 5), (0, 3 * D + 5, 1), (0, 3 * D + 6, 1), (1, 37, 150),
-              (1, 187, 1), (1, lay.max_ctx - 2, 2)]
+              (1, 187, 1), (1, lay.max_ctx - 2, 2), (0, 40, 64)]
     for wi, (layer, start, count) in enumerate(writes):
-        tb.wstalls([0.0, 0.3, 0.5][wi % 3])
+        rate = wi == len(writes) - 1            # the last one without stalls: rate check
+        tb.wstalls(0.0 if rate else [0.0, 0.3, 0.5][wi % 3])
+        tb.wdat.idle_prob = 0.0 if rate else 0.3
         cmds = writer_commands(lay, layer, start, count, W)
         beats = []
         for kind in ("K", "V"):
@@ -272,6 +274,11 @@ async def test_writer(dut):
         assert tb.wdat.idle and not int(dut.error.value)
         dut._log.info("write layer %d rows %d..%d: %d beats, %d cycles", layer, start,
                       start + count - 1, len(beats), cycles)
+        if rate:
+            # one engine beat per cycle; per command the B response of its last burst
+            # (commands are taken one at a time) costs a fixed handful of cycles
+            bound = len(beats) + 16 * len(cmds)
+            assert cycles <= bound, f"write: {cycles} cycles > bound {bound}"
     tb.wstalls(0.0)
     for _ in range(4):
         await RisingEdge(dut.clk)

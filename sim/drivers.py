@@ -215,3 +215,56 @@ class StreamMonitor:
         """Raise if any violation was seen (call at the end of a test as well)."""
         if self.errors:
             raise AssertionError(f"stream {self.name!r}: {self.errors[0]}")
+
+
+def pause_generator(rng: random.Random, p: float):
+    """Endless pause pattern for cocotbext-axi channels: pause with probability ``p``."""
+    while True:
+        yield rng.random() < p
+
+
+class AxiReadMonitor:
+    """Checks every AR burst of an AXI4 read master and counts bursts in flight.
+
+    Each accepted AR must be INCR, aligned to the bus width, with ``arsize`` = the bus width,
+    at most ``max_burst`` beats, inside one 4 KB page; at most ``max_outstanding`` (+1 for the
+    cycle a new AR overlaps the last R beat) bursts may be in flight. Accepted bursts are
+    appended to ``bursts`` as (address, beats).
+    """
+
+    def __init__(self, dut, prefix: str, *, data_width: int, max_burst: int,
+                 max_outstanding: int):
+        self.dut = dut
+        self.prefix = prefix
+        self.nbytes = data_width // 8
+        self.max_burst = max_burst
+        self.max_outstanding = max_outstanding
+        self.bursts: list[tuple[int, int]] = []
+        self.max_in_flight = 0
+        cocotb.start_soon(self._run())
+
+    def _sig(self, name: str):
+        return getattr(self.dut, f"{self.prefix}_{name}")
+
+    async def _run(self):
+        in_flight = 0
+        nbytes = self.nbytes
+        clk = self.dut.clk
+        while True:
+            await RisingEdge(clk)
+            if int(self._sig("arvalid").value) and int(self._sig("arready").value):
+                addr = self._sig("araddr").value.to_unsigned()
+                beats = self._sig("arlen").value.to_unsigned() + 1
+                assert addr % nbytes == 0, f"unaligned burst address {addr:#x}"
+                assert beats <= self.max_burst, f"burst of {beats} beats"
+                assert addr // 4096 == (addr + beats * nbytes - 1) // 4096, \
+                    f"burst {addr:#x}+{beats} crosses a 4 KB page"
+                assert self._sig("arsize").value.to_unsigned() == nbytes.bit_length() - 1
+                assert self._sig("arburst").value.to_unsigned() == 1, "not an INCR burst"
+                self.bursts.append((addr, beats))
+                in_flight += 1
+            if int(self._sig("rvalid").value) and int(self._sig("rready").value) \
+                    and int(self._sig("rlast").value):
+                in_flight -= 1
+            self.max_in_flight = max(self.max_in_flight, in_flight)
+            assert in_flight <= self.max_outstanding + 1, "too many bursts in flight"

@@ -25,18 +25,14 @@ from cocotbext.axi import AxiBus, AxiRam
 from tellme.hw.attention.schedule import kv_schedule
 from tellme.hw.attention.kv_dma import (read_command_layout, reader_beats, reader_command,
                                         reader_plan, write_command_layout, writer_commands)
-from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_fields,
-                                pack_array, pack_struct, start_clock_and_reset)
+from tellme.sim.drivers import (AxiReadMonitor, StreamMonitor, StreamSink, StreamSource, layout_fields,
+                                pack_array, pack_struct, pause_generator,
+                                start_clock_and_reset)
 from tellme.sim.kv_layout import KVLayout
 from tellme.sim.runner import cocotb_params
 
 SEED = int(os.environ.get("SEED", "1"))
 MEM = 1 << 20
-
-
-def _gen(rng: random.Random, p: float):
-    while True:
-        yield rng.random() < p
 
 
 class TB:
@@ -50,8 +46,6 @@ class TB:
         self.aw_lens: list[int] = []
         self.aw_bursts: list[tuple[int, int]] = []
         self.wr_dones = 0
-        self.bursts: list[tuple[int, int]] = []
-        self.max_in_flight = 0
         self.dones = 0
 
     async def start(self, bp: float, seed: int, idle: float = 0.0):
@@ -65,13 +59,17 @@ class TB:
         self.wdat = StreamSource(d, "wr", idle_prob=idle, seed=seed + 4)
         self.mon = [StreamMonitor(d, s) for s in ("rd_cmd", "o", "wr_cmd", "wr")]
         self.prng = random.Random(seed + 2)
-        cocotb.start_soon(self._axi_monitor())
+        self.axi_mon = AxiReadMonitor(d, "m_axi", data_width=self.dw,
+                                      max_burst=self.p["max_burst"],
+                                      max_outstanding=self.p["max_outstanding"])
+        self.bursts = self.axi_mon.bursts
+        cocotb.start_soon(self._count_dones())
         cocotb.start_soon(self._axi_write_monitor())
 
     def stalls(self, p_ar: float, p_r: float, bp: float):
         rd = self.ram.read_if
-        rd.ar_channel.set_pause_generator(_gen(self.prng, p_ar) if p_ar else None)
-        rd.r_channel.set_pause_generator(_gen(self.prng, p_r) if p_r else None)
+        rd.ar_channel.set_pause_generator(pause_generator(self.prng, p_ar) if p_ar else None)
+        rd.r_channel.set_pause_generator(pause_generator(self.prng, p_r) if p_r else None)
         rd.ar_channel.pause = False
         rd.r_channel.pause = False
         self.sink.backpressure_prob = bp
@@ -79,7 +77,7 @@ class TB:
     def wstalls(self, p: float):
         wr = self.ram.write_if
         for ch in (wr.aw_channel, wr.w_channel, wr.b_channel):
-            ch.set_pause_generator(_gen(self.prng, p) if p else None)
+            ch.set_pause_generator(pause_generator(self.prng, p) if p else None)
             ch.pause = False
 
     async def _axi_write_monitor(self):
@@ -108,29 +106,10 @@ class TB:
                     assert in_burst == want, f"W burst of {in_burst} beats, AW said {want}"
                     in_burst = 0
 
-    async def _axi_monitor(self):
-        d = self.dut
-        in_flight = 0
-        nbytes = self.dw // 8
+    async def _count_dones(self):
         while True:
-            await RisingEdge(d.clk)
-            self.dones += int(d.rd_done.value)
-            if int(d.m_axi_arvalid.value) and int(d.m_axi_arready.value):
-                addr = d.m_axi_araddr.value.to_unsigned()
-                beats = d.m_axi_arlen.value.to_unsigned() + 1
-                assert addr % nbytes == 0, f"unaligned burst address {addr:#x}"
-                assert beats <= self.p["max_burst"], f"burst of {beats} beats"
-                assert addr // 4096 == (addr + beats * nbytes - 1) // 4096, \
-                    f"burst {addr:#x}+{beats} crosses a 4 KB page"
-                assert d.m_axi_arsize.value.to_unsigned() == nbytes.bit_length() - 1
-                assert d.m_axi_arburst.value.to_unsigned() == 1, "not an INCR burst"
-                self.bursts.append((addr, beats))
-                in_flight += 1
-            if int(d.m_axi_rvalid.value) and int(d.m_axi_rready.value) \
-                    and int(d.m_axi_rlast.value):
-                in_flight -= 1
-            self.max_in_flight = max(self.max_in_flight, in_flight)
-            assert in_flight <= self.p["max_outstanding"] + 1, "too many bursts in flight"
+            await RisingEdge(self.dut.clk)
+            self.dones += int(self.dut.rd_done.value)
 
     async def call(self, cmd: dict, want: list[list[int]]) -> int:
         """Run one reader command; check beats and bursts; return cycles to the done pulse."""

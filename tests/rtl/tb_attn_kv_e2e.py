@@ -20,7 +20,7 @@ from tellme.hw.attention.engine import cmd_layout
 from tellme.hw.attention.kv_dma import read_command_layout, reader_command
 from tellme.hw.attention.schedule import decode_calls, prefill_calls
 from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_fields,
-                                pack_array, pack_struct, start_clock_and_reset)
+                                pack_array, pack_struct, pause_generator, start_clock_and_reset)
 from tellme.sim.golden import hw
 from tellme.sim.kv_layout import KVLayout
 from tellme.sim.runner import cocotb_params
@@ -28,11 +28,6 @@ from tellme.sim.runner import cocotb_params
 from .tb_attn_engine import assert_same, bits16, rand_qkv
 
 SEED = int(os.environ.get("SEED", "1"))
-
-
-def _gen(rng, p):
-    while True:
-        yield rng.random() < p
 
 
 @cocotb.test()
@@ -43,8 +38,8 @@ async def test_reader_engine(dut):
     ram = AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=1 << 20)
     await start_clock_and_reset(dut)
     prng = random.Random(SEED)
-    ram.ar_channel.set_pause_generator(_gen(prng, 0.2))
-    ram.r_channel.set_pause_generator(_gen(prng, 0.2))
+    ram.ar_channel.set_pause_generator(pause_generator(prng, 0.2))
+    ram.r_channel.set_pause_generator(pause_generator(prng, 0.2))
     src = {s: StreamSource(dut, s, idle_prob=0.1, seed=SEED + i)
            for i, s in enumerate(("e_cmd", "q", "rd_cmd"))}
     sink = StreamSink(dut, "o", backpressure_prob=0.2, seed=SEED + 5)

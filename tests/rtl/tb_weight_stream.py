@@ -21,12 +21,8 @@ from cocotbext.axi import AxiRamRead, AxiReadBus
 
 from tellme.hw.weight_stream import stream_plan
 from tellme.quant.codes import layout_codes, pack_codes
+from tellme.sim.drivers import AxiReadMonitor, pause_generator
 from tellme.sim.runner import cocotb_params
-
-
-def _gen(rng: random.Random, p: float):
-    while True:
-        yield rng.random() < p
 
 
 class TB:
@@ -41,13 +37,14 @@ class TB:
         self.ram = AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst,
                               size=1 << 20)
         self.words: list[tuple[int, int]] = []
-        self.bursts: list[tuple[int, int]] = []
         self.ready_p = 1.0
         self.rng = random.Random(0)
-        self.max_in_flight = 0
         cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
         cocotb.start_soon(self._sink())
-        cocotb.start_soon(self._axi_monitor())
+        self.axi_mon = AxiReadMonitor(dut, "m_axi", data_width=self.dw,
+                                      max_burst=self.p["max_burst"],
+                                      max_outstanding=self.p["max_outstanding"])
+        self.bursts = self.axi_mon.bursts
 
     async def reset(self):
         d = self.dut
@@ -79,29 +76,6 @@ class TB:
             else:
                 assert pending is None, "o valid dropped before the transfer"
             d.o__ready.value = int(self.rng.random() < self.ready_p)
-
-    async def _axi_monitor(self):
-        d = self.dut
-        in_flight = 0
-        nbytes = self.dw // 8
-        while True:
-            await RisingEdge(d.clk)
-            if int(d.m_axi_arvalid.value) and int(d.m_axi_arready.value):
-                addr = d.m_axi_araddr.value.to_unsigned()
-                beats = d.m_axi_arlen.value.to_unsigned() + 1
-                assert addr % nbytes == 0, f"unaligned burst address {addr:#x}"
-                assert beats <= self.p["max_burst"], f"burst of {beats} beats"
-                assert addr // 4096 == (addr + beats * nbytes - 1) // 4096, \
-                    f"burst {addr:#x}+{beats} crosses a 4 KB page"
-                assert d.m_axi_arsize.value.to_unsigned() == nbytes.bit_length() - 1
-                assert d.m_axi_arburst.value.to_unsigned() == 1
-                self.bursts.append((addr, beats))
-                in_flight += 1
-            if int(d.m_axi_rvalid.value) and int(d.m_axi_rready.value) \
-                    and int(d.m_axi_rlast.value):
-                in_flight -= 1
-            self.max_in_flight = max(self.max_in_flight, in_flight)
-            assert in_flight <= self.p["max_outstanding"] + 1, "too many bursts in flight"
 
     async def fetch(self, addr: int, first: int, count: int, timeout: int = 200_000) -> int:
         """Run one command; return cycles from acceptance to the done pulse."""
@@ -207,8 +181,8 @@ async def test_stream_layout(dut):
         stalls = [(0.0, 0.0, 1.0), (0.3, 0.3, 0.5), (0.0, 0.5, 0.8), (0.5, 0.0, 0.3)]
         for ci, (first, count) in enumerate(cases):
             p_ar, p_r, p_ready = stalls[(ci + seed) % len(stalls)]
-            tb.ram.ar_channel.set_pause_generator(_gen(prng, p_ar) if p_ar else None)
-            tb.ram.r_channel.set_pause_generator(_gen(prng, p_r) if p_r else None)
+            tb.ram.ar_channel.set_pause_generator(pause_generator(prng, p_ar) if p_ar else None)
+            tb.ram.r_channel.set_pause_generator(pause_generator(prng, p_r) if p_r else None)
             tb.ready_p = p_ready
             cyc = await tb.fetch(base, first, count)
             tb.check(vectors, base, first, count)
@@ -219,8 +193,8 @@ async def test_stream_layout(dut):
             tb.ram.ar_channel.pause = False
             tb.ram.r_channel.pause = False
     # back to back: the tiles of a linear, then a ragged range, without waiting in between
-    tb.ram.ar_channel.set_pause_generator(_gen(prng, 0.2))
-    tb.ram.r_channel.set_pause_generator(_gen(prng, 0.2))
+    tb.ram.ar_channel.set_pause_generator(pause_generator(prng, 0.2))
+    tb.ram.r_channel.set_pause_generator(pause_generator(prng, 0.2))
     tb.ready_p = 0.7
     tiles = [(base, nb0 * per_block, min(2, nb - nb0) * per_block) for nb0 in range(0, nb, 2)]
     tiles.append((base, lanes * 3, lanes * 5))

@@ -41,14 +41,19 @@ class StreamCommand(data.StructLayout):
         })
 
 
-def stream_plan(*, addr: int, first: int, count: int, t: int, lanes: int,
-                data_width: int, max_burst: int) -> list[tuple[int, int]]:
+def stream_plan(*, addr: int, first: int, count: int, t: int | None = None, lanes: int,
+                data_width: int, max_burst: int,
+                vector_bits: int | None = None) -> list[tuple[int, int]]:
     """Reference model of the bursts the streamer issues: a list of (byte address, beats).
 
-    Bursts are INCR, beat-aligned, at most ``max_burst`` beats and never cross a 4 KB page.
+    Vectors are ``vector_bits`` wide (default: T 5-bit codes, as in the streamer). Bursts are
+    INCR, beat-aligned, at most ``max_burst`` beats and never cross a 4 KB page.
     """
     nbytes = data_width // 8
-    vector_bits = CODE_BITS * t
+    if vector_bits is None:
+        if t is None:
+            raise TypeError("stream_plan needs t or vector_bits")
+        vector_bits = CODE_BITS * t
     words = count // lanes
     start_bit = addr * 8 + first * vector_bits
     a0 = (start_bit // data_width) * nbytes

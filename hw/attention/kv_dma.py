@@ -23,7 +23,7 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from tellme.hw.weight_stream import WeightStreamer
+from tellme.hw.weight_stream import WeightStreamer, stream_plan
 
 from .schedule import kv_schedule
 
@@ -63,23 +63,9 @@ def reader_plan(cmd: dict, *, depth: int, beat: int, data_width: int,
     out = []
     for kind, first, rows in kv_schedule(cmd["n"], depth):
         base = cmd["k_addr"] if kind == "K" else cmd["v_addr"]
-        out += _plan(base, first * cmd["bpr"], rows * cmd["bpr"], 16 * beat, data_width,
-                     max_burst)
-    return out
-
-
-def _plan(addr, first, count, vb, dw, max_burst):
-    # stream_plan with a vector of vb bits (stream_plan itself assumes 5*t-bit code vectors)
-    nbytes = dw // 8
-    start_bit = addr * 8 + first * vb
-    a0 = (start_bit // dw) * nbytes
-    beats = -(-(start_bit % dw + count * vb) // dw) if count else 0
-    out, cur = [], a0
-    while beats:
-        n = min(beats, max_burst, (4096 - cur % 4096) // nbytes)
-        out.append((cur, n))
-        cur += n * nbytes
-        beats -= n
+        out += stream_plan(addr=base, first=first * cmd["bpr"], count=rows * cmd["bpr"],
+                           lanes=1, vector_bits=16 * beat, data_width=data_width,
+                           max_burst=max_burst)
     return out
 
 

@@ -67,3 +67,18 @@ def layout_fields(layout) -> list[tuple[str, int]]:
     """``[(name, width)]`` of an Amaranth ``StructLayout`` in bit order (needs amaranth)."""
     return [(name, field.width) for name, field in
             sorted(((n, f) for n, f in layout), key=lambda nf: nf[1].offset)]
+
+
+def row_beats(bits, lanes: int) -> list[int]:
+    """FP16 bits [n] -> element-wise row beats (``lanes`` 16-bit lanes, ``last`` above them on
+    the final beat), as ``hw.elementwise.common.row_layout``."""
+    n = len(bits)
+    return [pack_array(bits[i:i + lanes], 16) | (int(i + lanes == n) << (16 * lanes))
+            for i in range(0, n, lanes)]
+
+
+def unpack_rows(beats, lanes: int):
+    """Inverse of :func:`row_beats` (drops ``last``): FP16 bits as uint16 [n]."""
+    import numpy as np
+
+    return np.array([unpack_array(b, 16, lanes) for b in beats], np.uint16).reshape(-1)

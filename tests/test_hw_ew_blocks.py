@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from tellme.sim.payload import pack_array, pack_struct, unpack_array
+from tellme.sim.payload import pack_array, pack_struct, row_beats, unpack_array, unpack_rows
 from tests.rtl.tb_ew_cases import (acc_rows, amax_cases, dequant_expected, f32_bits,
                                    fp16_bits, gated_expected, norm_expected, norm_rows,
                                    pack_act_beats, quant_expected, random_fp16,
@@ -60,17 +60,6 @@ def run_sim(dut, inputs, out, n_out, *, statics=(), stall=0.0, seed=0):
     sim.add_testbench(monitor)
     sim.run()
     return got
-
-
-def row_beats(bits, lanes):
-    """FP16 bits [n] -> row_layout beats (data lanes, last on the final beat)."""
-    n = len(bits)
-    return [pack_array(bits[i:i + lanes], 16) | (int(i + lanes == n) << (16 * lanes))
-            for i in range(0, n, lanes)]
-
-
-def unpack_rows(beats, lanes):
-    return np.array([unpack_array(b, 16, lanes) for b in beats], np.uint16).reshape(-1)
 
 
 L = 4

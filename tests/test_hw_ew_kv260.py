@@ -15,7 +15,8 @@ from tests.rtl.tb_ew_cases import (acc_rows, amax_cases, dequant_expected, f16, 
                                    fp16_bits, gated_expected, norm_expected, norm_rows,
                                    pack_act_beats, quant_expected, random_fp16,
                                    residual_expected, rope_expected)
-from tests.test_hw_ew_blocks import row_beats, run_sim, unpack_rows
+from tellme.sim.payload import row_beats, unpack_rows
+from tests.test_hw_ew_blocks import run_sim
 
 P = EwParams.from_preset("kv260")
 L = P.lanes

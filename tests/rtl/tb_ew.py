@@ -20,6 +20,7 @@ from tellme.hw.tlmm import out_layout
 from tellme.sim import cycles_ew
 from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_fields,
                                 pack_array, pack_struct, start_clock_and_reset, unpack_array)
+from tellme.sim.payload import row_beats, unpack_rows
 from tellme.sim.runner import cocotb_params
 from tests.rtl.tb_ew_cases import (acc_rows, amax_cases, dequant_expected, f16, f32_bits,
                                    fp16_bits, gated_expected, norm_expected, norm_rows,
@@ -42,16 +43,6 @@ def row_lengths() -> list[int]:
 
 def seed() -> int:
     return int(os.environ.get("SEED", "1"))
-
-
-def row_beats(bits, lanes):
-    n = len(bits)
-    return [pack_array(bits[i:i + lanes], 16) | (int(i + lanes == n) << (16 * lanes))
-            for i in range(0, n, lanes)]
-
-
-def unpack_rows(beats, lanes):
-    return np.array([unpack_array(b, 16, lanes) for b in beats], np.uint16).reshape(-1)
 
 
 class TB:

@@ -111,6 +111,179 @@ def sum_squares_fp16(x16: np.ndarray) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Stream formats: FP16 and FP24 (FP16's sign and exponent, 18 fraction bits)
+
+
+class StreamFormat:
+    """A binary floating-point stream format with FP16's 5-bit exponent (bias 15, normal
+    minimum 2**-14, gradual underflow) and ``man`` fraction bits; no Inf/NaN: values beyond
+    the largest finite ``(2 - 2**-man) * 2**15`` saturate to it.
+
+    Arrays of a stream hold the exact values: ``float16`` for FP16 (man = 10), ``float32``
+    for wider formats (exact: man <= 23), always on the format's grid.
+
+    * ``round(x)``: RN of exact float64 value(s), one nearest-even rounding, saturating;
+    * ``fields(x)``: (sign, significand, shift) int64 with ``|x| = sig * 2**(shift - frac)``,
+      ``frac = 14 + man`` (the exponent of the smallest subnormal, negated);
+    * ``to_bits`` / ``from_bits``: the ``1 + 5 + man``-bit encoding (sign | exp | fraction).
+    """
+
+    EXP_BITS = 5
+
+    def __init__(self, man: int):
+        if not 10 <= man <= 23:
+            raise ValueError(f"stream format fraction bits must be in 10..23, got {man}")
+        self.man = man
+        self.bits = 1 + self.EXP_BITS + man
+        self.frac = 14 + man                       # LSB of the smallest subnormal: 2**-frac
+        self.sig_bits = man + 1
+        self.max = (2.0 - 2.0 ** -man) * 2.0 ** 15
+        self.dtype = np.dtype(np.float16 if man == 10 else np.float32)
+        self.name = "fp16" if man == 10 else f"fp{self.bits}"
+
+    def __repr__(self):
+        return f"StreamFormat({self.name}: 1-5-{self.man})"
+
+    def __eq__(self, other):
+        return isinstance(other, StreamFormat) and other.man == self.man
+
+    def __hash__(self):
+        return hash(("StreamFormat", self.man))
+
+    def round(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=_F64)
+        if self.man == 10:
+            return to_fp16(x)
+        ax = np.abs(x)
+        _, e = np.frexp(np.where(ax > 0, ax, 1.0))       # ax = f * 2**e, f in [0.5, 1): exact
+        q = np.ldexp(1.0, np.maximum(e - 1, -14) - self.man)
+        r = np.rint(x / q) * q                            # exact scaling; rint: ties to even
+        return np.clip(r, -self.max, self.max).astype(self.dtype)
+
+    def check(self, x, what: str = "input") -> np.ndarray:
+        """``x`` as an array of this format; TypeError if its dtype or values are off-grid."""
+        x = np.asarray(x)
+        if x.dtype != self.dtype:
+            raise TypeError(f"{what} must be {self.dtype.name} holding {self.name} values "
+                            f"(stream format {self.name}), got {x.dtype}")
+        if self.man != 10 and x.size:
+            if not np.array_equal(self.round(x.astype(_F64)), x, equal_nan=False):
+                raise TypeError(f"{what}: float32 values are not on the {self.name} grid")
+        return x
+
+    def fields(self, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        u = self.to_bits(x)
+        m = (1 << self.man) - 1
+        e = (u >> self.man) & 0x1F
+        if np.any(e == 0x1F) and self.man == 10:
+            raise ValueError("FP16 Inf/NaN reached the hw datapath (streams saturate, never Inf)")
+        f = u & m
+        sig = np.where(e > 0, f | (1 << self.man), f)
+        shift = np.where(e > 0, e - 1, 0)
+        return (u >> (self.bits - 1)) & 1, sig, shift
+
+    def to_bits(self, x) -> np.ndarray:
+        """Encoding as int64 (sign at bit ``bits - 1``)."""
+        x = np.asarray(x)
+        if self.man == 10:
+            return np.asarray(x, np.float16).view(np.uint16).astype(np.int64)
+        x = self.check(np.asarray(x, np.float32))
+        u = x.view(np.uint32).astype(np.int64)
+        sign = u >> 31
+        e32 = (u >> 23) & 0xFF
+        f32 = u & 0x7FFFFF
+        # normal in the stream format iff e32 - 127 >= -14
+        e = e32 - 127 + 15
+        normal = e >= 1
+        mag = np.where(normal, (e << self.man) | (f32 >> (23 - self.man)), 0)
+        # subnormal (or zero): value = (f32 | 1<<23) * 2**(e32 - 150) = sub * 2**-frac
+        sub_shift = np.clip(-self.frac - (e32 - 150), 0, 63)
+        sub = np.where(e32 > 0, (f32 | (1 << 23)) >> sub_shift, 0)
+        mag = np.where(normal, mag, sub)
+        return (sign << (self.bits - 1)) | mag
+
+    def from_bits(self, u) -> np.ndarray:
+        u = np.asarray(u, dtype=np.int64)
+        if self.man == 10:
+            return (u & 0xFFFF).astype(np.uint16).view(np.float16)
+        sign, f = (u >> (self.bits - 1)) & 1, u & ((1 << self.man) - 1)
+        e = (u >> self.man) & 0x1F
+        sig = np.where(e > 0, f | (1 << self.man), f)
+        v = np.ldexp(sig.astype(_F64), np.where(e > 0, e - 1, 0) - self.frac)
+        return np.where(sign == 1, -v, v).astype(self.dtype)
+
+
+FP16 = StreamFormat(10)
+FP24 = StreamFormat(18)
+# The contract's stream format: what every hw function and RTL block uses unless told otherwise.
+STREAM_FORMAT = FP16
+
+
+def stream_format(fmt: "StreamFormat | None") -> StreamFormat:
+    return STREAM_FORMAT if fmt is None else fmt
+
+
+def round_product(fmt: StreamFormat, a, b) -> np.ndarray:
+    """RN_fmt(a * b) for exact float64 ``a`` (<= 41 significant bits) and ``b`` (<= 24
+    significant bits, e.g. an FP32 scalar), exact even when the product exceeds 53 bits:
+    b = b_hi + b_lo (12 bits each) makes both partial products exact, and
+    :func:`round_sum2` rounds their exact sum once."""
+    a = np.asarray(a, dtype=_F64)
+    b = np.asarray(b, dtype=_F64)
+    _, e = np.frexp(np.where(b != 0, b, 1.0))
+    unit = np.ldexp(1.0, e - 12)                   # b_hi keeps the top 12 bits of b
+    b_hi = np.trunc(b / unit) * unit
+    return round_sum2(fmt, a * b_hi, a * (b - b_hi))
+
+
+def round_sum2(fmt: StreamFormat, x, y) -> np.ndarray:
+    """RN_fmt(x + y) of two exact float64 values, rounded once (not via a float64 rounding
+    of the sum): TwoSum gives s + err == x + y exactly; RN_fmt(s) is correct unless s lies on
+    a midpoint of the format's grid with err != 0, where err decides the direction."""
+    x = np.asarray(x, dtype=_F64)
+    y = np.asarray(y, dtype=_F64)
+    s = x + y
+    bv = s - x
+    err = (x - (s - bv)) + (y - bv)
+    r = fmt.round(s).astype(_F64)
+    if not np.any(err != 0):
+        return r.astype(fmt.dtype)
+    # grid step around s (exponent of |s|, subnormal floor) and the midpoint test
+    a = np.abs(s)
+    _, e = np.frexp(np.where(a > 0, a, 1.0))
+    q = np.ldexp(1.0, np.maximum(e - 1, -14) - fmt.man)
+    k = s / q
+    mid = (k - np.floor(k)) == 0.5
+    fix = mid & (err != 0)
+    up = np.floor(k) * q + q
+    down = np.floor(k) * q
+    r = np.where(fix, np.where(err > 0, up, down), r)
+    return fmt.round(r)
+
+
+def sum_squares(fmt: StreamFormat, x) -> list[int]:
+    """Exact sum of squares of each row of stream ``x`` [..., n], as Python ints in units of
+    2**(-2 * fmt.frac) (FP16: 2**-48; FP24: 2**-64).
+
+    Hardware: each square is a sig x sig product shifted by 2*shift into an exact accumulator;
+    integer addition is associative, so lane count and order are free. Here: the squares are
+    summed per shift value in int64 (sig**2 < 2**38, n <= 2**14: < 2**52), then combined with
+    Python ints.
+    """
+    x = np.asarray(x)
+    n = x.shape[-1]
+    if n > 2 ** 14:
+        raise ValueError(f"row length {n} > 16384: per-shift sums could overflow int64")
+    _, sig, shift = fmt.fields(x)
+    sig = sig.reshape(-1, n)
+    shift = shift.reshape(-1, n)
+    sq = sig * sig
+    parts = [np.where(shift == s, sq, 0).sum(axis=-1, dtype=np.int64) for s in range(30)]
+    return [sum(int(parts[s][r]) << (2 * s) for s in range(30) if parts[s][r])
+            for r in range(sig.shape[0])]
+
+
+# ---------------------------------------------------------------------------------------------
 # Correctly rounded scalars (Python ints): the specification of the per-token scalar unit
 
 

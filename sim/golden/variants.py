@@ -30,6 +30,8 @@ rationals, which moves them by at most an ulp at ties: irrelevant for a study).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from tellme.quant.model import TernaryModel
@@ -41,7 +43,8 @@ from .tlmm import ternary_matmul
 
 STREAMS = ("residual", "norm", "qkv", "attn", "o", "gate_up", "ffn", "down")
 SITES = STREAMS + ("normw", "rope")
-FORMATS = ("fp16", "fp32")
+FORMATS = ("fp16", "fp32", "e5mN (N = 10..23)")
+_EMN = re.compile(r"e5m(\d+)$")
 PRESETS = {
     "hw": {},
     "kv32": {"qkv": "fp32"},
@@ -75,22 +78,48 @@ def parse_variant(spec: str) -> dict[str, str]:
         if term in PRESETS:
             fmt.update(PRESETS[term])
             continue
+        if _valid_emn(term):                       # every site in one format
+            fmt.update({s: term for s in SITES})
+            continue
         if "=" not in term:
             raise ValueError(f"variant {spec!r}: {term!r} is neither a preset "
                              f"({', '.join(PRESETS)}) nor site=fmt")
         site, f = (t.strip() for t in term.split("=", 1))
         if site not in SITES:
             raise ValueError(f"variant {spec!r}: unknown site {site!r} (sites: {', '.join(SITES)})")
-        if f not in FORMATS:
+        if f not in ("fp16", "fp32") and not _valid_emn(f):
             raise ValueError(f"variant {spec!r}: site {site} format must be one of {FORMATS}, "
                              f"got {f!r}")
         fmt[site] = f
     return fmt
 
 
+def _valid_emn(f: str) -> bool:
+    m = _EMN.match(f)
+    return bool(m) and 10 <= int(m.group(1)) <= 23
+
+
+def round_e5m(x64, man: int) -> np.ndarray:
+    """RNE of float64 values to a binary format with FP16's exponent range (normal minimum
+    2**-14, gradual underflow) and ``man`` fraction bits, saturating at its largest finite
+    value; returned as float32 (exact: man <= 23). ``man = 10`` is FP16."""
+    x = np.asarray(x64, dtype=np.float64)
+    ax = np.abs(x)
+    e = np.floor(np.log2(np.where(ax > 0, ax, 1.0)))
+    e = np.maximum(e, -14.0)
+    q = np.ldexp(1.0, (e - man).astype(np.int64))
+    r = np.rint(x / q) * q                          # rint: ties to even
+    top = (2.0 - 2.0 ** -man) * 2.0 ** 15
+    return np.clip(r, -top, top).astype(np.float32)
+
+
 def _round(x64, fmt: str) -> np.ndarray:
     x64 = np.asarray(x64, dtype=np.float64)
-    return to_fp16(x64) if fmt == "fp16" else x64.astype(np.float32)
+    if fmt == "fp16":
+        return to_fp16(x64)
+    if fmt == "fp32":
+        return x64.astype(np.float32)
+    return round_e5m(x64, int(_EMN.match(fmt).group(1)))
 
 
 def _is16(*xs) -> bool:
@@ -108,18 +137,21 @@ class VariantOps:
             return hw.rope_table(positions, head_dim, theta)
         from . import hf
 
-        return hf.rope_table(positions, head_dim, theta)
+        cos, sin = hf.rope_table(positions, head_dim, theta)
+        if self.fmt["rope"] == "fp32":
+            return cos, sin
+        return _round(cos, self.fmt["rope"]), _round(sin, self.fmt["rope"])
 
     def embed(self, table, ids):
         if self.fmt["residual"] == "fp16":
             return hw.embed(table, ids)
-        return _round(np.asarray(table)[np.asarray(ids)], "fp32")
+        return _round(np.asarray(table)[np.asarray(ids)], self.fmt["residual"])
 
     def rmsnorm_absmax(self, x, g, eps):
         out = self.fmt["norm"]
         if _is16(x) and out == "fp16" and self.fmt["normw"] == "fp16":
             return hw.rmsnorm_absmax(x, g, eps)
-        gw = (to_fp16(g) if self.fmt["normw"] == "fp16" else np.asarray(g, np.float32))
+        gw = (to_fp16(g) if self.fmt["normw"] == "fp16" else _round(g, self.fmt["normw"]))
         x64 = np.asarray(x).astype(np.float64)
         if _is16(x):
             r = hw.rms_scale(x, eps).astype(np.float64)
@@ -242,7 +274,7 @@ class VariantModel(GoldenModel):
 
     def new_cache(self, max_len: int | None = None) -> KVCache:
         cache = super().new_cache(max_len)
-        if self.fmt["qkv"] == "fp32":
+        if self.fmt["qkv"] != "fp16":
             cache = KVCache(self.config.num_layers, self.config.num_kv_heads,
                             self.config.head_dim, cache.max_len, "fp32")
             # GoldenModel.forward checks the cache format against the mode's default

@@ -140,6 +140,7 @@ class StreamFormat:
         self.max = (2.0 - 2.0 ** -man) * 2.0 ** 15
         self.dtype = np.dtype(np.float16 if man == 10 else np.float32)
         self.name = "fp16" if man == 10 else f"fp{self.bits}"
+        self.emin = -14
 
     def __repr__(self):
         return f"StreamFormat({self.name}: 1-5-{self.man})"
@@ -213,6 +214,16 @@ class StreamFormat:
         return np.where(sign == 1, -v, v).astype(self.dtype)
 
 
+class _FP32Grid:
+    """binary32 as a rounding target of :func:`round_sum2` (normal range only)."""
+    man, emin, dtype = 23, -126, np.dtype(np.float32)
+
+    @staticmethod
+    def round(x):
+        return np.asarray(x, dtype=_F64).astype(np.float32)   # one RNE conversion
+
+
+FP32_GRID = _FP32Grid()
 FP16 = StreamFormat(10)
 FP24 = StreamFormat(18)
 # The contract's stream format: what every hw function and RTL block uses unless told otherwise.
@@ -227,7 +238,8 @@ def round_product(fmt: StreamFormat, a, b) -> np.ndarray:
     """RN_fmt(a * b) for exact float64 ``a`` (<= 41 significant bits) and ``b`` (<= 24
     significant bits, e.g. an FP32 scalar), exact even when the product exceeds 53 bits:
     b = b_hi + b_lo (12 bits each) makes both partial products exact, and
-    :func:`round_sum2` rounds their exact sum once."""
+    :func:`round_sum2` rounds their exact sum once. (An ``a`` of up to 41 bits times 12 bits
+    stays within 53.)"""
     a = np.asarray(a, dtype=_F64)
     b = np.asarray(b, dtype=_F64)
     _, e = np.frexp(np.where(b != 0, b, 1.0))
@@ -236,7 +248,7 @@ def round_product(fmt: StreamFormat, a, b) -> np.ndarray:
     return round_sum2(fmt, a * b_hi, a * (b - b_hi))
 
 
-def round_sum2(fmt: StreamFormat, x, y) -> np.ndarray:
+def round_sum2(fmt, x, y) -> np.ndarray:
     """RN_fmt(x + y) of two exact float64 values, rounded once (not via a float64 rounding
     of the sum): TwoSum gives s + err == x + y exactly; RN_fmt(s) is correct unless s lies on
     a midpoint of the format's grid with err != 0, where err decides the direction."""
@@ -251,7 +263,7 @@ def round_sum2(fmt: StreamFormat, x, y) -> np.ndarray:
     # grid step around s (exponent of |s|, subnormal floor) and the midpoint test
     a = np.abs(s)
     _, e = np.frexp(np.where(a > 0, a, 1.0))
-    q = np.ldexp(1.0, np.maximum(e - 1, -14) - fmt.man)
+    q = np.ldexp(1.0, np.maximum(e - 1, fmt.emin) - fmt.man)
     k = s / q
     mid = (k - np.floor(k)) == 0.5
     fix = mid & (err != 0)
@@ -453,23 +465,29 @@ SILU_TABLE = make_silu_table()
 SILU_TABLE.setflags(write=False)
 
 
-def silu_fx(x16: np.ndarray) -> np.ndarray:
-    """SiLU of FP16 ``x16`` in fixed point Q.22 (int64): piecewise-linear over [-16, 16).
+def silu_fx(x, fmt: "StreamFormat | None" = None) -> np.ndarray:
+    """SiLU of stream values ``x`` (format ``fmt``, default FP16 for float16 arrays, else the
+    contract's) in fixed point Q.22 (int64): piecewise-linear over [-16, 16).
 
-    X = x * 2**24 (exact integer); U = X + 16 * 2**24; i = U >> 20; r = U & (2**20 - 1);
-    y = T[i] + floor(((T[i+1] - T[i]) * r + 2**19) / 2**20). Tails: x >= 16 -> x exactly
-    (x * 2**22), x < -16 -> 0. Error bound 2.5e-4 absolute (docs/numerics.md).
+    X = x * 2**F (exact integer, F = fmt.frac: 24 for FP16, 32 for FP24); U = X + 16 * 2**F;
+    i = U >> (F - 4); r = U & (2**(F-4) - 1); y = T[i] + floor(((T[i+1] - T[i]) * r
+    + 2**(F-5)) / 2**(F-4)). Tails: x >= 16 -> x exactly (X >> (F - 22)), x < -16 -> 0.
+    Error bound 2.5e-4 absolute (docs/numerics.md).
     """
-    sign, sig, shift = fp16_fields(x16)
-    X = sig << shift                                   # |x| * 2**24, < 2**40
+    if fmt is None:
+        fmt = FP16 if np.asarray(x).dtype == np.float16 else stream_format(None)
+    F = fmt.frac
+    sign, sig, shift = fmt.fields(x)
+    X = sig << shift                                   # |x| * 2**F, < 2**(F + 16)
     X = np.where(sign == 1, -X, X)
-    U = X - (SILU_LO << 24)
-    inside = (U >= 0) & (U < (32 << 24))
+    U = X - (SILU_LO << F)
+    inside = (U >= 0) & (U < (32 << F))
     Ui = np.where(inside, U, 0)
-    i = Ui >> 20
-    r = Ui & ((1 << 20) - 1)
+    seg = F - SILU_SEG_LOG2
+    i = Ui >> seg
+    r = Ui & ((1 << seg) - 1)
     t0 = SILU_TABLE[i]
     t1 = SILU_TABLE[i + 1]
-    y = t0 + (((t1 - t0) * r + (1 << 19)) >> 20)
-    y = np.where(inside, y, np.where(U >= 0, X >> 2, 0))
+    y = t0 + (((t1 - t0) * r + (1 << (seg - 1))) >> seg)
+    y = np.where(inside, y, np.where(U >= 0, X >> (F - SILU_OUT_FRAC), 0))
     return y

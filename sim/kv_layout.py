@@ -1,19 +1,25 @@
 """DDR layout of the KV cache and its traffic model (docs/hw/attention.md).
 
-Layout (one contiguous buffer, FP16 or int8 rows, little-endian)::
+Layout (one contiguous buffer, little-endian)::
 
     for layer in range(num_layers):
         for kind in ("K", "V"):
             for kv_head in range(num_kv_heads):
-                rows[max_ctx][head_dim]        # row p = position p, FP16 (2 B) or int8 (1 B)
-    # int8 only, after all rows: one FP16 scale per (layer, kind, kv_head, position)
-    for layer, kind, kv_head: scales[max_ctx]  # FP16
+                rows[max_ctx][head_dim]        # row p = position p
+    # int8 only, after all rows: one scale per (layer, kind, kv_head, position)
+    for layer, kind, kv_head: scales[max_ctx]  # in the stream format
 
+* Elements: ``dtype`` "fp16" (2 B) or "fp24" (3 B) hold the stream format's encoding
+  (:meth:`StreamFormat.to_bits`) little-endian, element c of a row at byte ``c * elem_bytes``
+  (an FP24 2B4T row of 128 is 384 bytes, 24 beats of 16 bytes); "int8" holds one code byte
+  per element and a per-row scale in the stream format ``fmt`` (2 or 3 bytes, same packing).
+  ``dtype=None`` means the stream format's own rows (:data:`~tellme.sim.golden.numerics.
+  STREAM_FORMAT` unless ``fmt`` is given).
 * K is stored after RoPE; position p is row p for prefill and decode alike (forward order,
   no host fix-up): prefill writes rows start..start+N-1, decode appends row pos. The engine reads
   the keys of one KV head as one increasing address range (INCR bursts, split at 4 KiB).
-* Regions start on ``align``-byte boundaries (row bytes are a multiple of 64 for head_dim a
-  multiple of 32 (FP16) / 64 (int8)).
+* Regions start on ``align``-byte boundaries; rows are packed back to back (an FP24 row need not
+  be a whole number of AXI beats: the reader's gearbox and the writer's strobes handle that).
 
 Run ``python -m tellme.sim.kv_layout`` for the traffic table (bytes per token per layer).
 """
@@ -24,36 +30,85 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from tellme.hw.attention.schedule import kv_schedule
+import numpy as np
 
-DTYPES = {"fp16": 2, "int8": 1}
-SCALE_BYTES = 2
+from tellme.hw.attention.schedule import kv_schedule
+from tellme.sim.golden.numerics import FP16, FP24, StreamFormat, stream_format
+
+DTYPES = {"fp16": 2, "fp24": 3, "int8": 1}
+FORMATS = {"fp16": FP16, "fp24": FP24}
 
 
 def _al(x: int, a: int) -> int:
     return -(-x // a) * a
 
 
+def encode_elems(bits, elem_bytes: int) -> bytes:
+    """Element bit patterns (any integer array) -> their little-endian bytes, ``elem_bytes``
+    each, in row-major order (the layout's row image)."""
+    u = np.asarray(bits).astype(np.int64).reshape(-1)
+    if u.size and (u.min() < 0 or u.max() >> (8 * elem_bytes)):
+        raise ValueError(f"element bit patterns do not fit {elem_bytes} bytes")
+    return u.astype("<u8").view(np.uint8).reshape(-1, 8)[:, :elem_bytes].tobytes()
+
+
+def decode_elems(buf: bytes, elem_bytes: int) -> np.ndarray:
+    """Inverse of :func:`encode_elems`: int64 bit patterns."""
+    b = np.frombuffer(bytes(buf), dtype=np.uint8)
+    if b.size % elem_bytes:
+        raise ValueError(f"{b.size} bytes are not a whole number of {elem_bytes}-byte elements")
+    w = np.zeros((b.size // elem_bytes, 8), dtype=np.uint8)
+    w[:, :elem_bytes] = b.reshape(-1, elem_bytes)
+    return w.view("<u8").reshape(-1).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class KVLayout:
+    """``fmt``: the stream format of the rows (dtype "fp16"/"fp24") or of the int8 scales;
+    None: the rows' own format, else :data:`STREAM_FORMAT`."""
     num_layers: int
     num_kv_heads: int
     head_dim: int
     max_ctx: int
-    dtype: str = "fp16"
+    dtype: str | None = None
     base: int = 0
     align: int = 4096
+    fmt: StreamFormat | None = None
 
     def __post_init__(self):
-        if self.dtype not in DTYPES:
-            raise ValueError(f"KV dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        dt, fmt = self.dtype, self.fmt
+        if fmt is not None and not isinstance(fmt, StreamFormat):
+            raise TypeError(f"KVLayout.fmt must be a StreamFormat, got {fmt!r}")
+        if dt is None:
+            dt = stream_format(fmt).name
+        if dt not in DTYPES:
+            raise ValueError(f"KV dtype must be one of {sorted(DTYPES)}, got {dt!r}")
+        if dt in FORMATS:
+            if fmt is not None and fmt != FORMATS[dt]:
+                raise ValueError(f"KV dtype {dt!r} does not match the stream format {fmt!r}")
+            fmt = FORMATS[dt]
+        else:
+            fmt = stream_format(fmt)
+            if fmt.name not in FORMATS:
+                raise ValueError(f"int8 KV scale format must be FP16 or FP24, got {fmt!r}")
+        object.__setattr__(self, "dtype", dt)
+        object.__setattr__(self, "fmt", fmt)
         for f in ("num_layers", "num_kv_heads", "head_dim", "max_ctx"):
             if getattr(self, f) < 1:
                 raise ValueError(f"KVLayout.{f} must be >= 1, got {getattr(self, f)}")
 
     @property
+    def elem_bytes(self) -> int:
+        return DTYPES[self.dtype]
+
+    @property
+    def scale_bytes(self) -> int:
+        """Bytes of one int8 row scale (the stream format's); 0 for FP rows."""
+        return self.fmt.bits // 8 if self.dtype == "int8" else 0
+
+    @property
     def row_bytes(self) -> int:
-        return self.head_dim * DTYPES[self.dtype]
+        return self.head_dim * self.elem_bytes
 
     @property
     def head_bytes(self) -> int:
@@ -78,62 +133,83 @@ class KVLayout:
     def rows_bytes(self) -> int:
         return self.num_layers * 2 * self.num_kv_heads * self.head_bytes
 
+    @property
+    def scales_head_bytes(self) -> int:
+        """Bytes of one (layer, kind, kv_head) scale region (int8), padded to ``align``."""
+        return _al(self.max_ctx * self.scale_bytes, self.align)
+
     def scale_addr(self, layer: int, kind: str, head: int, pos: int) -> int:
         if self.dtype != "int8":
-            raise ValueError("FP16 KV has no scales")
+            raise ValueError(f"{self.dtype.upper()} KV has no scales")
         if not 0 <= pos < self.max_ctx:
             raise IndexError(f"position {pos} outside the KV cache (max_ctx {self.max_ctx})")
-        per = _al(self.max_ctx * SCALE_BYTES, self.align)
-        return self.base + self.rows_bytes + self._region(layer, kind, head) * per + pos * SCALE_BYTES
+        return (self.base + self.rows_bytes + self._region(layer, kind, head)
+                * self.scales_head_bytes + pos * self.scale_bytes)
 
     @property
     def total_bytes(self) -> int:
         n = self.rows_bytes
         if self.dtype == "int8":
-            n += self.num_layers * 2 * self.num_kv_heads * _al(self.max_ctx * SCALE_BYTES,
-                                                               self.align)
+            n += self.num_layers * 2 * self.num_kv_heads * self.scales_head_bytes
         return n
+
+    def encode_rows(self, bits) -> bytes:
+        """Rows of element bit patterns ([..., head_dim]; FP: ``fmt.to_bits``, int8: codes as
+        int8 or uint8) -> the bytes the layout stores for them back to back."""
+        u = np.asarray(bits).astype(np.int64)
+        if self.dtype == "int8":
+            u = u & 0xFF
+        return encode_elems(u, self.elem_bytes)
 
 
 # --------------------------------------------------------------------------- traffic model
 
 def decode_traffic(n: int, *, num_kv_heads: int, head_dim: int, dtype: str = "fp16",
-                   depth: int = 1024) -> dict:
+                   depth: int = 1024, fmt: StreamFormat | None = None) -> dict:
     """DDR bytes of one layer's decode attention with n keys (the new token's K/V included).
 
     Reads: per KV head the rows of :func:`kv_schedule` (K once plus the re-read of every tile
-    but the last, V once); int8 adds one FP16 scale per row read. Writes: the new K and V row.
+    but the last, V once); int8 adds one scale per row read (in ``fmt``, default the stream
+    format: 2 or 3 bytes). Writes: the new K and V row.
     """
-    eb = DTYPES[dtype]
-    extra = SCALE_BYTES if dtype == "int8" else 0
+    lay = KVLayout(1, 1, head_dim, 1, dtype=dtype, fmt=None if dtype in FORMATS else fmt)
+    per_row = lay.row_bytes + lay.scale_bytes
     rows = sum(r for _, _, r in kv_schedule(n, depth))
-    rd = num_kv_heads * rows * (head_dim * eb + extra)
-    wr = num_kv_heads * 2 * (head_dim * eb + extra)
+    rd = num_kv_heads * rows * per_row
+    wr = num_kv_heads * 2 * per_row
     return {"read": rd, "write": wr, "total": rd + wr, "rows": rows * num_kv_heads}
 
 
+# the table's columns: (heading, dtype, scale format)
+TABLE_KINDS = (("fp16", "fp16", None), ("fp24", "fp24", None), ("int8+s16", "int8", FP16),
+               ("int8+s24", "int8", FP24))
+
+
 def _table(models: dict, contexts, depths) -> str:
-    lines = ["decode attention DDR traffic per token per layer (KV reads + new-row writes)",
-             f"{'model':24s} {'kv_h':>4s} {'hd':>4s} {'dtype':5s} {'tile':>5s} "
-             + " ".join(f"{'n=' + str(c):>12s}" for c in contexts)]
+    lines = ["decode attention DDR traffic per token per layer, bytes (KV reads + new-row "
+             "writes); int8+sN: int8 codes + an N-bit row scale",
+             f"{'model':24s} {'kv_h':>4s} {'hd':>4s} {'tile':>5s} {'n':>6s} "
+             + " ".join(f"{k:>12s}" for k, _, _ in TABLE_KINDS)]
     for name, (kvh, hd) in models.items():
-        for dtype in ("fp16", "int8"):
-            for d in depths:
-                vals = [decode_traffic(c, num_kv_heads=kvh, head_dim=hd, dtype=dtype,
-                                       depth=d)["total"] for c in contexts]
-                lines.append(f"{name:24s} {kvh:4d} {hd:4d} {dtype:5s} {d:5d} "
+        for d in depths:
+            for c in contexts:
+                vals = [decode_traffic(c, num_kv_heads=kvh, head_dim=hd, dtype=dt, depth=d,
+                                       fmt=f)["total"] for _, dt, f in TABLE_KINDS]
+                lines.append(f"{name:24s} {kvh:4d} {hd:4d} {d:5d} {c:6d} "
                              + " ".join(f"{v:12,d}" for v in vals))
     return "\n".join(lines)
 
 
-def _engine_table(models: dict, contexts, target: str, mhz: float, gbps: float) -> str:
+def _engine_table(models: dict, contexts, target: str, mhz: float, gbps: float,
+                  fmt: StreamFormat) -> str:
     from tellme.hw.attention.presets import attention_params
     from tellme.sim.cycles_attn import expected_cycles
 
     ep = attention_params(target)
     eng = dict(lanes=ep["lanes"], beat=ep["beat"], depth=ep["depth"])
     lines = [f"one engine ({target}: lanes {ep['lanes']}, beat {ep['beat']}, tile {ep['depth']}) "
-             f"at {mhz:g} MHz vs FP16 KV reads at {gbps:g} GB/s, per layer, microseconds",
+             f"at {mhz:g} MHz vs {fmt.name.upper()} KV reads at {gbps:g} GB/s, per layer, "
+             "microseconds",
              f"{'model':24s} {'phase':14s} " + " ".join(f"{'n=' + str(c):>16s}" for c in contexts)]
     for name, (heads, kvh, hd) in models.items():
         for phase in ("decode", "prefill"):
@@ -146,7 +222,8 @@ def _engine_table(models: dict, contexts, target: str, mhz: float, gbps: float) 
                     e = expected_cycles("prefill", n_q=c, heads=heads, kv_heads=kvh,
                                         head_dim=hd, **eng)
                 us_c = e["cycles"] / mhz
-                us_d = e["kv_bytes"] / (gbps * 1e3)
+                # kv_bytes counts FP16 rows; the engine's cycles do not depend on the format
+                us_d = e["kv_bytes"] * (fmt.bits // 8) / 2 / (gbps * 1e3)
                 cells.append(f"{us_c:8.0f}/{us_d:7.0f}")
             lines.append(f"{name:24s} {phase + ' eng/ddr':14s} " + " ".join(cells))
     return "\n".join(lines)
@@ -161,6 +238,8 @@ def main(argv=None) -> int:
     ap.add_argument("--target", default="kv260", help="engine preset for the time table")
     ap.add_argument("--mhz", type=float, default=250.0)
     ap.add_argument("--gbps", type=float, default=17.1, help="DDR bandwidth for KV reads")
+    ap.add_argument("--fmt", choices=sorted(FORMATS), default=None,
+                    help="KV row format of the time table (default: the stream format)")
     args = ap.parse_args(argv)
     from tellme.quant.sizes import MODELS
 
@@ -170,7 +249,8 @@ def main(argv=None) -> int:
     print(_table(models, ctx, dep))
     print()
     full = {k: (c.num_heads, c.num_kv_heads, c.head_dim) for k, c in MODELS.items()}
-    print(_engine_table(full, ctx, args.target, args.mhz, args.gbps))
+    fmt = FORMATS[args.fmt] if args.fmt else stream_format(None)
+    print(_engine_table(full, ctx, args.target, args.mhz, args.gbps, fmt))
     return 0
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data
 
-from .fp16 import Pipe
+from .fp16 import Pipe, fmt_of
 
 
-def row_layout(lanes: int) -> data.StructLayout:
-    """One beat of an FP16 row: ``lanes`` elements (element ``b*lanes + l`` at lane l of beat
-    b) and ``last`` on the row's final beat."""
-    return data.StructLayout({"data": data.ArrayLayout(unsigned(16), lanes), "last": 1})
+def row_layout(lanes: int, fmt=None) -> data.StructLayout:
+    """One beat of a stream-format row: ``lanes`` elements of ``fmt.bits`` (FP16: 16, FP24:
+    24; element ``b*lanes + l`` at lane l of beat b) and ``last`` on the row's final beat."""
+    return data.StructLayout({"data": data.ArrayLayout(unsigned(fmt_of(fmt).bits), lanes),
+                              "last": 1})
 
 
 def check_lanes(lanes, what: str = "lanes") -> int:

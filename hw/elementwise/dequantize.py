@@ -1,4 +1,4 @@
-"""Dequantise: y = RN16(acc * s_tok) (golden ``dequantize``) on the TLMM output stream."""
+"""Dequantise: y = RN_fmt(acc * s_tok) (golden ``dequantize``) on the TLMM output stream."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from amaranth.lib.wiring import In, Out
 from tellme.hw.tlmm import out_layout
 
 from .common import check_lanes, row_layout, row_scale_pipe
-from .fp16 import ROUND16_LATENCY, abs_signed, round16, unpack32
+from .fp16 import ROUND16_LATENCY, abs_signed, fmt_of, round_fp, unpack32
 
 LATENCY = 1 + ROUND16_LATENCY
 
 
 class Dequantize(wiring.Component):
-    """Accumulators to FP16 with the per-token dequantisation scale, Q lanes per cycle.
+    """Accumulators to the stream format with the per-token dequantisation scale, Q lanes per cycle.
 
     Parameters
     ----------
@@ -23,6 +23,8 @@ class Dequantize(wiring.Component):
         Accumulators per beat (the TLMM's Q).
     acc_width : int
         Signed accumulator width (the TLMM's ``acc_bits``; <= 29 bits in the golden contract).
+    fmt : StreamFormat or None
+        Output stream format (default: the contract's ``STREAM_FORMAT``).
 
     Members
     -------
@@ -31,22 +33,23 @@ class Dequantize(wiring.Component):
         beat.
     i : In(stream.Signature(tlmm.out_layout(q=lanes, acc_width)))
         ``{acc[lanes], last}`` as the TLMM emits them (a row = beats up to ``last``).
-    o : Out(stream.Signature(row_layout(lanes)))
-        y = RN16(acc*s_tok): |acc| times the 24-bit significand (<= 53 bits, exact), one
+    o : Out(stream.Signature(row_layout(lanes, fmt)))
+        y = RN_fmt(acc*s_tok): |acc| times the 24-bit significand (<= 53 bits, exact), one
         rounding; acc = 0 gives +0.
 
     Timing: LATENCY (4) cycles, one beat per cycle (the TLMM's Q columns per cycle), global
     stall on ``o``; a row's beats wait for its scale.
     """
 
-    def __init__(self, *, lanes: int, acc_width: int):
+    def __init__(self, *, lanes: int, acc_width: int, fmt=None):
         self._lanes = check_lanes(lanes)
+        self._fmt = fmt = fmt_of(fmt)
         if not 2 <= acc_width <= 30:
             raise ValueError(f"acc_width must be in [2, 30], got {acc_width}")
         self._aw = acc_width
         super().__init__({"i_scale": In(stream.Signature(32)),
                           "i": In(stream.Signature(out_layout(q=lanes, acc_width=acc_width))),
-                          "o": Out(stream.Signature(row_layout(lanes)))})
+                          "o": Out(stream.Signature(row_layout(lanes, fmt)))})
 
     def elaborate(self, platform):
         m = Module()
@@ -55,7 +58,7 @@ class Dequantize(wiring.Component):
         for lane in range(self._lanes):
             neg, mag = abs_signed(m, self.i.payload.acc[lane])
             prod = sp.reg(mag * sm)
-            y = round16(sp, sp.reg(neg), prod, sp.reg(se))
+            y = round_fp(sp, sp.reg(neg), prod, sp.reg(se), self._fmt)
             m.d.comb += self.o.payload.data[lane].eq(y)
         m.d.comb += self.o.payload.last.eq(sp.delay(self.i.payload.last, LATENCY))
         sp.finish(self.o, LATENCY)

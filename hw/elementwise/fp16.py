@@ -1,11 +1,16 @@
-"""Shared arithmetic of the element-wise pipeline: FP16/FP32 field extraction, exact-product
-rounders, and the global-stall pipeline helper.
+"""Shared arithmetic of the element-wise pipeline: stream-format/FP32 field extraction,
+exact-product rounders, and the global-stall pipeline helper.
+
+The stream format is a ``tellme.sim.golden.numerics.StreamFormat`` (FP16 = 1-5-10, FP24 =
+1-5-18: FP16's exponent with ``man`` fraction bits); every helper taking ``fmt`` defaults to
+the contract's ``STREAM_FORMAT``.
 
 Every rounder takes an exact value ``mag * 2**exp`` (``mag`` an unsigned integer Value,
 ``exp`` a signed Value) and rounds it once, exactly as the golden hw model
 (``tellme.sim.golden.numerics``) does:
 
-* :func:`round16`: RN16 (nearest-even, gradual underflow, saturating at +-65504) -> FP16 bits;
+* :func:`round_fp`: RN_fmt (nearest-even, gradual underflow, saturating at the format's
+  largest finite value) -> stream bits; :func:`round16` is its FP16 instance;
 * :func:`round32`: RN32 significand (24 bits, unbounded exponent; no subnormals are reachable
   from the inputs that use it) -> ``(m, e)`` with ``m`` in [2**23, 2**24];
 * :func:`round_int8`: clamp(RNE(v), -128, 127).
@@ -27,7 +32,23 @@ from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed, unsigned
 FP16_SAT = 0x7BFF          # +65504
 FP16_INF = 0x7C00
 
-ROUND16_LATENCY = 3
+
+def fmt_of(fmt=None):
+    """The stream format (``None``: the contract's ``STREAM_FORMAT``)."""
+    from tellme.sim.golden.numerics import StreamFormat, stream_format
+
+    fmt = stream_format(fmt)
+    if not isinstance(fmt, StreamFormat):
+        raise TypeError(f"fmt must be a StreamFormat or None, got {fmt!r}")
+    return fmt
+
+
+def sat_code(fmt) -> int:
+    """Magnitude code of the largest finite value (exponent 30, all-ones fraction)."""
+    return (0x1E << fmt.man) | ((1 << fmt.man) - 1)
+
+ROUND16_LATENCY = 3            # round_fp, every stream format
+ROUND_FP_LATENCY = ROUND16_LATENCY
 ROUND32_LATENCY = 2
 ROUND_INT8_LATENCY = 2
 
@@ -93,16 +114,25 @@ def wire(m: Module, value, name: str | None = None) -> Signal:
     return s
 
 
-def unpack16(bits) -> tuple[Value, Value, Value]:
-    """FP16 bits -> (sign, significand (11 bits, hidden bit included), shift (0..30)), with
-    ``|x| = significand * 2**(shift - 24)`` (golden ``fp16_fields``). Inf/NaN are never produced
-    by the pipeline and are not special-cased."""
+def unpack(bits, fmt=None) -> tuple[Value, Value, Value]:
+    """Stream bits -> (sign, significand (``fmt.sig_bits``, hidden bit included), shift
+    (0..30)), with ``|x| = significand * 2**(shift - fmt.frac)`` (golden ``fmt.fields``).
+    Exponent 31 (Inf/NaN) is never produced by the pipeline and is not special-cased."""
+    fmt = fmt_of(fmt)
+    M = fmt.man
     bits = Value.cast(bits)
-    e = bits[10:15]
+    e = bits[M:M + 5]
     normal = e != 0
-    sig = Cat(bits[:10], normal)
+    sig = Cat(bits[:M], normal)
     sh = Mux(normal, e - 1, 0)[:5]
-    return bits[15], sig, sh
+    return bits[M + 5], sig, sh
+
+
+def unpack16(bits) -> tuple[Value, Value, Value]:
+    """:func:`unpack` of FP16 bits (``|x| = significand * 2**(shift - 24)``)."""
+    from tellme.sim.golden.numerics import FP16
+
+    return unpack(bits, FP16)
 
 
 def unpack32(bits) -> tuple[Value, Value]:
@@ -121,45 +151,55 @@ def _abs_signed(m: Module, v) -> tuple[Value, Value]:
     return neg, mag
 
 
-def round16(p: Pipe, sign, mag, exp) -> Signal:
-    """RN16 of ``(-1)**sign * mag * 2**exp`` -> FP16 bits. Latency ROUND16_LATENCY (3) registers.
+def round_fp(p: Pipe, sign, mag, exp, fmt=None) -> Signal:
+    """RN_fmt of ``(-1)**sign * mag * 2**exp`` -> stream bits (``fmt.bits`` wide). Latency
+    ROUND16_LATENCY (3) registers, for every format.
 
     A zero ``mag`` gives a zero with the given sign (IEEE sign rules are the caller's). Values
-    beyond 65504 after rounding saturate to +-65504 (golden ``to_fp16`` clips before the cast,
-    so every value >= 65520 maps to 65504 as well).
+    beyond the largest finite value after rounding saturate to it (golden ``fmt.round`` clips
+    after rounding; every value that rounds beyond the maximum maps to it).
     """
+    fmt = fmt_of(fmt)
+    M, S, F = fmt.man, fmt.sig_bits, fmt.frac
     mag = wire(p.m, mag)
     exp = wire(p.m, exp)
     w = len(mag)
-    # stage 1: leading/trailing one; shift amount.  mag' = mag << 11, exp' = exp - 11: then the
+    # stage 1: leading/trailing one; shift amount.  mag' = mag << S, exp' = exp - S: then the
     # shift is always a right shift by sh >= 1 (the round bit exists).
     nz, pmsb = msb_index(p.m, mag)
     _, tz = lsb_index(p.m, mag)
-    sh_norm = pmsb + 1                                # keeps 11 significant bits
-    sh_sub = (-13 - exp).as_signed()                  # keeps the LSB at 2**-24 (subnormal)
+    sh_norm = pmsb + 1                                # keeps S significant bits
+    sh_sub = (S - F - exp).as_signed()                # keeps the LSB at 2**-F (subnormal)
     sh_sub = wire(p.m, sh_sub)
     use_norm = wire(p.m, sh_norm >= sh_sub)
-    shmax = w + 12
+    shmax = w + S + 1
     sh = Mux(use_norm, sh_norm, Mux(sh_sub > shmax, shmax, sh_sub))
-    e16 = Mux(use_norm, exp + pmsb - 10, -24)
+    e_lsb = Mux(use_norm, exp + pmsb - M, -F)         # exponent of the significand's LSB
     s1 = dict(sign=p.reg(sign), mag=p.reg(mag), nz=p.reg(nz), tz=p.reg(tz),
-              sh=p.reg(sh[:ceil_log2(shmax + 1)]), e16=p.reg(e16))
+              sh=p.reg(sh[:ceil_log2(shmax + 1)]), e_lsb=p.reg(e_lsb))
     # stage 2: shift, round and sticky bits
-    magx = Cat(C(0, 11), s1["mag"])
+    magx = Cat(C(0, S), s1["mag"])
     t = wire(p.m, magx >> (s1["sh"] - 1).as_unsigned()[:len(s1["sh"])])
-    sig = t[1:12]
+    sig = t[1:S + 1]
     rnd = t[0]
-    sticky = s1["nz"] & ((s1["tz"] + 11) < (s1["sh"] - 1))
+    sticky = s1["nz"] & ((s1["tz"] + S) < (s1["sh"] - 1))
     s2 = dict(sign=p.reg(s1["sign"]), sig=p.reg(sig), rnd=p.reg(rnd), sticky=p.reg(sticky),
-              e16=p.reg(s1["e16"]), nz=p.reg(s1["nz"]))
+              e_lsb=p.reg(s1["e_lsb"]), nz=p.reg(s1["nz"]))
     # stage 3: nearest-even increment, pack (the significand carry runs into the exponent),
     # saturate
     inc = s2["rnd"] & (s2["sticky"] | s2["sig"][0])
-    big = s2["e16"] + 24
-    packed = wire(p.m, (big.as_unsigned()[:6] << 10) + s2["sig"] + inc)
-    sat = (big > 29) | (packed >= FP16_INF)
-    mbits = Mux(~s2["nz"], 0, Mux(sat, FP16_SAT, packed[:15]))
-    return p.reg(Cat(mbits[:15], s2["sign"]))
+    big = s2["e_lsb"] + F
+    packed = wire(p.m, (big.as_unsigned()[:6] << M) + s2["sig"] + inc)
+    sat = (big > 29) | (packed >= (0x1F << M))
+    mbits = Mux(~s2["nz"], 0, Mux(sat, sat_code(fmt), packed[:M + 5]))
+    return p.reg(Cat(mbits[:M + 5], s2["sign"]))
+
+
+def round16(p: Pipe, sign, mag, exp) -> Signal:
+    """:func:`round_fp` to FP16 (saturating at +-65504)."""
+    from tellme.sim.golden.numerics import FP16
+
+    return round_fp(p, sign, mag, exp, FP16)
 
 
 def round32(p: Pipe, mag, exp) -> tuple[Signal, Signal]:
@@ -213,9 +253,11 @@ def abs_signed(m: Module, v):
     return _abs_signed(m, v)
 
 
-def fp16_mag_max(values) -> Value:
-    """Largest |x| (15-bit magnitude code; FP16 magnitudes order like integers) of FP16 bits."""
-    vals = [Value.cast(v)[:15] for v in values]
+def mag_max(values, fmt=None) -> Value:
+    """Largest |x| (``fmt.bits - 1``-bit magnitude code: magnitudes order like integers) of
+    stream bits."""
+    nb = fmt_of(fmt).bits - 1
+    vals = [Value.cast(v)[:nb] for v in values]
     while len(vals) > 1:
         nxt = [Mux(a > b, a, b) for a, b in zip(vals[0::2], vals[1::2])]
         if len(vals) % 2:
@@ -224,6 +266,13 @@ def fp16_mag_max(values) -> Value:
     return vals[0]
 
 
-__all__ = ["FP16_SAT", "Pipe", "ROUND16_LATENCY", "ROUND32_LATENCY", "ROUND_INT8_LATENCY",
-           "abs_signed", "ceil_log2", "wire", "fp16_mag_max", "lsb_index", "msb_index", "round16",
-           "round32", "round_int8", "unpack16", "unpack32", "signed", "unsigned"]
+def fp16_mag_max(values) -> Value:
+    from tellme.sim.golden.numerics import FP16
+
+    return mag_max(values, FP16)
+
+
+__all__ = ["FP16_SAT", "Pipe", "ROUND16_LATENCY", "ROUND_FP_LATENCY", "ROUND32_LATENCY", "ROUND_INT8_LATENCY",
+           "abs_signed", "ceil_log2", "fmt_of", "fp16_mag_max", "lsb_index", "mag_max",
+           "msb_index", "round16", "round32", "round_fp", "round_int8", "sat_code", "unpack",
+           "unpack16", "unpack32", "signed", "unsigned", "wire"]

@@ -14,11 +14,25 @@ N_MAX = {"sim": 256, "kv260": 6912, "zcu104": 6912}
 
 @dataclass(frozen=True)
 class EwParams:
-    lanes: int            # FP16 elements per beat of the element-wise streams
+    lanes: int            # stream elements per beat of the element-wise streams
     q: int                # dequantiser lanes (the TLMM's Q output columns)
     t: int                # TLMM tables: the quantiser emits 3*t int8 per beat
     acc_width: int        # TLMM accumulator width
     n_max: int            # longest RMSNorm row
+    man: int = -1         # stream format fraction bits (10: FP16, 18: FP24); -1: the
+                          # contract's STREAM_FORMAT at construction
+
+    def __post_init__(self):
+        if self.man == -1:
+            from tellme.sim.golden.numerics import STREAM_FORMAT
+
+            object.__setattr__(self, "man", STREAM_FORMAT.man)
+
+    @property
+    def fmt(self):
+        from tellme.sim.golden.numerics import StreamFormat
+
+        return StreamFormat(self.man)
 
     @classmethod
     def from_preset(cls, name: str, **over) -> "EwParams":
@@ -47,14 +61,15 @@ def make_block(p: EwParams, key: str):
     from .rope import RoPE
     from .scalar import TokenScale
 
+    f = p.fmt
     makers = {
-        "norm": lambda: RMSNormAbsmax(lanes=p.lanes, n_max=p.n_max),
-        "ts": TokenScale,
-        "quant": lambda: Quantize(lanes=p.lanes, out_lanes=3 * p.t),
-        "dq": lambda: Dequantize(lanes=p.q, acc_width=p.acc_width),
-        "res": lambda: ResidualAdd(lanes=p.lanes),
-        "ga": lambda: GatedAct(lanes=p.lanes),
-        "rope": lambda: RoPE(lanes=p.lanes),
+        "norm": lambda: RMSNormAbsmax(lanes=p.lanes, n_max=p.n_max, fmt=f),
+        "ts": lambda: TokenScale(fmt=f),
+        "quant": lambda: Quantize(lanes=p.lanes, out_lanes=3 * p.t, fmt=f),
+        "dq": lambda: Dequantize(lanes=p.q, acc_width=p.acc_width, fmt=f),
+        "res": lambda: ResidualAdd(lanes=p.lanes, fmt=f),
+        "ga": lambda: GatedAct(lanes=p.lanes, fmt=f),
+        "rope": lambda: RoPE(lanes=p.lanes, fmt=f),
     }
     if key not in makers:
         raise ValueError(f"unknown element-wise block {key!r}; known: {', '.join(makers)}")
@@ -92,10 +107,31 @@ class EwHarness(wiring.Component):
         return m
 
 
+def report_format_man() -> int | None:
+    """Stream format of the report's blocks: ``TELLME_EW_FORMAT`` (``fp16``/``fp24``/``e5mN``)
+    or None (the contract's STREAM_FORMAT)."""
+    import os
+    import re
+
+    v = os.environ.get("TELLME_EW_FORMAT", "").strip().lower()
+    if not v:
+        return None
+    named = {"fp16": 10, "fp24": 18}
+    mt = re.fullmatch(r"e5m(\d+)", v)
+    if v not in named and not mt:
+        raise ValueError(f"TELLME_EW_FORMAT must be fp16, fp24 or e5mN, got {v!r}")
+    return named[v] if v in named else int(mt.group(1))
+
+
 def report_blocks() -> dict:
-    """``{name: (description, maker(HwPreset))}`` for tellme.hw.report (yosys estimates)."""
+    """``{name: (description, maker(HwPreset))}`` for tellme.hw.report (yosys estimates);
+    the stream format from :func:`report_format_man`."""
     def mk(key):
-        return lambda hp: make_block(EwParams.from_preset(hp.name), key)
+        def make(hp):
+            man = report_format_man()
+            over = {} if man is None else {"man": man}
+            return make_block(EwParams.from_preset(hp.name, **over), key)
+        return make
 
     return {
         "ew_norm": ("RMSNorm + absmax (row buffer, exact sum of squares, rsqrt unit)",
@@ -103,7 +139,7 @@ def report_blocks() -> dict:
         "ew_scale": ("per-token scales s_q, s_tok (sequential RN32 divider)", mk("ts")),
         "ew_quant": ("int8 quantiser + repack to 3T", mk("quant")),
         "ew_dequant": ("dequantiser, Q lanes", mk("dq")),
-        "ew_residual": ("FP16 residual adder", mk("res")),
+        "ew_residual": ("residual adder", mk("res")),
         "ew_gated": ("gated activation SiLU-PWL / ReLU^2", mk("ga")),
         "ew_rope": ("RoPE (adjacent pairs, FP32-rounded rotation)", mk("rope")),
     }

@@ -8,7 +8,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import check_lanes, row_layout, row_scale_pipe
-from .fp16 import ROUND_INT8_LATENCY, round_int8, unpack16, unpack32
+from .fp16 import ROUND_INT8_LATENCY, fmt_of, round_int8, unpack, unpack32
 
 LATENCY = 1 + ROUND_INT8_LATENCY
 
@@ -71,16 +71,18 @@ class Quantize(wiring.Component):
     Parameters
     ----------
     lanes : int
-        FP16 elements per input beat.
+        Stream elements per input beat.
     out_lanes : int
         int8 per output beat (3*T of the TLMM).
+    fmt : StreamFormat or None
+        Stream format of h (default: the contract's ``STREAM_FORMAT``).
 
     Members
     -------
     i_scale : In(stream.Signature(32))
         s_q (FP32 bits, golden ``quant_scale``), one per row, taken before the row's first beat.
-    i : In(stream.Signature(row_layout(lanes)))
-        h (FP16 bits), ``last`` on the row's final beat.
+    i : In(stream.Signature(row_layout(lanes, fmt)))
+        h (stream bits), ``last`` on the row's final beat.
     o : Out(stream.Signature(ArrayLayout(signed(8), out_lanes)))
         q = clamp(RNE(h*s_q), -128, 127), element k of a row at lane k % out_lanes of beat
         k // out_lanes; the last beat of a row is zero-padded.
@@ -90,11 +92,12 @@ class Quantize(wiring.Component):
     TLMM's consumption of one activation beat per K block, >= 28 cycles at T=28).
     """
 
-    def __init__(self, *, lanes: int, out_lanes: int):
+    def __init__(self, *, lanes: int, out_lanes: int, fmt=None):
         self._lanes = check_lanes(lanes)
         self._out_lanes = check_lanes(out_lanes, "out_lanes")
+        self._fmt = fmt = fmt_of(fmt)
         super().__init__({"i_scale": In(stream.Signature(32)),
-                          "i": In(stream.Signature(row_layout(lanes))),
+                          "i": In(stream.Signature(row_layout(lanes, fmt))),
                           "o": Out(stream.Signature(data.ArrayLayout(signed(8), out_lanes)))})
 
     def elaborate(self, platform):
@@ -104,9 +107,9 @@ class Quantize(wiring.Component):
         scale, sp = row_scale_pipe(m, self.i_scale, self.i)
         sm, se = unpack32(scale)
         for lane in range(L):
-            sign, sig, sh = unpack16(self.i.payload.data[lane])
+            sign, sig, sh = unpack(self.i.payload.data[lane], self._fmt)
             prod = sp.reg(sig * sm)
-            exp = sp.reg(sh - 24 + se)
+            exp = sp.reg(sh - self._fmt.frac + se)
             q = round_int8(sp, sp.reg(sign), prod, exp)
             m.d.comb += rp.i.payload.data[lane].eq(q)
         m.d.comb += rp.i.payload.last.eq(sp.delay(self.i.payload.last, LATENCY))

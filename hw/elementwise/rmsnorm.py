@@ -2,15 +2,18 @@
 
 Two passes over each row (TeLLMe v2 §3.5, with exact arithmetic instead of HLS floats):
 
+With F = ``fmt.frac`` (FP16 24, FP24 32) and S = ``fmt.sig_bits`` (11, 19):
+
 pass 1  the row's beats are written to an on-chip row buffer while their squares are summed
-        exactly: each lane's square is the 22-bit significand product shifted by 2*shift into an
-        80-bit integer at LSB 2**-48; a lane tree and a 96-bit accumulator add them (integer
-        addition: order-free, so the lane count does not change the result).
-scalar  r = RN32(1/sqrt(S*2**-48/n + eps)) = RN32(sqrt(n*2**48 / V)), V = S + n*eps*2**48, on
-        the sequential :class:`~.scalar.ScalarUnit` (W = 96).
-pass 2  the row is read back with the norm weight stream; h = RN16(x*g*r) (22-bit x*g product,
-        times the 24-bit significand of r: 46 bits exact, one rounding); amax = max|h| is
-        reported with the row's last beat.
+        exactly: each lane's square is the 2S-bit significand product shifted by 2*shift into a
+        (2S + 58)-bit integer at LSB 2**-2F; a lane tree and an ``acc_bits(fmt)``-bit
+        accumulator (FP16 96, FP24 112) add them (integer addition: order-free, so the lane
+        count does not change the result).
+scalar  r = RN32(1/sqrt(S*2**-2F/n + eps)) = RN32(sqrt(n*2**2F / V)), V = S + n*eps*2**2F, on
+        the sequential :class:`~.scalar.ScalarUnit` (W = acc_bits(fmt)).
+pass 2  the row is read back with the norm weight stream; h = RN_fmt(x*g*r) (2S-bit x*g
+        product, times the 24-bit significand of r: 2S + 24 bits exact, one rounding);
+        amax = max|h| is reported with the row's last beat.
 """
 
 from __future__ import annotations
@@ -20,22 +23,37 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import StallPipe, check_lanes, row_layout
-from .fp16 import ROUND16_LATENCY, fp16_mag_max, round16, unpack16, unpack32
+from .fp16 import ROUND16_LATENCY, fmt_of, mag_max, round_fp, unpack, unpack32
 from .scalar import ScalarUnit
 
-ACC_BITS = 96
+ACC_BITS = 96                      # FP16 (acc_bits(FP16))
 SQ_STAGES = 3                      # square, shift, lane tree (then accumulate)
 EMIT_LATENCY = 3 + ROUND16_LATENCY  # row-buffer read + g, x*g, *r, rounder
-EPS_MIN_EXP = 102                  # eps >= 2**-25: n*eps*2**48 is an integer
+EPS_MIN_EXP = 102                  # FP16 (eps_min_exp(FP16)): eps >= 2**-25
 
 
-def norm_out_layout(lanes: int) -> data.StructLayout:
-    return data.StructLayout({"data": data.ArrayLayout(unsigned(16), lanes), "last": 1,
-                              "amax": 16})
+def acc_bits(fmt=None) -> int:
+    """Sum-of-squares accumulator width: a square is < 2**(2S + 58) at LSB 2**-2F, n <= 2**14
+    of them (FP16: 2*11 + 58 + 14 = 94 -> 96; FP24: 2*19 + 58 + 14 = 110 -> 112)."""
+    fmt = fmt_of(fmt)
+    return -(-(2 * fmt.sig_bits + 58 + 14) // 16) * 16
+
+
+def eps_min_exp(fmt=None) -> int:
+    """Smallest FP32 biased exponent of eps for which n*eps*2**2F is an integer
+    (eps = em * 2**(E - 150) with a 24-bit em): E >= 150 - 2F (FP16: 2**-25, FP24: 2**-41)."""
+    return 150 - 2 * fmt_of(fmt).frac
+
+
+def norm_out_layout(lanes: int, fmt=None) -> data.StructLayout:
+    w = fmt_of(fmt).bits
+    return data.StructLayout({"data": data.ArrayLayout(unsigned(w), lanes), "last": 1,
+                              "amax": w})
 
 
 class RMSNormAbsmax(wiring.Component):
-    """RMSNorm + absmax of rows of ``n`` FP16 elements (n = beats * lanes, set by ``last``).
+    """RMSNorm + absmax of rows of ``n`` stream-format elements (n = beats * lanes, set by
+    ``last``).
 
     Parameters
     ----------
@@ -43,18 +61,21 @@ class RMSNormAbsmax(wiring.Component):
         Elements per beat.
     n_max : int
         Longest row (a multiple of ``lanes``, <= 16384): the row buffer holds n_max/lanes beats.
+    fmt : StreamFormat or None
+        Stream format of x, g, h (default: the contract's ``STREAM_FORMAT``).
 
     Members
     -------
     eps : In(32)
-        FP32 bits of ``rms_norm_eps`` (static while rows flow); must be >= 2**-25 (every
-        published config uses 1e-5 or 1e-6).
-    i : In(stream.Signature(row_layout(lanes)))
+        FP32 bits of ``rms_norm_eps`` (static while rows flow); must be >= 2**-25 for FP16,
+        2**-41 for FP24 (every published config uses 1e-5 or 1e-6).
+    i : In(stream.Signature(row_layout(lanes, fmt)))
         The input row x, ``last`` on its final beat (at most n_max/lanes beats).
-    i_g : In(stream.Signature(ArrayLayout(16, lanes)))
-        The norm weight (FP16 bits, i.e. RN16(g)), one beat per row beat, consumed in pass 2.
+    i_g : In(stream.Signature(ArrayLayout(fmt.bits, lanes)))
+        The norm weight (stream bits, i.e. RN_fmt(g)), one beat per row beat, consumed in
+        pass 2.
     o : Out(stream.Signature({data, last, amax}))
-        h = RN16(x*g*r); ``amax`` = max|h| over the row, valid on the ``last`` beat.
+        h = RN_fmt(x*g*r); ``amax`` = max|h| over the row, valid on the ``last`` beat.
 
     Timing: per row, pass 1 takes n/lanes cycles (``i`` is always ready in pass 1), then
     SQ_STAGES + 2 cycles to drain and start the scalar unit, the rsqrt (``cycles_ew``), then
@@ -62,17 +83,18 @@ class RMSNormAbsmax(wiring.Component):
     last beat. ``i`` is not ready outside pass 1 (single row buffer).
     """
 
-    def __init__(self, *, lanes: int, n_max: int):
+    def __init__(self, *, lanes: int, n_max: int, fmt=None):
         check_lanes(lanes)
+        self._fmt = fmt = fmt_of(fmt)
         if n_max % lanes or not lanes <= n_max <= 16384:
             raise ValueError(f"n_max must be a multiple of lanes={lanes} in [lanes, 16384], "
                              f"got {n_max}")
         self._lanes, self._n_max = lanes, n_max
         super().__init__({
             "eps": In(32),
-            "i": In(stream.Signature(row_layout(lanes))),
-            "i_g": In(stream.Signature(data.ArrayLayout(unsigned(16), lanes))),
-            "o": Out(stream.Signature(norm_out_layout(lanes))),
+            "i": In(stream.Signature(row_layout(lanes, fmt))),
+            "i_g": In(stream.Signature(data.ArrayLayout(unsigned(fmt.bits), lanes))),
+            "o": Out(stream.Signature(norm_out_layout(lanes, fmt))),
         })
 
     @property
@@ -83,22 +105,29 @@ class RMSNormAbsmax(wiring.Component):
     def n_max(self):
         return self._n_max
 
+    @property
+    def fmt(self):
+        return self._fmt
+
     def elaborate(self, platform):
         m = Module()
         L = self._lanes
+        fmt = self._fmt
+        B, S, F = fmt.bits, fmt.sig_bits, fmt.frac
+        AB = acc_bits(fmt)
         depth = self._n_max // L
-        m.submodules.mem = mem = memory.Memory(shape=16 * L, depth=depth, init=[])
+        m.submodules.mem = mem = memory.Memory(shape=B * L, depth=depth, init=[])
         wr = mem.write_port()
         rd = mem.read_port(domain="sync")
-        m.submodules.su = su = ScalarUnit(width=ACC_BITS)
+        m.submodules.su = su = ScalarUnit(width=AB)
 
         cnt = Signal(range(depth + 1))        # beats written (pass 1)
         nbeats = Signal(range(depth + 1))
         issued = Signal(range(depth + 1))
-        acc = Signal(ACC_BITS)
-        vden = Signal(ACC_BITS)
+        acc = Signal(AB)
+        vden = Signal(AB)
         r = Signal(32)
-        run_max = Signal(15)
+        run_max = Signal(B - 1)
 
         # ---- pass 1: row buffer write + exact sum of squares (no backpressure)
         load = Signal()
@@ -111,11 +140,11 @@ class RMSNormAbsmax(wiring.Component):
             m.d.sync += sv[k].eq(sv[k - 1])
         shifted = []
         for lane in range(L):
-            _, sig, sh = unpack16(self.i.payload.data[lane])
-            sq = Signal(22, name=f"sq{lane}")
+            _, sig, sh = unpack(self.i.payload.data[lane], fmt)
+            sq = Signal(2 * S, name=f"sq{lane}")
             sh2 = Signal(6, name=f"sh2_{lane}")
             m.d.sync += [sq.eq(sig * sig), sh2.eq(sh << 1)]
-            s = Signal(80, name=f"sqs{lane}")
+            s = Signal(2 * S + 58, name=f"sqs{lane}")
             m.d.sync += s.eq(sq << sh2)
             shifted.append(s)
         tree = shifted
@@ -124,20 +153,21 @@ class RMSNormAbsmax(wiring.Component):
             if len(tree) % 2:
                 nxt.append(tree[-1])
             tree = nxt
-        beat_sum = Signal(ACC_BITS)
+        beat_sum = Signal(AB)
         m.d.sync += beat_sum.eq(tree[0])
         with m.If(sv[2]):
             m.d.sync += acc.eq(acc + beat_sum)
 
-        # ---- V = S + n*eps*2**48: eps = em * 2**(E-150), so n*eps*2**48 = em*n << (E-102)
+        # ---- V = S + n*eps*2**2F: eps = em * 2**(E-150), so n*eps*2**2F = em*n << (E-E_min)
         em, _ = unpack32(self.eps)
         eexp = self.eps[23:31]
-        esh = Mux(eexp >= EPS_MIN_EXP, eexp - EPS_MIN_EXP, 0)[:5]
+        emin = eps_min_exp(fmt)
+        esh = Mux(eexp >= emin, eexp - emin, 0)[:5 if F == 24 else 6]
         n_elems = Signal(range(self._n_max + 1))
         m.d.comb += n_elems.eq(nbeats * L)
-        epsn = Signal(ACC_BITS)
+        epsn = Signal(AB)
 
-        # ---- pass 2: read back, h = RN16(x*g*r), absmax
+        # ---- pass 2: read back, h = RN_fmt(x*g*r), absmax
         emit = Signal()
         gate = emit & (issued < nbeats)
         sp = StallPipe(m, [self.i_g], gate=gate)
@@ -148,18 +178,18 @@ class RMSNormAbsmax(wiring.Component):
         hs = []
         for lane in range(L):
             g = sp.reg(self.i_g.payload[lane])
-            sx, sigx, shx = unpack16(rd.data[16 * lane:16 * lane + 16])
-            sg, sigg, shg = unpack16(g)
+            sx, sigx, shx = unpack(rd.data[B * lane:B * lane + B], fmt)
+            sg, sigg, shg = unpack(g, fmt)
             xg = sp.reg(sigx * sigg)
             sign = sp.reg(sx ^ sg)
-            e = sp.reg(shx + shg - 48 + re)
+            e = sp.reg(shx + shg - 2 * F + re)
             prod = sp.reg(xg * rm)
-            h = round16(sp, sp.reg(sign), prod, sp.reg(e))
+            h = round_fp(sp, sp.reg(sign), prod, sp.reg(e), fmt)
             hs.append(h)
             m.d.comb += self.o.payload.data[lane].eq(h)
         last = sp.delay(issued == nbeats - 1, EMIT_LATENCY)
         sp.finish(self.o, EMIT_LATENCY)
-        beat_max = fp16_mag_max(hs)
+        beat_max = mag_max(hs, fmt)
         amax = Mux(beat_max > run_max, beat_max, run_max)
         m.d.comb += [self.o.payload.last.eq(last), self.o.payload.amax.eq(amax)]
         with m.If(self.o.valid & self.o.ready):
@@ -182,7 +212,7 @@ class RMSNormAbsmax(wiring.Component):
                 m.next = "RSQRT"
             with m.State("RSQRT"):
                 m.d.comb += [su.i.valid.eq(1), su.i.payload.num.eq(n_elems),
-                             su.i.payload.den.eq(vden), su.i.payload.exp.eq(48),
+                             su.i.payload.den.eq(vden), su.i.payload.exp.eq(2 * F),
                              su.i.payload.sqrt.eq(1)]
                 with m.If(su.i.ready):
                     m.next = "WAIT"

@@ -23,7 +23,7 @@ from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .fp16 import unpack16, unpack32
+from .fp16 import fmt_of, unpack, unpack32
 
 EXP_BITS = 12
 SQRT_STEPS = 26
@@ -151,22 +151,29 @@ class ScalarUnit(wiring.Component):
 
 class TokenScale(wiring.Component):
     """Per-token quantisation scales from the row's absmax (golden ``quant_scale`` and
-    ``dequant_scale``), on one :class:`ScalarUnit` (W = 48).
+    ``dequant_scale``), on one :class:`ScalarUnit` (W = 48: amax's significand times the
+    24-bit ``ws`` significand is <= 43 bits for FP24).
+
+    Parameters
+    ----------
+    fmt : StreamFormat or None
+        Stream format of amax (default: the contract's ``STREAM_FORMAT``).
 
     Members
     -------
     ws : In(32)
         FP32 bits of the linear's ``weight_scale`` (static while tokens flow).
-    i : In(stream.Signature(16))
-        amax (FP16 bits, >= 0) of one token.
+    i : In(stream.Signature(fmt.bits))
+        amax (stream bits, >= 0) of one token.
     o : Out(stream.Signature({s_q: 32, s_tok: 32}))
         ``s_q = RN32(127 / max(amax, 1e-5f))``, ``s_tok = RN32(max(amax, 1e-5f) * ws / 127)``.
 
     Timing: two scalar operations per token, about 70 cycles (``tellme.sim.cycles_ew``).
     """
 
-    def __init__(self):
-        super().__init__({"ws": In(32), "i": In(stream.Signature(16)),
+    def __init__(self, *, fmt=None):
+        self._fmt = fmt = fmt_of(fmt)
+        super().__init__({"ws": In(32), "i": In(stream.Signature(fmt.bits)),
                           "o": Out(stream.Signature(data.StructLayout({"s_q": 32,
                                                                        "s_tok": 32})))})
 
@@ -179,19 +186,22 @@ class TokenScale(wiring.Component):
         from tellme.sim.golden.hw import QUANT_EPS
 
         m = Module()
+        fmt = self._fmt
         m.submodules.su = su = ScalarUnit(width=48)
         eps_bits = int(np.float32(QUANT_EPS).view(np.uint32))
-        # amax < eps (as exact values) iff amax * 2**24 < ceil(eps * 2**24): amax is on the
-        # 2**-24 grid. Only FP16 subnormals can be below 1e-5.
-        eps_grid = math.ceil(Fraction(float(QUANT_EPS)) * 2 ** 24)
-        amax = Signal(16)
+        # amax < eps (as exact values) iff amax * 2**F < ceil(eps * 2**F): amax is on the
+        # 2**-F grid. Only subnormals can be below 1e-5 (< 2**-14), and a subnormal's magnitude
+        # code is its value in units of 2**-F.
+        eps_grid = math.ceil(Fraction(float(QUANT_EPS)) * 2 ** fmt.frac)
+        assert eps_grid <= 1 << fmt.man
+        amax = Signal(fmt.bits)
         s_q = Signal(32)
-        _, sig, sh = unpack16(amax)
-        below = (amax[:15] < eps_grid)
+        _, sig, sh = unpack(amax, fmt)
+        below = (amax[:fmt.bits - 1] < eps_grid)
         em, ee = unpack32(C(eps_bits, 32))
         # max(amax, eps) = dm * 2**de
         dm = Mux(below, em, sig)
-        de = Mux(below, ee, sh - 24)
+        de = Mux(below, ee, sh - fmt.frac)
         wm, we = unpack32(self.ws)
         with m.FSM():
             with m.State("IDLE"):

@@ -24,24 +24,27 @@ tolerance).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from tellme.quant.config import LINEAR_NAMES
 from tellme.quant.model import TernaryModel
 
 from . import hf, hw
-from .numerics import check_float_environment
+from .numerics import StreamFormat, check_float_environment, stream_format
 from .tlmm import ternary_matmul
 
 NUMERICS = ("float", "hw")
-KV_FORMATS = ("fp16", "fp32")
+KV_FORMATS = ("fp16", "fp24", "fp32")
 WEIGHT_CACHE_BYTES = 512 << 20     # float32 copies of ternary weights kept up to this size
 
 
 class KVCache:
     """Per-layer K (post-RoPE) and V: arrays [max_len, kv_heads, head_dim].
 
-    hw numerics stores FP16 (the hardware's DDR format); float numerics stores float32.
+    hw numerics stores the stream format (the hardware's DDR format: FP16 as float16, FP24 as
+    float32 holding FP24 values); float numerics stores float32.
     ``length`` is the number of positions written so far. An int8 KV format would plug in at
     :meth:`store` / :meth:`keys` / :meth:`values` (quantise on store, dequantise on read).
     """
@@ -50,7 +53,7 @@ class KVCache:
                  kv_format: str):
         if kv_format not in KV_FORMATS:
             raise ValueError(f"KV format must be one of {KV_FORMATS}, got {kv_format!r}")
-        dt = np.float16 if kv_format == "fp16" else np.float32
+        dt = np.float16 if kv_format == "fp16" else np.float32     # fp24 values fit float32
         self.kv_format = kv_format
         self.max_len = max_len
         self.length = 0
@@ -68,11 +71,24 @@ class KVCache:
         return self.v[layer][:n]
 
 
+class _HwOps:
+    """The :mod:`.hw` block functions with the stream format bound (``fmt=``)."""
+
+    def __init__(self, fmt: StreamFormat):
+        self.fmt = fmt
+
+    def __getattr__(self, name):
+        f = getattr(hw, name)
+        if name in ("inv_freq", "score_scale", "log2_scores", "softmax_weights"):
+            return f
+        return functools.partial(f, fmt=self.fmt)
+
+
 class GoldenModel:
     """A :class:`TernaryModel` run in ``float`` (fp32, HF semantics) or ``hw`` numerics."""
 
     def __init__(self, model: TernaryModel, numerics: str = "float",
-                 weight_cache_bytes: int = WEIGHT_CACHE_BYTES):
+                 weight_cache_bytes: int = WEIGHT_CACHE_BYTES, fmt: StreamFormat | None = None):
         if numerics not in NUMERICS:
             raise ValueError(f"numerics must be one of {NUMERICS}, got {numerics!r}")
         if not isinstance(model, TernaryModel):
@@ -83,7 +99,9 @@ class GoldenModel:
         self.model = model
         self.config = model.config
         self.numerics = numerics
-        self.ops = hw if numerics == "hw" else hf
+        # hw: the block functions bound to one stream format (default: the contract's)
+        self.fmt = stream_format(fmt) if numerics == "hw" else None
+        self.ops = _HwOps(self.fmt) if numerics == "hw" else hf
         self._weights: dict[tuple[int, str], np.ndarray] = {}
         self._weight_budget = weight_cache_bytes
         self._score_c = hw.score_scale(self.config.head_dim)
@@ -147,8 +165,12 @@ class GoldenModel:
         if max_len > c.max_context:
             raise ValueError(f"cache of {max_len} positions exceeds the model's max_context "
                              f"{c.max_context}")
-        return KVCache(c.num_layers, c.num_kv_heads, c.head_dim, int(max_len),
-                       "fp16" if self.numerics == "hw" else "fp32")
+        return KVCache(c.num_layers, c.num_kv_heads, c.head_dim, int(max_len), self.kv_format)
+
+    @property
+    def kv_format(self) -> str:
+        """The KV cache format of this model's numerics (hw: the stream format's name)."""
+        return self.fmt.name if self.numerics == "hw" else "fp32"
 
     # -- forward ---------------------------------------------------------------------------
 
@@ -182,7 +204,7 @@ class GoldenModel:
         """
         if not isinstance(cache, KVCache):
             raise TypeError(f"cache must come from new_cache(), got {type(cache).__name__}")
-        want = "fp16" if self.numerics == "hw" else "fp32"
+        want = self.kv_format
         if cache.kv_format != want:
             raise ValueError(f"cache format {cache.kv_format} does not match {self.numerics} "
                              f"numerics ({want})")

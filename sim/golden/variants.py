@@ -1,6 +1,7 @@
 """Variants of hw numerics with chosen streams widened to FP32 (accuracy study, not contract).
 
-The contract (:mod:`.hw`) keeps every inter-block stream in FP16. This module runs the same
+The study starts from the FP16-stream contract (:mod:`.hw` with ``fmt=FP16``; the
+contract's stream format is now FP24, chosen with this study). This module runs the same
 datapath (int8 re-quantisation, exact TLMM, exact integer attention reductions, exp2 table,
 LM head at LSB 2**-16) with any subset of the FP16 streams stored as FP32 instead, to measure
 what each widening buys in top-1 agreement with float numerics (docs/numerics.md §7.1).
@@ -37,8 +38,8 @@ import numpy as np
 from tellme.quant.model import TernaryModel
 
 from . import hw
-from .model import GoldenModel, KVCache
-from .numerics import int_to_fp32, round_ratio_fp32, silu_fx, to_fp16
+from .model import GoldenModel
+from .numerics import FP16, int_to_fp32, round_ratio_fp32, silu_fx, to_fp16
 from .tlmm import ternary_matmul
 
 STREAMS = ("residual", "norm", "qkv", "attn", "o", "gate_up", "ffn", "down")
@@ -134,7 +135,7 @@ class VariantOps:
 
     def rope_table(self, positions, head_dim, theta):
         if self.fmt["rope"] == "fp16":
-            return hw.rope_table(positions, head_dim, theta)
+            return hw.rope_table(positions, head_dim, theta, fmt=FP16)
         from . import hf
 
         cos, sin = hf.rope_table(positions, head_dim, theta)
@@ -144,17 +145,17 @@ class VariantOps:
 
     def embed(self, table, ids):
         if self.fmt["residual"] == "fp16":
-            return hw.embed(table, ids)
+            return hw.embed(table, ids, fmt=FP16)
         return _round(np.asarray(table)[np.asarray(ids)], self.fmt["residual"])
 
     def rmsnorm_absmax(self, x, g, eps):
         out = self.fmt["norm"]
         if _is16(x) and out == "fp16" and self.fmt["normw"] == "fp16":
-            return hw.rmsnorm_absmax(x, g, eps)
+            return hw.rmsnorm_absmax(x, g, eps, fmt=FP16)
         gw = (to_fp16(g) if self.fmt["normw"] == "fp16" else _round(g, self.fmt["normw"]))
         x64 = np.asarray(x).astype(np.float64)
         if _is16(x):
-            r = hw.rms_scale(x, eps).astype(np.float64)
+            r = hw.rms_scale(x, eps, fmt=FP16).astype(np.float64)
         else:
             ms = (x64 * x64).mean(axis=-1) + float(np.float32(eps))
             r = (1.0 / np.sqrt(ms)).astype(np.float32).astype(np.float64)
@@ -163,7 +164,7 @@ class VariantOps:
 
     def quantize(self, h, amax):
         if _is16(h):
-            return hw.quantize(h, amax)
+            return hw.quantize(h, amax, fmt=FP16)
         m = np.maximum(np.asarray(amax, np.float64), _EPS32)
         s = (127.0 / m).astype(np.float32)
         q = np.rint(np.asarray(h, np.float64) * s[..., None].astype(np.float64))
@@ -172,8 +173,8 @@ class VariantOps:
     def dequantize(self, acc, amax, weight_scale, out: str = "fp16"):
         if _is16(amax):
             if out == "fp16":
-                return hw.dequantize(acc, amax, weight_scale)
-            s = hw.dequant_scale(amax, weight_scale).astype(np.float64)
+                return hw.dequantize(acc, amax, weight_scale, fmt=FP16)
+            s = hw.dequant_scale(amax, weight_scale, fmt=FP16).astype(np.float64)
         else:
             m = np.maximum(np.asarray(amax, np.float64), _EPS32)
             s = (m * float(np.float32(weight_scale)) / 127).astype(np.float32).astype(np.float64)
@@ -182,7 +183,7 @@ class VariantOps:
     def rope(self, x, cos16, sin16, pairing="half"):
         out = self.fmt["qkv"]
         if _is16(x, cos16) and out == "fp16":
-            return hw.rope(x, cos16, sin16, pairing)
+            return hw.rope(x, cos16, sin16, pairing, fmt=FP16)
         c = cos16.astype(np.float64)[:, None, :]
         s = sin16.astype(np.float64)[:, None, :]
         x64 = np.asarray(x, np.float64)
@@ -220,26 +221,26 @@ class VariantOps:
     def attention_decode(self, q, k_cache, v_cache, c=None):
         c = hw.score_scale(q.shape[-1]) if c is None else c
         if _is16(q, k_cache, v_cache) and self.fmt["attn"] == "fp16":
-            return hw.attention_decode(q, k_cache, v_cache, c)
+            return hw.attention_decode(q, k_cache, v_cache, c, fmt=FP16)
         return self._decode(q, k_cache, v_cache, c)
 
     def attention_prefill(self, q, k_cache, v_cache, start, c=None):
         c = hw.score_scale(q.shape[-1]) if c is None else c
         if _is16(q, k_cache, v_cache) and self.fmt["attn"] == "fp16":
-            return hw.attention_prefill(q, k_cache, v_cache, start, c)
+            return hw.attention_prefill(q, k_cache, v_cache, start, c, fmt=FP16)
         return np.stack([self._decode(q[i], k_cache[:start + i + 1], v_cache[:start + i + 1], c)
                          for i in range(len(q))])
 
     def residual_add(self, x, y):
         if _is16(x, y) and self.fmt["residual"] == "fp16":
-            return hw.residual_add(x, y)
+            return hw.residual_add(x, y, fmt=FP16)
         return _round(np.asarray(x, np.float64) + np.asarray(y, np.float64),
                       self.fmt["residual"])
 
     def gated_act(self, g, u, activation):
         out = self.fmt["ffn"]
         if _is16(g, u) and out == "fp16":
-            return hw.gated_act(g, u, activation)
+            return hw.gated_act(g, u, activation, fmt=FP16)
         g64, u64 = np.asarray(g, np.float64), np.asarray(u, np.float64)
         if activation == "relu2":
             r = np.where(g64 > 0, g64, 0.0)
@@ -250,7 +251,7 @@ class VariantOps:
 
     def lm_head(self, h, w, chunk: int = 1 << 22):
         if _is16(h):
-            return hw.lm_head(h, w)
+            return hw.lm_head(h, w, fmt=FP16)
         lead = h.shape[:-1]
         h64 = np.asarray(h, np.float64).reshape(-1, h.shape[-1])
         vocab, d = w.shape
@@ -268,25 +269,20 @@ class VariantModel(GoldenModel):
     """hw numerics with the per-site stream formats ``fmt`` (see :func:`parse_variant`)."""
 
     def __init__(self, model: TernaryModel, fmt: dict[str, str] | str = "hw"):
-        super().__init__(model, "hw")
-        self.fmt = parse_variant(fmt) if isinstance(fmt, str) else {**parse_variant(""), **fmt}
-        self.ops = VariantOps(self.fmt)
+        super().__init__(model, "hw", fmt=FP16)
+        self.sites = parse_variant(fmt) if isinstance(fmt, str) else {**parse_variant(""), **fmt}
+        self.ops = VariantOps(self.sites)
 
-    def new_cache(self, max_len: int | None = None) -> KVCache:
-        cache = super().new_cache(max_len)
-        if self.fmt["qkv"] != "fp16":
-            cache = KVCache(self.config.num_layers, self.config.num_kv_heads,
-                            self.config.head_dim, cache.max_len, "fp32")
-            # GoldenModel.forward checks the cache format against the mode's default
-            self.numerics = "float"
-        return cache
+    @property
+    def kv_format(self) -> str:
+        return "fp16" if self.sites["qkv"] == "fp16" else "fp32"
 
     def _linears(self, layer, names, h, amax):
         ops, lin = self.ops, self.model.layers[layer].linears
         q, _ = ops.quantize(h, amax)
         acc = ternary_matmul(q, self._w(layer, names))
         out, o = [], 0
-        site = self.fmt[_LINEAR_SITE[tuple(names)]]
+        site = self.sites[_LINEAR_SITE[tuple(names)]]
         for n in names:
             width = lin[n].w.shape[0]
             out.append(ops.dequantize(acc[:, o:o + width], amax, lin[n].scale, site))

@@ -6,6 +6,7 @@ import pytest
 
 from tellme.sim.golden.accuracy import eval_windows, variant_rows
 from tellme.sim.golden.model import GoldenModel, forward
+from tellme.sim.golden.numerics import FP16
 from tellme.sim.golden.testmodels import random_model, tiny_config
 from tellme.sim.golden.variants import SITES, VariantModel, parse_variant, variant_forward
 
@@ -17,12 +18,13 @@ def model(request):
     return random_model(cfg, seed=3)
 
 
-def test_default_variant_is_hw_bit_for_bit(model):
+def test_default_variant_is_fp16_hw_bit_for_bit(model):
     toks = np.random.default_rng(0).integers(0, model.config.vocab_size, 20)
-    want = forward(model, toks, "hw")
-    assert np.array_equal(variant_forward(model, toks, "hw"), want)
+    gm16 = GoldenModel(model, "hw", fmt=FP16)
+    want = gm16.forward(toks, gm16.new_cache(20))
+    assert np.array_equal(variant_forward(model, toks, "fp16"), want)
     # prefill then decode through the variant's own cache, as the hardware runs
-    gm = VariantModel(model, "hw")
+    gm = VariantModel(model, "fp16")
     cache = gm.new_cache(20)
     got = [gm.forward(toks[:12], cache)] + [gm.forward(toks[i:i + 1], cache) for i in range(12, 20)]
     assert np.array_equal(np.concatenate(got), want)
@@ -30,7 +32,8 @@ def test_default_variant_is_hw_bit_for_bit(model):
 
 def test_widened_variants_run_and_change_the_result(model):
     toks = np.random.default_rng(1).integers(0, model.config.vocab_size, 16)
-    hw = forward(model, toks, "hw")
+    gm16 = GoldenModel(model, "hw", fmt=FP16)
+    hw = gm16.forward(toks, gm16.new_cache(16))
     flt = forward(model, toks, "float")
     for spec in ("res32", "kv32", "streams32", "normw32+rope32", "fp32"):
         lv = variant_forward(model, toks, spec)
@@ -46,7 +49,9 @@ def test_widened_variants_run_and_change_the_result(model):
 
 
 def test_parse_variant():
-    assert parse_variant("hw") == {s: "fp16" for s in SITES}
+    assert parse_variant("fp16") == {s: "fp16" for s in SITES}
+    assert set(parse_variant("e5m18").values()) == {"e5m18"}
+    assert parse_variant("e5m18,qkv=fp16")["qkv"] == "fp16"
     f = parse_variant("res32,norm=fp32")
     assert f["residual"] == f["norm"] == "fp32" and f["qkv"] == "fp16"
     assert set(parse_variant("fp32").values()) == {"fp32"}
@@ -61,11 +66,11 @@ def test_variant_rows_scores_eval_windows():
     ids = np.random.default_rng(2).integers(0, m.config.vocab_size, 41)
     windows = eval_windows(ids, 16)
     assert [len(w) for w in windows] == [16, 16, 9]
-    rows = {r[0]: r for r in variant_rows(m, windows, ["hw", "fp32"], floor=True)}
-    # the "hw" row is the same measurement as comparing forward(.., "hw") directly
+    rows = {r[0]: r for r in variant_rows(m, windows, ["contract", "fp32"], floor=True)}
+    # the "contract" row is the same measurement as comparing forward(.., "hw") directly
     am_f = np.concatenate([forward(m, w[:-1], "float").argmax(-1) for w in windows])
     am_h = np.concatenate([forward(m, w[:-1], "hw").argmax(-1) for w in windows])
-    assert rows["hw"][1] == pytest.approx(float((am_f == am_h).mean()))
+    assert rows["contract"][1] == pytest.approx(float((am_f == am_h).mean()))
     for name in ("float64 float model", "float, decode token by token"):
         assert 0.5 < rows[name][1] <= 1.0 and abs(rows[name][2]) < 0.05
     assert GoldenModel(m, "float").ops.F32 is np.float32    # the float64 copy is private

@@ -5,7 +5,7 @@
     python -m tellme.sim.golden.accuracy --oracle DIR...  # HF fixture folders (logits.npy)
     python -m tellme.sim.golden.accuracy --model PATH --text FILE --ablation
     python -m tellme.sim.golden.accuracy --model PATH --text FILE --window 256 \
-        --max-windows 999 --variants hw res32 'residual=fp32,norm=fp32' [--floor]
+        --max-windows 999 --variants contract fp16 res32 'residual=fp32,norm=fp32' [--floor]
 
 With a model and held-out text (tokenised with the model folder's tokenizer.json, or ids from
 an .npy file) it scores the text in windows of ``--window`` tokens. Without text (random models)
@@ -280,7 +280,13 @@ def variant_rows(model: TernaryModel, windows: list[np.ndarray], specs, floor: b
     nll_f, am_f, lp_f = _score(lambda t: forward(model, t, "float"), windows)
     top2 = np.sort(np.concatenate(lp_f), axis=-1)[:, -2:]
     gap = top2[:, 1] - top2[:, 0]           # float top-2 logit gap per position
-    cands = [(s, (lambda t, f=parse_variant(s): variant_forward(model, t, f))) for s in specs]
+    def cand(spec):
+        if spec == "contract":            # the hw contract itself (STREAM_FORMAT streams)
+            return lambda t: forward(model, t, "hw")
+        f = parse_variant(spec)
+        return lambda t: variant_forward(model, t, f)
+
+    cands = [(s, cand(s)) for s in specs]
     if floor:
         cands += [("float64 float model", lambda t: _float64_logits(model, t)),
                   ("float, decode token by token", lambda t: _float_decode_logits(model, t))]

@@ -47,7 +47,7 @@ SITES = STREAMS + ("normw", "rope")
 FORMATS = ("fp16", "fp32", "e5mN (N = 10..23)")
 _EMN = re.compile(r"e5m(\d+)$")
 PRESETS = {
-    "hw": {},
+    "fp16": {},
     "kv32": {"qkv": "fp32"},
     "res32": {"residual": "fp32"},
     "res32+branch32": {"residual": "fp32", "o": "fp32", "down": "fp32"},
@@ -268,7 +268,7 @@ class VariantOps:
 class VariantModel(GoldenModel):
     """hw numerics with the per-site stream formats ``fmt`` (see :func:`parse_variant`)."""
 
-    def __init__(self, model: TernaryModel, fmt: dict[str, str] | str = "hw"):
+    def __init__(self, model: TernaryModel, fmt: dict[str, str] | str = "fp16"):
         super().__init__(model, "hw", fmt=FP16)
         self.sites = parse_variant(fmt) if isinstance(fmt, str) else {**parse_variant(""), **fmt}
         self.ops = VariantOps(self.sites)
@@ -290,7 +290,7 @@ class VariantModel(GoldenModel):
         return out
 
 
-def variant_forward(model: TernaryModel, tokens, fmt="hw") -> np.ndarray:
+def variant_forward(model: TernaryModel, tokens, fmt="fp16") -> np.ndarray:
     """Logits float32 [len(tokens), vocab] of a variant on a fresh cache."""
     gm = VariantModel(model, fmt)
     return gm.forward(tokens, gm.new_cache(max(int(np.asarray(tokens).size), 1)))

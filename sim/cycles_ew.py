@@ -12,6 +12,10 @@ edges from the edge that accepts the first input beat of a block's ``i`` (or ``i
 * Scalar unit: normalisation (16-bit or 1-bit steps, both operands in parallel) + one cycle per
   quotient bit (26, or 51/52 for a square root) + 26 square-root steps + fixed overhead.
 * RMSNorm: pass 1 (n/lanes) + drain/start (5) + rsqrt + pass 2 (n/lanes) + EMIT_LATENCY.
+
+The stream format (``fmt``, a ``StreamFormat``; None: the contract's STREAM_FORMAT) matters
+for RMSNorm (the rsqrt operands, accumulator width and exponent 2F) and the token scale (the
+amax significand); the pipeline latencies are the same for every format.
 """
 
 from __future__ import annotations
@@ -60,42 +64,56 @@ def pipe_cycles(block: str, beats: int) -> int:
     return beats - 1 + _latency(block)
 
 
-def rsqrt_operands(x16_row: np.ndarray, eps) -> tuple[int, int]:
-    """(num, den) the RMS-MAX unit hands the scalar unit: n and S + n*eps*2**48."""
-    from tellme.sim.golden.numerics import sum_squares_fp16
+def _fmt(fmt):
+    from tellme.sim.golden.numerics import stream_format
 
-    x16_row = np.asarray(x16_row, dtype=np.float16)
+    return stream_format(fmt)
+
+
+def rsqrt_operands(x16_row: np.ndarray, eps, fmt=None) -> tuple[int, int]:
+    """(num, den) the RMS-MAX unit hands the scalar unit: n and S + n*eps*2**2F (S the exact
+    sum of squares in units 2**-2F, F = fmt.frac)."""
+    from tellme.sim.golden.numerics import sum_squares
+
+    fmt = _fmt(fmt)
+    x16_row = np.asarray(x16_row, dtype=fmt.dtype)
     n = x16_row.shape[-1]
-    s = sum_squares_fp16(x16_row[None, :])[0]
-    epsn = Fraction(float(np.float32(eps))) * n * 2 ** 48
+    s = sum_squares(fmt, x16_row[None, :])[0]
+    epsn = Fraction(float(np.float32(eps))) * n * 2 ** (2 * fmt.frac)
     if epsn.denominator != 1:
-        raise ValueError("eps must be >= 2**-25 (n*eps*2**48 an integer)")
+        raise ValueError(f"eps must be >= 2**{23 - 2 * fmt.frac}"
+                         f" (n*eps*2**{2 * fmt.frac} an integer)")
     return n, s + int(epsn)
 
 
-def rmsnorm_cycles(x16_rows, lanes: int, eps) -> int:
+def rmsnorm_cycles(x16_rows, lanes: int, eps, fmt=None) -> int:
     """Rows back to back through RMSNormAbsmax: edges from the first row's first input beat
     to the last row's last output beat (each row starts one edge after the previous ends)."""
+    from tellme.hw.elementwise.rmsnorm import acc_bits
+
+    fmt = _fmt(fmt)
     total = 0
     for k, row in enumerate(x16_rows):
         n = len(row)
         beats = n // lanes
-        num, den = rsqrt_operands(row, eps)
-        c = scalar_cycles(num, den, 48, True, 96)
+        num, den = rsqrt_operands(row, eps, fmt)
+        c = scalar_cycles(num, den, 2 * fmt.frac, True, acc_bits(fmt))
         row_cycles = (beats - 1) + NORM_START + c + beats + _latency("norm")
         total += row_cycles + (1 if k else 0)
     return total
 
 
-def token_scale_cycles(amax16: np.ndarray, ws) -> int:
+def token_scale_cycles(amax16: np.ndarray, ws, fmt=None) -> int:
     """TokenScale: edges from accepting amax to the transfer of {s_q, s_tok} (one token)."""
     from tellme.sim.golden.hw import QUANT_EPS
 
-    bits = int(np.asarray(amax16, dtype=np.float16).view(np.uint16)) & 0x7FFF
-    if Fraction(bits, 2 ** 24) < Fraction(float(QUANT_EPS)):
+    fmt = _fmt(fmt)
+    M = fmt.man
+    bits = int(fmt.to_bits(np.asarray(amax16, dtype=fmt.dtype))) & ((1 << (fmt.bits - 1)) - 1)
+    if Fraction(bits, 2 ** fmt.frac) < Fraction(float(QUANT_EPS)):
         dm = int(np.float32(QUANT_EPS).view(np.uint32)) & 0x7FFFFF | 0x800000
     else:
-        dm = (bits & 0x3FF) | (0x400 if bits >> 10 else 0)
+        dm = (bits & ((1 << M) - 1)) | ((1 << M) if bits >> M else 0)
     wm = int(np.float32(ws).view(np.uint32)) & 0x7FFFFF | 0x800000
     c1 = scalar_cycles(127, dm, 0, False, 48)
     c2 = scalar_cycles(dm * wm, 127, 0, False, 48)
@@ -170,7 +188,8 @@ def quantize_cycles(row_beats: list[int], lanes: int, out_lanes: int) -> int:
 
 def expected_cycles(block: str, **kw) -> int:
     """Dispatch by block name: ``res``/``ga``/``rope`` (beats), ``dq`` (row_beats), ``quant``
-    (row_beats, lanes, out_lanes), ``norm`` (x16_rows, lanes, eps), ``ts`` (amax16, ws)."""
+    (row_beats, lanes, out_lanes), ``norm`` (x16_rows, lanes, eps, [fmt]), ``ts`` (amax16, ws,
+    [fmt]); x16_rows / amax16 hold values of the stream format ``fmt``."""
     if block in ("res", "ga", "rope"):
         return pipe_cycles(block, kw["beats"])
     if block == "dq":
@@ -178,7 +197,7 @@ def expected_cycles(block: str, **kw) -> int:
     if block == "quant":
         return quantize_cycles(kw["row_beats"], kw["lanes"], kw["out_lanes"])
     if block == "norm":
-        return rmsnorm_cycles(kw["x16_rows"], kw["lanes"], kw["eps"])
+        return rmsnorm_cycles(kw["x16_rows"], kw["lanes"], kw["eps"], kw.get("fmt"))
     if block == "ts":
-        return token_scale_cycles(kw["amax16"], kw["ws"])
+        return token_scale_cycles(kw["amax16"], kw["ws"], kw.get("fmt"))
     raise ValueError(f"unknown element-wise block {block!r}")

@@ -69,16 +69,18 @@ def layout_fields(layout) -> list[tuple[str, int]]:
             sorted(((n, f) for n, f in layout), key=lambda nf: nf[1].offset)]
 
 
-def row_beats(bits, lanes: int) -> list[int]:
-    """FP16 bits [n] -> element-wise row beats (``lanes`` 16-bit lanes, ``last`` above them on
-    the final beat), as ``hw.elementwise.common.row_layout``."""
+def row_beats(bits, lanes: int, width: int = 16) -> list[int]:
+    """Stream-format bits [n] -> element-wise row beats (``lanes`` lanes of ``width`` bits:
+    the format's ``bits``, 16 for FP16, 24 for FP24; ``last`` above them on the final beat),
+    as ``hw.elementwise.common.row_layout``."""
     n = len(bits)
-    return [pack_array(bits[i:i + lanes], 16) | (int(i + lanes == n) << (16 * lanes))
+    return [pack_array(bits[i:i + lanes], width) | (int(i + lanes == n) << (width * lanes))
             for i in range(0, n, lanes)]
 
 
-def unpack_rows(beats, lanes: int):
-    """Inverse of :func:`row_beats` (drops ``last``): FP16 bits as uint16 [n]."""
+def unpack_rows(beats, lanes: int, width: int = 16):
+    """Inverse of :func:`row_beats` (drops ``last``): bits as uint16 (width 16) or int64 [n]."""
     import numpy as np
 
-    return np.array([unpack_array(b, 16, lanes) for b in beats], np.uint16).reshape(-1)
+    dt = np.uint16 if width == 16 else np.int64
+    return np.array([unpack_array(b, width, lanes) for b in beats], dt).reshape(-1)

@@ -12,11 +12,15 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from tellme.sim.golden.numerics import FP16, FP24
 from tellme.sim.payload import pack_array, pack_struct, row_beats, unpack_array, unpack_rows
-from tests.rtl.tb_ew_cases import (acc_rows, amax_cases, dequant_expected, f32_bits,
-                                   fp16_bits, gated_expected, norm_expected, norm_rows,
-                                   pack_act_beats, quant_expected, random_fp16,
-                                   residual_expected, rope_expected, scales_expected)
+from tests.rtl.tb_ew_cases import (acc_rows, amax_cases, dequant_expected, enc, f32_bits,
+                                   gated_expected, max_bits, neg_zero, norm_expected, norm_rows,
+                                   pack_act_beats, quant_expected, random_bits,
+                                   residual_expected, rope_expected, rope_table_bits, row_amax,
+                                   scales_expected, ties)
+
+FMTS = pytest.mark.parametrize("fmt", [FP16, FP24], ids=["fp16", "fp24"])
 
 
 def run_sim(dut, inputs, out, n_out, *, statics=(), stall=0.0, seed=0):
@@ -65,70 +69,85 @@ def run_sim(dut, inputs, out, n_out, *, statics=(), stall=0.0, seed=0):
 L = 4
 
 
-def test_residual_add():
+def _rows(bits, fmt):
+    return row_beats(bits, L, fmt.bits)
+
+
+def _unrows(got, fmt):
+    return unpack_rows(got, L, fmt.bits)
+
+
+@FMTS
+def test_residual_add(fmt):
     from tellme.hw.elementwise.residual import ResidualAdd
 
     rng = np.random.default_rng(1)
-    x = random_fp16(rng, 2048)
-    y = random_fp16(rng, 2048)
+    x = random_bits(rng, 2048, fmt=fmt).astype(np.int64)
+    y = random_bits(rng, 2048, fmt=fmt).astype(np.int64)
     near = rng.random(2048) < 0.5                      # close exponents: cancellation cases
-    y[near] = np.clip(x[near].astype(np.int64) + rng.integers(-3000, 3000, near.sum()),
-                      0, 0x7BFF).astype(np.uint16) | (rng.integers(0, 2, near.sum()) << 15
-                                                     ).astype(np.uint16)
-    y[:16] = x[:16] ^ 0x8000               # exact cancellation -> +0
-    x[16:24] = 0x8000
-    y[16:24] = 0x8000                      # -0 + -0 = -0
-    x[24:32] = 0x7BFF
-    y[24:32] = 0x7BFF                      # saturation
-    dut = ResidualAdd(lanes=L)
-    got = run_sim(dut, [(dut.i_x, row_beats(x, L)), (dut.i_y, row_beats(y, L))], dut.o,
+    span = 3 << (fmt.man - 2)
+    y[near] = np.clip(x[near] + rng.integers(-span, span, near.sum()), 0, max_bits(fmt)) \
+        | (rng.integers(0, 2, near.sum()) << (fmt.bits - 1))
+    nz = neg_zero(fmt)
+    y[:16] = x[:16] ^ nz                   # exact cancellation -> +0
+    x[16:24] = nz
+    y[16:24] = nz                          # -0 + -0 = -0
+    x[24:32] = max_bits(fmt)
+    y[24:32] = max_bits(fmt)               # saturation
+    x[32:96], y[32:96] = ties(rng, 64, fmt)  # exact midpoints of the format's grid
+    dut = ResidualAdd(lanes=L, fmt=fmt)
+    got = run_sim(dut, [(dut.i_x, _rows(x, fmt)), (dut.i_y, _rows(y, fmt))], dut.o,
                   len(x) // L, stall=0.3)
-    np.testing.assert_array_equal(unpack_rows(got, L), residual_expected(x, y))
+    np.testing.assert_array_equal(_unrows(got, fmt), residual_expected(x, y, fmt))
 
 
+@FMTS
 @pytest.mark.parametrize("act,code", [("silu", 0), ("relu2", 1)])
-def test_gated_act(act, code):
+def test_gated_act(act, code, fmt):
     from tellme.hw.elementwise.gated_act import GatedAct
 
     rng = np.random.default_rng(2)
-    g = random_fp16(rng, 320)
-    u = random_fp16(rng, 320)
-    g[:64] = fp16_bits(np.linspace(-17, 17, 64))     # across the PWL range and both tails
-    g[64:68] = [0x8000, 0, 0x4C00, 0xCC00]            # -0, 0, +-16 (range edges)
-    dut = GatedAct(lanes=L)
-    got = run_sim(dut, [(dut.i_gate, row_beats(g, L)), (dut.i_up, row_beats(u, L))], dut.o,
+    g = random_bits(rng, 320, fmt=fmt).astype(np.int64)
+    u = random_bits(rng, 320, fmt=fmt).astype(np.int64)
+    g[:64] = enc(np.linspace(-17, 17, 64), fmt)          # across the PWL range and both tails
+    g[64:68] = [neg_zero(fmt), 0, int(enc(16.0, fmt)), int(enc(-16.0, fmt))]  # range edges
+    g[68:84] = int(enc(0.5, fmt))                         # relu2: u/4, ties when u is tiny
+    u[68:84] = rng.integers(0, 1 << fmt.man, 16) | (rng.integers(0, 2, 16) << (fmt.bits - 1))
+    dut = GatedAct(lanes=L, fmt=fmt)
+    got = run_sim(dut, [(dut.i_gate, _rows(g, fmt)), (dut.i_up, _rows(u, fmt))], dut.o,
                   len(g) // L, statics=[(dut.act, code)], stall=0.2)
-    np.testing.assert_array_equal(unpack_rows(got, L), gated_expected(g, u, act))
+    np.testing.assert_array_equal(_unrows(got, fmt), gated_expected(g, u, act, fmt))
 
 
-def test_rope_adjacent():
+def _cs_beats(cb, sb, fmt, t, hd):
+    return [pack_array([v for k in range(i, i + L // 2) for v in (cb[t, k], sb[t, k])],
+                       fmt.bits) for i in range(0, hd // 2, L // 2)]
+
+
+@FMTS
+def test_rope_adjacent(fmt):
     from tellme.hw.elementwise.rope import RoPE
-    from tellme.sim.golden.hw import rope_table
 
     rng = np.random.default_rng(3)
     hd, heads, toks = 8, 2, 6
-    x = random_fp16(rng, toks * heads * hd).reshape(toks, heads, hd)
-    x[0, 0, :2] = [0x8000, 0]                          # signed zeros
-    cos, sin = rope_table(np.array([0, 1, 7, 100, 1000, 4095]), hd, 10000.0)
-    cb, sb = cos.view(np.uint16), sin.view(np.uint16)
-    cb = cb.copy()
-    sb = sb.copy()
-    cb[5] = random_fp16(rng, hd // 2)                  # arbitrary table data too
-    sb[5] = random_fp16(rng, hd // 2)
+    x = random_bits(rng, toks * heads * hd, fmt=fmt).reshape(toks, heads, hd)
+    x[0, 0, :2] = [neg_zero(fmt), 0]                   # signed zeros
+    cb, sb = rope_table_bits(np.array([0, 1, 7, 100, 1000, 4095]), hd, 10000.0, fmt)
+    cb[5] = random_bits(rng, hd // 2, fmt=fmt)          # arbitrary table data too
+    sb[5] = random_bits(rng, hd // 2, fmt=fmt)
     beats, cs = [], []
     for t in range(toks):
         for h in range(heads):
-            beats += row_beats(x[t, h], L)
-            for i in range(0, hd // 2, L // 2):
-                cs.append(pack_array([v for k in range(i, i + L // 2)
-                                      for v in (cb[t, k], sb[t, k])], 16))
-    dut = RoPE(lanes=L)
+            beats += _rows(x[t, h], fmt)
+            cs += _cs_beats(cb, sb, fmt, t, hd)
+    dut = RoPE(lanes=L, fmt=fmt)
     got = run_sim(dut, [(dut.i, beats), (dut.i_cs, cs)], dut.o, len(beats), stall=0.2)
-    np.testing.assert_array_equal(unpack_rows(got, L).reshape(x.shape),
-                                  rope_expected(x, cb, sb))
+    np.testing.assert_array_equal(_unrows(got, fmt).reshape(x.shape),
+                                  rope_expected(x, cb, sb, fmt))
 
 
-def test_dequantize():
+@FMTS
+def test_dequantize(fmt):
     from tellme.hw.elementwise.dequantize import Dequantize
     from tellme.hw.tlmm import out_layout
     from tellme.sim.payload import layout_fields
@@ -136,30 +155,30 @@ def test_dequantize():
     rng = np.random.default_rng(4)
     aw, n = 21, 16
     acc = acc_rows(rng, 6, n, aw)
-    amax = amax_cases(rng, 6)
+    amax = amax_cases(rng, 6, fmt)
     ws = np.float32(0.0173)
-    y, s_tok = dequant_expected(acc, amax, ws)
-    dut = Dequantize(lanes=L, acc_width=aw)
+    y, s_tok = dequant_expected(acc, amax, ws, fmt)
+    dut = Dequantize(lanes=L, acc_width=aw, fmt=fmt)
     fields = layout_fields(out_layout(q=L, acc_width=aw))
     beats = [pack_struct(fields, acc=pack_array(row[i:i + L], aw), last=int(i + L == n))
              for row in acc for i in range(0, n, L)]
     got = run_sim(dut, [(dut.i_scale, [int(s) for s in s_tok]), (dut.i, beats)], dut.o,
                   len(beats), stall=0.2)
-    np.testing.assert_array_equal(unpack_rows(got, L), y.reshape(-1))
+    np.testing.assert_array_equal(_unrows(got, fmt), y.reshape(-1))
 
 
-def test_quantize_repack():
+@FMTS
+def test_quantize_repack(fmt):
     from tellme.hw.elementwise.quantize import Quantize
 
     rng = np.random.default_rng(5)
     n, out_lanes = 40, 12                               # 40 = 3 beats of 12 + 4 (padding)
-    h = [random_fp16(rng, n) for _ in range(4)]
-    amax = np.array([int(np.abs(r.view(np.float16).astype(np.float64)).max()
-                         .astype(np.float16).view(np.uint16)) for r in h], np.uint16)
-    amax[3] = 0x2000                                    # h beyond amax: saturation
-    q, s_q = quant_expected(h, amax)
-    dut = Quantize(lanes=L, out_lanes=out_lanes)
-    beats = [b for r in h for b in row_beats(r, L)]
+    h = [random_bits(rng, n, fmt=fmt) for _ in range(4)]
+    amax = row_amax(h, fmt)
+    amax[3] = enc(2.0 ** -13, fmt)                      # h beyond amax: saturation
+    q, s_q = quant_expected(h, amax, fmt)
+    dut = Quantize(lanes=L, out_lanes=out_lanes, fmt=fmt)
+    beats = [b for r in h for b in _rows(r, fmt)]
     exp = np.concatenate([pack_act_beats(r, out_lanes) for r in q])
     got = run_sim(dut, [(dut.i_scale, [int(s) for s in s_q]), (dut.i, beats)], dut.o,
                   len(exp), stall=0.2)
@@ -167,14 +186,15 @@ def test_quantize_repack():
     np.testing.assert_array_equal(got, exp)
 
 
-def test_token_scale():
+@FMTS
+def test_token_scale(fmt):
     from tellme.hw.elementwise.scalar import TokenScale
 
     rng = np.random.default_rng(6)
-    amax = amax_cases(rng, 24)
+    amax = amax_cases(rng, 24, fmt)
     ws = np.float32(0.0421)
-    s_q, s_tok = scales_expected(amax, ws)
-    dut = TokenScale()
+    s_q, s_tok = scales_expected(amax, ws, fmt)
+    dut = TokenScale(fmt=fmt)
     got = run_sim(dut, [(dut.i, [int(a) for a in amax])], dut.o, len(amax),
                   statics=[(dut.ws, int(f32_bits(ws)))], stall=0.2)
     got = np.array([[g & 0xFFFFFFFF, g >> 32] for g in got], np.uint64)
@@ -182,23 +202,25 @@ def test_token_scale():
     np.testing.assert_array_equal(got[:, 1], s_tok)
 
 
-def test_rmsnorm_absmax():
+@FMTS
+def test_rmsnorm_absmax(fmt):
     from tellme.hw.elementwise.rmsnorm import RMSNormAbsmax
 
     rng = np.random.default_rng(7)
     n = 32
-    rows = norm_rows(rng, n, 8)
-    g = fp16_bits(rng.uniform(-1.5, 1.5, n))
+    rows = norm_rows(rng, n, 8, fmt)
+    g = enc(rng.uniform(-1.5, 1.5, n), fmt)
     eps = np.float32(1e-6)
-    h, amax = norm_expected(rows, g, eps)
-    dut = RMSNormAbsmax(lanes=L, n_max=64)
-    beats = [b for r in rows for b in row_beats(r, L)]
-    gbeats = [pack_array(g[i:i + L], 16) for i in range(0, n, L)] * len(rows)
+    h, amax = norm_expected(rows, g, eps, fmt)
+    dut = RMSNormAbsmax(lanes=L, n_max=64, fmt=fmt)
+    beats = [b for r in rows for b in _rows(r, fmt)]
+    gbeats = [pack_array(g[i:i + L], fmt.bits) for i in range(0, n, L)] * len(rows)
     got = run_sim(dut, [(dut.i, beats), (dut.i_g, gbeats)], dut.o, len(beats),
                   statics=[(dut.eps, int(f32_bits(eps)))], stall=0.2)
-    np.testing.assert_array_equal(unpack_rows(got, L), h.reshape(-1))
+    np.testing.assert_array_equal(_unrows(got, fmt), h.reshape(-1))
     lasts = [b for k, b in enumerate(got) if (k + 1) % (n // L) == 0]
-    np.testing.assert_array_equal([(b >> (16 * L + 1)) & 0xFFFF for b in lasts], amax)
+    W = fmt.bits
+    np.testing.assert_array_equal([(b >> (W * L + 1)) & ((1 << W) - 1) for b in lasts], amax)
 
 
 @pytest.mark.parametrize("n", [1536, 2560])
@@ -257,33 +279,38 @@ def test_cycle_model_errors():
     with pytest.raises(ValueError, match="eps must be >= 2"):
         cycles_ew.rsqrt_operands(np.ones(4, np.float16), 1e-9)
     assert cycles_ew.expected_cycles("res", beats=10) == 9 + 5
+    with pytest.raises(ValueError, match=r"eps must be >= 2\*\*-41"):
+        cycles_ew.rsqrt_operands(np.ones(1, np.float32), 1e-13, FP24)
 
 
-def test_rope_cancellation():
+@FMTS
+def test_rope_cancellation(fmt):
     """RoPE sums with near-total cancellation (b*s close to a*c), zeros of both signs and
-    arbitrary table values: the aligned FP32 add must round exactly like float32."""
+    arbitrary table values: the aligned FP32 add must round exactly like the golden RN32."""
     from tellme.hw.elementwise.rope import RoPE
 
     rng = np.random.default_rng(8)
     n_pairs = 1024
-    a = random_fp16(rng, n_pairs, "full")
+    a = random_bits(rng, n_pairs, "full", fmt).astype(np.int64)
     b = a.copy()
-    c = random_fp16(rng, n_pairs, "full")
-    s = (c.astype(np.int64) + rng.integers(-4, 5, n_pairs)).clip(0, 0xFBFF).astype(np.uint16)
-    s[(s & 0x7C00) == 0x7C00] &= 0x83FF
+    c = random_bits(rng, n_pairs, "full", fmt).astype(np.int64)
+    near = 4                                            # a few LSBs: deep cancellation
+    s = (c + rng.integers(-near, near + 1, n_pairs)).clip(0, (neg_zero(fmt) | max_bits(fmt)))
+    emask = 0x1F << fmt.man
+    s[(s & emask) == emask] &= ~emask
     other = rng.random(n_pairs) < 0.4
-    b[other] = random_fp16(rng, other.sum())
+    b[other] = random_bits(rng, other.sum(), fmt=fmt)
     zero = rng.random(n_pairs) < 0.05
-    a[zero] = rng.choice(np.array([0, 0x8000], np.uint16), zero.sum())
-    b[zero] = rng.choice(np.array([0, 0x8000], np.uint16), zero.sum())
+    a[zero] = rng.choice(np.array([0, neg_zero(fmt)]), zero.sum())
+    b[zero] = rng.choice(np.array([0, neg_zero(fmt)]), zero.sum())
     x = np.stack([a, b], axis=1).reshape(-1, 1, 2)          # tokens = pairs, head_dim 2
-    beats = row_beats(x.reshape(-1), L)
-    cs = [pack_array([v for j in range(i, i + L // 2) for v in (c[j], s[j])], 16)
+    beats = _rows(x.reshape(-1), fmt)
+    cs = [pack_array([v for j in range(i, i + L // 2) for v in (c[j], s[j])], fmt.bits)
           for i in range(0, n_pairs, L // 2)]
-    dut = RoPE(lanes=L)
+    dut = RoPE(lanes=L, fmt=fmt)
     got = run_sim(dut, [(dut.i, beats), (dut.i_cs, cs)], dut.o, len(beats), stall=0.1)
-    np.testing.assert_array_equal(unpack_rows(got, L).reshape(x.shape),
-                                  rope_expected(x, c[:, None], s[:, None]))
+    np.testing.assert_array_equal(_unrows(got, fmt).reshape(x.shape),
+                                  rope_expected(x, c[:, None], s[:, None], fmt))
 
 
 def test_report_registry():

@@ -137,16 +137,22 @@ def test_float_decode_speed_4m_model_one_core():
 
 def test_hw_logits_regression_pin():
     """hw numerics is a frozen spec: these bits were produced identically under NumPy 1.23.5
-    and 2.4.6. A change here is a spec change (docs/numerics.md) and breaks RTL parity."""
+    and 2.4.6, for both stream formats. A change here is a spec change (docs/numerics.md) and
+    breaks RTL parity."""
+    from tellme.sim.golden.numerics import FP16, FP24
+
     digests = {}
-    for act in ("silu", "relu2"):
-        m = random_model(tiny_config(activation=act, tie_word_embeddings=False), seed=4)
-        lg = forward(m, np.arange(30) * 11 % 256, "hw")
-        digests[act] = hashlib.sha256(lg.tobytes()).hexdigest()[:16]
+    for fmt in (FP16, FP24):
+        for act in ("silu", "relu2"):
+            m = random_model(tiny_config(activation=act, tie_word_embeddings=False), seed=4)
+            gm = GoldenModel(m, "hw", fmt=fmt)
+            lg = gm.forward(np.arange(30) * 11 % 256, gm.new_cache(30))
+            digests[f"{fmt.name} {act}"] = hashlib.sha256(lg.tobytes()).hexdigest()[:16]
     assert digests == HW_PIN, digests
 
 
-HW_PIN = {"silu": "3afb7e23ae9b5ba6", "relu2": "b307fcf11486f27e"}
+HW_PIN = {"fp16 silu": "3afb7e23ae9b5ba6", "fp16 relu2": "b307fcf11486f27e",
+          "fp24 silu": "80549156f28b847d", "fp24 relu2": "7bd25da1fa2d4862"}
 
 
 def test_trace_keeps_consistent_intermediates():

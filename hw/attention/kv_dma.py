@@ -6,29 +6,51 @@ V of the last tile, then K and V of every earlier tile), and fetches each segmen
 forward address range with the AXI4 INCR burst master of :class:`tellme.hw.weight_stream.
 WeightStreamer` (bursts capped at ``max_burst`` beats and split at 4 KiB pages, several in
 flight, an R FIFO reserved before each request). The streamer's gearbox cuts the range into
-engine beats of ``beat`` FP16 elements, whatever the AXI data width, so rows need not be
-aligned to AXI beats.
+engine beats of ``beat`` elements of ``fmt.bits`` bits (16 or 24), whatever the AXI data
+width, so rows need not be aligned to AXI beats (an FP24 engine beat of 4 is 96 bits, of 8 is
+192 bits: neither divides nor is a multiple of a 128-bit AXI beat).
 
 ``KVWriter`` stores the new K/V rows of a prefill block or a decode step (AXI4 INCR write
-bursts, byte strobes for partial first/last beats); ``KVCacheDMA`` puts both on one AXI4 port.
+bursts, byte strobes for partial first/last beats, rows at any byte address);
+``KVCacheDMA`` puts both on one AXI4 port.
 
-Scope: FP16 KV rows whose run-time ``head_dim`` is a multiple of ``beat`` (row = ``bpr`` whole
-engine beats, no padding needed). The int8 mode (codes + per-row FP16 scale) is not built yet
-(docs/hw/attention.md, "DDR side").
+The element format ``fmt`` is a :class:`~tellme.sim.golden.numerics.StreamFormat` (None: the
+contract's ``STREAM_FORMAT``); a layout's elements are ``fmt.bits // 8`` bytes each,
+little-endian (:mod:`tellme.sim.kv_layout`).
+
+Scope: KV rows in the stream format whose run-time ``head_dim`` is a multiple of ``beat`` (row =
+``bpr`` whole engine beats, no padding needed). The int8 mode (codes + per-row scale) is not
+built yet (docs/hw/attention.md, "DDR side").
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from tellme.hw.weight_stream import WeightStreamer, stream_plan
+from tellme.sim.golden.numerics import StreamFormat, stream_format
 
 from .schedule import kv_schedule
 
-__all__ = ["KVReader", "read_command_layout", "reader_command", "reader_plan",
-           "reader_beats"]
+__all__ = ["KVReader", "KVWriter", "KVCacheDMA", "read_command_layout", "reader_command",
+           "reader_plan", "reader_beats", "write_command_layout", "writer_commands"]
+
+
+def _format(fmt) -> StreamFormat:
+    fmt = stream_format(fmt)
+    if not isinstance(fmt, StreamFormat) or fmt.bits % 8:
+        raise TypeError(f"fmt must be a StreamFormat of whole bytes (FP16, FP24), not {fmt!r}")
+    return fmt
+
+
+def _check_layout(layout, beat: int, who: str):
+    if layout.dtype == "int8":
+        raise ValueError(f"{who} handles KV rows in the stream format only, layout dtype is "
+                         f"'int8' (the int8 mode is not built)")
+    if layout.head_dim % beat:
+        raise ValueError(f"head_dim {layout.head_dim} is not a multiple of the engine beat {beat}")
 
 
 def read_command_layout(addr_width: int, ctx_bits: int) -> data.StructLayout:
@@ -46,10 +68,7 @@ def read_command_layout(addr_width: int, ctx_bits: int) -> data.StructLayout:
 def reader_command(layout, layer: int, head: int, n: int, beat: int) -> dict:
     """The reader command for one call over ``layout`` (a :class:`~tellme.sim.kv_layout.
     KVLayout`): row 0 of the KV head's K and V regions, ``n`` keys, beats per row."""
-    if layout.dtype != "fp16":
-        raise ValueError(f"KVReader reads FP16 KV only, layout dtype is {layout.dtype!r}")
-    if layout.head_dim % beat:
-        raise ValueError(f"head_dim {layout.head_dim} is not a multiple of the engine beat {beat}")
+    _check_layout(layout, beat, "KVReader")
     if not 1 <= n <= layout.max_ctx:
         raise ValueError(f"n = {n} keys outside 1..max_ctx {layout.max_ctx}")
     return dict(k_addr=layout.row_addr(layer, "K", head, 0),
@@ -58,20 +77,23 @@ def reader_command(layout, layer: int, head: int, n: int, beat: int) -> dict:
 
 
 def reader_plan(cmd: dict, *, depth: int, beat: int, data_width: int,
-                max_burst: int) -> list[tuple[int, int]]:
-    """Reference list of the (byte address, beats) bursts the reader issues for ``cmd``."""
+                max_burst: int, fmt: StreamFormat | None = None) -> list[tuple[int, int]]:
+    """Reference list of the (byte address, beats) bursts the reader issues for ``cmd``
+    (elements of ``fmt.bits`` bits)."""
+    vb = _format(fmt).bits * beat
     out = []
     for kind, first, rows in kv_schedule(cmd["n"], depth):
         base = cmd["k_addr"] if kind == "K" else cmd["v_addr"]
         out += stream_plan(addr=base, first=first * cmd["bpr"], count=rows * cmd["bpr"],
-                           lanes=1, vector_bits=16 * beat, data_width=data_width,
+                           lanes=1, vector_bits=vb, data_width=data_width,
                            max_burst=max_burst)
     return out
 
 
 def reader_beats(rows_k, rows_v, n: int, depth: int, beat: int) -> list[list[int]]:
-    """The ``i_kv`` beats of one call: ``rows_k``/``rows_v`` are [n, head_dim] uint16 (FP16 bit
-    patterns); each row is cut into head_dim / beat beats of ``beat`` elements."""
+    """The ``i_kv`` beats of one call: ``rows_k``/``rows_v`` are [n, head_dim] element bit
+    patterns (``fmt.to_bits``); each row is cut into head_dim / beat beats of ``beat``
+    elements."""
     out = []
     for kind, first, rows in kv_schedule(n, depth):
         src = rows_k if kind == "K" else rows_v
@@ -84,7 +106,8 @@ def reader_beats(rows_k, rows_v, n: int, depth: int, beat: int) -> list[list[int
 class KVReader(wiring.Component):
     """AXI4 KV-cache reader: one command per engine call -> the ``i_kv`` beats of the call.
 
-    Parameters: ``beat`` (FP16 per engine beat, = the engine's), ``depth`` (score tile, = the
+    Parameters: ``beat`` (elements per engine beat, = the engine's), ``fmt`` (element format,
+    default the stream format), ``depth (score tile, = the
     engine's; power of two), ``max_head_dim`` (largest head_dim, multiple of ``beat``),
     ``ctx_bits`` (n <= 2**ctx_bits - 1), ``data_width`` (AXI, 128 or 256), ``addr_width``,
     ``max_burst``, ``max_outstanding`` (passed to the burst master).
@@ -92,7 +115,8 @@ class KVReader(wiring.Component):
     Ports
     -----
     i_cmd : In(stream read_command_layout)  accepted when idle (``busy`` low).
-    o     : Out(stream ArrayLayout(unsigned(16), beat))  connect to ``AttentionEngine.i_kv``:
+    o     : Out(stream ArrayLayout(unsigned(fmt.bits), beat))  connect to
+            ``AttentionEngine.i_kv``:
             the rows of ``kv_schedule(n, depth)``, ``bpr`` beats each, element 0 in the low bits.
     busy  : Out(1)  from acceptance until the last beat of the call has left.
     done  : Out(1)  one-cycle pulse after the last beat of the call.
@@ -103,25 +127,28 @@ class KVReader(wiring.Component):
     Timing: one segment command to the burst master per cycle once it takes commands; the
     master requests the next segment's bursts while the gearbox still emits the previous one,
     so segments follow each other without exposing the read latency. Throughput: one engine
-    beat per cycle at most, bounded by ``data_width`` bits per cycle of memory data.
+    beat per cycle at most, bounded by ``data_width`` bits per cycle of memory data (an FP24
+    beat of 8 on 128-bit AXI: two engine beats per three AXI beats).
     Backpressure: ``o.ready`` low stalls only the gearbox; the R FIFO absorbs the bursts in
     flight (``m_axi_rready`` stays high).
     """
 
     def __init__(self, *, beat: int = 4, depth: int = 8, max_head_dim: int = 16,
                  ctx_bits: int = 12, data_width: int = 128, addr_width: int = 40,
-                 max_burst: int = 16, max_outstanding: int = 4):
+                 max_burst: int = 16, max_outstanding: int = 4,
+                 fmt: StreamFormat | None = None):
         try:
             self._init(beat=beat, depth=depth, max_head_dim=max_head_dim, ctx_bits=ctx_bits,
                        data_width=data_width, addr_width=addr_width, max_burst=max_burst,
-                       max_outstanding=max_outstanding)
+                       max_outstanding=max_outstanding, fmt=fmt)
         except (TypeError, ValueError):
             self._MustUse__silence = True      # not elaborated: do not warn about it
             raise
 
     def _init(self, *, beat: int = 4, depth: int = 8, max_head_dim: int = 16,
                  ctx_bits: int = 12, data_width: int = 128, addr_width: int = 40,
-                 max_burst: int = 16, max_outstanding: int = 4):
+                 max_burst: int = 16, max_outstanding: int = 4, fmt=None):
+        self.fmt = fmt = _format(fmt)
         if data_width not in (128, 256):
             raise ValueError(f"KVReader data_width must be 128 or 256, not {data_width!r}")
         if depth < 1 or depth & (depth - 1):
@@ -135,11 +162,11 @@ class KVReader(wiring.Component):
         self.max_burst, self.max_outstanding = max_burst, max_outstanding
         self._cw = ctx_bits + 1 + (max_head_dim // beat).bit_length()
         self._streamer = WeightStreamer(
-            t=1, lanes=1, vector_bits=16 * beat, data_width=data_width, addr_width=addr_width,
+            t=1, lanes=1, vector_bits=fmt.bits * beat, data_width=data_width, addr_width=addr_width,
             max_burst=max_burst, max_outstanding=max_outstanding, count_width=self._cw)
         sig = {
             "i_cmd": In(stream.Signature(read_command_layout(addr_width, ctx_bits))),
-            "o": Out(stream.Signature(data.ArrayLayout(unsigned(16), beat))),
+            "o": Out(stream.Signature(data.ArrayLayout(unsigned(fmt.bits), beat))),
             "busy": Out(1),
             "done": Out(1),
             "error": Out(1),
@@ -229,8 +256,8 @@ class KVReader(wiring.Component):
 
 
 def write_command_layout(addr_width: int, count_width: int) -> data.StructLayout:
-    """``addr``: byte address of the first engine beat (a multiple of the beat's bytes);
-    ``beats``: engine beats that follow on ``i``."""
+    """``addr``: byte address of the first engine beat (any byte); ``beats``: engine beats that
+    follow on ``i``."""
     return data.StructLayout({"addr": unsigned(addr_width), "beats": unsigned(count_width)})
 
 
@@ -238,10 +265,7 @@ def writer_commands(layout, layer: int, start: int, count: int, beat: int) -> li
     """Writer commands that store rows ``start .. start+count-1`` of every KV head of ``layer``
     (a prefill block, or one decode row with count 1): for kind K then V, for each KV head one
     command; the ``i`` stream then carries those rows in the same order, ``bpr`` beats each."""
-    if layout.dtype != "fp16":
-        raise ValueError(f"KVWriter writes FP16 KV only, layout dtype is {layout.dtype!r}")
-    if layout.head_dim % beat:
-        raise ValueError(f"head_dim {layout.head_dim} is not a multiple of the engine beat {beat}")
+    _check_layout(layout, beat, "KVWriter")
     if count < 1 or start < 0 or start + count > layout.max_ctx:
         raise ValueError(f"rows {start}..{start + count - 1} outside the KV cache "
                          f"(max_ctx {layout.max_ctx})")
@@ -267,43 +291,51 @@ def _burst_len(m, addr, left, max_burst, lg_bytes, nbytes, name):
 class KVWriter(wiring.Component):
     """AXI4 write master: a stream of engine beats -> one increasing DDR range per command.
 
-    Parameters: ``beat`` (FP16 per engine beat; ``16*beat`` must divide ``data_width``),
-    ``data_width`` (128 or 256), ``addr_width``, ``count_width`` (beats per command),
-    ``max_burst`` (<= 256 beats), ``max_outstanding`` (bursts awaiting B).
+    Parameters: ``beat`` (elements per engine beat), ``fmt`` (element format, default the stream
+    format: an engine beat is ``beat * fmt.bits`` bits, any whole number of bytes, narrower or
+    wider than an AXI beat), ``data_width`` (128 or 256), ``addr_width``, ``count_width`` (beats
+    per command), ``max_burst`` (<= 256 beats), ``max_outstanding`` (bursts awaiting B).
 
     Ports
     -----
     i_cmd : In(stream write_command_layout)  accepted when idle (``busy`` low).
-    i     : In(stream ArrayLayout(unsigned(16), beat))  ``beats`` engine beats per command,
-            stored at ``addr``, ``addr + 2*beat``, ... (element 0 at the lowest address).
+    i     : In(stream ArrayLayout(unsigned(fmt.bits), beat))  ``beats`` engine beats per
+            command, stored back to back from byte ``addr`` (element 0 at the lowest address,
+            ``fmt.bits // 8`` bytes per element, little-endian).
     busy, done (one-cycle pulse once the last B response is in), error (sticky: non-OKAY B).
     m_axi_aw* / m_axi_w* / m_axi_b*  AXI4 write channels (``AxiWriteBus.from_prefix(dut,
-            "m_axi")``): INCR bursts that never cross a 4 KB page, partial first / last beats
-            masked by ``wstrb``, ids 0.
+            "m_axi")``): INCR bursts that never cross a 4 KB page, bytes outside the range
+            masked by ``wstrb`` (partial first / last AXI beat), ids 0.
 
-    Timing: one W beat per ``data_width / (16*beat)`` engine beats; ``i`` takes one beat per
-    cycle while ``wready`` is high (one W register; packing an AXI beat from engine beats
-    overlaps with the previous beat's transfer). Backpressure: ``wready`` low stalls ``i``;
-    AW runs ahead of W by at most ``max_outstanding`` bursts.
+    Datapath: a byte accumulator of ``data_width/8 - 1 + beat*fmt.bits/8`` bytes with a fill
+    count; an engine beat is shifted in at the fill position (the first at ``addr``'s offset in
+    its AXI beat, strobes off below it); the low ``data_width`` bits go to the W register
+    whenever a whole AXI beat is filled (or, after the last engine beat, the remainder).
+    Timing: the first W beat one cycle after the engine beat that completes it. Throughput:
+    ``i`` takes one engine beat per cycle while the accumulator holds less than an AXI beat
+    after this cycle's W load, i.e. every cycle for engine beats up to ``data_width`` bits;
+    wider beats are taken at ``data_width`` bits per cycle. Backpressure: ``wready`` low stalls
+    ``i``; AW runs ahead of W by at most ``max_outstanding`` bursts.
     """
 
     def __init__(self, *, beat: int = 4, data_width: int = 128, addr_width: int = 40,
-                 count_width: int = 20, max_burst: int = 16, max_outstanding: int = 4):
+                 count_width: int = 20, max_burst: int = 16, max_outstanding: int = 4,
+                 fmt: StreamFormat | None = None):
         try:
             self._init(beat=beat, data_width=data_width, addr_width=addr_width,
                        count_width=count_width, max_burst=max_burst,
-                       max_outstanding=max_outstanding)
+                       max_outstanding=max_outstanding, fmt=fmt)
         except (TypeError, ValueError):
             self._MustUse__silence = True      # not elaborated: do not warn about it
             raise
 
-    def _init(self, *, beat: int = 4, data_width: int = 128, addr_width: int = 40,
-                 count_width: int = 20, max_burst: int = 16, max_outstanding: int = 4):
+    def _init(self, *, beat, data_width, addr_width, count_width, max_burst, max_outstanding,
+              fmt):
+        self.fmt = fmt = _format(fmt)
         if data_width not in (128, 256):
             raise ValueError(f"KVWriter data_width must be 128 or 256, not {data_width!r}")
-        ew = 16 * beat
-        if ew > data_width or data_width % ew or ew & (ew - 1):
-            raise ValueError(f"engine beat of {ew} bits must divide data_width {data_width}")
+        if not isinstance(beat, int) or beat < 1:
+            raise ValueError(f"beat must be a positive integer, not {beat!r}")
         if not 1 <= max_burst <= 256:
             raise ValueError(f"max_burst must be 1..256 (AXI4 INCR), not {max_burst}")
         self.beat, self.data_width, self.addr_width = beat, data_width, addr_width
@@ -312,7 +344,7 @@ class KVWriter(wiring.Component):
         self.max_outstanding = max_outstanding
         super().__init__({
             "i_cmd": In(stream.Signature(write_command_layout(addr_width, count_width))),
-            "i": In(stream.Signature(data.ArrayLayout(unsigned(16), beat))),
+            "i": In(stream.Signature(data.ArrayLayout(unsigned(fmt.bits), beat))),
             "busy": Out(1),
             "done": Out(1),
             "error": Out(1),
@@ -340,12 +372,12 @@ class KVWriter(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        dw, ew = self.data_width, 16 * self.beat
-        nbytes, eb, ns = dw // 8, ew // 8, dw // ew
+        dw = self.data_width
+        nbytes = dw // 8
+        eb = self.fmt.bits * self.beat // 8          # bytes per engine beat
+        cap = nbytes - 1 + eb                         # accumulator bytes
         lg_bytes = nbytes.bit_length() - 1
-        lg_eb = eb.bit_length() - 1
-        lg_ns = ns.bit_length() - 1
-        aw_w = self.count_width + 1
+        aw_w = self.count_width + eb.bit_length() + 1
         mb = self.max_burst
 
         aw_addr = Signal(self.addr_width)
@@ -354,25 +386,19 @@ class KVWriter(wiring.Component):
         w_left = Signal(aw_w)
         w_cnt = Signal(range(mb + 1))        # beats of the current W burst already loaded
         e_left = Signal(self.count_width)    # engine beats still to take on i
-        slot = Signal(range(ns))
-        acc = Signal(dw)
-        acc_strb = Signal(nbytes)
+        acc = Signal(8 * cap)
+        acc_strb = Signal(cap)
+        fill = Signal(range(cap + 1))        # bytes of acc in use (strobed or skipped)
         outstanding = Signal(range(self.max_outstanding + 1))
 
         c = self.i_cmd.payload
         accept = Signal()
-        skip = Signal(range(ns))
+        skip = Signal(lg_bytes)
         m.d.comb += [
             self.i_cmd.ready.eq(~self.busy),
             accept.eq(self.i_cmd.valid & self.i_cmd.ready),
-            skip.eq((c.addr >> lg_eb)[:lg_ns] if lg_ns else 0),
+            skip.eq(c.addr[:lg_bytes]),
         ]
-        with m.If(accept):
-            nb = (skip + c.beats + ns - 1) >> lg_ns
-            base = (c.addr >> lg_bytes) << lg_bytes
-            m.d.sync += [aw_addr.eq(base), w_addr.eq(base), aw_left.eq(nb), w_left.eq(nb),
-                         w_cnt.eq(0), e_left.eq(c.beats), slot.eq(skip), acc.eq(0),
-                         acc_strb.eq(0)]
 
         # ---- AW: bursts as the reader's (max_burst, 4 KB pages), outstanding-limited
         blen = _burst_len(m, aw_addr, aw_left, mb, lg_bytes, nbytes, "aw")
@@ -393,43 +419,54 @@ class KVWriter(wiring.Component):
         with m.If(b_fire & (self.m_axi_bresp != 0)):
             m.d.sync += self.error.eq(1)
 
-        # ---- W: pack engine beats into the AXI beat at their address slot
+        # ---- W: byte accumulator; emit its low AXI beat, shift the next engine beat in at
+        # the fill position (any byte: FP24 beats do not tile an AXI beat)
         wblen = _burst_len(m, w_addr, w_left, mb, lg_bytes, nbytes, "w")
-        complete = Signal()
-        merged = Signal(dw)
-        merged_strb = Signal(nbytes)
-        m.d.comb += [
-            complete.eq((slot == ns - 1) | (e_left == 1)),
-            self.i.ready.eq((e_left != 0)
-                            & (~complete | ~self.m_axi_wvalid | self.m_axi_wready)),
-            merged.eq(acc), merged_strb.eq(acc_strb),
-        ]
-        with m.Switch(slot):
-            for s in range(ns):
-                with m.Case(s):
-                    m.d.comb += [merged[s * ew:(s + 1) * ew].eq(self.i.payload.as_value()),
-                                 merged_strb[s * eb:(s + 1) * eb].eq((1 << eb) - 1)]
+        w_free = Signal()
+        emit = Signal()
+        fill_e = Signal(range(cap + 1))      # fill after this cycle's W load
+        acc_e = Signal(8 * cap)
+        strb_e = Signal(cap)
         take = Signal()
-        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        m.d.comb += [
+            w_free.eq(~self.m_axi_wvalid | self.m_axi_wready),
+            emit.eq(w_free & ((fill >= nbytes) | ((e_left == 0) & (fill != 0)))),
+            fill_e.eq(Mux(emit, Mux(fill >= nbytes, fill - nbytes, 0), fill)),
+            acc_e.eq(Mux(emit, acc[dw:], acc)),
+            strb_e.eq(Mux(emit, acc_strb[nbytes:], acc_strb)),
+            self.i.ready.eq((e_left != 0) & (fill_e < nbytes)),
+            take.eq(self.i.valid & self.i.ready),
+        ]
+        sh = fill_e[:lg_bytes]               # < nbytes whenever an engine beat is taken
+        with m.If(take):
+            m.d.sync += [acc.eq(acc_e | (self.i.payload.as_value() << (sh * 8))),
+                         acc_strb.eq(strb_e | (Const((1 << eb) - 1, eb) << sh)),
+                         fill.eq(fill_e + eb), e_left.eq(e_left - 1)]
+        with m.Else():
+            m.d.sync += [acc.eq(acc_e), acc_strb.eq(strb_e), fill.eq(fill_e)]
         with m.If(self.m_axi_wready):
             m.d.sync += self.m_axi_wvalid.eq(0)     # a load below keeps it high
-        with m.If(take):
-            m.d.sync += e_left.eq(e_left - 1)
-            with m.If(complete):
-                m.d.sync += [self.m_axi_wvalid.eq(1), self.m_axi_wdata.eq(merged),
-                             self.m_axi_wstrb.eq(merged_strb),
-                             self.m_axi_wlast.eq(w_cnt == wblen - 1),
-                             acc.eq(0), acc_strb.eq(0), slot.eq(0)]
-                with m.If(w_cnt == wblen - 1):
-                    m.d.sync += [w_cnt.eq(0), w_addr.eq(w_addr + (wblen << lg_bytes)),
-                                 w_left.eq(w_left - wblen)]
-                with m.Else():
-                    m.d.sync += w_cnt.eq(w_cnt + 1)
+        with m.If(emit):
+            m.d.sync += [self.m_axi_wvalid.eq(1), self.m_axi_wdata.eq(acc[:dw]),
+                         self.m_axi_wstrb.eq(acc_strb[:nbytes]),
+                         self.m_axi_wlast.eq(w_cnt == wblen - 1)]
+            with m.If(w_cnt == wblen - 1):
+                m.d.sync += [w_cnt.eq(0), w_addr.eq(w_addr + (wblen << lg_bytes)),
+                             w_left.eq(w_left - wblen)]
             with m.Else():
-                m.d.sync += [acc.eq(merged), acc_strb.eq(merged_strb), slot.eq(slot + 1)]
+                m.d.sync += w_cnt.eq(w_cnt + 1)
 
-        m.d.comb += self.busy.eq((e_left != 0) | (aw_left != 0) | self.m_axi_awvalid
-                                 | self.m_axi_wvalid | (outstanding != 0))
+        # the command load comes last: it overrides the idle datapath's updates above
+        with m.If(accept):
+            nb = (skip + c.beats * eb + nbytes - 1) >> lg_bytes
+            base = (c.addr >> lg_bytes) << lg_bytes
+            none = c.beats == 0
+            m.d.sync += [aw_addr.eq(base), w_addr.eq(base), aw_left.eq(Mux(none, 0, nb)),
+                         w_left.eq(Mux(none, 0, nb)), w_cnt.eq(0), e_left.eq(c.beats),
+                         fill.eq(Mux(none, 0, skip)), acc.eq(0), acc_strb.eq(0)]
+
+        m.d.comb += self.busy.eq((e_left != 0) | (fill != 0) | (aw_left != 0)
+                                 | self.m_axi_awvalid | self.m_axi_wvalid | (outstanding != 0))
         busy_q = Signal()
         m.d.sync += busy_q.eq(self.busy)
         m.d.comb += self.done.eq(busy_q & ~self.busy)
@@ -443,7 +480,7 @@ class KVCacheDMA(wiring.Component):
     Ports: ``rd_cmd``/``o``/``rd_busy``/``rd_done`` (the reader's ``i_cmd``/``o``/``busy``/
     ``done``), ``wr_cmd``/``wr``/``wr_busy``/``wr_done`` (the writer's), ``error`` (either's),
     ``m_axi_*`` (all five AXI4 channels, ``AxiBus.from_prefix(dut, "m_axi")``).
-    Parameters: those of :class:`KVReader`; the writer takes ``beat``, ``data_width``,
+    Parameters: those of :class:`KVReader`; the writer takes ``beat``, ``fmt``, ``data_width``,
     ``addr_width``, ``max_burst``, ``max_outstanding`` and ``count_width = ctx_bits + 8``.
     """
 
@@ -452,7 +489,7 @@ class KVCacheDMA(wiring.Component):
         self._wr = KVWriter(beat=self._rd.beat, data_width=self._rd.data_width,
                             addr_width=self._rd.addr_width, count_width=self._rd.ctx_bits + 8,
                             max_burst=self._rd.max_burst,
-                            max_outstanding=self._rd.max_outstanding)
+                            max_outstanding=self._rd.max_outstanding, fmt=self._rd.fmt)
         sig = {}
         for pre, comp, names in (("rd_", self._rd, ("i_cmd", "o", "busy", "done")),
                                  ("wr_", self._wr, ("i_cmd", "i", "busy", "done"))):
@@ -494,14 +531,16 @@ class KVCacheDMA(wiring.Component):
 
 
 def call_traffic(n: int, *, head_dim: int, beat: int, depth: int, data_width: int,
-                 max_burst: int) -> dict:
-    """Bursts and bytes of one reader call (n keys, one KV head, FP16) from :func:`reader_plan`,
-    for a KV head whose regions start on a 4 KB page (as the layout places them)."""
+                 max_burst: int, fmt: StreamFormat | None = None) -> dict:
+    """Bursts and bytes of one reader call (n keys, one KV head, rows in ``fmt``) from
+    :func:`reader_plan`, for a KV head whose regions start on a 4 KB page (as the layout
+    places them)."""
     from tellme.sim.kv_layout import KVLayout
 
-    lay = KVLayout(num_layers=1, num_kv_heads=1, head_dim=head_dim, max_ctx=max(n, 1))
+    fmt = _format(fmt)
+    lay = KVLayout(num_layers=1, num_kv_heads=1, head_dim=head_dim, max_ctx=max(n, 1), fmt=fmt)
     plan = reader_plan(reader_command(lay, 0, 0, n, beat), depth=depth, beat=beat,
-                       data_width=data_width, max_burst=max_burst)
+                       data_width=data_width, max_burst=max_burst, fmt=fmt)
     beats = sum(b for _, b in plan)
     return {"segments": len(kv_schedule(n, depth)), "bursts": len(plan),
             "bytes": beats * data_width // 8, "payload": sum(
@@ -520,14 +559,20 @@ def main(argv=None) -> int:
     ap.add_argument("--data-width", type=int, default=128)
     ap.add_argument("--max-burst", type=int, default=16)
     ap.add_argument("--contexts", default="1,128,1024,1025,4096")
+    ap.add_argument("--fmt", choices=("fp16", "fp24"), default=None,
+                    help="KV row format (default: the stream format)")
     a = ap.parse_args(argv)
+    from tellme.sim.kv_layout import FORMATS
+
+    fmt = FORMATS[a.fmt] if a.fmt else _format(None)
     ep = attention_params(a.target)
-    print(f"{a.target}: beat {ep['beat']}, tile {ep['depth']}, head_dim {a.head_dim}, "
+    print(f"{a.target}: {fmt.name.upper()} rows, beat {ep['beat']}, tile {ep['depth']}, "
+          f"head_dim {a.head_dim}, "
           f"{a.data_width}-bit AXI, bursts <= {a.max_burst} beats; one call = one KV head")
     print(f"{'n':>6s} {'segments':>8s} {'bursts':>8s} {'bytes read':>12s} {'K/V bytes':>12s}")
     for n in (int(x) for x in a.contexts.split(",")):
         t = call_traffic(n, head_dim=a.head_dim, beat=ep["beat"], depth=ep["depth"],
-                         data_width=a.data_width, max_burst=a.max_burst)
+                         data_width=a.data_width, max_burst=a.max_burst, fmt=fmt)
         print(f"{n:6d} {t['segments']:8d} {t['bursts']:8d} {t['bytes']:12,d} "
               f"{t['payload']:12,d}")
     return 0

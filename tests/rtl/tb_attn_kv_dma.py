@@ -1,13 +1,14 @@
 """cocotb testbench of KVCacheDMA (hw/attention/kv_dma.py: KVReader + KVWriter on one AXI4
 port) against cocotbext-axi's AxiRam.
 
-The memory holds a KV cache laid out by tellme.sim.kv_layout.KVLayout from random FP16 K/V rows;
+The memory holds a KV cache laid out by tellme.sim.kv_layout.KVLayout from random K/V rows in
+the build's element format (params["fmt"]: FP16 2 bytes, FP24 3 bytes per element);
 each call's output beats must equal the rows of kv_schedule(n, depth) exactly (reader_beats), and
 the AXI bursts must equal reader_plan (INCR, forward, never across a 4 KB page, at most
 max_burst beats, in-flight limit). The writer stores prefill blocks and decode rows; the whole
 memory image must then equal the layout's (nothing else touched), and the reader reads the new
 rows back. Stress: random AR/R/AW/W/B pauses, random backpressure on ``o``, random idle on
-the writer's input.
+the writer's input; layout bases at any byte, so rows and segments start anywhere in an AXI beat.
 Launched by tests/rtl/test_attn_kv_dma.py.
 """
 
@@ -28,7 +29,7 @@ from tellme.hw.attention.kv_dma import (read_command_layout, reader_beats, reade
 from tellme.sim.drivers import (AxiReadMonitor, StreamMonitor, StreamSink, StreamSource, layout_fields,
                                 pack_array, pack_struct, pause_generator,
                                 start_clock_and_reset)
-from tellme.sim.kv_layout import KVLayout
+from tellme.sim.kv_layout import FORMATS, KVLayout
 from tellme.sim.runner import cocotb_params
 
 SEED = int(os.environ.get("SEED", "1"))
@@ -40,6 +41,10 @@ class TB:
         self.dut = dut
         self.p = cocotb_params()
         self.W, self.D, self.dw = self.p["beat"], self.p["depth"], self.p["data_width"]
+        self.fmt = FORMATS[self.p["fmt"]]
+        self.bits = self.fmt.bits
+        # engine beats per cycle at most: one, or data_width bits when the beat is wider
+        self.slow = max(1.0, self.W * self.bits / self.dw)
         self.cmd_f = layout_fields(read_command_layout(self.p["addr_width"], self.p["ctx_bits"]))
         self.wcmd_f = layout_fields(write_command_layout(self.p["addr_width"],
                                                          self.p["ctx_bits"] + 8))
@@ -126,29 +131,35 @@ class TB:
             await RisingEdge(d.clk)
         assert not int(d.rd_busy.value) and not int(d.error.value)
         got = self.sink.beats[start:]
-        exp = [pack_array(b, 16) for b in want]
+        exp = [pack_array(b, self.bits) for b in want]
         assert len(got) == len(exp), f"{len(got)} beats, want {len(exp)} ({cmd})"
         bad = [i for i, (g, e) in enumerate(zip(got, exp)) if g != e]
         assert not bad, f"{len(bad)} of {len(exp)} beats differ, first {bad[0]}: " \
                         f"{got[bad[0]]:#x} != {exp[bad[0]]:#x} ({cmd})"
         plan = reader_plan(cmd, depth=self.D, beat=self.W, data_width=self.dw,
-                           max_burst=self.p["max_burst"])
+                           max_burst=self.p["max_burst"], fmt=self.fmt)
         assert self.bursts == plan, f"bursts {self.bursts[:4]}... != plan {plan[:4]}..."
         return cycles
 
 
+def rand_rows(rng: np.random.Generator, lay: KVLayout, count: int) -> np.ndarray:
+    """``count`` rows of random element bit patterns (every pattern of ``lay.fmt.bits``)."""
+    return rng.integers(0, 1 << lay.fmt.bits, size=(count, lay.head_dim), dtype=np.int64)
+
+
+def image(lay: KVLayout, rows: dict, img: bytearray):
+    """Write ``rows`` [layer][kind][head] into ``img`` (the layout's bytes from its base)."""
+    for (layer, kind, h), r in rows.items():
+        a = lay.row_addr(layer, kind, h, 0) - lay.base
+        img[a:a + lay.max_ctx * lay.row_bytes] = lay.encode_rows(r)
+
+
 def cache(rng: np.random.Generator, lay: KVLayout):
-    """Random FP16 K/V rows [layer][kind][head] -> (rows, memory image written by the layout)."""
-    rows = {}
+    """Random K/V rows [layer][kind][head] -> (rows, memory image written by the layout)."""
+    rows = {(layer, kind, h): rand_rows(rng, lay, lay.max_ctx) for layer in
+            range(lay.num_layers) for kind in ("K", "V") for h in range(lay.num_kv_heads)}
     img = bytearray(lay.total_bytes)
-    for layer in range(lay.num_layers):
-        for kind in ("K", "V"):
-            for h in range(lay.num_kv_heads):
-                r = rng.integers(0, 1 << 16, size=(lay.max_ctx, lay.head_dim), dtype=np.uint16)
-                rows[layer, kind, h] = r
-                for p in range(lay.max_ctx):
-                    a = lay.row_addr(layer, kind, h, p) - lay.base
-                    img[a:a + lay.row_bytes] = r[p].astype("<u2").tobytes()
+    image(lay, rows, img)
     return rows, bytes(img)
 
 
@@ -164,9 +175,9 @@ async def test_reader_layout(dut):
     ci = 0
     for hd in hds:
         # max_ctx rows of one head span several 4 KB pages at the larger head_dims; the
-        # base is not AXI-beat aligned, so segments start mid-beat
+        # base is any byte, so segments start mid-beat
         lay = KVLayout(num_layers=2, num_kv_heads=2, head_dim=hd, max_ctx=5 * D * D - 3,
-                       base=0x2000 + 8 * int(rng.integers(0, 16)))
+                       base=0x2000 + int(rng.integers(0, 128)), fmt=tb.fmt)
         rows, img = cache(rng, lay)
         assert lay.base + lay.total_bytes <= MEM
         tb.ram.write(lay.base, img)
@@ -188,14 +199,15 @@ async def test_reader_layout(dut):
 
 @cocotb.test()
 async def test_reader_rate(dut):
-    """No stalls: one beat per cycle across segment changes (the next segment's bursts are
-    requested while the previous one drains). Bound: beats + read latency + 3 per segment."""
+    """No stalls: one beat per cycle (or data_width bits per cycle for wider beats) across
+    segment changes (the next segment's bursts are requested while the previous one drains).
+    Bound: beats x that rate + read latency + 3 per segment."""
     tb = TB(dut)
     await tb.start(bp=0.0, seed=SEED + 10)
     rng = np.random.default_rng(SEED + 10)
     W, D = tb.W, tb.D
     hd = tb.p["max_head_dim"]
-    lay = KVLayout(num_layers=1, num_kv_heads=1, head_dim=hd, max_ctx=8 * D)
+    lay = KVLayout(num_layers=1, num_kv_heads=1, head_dim=hd, max_ctx=8 * D, fmt=tb.fmt)
     rows, img = cache(rng, lay)
     tb.ram.write(lay.base, img)
     n = 8 * D - 1
@@ -203,7 +215,7 @@ async def test_reader_rate(dut):
     want = reader_beats(rows[0, "K", 0], rows[0, "V", 0], n, D, W)
     cyc = await tb.call(cmd, want)
     segs = len(kv_schedule(n, D))
-    bound = len(want) + 20 + 3 * segs
+    bound = int(len(want) * tb.slow) + 20 + 3 * segs
     dut._log.info("rate: %d beats in %d segments: %d cycles (bound %d)", len(want), segs, cyc,
                   bound)
     assert cyc <= bound, f"{cyc} cycles > bound {bound}"
@@ -219,7 +231,7 @@ async def test_writer(dut):
     W, D = tb.W, tb.D
     hd = tb.p["max_head_dim"]
     lay = KVLayout(num_layers=2, num_kv_heads=2, head_dim=hd, max_ctx=5 * D * D - 3,
-                   base=0x3000 + 8 * int(rng.integers(1, 16)))
+                   base=0x3000 + int(rng.integers(1, 128)), fmt=tb.fmt)
     rows, img = cache(rng, lay)               # the old contents
     tb.ram.write(0, bytes(rng.integers(0, 256, size=lay.base + lay.total_bytes + 4096,
                                        dtype=np.uint8)))
@@ -238,10 +250,10 @@ async def test_writer(dut):
         beats = []
         for kind in ("K", "V"):
             for h in range(lay.num_kv_heads):
-                new = rng.integers(0, 1 << 16, size=(count, hd), dtype=np.uint16)
+                new = rand_rows(rng, lay, count)
                 rows[layer, kind, h][start:start + count] = new
                 flat = [int(x) for x in new.reshape(-1)]
-                beats += [pack_array(flat[i:i + W], 16) for i in range(0, len(flat), W)]
+                beats += [pack_array(flat[i:i + W], tb.bits) for i in range(0, len(flat), W)]
         d0 = tb.wr_dones
         tb.wdat.send(beats)
         tb.wsrc.send([pack_struct(tb.wcmd_f, **c) for c in cmds])
@@ -256,17 +268,14 @@ async def test_writer(dut):
         if rate:
             # one engine beat per cycle; per command the B response of its last burst
             # (commands are taken one at a time) costs a fixed handful of cycles
-            bound = len(beats) + 16 * len(cmds)
+            bound = int(len(beats) * tb.slow) + 16 * len(cmds)
             assert cycles <= bound, f"write: {cycles} cycles > bound {bound}"
     tb.wstalls(0.0)
     for _ in range(4):
         await RisingEdge(dut.clk)
     assert not int(dut.wr_busy.value)
     want = bytearray(lay.total_bytes)
-    for (layer, kind, h), r in rows.items():
-        for p in range(lay.max_ctx):
-            a = lay.row_addr(layer, kind, h, p) - lay.base
-            want[a:a + lay.row_bytes] = r[p].astype("<u2").tobytes()
+    image(lay, rows, want)
     # the padding between regions keeps its old bytes
     old = img
     got = tb.ram.read(lay.base, lay.total_bytes)

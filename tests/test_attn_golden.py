@@ -10,6 +10,7 @@ from tellme.sim.golden import hw
 from tellme.sim.golden.attention_hw import (attention_online, kv_dequant_int8, kv_quant_int8,
                                            online_vs_contract)
 from tellme.sim.golden.model import GoldenModel
+from tellme.sim.golden.numerics import FP16, FP24
 from tellme.sim.golden.testmodels import random_model, tiny_config
 from tellme.sim.kv_layout import KVLayout, decode_traffic
 
@@ -170,3 +171,105 @@ def test_rounding_sensitive_rows():
         p, acc, L = _parts(q, k, v, hw.score_scale(16))
         assert np.array_equal(g.view(np.uint16), _finish(acc, L).view(np.uint16))
         assert not np.array_equal(_finish(acc, L, **var).view(np.uint16), g.view(np.uint16))
+
+
+# ---------------------------------------------------------------------------------------------
+# Stream format (FP16 / FP24): int8 KV scales, cycle-model bytes, rounding helpers of the RTL
+
+
+def test_int8_kv_quant_fp24():
+    """At FP24 the row scale is FP24 (float32 on the FP24 grid); codes as at FP16."""
+    rng = np.random.default_rng(2)
+    x = FP24.round(rng.standard_normal((40, 2, 16)) * 3)
+    x[1, 1] = 0
+    q, s = kv_quant_int8(x, fmt=FP24)
+    assert s.dtype == np.float32 and np.array_equal(FP24.round(s), s)
+    assert s[1, 1] == 0 and not q[1, 1].any()
+    assert np.abs(q.astype(int)).max() <= 127
+    y = kv_dequant_int8(q, s, fmt=FP24)
+    assert y.dtype == np.float32 and np.array_equal(FP24.round(y), y)
+    err = np.abs(y.astype(np.float64) - x.astype(np.float64))
+    bound = s.astype(np.float64)[..., None] * 0.5 + np.abs(x.astype(np.float64)) * 2.0 ** -18
+    assert (err <= bound + 1e-12).all()
+    # the FP24 scale keeps 8 more bits than the FP16 one: amax = 1 + 2**-15 -> s = RN(amax/127)
+    r = np.zeros((1, 4), np.float32)
+    r[0, 0] = 1 + 2.0 ** -15
+    _, s24 = kv_quant_int8(r, fmt=FP24)
+    assert s24[0] == FP24.round((1 + 2.0 ** -15) / 127) != FP16.round((1 + 2.0 ** -15) / 127)
+    with pytest.raises(TypeError, match="fp24"):
+        kv_quant_int8(x.astype(np.float16), fmt=FP24)
+    with pytest.raises(TypeError, match="grid"):
+        kv_dequant_int8(q, s + np.float32(2.0 ** -23), fmt=FP24)
+
+
+def test_cycle_model_bytes_follow_format():
+    kw = dict(pos=9, heads=4, kv_heads=1, head_dim=16, lanes=8, beat=4, depth=8)
+    e16 = expected_cycles("decode", fmt=FP16, **kw)
+    e24 = expected_cycles("decode", fmt=FP24, **kw)
+    assert e24["cycles"] == e16["cycles"]              # same pipeline at every format
+    assert e24["kv_bytes"] == (10 + 8 + 10) * 16 * 3
+    assert e24["q_bytes"] == e24["out_bytes"] == 4 * 16 * 3
+
+
+@pytest.mark.parametrize("fmt", [FP16, FP24], ids=["fp16", "fp24"])
+def test_rounding_sensitive_rows_fmt(fmt):
+    from tellme.sim.attn_cases import VARIANTS, _finish, _parts, sensitive_rows
+
+    rows = sensitive_rows(len(VARIANTS), 16, seed=2, fmt=fmt)
+    assert len(rows) == len(VARIANTS)
+    for (q, k, v), var in zip(rows, VARIANTS):
+        assert q.dtype == fmt.dtype
+        g = hw.attention_decode(q[None], k[:, None], v[:, None], fmt=fmt)[0]
+        p, acc, L = _parts(q, k, v, hw.score_scale(16), fmt)
+        assert np.array_equal(fmt.to_bits(g), fmt.to_bits(_finish(acc, L, fmt=fmt)))
+        assert not np.array_equal(fmt.to_bits(_finish(acc, L, fmt=fmt, **var)),
+                                  fmt.to_bits(g))
+
+
+@pytest.mark.parametrize("fmt", [FP16, FP24], ids=["fp16", "fp24"])
+def test_rtl_rounding_helpers(fmt):
+    """hw/attention/arith.py in Amaranth's simulator against the golden roundings:
+    rn_fmt(mm * 2**ee) == fmt.round (saturation, subnormals, ties; every ee that reaches the
+    format's range) and rne_shr for shifts past the operand width (which round to 0)."""
+    from amaranth.hdl import Module, Signal, signed
+    from amaranth.sim import Simulator
+
+    from tellme.hw.attention.arith import rn_fmt, rne_shr
+
+    W = 27
+    m = Module()
+    mm, ee = Signal(W), Signal(signed(8))
+    x, s = Signal(W), Signal(range(W + 8))
+    o_rn, o_sh = Signal(fmt.bits - 1), Signal(W + 1)
+    m.d.comb += [o_rn.eq(rn_fmt(m, mm, W, ee, fmt, "t")), o_sh.eq(rne_shr(m, x, s, W, "u"))]
+    rng = np.random.default_rng(5)
+    vecs = []
+    for _ in range(1500):
+        bl = int(rng.integers(1, W + 1))
+        v = int(rng.integers(0, 1 << bl))
+        if rng.random() < 0.3:                        # exact ties at the rounding position
+            v = (v | 1) << int(rng.integers(0, 4))
+            v &= (1 << W) - 1
+        vecs.append((v, int(rng.integers(-fmt.frac - W - 2, 20))))
+    vecs += [(0, 0), ((1 << W) - 1, 20), (1, -fmt.frac), (1, -fmt.frac - 1), (3, -fmt.frac - 2)]
+    bad = []
+
+    async def tb(ctx):
+        for v, e in vecs:
+            ctx.set(mm, v)
+            ctx.set(ee, e)
+            ctx.set(x, v)
+            sh = int(rng.integers(1, W + 8))
+            ctx.set(s, sh)
+            want = int(fmt.to_bits(fmt.round(np.ldexp(float(v), e))))
+            if ctx.get(o_rn) != want:
+                bad.append(("rn", v, e, ctx.get(o_rn), want))
+            q, r = divmod(v, 1 << sh)
+            want_sh = q + (2 * r > (1 << sh) or (2 * r == (1 << sh) and q & 1))
+            if ctx.get(o_sh) != want_sh:
+                bad.append(("shr", v, sh, ctx.get(o_sh), want_sh))
+
+    sim = Simulator(m)
+    sim.add_testbench(tb)
+    sim.run()
+    assert not bad, f"{len(bad)} mismatches, first {bad[:3]}"

@@ -1,36 +1,51 @@
 """Combinational arithmetic helpers of the attention datapath (Amaranth expressions).
 
-Each helper mirrors one step of the hw numerics in ``tellme.sim.golden`` exactly; the cocotb
-tests compare the whole engine with :func:`tellme.sim.golden.hw.attention_decode`.
+Each helper mirrors one step of the hw numerics in ``tellme.sim.golden`` exactly, for any
+stream format ``fmt`` (:class:`tellme.sim.golden.numerics.StreamFormat`: FP16 = 1-5-10,
+FP24 = 1-5-18); the cocotb tests compare the whole engine with
+:func:`tellme.sim.golden.hw.attention_decode`.
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 
+from tellme.sim.golden.numerics import FP16, StreamFormat
+
+
+def fmt_fields(x, fmt: StreamFormat):
+    """(sign, significand, shift) of a stream bit pattern: |x| = sig * 2**(shift - fmt.frac),
+    sig < 2**fmt.sig_bits (hidden bit for normals), shift in [0, 29] (golden
+    ``fmt.fields``)."""
+    x = Value.cast(x)
+    M = fmt.man
+    e = x[M:M + 5]
+    normal = e != 0
+    sig = Mux(normal, Cat(x[:M], Const(1, 1)), x[:M])
+    shift = Mux(normal, e - 1, 0)
+    return x[fmt.bits - 1], sig, shift
+
 
 def fp16_fields(x):
-    """(sign, significand, shift) of an FP16 bit pattern: |x| = sig * 2**(shift - 24),
-    sig < 2**11 (hidden bit for normals), shift in [0, 29] (golden ``fp16_fields``)."""
-    e = x[10:15]
-    m = x[0:10]
-    normal = e != 0
-    sig = Mux(normal, Cat(m, Const(1, 1)), m)
-    shift = Mux(normal, e - 1, 0)
-    return x[15], sig, shift
+    """:func:`fmt_fields` of an FP16 pattern (|x| = sig * 2**(shift - 24))."""
+    return fmt_fields(x, FP16)
 
 
 def rne_shr(m: Module, x, s, width: int, name: str):
-    """round-half-even(x / 2**s) for unsigned ``x`` and a variable shift ``s >= 1``
-    (combinational; ``width`` bounds x)."""
+    """round-half-even(x / 2**s) for unsigned ``x`` < 2**width and a variable shift ``s >= 1``
+    (combinational). Shifts beyond ``width + 1`` give 0 like ``width + 1`` does (the half-ulp
+    constant would not fit the comparison width)."""
+    sw = max(len(Value.cast(s)), (width + 1).bit_length())
+    sc = Signal(unsigned(sw), name=f"{name}_sc")
     q = Signal(unsigned(width), name=f"{name}_q")
     rem = Signal(unsigned(width), name=f"{name}_rem")
     half = Signal(unsigned(width + 1), name=f"{name}_half")
-    sm1 = Signal(unsigned(len(Value.cast(s))), name=f"{name}_sm1")
+    sm1 = Signal(unsigned(sw), name=f"{name}_sm1")
     m.d.comb += [
-        sm1.eq(s - 1),
-        q.eq(x >> s),
-        rem.eq(x - (q << s)),
+        sc.eq(Mux(s > width + 1, width + 1, s)),
+        sm1.eq(sc - 1),
+        q.eq(x >> sc),
+        rem.eq(x - (q << sc)),
         half.eq(Const(1, width + 1) << sm1),
     ]
     up = (rem > half) | ((rem == half) & q[0])
@@ -47,23 +62,30 @@ def bit_length(m: Module, x, width: int, name: str):
     return bl
 
 
-def rn16(m: Module, mm, width: int, ee, name: str):
-    """RN16 of the exact value ``mm * 2**ee`` (unsigned ``mm`` < 2**width, signed ``ee``):
-    nearest-even, gradual underflow, saturating at 65504 (0x7BFF). Returns the 15-bit
-    magnitude pattern (sign handled by the caller)."""
+def rn_fmt(m: Module, mm, width: int, ee, fmt: StreamFormat, name: str):
+    """RN_fmt of the exact value ``mm * 2**ee`` (unsigned ``mm`` < 2**width, signed ``ee``):
+    nearest-even, gradual underflow, saturating at the largest finite value. Returns the
+    ``fmt.bits - 1``-bit magnitude pattern (sign handled by the caller)."""
+    M, F = fmt.man, fmt.frac
     blm = bit_length(m, mm, width, name)
     ev = Signal(signed(12), name=f"{name}_ev")          # value in [2**ev, 2**(ev+1))
     m.d.comb += ev.eq(blm - 1 + ee)
-    lsb = Signal(signed(12), name=f"{name}_lsb")         # LSB of the FP16 result
-    m.d.comb += lsb.eq(Mux(ev - 10 > -24, ev - 10, -24))
+    lsb = Signal(signed(12), name=f"{name}_lsb")         # LSB of the result
+    m.d.comb += lsb.eq(Mux(ev - M > -F, ev - M, -F))
     sft = Signal(signed(13), name=f"{name}_s")
     m.d.comb += sft.eq(lsb - ee)
     sr = Signal(range(width + 2), name=f"{name}_sr")
-    sl = Signal(range(16), name=f"{name}_sl")
+    sl = Signal(range(max(16, M + 2)), name=f"{name}_sl")   # left shift <= M (mm >= 1)
     m.d.comb += [sr.eq(Mux(sft > width + 1, width + 1, Mux(sft < 1, 1, sft))),
                  sl.eq(Mux(sft < 0, -sft, 0))]
-    r16 = Signal(width + 16, name=f"{name}_r")
-    m.d.comb += r16.eq(Mux(sft <= 0, mm << sl, rne_shr(m, mm, sr, width, f"{name}r")))
-    bits = Signal(17, name=f"{name}_bits")
-    m.d.comb += bits.eq(Mux(ev >= -14, ((ev + 14) << 10) + r16, r16))
-    return Mux(mm == 0, 0, Mux((ev > 15) | (bits >= 0x7C00), 0x7BFF, bits))[:15]
+    r = Signal(width + max(16, M + 2), name=f"{name}_r")
+    m.d.comb += r.eq(Mux(sft <= 0, mm << sl, rne_shr(m, mm, sr, width, f"{name}r")))
+    bits = Signal(fmt.bits + 1, name=f"{name}_bits")
+    m.d.comb += bits.eq(Mux(ev >= -14, ((ev + 14) << M) + r, r))
+    top = (0x1F << M) - 1                                # largest finite magnitude pattern
+    return Mux(mm == 0, 0, Mux((ev > 15) | (bits > top), top, bits))[:fmt.bits - 1]
+
+
+def rn16(m: Module, mm, width: int, ee, name: str):
+    """:func:`rn_fmt` at FP16 (saturating at 65504 = 0x7BFF)."""
+    return rn_fmt(m, mm, width, ee, FP16, name)

@@ -8,7 +8,7 @@ One engine serves decode and prefill (docs/hw/attention.md):
 
 Arithmetic is exactly :func:`tellme.sim.golden.hw.attention_decode` (scores with the exact
 per-row maximum, exact integer S.V and softmax sums, correctly rounded 1/L, one rounding to
-FP16). Because the maximum must be known before any weight is formed, the engine makes two
+the stream format). Because the maximum must be known before any weight is formed, the engine makes two
 passes over the keys:
 
 pass 1  K rows 0..n-1: scores t_j (Q.16 log2 domain) into the score buffer, running max;
@@ -25,12 +25,28 @@ i_cmd : In(stream {n, nq, c, lim[lanes]})  one command per call: n keys (>= 1), 
         c = score scale (:func:`tellme.sim.golden.hw.score_scale`), lim = last visible key of
         each lane (< n; decode: n - 1).
         bpr = beats per row (run-time head_dim / beat; rows shorter than a beat multiple are
-        zero-padded by the feeder), int8 = K/V beats carry int8 codes + the row's FP16 scale.
-i_q   : In(stream ArrayLayout(unsigned(16), beat))  nq * bpr beats: lane-major FP16.
-i_kv  : In(stream ArrayLayout(unsigned(16), beat))  K or V rows, bpr beats each, in the order of
-        :func:`kv_schedule`. int8 mode: codes in bits [0, 8*beat), FP16 scale in the next 16.
-o     : Out(stream unsigned(16))  nq * bpr * beat FP16 results, lane-major, one per beat.
+        zero-padded by the feeder), int8 = K/V beats carry int8 codes + the row's scale.
+i_q   : In(stream ArrayLayout(unsigned(fmt.bits), beat))  nq * bpr beats: lane-major q.
+i_kv  : In(stream ArrayLayout(unsigned(fmt.bits), beat))  K or V rows, bpr beats each, in the
+        order of :func:`kv_schedule`. int8 mode: codes in bits [0, 8*beat), the row's scale
+        (stream format) in the next fmt.bits bits.
+o     : Out(stream unsigned(fmt.bits))  nq * bpr * beat results, lane-major, one per beat.
 busy  : Out(1)
+
+All of q, K, V, the int8 row scales and o are in the stream format ``fmt``
+(:class:`tellme.sim.golden.numerics.StreamFormat`, default the contract's ``STREAM_FORMAT``):
+FP16 (1-5-10, 11-bit significands) or FP24 (1-5-18, 19-bit significands). Only significand
+widths change with the format; every integer accumulator keeps its width because the exponent
+range is FP16's (terms at fixed LSBs: q*k at 2**-20 < 2**52, p*v at 2**-24 < 2**41).
+
+Multipliers per lane and channel (DSP48E2: 27x18 signed, i.e. 26x17 unsigned per DSP):
+q*k significands 11x11 (FP16: 1 DSP) / 19x19 (FP24: 2 DSPs, or 1 DSP plus a 19x2-bit LUT
+partial product: 19 bits exceed the 17-bit port); p*v 24x11 (FP16: 1 DSP) / 24x19 (FP24: 2
+DSPs, same split). The int8 dequantiser (8 x sig_bits per channel), the score scale (45x20 per
+lane) and the output product (24x25, one per engine) do not depend on the lanes x beat array.
+So the lanes x beat array costs 2 DSPs per lane-channel at FP16 and 4 at FP24 (kv260 preset,
+8 lanes x 8 channels: 128 -> 256 DSPs of the XCK26's 1248). The pipeline depth is the same for
+both formats, so the cycle model does not depend on the format.
 
 Timing: one K or V beat per cycle when the feeder keeps up (i_kv is ready for the whole of a
 segment); a drain of :data:`DRAIN` cycles between segments (the buffer is written at the end of
@@ -45,13 +61,14 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from tellme.sim.golden.numerics import EXP2_TABLE
+from tellme.sim.golden.numerics import EXP2_TABLE, StreamFormat, stream_format
 
-from .arith import bit_length, fp16_fields, rn16, rne_shr
+from .arith import bit_length, fmt_fields, rn_fmt, rne_shr
 from .schedule import kv_schedule  # noqa: F401  (the stream order, re-exported)
 
-QK_SHIFT = 28          # q*k = P * 2**(sh - 48); term at LSB 2**-20 is RNE(P * 2**(sh - 28))
-SV_SHIFT = 23          # p*v*2 = p * S * 2**(sh - 23) (p integer UQ1.23)
+QK_FRAC = 20           # q*k terms at LSB 2**-20 (golden hw.QK_FRAC)
+SV_FRAC = 24           # p*v terms at LSB 2**-24 (golden hw.SV_FRAC)
+MAX_SHIFT = 29         # largest shift of a finite stream value (exponent field 30)
 C_BITS = 20            # score-scale register width
 DIV_STEPS = 24
 SCORE_SAT = 2 ** 44 - 1
@@ -74,29 +91,46 @@ def cmd_layout(lanes: int, ctx_bits: int) -> data.StructLayout:
 class AttentionEngine(wiring.Component):
     """See the module docstring. Parameters: ``head_dim`` (largest head_dim served, multiple
     of ``beat``; the actual one is run-time data), ``lanes``
-    (query rows served by one K/V stream), ``beat`` (FP16 elements per K/V/q beat),
-    ``depth`` (score-buffer tile, power of two >= 2), ``ctx_bits`` (n <= 2**ctx_bits - 1)."""
+    (query rows served by one K/V stream), ``beat`` (stream elements per K/V/q beat),
+    ``depth`` (score-buffer tile, power of two >= 2), ``ctx_bits`` (n <= 2**ctx_bits - 1),
+    ``fmt`` (stream format of q, K, V, the int8 scales and o; None: ``STREAM_FORMAT``)."""
 
     def __init__(self, *, head_dim: int = 16, lanes: int = 4, beat: int = 4, depth: int = 64,
-                 ctx_bits: int = 16):
+                 ctx_bits: int = 16, fmt: StreamFormat | None = None):
+        fmt = stream_format(fmt)
+        problem = None
         if head_dim % beat:
-            raise ValueError(f"head_dim {head_dim} is not a multiple of beat {beat}")
-        if depth < 2 or depth & (depth - 1):
-            raise ValueError(f"score-buffer depth {depth} must be a power of two >= 2")
+            problem = f"head_dim {head_dim} is not a multiple of beat {beat}"
+        elif depth < 2 or depth & (depth - 1):
+            problem = f"score-buffer depth {depth} must be a power of two >= 2"
+        elif 8 * beat + fmt.bits > fmt.bits * beat:
+            problem = (f"beat {beat}: an int8 K/V beat ({beat} codes + one {fmt.name} scale) "
+                       f"does not fit {beat} {fmt.name} elements")
+        if problem:
+            self._MustUse__silence = True      # not elaborated: do not warn about it
+            raise ValueError(problem)
         self.head_dim, self.lanes, self.beat, self.depth = head_dim, lanes, beat, depth
-        self.ctx_bits = ctx_bits
-        elem = data.ArrayLayout(unsigned(16), beat)
+        self.ctx_bits, self.fmt = ctx_bits, fmt
+        elem = data.ArrayLayout(unsigned(fmt.bits), beat)
         super().__init__({
             "i_cmd": In(stream.Signature(cmd_layout(lanes, ctx_bits))),
             "i_q": In(stream.Signature(elem)),
             "i_kv": In(stream.Signature(elem)),
-            "o": Out(stream.Signature(unsigned(16))),
+            "o": Out(stream.Signature(unsigned(fmt.bits))),
             "busy": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         HD, NQ, W, D, CB = self.head_dim, self.lanes, self.beat, self.depth, self.ctx_bits
+        fmt = self.fmt
+        EB, SB, F = fmt.bits, fmt.sig_bits, fmt.frac   # element bits, significand bits
+        # q*k = Pq * Pk * 2**(sh - 2F): the term at LSB 2**-20 is RNE(P * 2**(sh - QK_SHIFT))
+        QK_SHIFT = 2 * F - QK_FRAC
+        # p*v*2 = p * Sv * 2**(sh - F + 1) (p integer UQ1.23): term RNE(p*Sv * 2**(sh - SV_SHIFT))
+        SV_SHIFT = F - 1
+        QKP = 2 * SB                  # q*k significand product bits
+        SVP = 24 + SB                 # p*v product bits
         BPR = HD // W                 # beats per row at the largest head_dim
         LOG2D = D.bit_length() - 1
         TW = 44                       # |t| < 2**42
@@ -121,7 +155,7 @@ class AttentionEngine(wiring.Component):
         # buffer, exp2 ROM
         wps, rps, roms, qwps, qrps, awps, arps, afps = [], [], [], [], [], [], [], []
         for i in range(NQ):
-            qmem = memory.Memory(shape=unsigned(16 * W), depth=BPR, init=[])
+            qmem = memory.Memory(shape=unsigned(EB * W), depth=BPR, init=[])
             m.submodules[f"q{i}"] = qmem
             qwps.append(qmem.write_port())
             qrps.append(qmem.read_port())
@@ -156,22 +190,22 @@ class AttentionEngine(wiring.Component):
         lastA, lastB, lastC, lastD = (Signal(name=f"last{s}") for s in "ABCD")
         rowA, rowB, rowC, rowD = (Signal(CB + 1, name=f"row{s}") for s in "ABCD")
         beatA, beatB, beatC, beatD = (Signal(range(BPR), name=f"beat{s}") for s in "ABCD")
-        datA, datB, datC = (Signal(16 * W, name=f"dat{s}") for s in "ABC")
+        datA, datB, datC = (Signal(EB * W, name=f"dat{s}") for s in "ABC")
         empty = ~(vA | vB | vC | vD)
 
-        # int8 KV beats: W codes (int8) in the low 8W bits, the row's FP16 scale above them;
-        # dequantised on input to RN16(code * scale) (golden kv_dequant_int8)
+        # int8 KV beats: W codes (int8) in the low 8W bits, the row's scale (stream format)
+        # above them; dequantised on input to RN_fmt(code * scale) (golden kv_dequant_int8)
         raw = self.i_kv.payload.as_value()
-        sc_s, sc_g, sc_h = fp16_fields(raw[8 * W:8 * W + 16])
+        sc_s, sc_g, sc_h = fmt_fields(raw[8 * W:8 * W + EB], fmt)
         deq_parts = []
         for w in range(W):
             code = raw[8 * w:8 * w + 8].as_signed()
             cm = Signal(8, name=f"dq{w}_c")
             m.d.comb += cm.eq(Mux(code < 0, -code, code))
-            mm = Signal(19, name=f"dq{w}_m")
+            mm = Signal(8 + SB, name=f"dq{w}_m")
             ee = Signal(signed(7), name=f"dq{w}_e")
-            m.d.comb += [mm.eq(cm * sc_g), ee.eq(sc_h - 24)]
-            deq_parts += [rn16(m, mm, 19, ee, f"dq{w}"), (code < 0) ^ sc_s]
+            m.d.comb += [mm.eq(cm * sc_g), ee.eq(sc_h - F)]
+            deq_parts += [rn_fmt(m, mm, 8 + SB, ee, fmt, f"dq{w}"), (code < 0) ^ sc_s]
         deq = Cat(*deq_parts)
 
         accept = Signal()
@@ -205,18 +239,18 @@ class AttentionEngine(wiring.Component):
             m.d.comb += [qrps[i].addr.eq(bcnt), qrps[i].en.eq(1)]
             terms = []
             for w in range(W):
-                sq, gq, hq = fp16_fields(qbeat[16 * w:16 * w + 16])
-                sk, gk, hk = fp16_fields(datA[16 * w:16 * w + 16])
-                prod = Signal(22, name=f"qk{i}_{w}_p")
+                sq, gq, hq = fmt_fields(qbeat[EB * w:EB * (w + 1)], fmt)
+                sk, gk, hk = fmt_fields(datA[EB * w:EB * (w + 1)], fmt)
+                prod = Signal(QKP, name=f"qk{i}_{w}_p")
                 sh = Signal(6, name=f"qk{i}_{w}_sh")
-                shl = Signal(range(31), name=f"qk{i}_{w}_shl")
-                shr = Signal(range(29), name=f"qk{i}_{w}_shr")
+                shl = Signal(range(2 * MAX_SHIFT - QK_SHIFT + 1), name=f"qk{i}_{w}_shl")
+                shr = Signal(range(QK_SHIFT + 1), name=f"qk{i}_{w}_shr")
                 m.d.comb += [prod.eq(gq * gk), sh.eq(hq + hk),
                              shl.eq(Mux(sh >= QK_SHIFT, sh - QK_SHIFT, 0)),
                              shr.eq(Mux(sh >= QK_SHIFT, 1, QK_SHIFT - sh))]
-                mag = Signal(52, name=f"qk{i}_{w}_mag")
+                mag = Signal(52, name=f"qk{i}_{w}_mag")     # < 2**QKP << (58 - QK_SHIFT)
                 m.d.comb += mag.eq(Mux(sh >= QK_SHIFT, prod << shl,
-                                       rne_shr(m, prod, shr, 22, f"qk{i}_{w}")))
+                                       rne_shr(m, prod, shr, QKP, f"qk{i}_{w}")))
                 term = Signal(signed(54), name=f"qk{i}_{w}_t")
                 m.d.comb += term.eq(Mux(sq ^ sk, -mag, mag))
                 terms.append(term)
@@ -254,16 +288,19 @@ class AttentionEngine(wiring.Component):
             m.d.sync += prodD.eq(ssat * cval)
             svt = []
             for w in range(W):
-                sv, gv, hv = fp16_fields(datC[16 * w:16 * w + 16])
-                pv = Signal(35, name=f"sv{i}_{w}_p")
-                shl = Signal(range(8), name=f"sv{i}_{w}_shl")
-                shr = Signal(range(24), name=f"sv{i}_{w}_shr")
+                sv, gv, hv = fmt_fields(datC[EB * w:EB * (w + 1)], fmt)
+                pv = Signal(SVP, name=f"sv{i}_{w}_p")
+                shr = Signal(range(SV_SHIFT + 1), name=f"sv{i}_{w}_shr")
                 m.d.comb += [pv.eq(pC * gv),
-                             shl.eq(Mux(hv >= SV_SHIFT, hv - SV_SHIFT, 0)),
                              shr.eq(Mux(hv >= SV_SHIFT, 1, SV_SHIFT - hv))]
-                mag = Signal(42, name=f"sv{i}_{w}_mag")
-                m.d.comb += mag.eq(Mux(hv >= SV_SHIFT, pv << shl,
-                                       rne_shr(m, pv, shr, 35, f"sv{i}_{w}")))
+                mag = Signal(42, name=f"sv{i}_{w}_mag")      # |term| < 2**41
+                rounded = rne_shr(m, pv, shr, SVP, f"sv{i}_{w}")
+                if MAX_SHIFT >= SV_SHIFT:                     # FP16: large V shift left
+                    shl = Signal(range(MAX_SHIFT - SV_SHIFT + 1), name=f"sv{i}_{w}_shl")
+                    m.d.comb += shl.eq(Mux(hv >= SV_SHIFT, hv - SV_SHIFT, 0))
+                    m.d.comb += mag.eq(Mux(hv >= SV_SHIFT, pv << shl, rounded))
+                else:                                         # FP24: always a right shift
+                    m.d.comb += mag.eq(rounded)
                 t = Signal(signed(43), name=f"sv{i}_{w}_t")
                 m.d.sync += t.eq(Mux(sv, -mag, mag))
                 svt.append(t)
@@ -306,7 +343,7 @@ class AttentionEngine(wiring.Component):
         qa = Signal(25)
         sa = Signal(range(64))
         neg = Signal()
-        obits = Signal(16)
+        obits = Signal(EB)
 
         m.d.comb += self.busy.eq(1)
         with m.FSM():
@@ -398,14 +435,14 @@ class AttentionEngine(wiring.Component):
                 rnd = rne_shr(m, mag, Mux(shv == 0, 1, shv), AW, "x1r")
                 m.d.sync += [qa.eq(Mux(shv == 0, mag, rnd)), sa.eq(shv), neg.eq(av < 0)]
                 m.next = "X2"
-            # -- o = RN16(a * RN32(1/L) / 2), saturating
+            # -- o = RN_fmt(a * RN32(1/L) / 2), saturating
             with m.State("X2"):
                 mm = Signal(50, name="x2_m")
                 m.d.comb += mm.eq(qa * quo)
                 ee = Signal(signed(10), name="x2_e")          # value = mm * 2**ee
                 m.d.comb += ee.eq(sa - beta - 24)
-                mag16 = rn16(m, mm, 50, ee, "x2")
-                m.d.sync += obits.eq(Mux(neg, 0x8000, 0) | mag16)
+                mag = rn_fmt(m, mm, 50, ee, fmt, "x2")
+                m.d.sync += obits.eq(Cat(mag, neg))
                 m.next = "EMIT"
             with m.State("EMIT"):
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(obits)]

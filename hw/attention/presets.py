@@ -1,12 +1,18 @@
 """Attention-engine configurations per target (engine parameters; model dims are run-time).
 
-* ``sim``: the cocotb default build (head_dim 16, 8 lanes, 4 FP16 per beat, 8-key tiles).
+* ``sim``: the cocotb default build (head_dim 16, 8 lanes, 4 elements per beat, 8-key tiles).
 * ``kv260`` / ``zcu104``: head_dim up to 128 (2B4T; 96 and 100 for the 1bitLLM models),
   8 lanes (a 2B4T GQA group of 4 x 2 prefill rows, or 8 prefill rows of an MHA head),
-  8 FP16 per beat (one 128-bit AXI HP beat), 1024-key score tiles (2 BRAM36 per lane).
+  8 elements per beat (FP16: 128 bits, one AXI HP beat; FP24: 192 bits), 1024-key score
+  tiles (2 BRAM36 per lane).
+
+The stream format is not part of a preset: it is the contract's ``STREAM_FORMAT`` unless
+``make_attention(..., fmt=)`` names one.
 """
 
 from __future__ import annotations
+
+from tellme.sim.golden.numerics import StreamFormat
 
 from .engine import AttentionEngine
 
@@ -25,8 +31,8 @@ def attention_params(target: str) -> dict:
                          f"{', '.join(ATTN_PRESETS)}") from None
 
 
-def make_attention(target: str) -> AttentionEngine:
-    return AttentionEngine(**attention_params(target))
+def make_attention(target: str, fmt: StreamFormat | None = None) -> AttentionEngine:
+    return AttentionEngine(**attention_params(target), fmt=fmt)
 
 
 def report_blocks() -> dict:

@@ -1,8 +1,9 @@
 """Attention variants beside the hw contract (NumPy only), for the attention engine's design.
 
-* :func:`kv_quant_int8` / :func:`kv_dequant_int8`: the optional int8 KV cache (one FP16 scale
-  per token per KV head); the engine consumes the dequantised FP16 rows, so attention over an
-  int8 cache is exactly ``attention_decode(q, kv_dequant_int8(...), ...)``.
+* :func:`kv_quant_int8` / :func:`kv_dequant_int8`: the optional int8 KV cache (one scale per
+  token per KV head, in the stream format); the engine consumes the dequantised rows (stream
+  format), so attention over an int8 cache is exactly
+  ``attention_decode(q, kv_dequant_int8(..., fmt=f), ..., fmt=f)``.
 * :func:`attention_online`: a one-pass (online-softmax) form with an integer running maximum in
   the log2 domain and shift rescaling (numerics-options §4.1). It is *not* the contract: the
   contract (:func:`tellme.sim.golden.hw.softmax_weights`) forms every weight against the exact
@@ -15,35 +16,45 @@ from __future__ import annotations
 import numpy as np
 
 from .hw import log2_scores, qk_scores, score_scale
-from .numerics import exp2_neg_frac, int_to_fp32, round_ratio_fp32, to_fp16
+from .numerics import (StreamFormat, exp2_neg_frac, int_to_fp32, round_ratio_fp32,
+                       stream_format, to_fp16)
 
 INT8_QMAX = 127
 
 
-def kv_quant_int8(x16: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row symmetric int8: s = RN16(max|x| / 127), q = clamp(RNE(x / s), -127, 127).
+def kv_quant_int8(x16: np.ndarray, *, fmt: StreamFormat | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row symmetric int8: s = RN_fmt(max|x| / 127), q = clamp(RNE(x / s), -127, 127).
 
-    x16: float16 [..., head_dim] (one row = one token of one KV head). Returns (q int8 [...,
-    head_dim], s float16 [...]); an all-zero row (or one whose scale underflows) has s = 0 and
-    q = 0. amax/127 and x/s are correctly rounded in float64 and can never sit on an FP16 /
-    integer rounding boundary by less than 2**-30 relative, so each is a single rounding.
+    x16: [..., head_dim] in the stream format ``fmt`` (None: STREAM_FORMAT; one row = one
+    token of one KV head). Returns (q int8 [..., head_dim], s [...] in the stream format); an
+    all-zero row (or one whose scale underflows) has s = 0 and q = 0. amax/127 and x/s are
+    correctly rounded in float64 and (significands of at most 19 bits) can never sit on a
+    rounding boundary of the format / of the integers by less than 2**-30 relative unless
+    they are on it exactly, so each is a single rounding.
     """
+    fmt = stream_format(fmt)
     x = np.asarray(x16)
-    if x.dtype != np.float16:
-        raise TypeError(f"KV rows must be float16, got {x.dtype}")
+    if x.dtype != fmt.dtype:
+        raise TypeError(f"KV rows must be {fmt.dtype.name} ({fmt.name} stream), got {x.dtype}")
+    x = fmt.check(x, "KV rows")
     xf = x.astype(np.float64)
     amax = np.abs(xf).max(axis=-1)
-    s = to_fp16(amax / INT8_QMAX)
+    s = fmt.round(amax / INT8_QMAX)
     sf = s.astype(np.float64)[..., None]
     safe = np.where(sf > 0, sf, 1.0)
     q = np.where(sf > 0, np.clip(np.rint(xf / safe), -INT8_QMAX, INT8_QMAX), 0)
     return q.astype(np.int8), s
 
 
-def kv_dequant_int8(q: np.ndarray, s16: np.ndarray) -> np.ndarray:
-    """RN16(q * s): the FP16 row the engine reads (int8 x FP16 product exact, one rounding)."""
-    return to_fp16(np.asarray(q, dtype=np.float64) * np.asarray(s16, np.float16)
-                   .astype(np.float64)[..., None])
+def kv_dequant_int8(q: np.ndarray, s16: np.ndarray, *, fmt: StreamFormat | None = None
+                    ) -> np.ndarray:
+    """RN_fmt(q * s): the row the engine reads (int8 x stream-format product exact in float64,
+    one rounding). ``s16``: the row scales in the stream format ``fmt``."""
+    fmt = stream_format(fmt)
+    s = fmt.check(np.asarray(s16, fmt.dtype) if fmt.man == 10 else np.asarray(s16),
+                  "int8 KV scales")
+    return fmt.round(np.asarray(q, dtype=np.float64) * s.astype(np.float64)[..., None])
 
 
 def attention_online(q16: np.ndarray, k16: np.ndarray, v16: np.ndarray, c: int | None = None,

@@ -1,7 +1,8 @@
 """Mutation check of the attention-engine tests: build the engine with one rounding step
 replaced by truncation (or removed) and confirm the cocotb testbench fails.
 
-    .venv/bin/python -m tests.rtl.attn_mutants [name ...]     # one Verilator build per mutant
+    .venv/bin/python -m tests.rtl.attn_mutants [--fmt fp16|fp24] [name ...]
+                                                   # one Verilator build per mutant
 
 Prints KILLED (with the failing tests) or SURVIVED per mutant; the build dirs are removed.
 """
@@ -14,9 +15,11 @@ import shutil
 import sys
 
 MUTANTS = {
-    "qk_trunc": ('rne_shr(m, prod, shr, 22, f"qk{i}_{w}")', "(prod >> shr)"),
+    "qk_trunc": ('rne_shr(m, prod, shr, QKP, f"qk{i}_{w}")', "(prod >> shr)"),
     "exp2_noround": ("e.eq(t0B - ((dfB * rB + 512) >> 10))", "e.eq(t0B - ((dfB * rB) >> 10))"),
-    "sv_trunc": ('rne_shr(m, pv, shr, 35, f"sv{i}_{w}")', "(pv >> shr)"),
+    "sv_trunc": ('rne_shr(m, pv, shr, SVP, f"sv{i}_{w}")', "(pv >> shr)"),
+    "out_trunc_lsb": ("m.d.sync += obits.eq(Cat(mag, neg))",
+                      "m.d.sync += obits.eq(Cat(mag & ~1, neg))"),
     "a_trunc": ("m.d.sync += [qa.eq(Mux(shv == 0, mag, rnd))",
                 "m.d.sync += [qa.eq(Mux(shv == 0, mag, mag >> shv))"),
     "recip_trunc": ("m.d.sync += quo.eq(quo + ((r2 > dn) | ((r2 == dn) & quo[0])))",
@@ -25,9 +28,19 @@ MUTANTS = {
 PARAMS = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
 
 
-def main(names) -> int:
+def main(argv) -> int:
     from tellme.hw.attention import engine
+    from tellme.sim.golden.numerics import FP16, FP24
     from tellme.sim.runner import run_cocotb
+
+    fmt_name = "fp16"
+    if argv[:1] == ["--fmt"]:
+        fmt_name, argv = argv[1], argv[2:]
+    fmts = {"fp16": FP16, "fp24": FP24}
+    if fmt_name not in fmts:
+        raise SystemExit(f"--fmt must be one of {', '.join(fmts)}, got {fmt_name!r}")
+    fmt, params = fmts[fmt_name], dict(PARAMS, fmt=fmt_name)
+    names = argv
 
     src = open(engine.__file__).read()
     survived = 0
@@ -39,15 +52,16 @@ def main(names) -> int:
         mod.__package__ = "tellme.hw.attention"
         exec(compile(src.replace(a, b), engine.__file__, "exec"), mod.__dict__)
         try:
-            run_cocotb(lambda: mod.AttentionEngine(**PARAMS), name="attn_mutant", params=PARAMS,
+            run_cocotb(lambda: mod.AttentionEngine(**PARAMS, fmt=fmt), name="attn_mutant",
+                       params=params,
                        test_module="tests.rtl.tb_attn_engine", extra_env={"SEED": "1"})
-            print(f"{name}: SURVIVED", flush=True)
+            print(f"{name} ({fmt_name}): SURVIVED", flush=True)
             survived += 1
         except AssertionError:
             failing = []
             for x in glob.glob("build/sim/attn_mutant-*/*.xml"):
                 failing += re.findall(r'name="(\w+)"[^>]*><failure', open(x).read())
-            print(f"{name}: KILLED by {', '.join(failing)}", flush=True)
+            print(f"{name} ({fmt_name}): KILLED by {', '.join(failing)}", flush=True)
         finally:
             for d in glob.glob("build/sim/attn_mutant-*"):
                 shutil.rmtree(d)

@@ -1,7 +1,8 @@
 """cocotb testbench of AttentionEngine (hw/attention/engine.py) on generated Verilog.
 
 Every output is compared bit for bit with tellme.sim.golden.hw (attention_decode /
-attention_prefill); zero-stall calls are also checked against the exact cycle model
+attention_prefill) at the build's stream format (params ``fmt``: "fp16" / "fp24"; absent:
+the contract's STREAM_FORMAT); zero-stall calls are also checked against the exact cycle model
 (tellme.sim.cycles_attn.call_cycles). Launched by tests/rtl/test_attn_engine.py.
 """
 
@@ -20,18 +21,23 @@ from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_
                                 pack_array, pack_struct, start_clock_and_reset)
 from tellme.sim.golden import hw
 from tellme.sim.golden.attention_hw import kv_dequant_int8, kv_quant_int8
+from tellme.sim.golden.numerics import FP16, FP24, stream_format
 from tellme.sim.runner import cocotb_params
 
 SEED = int(os.environ.get("SEED", "1"))
+FORMATS = {f.name: f for f in (FP16, FP24)}
 
 
-def bits16(x: np.ndarray) -> list[int]:
-    return [int(b) for b in np.asarray(x, dtype=np.float16).reshape(-1).view(np.uint16)]
+def build_format(params: dict):
+    """The stream format the engine was built with (params ``fmt``, else the default)."""
+    name = params.get("fmt")
+    return stream_format(None if name is None else FORMATS[name])
 
 
 class TB:
     def __init__(self, dut):
         self.p = cocotb_params()
+        self.fmt = build_format(self.p)
         self.dut = dut
         self.cmd_f = layout_fields(cmd_layout(self.p["lanes"], self.p["ctx_bits"]))
 
@@ -43,9 +49,10 @@ class TB:
         self.mon = [StreamMonitor(self.dut, s) for s in ("i_cmd", "i_q", "i_kv", "o")]
 
     async def call(self, q_lanes, lim, k, v, c, check_cycles=False, scales=None):
-        """q_lanes [nq, hd] fp16; lim per lane; k, v [n, hd] of one KV head: fp16, or int8
-        codes with ``scales`` = (k scales [n], v scales [n]) fp16 (int8 KV mode)."""
-        p = self.p
+        """q_lanes [nq, hd]; lim per lane; k, v [n, hd] of one KV head, in the stream format,
+        or int8 codes with ``scales`` = (k scales [n], v scales [n]) (int8 KV mode)."""
+        p, fmt = self.p, self.fmt
+        EB = fmt.bits
         W, D = p["beat"], p["depth"]
         hd = q_lanes.shape[1]                 # run-time head_dim (<= the engine's maximum)
         assert hd % W == 0
@@ -54,16 +61,16 @@ class TB:
         lim_all = list(lim) + [0] * (p["lanes"] - nq)
         cmd = pack_struct(self.cmd_f, n=n, nq=nq, c=c, lim=pack_array(lim_all, p["ctx_bits"]),
                           int8=int(scales is not None), bpr=hd // W)
-        qb = bits16(q_lanes)
-        beats_q = [pack_array(qb[i:i + W], 16) for i in range(0, len(qb), W)]
+        qb = self.bits(q_lanes)
+        beats_q = [pack_array(qb[i:i + W], EB) for i in range(0, len(qb), W)]
         beats_kv = []
         for kind, r0, cnt in kv_schedule(n, D):
             src = k if kind == "K" else v
             if scales is None:
-                b = bits16(src[r0:r0 + cnt])
-                beats_kv += [pack_array(b[i:i + W], 16) for i in range(0, len(b), W)]
+                b = self.bits(src[r0:r0 + cnt])
+                beats_kv += [pack_array(b[i:i + W], EB) for i in range(0, len(b), W)]
                 continue
-            sc = bits16(scales[kind == "V"][r0:r0 + cnt])
+            sc = self.bits(scales[kind == "V"][r0:r0 + cnt])
             for r in range(cnt):
                 codes = [int(x) for x in src[r0 + r]]
                 beats_kv += [pack_array(codes[i:i + W], 8) | (sc[r] << (8 * W))
@@ -81,66 +88,68 @@ class TB:
             assert t1 - t0 + 1 == want, f"n={n} nq={nq}: {t1 - t0 + 1} cycles, model {want}"
         for mon in self.mon:
             mon.check()
-        return np.array(out, dtype=np.uint16).view(np.float16).reshape(nq, hd)
+        return fmt.from_bits(np.array(out, dtype=np.int64)).reshape(nq, hd)
+
+    def bits(self, x) -> list[int]:
+        return [int(b) for b in self.fmt.to_bits(x).reshape(-1)]
+
+    def assert_same(self, got, want, what):
+        g, w = self.fmt.to_bits(got), self.fmt.to_bits(want)
+        bad = np.argwhere(g != w)
+        assert not len(bad), (f"{what} ({self.fmt.name}): {len(bad)} of {g.size} outputs "
+                              f"differ; first at {tuple(bad[0])}: rtl {g[tuple(bad[0])]:#x} "
+                              f"golden {w[tuple(bad[0])]:#x}")
 
     async def decode(self, q, kc, vc, pos, check_cycles=False):
         """q [heads, hd]; kc/vc [>= pos+1, kvh, hd]; compare with hw.attention_decode."""
         heads, hd = q.shape
         kvh = kc.shape[1]
         c = hw.score_scale(hd)
-        want = hw.attention_decode(q, kc[:pos + 1], vc[:pos + 1])
+        want = hw.attention_decode(q, kc[:pos + 1], vc[:pos + 1], fmt=self.fmt)
         got = np.empty_like(q)
         for call in decode_calls(pos, heads, kvh, self.p["lanes"]):
             o = await self.call(q[list(call.heads)], call.lim, kc[:, call.kv], vc[:, call.kv],
                                 c, check_cycles)
             got[list(call.heads)] = o
-        assert_same(got, want, f"decode pos={pos} heads={heads} kvh={kvh}")
+        self.assert_same(got, want, f"decode pos={pos} heads={heads} kvh={kvh}")
 
     async def decode_int8(self, q, k8, ks, v8, vs, pos):
-        """int8 KV: codes [n, kvh, hd] and FP16 scales [n, kvh]; golden = attention_decode
-        over the dequantised cache (attention_hw.kv_dequant_int8)."""
+        """int8 KV: codes [n, kvh, hd] and scales [n, kvh] (stream format); golden =
+        attention_decode over the dequantised cache (attention_hw.kv_dequant_int8)."""
         heads, hd = q.shape
         kvh = k8.shape[1]
         c = hw.score_scale(hd)
-        want = hw.attention_decode(q, kv_dequant_int8(k8, ks)[:pos + 1],
-                                   kv_dequant_int8(v8, vs)[:pos + 1])
+        f = self.fmt
+        want = hw.attention_decode(q, kv_dequant_int8(k8, ks, fmt=f)[:pos + 1],
+                                   kv_dequant_int8(v8, vs, fmt=f)[:pos + 1], fmt=f)
         got = np.empty_like(q)
         for call in decode_calls(pos, heads, kvh, self.p["lanes"]):
             o = await self.call(q[list(call.heads)], call.lim, k8[:, call.kv], v8[:, call.kv],
                                 c, scales=(ks[:, call.kv], vs[:, call.kv]))
             got[list(call.heads)] = o
-        assert_same(got, want, f"int8 decode pos={pos} heads={heads} kvh={kvh}")
+        self.assert_same(got, want, f"int8 decode pos={pos} heads={heads} kvh={kvh}")
 
     async def prefill(self, q, kc, vc, start, check_cycles=False):
         n_q, heads, hd = q.shape
         kvh = kc.shape[1]
         c = hw.score_scale(hd)
-        want = hw.attention_prefill(q, kc[:start + n_q], vc[:start + n_q], start)
+        want = hw.attention_prefill(q, kc[:start + n_q], vc[:start + n_q], start,
+                                    fmt=self.fmt)
         got = np.empty_like(q)
         for call in prefill_calls(n_q, start, heads, kvh, self.p["lanes"]):
             o = await self.call(q[list(call.rows), list(call.heads)], call.lim, kc[:, call.kv],
                                 vc[:, call.kv], c, check_cycles)
             got[list(call.rows), list(call.heads)] = o
-        assert_same(got, want, f"prefill n={n_q} start={start} heads={heads} kvh={kvh}")
+        self.assert_same(got, want, f"prefill n={n_q} start={start} heads={heads} kvh={kvh}")
 
-
-def assert_same(got, want, what):
-    g = got.view(np.uint16)
-    w = want.view(np.uint16)
-    bad = np.argwhere(g != w)
-    assert not len(bad), (f"{what}: {len(bad)} of {g.size} outputs differ; first at "
-                          f"{tuple(bad[0])}: rtl {g[tuple(bad[0])]:#06x} golden "
-                          f"{w[tuple(bad[0])]:#06x}")
-
-
-def rand_qkv(rng, n, heads, kvh, hd, n_q=1, scale=2.0):
-    """Random FP16 q [n_q, heads, hd], K/V caches [n, kvh, hd]; q scaled so that scores span
-    several octaves (softmax weights from ~1 down to below 2**-24)."""
-    q = (rng.standard_normal((n_q, heads, hd)) * scale).astype(np.float16)
-    k = (rng.standard_normal((n, kvh, hd)) * scale).astype(np.float16)
-    v = (rng.standard_normal((n, kvh, hd)) * rng.choice([0.01, 1, 50], (n, kvh, 1))
-         ).astype(np.float16)
-    return q, k, v
+    def rand_qkv(self, rng, n, heads, kvh, hd, n_q=1, scale=2.0):
+        """Random q [n_q, heads, hd], K/V caches [n, kvh, hd] in the stream format; q scaled
+        so that scores span several octaves (softmax weights from ~1 down to below 2**-24)."""
+        r = self.fmt.round
+        q = r(rng.standard_normal((n_q, heads, hd)) * scale)
+        k = r(rng.standard_normal((n, kvh, hd)) * scale)
+        v = r(rng.standard_normal((n, kvh, hd)) * rng.choice([0.01, 1, 50], (n, kvh, 1)))
+        return q, k, v
 
 
 @cocotb.test()
@@ -152,7 +161,7 @@ async def test_decode_tiles(dut):
     D, hd = tb.p["depth"], tb.p["head_dim"]
     for heads, kvh in ((4, 4), (4, 1)):
         for n in sorted({1, 2, D - 1, D, D + 1, 2 * D, 2 * D + 1, 3 * D + 3}):
-            q, k, v = rand_qkv(rng, n, heads, kvh, hd)
+            q, k, v = tb.rand_qkv(rng, n, heads, kvh, hd)
             await tb.decode(q[0], k, v, n - 1, check_cycles=True)
 
 
@@ -164,7 +173,7 @@ async def test_decode_stalls(dut):
     rng = np.random.default_rng(SEED + 10)
     D, hd = tb.p["depth"], tb.p["head_dim"]
     for heads, kvh, n in ((4, 1, 2 * D + 1), (4, 4, D), (4, 2, 3)):
-        q, k, v = rand_qkv(rng, n, heads, kvh, hd)
+        q, k, v = tb.rand_qkv(rng, n, heads, kvh, hd)
         await tb.decode(q[0], k, v, n - 1)
 
 
@@ -180,51 +189,64 @@ async def test_prefill(dut):
         n_pe = lanes // (heads // kvh)
         for n_q, start in sorted({(1, 0), (max(1, n_pe - 1), 0), (n_pe, 0), (n_pe + 1, 0),
                                   (2 * n_pe + 3, 0), (n_pe + 1, 5)}):
-            q, k, v = rand_qkv(rng, start + n_q, heads, kvh, hd, n_q=n_q)
+            q, k, v = tb.rand_qkv(rng, start + n_q, heads, kvh, hd, n_q=n_q)
             await tb.prefill(q, k, v, start)
 
 
 @cocotb.test()
 async def test_directed(dut):
-    """Edge values: saturating scores, FP16 subnormal and max-magnitude V, all-equal scores,
-    keys far below the maximum (weights 0), output underflow to signed zero and overflow."""
+    """Edge values: saturating scores, subnormal and max-magnitude V, all-equal scores, keys
+    far below the maximum (weights 0), output underflow to signed zero and overflow, and q.k
+    products of tiny channels far below the 2**-20 score LSB (round to 0, not to 1)."""
     tb = TB(dut)
     await tb.start()
     rng = np.random.default_rng(SEED + 30)
     D, hd = tb.p["depth"], tb.p["head_dim"]
+    fmt = tb.fmt
+    r = fmt.round
+    tiny = 2.0 ** -fmt.frac                      # smallest subnormal
     n = D + 3
-    f16 = np.float16
     cases = []
     # huge q.k: raw scores saturate at 2**44 - 1
-    q = np.full((4, hd), 60000, f16)
-    k = np.full((n, 1, hd), 60000, f16) * np.where(rng.random((n, 1, 1)) < 0.5, 1, -1).astype(f16)
-    v = rng.standard_normal((n, 1, hd)).astype(f16)
+    q = r(np.full((4, hd), 60000.0))
+    k = r(np.full((n, 1, hd), 60000.0) * np.where(rng.random((n, 1, 1)) < 0.5, 1, -1))
+    v = r(rng.standard_normal((n, 1, hd)))
     cases.append((q, k, v))
     # all scores equal (q = 0); V subnormal / max / mixed signs
-    q = np.zeros((4, hd), f16)
-    v = np.where(rng.random((n, 1, hd)) < 0.5, f16(6e-8), f16(-65504)).astype(f16)
-    v[:, :, 0] = f16(65504)                      # mean of +max saturates
-    v[:, :, 1] = f16(2.0 ** -24)                 # output underflow: RN16 to 0 or min subnormal
-    v[:, :, 2] = f16(-(2.0 ** -24))
-    cases.append((q, rng.standard_normal((n, 1, hd)).astype(f16), v))
+    q = r(np.zeros((4, hd)))
+    v = r(np.where(rng.random((n, 1, hd)) < 0.5, 6e-8, -fmt.max))
+    v[:, :, 0] = fmt.max                         # mean of +max saturates
+    v[:, :, 1] = tiny                            # output underflow: to 0 or min subnormal
+    v[:, :, 2] = -tiny
+    cases.append((q, r(rng.standard_normal((n, 1, hd))), v))
     # steep softmax: most keys beyond 24 octaves below the maximum (weight 0)
-    q = (rng.standard_normal((4, hd)) * 30).astype(f16)
-    k = (rng.standard_normal((n, 1, hd)) * 30).astype(f16)
-    v = (rng.standard_normal((n, 1, hd)) * 1e-3).astype(f16)
+    q = r(rng.standard_normal((4, hd)) * 30)
+    k = r(rng.standard_normal((n, 1, hd)) * 30)
+    v = r(rng.standard_normal((n, 1, hd)) * 1e-3)
     cases.append((q, k, v))
+    # half the channels tiny (|x| < 2**-11, subnormals included): their products are
+    # < 2**-22, far below the score LSB, and must round to 0 (the rounding shift exceeds the
+    # product width); the other channels make the scores sit anywhere between Q.16 steps
+    for _ in range(4):
+        q = rng.standard_normal((4, hd)) * 2
+        k = rng.standard_normal((n, 1, hd)) * 2
+        small = rng.random(hd) < 0.5
+        q = np.where(small, np.sign(q) * rng.uniform(2.0 ** -16, 2.0 ** -11, q.shape), q)
+        k = np.where(small, np.sign(k) * rng.uniform(2.0 ** -16, 2.0 ** -11, k.shape), k)
+        cases.append((r(q), r(k), r(rng.standard_normal((n, 1, hd)))))
     for q, k, v in cases:
         await tb.decode(q, k, v, n - 1)
 
 
 @cocotb.test()
 async def test_rounding_sensitive(dut):
-    """Rows whose FP16 outputs flip if RN32(1/L) or RN32(A) is off by one ulp
-    (tellme.sim.attn_cases): random rows almost never expose these bits."""
+    """Rows whose outputs flip if RN32(1/L) or RN32(A) is off by one ulp
+    (tellme.sim.attn_cases): random rows rarely expose these bits."""
     from tellme.sim.attn_cases import sensitive_rows
 
     tb = TB(dut)
     await tb.start(idle=0.1, bp=0.1, seed=SEED + 3)
-    for q, k, v in sensitive_rows(12, tb.p["head_dim"], seed=SEED):
+    for q, k, v in sensitive_rows(12, tb.p["head_dim"], seed=SEED, fmt=tb.fmt):
         n = len(k)
         await tb.decode(q[None], k[:, None], v[:, None], n - 1)
 
@@ -238,33 +260,37 @@ async def test_runtime_head_dim(dut):
     rng = np.random.default_rng(SEED + 60)
     D, W, lanes = tb.p["depth"], tb.p["beat"], tb.p["lanes"]
     for hd in (W, 2 * W, 3 * W):
-        q, k, v = rand_qkv(rng, D + 2, 4, 2, hd)
+        q, k, v = tb.rand_qkv(rng, D + 2, 4, 2, hd)
         await tb.decode(q[0], k, v, D + 1, check_cycles=True)
-        q, k, v = rand_qkv(rng, lanes // 2 + 1, 4, 2, hd, n_q=lanes // 2 + 1)
+        q, k, v = tb.rand_qkv(rng, lanes // 2 + 1, 4, 2, hd, n_q=lanes // 2 + 1)
         await tb.prefill(q, k, v, 0)
 
 
 @cocotb.test()
 async def test_int8_kv(dut):
-    """int8 KV (per-token-per-head FP16 scales, dequantised on input): quantised random caches
-    across tile boundaries with stalls, and arbitrary codes with subnormal / huge scales
-    (dequantisation saturating at 65504)."""
+    """int8 KV (per-token-per-head scales in the stream format, dequantised on input):
+    quantised random caches across tile boundaries with stalls, and arbitrary codes with
+    subnormal / huge scales (dequantisation saturating at the format's maximum)."""
     tb = TB(dut)
     await tb.start(idle=0.25, bp=0.25, seed=SEED + 2)
     rng = np.random.default_rng(SEED + 50)
     D, hd = tb.p["depth"], tb.p["head_dim"]
+    fmt = tb.fmt
     for heads, kvh, n in ((4, 1, 2 * D + 1), (4, 4, D - 1)):
-        q, k, v = rand_qkv(rng, n, heads, kvh, hd)
-        k8, ks = kv_quant_int8(k)
-        v8, vs = kv_quant_int8(v)
+        q, k, v = tb.rand_qkv(rng, n, heads, kvh, hd)
+        k8, ks = kv_quant_int8(k, fmt=fmt)
+        v8, vs = kv_quant_int8(v, fmt=fmt)
         await tb.decode_int8(q[0], k8, ks, v8, vs, n - 1)
     n = D + 2
-    q = rand_qkv(rng, 1, 4, 1, hd, scale=0.05)[0][0]
+    q = tb.rand_qkv(rng, 1, 4, 1, hd, scale=0.05)[0][0]
     k8 = rng.integers(-128, 128, (n, 1, hd)).astype(np.int8)
     v8 = rng.integers(-128, 128, (n, 1, hd)).astype(np.int8)
-    pick = np.array([2.0 ** -24, 3e-6, 1e-3, 0.7, 900.0, 60000.0])
-    ks = pick[rng.integers(0, len(pick), (n, 1))].astype(np.float16)
-    vs = pick[rng.integers(0, len(pick), (n, 1))].astype(np.float16)
+    # subnormal scales (the smallest one, 2**-fmt.frac, included), huge ones, and scales
+    # with full-width significands (FP24: 19 bits)
+    pick = np.array([2.0 ** -fmt.frac, 2.0 ** -24, 3e-6, 1e-3, 0.7, 900.0, 60000.0,
+                     1 + 2.0 ** -fmt.man, fmt.max])
+    ks = fmt.round(pick[rng.integers(0, len(pick), (n, 1))] * rng.uniform(1, 1.01, (n, 1)))
+    vs = fmt.round(pick[rng.integers(0, len(pick), (n, 1))] * rng.uniform(1, 1.01, (n, 1)))
     await tb.decode_int8(q, k8, ks, v8, vs, n - 1)
 
 
@@ -278,5 +304,5 @@ async def test_long_context(dut):
     hd = tb.p["head_dim"]
     for n in (int(x) for x in os.environ["LONG_N"].split(",")):
         for scale in (0.2, 2.0):
-            q, k, v = rand_qkv(rng, n, 4, 1, hd, scale=scale)
+            q, k, v = tb.rand_qkv(rng, n, 4, 1, hd, scale=scale)
             await tb.decode(q[0], k, v, n - 1, check_cycles=True)

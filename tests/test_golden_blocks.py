@@ -5,7 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from tellme.sim.golden import hf, hw
+from tellme.sim.golden import hf
+from tellme.sim.golden import hw as hw_module
+from tellme.sim.golden.numerics import FP16
+
+# these cases pin the FP16 build of the contract (FP24: tests/test_golden_fp24.py)
+hw = hw_module.bound(FP16)
 
 F16 = np.float16
 

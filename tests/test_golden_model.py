@@ -163,7 +163,7 @@ def test_trace_keeps_consistent_intermediates():
     lg = gm.forward(np.arange(5), cache)
     tr = gm.trace
     assert np.array_equal(tr["logits"], lg)
-    assert tr["L0.h_in"].dtype == np.float16 and tr["L0.q_in8"].dtype == np.int8
+    assert tr["L0.h_in"].dtype == gm.fmt.dtype and tr["L0.q_in8"].dtype == np.int8
     assert np.array_equal(tr["L1.k_rope"], cache.keys(1, 5))
     assert np.array_equal(tr["L0.amax_in"], np.abs(tr["L0.h_in"]).max(-1))
     from tellme.sim.golden import hw

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from tellme.sim.golden import numerics as nm
-from tellme.sim.golden import hw
+from tellme.sim.golden import hw as hw_module
+
+hw = hw_module.bound(nm.FP16)      # the FP16 build of the contract (FP24: test_golden_fp24.py)
 
 ALL_FP16 = np.arange(65536, dtype=np.uint16).view(np.float16)
 FINITE_FP16 = ALL_FP16[np.isfinite(ALL_FP16)]

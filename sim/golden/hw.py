@@ -19,6 +19,8 @@ raw outputs, so an RTL testbench can drive it directly.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from fractions import Fraction
 
@@ -390,7 +392,26 @@ def lm_head(h16: np.ndarray, w, chunk: int = 1 << 22, *,
     return out.reshape(*lead, vocab)
 
 
+class Bound:
+    """This module's functions with the stream format ``fmt`` bound (``hw.bound(FP16).rope(...)``);
+    functions without a ``fmt`` parameter pass through."""
+
+    def __init__(self, fmt: StreamFormat):
+        self.fmt = fmt
+
+    def __getattr__(self, name):
+        f = globals()[name]
+        if callable(f) and "fmt" in inspect.signature(f).parameters:
+            return functools.partial(f, fmt=self.fmt)
+        return f
+
+
+def bound(fmt: StreamFormat | None = None) -> Bound:
+    return Bound(stream_format(fmt))
+
+
 __all__ = [
+    "Bound", "bound",
     "FP16_MAX", "attention_decode", "attention_prefill", "dequant_scale", "dequantize", "embed",
     "fp16_fields", "gated_act", "inv_freq", "linear", "lm_head", "log2_scores", "qk_scores",
     "quant_scale", "quantize", "residual_add", "rms_scale", "rmsnorm_absmax", "rope",

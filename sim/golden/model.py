@@ -24,8 +24,6 @@ tolerance).
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from tellme.quant.config import LINEAR_NAMES
@@ -71,19 +69,6 @@ class KVCache:
         return self.v[layer][:n]
 
 
-class _HwOps:
-    """The :mod:`.hw` block functions with the stream format bound (``fmt=``)."""
-
-    def __init__(self, fmt: StreamFormat):
-        self.fmt = fmt
-
-    def __getattr__(self, name):
-        f = getattr(hw, name)
-        if name in ("inv_freq", "score_scale", "log2_scores", "softmax_weights"):
-            return f
-        return functools.partial(f, fmt=self.fmt)
-
-
 class GoldenModel:
     """A :class:`TernaryModel` run in ``float`` (fp32, HF semantics) or ``hw`` numerics."""
 
@@ -101,7 +86,7 @@ class GoldenModel:
         self.numerics = numerics
         # hw: the block functions bound to one stream format (default: the contract's)
         self.fmt = stream_format(fmt) if numerics == "hw" else None
-        self.ops = _HwOps(self.fmt) if numerics == "hw" else hf
+        self.ops = hw.bound(self.fmt) if numerics == "hw" else hf
         self._weights: dict[tuple[int, str], np.ndarray] = {}
         self._weight_budget = weight_cache_bytes
         self._score_c = hw.score_scale(self.config.head_dim)

@@ -1,9 +1,9 @@
 """cocotb testbench: KVReader -> AttentionEngine (tests/rtl/test_attn_kv_dma.py, ``ReaderEngine``).
 
-A KV cache laid out by tellme.sim.kv_layout in cocotbext-axi's AxiRamRead (random AR/R pauses);
-per engine call the reader fetches the KV head's rows in kv_schedule order straight into the
-engine's ``i_kv``; the outputs must equal tellme.sim.golden.hw.attention_decode /
-attention_prefill bit for bit.
+A KV cache laid out by tellme.sim.kv_layout (rows in the build's stream format, params["fmt"])
+in cocotbext-axi's AxiRamRead (random AR/R pauses); per engine call the reader fetches the KV
+head's rows in kv_schedule order straight into the engine's ``i_kv``; the outputs must equal
+tellme.sim.golden.hw.attention_decode / attention_prefill bit for bit.
 """
 
 from __future__ import annotations
@@ -22,18 +22,33 @@ from tellme.hw.attention.schedule import decode_calls, prefill_calls
 from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_fields,
                                 pack_array, pack_struct, pause_generator, start_clock_and_reset)
 from tellme.sim.golden import hw
-from tellme.sim.kv_layout import KVLayout
+from tellme.sim.kv_layout import FORMATS, KVLayout
 from tellme.sim.runner import cocotb_params
-
-from .tb_attn_engine import assert_same, bits16, rand_qkv
 
 SEED = int(os.environ.get("SEED", "1"))
 
 
+def rand_qkv(fmt, rng, n, heads, kvh, hd, n_q):
+    """Random q [n_q, heads, hd], K/V [n, kvh, hd] in ``fmt``; scores span several octaves."""
+    q = fmt.round(rng.standard_normal((n_q, heads, hd)) * 2.0)
+    k = fmt.round(rng.standard_normal((n, kvh, hd)) * 2.0)
+    v = fmt.round(rng.standard_normal((n, kvh, hd)) * rng.choice([0.01, 1, 50], (n, kvh, 1)))
+    return q, k, v
+
+
+def assert_same(fmt, got, want, what):
+    g, w = fmt.to_bits(got), fmt.to_bits(want)
+    bad = np.argwhere(g != w)
+    assert not len(bad), (f"{what} ({fmt.name}): {len(bad)} of {g.size} outputs differ; first "
+                          f"at {tuple(bad[0])}: rtl {g[tuple(bad[0])]:#x} golden "
+                          f"{w[tuple(bad[0])]:#x}")
+
+
 @cocotb.test()
 async def test_reader_engine(dut):
-    p = cocotb_params()["engine"]
-    W, D, lanes, hd = p["beat"], p["depth"], p["lanes"], p["head_dim"]
+    pp = cocotb_params()
+    p, fmt = pp["engine"], FORMATS[pp["fmt"]]
+    W, D, lanes, hd, EB = p["beat"], p["depth"], p["lanes"], p["head_dim"], fmt.bits
     logging.getLogger("cocotb.kv_e2e.m_axi").setLevel(logging.WARNING)
     ram = AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=1 << 20)
     await start_clock_and_reset(dut)
@@ -52,38 +67,38 @@ async def test_reader_engine(dut):
     async def call(lay, layer, q_lanes, lim, kv):
         n, nq = max(lim) + 1, len(lim)
         start = len(sink.beats)
-        qb = bits16(q_lanes)
-        src["q"].send([pack_array(qb[i:i + W], 16) for i in range(0, len(qb), W)])
+        qb = [int(x) for x in fmt.to_bits(q_lanes).reshape(-1)]
+        src["q"].send([pack_array(qb[i:i + W], EB) for i in range(0, len(qb), W)])
         src["rd_cmd"].send([pack_struct(rf, **reader_command(lay, layer, kv, n, W))])
         src["e_cmd"].send([pack_struct(ef, n=n, nq=nq, c=c, int8=0, bpr=hd // W,
                                        lim=pack_array(list(lim) + [0] * (lanes - nq),
                                                       p["ctx_bits"]))])
         out = (await sink.wait_for(start + nq * hd, timeout_cycles=500_000))[start:]
-        return np.array(out, dtype=np.uint16).view(np.float16).reshape(nq, hd)
+        return fmt.from_bits(np.array(out, dtype=np.int64)).reshape(nq, hd)
 
     for heads, kvh, n_ctx in ((4, 1, 3 * D + 3), (4, 4, D + 1), (8, 2, 2 * D)):
         lay = KVLayout(num_layers=2, num_kv_heads=kvh, head_dim=hd, max_ctx=n_ctx,
-                       base=0x1000 + 8 * int(rng.integers(0, 64)))
-        q, k, v = rand_qkv(rng, n_ctx, heads, kvh, hd, n_q=n_ctx)
+                       base=0x1000 + int(rng.integers(0, 512)), fmt=fmt)
+        q, k, v = rand_qkv(fmt, rng, n_ctx, heads, kvh, hd, n_q=n_ctx)
         layer = int(rng.integers(0, 2))
-        for pos in range(n_ctx):
-            for h in range(kvh):
-                ram.write(lay.row_addr(layer, "K", h, pos), k[pos, h].view(np.uint16)
-                          .astype("<u2").tobytes())
-                ram.write(lay.row_addr(layer, "V", h, pos), v[pos, h].view(np.uint16)
-                          .astype("<u2").tobytes())
+        for h in range(kvh):
+            ram.write(lay.row_addr(layer, "K", h, 0), lay.encode_rows(fmt.to_bits(k[:, h])))
+            ram.write(lay.row_addr(layer, "V", h, 0), lay.encode_rows(fmt.to_bits(v[:, h])))
         # decode of the last position
         pos = n_ctx - 1
         got = np.empty_like(q[0])
         for cl in decode_calls(pos, heads, kvh, lanes):
             got[list(cl.heads)] = await call(lay, layer, q[pos][list(cl.heads)], cl.lim, cl.kv)
-        assert_same(got, hw.attention_decode(q[pos], k, v), f"decode n={n_ctx} kvh={kvh}")
+        assert_same(fmt, got, hw.attention_decode(q[pos], k, v, fmt=fmt),
+                    f"decode n={n_ctx} kvh={kvh}")
         # prefill of the whole context
         got = np.empty_like(q)
         for cl in prefill_calls(n_ctx, 0, heads, kvh, lanes):
             got[list(cl.rows), list(cl.heads)] = await call(
                 lay, layer, q[list(cl.rows), list(cl.heads)], cl.lim, cl.kv)
-        assert_same(got, hw.attention_prefill(q, k, v, 0), f"prefill n={n_ctx} kvh={kvh}")
-        dut._log.info("heads %d kv_heads %d n %d: decode and prefill exact", heads, kvh, n_ctx)
+        assert_same(fmt, got, hw.attention_prefill(q, k, v, 0, fmt=fmt),
+                    f"prefill n={n_ctx} kvh={kvh}")
+        dut._log.info("%s heads %d kv_heads %d n %d: decode and prefill exact", fmt.name,
+                      heads, kvh, n_ctx)
     for mon in mons:
         mon.check()

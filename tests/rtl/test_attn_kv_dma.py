@@ -105,9 +105,9 @@ def test_reader_rejects():
 
 class ReaderEngine:
     """Test top: KVReader.o -> AttentionEngine.i_kv (ports e_cmd, q, o of the engine; rd_cmd and
-    m_axi_ar*/r* of the reader)."""
+    m_axi_ar*/r* of the reader); both in the stream format ``fmt``."""
 
-    def __new__(cls, engine: dict, reader: dict):
+    def __new__(cls, engine: dict, reader: dict, fmt):
         from amaranth.hdl import Module
         from amaranth.lib import wiring
         from amaranth.lib.wiring import In, Out
@@ -116,8 +116,14 @@ class ReaderEngine:
 
         class _Top(wiring.Component):
             def __init__(self):
-                self.eng = AttentionEngine(**engine)
-                self.rd = KVReader(**reader)
+                import inspect
+                if "fmt" in inspect.signature(AttentionEngine).parameters:
+                    self.eng = AttentionEngine(**engine, fmt=fmt)
+                elif fmt == FP16:               # an engine from before the format parameter
+                    self.eng = AttentionEngine(**engine)
+                else:
+                    raise TypeError(f"AttentionEngine takes no stream format: no {fmt!r} build")
+                self.rd = KVReader(**reader, fmt=fmt)
                 sig = {"e_cmd": In(self.eng.i_cmd.signature.flip()),
                        "q": In(self.eng.i_q.signature.flip()),
                        "o": Out(self.eng.o.signature),
@@ -148,9 +154,10 @@ class ReaderEngine:
 
 @pytest.mark.rtl
 @pytest.mark.slow
-def test_reader_engine_e2e():
+@pytest.mark.parametrize("fmt", ["fp16"])
+def test_reader_engine_e2e(fmt):
     eng = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
-    rd = dict(SMALL, ctx_bits=12)
-    params = dict(engine=eng, reader=rd)
-    run_cocotb(lambda: ReaderEngine(eng, rd), name="kv_e2e", params=params,
+    rd = {k: v for k, v in SMALL.items() if k != "fmt"}
+    params = dict(engine=eng, reader=rd, fmt=fmt)
+    run_cocotb(lambda: ReaderEngine(eng, rd, FORMATS[fmt]), name="kv_e2e", params=params,
                test_module="tests.rtl.tb_attn_kv_e2e", extra_env={"SEED": "1"})

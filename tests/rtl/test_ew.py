@@ -2,8 +2,9 @@
 
 Default tier: the ``sim`` TLMM geometry (3T = 12) with 2 element-wise lanes and Q = 2 (the
 smallest build: every block in one Verilator model), rows of 96 and 256 elements, SiLU on every
-13th FP16 value. ``slow``: the kv260 parameters (16 lanes, 3T = 84, Q = 16) with the full row
-lengths of bitnet_b1_58-large and 2B4T and the exhaustive SiLU check.
+13th FP16 value; the same suite at FP24 (a second build) with rows of 96. ``slow``: the kv260
+parameters (16 lanes, 3T = 84, Q = 16) with the full row lengths of bitnet_b1_58-large and
+2B4T and the exhaustive SiLU check (FP16: every pattern; FP24: every 61st), per format.
 """
 
 import os
@@ -11,9 +12,8 @@ import os
 import pytest
 
 from tellme.hw.elementwise.params import EwHarness, EwParams
+from tellme.sim.golden.numerics import FP16, FP24
 from tellme.sim.runner import run_cocotb
-
-
 
 
 def _run(p: EwParams, ns: str, seed: int = 1, testcase=None, exhaustive=False):
@@ -22,7 +22,8 @@ def _run(p: EwParams, ns: str, seed: int = 1, testcase=None, exhaustive=False):
     old = os.environ.get("MAKEFLAGS")
     os.environ["MAKEFLAGS"] = ((old or "") + " OPT_FAST=-O1").strip()
     try:
-        run_cocotb(lambda: EwHarness(p), name=f"ew_{p.lanes}x{p.t}", params=p.to_dict(),
+        run_cocotb(lambda: EwHarness(p), name=f"ew_{p.lanes}x{p.t}_m{p.man}",
+                   params=p.to_dict(),
                    test_module="tests.rtl.tb_ew", testcase=testcase,
                    extra_env={"EW_NS": ns, "SEED": str(seed),
                               "EW_EXHAUSTIVE": "1" if exhaustive else "0"})
@@ -35,10 +36,23 @@ def _run(p: EwParams, ns: str, seed: int = 1, testcase=None, exhaustive=False):
 
 @pytest.mark.rtl
 def test_ew_sim():
-    _run(EwParams.from_preset("sim", lanes=2, q=2), "96,256")
+    _run(EwParams.from_preset("sim", lanes=2, q=2, man=FP16.man), "96,256")
+
+
+@pytest.mark.rtl
+def test_ew_sim_fp24():
+    _run(EwParams.from_preset("sim", lanes=2, q=2, man=FP24.man), "96")
 
 
 @pytest.mark.rtl
 @pytest.mark.slow
-def test_ew_kv260_full_rows():
-    _run(EwParams.from_preset("kv260"), "1536,2560,4096,6912", seed=2, exhaustive=True)
+def test_ew_sim_fp24_rows():
+    _run(EwParams.from_preset("sim", lanes=2, q=2, man=FP24.man), "256,200", seed=3)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", [FP16, FP24], ids=["fp16", "fp24"])
+def test_ew_kv260_full_rows(fmt):
+    _run(EwParams.from_preset("kv260", man=fmt.man), "1536,2560,4096,6912", seed=2,
+         exhaustive=True)

@@ -99,7 +99,9 @@ class WeightStreamer(wiring.Component):
         Commands in progress at most (issued bursts not yet emitted as words).
     vector_bits : int, optional
         Bits per vector when the stream is not TLMM codes (default ``5*t``; the KV-cache
-        reader of hw/attention/kv_dma.py streams engine beats of ``16*beat`` bits).
+        reader of hw/attention/kv_dma.py streams engine beats of ``beat * fmt.bits`` bits, e.g.
+        192 bits for 8 FP24 elements). Any width: a vector may start at any bit of an AXI beat
+        and span several beats (the gearbox keeps enough beats for the widest case).
 
     Members
     -------

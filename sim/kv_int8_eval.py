@@ -1,10 +1,12 @@
-"""Accuracy of the int8 KV cache: the hw golden model with FP16 KV vs int8 KV on a text.
+"""Accuracy of the int8 KV cache: the hw golden model with stream-format KV vs int8 KV on a text.
 
 int8 KV is modelled exactly as the hardware sees it: every K/V row the attention reads is
-``kv_dequant_int8(kv_quant_int8(row))`` (per token, per KV head; quantisation is a function of
-the row alone, so re-quantising on each read equals storing int8 once).
+``kv_dequant_int8(kv_quant_int8(row))`` with the row scale in the stream format (per token, per
+KV head; quantisation is a function of the row alone, so re-quantising on each read equals
+storing int8 once).
 
     python -m tellme.sim.kv_int8_eval [--model host/models/demo/model.tlm] [--tokens 512]
+                                      [--fmt fp16|fp24]
 """
 
 from __future__ import annotations
@@ -19,41 +21,49 @@ import numpy as np
 from tellme.sim.golden.attention_hw import kv_dequant_int8, kv_quant_int8
 
 
-def _rt(x):
-    return kv_dequant_int8(*kv_quant_int8(x))
+def _rt(x, fmt):
+    return kv_dequant_int8(*kv_quant_int8(x, fmt=fmt), fmt=fmt)
 
 
 class Int8KVOps:
-    """The hw ops module with attention reading an int8 KV cache."""
+    """The hw ops (stream format ``fmt``) with attention reading an int8 KV cache."""
 
-    def __init__(self, base):
-        self._b = base
+    def __init__(self, base, fmt):
+        self._b, self._fmt = base, fmt
 
     def __getattr__(self, name):
         return getattr(self._b, name)
 
     def attention_decode(self, q, kc, vc, c=None):
-        return self._b.attention_decode(q, _rt(kc), _rt(vc), c)
+        return self._b.attention_decode(q, _rt(kc, self._fmt), _rt(vc, self._fmt), c)
 
     def attention_prefill(self, q, kc, vc, start, c=None):
-        return self._b.attention_prefill(q, _rt(kc), _rt(vc), start, c)
+        return self._b.attention_prefill(q, _rt(kc, self._fmt), _rt(vc, self._fmt), start, c)
 
 
-def compare(model, ids, window: int) -> dict:
+def compare(model, ids, window: int, fmt=None) -> dict:
+    """Scores with KV rows in the stream format ``fmt`` (result key "fp16"/"fp24") and with
+    int8 KV (key "int8"); "agreement": top-1 agreement of the two."""
     from tellme.host.backends import create
     from tellme.host.evaluate import _score
+    from tellme.sim.golden.model import GoldenModel
+    from tellme.sim.golden.numerics import stream_format
 
+    fmt = stream_format(fmt)
     out = {}
-    for kind in ("fp16", "int8"):
+    for kind in (fmt.name, "int8"):
         be = create("golden", model, numerics="hw")
+        if be.gm.fmt != fmt:
+            be.gm = GoldenModel(model, numerics="hw", fmt=fmt)
         if kind == "int8":
-            be.gm.ops = Int8KVOps(be.gm.ops)
+            be.gm.ops = Int8KVOps(be.gm.ops, fmt)
         t0 = time.perf_counter()
         nll, correct, am = _score(be, ids, window)
         out[kind] = {"ppl": math.exp(nll / len(am)), "top1": correct / len(am), "argmax": am,
                      "seconds": time.perf_counter() - t0}
-    out["agreement"] = float((out["fp16"]["argmax"] == out["int8"]["argmax"]).mean())
-    out["scored"] = len(out["fp16"]["argmax"])
+    out["agreement"] = float((out[fmt.name]["argmax"] == out["int8"]["argmax"]).mean())
+    out["scored"] = len(out["int8"]["argmax"])
+    out["fmt"] = fmt.name
     return out
 
 
@@ -64,7 +74,10 @@ def main(argv=None) -> int:
     ap.add_argument("--text", default=None, help="text file (default: the demo held-out text)")
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--window", type=int, default=0, help="default: the model context")
+    ap.add_argument("--fmt", choices=("fp16", "fp24"), default=None,
+                    help="stream format (KV rows and int8 scales); default: the contract's")
     args = ap.parse_args(argv)
+    from tellme.sim.kv_layout import FORMATS
     from pathlib import Path
 
     from tellme.host.generate import DEFAULT_MODEL, load_model_and_tokenizer
@@ -74,13 +87,14 @@ def main(argv=None) -> int:
     model, tok = load_model_and_tokenizer(str(mpath))
     ids = np.asarray(tok.encode(text.read_text(encoding="utf-8"))[:args.tokens])
     window = args.window or model.config.max_context
-    r = compare(model, ids, window)
+    r = compare(model, ids, window, FORMATS[args.fmt] if args.fmt else None)
+    f = r["fmt"]
     print(f"{mpath} on {text.name}: {len(ids)} tokens, windows of {window}, "
-          f"{r['scored']} predictions, hw numerics")
-    for k in ("fp16", "int8"):
+          f"{r['scored']} predictions, hw numerics ({f.upper()} streams)")
+    for k in (f, "int8"):
         print(f"  {k} KV: perplexity {r[k]['ppl']:.4f}, top-1 accuracy {r[k]['top1']:.4f} "
               f"({r[k]['seconds']:.1f} s)")
-    print(f"  int8 vs fp16 KV top-1 agreement: {r['agreement']:.4f}")
+    print(f"  int8 vs {f} KV top-1 agreement: {r['agreement']:.4f}")
     return 0
 
 

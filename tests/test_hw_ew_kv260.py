@@ -1,7 +1,7 @@
 """The element-wise blocks at the kv260 parameters (16 lanes, 3T = 84, Q = 16, accumulator
 width 21, row buffer 6912) in the Amaranth simulator, with the full BitNet row lengths, bit for
-bit against the golden functions (``slow``: the Verilator equivalent, tests/rtl/test_ew.py
-::test_ew_kv260_full_rows, needs a long C++ build)."""
+bit against the golden functions, in the contract's stream format (``slow``: the Verilator
+equivalent, tests/rtl/test_ew.py::test_ew_kv260_full_rows, needs a long C++ build)."""
 
 from __future__ import annotations
 
@@ -11,42 +11,56 @@ import pytest
 from tellme.hw.elementwise.params import EwParams, make_block
 from tellme.hw.tlmm import out_layout
 from tellme.sim.payload import layout_fields, pack_array, pack_struct, unpack_array
-from tests.rtl.tb_ew_cases import (acc_rows, amax_cases, dequant_expected, f16, f32_bits,
-                                   fp16_bits, gated_expected, norm_expected, norm_rows,
-                                   pack_act_beats, quant_expected, random_fp16,
-                                   residual_expected, rope_expected)
-from tellme.sim.payload import row_beats, unpack_rows
+from tellme.sim.payload import row_beats as _row_beats
+from tellme.sim.payload import unpack_rows as _unpack_rows
+from tests.rtl.tb_ew_cases import (acc_rows, amax_cases, dequant_expected, enc, f32_bits,
+                                   gated_expected, norm_expected, norm_rows, pack_act_beats,
+                                   quant_expected, random_bits, residual_expected,
+                                   rope_expected, rope_table_bits, row_amax)
 from tests.test_hw_ew_blocks import run_sim
 
 P = EwParams.from_preset("kv260")
 L = P.lanes
+FMT = P.fmt
+W = FMT.bits
 pytestmark = pytest.mark.slow
+
+
+def row_beats(bits, lanes):
+    return _row_beats(bits, lanes, W)
+
+
+def unpack_rows(beats, lanes):
+    return _unpack_rows(beats, lanes, W)
+
+
+def random_stream(rng, n, kind="mixed"):
+    return random_bits(rng, n, kind, FMT)
 
 
 @pytest.mark.parametrize("n", [1536, 2560, 4096, 6912])
 def test_rmsnorm_kv260(n):
     rng = np.random.default_rng(n)
-    rows = norm_rows(rng, n, 3)
-    g = fp16_bits(rng.uniform(-1.5, 1.5, n))
+    rows = norm_rows(rng, n, 3, FMT)
+    g = enc(rng.uniform(-1.5, 1.5, n), FMT)
     eps = np.float32(1e-6)
-    h, amax = norm_expected(rows, g, eps)
+    h, amax = norm_expected(rows, g, eps, FMT)
     dut = make_block(P, "norm")
     beats = [b for r in rows for b in row_beats(r, L)]
-    gb = [pack_array(g[i:i + L], 16) for i in range(0, n, L)] * len(rows)
+    gb = [pack_array(g[i:i + L], W) for i in range(0, n, L)] * len(rows)
     got = run_sim(dut, [(dut.i, beats), (dut.i_g, gb)], dut.o, len(beats),
                   statics=[(dut.eps, int(f32_bits(eps)))], stall=0.1)
     np.testing.assert_array_equal(unpack_rows(got, L), h.reshape(-1))
     lasts = [b for k, b in enumerate(got) if (k + 1) % (n // L) == 0]
-    np.testing.assert_array_equal([(b >> (16 * L + 1)) & 0xFFFF for b in lasts], amax)
+    np.testing.assert_array_equal([(b >> (W * L + 1)) & ((1 << W) - 1) for b in lasts], amax)
 
 
 @pytest.mark.parametrize("n", [1536, 6912])
 def test_quantize_kv260(n):
     rng = np.random.default_rng(n + 1)
-    h = [random_fp16(rng, n) for _ in range(2)]
-    amax = np.array([np.abs(f16(r).astype(np.float64)).max() for r in h],
-                    np.float16).view(np.uint16)
-    q, s_q = quant_expected(h, amax)
+    h = [random_stream(rng, n) for _ in range(2)]
+    amax = row_amax(h, FMT)
+    q, s_q = quant_expected(h, amax, FMT)
     K = 3 * P.t
     exp = np.concatenate([pack_act_beats(r, K) for r in q])
     dut = make_block(P, "quant")
@@ -61,9 +75,9 @@ def test_dequantize_kv260():
     rng = np.random.default_rng(5)
     n = 1536
     acc = acc_rows(rng, 3, n, P.acc_width)
-    amax = amax_cases(rng, 3)
+    amax = amax_cases(rng, 3, FMT)
     ws = np.float32(0.0173)
-    y, s_tok = dequant_expected(acc, amax, ws)
+    y, s_tok = dequant_expected(acc, amax, ws, FMT)
     dut = make_block(P, "dq")
     fields = layout_fields(out_layout(q=P.q, acc_width=P.acc_width))
     beats = [pack_struct(fields, acc=pack_array(r[i:i + P.q], P.acc_width),
@@ -74,32 +88,29 @@ def test_dequantize_kv260():
 
 
 def test_residual_gated_rope_kv260():
-    from tellme.sim.golden.hw import rope_table
-
     rng = np.random.default_rng(6)
     n = 4096
-    x, y = random_fp16(rng, n), random_fp16(rng, n)
+    x, y = random_stream(rng, n), random_stream(rng, n)
     dut = make_block(P, "res")
     got = run_sim(dut, [(dut.i_x, row_beats(x, L)), (dut.i_y, row_beats(y, L))], dut.o,
                   n // L, stall=0.1)
-    np.testing.assert_array_equal(unpack_rows(got, L), residual_expected(x, y))
+    np.testing.assert_array_equal(unpack_rows(got, L), residual_expected(x, y, FMT))
     for act, code in (("silu", 0), ("relu2", 1)):
         dut = make_block(P, "ga")
         got = run_sim(dut, [(dut.i_gate, row_beats(x, L)), (dut.i_up, row_beats(y, L))],
                       dut.o, n // L, statics=[(dut.act, code)], stall=0.1)
-        np.testing.assert_array_equal(unpack_rows(got, L), gated_expected(x, y, act))
+        np.testing.assert_array_equal(unpack_rows(got, L), gated_expected(x, y, act, FMT))
     hd, heads, toks = 128, 4, 8
-    xr = random_fp16(rng, toks * heads * hd).reshape(toks, heads, hd)
-    cos, sin = rope_table(rng.integers(0, 4096, toks), hd, 500000.0)
-    cb, sb = cos.view(np.uint16), sin.view(np.uint16)
+    xr = random_stream(rng, toks * heads * hd).reshape(toks, heads, hd)
+    cb, sb = rope_table_bits(rng.integers(0, 4096, toks), hd, 500000.0, FMT)
     beats, cs = [], []
     for t in range(toks):
         for h in range(heads):
             beats += row_beats(xr[t, h], L)
             for i in range(0, hd // 2, L // 2):
                 cs.append(pack_array([v for j in range(i, i + L // 2)
-                                      for v in (cb[t, j], sb[t, j])], 16))
+                                      for v in (cb[t, j], sb[t, j])], W))
     dut = make_block(P, "rope")
     got = run_sim(dut, [(dut.i, beats), (dut.i_cs, cs)], dut.o, len(beats), stall=0.1)
     np.testing.assert_array_equal(unpack_rows(got, L).reshape(xr.shape),
-                                  rope_expected(xr, cb, sb))
+                                  rope_expected(xr, cb, sb, FMT))

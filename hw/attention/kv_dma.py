@@ -53,39 +53,60 @@ def _check_layout(layout, beat: int, who: str):
         raise ValueError(f"head_dim {layout.head_dim} is not a multiple of the engine beat {beat}")
 
 
-def read_command_layout(addr_width: int, ctx_bits: int) -> data.StructLayout:
+def read_command_layout(addr_width: int, ctx_bits: int, int8: bool = False
+                        ) -> data.StructLayout:
     """``k_addr``/``v_addr``: byte address of row 0 of the KV head's K / V region;
     ``n``: keys of the call (1 .. 2**ctx_bits - 1); ``bpr``: engine beats per row
-    (run-time head_dim / beat)."""
-    return data.StructLayout({
-        "k_addr": unsigned(addr_width),
-        "v_addr": unsigned(addr_width),
-        "n": unsigned(ctx_bits + 1),
-        "bpr": unsigned(8),
-    })
+    (run-time head_dim / beat). int8 builds add ``ks_addr``/``vs_addr``: byte address of the
+    scale of row 0 in the K / V scale region."""
+    f = {"k_addr": unsigned(addr_width), "v_addr": unsigned(addr_width),
+         "n": unsigned(ctx_bits + 1), "bpr": unsigned(8)}
+    if int8:
+        f.update(ks_addr=unsigned(addr_width), vs_addr=unsigned(addr_width))
+    return data.StructLayout(f)
 
 
 def reader_command(layout, layer: int, head: int, n: int, beat: int) -> dict:
     """The reader command for one call over ``layout`` (a :class:`~tellme.sim.kv_layout.
-    KVLayout`): row 0 of the KV head's K and V regions, ``n`` keys, beats per row."""
-    _check_layout(layout, beat, "KVReader")
+    KVLayout`): row 0 of the KV head's K and V regions (and scale regions for int8), ``n``
+    keys, beats per row."""
+    if layout.head_dim % beat:
+        raise ValueError(f"head_dim {layout.head_dim} is not a multiple of the engine beat {beat}")
     if not 1 <= n <= layout.max_ctx:
         raise ValueError(f"n = {n} keys outside 1..max_ctx {layout.max_ctx}")
-    return dict(k_addr=layout.row_addr(layer, "K", head, 0),
-                v_addr=layout.row_addr(layer, "V", head, 0),
-                n=n, bpr=layout.head_dim // beat)
+    cmd = dict(k_addr=layout.row_addr(layer, "K", head, 0),
+               v_addr=layout.row_addr(layer, "V", head, 0),
+               n=n, bpr=layout.head_dim // beat)
+    if layout.dtype == "int8":
+        cmd.update(ks_addr=layout.scale_addr(layer, "K", head, 0),
+                   vs_addr=layout.scale_addr(layer, "V", head, 0))
+    return cmd
 
 
 def reader_plan(cmd: dict, *, depth: int, beat: int, data_width: int,
                 max_burst: int, fmt: StreamFormat | None = None) -> list[tuple[int, int]]:
     """Reference list of the (byte address, beats) bursts the reader issues for ``cmd``
-    (elements of ``fmt.bits`` bits)."""
-    vb = _format(fmt).bits * beat
+    (elements of ``fmt.bits`` bits). For an int8 command (with ``ks_addr``): the bursts of
+    the code rows (id 0); :func:`scale_plan` gives those of the scales (id 1)."""
+    vb = 8 * beat if "ks_addr" in cmd else _format(fmt).bits * beat
     out = []
     for kind, first, rows in kv_schedule(cmd["n"], depth):
         base = cmd["k_addr"] if kind == "K" else cmd["v_addr"]
         out += stream_plan(addr=base, first=first * cmd["bpr"], count=rows * cmd["bpr"],
                            lanes=1, vector_bits=vb, data_width=data_width,
+                           max_burst=max_burst)
+    return out
+
+
+def scale_plan(cmd: dict, *, depth: int, data_width: int, max_burst: int,
+               fmt: StreamFormat | None = None) -> list[tuple[int, int]]:
+    """int8 command: the (byte address, beats) bursts of the row scales (``fmt``), one range
+    per segment of :func:`kv_schedule`, in order."""
+    out = []
+    for kind, first, rows in kv_schedule(cmd["n"], depth):
+        base = cmd["ks_addr"] if kind == "K" else cmd["vs_addr"]
+        out += stream_plan(addr=base, first=first, count=rows, lanes=1,
+                           vector_bits=_format(fmt).bits, data_width=data_width,
                            max_burst=max_burst)
     return out
 
@@ -103,14 +124,40 @@ def reader_beats(rows_k, rows_v, n: int, depth: int, beat: int) -> list[list[int
     return out
 
 
+def reader_beats_int8(codes_k, scales_k, codes_v, scales_v, n: int, depth: int, beat: int,
+                      fmt: StreamFormat | None = None) -> list[int]:
+    """The ``i_kv`` beats of one int8 call as integers (the engine's int8 beat layout): codes
+    ``[n, head_dim]`` int8, scales ``[n]`` bit patterns (``fmt.to_bits``); a beat holds
+    ``beat`` codes (two's complement bytes, code 0 lowest) in bits [0, 8*beat) and its row's
+    scale in the next ``fmt.bits`` bits."""
+    fmt = _format(fmt)
+    out = []
+    for kind, first, rows in kv_schedule(n, depth):
+        codes, scales = (codes_k, scales_k) if kind == "K" else (codes_v, scales_v)
+        for r in range(first, first + rows):
+            row = [int(x) & 0xFF for x in codes[r]]
+            sc = int(scales[r]) << (8 * beat)
+            for i in range(0, len(row), beat):
+                out.append(sum(c << (8 * j) for j, c in enumerate(row[i:i + beat])) | sc)
+    return out
+
+
 class KVReader(wiring.Component):
     """AXI4 KV-cache reader: one command per engine call -> the ``i_kv`` beats of the call.
 
     Parameters: ``beat`` (elements per engine beat, = the engine's), ``fmt`` (element format,
-    default the stream format), ``depth (score tile, = the
-    engine's; power of two), ``max_head_dim`` (largest head_dim, multiple of ``beat``),
-    ``ctx_bits`` (n <= 2**ctx_bits - 1), ``data_width`` (AXI, 128 or 256), ``addr_width``,
-    ``max_burst``, ``max_outstanding`` (passed to the burst master).
+    default the stream format), ``depth`` (score tile, = the engine's; power of two),
+    ``max_head_dim`` (largest head_dim, multiple of ``beat``), ``ctx_bits`` (n <= 2**ctx_bits -
+    1), ``data_width`` (AXI, 128 or 256), ``addr_width``, ``max_burst``, ``max_outstanding``
+    (passed to the burst master), ``int8`` (build for an int8 KV cache: see below).
+
+    int8 build: the rows are int8 codes (``head_dim`` bytes) and each row's scale (``fmt``)
+    sits in the layout's scale region. A second burst master fetches the scales of each segment
+    (one range per segment, AXI id 1; codes use id 0, R beats are routed by ``rid``, the two
+    masters' AR requests alternate), and every output beat is the engine's int8 beat: ``beat``
+    codes in bits [0, 8*beat), the row's scale in the next ``fmt.bits`` bits, zeros above
+    (the engine's command must have ``int8`` set). Each row's scale is taken once, with the
+    row's last beat.
 
     Ports
     -----
@@ -122,7 +169,8 @@ class KVReader(wiring.Component):
     done  : Out(1)  one-cycle pulse after the last beat of the call.
     error : Out(1)  sticky: an R beat came back with a non-OKAY response.
     m_axi_ar* / m_axi_r*  AXI4 read channels (cocotbext-axi ``AxiReadBus.from_prefix(dut,
-            "m_axi")``), INCR bursts only, ids 0, in-order data.
+            "m_axi")``), INCR bursts only, id 0 (int8 build: ids 0 and 1), in-order data per
+            id.
 
     Timing: one segment command to the burst master per cycle once it takes commands; the
     master requests the next segment's bursts while the gearbox still emits the previous one,
@@ -136,19 +184,23 @@ class KVReader(wiring.Component):
     def __init__(self, *, beat: int = 4, depth: int = 8, max_head_dim: int = 16,
                  ctx_bits: int = 12, data_width: int = 128, addr_width: int = 40,
                  max_burst: int = 16, max_outstanding: int = 4,
-                 fmt: StreamFormat | None = None):
+                 fmt: StreamFormat | None = None, int8: bool = False):
         try:
             self._init(beat=beat, depth=depth, max_head_dim=max_head_dim, ctx_bits=ctx_bits,
                        data_width=data_width, addr_width=addr_width, max_burst=max_burst,
-                       max_outstanding=max_outstanding, fmt=fmt)
+                       max_outstanding=max_outstanding, fmt=fmt, int8=int8)
         except (TypeError, ValueError):
             self._MustUse__silence = True      # not elaborated: do not warn about it
             raise
 
     def _init(self, *, beat: int = 4, depth: int = 8, max_head_dim: int = 16,
                  ctx_bits: int = 12, data_width: int = 128, addr_width: int = 40,
-                 max_burst: int = 16, max_outstanding: int = 4, fmt=None):
+                 max_burst: int = 16, max_outstanding: int = 4, fmt=None, int8=False):
         self.fmt = fmt = _format(fmt)
+        self.int8 = int8 = bool(int8)
+        if int8 and 8 * beat + fmt.bits > fmt.bits * beat:
+            raise ValueError(f"beat {beat}: {beat} int8 codes and a {fmt.name} scale do not fit "
+                             f"one engine beat")
         if data_width not in (128, 256):
             raise ValueError(f"KVReader data_width must be 128 or 256, not {data_width!r}")
         if depth < 1 or depth & (depth - 1):
@@ -162,10 +214,15 @@ class KVReader(wiring.Component):
         self.max_burst, self.max_outstanding = max_burst, max_outstanding
         self._cw = ctx_bits + 1 + (max_head_dim // beat).bit_length()
         self._streamer = WeightStreamer(
-            t=1, lanes=1, vector_bits=fmt.bits * beat, data_width=data_width, addr_width=addr_width,
-            max_burst=max_burst, max_outstanding=max_outstanding, count_width=self._cw)
+            t=1, lanes=1, vector_bits=(8 if int8 else fmt.bits) * beat, data_width=data_width,
+            addr_width=addr_width, max_burst=max_burst, max_outstanding=max_outstanding,
+            count_width=self._cw)
+        # int8: the scales' burst master (a scale per row: short ranges, a small FIFO)
+        self._scales = WeightStreamer(
+            t=1, lanes=1, vector_bits=fmt.bits, data_width=data_width, addr_width=addr_width,
+            max_burst=max_burst, max_outstanding=2, count_width=self._cw) if int8 else None
         sig = {
-            "i_cmd": In(stream.Signature(read_command_layout(addr_width, ctx_bits))),
+            "i_cmd": In(stream.Signature(read_command_layout(addr_width, ctx_bits, int8))),
             "o": Out(stream.Signature(data.ArrayLayout(unsigned(fmt.bits), beat))),
             "busy": Out(1),
             "done": Out(1),
@@ -181,13 +238,17 @@ class KVReader(wiring.Component):
         m.submodules.burst = ws = self._streamer
         D, CB = self.depth, self.ctx_bits
         log2d = D.bit_length() - 1
-
-        for name in self.signature.members:
-            if name.startswith("m_axi_"):
-                if self.signature.members[name].flow == Out:
-                    m.d.comb += getattr(self, name).eq(getattr(ws, name))
-                else:
-                    m.d.comb += getattr(ws, name).eq(getattr(self, name))
+        ss = self._scales
+        if ss is None:
+            for name in self.signature.members:
+                if name.startswith("m_axi_"):
+                    if self.signature.members[name].flow == Out:
+                        m.d.comb += getattr(self, name).eq(getattr(ws, name))
+                    else:
+                        m.d.comb += getattr(ws, name).eq(getattr(self, name))
+        else:
+            m.submodules.scales = ss
+            self._share_port(m, ws, ss)
 
         # ---- call registers and segment sequencer (kv_schedule in hardware)
         k_addr = Signal(self.addr_width)
@@ -204,11 +265,15 @@ class KVReader(wiring.Component):
             self.i_cmd.ready.eq(~self.busy),
             accept.eq(self.i_cmd.valid & self.i_cmd.ready),
         ]
+        ks_addr = Signal(self.addr_width)
+        vs_addr = Signal(self.addr_width)
         with m.If(accept):
             c = self.i_cmd.payload
             m.d.sync += [k_addr.eq(c.k_addr), v_addr.eq(c.v_addr), n.eq(c.n), bpr.eq(c.bpr),
                          last.eq(((c.n - 1) >> log2d) << log2d), t.eq(0), phase.eq(0),
                          active.eq(c.n != 0)]
+            if ss is not None:
+                m.d.sync += [ks_addr.eq(c.ks_addr), vs_addr.eq(c.vs_addr)]
 
         row = Signal(CB + 1)
         rows = Signal(CB + 1)
@@ -221,12 +286,37 @@ class KVReader(wiring.Component):
                 m.d.comb += [row.eq(t), rows.eq(D)]
         scmd = ws.i_cmd.payload
         m.d.comb += [
-            ws.i_cmd.valid.eq(active),
             scmd.addr.eq(Mux(phase[0], v_addr, k_addr)),     # phases 1, 3 are V
             scmd.first.eq(row * bpr),
             scmd.count.eq(rows * bpr),
         ]
-        with m.If(ws.i_cmd.valid & ws.i_cmd.ready):
+        advance = Signal()                   # the segment has gone to the burst master(s)
+        if ss is None:
+            m.d.comb += [ws.i_cmd.valid.eq(active),
+                         advance.eq(ws.i_cmd.valid & ws.i_cmd.ready)]
+        else:
+            # the same segment to both masters; each may take it in a different cycle
+            c_took, s_took = Signal(), Signal()
+            c_fire, s_fire = Signal(), Signal()
+            sc = ss.i_cmd.payload
+            m.d.comb += [
+                ws.i_cmd.valid.eq(active & ~c_took),
+                ss.i_cmd.valid.eq(active & ~s_took),
+                sc.addr.eq(Mux(phase[0], vs_addr, ks_addr)),
+                sc.first.eq(row),
+                sc.count.eq(rows),
+                c_fire.eq(ws.i_cmd.valid & ws.i_cmd.ready),
+                s_fire.eq(ss.i_cmd.valid & ss.i_cmd.ready),
+                advance.eq(active & (c_took | c_fire) & (s_took | s_fire)),
+            ]
+            with m.If(advance):
+                m.d.sync += [c_took.eq(0), s_took.eq(0)]
+            with m.Else():
+                with m.If(c_fire):
+                    m.d.sync += c_took.eq(1)
+                with m.If(s_fire):
+                    m.d.sync += s_took.eq(1)
+        with m.If(advance):
             with m.Switch(phase):
                 with m.Case(0):
                     m.d.sync += phase.eq(1)
@@ -242,17 +332,64 @@ class KVReader(wiring.Component):
                         m.d.sync += active.eq(0)
 
         # ---- beats out; busy until the burst master has emitted everything
-        m.d.comb += [
-            self.o.payload.as_value().eq(ws.o.payload.vectors[0]),
-            self.o.valid.eq(ws.o.valid),
-            ws.o.ready.eq(self.o.ready),
-            self.busy.eq(active | ws.busy),
-            self.error.eq(ws.error),
-        ]
+        if ss is None:
+            m.d.comb += [
+                self.o.payload.as_value().eq(ws.o.payload.vectors[0]),
+                self.o.valid.eq(ws.o.valid),
+                ws.o.ready.eq(self.o.ready),
+                self.busy.eq(active | ws.busy),
+                self.error.eq(ws.error),
+            ]
+        else:
+            # codes beat | row scale above it; the scale leaves with the row's last beat
+            W, EB = self.beat, self.fmt.bits
+            col = Signal(8)                  # beat within the row
+            row_end = Signal()
+            m.d.comb += [
+                self.o.payload.as_value()[:8 * W].eq(ws.o.payload.vectors[0]),
+                self.o.payload.as_value()[8 * W:8 * W + EB].eq(ss.o.payload.vectors[0]),
+                self.o.valid.eq(ws.o.valid & ss.o.valid),
+                row_end.eq(col == bpr - 1),
+                ws.o.ready.eq(self.o.ready & ss.o.valid),
+                ss.o.ready.eq(self.o.ready & ws.o.valid & row_end),
+                self.busy.eq(active | ws.busy | ss.busy),
+                self.error.eq(ws.error | ss.error),
+            ]
+            with m.If(accept):
+                m.d.sync += col.eq(0)
+            with m.Elif(self.o.valid & self.o.ready):
+                m.d.sync += col.eq(Mux(row_end, 0, col + 1))
         busy_q = Signal()
         m.d.sync += busy_q.eq(self.busy)
         m.d.comb += self.done.eq(busy_q & ~self.busy)
         return m
+
+    def _share_port(self, m, ws, ss):
+        """int8 build: two burst masters on one AXI read port. AR: a registered grant toggles to
+        the other master whenever the granted one is idle or its request is taken (each master
+        holds ``arvalid`` until ``arready``, so a request is never withdrawn); ``arid`` = the
+        master (0 codes, 1 scales). R: routed by ``rid``; both masters keep ``rready`` high (their
+        FIFO space is reserved before each request)."""
+        sel = Signal()
+        ar = ("araddr", "arlen", "arsize", "arburst", "arlock", "arcache", "arprot", "arqos")
+        cur_v = Mux(sel, ss.m_axi_arvalid, ws.m_axi_arvalid)
+        for f in ar:
+            m.d.comb += getattr(self, "m_axi_" + f).eq(
+                Mux(sel, getattr(ss, "m_axi_" + f), getattr(ws, "m_axi_" + f)))
+        m.d.comb += [
+            self.m_axi_arvalid.eq(cur_v),
+            self.m_axi_arid.eq(sel),
+            ws.m_axi_arready.eq(self.m_axi_arready & ~sel),
+            ss.m_axi_arready.eq(self.m_axi_arready & sel),
+        ]
+        with m.If(~cur_v | self.m_axi_arready):
+            m.d.sync += sel.eq(~sel)
+        rid = self.m_axi_rid[0]
+        for k, st in ((0, ws), (1, ss)):
+            m.d.comb += [st.m_axi_rdata.eq(self.m_axi_rdata), st.m_axi_rresp.eq(self.m_axi_rresp),
+                         st.m_axi_rlast.eq(self.m_axi_rlast), st.m_axi_rid.eq(0),
+                         st.m_axi_rvalid.eq(self.m_axi_rvalid & (rid == k))]
+        m.d.comb += self.m_axi_rready.eq(Mux(rid, ss.m_axi_rready, ws.m_axi_rready))
 
 
 def write_command_layout(addr_width: int, count_width: int) -> data.StructLayout:

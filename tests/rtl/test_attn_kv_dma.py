@@ -43,6 +43,16 @@ def test_kv_dma_fp24_beat8():
 
 
 @pytest.mark.rtl
+@pytest.mark.parametrize("fmt", ["fp24", pytest.param("fp16", marks=pytest.mark.slow)])
+def test_kv_reader_int8(fmt):
+    """int8 KV: codes + the row scale (stream format) in the engine's int8 beat."""
+    params = dict({k: v for k, v in SMALL.items() if k != "fmt"}, fmt=fmt, int8=True)
+    hw = dict(params, fmt=FORMATS[fmt])
+    run_cocotb(lambda: KVReader(**hw), name="kv_int8", params=params,
+               test_module="tests.rtl.tb_attn_kv_int8", extra_env={"SEED": "4"})
+
+
+@pytest.mark.rtl
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["fp16", "fp24"])
 def test_kv_reader_wide(fmt):
@@ -94,7 +104,9 @@ def test_reader_rejects():
     with pytest.raises(ValueError, match="not a multiple of beat"):
         KVReader(beat=4, max_head_dim=18)
     with pytest.raises(ValueError, match="int8 mode is not built"):
-        reader_command(KVLayout(1, 1, 16, 8, dtype="int8"), 0, 0, 4, 4)
+        writer_commands(KVLayout(1, 1, 16, 8, dtype="int8"), 0, 0, 4, 4)
+    with pytest.raises(ValueError, match="do not fit one engine beat"):
+        KVReader(beat=1, max_head_dim=16, int8=True)
     with pytest.raises(TypeError, match="StreamFormat of whole bytes"):
         KVReader(fmt="fp24")
     with pytest.raises(ValueError, match="not a multiple of the engine beat"):

@@ -333,3 +333,23 @@ def test_report_registry():
             desc, make = blocks[name]
             assert desc and hasattr(make(preset("sim")), "signature")
         gc.collect()
+
+
+def test_report_format(monkeypatch):
+    """``TELLME_EW_FORMAT`` picks the stream format of the ``tellme hw report`` blocks."""
+    from tellme.hw.elementwise.params import report_blocks, report_format_man
+    from tellme.hw.presets import preset
+
+    monkeypatch.delenv("TELLME_EW_FORMAT", raising=False)
+    assert report_format_man() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                 # built, not elaborated
+        for env, man in (("fp24", 18), ("FP16", 10), ("e5m14", 14)):
+            monkeypatch.setenv("TELLME_EW_FORMAT", env)
+            blk = report_blocks()["ew_residual"][1](preset("sim"))
+            assert blk.fmt.man == man
+            assert len(blk.o.payload.data[0]) == 6 + man
+        monkeypatch.setenv("TELLME_EW_FORMAT", "bf16")
+        with pytest.raises(ValueError, match="TELLME_EW_FORMAT must be fp16, fp24 or e5mN"):
+            report_blocks()["ew_residual"][1](preset("sim"))
+        gc.collect()

@@ -8,8 +8,8 @@ One engine serves decode and prefill (docs/hw/attention.md):
 
 Arithmetic is exactly :func:`tellme.sim.golden.hw.attention_decode` (scores with the exact
 per-row maximum, exact integer S.V and softmax sums, correctly rounded 1/L, one rounding to
-the stream format). Because the maximum must be known before any weight is formed, the engine makes two
-passes over the keys:
+the stream format). Because the maximum must be known before any weight is formed, the engine
+makes two passes over the keys:
 
 pass 1  K rows 0..n-1: scores t_j (Q.16 log2 domain) into the score buffer, running max;
 pass 2  for each tile of ``depth`` keys: (re-stream K of the tile to rebuild its scores unless
@@ -45,8 +45,8 @@ partial product: 19 bits exceed the 17-bit port); p*v 24x11 (FP16: 1 DSP) / 24x1
 DSPs, same split). The int8 dequantiser (8 x sig_bits per channel), the score scale (45x20 per
 lane) and the output product (24x25, one per engine) do not depend on the lanes x beat array.
 So the lanes x beat array costs 2 DSPs per lane-channel at FP16 and 4 at FP24 (kv260 preset,
-8 lanes x 8 channels: 128 -> 256 DSPs of the XCK26's 1248). The pipeline depth is the same for
-both formats, so the cycle model does not depend on the format.
+8 lanes x 8 channels: 128 -> 256; whole-block counts: ``tellme hw report``). The pipeline depth
+is the same for both formats, so the cycle model does not depend on the format.
 
 Timing: one K or V beat per cycle when the feeder keeps up (i_kv is ready for the whole of a
 segment); a drain of :data:`DRAIN` cycles between segments (the buffer is written at the end of

@@ -272,7 +272,7 @@ def fp16_mag_max(values) -> Value:
     return mag_max(values, FP16)
 
 
-__all__ = ["FP16_SAT", "Pipe", "ROUND16_LATENCY", "ROUND_FP_LATENCY", "ROUND32_LATENCY", "ROUND_INT8_LATENCY",
-           "abs_signed", "ceil_log2", "fmt_of", "fp16_mag_max", "lsb_index", "mag_max",
+__all__ = ["FP16_SAT", "Pipe", "ROUND16_LATENCY", "ROUND_FP_LATENCY", "ROUND32_LATENCY",
+           "ROUND_INT8_LATENCY", "abs_signed", "ceil_log2", "fmt_of", "fp16_mag_max", "lsb_index", "mag_max",
            "msb_index", "round16", "round32", "round_fp", "round_int8", "sat_code", "unpack",
            "unpack16", "unpack32", "signed", "unsigned", "wire"]

@@ -166,10 +166,11 @@ class ReaderEngine:
 
 @pytest.mark.rtl
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["fp16"])
-def test_reader_engine_e2e(fmt):
+@pytest.mark.parametrize("fmt,int8", [("fp16", False), ("fp24", False), ("fp24", True)],
+                         ids=["fp16", "fp24", "fp24-int8"])
+def test_reader_engine_e2e(fmt, int8):
     eng = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
-    rd = {k: v for k, v in SMALL.items() if k != "fmt"}
-    params = dict(engine=eng, reader=rd, fmt=fmt)
+    rd = dict({k: v for k, v in SMALL.items() if k != "fmt"}, int8=int8)
+    params = dict(engine=eng, reader=rd, fmt=fmt, int8=int8)
     run_cocotb(lambda: ReaderEngine(eng, rd, FORMATS[fmt]), name="kv_e2e", params=params,
                test_module="tests.rtl.tb_attn_kv_e2e", extra_env={"SEED": "1"})

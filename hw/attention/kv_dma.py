@@ -18,9 +18,10 @@ The element format ``fmt`` is a :class:`~tellme.sim.golden.numerics.StreamFormat
 contract's ``STREAM_FORMAT``); a layout's elements are ``fmt.bits // 8`` bytes each,
 little-endian (:mod:`tellme.sim.kv_layout`).
 
-Scope: KV rows in the stream format whose run-time ``head_dim`` is a multiple of ``beat`` (row =
-``bpr`` whole engine beats, no padding needed). The int8 mode (codes + per-row scale) is not
-built yet (docs/hw/attention.md, "DDR side").
+Scope: run-time ``head_dim`` a multiple of ``beat`` (row = ``bpr`` whole engine beats, no
+padding needed). ``KVReader(int8=True)`` reads an int8 cache (codes + per-row scale in the
+stream format) into the engine's int8 beats; the writer stores stream-format rows only
+(docs/hw/attention.md, "DDR side").
 """
 
 from __future__ import annotations

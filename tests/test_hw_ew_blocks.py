@@ -14,7 +14,7 @@ from amaranth.sim import Simulator
 
 from tellme.sim.golden.numerics import FP16, FP24
 from tellme.sim.payload import pack_array, pack_struct, row_beats, unpack_array, unpack_rows
-from tests.rtl.tb_ew_cases import (acc_rows, amax_cases, dequant_expected, enc, f32_bits,
+from tests.rtl.tb_ew_cases import (acc_rows, amax_cases, dequant_expected, dequant_tie_rows, enc, f32_bits,
                                    gated_expected, max_bits, neg_zero, norm_expected, norm_rows,
                                    pack_act_beats, quant_expected, random_bits,
                                    residual_expected, rope_expected, rope_table_bits, row_amax,
@@ -158,6 +158,11 @@ def test_dequantize(fmt):
     amax = amax_cases(rng, 6, fmt)
     ws = np.float32(0.0173)
     y, s_tok = dequant_expected(acc, amax, ws, fmt)
+    acc_t, amax_t, ws_t = dequant_tie_rows(rng, 2, n, aw, fmt)   # subnormal ties
+    y_t, s_tok_t = dequant_expected(acc_t, amax_t, ws_t, fmt)
+    assert s_tok_t[0] == f32_bits(ws_t)
+    acc, y = np.concatenate([acc, acc_t]), np.concatenate([y, y_t])
+    s_tok = np.concatenate([s_tok, s_tok_t])
     dut = Dequantize(lanes=L, acc_width=aw, fmt=fmt)
     fields = layout_fields(out_layout(q=L, acc_width=aw))
     beats = [pack_struct(fields, acc=pack_array(row[i:i + L], aw), last=int(i + L == n))

@@ -23,7 +23,8 @@ from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_
                                 pack_array, pack_struct, start_clock_and_reset, unpack_array)
 from tellme.sim.payload import row_beats, unpack_rows
 from tellme.sim.runner import cocotb_params
-from tests.rtl.tb_ew_cases import (acc_rows, amax_cases, dec, dequant_expected, enc,
+from tests.rtl.tb_ew_cases import (acc_rows, amax_cases, dec, dequant_expected,
+                                   dequant_tie_rows, enc,
                                    f32_bits, gated_expected, max_bits, neg_zero, norm_expected,
                                    norm_rows, pack_act_beats, quant_expected, random_bits,
                                    residual_expected, rope_expected, rope_table_bits, row_amax,
@@ -290,6 +291,14 @@ async def test_dequantize(dut):
             if k == 0:
                 want = cycles_ew.expected_cycles("dq", row_beats=[n // Q] * 4)
                 assert cyc == want, (cyc, want)
+        # exact ties at the subnormal rounding point (s_tok a power of two)
+        acc, amax, ws = dequant_tie_rows(rng, 2, n, aw, fmt)
+        y, s_tok = dequant_expected(acc, amax, ws, fmt)
+        beats = [pack_struct(fields, acc=pack_array(r[i:i + Q], aw), last=int(i + Q == n))
+                 for r in acc for i in range(0, n, Q)]
+        got, _ = await tb.transact({"dq_i": beats, "dq_i_scale": [int(s) for s in s_tok]},
+                                   "dq_o", len(beats), idle=0.3, bp=0.3)
+        _check(tb.unrows(got, Q), y.reshape(-1), f"dequantize ties n={n}")
 
 
 @cocotb.test()

@@ -240,3 +240,16 @@ def rope_table_bits(positions, head_dim: int, theta: float, fmt=None):
     fmt = fmt_of(fmt)
     c, s = golden.rope_table(np.asarray(positions), head_dim, theta, fmt=fmt)
     return _out(fmt.to_bits(c), fmt), _out(fmt.to_bits(s), fmt)
+
+
+def dequant_tie_rows(rng, count: int, n: int, acc_width: int, fmt=None):
+    """(acc [count, n], amax bits [count], ws) with s_tok = 2**-(F + 8) exactly (amax = 127,
+    ws = 2**-(F + 8)): y = acc * 2**-(F+8) is subnormal with LSB 2**-F, so it rounds at the
+    format's subnormal point; acc = 0x80 mod 0x100 gives exact ties (both directions)."""
+    fmt = fmt_of(fmt)
+    lim = 1 << (acc_width - 1)
+    acc = rng.integers(-lim, lim, (count, n))
+    tie = rng.random((count, n)) < 0.5
+    acc = np.where(tie, (acc & ~0xFF) | 0x80, acc)
+    amax = _out(np.full(count, int(enc(127.0, fmt)), np.int64), fmt)
+    return acc, amax, np.float32(2.0 ** -(fmt.frac + 8))

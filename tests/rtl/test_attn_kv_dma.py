@@ -1,10 +1,11 @@
 """Launch the KV-cache reader testbench (tests/rtl/tb_attn_kv_dma.py) on Verilator.
 
-Default tier: three builds of KVCacheDMA (reader + writer on one AXI4 port) on a 128-bit AXI
-port: the engine's ``sim`` preset (beat 4, tile 8, head_dim <= 16) with FP16 and with FP24
-elements (96-bit engine beats), and FP24 at beat 8 (192-bit engine beats: one and a half AXI
-beats each). ``slow``: 256-bit builds with longer bursts (FP16, FP24), and the reader wired to
-the attention engine.
+Default tier, 128-bit AXI: KVCacheDMA (reader + writer on one AXI4 port) for the engine's
+``sim`` preset (beat 4, tile 8, head_dim <= 16) at FP16, KVCacheDMA at FP24 with beat 8
+(192-bit engine beats: one and a half AXI beats each), and the int8 KVReader with FP24 scales.
+``slow``: the sim preset at FP24 (96-bit engine beats), 256-bit builds with longer bursts
+(FP16, FP24), the int8 reader with FP16 scales, and the reader wired to the attention engine
+(FP16, FP24, FP24 int8).
 """
 
 import numpy as np
@@ -32,7 +33,7 @@ def _run(params, seed=1):
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("fmt", ["fp16", "fp24"])
+@pytest.mark.parametrize("fmt", ["fp16", pytest.param("fp24", marks=pytest.mark.slow)])
 def test_kv_reader_small(fmt):
     _run(dict(SMALL, fmt=fmt))
 

@@ -19,19 +19,20 @@ def _rand(rng, shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float16)
 
 
+@pytest.mark.parametrize("fmt", [FP16, FP24], ids=["fp16", "fp24"])
 @pytest.mark.parametrize("kvh", [4, 1])
-def test_prefill_then_decode_equals_prefill(kvh):
+def test_prefill_then_decode_equals_prefill(kvh, fmt):
     """Attention level: prefill N rows then decode M rows == prefill N+M, bit for bit."""
     rng = np.random.default_rng(kvh)
     n, mm, heads, hd = 7, 5, 4, 16
-    q = _rand(rng, (n + mm, heads, hd), 2)
-    k = _rand(rng, (n + mm, kvh, hd), 2)
-    v = _rand(rng, (n + mm, kvh, hd))
-    full = hw.attention_prefill(q, k, v, 0)
-    part = [hw.attention_prefill(q[:n], k[:n], v[:n], 0)]
+    q = fmt.round(rng.standard_normal((n + mm, heads, hd)) * 2)
+    k = fmt.round(rng.standard_normal((n + mm, kvh, hd)) * 2)
+    v = fmt.round(rng.standard_normal((n + mm, kvh, hd)))
+    full = hw.attention_prefill(q, k, v, 0, fmt=fmt)
+    part = [hw.attention_prefill(q[:n], k[:n], v[:n], 0, fmt=fmt)]
     for i in range(n, n + mm):
-        part.append(hw.attention_decode(q[i], k[:i + 1], v[:i + 1])[None])
-    assert np.array_equal(np.concatenate(part).view(np.uint16), full.view(np.uint16))
+        part.append(hw.attention_decode(q[i], k[:i + 1], v[:i + 1], fmt=fmt)[None])
+    assert np.array_equal(fmt.to_bits(np.concatenate(part)), fmt.to_bits(full))
 
 
 def test_model_prefill_then_decode_equals_prefill():

@@ -126,13 +126,14 @@ def test_prefill_calls_cover_once(heads, kvh, lanes):
 
 
 def test_kv_layout():
-    lay = KVLayout(num_layers=2, num_kv_heads=3, head_dim=16, max_ctx=100)
+    lay = KVLayout(num_layers=2, num_kv_heads=3, head_dim=16, max_ctx=100, fmt=FP16)
     addrs = {(l, k, h, p): lay.row_addr(l, k, h, p) for l in range(2) for k in "KV"
              for h in range(3) for p in range(100)}
     assert len(set(addrs.values())) == len(addrs)             # no two rows overlap
     assert lay.row_addr(0, "K", 1, 5) - lay.row_addr(0, "K", 1, 4) == 32   # forward order
     assert max(addrs.values()) + 32 <= lay.total_bytes
-    i8 = KVLayout(num_layers=2, num_kv_heads=3, head_dim=64, max_ctx=100, dtype="int8")
+    i8 = KVLayout(num_layers=2, num_kv_heads=3, head_dim=64, max_ctx=100, dtype="int8",
+                  fmt=FP16)
     assert i8.row_bytes == 64 and i8.scale_addr(1, "V", 2, 99) + 2 <= i8.total_bytes
     assert i8.scale_addr(0, "K", 0, 0) >= i8.rows_bytes
     with pytest.raises(IndexError, match="max_ctx"):
@@ -148,7 +149,8 @@ def test_traffic_hand_checked():
     # n = 4096 with a 1024 tile: K re-read for 3 of 4 tiles
     t = decode_traffic(4096, num_kv_heads=5, head_dim=128, dtype="fp16", depth=1024)
     assert t["rows"] == 5 * (4096 + 3072 + 4096)
-    t8 = decode_traffic(128, num_kv_heads=5, head_dim=128, dtype="int8", depth=1024)
+    t8 = decode_traffic(128, num_kv_heads=5, head_dim=128, dtype="int8", depth=1024,
+                        fmt=FP16)
     assert t8["read"] == 5 * 256 * (128 + 2)
 
 

@@ -112,6 +112,8 @@ def test_reader_rejects():
         KVReader(fmt="fp24")
     with pytest.raises(ValueError, match="not a multiple of the engine beat"):
         reader_command(KVLayout(1, 1, 12, 8), 0, 0, 4, 8)
+    with pytest.raises(ValueError, match="KVWriter data_width must be 128 or 256"):
+        KVWriter(data_width=512, fmt=FP24)
     with pytest.raises(ValueError, match="outside the KV cache"):
         writer_commands(KVLayout(1, 1, 16, 8), 0, 7, 2, 4)
 

@@ -36,7 +36,8 @@ from tellme.sim.golden.numerics import StreamFormat, stream_format
 from .schedule import kv_schedule
 
 __all__ = ["KVReader", "KVWriter", "KVCacheDMA", "read_command_layout", "reader_command",
-           "reader_plan", "reader_beats", "write_command_layout", "writer_commands"]
+           "reader_plan", "scale_plan", "reader_beats", "reader_beats_int8",
+           "write_command_layout", "writer_commands"]
 
 
 def _format(fmt) -> StreamFormat:
@@ -49,7 +50,7 @@ def _format(fmt) -> StreamFormat:
 def _check_layout(layout, beat: int, who: str):
     if layout.dtype == "int8":
         raise ValueError(f"{who} handles KV rows in the stream format only, layout dtype is "
-                         f"'int8' (the int8 mode is not built)")
+                         f"'int8' (the int8 writer is not built)")
     if layout.head_dim % beat:
         raise ValueError(f"head_dim {layout.head_dim} is not a multiple of the engine beat {beat}")
 

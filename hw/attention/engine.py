@@ -51,7 +51,8 @@ is the same for both formats, so the cycle model does not depend on the format.
 Timing: one K or V beat per cycle when the feeder keeps up (i_kv is ready for the whole of a
 segment); a drain of :data:`DRAIN` cycles between segments (the buffer is written at the end of
 the pipeline and read at its start); the result costs 26 cycles per lane (1/L by restoring
-division) plus 1 per accumulator word and 3 per element. Exact counts: :func:`tellme.sim.cycles_attn.expected_cycles`.
+division) plus 1 per accumulator word and 3 per element. Exact counts:
+:func:`tellme.sim.cycles_attn.expected_cycles`.
 Backpressure on ``o`` only stalls the output; random idle on any input only delays it.
 """
 
@@ -127,8 +128,8 @@ class AttentionEngine(wiring.Component):
         EB, SB, F = fmt.bits, fmt.sig_bits, fmt.frac   # element bits, significand bits
         # q*k = Pq * Pk * 2**(sh - 2F): the term at LSB 2**-20 is RNE(P * 2**(sh - QK_SHIFT))
         QK_SHIFT = 2 * F - QK_FRAC
-        # p*v*2 = p * Sv * 2**(sh - F + 1) (p integer UQ1.23): term RNE(p*Sv * 2**(sh - SV_SHIFT))
-        SV_SHIFT = F - 1
+        # p*v at LSB 2**-24 (p integer UQ1.23): RNE(p * Sv * 2**(sh - SV_SHIFT))
+        SV_SHIFT = F + 23 - SV_FRAC
         QKP = 2 * SB                  # q*k significand product bits
         SVP = 24 + SB                 # p*v product bits
         BPR = HD // W                 # beats per row at the largest head_dim
@@ -361,7 +362,8 @@ class AttentionEngine(wiring.Component):
             with m.State("LOAD_Q"):
                 m.d.comb += self.i_q.ready.eq(1)
                 for i in range(NQ):
-                    m.d.comb += [qwps[i].addr.eq(bcnt), qwps[i].data.eq(self.i_q.payload.as_value()),
+                    m.d.comb += [qwps[i].addr.eq(bcnt),
+                                 qwps[i].data.eq(self.i_q.payload.as_value()),
                                  qwps[i].en.eq(self.i_q.valid & (flane == i))]
                 with m.If(self.i_q.valid):
                     m.d.sync += bcnt.eq(bcnt + 1)

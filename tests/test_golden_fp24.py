@@ -214,3 +214,14 @@ def test_round_product_near_midpoints_is_not_double_rounded(above):
     want = [rn_exact(Fraction(x) * Fraction(y)) for x, y in pairs]
     assert np.array_equal(got, want)
     assert not np.array_equal(FP24.round(a * b).astype(float), want)   # the trap is real
+
+
+@pytest.mark.parametrize("fmt", [FP16, FP24], ids=["fp16", "fp24"])
+def test_zero_products_keep_the_ieee_sign(fmt):
+    g = fmt.round([0.0, -0.0, -3.0, 2.0, -20.0, -20.0])
+    u = fmt.round([-1.0, 1.0, -2.0, -0.0, -1.0, 1.0])
+    sign = np.signbit(hw.gated_act(g, u, "relu2", fmt=fmt))
+    assert sign.tolist() == [True, False, True, True, True, False]
+    sign = np.signbit(hw.gated_act(g[4:], u[4:], "silu", fmt=fmt))   # silu_fx(-20) = 0
+    assert sign.tolist() == [True, False]
+    assert np.signbit(round_product(fmt, np.array([0.0]), np.array([-(1 + 2.0 ** -20)])))[0]

@@ -245,7 +245,9 @@ def round_product(fmt: StreamFormat, a, b) -> np.ndarray:
     _, e = np.frexp(np.where(b != 0, b, 1.0))
     unit = np.ldexp(1.0, e - 12)                   # b_hi keeps the top 12 bits of b
     b_hi = np.trunc(b / unit) * unit
-    return round_sum2(fmt, a * b_hi, a * (b - b_hi))
+    r = round_sum2(fmt, a * b_hi, a * (b - b_hi))
+    # a zero result carries the sign of the product (IEEE), not that of -0 + +0 = +0
+    return np.where(r == 0, np.copysign(np.zeros((), fmt.dtype), a * b), r).astype(fmt.dtype)
 
 
 def round_sum2(fmt, x, y) -> np.ndarray:

@@ -467,13 +467,8 @@ async def test_chain_layer(dut):
         _check(gate, tr["L0.gate"], "gate")
         _check(up, tr["L0.up"], "up")
         f = await blk.gated(gate, up, act)
-        # the block's expectation (golden gated_act, IEEE sign on exact-zero products: see
-        # tb_ew_cases.gated_expected); the model's trace must agree up to the sign of zeros,
-        # and the chain continues from the trace
         _check(f, gated_expected(gate, up, act, fmt), f"ffn ({act})")
-        mag = (1 << (fmt.bits - 1)) - 1
-        _check(f & mag, tr["L0.ffn"] & mag, f"ffn ({act}) vs model trace, magnitudes")
-        f = tr["L0.ffn"]
+        _check(f, tr["L0.ffn"], f"ffn ({act}) vs model trace")
         fs, amax_f = await blk.norm(f, gbits["ffn_sub_norm"], eps)
         _check(fs, tr["L0.f_sub"], "f_sub")
         _, dn = await linear(fs, amax_f, "down_proj")

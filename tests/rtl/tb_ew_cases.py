@@ -201,25 +201,10 @@ def residual_expected(x_bits, y_bits, fmt=None):
 
 
 def gated_expected(g_bits, u_bits, act: str, fmt=None):
-    """Golden gated_act, with IEEE signs on exact-zero products (see below)."""
+    """Golden gated_act (IEEE signs: an exact-zero product carries the product's sign)."""
     fmt = fmt_of(fmt)
     g, u = dec(g_bits, fmt), dec(u_bits, fmt)
-    out = fmt.to_bits(golden.gated_act(g, u, act, fmt=fmt))
-    # IEEE product sign of an exact zero: relu(g)^2 (>= +0) * u has u's sign; silu_fx(g) * u
-    # has sign(silu_fx) ^ sign(u) (silu_fx is an integer: never -0). golden round_product
-    # (sim/golden/numerics.py, 39300b3) returns +0 for 0 * (negative b with b_lo == 0) (its
-    # two partial products -0 + +0); FP16 silu and the pre-39300b3 relu2 gave -0. Until that
-    # is settled in the golden model, the expectation uses the IEEE sign at exact zeros only.
-    su = (np.asarray(u_bits, np.int64) >> (fmt.bits - 1)) & 1
-    if act == "relu2":
-        zsign = su
-    else:
-        from tellme.sim.golden.numerics import silu_fx
-
-        zsign = (silu_fx(g, fmt) < 0).astype(np.int64) ^ su
-    mag = out & ((1 << (fmt.bits - 1)) - 1)
-    out = np.where(mag == 0, zsign << (fmt.bits - 1), out)
-    return _out(out, fmt)
+    return _out(fmt.to_bits(golden.gated_act(g, u, act, fmt=fmt)), fmt)
 
 
 def silu_expected(g_bits, fmt=None):

@@ -4,7 +4,7 @@
   token per KV head, in the stream format); the engine consumes the dequantised rows (stream
   format), so attention over an int8 cache is exactly
   ``attention_decode(q, kv_dequant_int8(..., fmt=f), ..., fmt=f)``.
-* :func:`attention_online`: a one-pass (online-softmax) form with an integer running maximum in
+* :func:`attention_online` (FP16 streams): a one-pass (online-softmax) form with an integer running maximum in
   the log2 domain and shift rescaling (numerics-options §4.1). It is *not* the contract: the
   contract (:func:`tellme.sim.golden.hw.softmax_weights`) forms every weight against the exact
   row maximum, which a one-pass engine cannot know; this function exists to measure how far a
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .hw import log2_scores, qk_scores, score_scale
-from .numerics import (StreamFormat, exp2_neg_frac, int_to_fp32, round_ratio_fp32,
+from .numerics import (FP16, StreamFormat, exp2_neg_frac, int_to_fp32, round_ratio_fp32,
                        stream_format, to_fp16)
 
 INT8_QMAX = 127
@@ -69,7 +69,7 @@ def attention_online(q16: np.ndarray, k16: np.ndarray, v16: np.ndarray, c: int |
     """
     hd = q16.shape[-1]
     c = score_scale(hd) if c is None else c
-    t = log2_scores(qk_scores(q16[None, :], k16), c)
+    t = log2_scores(qk_scores(q16[None, :], k16, fmt=FP16), c)
     n = len(t)
     order = range(n) if order is None else order
     vf = v16.astype(np.float64)
@@ -109,7 +109,7 @@ def online_vs_contract(trials: int = 200, seed: int = 0, head_dim: int = 16) -> 
         q = (rng.standard_normal(head_dim) * sc).astype(np.float16)
         k = (rng.standard_normal((n, head_dim)) * sc).astype(np.float16)
         v = rng.standard_normal((n, head_dim)).astype(np.float16)
-        g = attention_decode(q[None], k[:, None], v[:, None])[0]
+        g = attention_decode(q[None], k[:, None], v[:, None], fmt=FP16)[0]
         a = attention_online(q, k, v)
         b = attention_online(q, k, v, order=range(n - 1, -1, -1))
         out["outputs"] += head_dim

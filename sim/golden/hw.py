@@ -4,7 +4,9 @@ One function per hardware block; the RTL of each block is compared with its func
 exactly. Formats, roundings and error bounds are the contract in docs/numerics.md; in short:
 
 * streams between blocks (residual, normalised activations, q/k/v, KV cache, attention
-  output, FFN product) are FP16 (binary16, RNE, gradual underflow, saturating at +-65504);
+  output, FFN product) are in the stream format ``numerics.STREAM_FORMAT``: FP24 (sign, FP16's
+  5-bit exponent, 18 fraction bits; RNE, gradual underflow, saturating at +-65535.875). Every
+  function takes ``fmt=`` (``numerics.FP16`` gives the FP16 build); :func:`bound` binds one;
 * every reduction is an exact integer sum (order-free): sum of squares, absmax, QK^T, softmax
   denominator, S.V, LM head;
 * per-token scalars (rsqrt, 127/max, dequant scale, 1/sum) are correctly rounded FP32 from
@@ -13,8 +15,9 @@ exactly. Formats, roundings and error bounds are the contract in docs/numerics.m
 * functions: exp2 by 64-entry table + linear interpolation, SiLU by 512-segment PWL.
 
 All arrays carry explicit dtypes; tokens are rows (leading axes), features the last axis.
-Every function is standalone: it takes the raw FP16 / int inputs of its block and returns the
-raw outputs, so an RTL testbench can drive it directly.
+Every function is standalone: it takes the raw stream / int inputs of its block and returns the
+raw outputs, so an RTL testbench can drive it directly (stream arrays: float16 for FP16, float32
+holding on-grid values for FP24; ``fmt.to_bits``/``from_bits`` convert to port bits).
 """
 
 from __future__ import annotations

@@ -227,7 +227,7 @@ FP32_GRID = _FP32Grid()
 FP16 = StreamFormat(10)
 FP24 = StreamFormat(18)
 # The contract's stream format: what every hw function and RTL block uses unless told otherwise.
-STREAM_FORMAT = FP16
+STREAM_FORMAT = FP24
 
 
 def stream_format(fmt: "StreamFormat | None") -> StreamFormat:

@@ -40,6 +40,8 @@ def register(sub) -> None:
     r.add_argument("--cached", action="store_true",
                    help="print the last results under build/report/ instead of synthesising")
     r.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    r.add_argument("--fmt", choices=("fp16", "fp24"),
+                   help="stream format of the blocks (default: the contract's, fp24)")
     r.set_defaults(func=_report)
 
     pl = hsub.add_parser("plan", help="weight-buffer sizing, tile plan and TLMM cycles per layer")
@@ -144,17 +146,20 @@ def _report(args) -> int:
     from tellme.hw import report
     from tellme.sim.toolchain import ToolMissing
 
+    from tellme.sim.golden.numerics import FP16, FP24
+
+    fmt = {"fp16": FP16, "fp24": FP24, None: None}[args.fmt]
     blocks = args.block or list(REPORT_BLOCKS)
     reports = []
     for block in blocks:
         if args.cached:
-            rep = report.load_block(args.target, block)
+            rep = report.load_block(args.target, block, fmt)
             if rep is None:
-                raise CliError(f"no cached report for {args.target}/{block}; run without "
-                               f"--cached first")
+                raise CliError(f"no cached report for {args.target}/{block} "
+                               f"({args.fmt or 'contract format'}); run without --cached first")
         else:
             try:
-                rep = report.synth_block(args.target, block)
+                rep = report.synth_block(args.target, block, fmt=fmt)
             except ToolMissing as e:
                 raise CliError(str(e)) from None
             except RuntimeError as e:

@@ -13,6 +13,7 @@ Outputs go to ``build/report/<target>/<block>.{il,log,stat.json,json}``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -71,6 +72,7 @@ class BlockReport:
     description: str
     cells: dict[str, int]
     seconds: float
+    fmt: str = "fp24"         # stream format the block was built for
 
     @property
     def lut_logic(self) -> int:
@@ -98,7 +100,7 @@ class BlockReport:
         part, cap = PARTS[PART_OF_TARGET[self.target]]
         tot = self.totals()
         return {
-            "target": self.target, "part": part, "block": self.block,
+            "target": self.target, "part": part, "block": self.block, "fmt": self.fmt,
             "description": self.description, "seconds": round(self.seconds, 1),
             "totals": tot, "lut_logic": self.lut_logic, "lut_ram": self.lut_ram,
             "lut_srl": self.lut_srl,
@@ -138,20 +140,46 @@ def parse_stat_json(path: Path, top: str) -> dict[str, int]:
     return {k.lstrip("\\"): int(v) for k, v in cells.items()}
 
 
-def synth_block(target: str, block: str, *, verbose: bool = False) -> BlockReport:
-    """Elaborate and synthesise one block of one target; write the outputs; return the report."""
+@contextlib.contextmanager
+def _stream_format(fmt):
+    """Build blocks in stream format ``fmt``: every block defaults to the contract's
+    ``numerics.STREAM_FORMAT`` at construction, so the report swaps that default."""
+    from tellme.sim.golden import numerics
+
+    saved = numerics.STREAM_FORMAT
+    numerics.STREAM_FORMAT = fmt
+    try:
+        yield
+    finally:
+        numerics.STREAM_FORMAT = saved
+
+
+def report_dir(target: str, fmt=None) -> Path:
+    """build/report/<target>/<stream format>/."""
+    from tellme.sim.golden.numerics import stream_format
+
+    return build_dir("report", target, stream_format(fmt).name)
+
+
+def synth_block(target: str, block: str, *, fmt=None, verbose: bool = False) -> BlockReport:
+    """Elaborate and synthesise one block of one target in stream format ``fmt`` (default: the
+    contract's); write the outputs under :func:`report_dir`; return the report."""
+    from tellme.sim.golden.numerics import stream_format
+
     from .presets import preset
 
     blocks = _blocks()
     if block not in blocks:
         raise ValueError(f"unknown block {block!r}; known: {', '.join(blocks)}")
     desc, make = blocks[block]
+    fmt = stream_format(fmt)
     p = preset(target)
-    out = build_dir("report", target)
+    out = report_dir(target, fmt)
     top = block
     il = out / f"{block}.il"
     tmp = il.with_suffix(".il.tmp")
-    tmp.write_text(elaborate_rtlil(make(p), top))
+    with _stream_format(fmt):
+        tmp.write_text(elaborate_rtlil(make(p), top))
     os.replace(tmp, il)
     stat_json = out / f"{block}.stat.json"
     log = out / f"{block}.log"
@@ -166,7 +194,7 @@ def synth_block(target: str, block: str, *, verbose: bool = False) -> BlockRepor
         tail = (res.stderr or "")[-2000:] if not verbose else ""
         raise RuntimeError(f"yosys failed on {target}/{block} (exit {res.returncode}); "
                            f"log: {log}\n{tail}")
-    rep = BlockReport(target, block, desc, parse_stat_json(stat_json, top), secs)
+    rep = BlockReport(target, block, desc, parse_stat_json(stat_json, top), secs, fmt.name)
     result = out / f"{block}.json"
     tmp = result.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(rep.to_dict(), indent=2))
@@ -174,18 +202,22 @@ def synth_block(target: str, block: str, *, verbose: bool = False) -> BlockRepor
     return rep
 
 
-def load_block(target: str, block: str) -> BlockReport | None:
-    """A previously written block report, or None."""
-    path = build_dir("report", target) / f"{block}.json"
+def load_block(target: str, block: str, fmt=None) -> BlockReport | None:
+    """A previously written block report (stream format ``fmt``, default the contract's), or
+    None."""
+    path = report_dir(target, fmt) / f"{block}.json"
     if not path.exists():
         return None
     d = json.loads(path.read_text())
-    return BlockReport(d["target"], d["block"], d["description"], d["cells"], d["seconds"])
+    return BlockReport(d["target"], d["block"], d["description"], d["cells"], d["seconds"],
+                       d["fmt"])
 
 
 def format_table(reports: list[BlockReport], target: str) -> str:
     part, cap = PARTS[PART_OF_TARGET[target]]
-    lines = [f"target {target} (part {part}); yosys synth_xilinx -family xcup, no timing",
+    fmts = sorted({r.fmt for r in reports})
+    lines = [f"target {target} (part {part}); streams {', '.join(fmts) or '-'}; "
+             f"yosys synth_xilinx -family xcup, no timing",
              f"{'block':<25}" + "".join(f"{m:>17}" for m in METRICS) + f"{'secs':>8}"]
 
     def row(name, tot, secs):

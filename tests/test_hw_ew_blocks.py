@@ -340,21 +340,18 @@ def test_report_registry():
         gc.collect()
 
 
-def test_report_format(monkeypatch):
-    """``TELLME_EW_FORMAT`` picks the stream format of the ``tellme hw report`` blocks."""
-    from tellme.hw.elementwise.params import report_blocks, report_format_man
+def test_report_format():
+    """``tellme hw report --fmt`` builds the blocks in the chosen stream format."""
+    from tellme.hw.elementwise.params import report_blocks
     from tellme.hw.presets import preset
+    from tellme.hw.report import _stream_format, report_dir
 
-    monkeypatch.delenv("TELLME_EW_FORMAT", raising=False)
-    assert report_format_man() is None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                 # built, not elaborated
-        for env, man in (("fp24", 18), ("FP16", 10), ("e5m14", 14)):
-            monkeypatch.setenv("TELLME_EW_FORMAT", env)
-            blk = report_blocks()["ew_residual"][1](preset("sim"))
-            assert blk.fmt.man == man
-            assert len(blk.o.payload.data[0]) == 6 + man
-        monkeypatch.setenv("TELLME_EW_FORMAT", "bf16")
-        with pytest.raises(ValueError, match="TELLME_EW_FORMAT must be fp16, fp24 or e5mN"):
-            report_blocks()["ew_residual"][1](preset("sim"))
+        for fmt in (FP16, FP24, None):
+            with _stream_format(fmt or FP24):
+                blk = report_blocks()["ew_residual"][1](preset("sim"))
+            assert blk.fmt == (fmt or FP24)
+            assert len(blk.o.payload.data[0]) == blk.fmt.bits
         gc.collect()
+    assert report_dir("sim", FP16).name == "fp16" and report_dir("sim").name == "fp24"

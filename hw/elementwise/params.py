@@ -107,31 +107,11 @@ class EwHarness(wiring.Component):
         return m
 
 
-def report_format_man() -> int | None:
-    """Stream format of the report's blocks: ``TELLME_EW_FORMAT`` (``fp16``/``fp24``/``e5mN``)
-    or None (the contract's STREAM_FORMAT)."""
-    import os
-    import re
-
-    v = os.environ.get("TELLME_EW_FORMAT", "").strip().lower()
-    if not v:
-        return None
-    named = {"fp16": 10, "fp24": 18}
-    mt = re.fullmatch(r"e5m(\d+)", v)
-    if v not in named and not mt:
-        raise ValueError(f"TELLME_EW_FORMAT must be fp16, fp24 or e5mN, got {v!r}")
-    return named[v] if v in named else int(mt.group(1))
-
-
 def report_blocks() -> dict:
-    """``{name: (description, maker(HwPreset))}`` for tellme.hw.report (yosys estimates);
-    the stream format from :func:`report_format_man`."""
+    """``{name: (description, maker(HwPreset))}`` for tellme.hw.report (yosys estimates), in
+    the contract's stream format at construction (``tellme hw report --fmt`` sets it)."""
     def mk(key):
-        def make(hp):
-            man = report_format_man()
-            over = {} if man is None else {"man": man}
-            return make_block(EwParams.from_preset(hp.name, **over), key)
-        return make
+        return lambda hp: make_block(EwParams.from_preset(hp.name), key)
 
     return {
         "ew_norm": ("RMSNorm + absmax (row buffer, exact sum of squares, rsqrt unit)",

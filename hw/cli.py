@@ -3,7 +3,7 @@
 Keep imports at module level light: heavy packages are imported inside handlers.
 
     tellme hw verilog --target kv260 [--block tlmm]          -> build/verilog/<target>/<block>.v
-    tellme hw report  --target kv260 [--block tlmm] [--json] -> build/report/<target>/
+    tellme hw report  --target kv260 [--block tlmm] [--fmt fp16] [--json] -> build/report/<target>/<fmt>/
     tellme hw bench   --target kv260 [--tokens 1,64]         -> layer linears, RTL cycles
 """
 

@@ -29,6 +29,7 @@ class EvalResult:
     top1_agreement: float | None = None   # fraction of scored positions with equal argmax
     top1_accuracy: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    kv_int8_agreement: float | None = None  # int8-KV hw vs stream-format-KV hw top-1
 
     def ppl(self, numerics: str) -> float:
         return math.exp(self.nll[numerics])
@@ -43,7 +44,14 @@ class EvalResult:
         if self.top1_agreement is not None:
             out.append(f"hw vs float top-1 agreement: {self.top1_agreement:.4f} "
                        f"({round(self.top1_agreement * self.scored)}/{self.scored} positions)")
+        if self.kv_int8_agreement is not None:
+            a = self.kv_int8_agreement
+            out.append(f"{KV_INT8} vs hw top-1 agreement: {a:.4f} "
+                       f"({round(a * self.scored)}/{self.scored} positions)")
         return out
+
+
+KV_INT8 = "hw, int8 KV"       # the mode label of hw numerics over an int8 KV cache
 
 
 def _score(backend, ids: np.ndarray, window: int):
@@ -63,9 +71,23 @@ def _score(backend, ids: np.ndarray, window: int):
     return nll, correct, np.concatenate(argmax)
 
 
+def _int8_kv_backend(backend: str, model):
+    """hw numerics reading an int8 KV cache (per token, per KV head, scale in the stream
+    format: docs/hw/attention.md), modelled by the golden backend."""
+    from tellme.sim.kv_int8_eval import Int8KVOps
+
+    be = create(backend, model, numerics="hw")
+    gm = getattr(be, "gm", None)
+    if gm is None:
+        raise ValueError(f"--kv int8 is modelled by the golden backend only, not {backend!r}")
+    gm.ops = Int8KVOps(gm.ops, gm.fmt)
+    return be
+
+
 def evaluate(model, ids, numerics=("float",), backend: str = "golden",
-             window: int | None = None) -> EvalResult:
-    """Score token ids ``ids`` under each numerics mode in ``numerics``."""
+             window: int | None = None, kv: str = "stream") -> EvalResult:
+    """Score token ids ``ids`` under each numerics mode in ``numerics``; ``kv="int8"`` adds hw
+    numerics over an int8 KV cache (mode :data:`KV_INT8`) and its agreement with hw."""
     import time
 
     ids = np.asarray(ids, dtype=np.int64)
@@ -74,10 +96,16 @@ def evaluate(model, ids, numerics=("float",), backend: str = "golden",
         raise ValueError(f"window must be in [2, {model.config.max_context}], got {window}")
     if len(ids) < 2:
         raise ValueError("text is too short to evaluate (fewer than 2 tokens)")
+    if kv not in ("stream", "int8"):
+        raise ValueError(f"kv must be 'stream' or 'int8', got {kv!r}")
     res = EvalResult(tokens=len(ids), scored=0, window=window, nll={})
     argmaxes = {}
-    for n in numerics:
-        be = create(backend, model, numerics=n)
+    modes = list(numerics)
+    if kv == "int8":
+        modes += [m for m in ("hw", KV_INT8) if m not in modes]
+    for n in modes:
+        be = _int8_kv_backend(backend, model) if n == KV_INT8 else create(backend, model,
+                                                                           numerics=n)
         t0 = time.perf_counter()
         total, correct, am = _score(be, ids, window)
         res.seconds[n] = time.perf_counter() - t0
@@ -87,4 +115,6 @@ def evaluate(model, ids, numerics=("float",), backend: str = "golden",
         argmaxes[n] = am
     if "float" in argmaxes and "hw" in argmaxes:
         res.top1_agreement = float((argmaxes["float"] == argmaxes["hw"]).mean())
+    if KV_INT8 in argmaxes:
+        res.kv_int8_agreement = float((argmaxes[KV_INT8] == argmaxes["hw"]).mean())
     return res

@@ -50,6 +50,9 @@ def register(sub) -> None:
     e.add_argument("--window", type=int, default=0, help="window length (default: context)")
     e.add_argument("--compare", action="store_true",
                    help="run both numerics modes and report their top-1 agreement")
+    e.add_argument("--kv", choices=("stream", "int8"), default="stream",
+                   help="int8: also run hw numerics over an int8 KV cache (per token and KV "
+                        "head scale) and report its agreement with hw")
     e.set_defaults(func=_eval)
 
     d = sub.add_parser("demo", help="generate from the bundled demo model (fixed prompt, seed)")
@@ -105,7 +108,7 @@ def _generate(args) -> int:
 
 
 def run_eval(model_path=None, text_path=None, backend="golden", numerics="float",
-             compare=False, max_tokens=0, window=0):
+             compare=False, max_tokens=0, window=0, kv="stream"):
     from pathlib import Path
 
     from .evaluate import evaluate
@@ -122,8 +125,8 @@ def run_eval(model_path=None, text_path=None, backend="golden", numerics="float"
     if max_tokens:
         ids = ids[:max_tokens]
     modes = ("float", "hw") if compare else (numerics,)
-    return evaluate(model, ids, numerics=modes, backend=backend, window=window or None), \
-        text_path
+    return evaluate(model, ids, numerics=modes, backend=backend, window=window or None,
+                    kv=kv), text_path
 
 
 def _eval(args) -> int:
@@ -131,7 +134,7 @@ def _eval(args) -> int:
     try:
         res, path = run_eval(args.model, args.text, backend=args.backend,
                              numerics=args.numerics, compare=args.compare,
-                             max_tokens=args.max_tokens, window=args.window)
+                             max_tokens=args.max_tokens, window=args.window, kv=args.kv)
     except errs as e:
         raise CliError(str(e)) from e
     print(f"{path}:")

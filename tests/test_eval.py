@@ -79,3 +79,38 @@ def test_perplexity_matches_direct_computation():
         - lg.max(1, keepdims=True)
     nll = -lp[np.arange(len(ids) - 1), ids[1:]].mean()
     assert abs(r.nll["hw"] - nll) < 1e-9
+
+
+def test_eval_int8_kv_mode():
+    """``--kv int8``: hw numerics over an int8 KV cache, scored beside hw; it is exactly the
+    golden model with every K/V row read as kv_dequant_int8(kv_quant_int8(row))."""
+    from tellme.host.evaluate import KV_INT8, evaluate
+    from tellme.host.generate import load_model_and_tokenizer
+    from tellme.sim.golden.attention_hw import kv_dequant_int8, kv_quant_int8
+    from tellme.sim.golden.model import GoldenModel
+
+    model, tok = load_model_and_tokenizer()
+    ids = tok.encode((DEFAULT_MODEL.parent / "heldout.txt").read_text()[:600])[:60]
+    r = evaluate(model, ids, numerics=("hw",), kv="int8")
+    assert list(r.nll) == ["hw", KV_INT8] and r.nll[KV_INT8] != r.nll["hw"]
+    assert 0.8 <= r.kv_int8_agreement <= 1.0
+    assert any(line.startswith(f"{KV_INT8} vs hw top-1 agreement") for line in r.lines())
+    # the same NLL from a hand-wired model whose cache is int8 on the way into attention
+    gm = GoldenModel(model, "hw")
+    base = gm.ops
+
+    class Ops:
+        def __getattr__(self, n):
+            return getattr(base, n)
+
+        def attention_prefill(self, q, k, v, start, c=None):
+            rt = lambda x: kv_dequant_int8(*kv_quant_int8(x))      # noqa: E731
+            return base.attention_prefill(q, rt(k), rt(v), start, c)
+
+    gm.ops = Ops()
+    lg = gm.forward(np.asarray(ids[:-1]), gm.new_cache(len(ids))).astype(np.float64)
+    m = lg.max(1, keepdims=True)
+    lp = lg - m - np.log(np.exp(lg - m).sum(1, keepdims=True))
+    assert abs(r.nll[KV_INT8] - (-lp[np.arange(len(ids) - 1), ids[1:]].mean())) < 1e-9
+    with pytest.raises(ValueError, match="kv must be"):
+        evaluate(model, ids, kv="fp8")

@@ -217,6 +217,20 @@ class StreamMonitor:
             raise AssertionError(f"stream {self.name!r}: {self.errors[0]}")
 
 
+async def send_and_wait(clk, src: "StreamSource", item, count, *, limit: int = 500_000,
+                        what: str = "") -> int:
+    """Send one ``item`` on ``src`` and wait until ``count()`` (a pulse counter kept by the
+    testbench) moves; returns the cycles waited. Fails after ``limit`` cycles."""
+    n0 = count()
+    src.send([item])
+    cycles = 0
+    while count() == n0:
+        await RisingEdge(clk)
+        cycles += 1
+        assert cycles < limit, f"no done after {cycles} cycles ({what})"
+    return cycles
+
+
 def pause_generator(rng: random.Random, p: float):
     """Endless pause pattern for cocotbext-axi channels: pause with probability ``p``."""
     while True:

@@ -26,9 +26,9 @@ from cocotbext.axi import AxiBus, AxiRam
 from tellme.hw.attention.schedule import kv_schedule
 from tellme.hw.attention.kv_dma import (read_command_layout, reader_beats, reader_command,
                                         reader_plan, write_command_layout, writer_commands)
-from tellme.sim.drivers import (AxiReadMonitor, StreamMonitor, StreamSink, StreamSource, layout_fields,
-                                pack_array, pack_struct, pause_generator,
-                                start_clock_and_reset)
+from tellme.sim.drivers import (AxiReadMonitor, StreamMonitor, StreamSink, StreamSource,
+                                layout_fields, pack_array, pack_struct, pause_generator,
+                                send_and_wait, start_clock_and_reset)
 from tellme.sim.kv_layout import FORMATS, KVLayout
 from tellme.sim.runner import cocotb_params
 
@@ -120,13 +120,9 @@ class TB:
         """Run one reader command; check beats and bursts; return cycles to the done pulse."""
         d = self.dut
         self.bursts.clear()
-        start, dones0 = len(self.sink.beats), self.dones
-        self.src.send([pack_struct(self.cmd_f, **cmd)])
-        cycles = 0
-        while self.dones == dones0:
-            await RisingEdge(d.clk)
-            cycles += 1
-            assert cycles < 500_000, f"no done after {cycles} cycles ({cmd})"
+        start = len(self.sink.beats)
+        cycles = await send_and_wait(d.clk, self.src, pack_struct(self.cmd_f, **cmd),
+                                     lambda: self.dones, what=str(cmd))
         for _ in range(4):                      # nothing after done
             await RisingEdge(d.clk)
         assert not int(d.rd_busy.value) and not int(d.error.value)

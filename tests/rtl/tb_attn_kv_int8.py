@@ -25,7 +25,7 @@ from tellme.hw.attention.kv_dma import (read_command_layout, reader_beats_int8, 
                                         reader_plan, scale_plan)
 from tellme.hw.attention.schedule import kv_schedule
 from tellme.sim.drivers import (AxiReadMonitor, StreamMonitor, StreamSink, StreamSource,
-                                layout_fields, pack_struct, pause_generator,
+                                layout_fields, pack_struct, pause_generator, send_and_wait,
                                 start_clock_and_reset)
 from tellme.sim.kv_layout import FORMATS, KVLayout, encode_elems
 from tellme.sim.runner import cocotb_params
@@ -90,13 +90,9 @@ class TB:
         (ck, sk), (cv, sv) = kv[layer, "K", h], kv[layer, "V", h]
         want = reader_beats_int8(ck, sk, cv, sv, n, self.D, self.W, self.fmt)
         self.axi_mon.bursts.clear()
-        start, dones0 = len(self.sink.beats), self.dones
-        self.src.send([pack_struct(self.cmd_f, **cmd)])
-        cycles = 0
-        while self.dones == dones0:
-            await RisingEdge(d.clk)
-            cycles += 1
-            assert cycles < 500_000, f"no done after {cycles} cycles ({cmd})"
+        start = len(self.sink.beats)
+        cycles = await send_and_wait(d.clk, self.src, pack_struct(self.cmd_f, **cmd),
+                                     lambda: self.dones, what=str(cmd))
         for _ in range(4):
             await RisingEdge(d.clk)
         assert not int(d.busy.value) and not int(d.error.value)

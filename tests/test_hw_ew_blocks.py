@@ -353,5 +353,6 @@ def test_report_format():
                 blk = report_blocks()["ew_residual"][1](preset("sim"))
             assert blk.fmt == (fmt or FP24)
             assert len(blk.o.payload.data[0]) == blk.fmt.bits
+        del blk
         gc.collect()
     assert report_dir("sim", FP16).name == "fp16" and report_dir("sim").name == "fp24"

@@ -8,27 +8,11 @@ FP24 = 1-5-18); the cocotb tests compare the whole engine with
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
 
-from tellme.sim.golden.numerics import FP16, StreamFormat
+from tellme.sim.golden.numerics import StreamFormat
 
-
-def fmt_fields(x, fmt: StreamFormat):
-    """(sign, significand, shift) of a stream bit pattern: |x| = sig * 2**(shift - fmt.frac),
-    sig < 2**fmt.sig_bits (hidden bit for normals), shift in [0, 29] (golden
-    ``fmt.fields``)."""
-    x = Value.cast(x)
-    M = fmt.man
-    e = x[M:M + 5]
-    normal = e != 0
-    sig = Mux(normal, Cat(x[:M], Const(1, 1)), x[:M])
-    shift = Mux(normal, e - 1, 0)
-    return x[fmt.bits - 1], sig, shift
-
-
-def fp16_fields(x):
-    """:func:`fmt_fields` of an FP16 pattern (|x| = sig * 2**(shift - 24))."""
-    return fmt_fields(x, FP16)
+from ..elementwise.fp16 import sat_code
 
 
 def rne_shr(m: Module, x, s, width: int, name: str):
@@ -82,10 +66,5 @@ def rn_fmt(m: Module, mm, width: int, ee, fmt: StreamFormat, name: str):
     m.d.comb += r.eq(Mux(sft <= 0, mm << sl, rne_shr(m, mm, sr, width, f"{name}r")))
     bits = Signal(fmt.bits + 1, name=f"{name}_bits")
     m.d.comb += bits.eq(Mux(ev >= -14, ((ev + 14) << M) + r, r))
-    top = (0x1F << M) - 1                                # largest finite magnitude pattern
+    top = sat_code(fmt)                                  # largest finite magnitude pattern
     return Mux(mm == 0, 0, Mux((ev > 15) | (bits > top), top, bits))[:fmt.bits - 1]
-
-
-def rn16(m: Module, mm, width: int, ee, name: str):
-    """:func:`rn_fmt` at FP16 (saturating at 65504 = 0x7BFF)."""
-    return rn_fmt(m, mm, width, ee, FP16, name)

@@ -64,7 +64,8 @@ from amaranth.lib.wiring import In, Out
 
 from tellme.sim.golden.numerics import EXP2_TABLE, StreamFormat, stream_format
 
-from .arith import bit_length, fmt_fields, rn_fmt, rne_shr
+from ..elementwise.fp16 import unpack
+from .arith import bit_length, rn_fmt, rne_shr
 from .schedule import kv_schedule  # noqa: F401  (the stream order, re-exported)
 
 QK_FRAC = 20           # q*k terms at LSB 2**-20 (golden hw.QK_FRAC)
@@ -197,7 +198,7 @@ class AttentionEngine(wiring.Component):
         # int8 KV beats: W codes (int8) in the low 8W bits, the row's scale (stream format)
         # above them; dequantised on input to RN_fmt(code * scale) (golden kv_dequant_int8)
         raw = self.i_kv.payload.as_value()
-        sc_s, sc_g, sc_h = fmt_fields(raw[8 * W:8 * W + EB], fmt)
+        sc_s, sc_g, sc_h = unpack(raw[8 * W:8 * W + EB], fmt)
         deq_parts = []
         for w in range(W):
             code = raw[8 * w:8 * w + 8].as_signed()
@@ -240,8 +241,8 @@ class AttentionEngine(wiring.Component):
             m.d.comb += [qrps[i].addr.eq(bcnt), qrps[i].en.eq(1)]
             terms = []
             for w in range(W):
-                sq, gq, hq = fmt_fields(qbeat[EB * w:EB * (w + 1)], fmt)
-                sk, gk, hk = fmt_fields(datA[EB * w:EB * (w + 1)], fmt)
+                sq, gq, hq = unpack(qbeat[EB * w:EB * (w + 1)], fmt)
+                sk, gk, hk = unpack(datA[EB * w:EB * (w + 1)], fmt)
                 prod = Signal(QKP, name=f"qk{i}_{w}_p")
                 sh = Signal(6, name=f"qk{i}_{w}_sh")
                 shl = Signal(range(2 * MAX_SHIFT - QK_SHIFT + 1), name=f"qk{i}_{w}_shl")
@@ -289,7 +290,7 @@ class AttentionEngine(wiring.Component):
             m.d.sync += prodD.eq(ssat * cval)
             svt = []
             for w in range(W):
-                sv, gv, hv = fmt_fields(datC[EB * w:EB * (w + 1)], fmt)
+                sv, gv, hv = unpack(datC[EB * w:EB * (w + 1)], fmt)
                 pv = Signal(SVP, name=f"sv{i}_{w}_p")
                 shr = Signal(range(SV_SHIFT + 1), name=f"sv{i}_{w}_shr")
                 m.d.comb += [pv.eq(pC * gv),

@@ -10,7 +10,7 @@ Every rounder takes an exact value ``mag * 2**exp`` (``mag`` an unsigned integer
 (``tellme.sim.golden.numerics``) does:
 
 * :func:`round_fp`: RN_fmt (nearest-even, gradual underflow, saturating at the format's
-  largest finite value) -> stream bits; :func:`round16` is its FP16 instance;
+  largest finite value) -> stream bits;
 * :func:`round32`: RN32 significand (24 bits, unbounded exponent; no subnormals are reachable
   from the inputs that use it) -> ``(m, e)`` with ``m`` in [2**23, 2**24];
 * :func:`round_int8`: clamp(RNE(v), -128, 127).
@@ -29,9 +29,6 @@ from __future__ import annotations
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed, unsigned
 
-FP16_SAT = 0x7BFF          # +65504
-FP16_INF = 0x7C00
-
 
 def fmt_of(fmt=None):
     """The stream format (``None``: the contract's ``STREAM_FORMAT``)."""
@@ -47,8 +44,8 @@ def sat_code(fmt) -> int:
     """Magnitude code of the largest finite value (exponent 30, all-ones fraction)."""
     return (0x1E << fmt.man) | ((1 << fmt.man) - 1)
 
-ROUND16_LATENCY = 3            # round_fp, every stream format
-ROUND_FP_LATENCY = ROUND16_LATENCY
+
+ROUND_FP_LATENCY = 3           # round_fp, every stream format
 ROUND32_LATENCY = 2
 ROUND_INT8_LATENCY = 2
 
@@ -128,13 +125,6 @@ def unpack(bits, fmt=None) -> tuple[Value, Value, Value]:
     return bits[M + 5], sig, sh
 
 
-def unpack16(bits) -> tuple[Value, Value, Value]:
-    """:func:`unpack` of FP16 bits (``|x| = significand * 2**(shift - 24)``)."""
-    from tellme.sim.golden.numerics import FP16
-
-    return unpack(bits, FP16)
-
-
 def unpack32(bits) -> tuple[Value, Value]:
     """FP32 bits of a positive normal number -> (m (24 bits), e) with value ``m * 2**e``,
     ``e = E - 150`` (signed)."""
@@ -153,7 +143,7 @@ def _abs_signed(m: Module, v) -> tuple[Value, Value]:
 
 def round_fp(p: Pipe, sign, mag, exp, fmt=None) -> Signal:
     """RN_fmt of ``(-1)**sign * mag * 2**exp`` -> stream bits (``fmt.bits`` wide). Latency
-    ROUND16_LATENCY (3) registers, for every format.
+    ROUND_FP_LATENCY (3) registers, for every format.
 
     A zero ``mag`` gives a zero with the given sign (IEEE sign rules are the caller's). Values
     beyond the largest finite value after rounding saturate to it (golden ``fmt.round`` clips
@@ -193,13 +183,6 @@ def round_fp(p: Pipe, sign, mag, exp, fmt=None) -> Signal:
     sat = (big > 29) | (packed >= (0x1F << M))
     mbits = Mux(~s2["nz"], 0, Mux(sat, sat_code(fmt), packed[:M + 5]))
     return p.reg(Cat(mbits[:M + 5], s2["sign"]))
-
-
-def round16(p: Pipe, sign, mag, exp) -> Signal:
-    """:func:`round_fp` to FP16 (saturating at +-65504)."""
-    from tellme.sim.golden.numerics import FP16
-
-    return round_fp(p, sign, mag, exp, FP16)
 
 
 def round32(p: Pipe, mag, exp) -> tuple[Signal, Signal]:
@@ -266,13 +249,6 @@ def mag_max(values, fmt=None) -> Value:
     return vals[0]
 
 
-def fp16_mag_max(values) -> Value:
-    from tellme.sim.golden.numerics import FP16
-
-    return mag_max(values, FP16)
-
-
-__all__ = ["FP16_SAT", "Pipe", "ROUND16_LATENCY", "ROUND_FP_LATENCY", "ROUND32_LATENCY",
-           "ROUND_INT8_LATENCY", "abs_signed", "ceil_log2", "fmt_of", "fp16_mag_max", "lsb_index", "mag_max",
-           "msb_index", "round16", "round32", "round_fp", "round_int8", "sat_code", "unpack",
-           "unpack16", "unpack32", "signed", "unsigned", "wire"]
+__all__ = ["Pipe", "ROUND_FP_LATENCY", "ROUND32_LATENCY", "ROUND_INT8_LATENCY", "abs_signed",
+           "ceil_log2", "fmt_of", "lsb_index", "mag_max", "msb_index", "round32", "round_fp",
+           "round_int8", "sat_code", "unpack", "unpack32", "signed", "unsigned", "wire"]

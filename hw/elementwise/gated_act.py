@@ -8,9 +8,9 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import StallPipe, check_lanes, row_layout
-from .fp16 import ROUND16_LATENCY, abs_signed, fmt_of, round_fp, unpack
+from .fp16 import ROUND_FP_LATENCY, abs_signed, fmt_of, round_fp, unpack
 
-LATENCY = 4 + ROUND16_LATENCY
+LATENCY = 4 + ROUND_FP_LATENCY
 ACT_SILU, ACT_RELU2 = 0, 1
 T_BITS, D_BITS = 28, 21          # SILU_TABLE entries (|T| < 2**27) and slopes T[i+1]-T[i]
 

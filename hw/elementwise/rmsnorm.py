@@ -23,12 +23,12 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import StallPipe, check_lanes, row_layout
-from .fp16 import ROUND16_LATENCY, fmt_of, mag_max, round_fp, unpack, unpack32
+from .fp16 import ROUND_FP_LATENCY, fmt_of, mag_max, round_fp, unpack, unpack32
 from .scalar import ScalarUnit
 
 ACC_BITS = 96                      # FP16 (acc_bits(FP16))
 SQ_STAGES = 3                      # square, shift, lane tree (then accumulate)
-EMIT_LATENCY = 3 + ROUND16_LATENCY  # row-buffer read + g, x*g, *r, rounder
+EMIT_LATENCY = 3 + ROUND_FP_LATENCY  # row-buffer read + g, x*g, *r, rounder
 EPS_MIN_EXP = 102                  # FP16 (eps_min_exp(FP16)): eps >= 2**-25
 
 

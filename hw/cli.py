@@ -146,9 +146,9 @@ def _report(args) -> int:
     from tellme.hw import report
     from tellme.sim.toolchain import ToolMissing
 
-    from tellme.sim.golden.numerics import FP16, FP24
+    from tellme.sim.golden.numerics import STREAM_FORMATS
 
-    fmt = {"fp16": FP16, "fp24": FP24, None: None}[args.fmt]
+    fmt = STREAM_FORMATS[args.fmt] if args.fmt else None
     blocks = args.block or list(REPORT_BLOCKS)
     reports = []
     for block in blocks:

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from tellme.hw.attention.schedule import kv_schedule
-from tellme.sim.golden.numerics import FP16, FP24, StreamFormat, stream_format
+from tellme.sim.golden.numerics import FP16, FP24, STREAM_FORMATS, StreamFormat, stream_format
 
 DTYPES = {"fp16": 2, "fp24": 3, "int8": 1}
-FORMATS = {"fp16": FP16, "fp24": FP24}
+FORMATS = STREAM_FORMATS
 
 
 def _al(x: int, a: int) -> int:

@@ -70,44 +70,14 @@ def to_fp16(x) -> np.ndarray:
 
 
 def fp16_fields(x16: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sign, significand, shift) int64 with ``|x| = significand * 2**(shift - 24)``.
-
-    significand < 2**11 (hidden bit included for normals), shift in [0, 29]. Inf/NaN rejected.
-    """
-    x16 = np.asarray(x16, dtype=np.float16)
-    u = x16.view(np.uint16).astype(np.int64)
-    e = (u >> 10) & 0x1F
-    if np.any(e == 0x1F):
-        raise ValueError("FP16 Inf/NaN reached the hw datapath (streams saturate, never Inf)")
-    m = u & 0x3FF
-    sig = np.where(e > 0, m | 0x400, m)
-    shift = np.where(e > 0, e - 1, 0)
-    return (u >> 15) & 1, sig, shift
+    """(sign, significand, shift) int64 with ``|x| = significand * 2**(shift - 24)``:
+    ``FP16.fields`` (significand < 2**11, shift in [0, 29]; Inf/NaN rejected)."""
+    return FP16.fields(x16)
 
 
 def sum_squares_fp16(x16: np.ndarray) -> list[int]:
-    """Exact sum of squares of each row of FP16 ``x16`` [..., n], as Python ints in units of
-    2**-48 (the LSB of the square of the smallest FP16 subnormal).
-
-    Hardware: each square is an 11x11-bit product shifted by 2*shift into an exact accumulator
-    (<= 80 + log2(n) bits); integer addition is associative so lane count and order are free.
-    Here: two int64 limbs (bits >= 32 and < 32), exact for n <= 2**14.
-    """
-    x16 = np.asarray(x16, dtype=np.float16)
-    n = x16.shape[-1]
-    if n > 2 ** 14:
-        raise ValueError(f"row length {n} > 16384: limb sums could overflow int64")
-    _, sig, shift = fp16_fields(x16)
-    sq = sig * sig                                     # < 2**22
-    sh2 = 2 * shift                                    # 0..58
-    big = sh2 >= 32
-    hi = np.where(big, sq << np.where(big, sh2 - 32, 0), 0)
-    full = np.where(big, 0, sq << np.where(big, 0, sh2))  # < 2**54
-    hi = hi + (full >> 32)
-    lo = full & 0xFFFFFFFF
-    hs = hi.sum(axis=-1, dtype=np.int64).reshape(-1)
-    ls = lo.sum(axis=-1, dtype=np.int64).reshape(-1)
-    return [(int(h) << 32) + int(lo_) for h, lo_ in zip(hs, ls)]
+    """Exact sum of squares of each FP16 row in units of 2**-48: ``sum_squares(FP16, x16)``."""
+    return sum_squares(FP16, x16)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,6 +196,7 @@ class _FP32Grid:
 FP32_GRID = _FP32Grid()
 FP16 = StreamFormat(10)
 FP24 = StreamFormat(18)
+STREAM_FORMATS = {f.name: f for f in (FP16, FP24)}     # by name: "fp16", "fp24"
 # The contract's stream format: what every hw function and RTL block uses unless told otherwise.
 STREAM_FORMAT = FP24
 

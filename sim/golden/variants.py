@@ -39,7 +39,7 @@ from tellme.quant.model import TernaryModel
 
 from . import hw
 from .model import GoldenModel
-from .numerics import FP16, int_to_fp32, round_ratio_fp32, silu_fx, to_fp16
+from .numerics import FP16, StreamFormat, int_to_fp32, round_ratio_fp32, silu_fx, to_fp16
 from .tlmm import ternary_matmul
 
 STREAMS = ("residual", "norm", "qkv", "attn", "o", "gate_up", "ffn", "down")
@@ -100,27 +100,14 @@ def _valid_emn(f: str) -> bool:
     return bool(m) and 10 <= int(m.group(1)) <= 23
 
 
-def round_e5m(x64, man: int) -> np.ndarray:
-    """RNE of float64 values to a binary format with FP16's exponent range (normal minimum
-    2**-14, gradual underflow) and ``man`` fraction bits, saturating at its largest finite
-    value; returned as float32 (exact: man <= 23). ``man = 10`` is FP16."""
-    x = np.asarray(x64, dtype=np.float64)
-    ax = np.abs(x)
-    e = np.floor(np.log2(np.where(ax > 0, ax, 1.0)))
-    e = np.maximum(e, -14.0)
-    q = np.ldexp(1.0, (e - man).astype(np.int64))
-    r = np.rint(x / q) * q                          # rint: ties to even
-    top = (2.0 - 2.0 ** -man) * 2.0 ** 15
-    return np.clip(r, -top, top).astype(np.float32)
-
-
 def _round(x64, fmt: str) -> np.ndarray:
     x64 = np.asarray(x64, dtype=np.float64)
     if fmt == "fp16":
         return to_fp16(x64)
     if fmt == "fp32":
         return x64.astype(np.float32)
-    return round_e5m(x64, int(_EMN.match(fmt).group(1)))
+    # e5mN: StreamFormat(N), held as float32 even for N = 10 (the float64 variant path, not hw)
+    return StreamFormat(int(_EMN.match(fmt).group(1))).round(x64).astype(np.float32)
 
 
 def _is16(*xs) -> bool:

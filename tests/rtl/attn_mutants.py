@@ -30,13 +30,12 @@ PARAMS = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
 
 def main(argv) -> int:
     from tellme.hw.attention import engine
-    from tellme.sim.golden.numerics import FP16, FP24
+    from tellme.sim.golden.numerics import STREAM_FORMATS as fmts
     from tellme.sim.runner import run_cocotb
 
     fmt_name = "fp16"
     if argv[:1] == ["--fmt"]:
         fmt_name, argv = argv[1], argv[2:]
-    fmts = {"fp16": FP16, "fp24": FP24}
     if fmt_name not in fmts:
         raise SystemExit(f"--fmt must be one of {', '.join(fmts)}, got {fmt_name!r}")
     fmt, params = fmts[fmt_name], dict(PARAMS, fmt=fmt_name)

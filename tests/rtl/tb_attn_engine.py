@@ -21,11 +21,11 @@ from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_
                                 pack_array, pack_struct, start_clock_and_reset)
 from tellme.sim.golden import hw
 from tellme.sim.golden.attention_hw import kv_dequant_int8, kv_quant_int8
-from tellme.sim.golden.numerics import FP16, FP24, stream_format
+from tellme.sim.golden.numerics import STREAM_FORMATS as FORMATS
+from tellme.sim.golden.numerics import stream_format
 from tellme.sim.runner import cocotb_params
 
 SEED = int(os.environ.get("SEED", "1"))
-FORMATS = {f.name: f for f in (FP16, FP24)}
 
 
 def build_format(params: dict):

@@ -11,12 +11,12 @@ sensitive rows, run-time head_dim. ``slow``: more seeds at both formats, and a s
 import pytest
 
 from tellme.hw.attention.engine import AttentionEngine
-from tellme.sim.golden.numerics import FP16, FP24
+from tellme.sim.golden.numerics import FP24
+from tellme.sim.golden.numerics import STREAM_FORMATS as FORMATS
 from tellme.sim.runner import run_cocotb
 
 SMALL = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
 WIDE = dict(head_dim=32, lanes=4, beat=8, depth=64, ctx_bits=13)
-FORMATS = {"fp16": FP16, "fp24": FP24}
 
 
 def _run(params, fmt, testcase=None, seed=1, extra=None):

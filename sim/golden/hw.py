@@ -402,10 +402,13 @@ class Bound:
     def __init__(self, fmt: StreamFormat):
         self.fmt = fmt
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):             # first use of a name only: then cached
+        if name.startswith("_") or name not in globals():
+            raise AttributeError(f"tellme.sim.golden.hw has no attribute {name!r}")
         f = globals()[name]
         if callable(f) and "fmt" in inspect.signature(f).parameters:
-            return functools.partial(f, fmt=self.fmt)
+            f = functools.partial(f, fmt=self.fmt)
+        setattr(self, name, f)
         return f
 
 

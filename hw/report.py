@@ -13,7 +13,6 @@ Outputs go to ``build/report/<target>/<block>.{il,log,stat.json,json}``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -53,10 +52,10 @@ def _blocks():
 
     return {**report_blocks(), **attention_blocks(), **stream_blocks(),
         "tlmm": ("TLMM engine, TeLLMe full 27-entry LUTRAM tables",
-                 lambda p: make_tlmm(p.with_table("full"))),
+                 lambda p, fmt: make_tlmm(p.with_table("full"))),
         "tlmm_half": ("TLMM engine, half table (14 entries + negate), alternative",
-                      lambda p: make_tlmm(p.with_table("half"))),
-        "weight_buffer": ("ping-pong URAM weight buffer", make_weight_buffer),
+                      lambda p, fmt: make_tlmm(p.with_table("half"))),
+        "weight_buffer": ("ping-pong URAM weight buffer", lambda p, fmt: make_weight_buffer(p)),
     }
 
 
@@ -140,20 +139,6 @@ def parse_stat_json(path: Path, top: str) -> dict[str, int]:
     return {k.lstrip("\\"): int(v) for k, v in cells.items()}
 
 
-@contextlib.contextmanager
-def _stream_format(fmt):
-    """Build blocks in stream format ``fmt``: every block defaults to the contract's
-    ``numerics.STREAM_FORMAT`` at construction, so the report swaps that default."""
-    from tellme.sim.golden import numerics
-
-    saved = numerics.STREAM_FORMAT
-    numerics.STREAM_FORMAT = fmt
-    try:
-        yield
-    finally:
-        numerics.STREAM_FORMAT = saved
-
-
 def report_dir(target: str, fmt=None) -> Path:
     """build/report/<target>/<stream format>/."""
     from tellme.sim.golden.numerics import stream_format
@@ -178,8 +163,7 @@ def synth_block(target: str, block: str, *, fmt=None, verbose: bool = False) -> 
     top = block
     il = out / f"{block}.il"
     tmp = il.with_suffix(".il.tmp")
-    with _stream_format(fmt):
-        tmp.write_text(elaborate_rtlil(make(p), top))
+    tmp.write_text(elaborate_rtlil(make(p, fmt), top))
     os.replace(tmp, il)
     stat_json = out / f"{block}.stat.json"
     log = out / f"{block}.log"

@@ -372,10 +372,11 @@ class WeightStreamer(wiring.Component):
 
 
 def report_blocks() -> dict:
-    """``{name: (description, maker(HwPreset))}`` for tellme.hw.report (yosys estimates): the
+    """``{name: (description, maker(HwPreset, StreamFormat))}`` for tellme.hw.report (yosys
+    estimates; the streamer does not depend on the stream format): the
     streamer as the benchmark configures it (512-bit AXI, bursts of 16, 8 outstanding)."""
     return {
         "weight_stream": ("AXI4 weight streamer, 512-bit, gearbox to v vectors/cycle",
-                          lambda hp: WeightStreamer(t=hp.t, lanes=hp.v, data_width=512,
+                          lambda hp, fmt: WeightStreamer(t=hp.t, lanes=hp.v, data_width=512,
                                                     max_burst=16, max_outstanding=8)),
     }

@@ -336,7 +336,7 @@ def test_report_registry():
             args = parser.parse_args(["hw", "report", "--target", "sim", "--block", name])
             assert args.block == [name]
             desc, make = blocks[name]
-            assert desc and hasattr(make(preset("sim")), "signature")
+            assert desc and hasattr(make(preset("sim"), FP24), "signature")
         gc.collect()
 
 
@@ -344,14 +344,13 @@ def test_report_format():
     """``tellme hw report --fmt`` builds the blocks in the chosen stream format."""
     from tellme.hw.elementwise.params import report_blocks
     from tellme.hw.presets import preset
-    from tellme.hw.report import _stream_format, report_dir
+    from tellme.hw.report import report_dir
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                 # built, not elaborated
-        for fmt in (FP16, FP24, None):
-            with _stream_format(fmt or FP24):
-                blk = report_blocks()["ew_residual"][1](preset("sim"))
-            assert blk.fmt == (fmt or FP24)
+        for fmt in (FP16, FP24):
+            blk = report_blocks()["ew_residual"][1](preset("sim"), fmt)
+            assert blk.fmt == fmt
             assert len(blk.o.payload.data[0]) == blk.fmt.bits
         del blk
         gc.collect()

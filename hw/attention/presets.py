@@ -36,6 +36,7 @@ def make_attention(target: str, fmt: StreamFormat | None = None) -> AttentionEng
 
 
 def report_blocks() -> dict:
-    """Entries for the ``tellme hw report`` block registry (hw/report.py)."""
+    """Entries for the ``tellme hw report`` block registry (hw/report.py):
+    ``{name: (description, maker(HwPreset, StreamFormat))}``."""
     return {"attention": ("attention engine (decode + prefill, exact two-pass softmax)",
-                          lambda p: make_attention(p.name))}
+                          lambda p, fmt: make_attention(p.name, fmt=fmt))}

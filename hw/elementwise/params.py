@@ -108,10 +108,10 @@ class EwHarness(wiring.Component):
 
 
 def report_blocks() -> dict:
-    """``{name: (description, maker(HwPreset))}`` for tellme.hw.report (yosys estimates), in
-    the contract's stream format at construction (``tellme hw report --fmt`` sets it)."""
+    """``{name: (description, maker(HwPreset, StreamFormat))}`` for tellme.hw.report (yosys
+    estimates)."""
     def mk(key):
-        return lambda hp: make_block(EwParams.from_preset(hp.name), key)
+        return lambda hp, fmt: make_block(EwParams.from_preset(hp.name, man=fmt.man), key)
 
     return {
         "ew_norm": ("RMSNorm + absmax (row buffer, exact sum of squares, rsqrt unit)",

@@ -74,13 +74,13 @@ def _score(backend, ids: np.ndarray, window: int):
 def _int8_kv_backend(backend: str, model):
     """hw numerics reading an int8 KV cache (per token, per KV head, scale in the stream
     format: docs/hw/attention.md), modelled by the golden backend."""
-    from tellme.sim.kv_int8_eval import Int8KVOps
+    from tellme.sim.kv_int8_eval import use_int8_kv
 
     be = create(backend, model, numerics="hw")
     gm = getattr(be, "gm", None)
     if gm is None:
         raise ValueError(f"--kv int8 is modelled by the golden backend only, not {backend!r}")
-    gm.ops = Int8KVOps(gm.ops, gm.fmt)
+    use_int8_kv(gm)
     return be
 
 

@@ -41,6 +41,12 @@ class Int8KVOps:
         return self._b.attention_prefill(q, _rt(kc, self._fmt), _rt(vc, self._fmt), start, c)
 
 
+def use_int8_kv(gm) -> None:
+    """Make the hw-numerics GoldenModel ``gm`` read its KV cache as int8 (scales in its stream
+    format)."""
+    gm.ops = Int8KVOps(gm.ops, gm.fmt)
+
+
 def compare(model, ids, window: int, fmt=None) -> dict:
     """Scores with KV rows in the stream format ``fmt`` (result key "fp16"/"fp24") and with
     int8 KV (key "int8"); "agreement": top-1 agreement of the two."""
@@ -56,7 +62,7 @@ def compare(model, ids, window: int, fmt=None) -> dict:
         if be.gm.fmt != fmt:
             be.gm = GoldenModel(model, numerics="hw", fmt=fmt)
         if kind == "int8":
-            be.gm.ops = Int8KVOps(be.gm.ops, fmt)
+            use_int8_kv(be.gm)
         t0 = time.perf_counter()
         nll, correct, am = _score(be, ids, window)
         out[kind] = {"ppl": math.exp(nll / len(am)), "top1": correct / len(am), "argmax": am,

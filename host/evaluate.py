@@ -54,7 +54,7 @@ class EvalResult:
 KV_INT8 = "hw, int8 KV"       # the mode label of hw numerics over an int8 KV cache
 
 
-def _score(backend, ids: np.ndarray, window: int):
+def score(backend, ids: np.ndarray, window: int):
     nll, correct, argmax = 0.0, 0, []
     for s in range(0, len(ids), window):
         w = ids[s:s + window]
@@ -74,7 +74,7 @@ def _score(backend, ids: np.ndarray, window: int):
 def _int8_kv_backend(backend: str, model):
     """hw numerics reading an int8 KV cache (per token, per KV head, scale in the stream
     format: docs/hw/attention.md), modelled by the golden backend."""
-    from tellme.sim.kv_int8_eval import use_int8_kv
+    from tellme.sim.golden.attention_hw import use_int8_kv
 
     be = create(backend, model, numerics="hw")
     gm = getattr(be, "gm", None)
@@ -107,7 +107,7 @@ def evaluate(model, ids, numerics=("float",), backend: str = "golden",
         be = _int8_kv_backend(backend, model) if n == KV_INT8 else create(backend, model,
                                                                            numerics=n)
         t0 = time.perf_counter()
-        total, correct, am = _score(be, ids, window)
+        total, correct, am = score(be, ids, window)
         res.seconds[n] = time.perf_counter() - t0
         res.scored = len(am)
         res.nll[n] = total / len(am)

@@ -1,4 +1,4 @@
-"""Subcommands ``generate``, ``eval`` and ``demo`` of the ``tellme`` CLI (see tellme.host.cli).
+"""Subcommands ``generate``, ``eval`` and ``demo`` of the ``tellme`` CLI (see tellme.cli).
 
 Keep imports at module level light: heavy packages are imported inside handlers.
 """
@@ -63,7 +63,7 @@ def register(sub) -> None:
 
 
 def _errors():
-    from tellme.host.cli import CliError
+    from tellme.cli import CliError
 
     from .backends import BackendError
     from .generate import GenerateError
@@ -129,6 +129,28 @@ def run_eval(model_path=None, text_path=None, backend="golden", numerics="float"
                     kv=kv), text_path
 
 
+def display_path(path) -> str:
+    """``path`` for printed output without a machine path (MODEL_CARD.md quotes the output):
+    a relative path as given; a file of the bundled demo model relative to the package root
+    (``host/models/demo/heldout.txt``, from any working directory); another absolute path
+    relative to the working directory when it lies below it, else as given."""
+    from pathlib import Path
+
+    from .generate import DEMO_DIR
+
+    path = Path(path)
+    if not path.is_absolute():
+        return str(path)
+    root = Path(__file__).resolve().parent.parent
+    for base, under in ((DEMO_DIR, root), (Path.cwd(), Path.cwd())):
+        try:
+            path.resolve().relative_to(base.resolve())
+            return path.resolve().relative_to(under.resolve()).as_posix()
+        except ValueError:
+            continue
+    return str(path)
+
+
 def _eval(args) -> int:
     CliError, errs = _errors()
     try:
@@ -137,7 +159,7 @@ def _eval(args) -> int:
                              max_tokens=args.max_tokens, window=args.window, kv=args.kv)
     except errs as e:
         raise CliError(str(e)) from e
-    print(f"{path}:")
+    print(f"{display_path(path)}:")
     for line in res.lines():
         print("  " + line)
     return 0

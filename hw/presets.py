@@ -1,6 +1,7 @@
 """Named hardware presets: the TLMM engine + weight buffer parameters of each target.
 
-The (T, Q) geometry comes from ``tellme.quant.tiling`` (the weight file is laid out for the
+The numbers come from the target table (``tellme.spec.targets``); the (T, Q) geometry is the
+target's tiling (the weight file is laid out for the
 same names), so a weight file converted for a target runs on that target's engine.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from tellme.quant.tiling import tiling_for
+from tellme.spec.targets import TARGETS
 
 
 @dataclass(frozen=True)
@@ -28,24 +29,8 @@ class HwPreset:
         return replace(self, table=table)
 
 
-def _preset(name: str, **kw) -> HwPreset:
-    tl = tiling_for(name)
-    return HwPreset(name=name, t=tl.t, q=tl.q, **kw)
-
-
-# sim: small enough for ~10 s Verilator builds; still exercises ragged K/N, several tiles and
-# both table banks. kv260/zcu104: TeLLMe's T=28, Q=16; the buffer is 16 banks x 2 URAM288 wide
-# x 1 deep = 32 URAM (size_weight_buffer(..., uram_budget=56) picks depth 4096 = 2 x 2048);
-# kb_max=96 covers K=6912 (2B4T down_proj: 83 K blocks); nbt_max=128 covers the largest tile
-# of a 2048-word half (d_model=1536: 19 K blocks -> 107 column blocks).
-PRESETS = {
-    "sim": _preset("sim", v=2, kb_max=8, nbt_max=8, tok_max=15, half_depth=64,
-                   ram_style="ultra"),
-    "kv260": _preset("kv260", v=4, kb_max=96, nbt_max=128, tok_max=1024, half_depth=2048,
-                     ram_style="ultra"),
-    "zcu104": _preset("zcu104", v=4, kb_max=96, nbt_max=128, tok_max=1024, half_depth=2048,
-                      ram_style="ultra"),
-}
+PRESETS = {name: HwPreset(name=name, t=tg.tiling.t, q=tg.tiling.q, ram_style="ultra", **tg.tlmm)
+           for name, tg in TARGETS.items()}
 
 
 def preset(name: str) -> HwPreset:

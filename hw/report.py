@@ -21,16 +21,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tellme.sim.toolchain import build_dir, yosys_command
+from tellme.spec.targets import METRICS, target as target_record
 
-# Part capacities (AMD product tables): LUT, FF, DSP48E2, RAMB36 (BRAM36), URAM288.
-PARTS = {
-    "kv260": ("XCK26", {"LUT": 117_120, "FF": 234_240, "DSP": 1_248, "BRAM36": 144, "URAM": 64}),
-    "zcu104": ("XCZU7EV", {"LUT": 230_400, "FF": 460_800, "DSP": 1_728, "BRAM36": 312,
-                           "URAM": 96}),
-}
-# sim-preset blocks are reported against the kv260 part
-PART_OF_TARGET = {"sim": "kv260", "kv260": "kv260", "zcu104": "zcu104"}
+from .blocks import DESIGN_BLOCKS, registry
+from .toolchain import build_dir, yosys_command
+
 
 # LUTs per distributed-RAM / shift-register primitive (UltraScale+ CLB).
 LUTRAM_LUTS = {
@@ -40,28 +35,6 @@ LUTRAM_LUTS = {
 }
 SRL_LUTS = {"SRL16E": 1, "SRLC16E": 1, "SRLC32E": 1}
 FF_CELLS = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
-
-METRICS = ("LUT", "FF", "DSP", "BRAM36", "URAM")
-
-
-def _blocks():
-    from .attention.presets import report_blocks as attention_blocks
-    from .elementwise.params import report_blocks
-    from .presets import make_tlmm, make_weight_buffer
-    from .weight_stream import report_blocks as stream_blocks
-
-    return {**report_blocks(), **attention_blocks(), **stream_blocks(),
-        "tlmm": ("TLMM engine, TeLLMe full 27-entry LUTRAM tables",
-                 lambda p, fmt: make_tlmm(p.with_table("full"))),
-        "tlmm_half": ("TLMM engine, half table (14 entries + negate), alternative",
-                      lambda p, fmt: make_tlmm(p.with_table("half"))),
-        "weight_buffer": ("ping-pong URAM weight buffer", lambda p, fmt: make_weight_buffer(p)),
-    }
-
-
-BLOCK_NAMES = ("tlmm", "tlmm_half", "weight_buffer")
-# blocks that make up the design (the half-table engine is a measured alternative)
-DESIGN_BLOCKS = ("tlmm", "weight_buffer")
 
 
 @dataclass
@@ -96,7 +69,8 @@ class BlockReport:
         }
 
     def to_dict(self) -> dict:
-        part, cap = PARTS[PART_OF_TARGET[self.target]]
+        part = target_record(self.target).part
+        part, cap = part.name, part.capacity
         tot = self.totals()
         return {
             "target": self.target, "part": part, "block": self.block, "fmt": self.fmt,
@@ -141,7 +115,7 @@ def parse_stat_json(path: Path, top: str) -> dict[str, int]:
 
 def report_dir(target: str, fmt=None) -> Path:
     """build/report/<target>/<stream format>/."""
-    from tellme.sim.golden.numerics import stream_format
+    from tellme.spec.numerics import stream_format
 
     return build_dir("report", target, stream_format(fmt).name)
 
@@ -149,11 +123,11 @@ def report_dir(target: str, fmt=None) -> Path:
 def synth_block(target: str, block: str, *, fmt=None, verbose: bool = False) -> BlockReport:
     """Elaborate and synthesise one block of one target in stream format ``fmt`` (default: the
     contract's); write the outputs under :func:`report_dir`; return the report."""
-    from tellme.sim.golden.numerics import stream_format
+    from tellme.spec.numerics import stream_format
 
     from .presets import preset
 
-    blocks = _blocks()
+    blocks = registry()
     if block not in blocks:
         raise ValueError(f"unknown block {block!r}; known: {', '.join(blocks)}")
     desc, make = blocks[block]
@@ -198,7 +172,8 @@ def load_block(target: str, block: str, fmt=None) -> BlockReport | None:
 
 
 def format_table(reports: list[BlockReport], target: str) -> str:
-    part, cap = PARTS[PART_OF_TARGET[target]]
+    part = target_record(target).part
+    part, cap = part.name, part.capacity
     fmts = sorted({r.fmt for r in reports})
     lines = [f"target {target} (part {part}); streams {', '.join(fmts) or '-'}; "
              f"yosys synth_xilinx -family xcup, no timing",

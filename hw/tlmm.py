@@ -14,7 +14,7 @@ Tables: each of the T tables is held in Q copies, one small distributed RAM (LUT
 copies), all copies of a table written together. Two table banks alternate so that building the tables of K
 block k+1 overlaps the sweep of K block k. Two table kinds:
 
-* ``"full"``: TeLLMe's 27-entry table in code order (``tellme.quant.codes.PATTERNS``), 2x32 deep;
+* ``"full"``: TeLLMe's 27-entry table in code order (``tellme.spec.codes.PATTERNS``), 2x32 deep;
 * ``"half"``: entries 0..13 only, 2x16 deep; a code c >= 14 reads entry c-13 and negates it
   (PATTERNS[c] = -PATTERNS[c-13]), trading half the table writes and depth for a negator per
   lookup.
@@ -30,17 +30,16 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from tellme.quant.codes import CODE_BITS, G, N_CODES, PATTERNS
-from tellme.sim.golden.tlmm import TABLE_BITS, acc_bits
+from tellme.spec.codes import CODE_BITS, G, N_CODES, PATTERNS
+from tellme.spec.tlmm import PIPELINE_LATENCY, TABLE_BITS, TABLE_ENTRIES, acc_bits
 
 from .weight_buffer import WeightReadSignature, ceil_log2
 
-TABLE_KINDS = ("full", "half")
-HALF_ENTRIES = (N_CODES + 1) // 2        # 14: code 0 and the 13 positive patterns
+TABLE_KINDS = tuple(TABLE_ENTRIES)
+HALF_ENTRIES = TABLE_ENTRIES["half"]     # 14: code 0 and the 13 positive patterns
 
-# Pipeline depth from an op's issue (weight read) to its output beat: issue -> S1 (lookup) ->
-# S2 (adder tree, accumulator read) -> S3 (accumulate / emit).
-PIPELINE_STAGES = 3
+# Pipeline depth from an op's issue (weight read) to its output beat (spec.tlmm).
+PIPELINE_STAGES = PIPELINE_LATENCY
 
 
 def cmd_layout(*, kb_max: int, nbt_max: int, tok_max: int) -> data.StructLayout:

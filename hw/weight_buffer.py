@@ -20,8 +20,8 @@ from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from tellme.quant.codes import CODE_BITS, padded_dims
-from tellme.quant.tiling import Tiling, tiling_for
+from tellme.spec.codes import CODE_BITS, padded_dims
+from tellme.spec.tiling import Tiling, tiling_for
 
 URAM_WIDTH = 72
 URAM_DEPTH = 4096
@@ -186,21 +186,6 @@ class WeightBuffer(wiring.Component):
 
 # --------------------------------------------------------------------------- analytic sizing
 
-# Linear shapes [out, in] of the BitNet b1.58 checkpoints we target (one layer; all layers equal).
-MODEL_SHAPES: dict[str, dict[str, tuple[int, int]]] = {
-    # 1bitLLM/bitnet_b1_58-large (0.73B, TeLLMe's model): d=1536, ffn=4096, MHA
-    "bitnet_b1_58-large": {"q_proj": (1536, 1536), "k_proj": (1536, 1536),
-                           "v_proj": (1536, 1536), "o_proj": (1536, 1536),
-                           "gate_proj": (4096, 1536), "up_proj": (4096, 1536),
-                           "down_proj": (1536, 4096)},
-    # microsoft/bitnet-b1.58-2B-4T: d=2560, ffn=6912, 20 heads / 5 KV heads of 128
-    "bitnet-b1.58-2B-4T": {"q_proj": (2560, 2560), "k_proj": (640, 2560),
-                           "v_proj": (640, 2560), "o_proj": (2560, 2560),
-                           "gate_proj": (6912, 2560), "up_proj": (6912, 2560),
-                           "down_proj": (2560, 6912)},
-}
-
-
 @dataclass(frozen=True)
 class LinearPlan:
     name: str
@@ -279,4 +264,4 @@ def fill_beats(nbt: int, kb: int, q: int, v: int) -> int:
 
 
 __all__ = ["WeightBuffer", "WeightReadSignature", "fill_layout", "size_weight_buffer",
-           "BufferSizing", "LinearPlan", "MODEL_SHAPES", "fill_beats"]
+           "BufferSizing", "LinearPlan", "fill_beats"]

@@ -2,7 +2,7 @@
 
 The weight file stores the TLMM codes of a linear as one packed little-endian bit stream of
 index vectors (``T`` 5-bit codes each, ``T*5`` bits per vector, vectors in buffer order
-``[nb][kb][q]``; :mod:`tellme.quant.codes`). A ping-pong tile is a run of consecutive column
+``[nb][kb][q]``; :mod:`tellme.spec.codes`). A ping-pong tile is a run of consecutive column
 blocks, hence one contiguous range of that stream. This block fetches such a range with AXI4
 INCR read bursts and repacks the data beats into words of ``lanes`` consecutive vectors, the
 unit the weight buffer writes per cycle.
@@ -15,7 +15,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from tellme.quant.codes import CODE_BITS
+from tellme.spec.codes import CODE_BITS
 
 from .weight_buffer import fill_layout
 

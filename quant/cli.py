@@ -1,9 +1,9 @@
-"""Subcommands of this area for the ``tellme`` CLI (see tellme.host.cli).
+"""Subcommands of this area for the ``tellme`` CLI (see tellme.cli).
 
 Keep imports at module level light: heavy packages are imported inside handlers.
 """
 
-TARGETS = ("sim", "kv260", "zcu104")
+from tellme.spec.targets import TARGET_NAMES as TARGETS
 
 
 def register(sub) -> None:
@@ -34,7 +34,7 @@ def register(sub) -> None:
 
 
 def _convert(args) -> int:
-    from tellme.host.cli import CliError
+    from tellme.cli import CliError
     from tellme.quant.convert import convert
     from tellme.quant.format import WeightFileError
     from tellme.quant.readers import CheckpointError
@@ -50,7 +50,7 @@ def _convert(args) -> int:
 def _inspect(args) -> int:
     import json
 
-    from tellme.host.cli import CliError
+    from tellme.cli import CliError
     from tellme.quant.format import WeightFileError, read_weight_file
 
     try:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .format import FORMAT_VERSION, read_weight_file, write_weight_file
 from .readers import read_checkpoint
-from .tiling import Tiling, tiling_for
+from tellme.spec.tiling import Tiling, tiling_for
 
 
 @dataclass
@@ -64,7 +64,7 @@ def convert(checkpoint, out_path, tiling, progress=True) -> ConvertResult:
         target, tiling = tiling, tiling_for(tiling)
     t0 = time.monotonic()
     if progress:
-        from tellme.host.progress import Progress
+        from tellme.progress import Progress
     else:
         Progress = None
 
@@ -90,7 +90,9 @@ def convert(checkpoint, out_path, tiling, progress=True) -> ConvertResult:
         # an existing weight file: re-lay its codes for another tiling (provenance is kept)
         wf = read_weight_file(checkpoint)
         model = wf.to_model()
-        meta["retiled_from"] = {"file": str(checkpoint),
+        if model.meta.get("source"):    # files from before names-only provenance held a path
+            model.meta["source"] = Path(model.meta["source"]).name
+        meta["retiled_from"] = {"file": Path(checkpoint).name,     # no machine path
                                 "tiling": {"t": wf.tiling.t, "q": wf.tiling.q}}
     else:
         model = run("reading", lambda progress: read_checkpoint(checkpoint, progress=progress))

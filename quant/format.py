@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .codes import CODE_BITS, G, N_CODES, PATTERNS, layout_codes, pack_codes, unlayout_codes, \
+from tellme.spec.codes import CODE_BITS, G, N_CODES, PATTERNS, layout_codes, pack_codes, unlayout_codes, \
     unpack_codes
-from .config import LINEAR_NAMES, NORM_NAMES, ModelConfig
+from tellme.spec.config import LINEAR_NAMES, NORM_NAMES, ModelConfig
 from .model import Layer, TernaryLinear, TernaryModel
-from .tiling import Tiling
+from tellme.spec.tiling import Tiling
 
 MAGIC = b"TELLMEWF"
 FORMAT_VERSION = 1
@@ -299,7 +299,7 @@ def write_weight_file(model: TernaryModel, path, tiling: Tiling, meta: dict | No
     Returns the path written.
     """
     if not isinstance(tiling, Tiling):
-        raise TypeError(f"tiling must be a tellme.quant.tiling.Tiling, got {type(tiling).__name__}")
+        raise TypeError(f"tiling must be a tellme.spec.tiling.Tiling, got {type(tiling).__name__}")
     model.validate()
     path = Path(path)
     full_meta = {**model.meta, **(meta or {})}

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .codes import check_ternary
-from .config import LINEAR_NAMES, NORM_NAMES, ModelConfig
+from tellme.spec.codes import check_ternary
+from tellme.spec.config import LINEAR_NAMES, NORM_NAMES, ModelConfig
 
 
 @dataclass

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .codes import check_ternary
-from .config import LINEAR_NAMES, NORM_NAMES, ModelConfig
+from tellme.spec.codes import check_ternary
+from tellme.spec.config import LINEAR_NAMES, NORM_NAMES, ModelConfig
 from .format import unpack_bf16
 from .model import Layer, TernaryLinear, TernaryModel
 from .safetensors_raw import SafetensorsError, SafetensorsFile
@@ -428,7 +428,9 @@ def read_checkpoint(folder, progress=None) -> TernaryModel:
     if progress:
         progress(total, total, "head")
 
-    meta = {"source": str(ck.folder), "source_files": [Path(s).name for s in ck.sources],
+    # source: the folder's name only; an absolute path would tie the file to one machine
+    meta = {"source": ck.folder.resolve().name,
+            "source_files": [Path(s).name for s in ck.sources],
             "style": style, "model_type": ck.config.get("model_type"),
             "architectures": ck.config.get("architectures"), "linear_class": linear_class,
             "quantization_mode": mode, **{k: v for k, v in notes.items() if v}}

@@ -8,26 +8,12 @@ from __future__ import annotations
 
 import argparse
 
-from .codes import padded_dims
-from .config import LINEAR_NAMES, ModelConfig
+from tellme.spec.codes import padded_dims
+from tellme.spec.models import MODELS  # noqa: F401  (the table main() prints)
+from tellme.spec.config import LINEAR_NAMES, ModelConfig
 from .format import ALIGN, code_nbytes
-from .tiling import TILINGS, Tiling
+from tellme.spec.tiling import TILINGS, Tiling
 
-# Public checkpoints (reference/bitnet.md §1.1, §1.3): config and 16-bit float storage.
-MODELS = {
-    "bitnet-b1.58-2B-4T": ModelConfig(
-        vocab_size=128256, hidden_size=2560, intermediate_size=6912, num_layers=30, num_heads=20,
-        num_kv_heads=5, head_dim=128, activation="relu2", rms_norm_eps=1e-5,
-        rope_theta=500000.0, tie_word_embeddings=True, max_context=4096),
-    "bitnet_b1_58-large": ModelConfig(
-        vocab_size=32002, hidden_size=1536, intermediate_size=4096, num_layers=24, num_heads=16,
-        num_kv_heads=16, head_dim=96, activation="silu", rms_norm_eps=1e-5, rope_theta=10000.0,
-        tie_word_embeddings=True, max_context=2048),
-    "bitnet_b1_58-3B": ModelConfig(
-        vocab_size=32002, hidden_size=3200, intermediate_size=8640, num_layers=26, num_heads=32,
-        num_kv_heads=32, head_dim=100, activation="silu", rms_norm_eps=1e-5, rope_theta=10000.0,
-        tie_word_embeddings=True, max_context=2048),
-}
 
 
 def _al(n: int) -> int:

@@ -1,6 +1,6 @@
 """``tellme train``: quantisation-aware training of a small BitNet b1.58 model (needs torch).
 
-Registered in tellme.host.cli.COMMAND_MODULES. Imports nothing heavy at module level.
+Registered in tellme.cli.COMMAND_MODULES. Imports nothing heavy at module level.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def register(sub) -> None:
 def _run(args) -> int:
     from pathlib import Path
 
-    from tellme.host.cli import CliError
+    from tellme.cli import CliError
 
     from .train import TrainConfig, train
 

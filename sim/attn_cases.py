@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from tellme.sim.golden import hw
-from tellme.sim.golden.numerics import int_to_fp32, round_ratio_fp32, stream_format
+from tellme.sim.golden import hw_numerics as hw
+from tellme.spec.numerics import int_to_fp32, round_ratio_fp32, stream_format
 
 
 def _finish(acc, L, rl_delta=0, a_delta=0, rl_trunc=False, a_trunc=False, fmt=None):

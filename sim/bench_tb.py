@@ -1,4 +1,4 @@
-"""cocotb testbench behind ``tellme hw bench`` (hw/bench.py): one layer's linears through the
+"""cocotb testbench behind ``tellme hw bench`` (sim/bench.py): one layer's linears through the
 LinearUnit RTL, weights in the DDR timing model (sim/ddr_model.py).
 
 Parameters come from the launcher: ``TELLME_PARAMS`` (the design) and ``BENCH_JOB`` (JSON:
@@ -21,11 +21,12 @@ import numpy as np
 from tellme.hw.linear import linear_cmd_layout
 from tellme.hw.presets import preset
 from tellme.hw.tlmm import out_layout
-from tellme.quant.codes import pack_codes, layout_codes
+from tellme.spec.codes import pack_codes, layout_codes
 from tellme.sim.ddr_model import DdrReadModel, DdrTiming
 from tellme.sim.drivers import (StreamSink, StreamSource, layout_fields, pack_array,
                                 pack_struct, start_clock_and_reset, unpack_array, unpack_struct)
-from tellme.sim.golden.tlmm import acc_bits, ternary_matmul
+from tellme.sim.golden.tlmm import ternary_matmul
+from tellme.spec.tlmm import acc_bits
 from tellme.sim.runner import cocotb_params
 
 

@@ -23,16 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TABLE_ENTRIES = {"full": 27, "half": 14}
-PIPELINE_LATENCY = 3
+from tellme.spec.tlmm import PIPELINE_LATENCY, table_entries
 
-
-def table_entries(table: str) -> int:
-    try:
-        return TABLE_ENTRIES[table]
-    except KeyError:
-        raise ValueError(f"unknown table kind {table!r}; known: {', '.join(TABLE_ENTRIES)}") \
-            from None
 
 
 @dataclass(frozen=True)
@@ -119,7 +111,7 @@ def layer_cycles(*, t: int, q: int, v: int, table: str, half_depth: int,
     ``total = fill_0 + sum_i max(compute_i, fill_{i+1})``. Assumes the streamer delivers
     ``v`` vectors per cycle and activations are always available.
     """
-    from tellme.quant.codes import padded_dims
+    from tellme.spec.codes import padded_dims
 
     linears, seq = [], []           # seq: (compute, fill) per tile in order
     for name, (n_out, k_in) in shapes.items():

@@ -10,8 +10,8 @@ format (FP16, FP24), so cycles do not depend on it; bytes do (``fmt.bits / 8`` p
 
 from __future__ import annotations
 
-from tellme.hw.attention.schedule import Call, decode_calls, kv_schedule, prefill_calls
-from tellme.sim.golden.numerics import StreamFormat, stream_format
+from tellme.spec.attention import Call, decode_calls, kv_schedule, prefill_calls
+from tellme.spec.numerics import StreamFormat, stream_format
 
 DRAIN = 5            # cycles between K/V segments (input register + 4 pipeline stages)
 DIV = 26             # 1/L per lane: init, 24 restoring steps, rounding

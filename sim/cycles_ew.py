@@ -65,7 +65,7 @@ def pipe_cycles(block: str, beats: int) -> int:
 
 
 def _fmt(fmt):
-    from tellme.sim.golden.numerics import stream_format
+    from tellme.spec.numerics import stream_format
 
     return stream_format(fmt)
 
@@ -73,7 +73,7 @@ def _fmt(fmt):
 def rsqrt_operands(x16_row: np.ndarray, eps, fmt=None) -> tuple[int, int]:
     """(num, den) the RMS-MAX unit hands the scalar unit: n and S + n*eps*2**2F (S the exact
     sum of squares in units 2**-2F, F = fmt.frac)."""
-    from tellme.sim.golden.numerics import sum_squares
+    from tellme.spec.numerics import sum_squares
 
     fmt = _fmt(fmt)
     x16_row = np.asarray(x16_row, dtype=fmt.dtype)
@@ -105,7 +105,7 @@ def rmsnorm_cycles(x16_rows, lanes: int, eps, fmt=None) -> int:
 
 def token_scale_cycles(amax16: np.ndarray, ws, fmt=None) -> int:
     """TokenScale: edges from accepting amax to the transfer of {s_q, s_tok} (one token)."""
-    from tellme.sim.golden.hw import QUANT_EPS
+    from tellme.spec.numerics import QUANT_EPS
 
     fmt = _fmt(fmt)
     M = fmt.man

@@ -19,14 +19,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .toolchain import REPO_ROOT, build_dir, setup_verilator_env
-
-
-def elaborate_verilog(component, name: str) -> str:
-    """Amaranth Component -> Verilog text (top module ``name``, ports clk/rst + signature)."""
-    from amaranth.back import verilog
-
-    return verilog.convert(component, name=name, emit_src=False, strip_internal_attrs=True)
+from tellme.hw.toolchain import REPO_ROOT, build_dir, elaborate_verilog, setup_verilator_env
 
 
 def params_key(params: dict) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tellme.quant.codes import CODE_BITS, G, layout_codes
+from tellme.spec.codes import CODE_BITS, G, layout_codes
 from tellme.sim.golden.tlmm import ternary_matmul, tlmm
 
 

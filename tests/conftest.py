@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 try:
-    from tellme.sim.toolchain import setup_verilator_env
+    from tellme.hw.toolchain import setup_verilator_env
 
     setup_verilator_env()
 except Exception:  # noqa: BLE001  (rtl tests report the missing tool themselves)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tellme.quant.config import LINEAR_NAMES, NORM_NAMES, ModelConfig
+from tellme.spec.config import LINEAR_NAMES, NORM_NAMES, ModelConfig
 from tellme.quant.model import Layer, TernaryLinear, TernaryModel
 from tellme.quant.readers import LINEAR_PATHS, NORM_PATHS, pack_hf_ternary
 

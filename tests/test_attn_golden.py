@@ -4,15 +4,15 @@ variant vs the contract, the KV layout, call schedules, and the cycle/traffic mo
 import numpy as np
 import pytest
 
-from tellme.hw.attention.schedule import decode_calls, kv_schedule, prefill_calls
+from tellme.spec.attention import decode_calls, kv_schedule, prefill_calls
 from tellme.sim.cycles_attn import call_cycles, expected_cycles
-from tellme.sim.golden import hw
+from tellme.sim.golden import hw_numerics as hw
 from tellme.sim.golden.attention_hw import (attention_online, kv_dequant_int8, kv_quant_int8,
                                            online_vs_contract)
 from tellme.sim.golden.model import GoldenModel
-from tellme.sim.golden.numerics import FP16, FP24
+from tellme.spec.numerics import FP16, FP24
 from tellme.sim.golden.testmodels import random_model, tiny_config
-from tellme.sim.kv_layout import KVLayout, decode_traffic
+from tellme.spec.kv_layout import KVLayout, decode_traffic
 
 
 def _rand(rng, shape, scale=1.0):

@@ -1,16 +1,17 @@
 """`tellme convert` end to end, tellme.quant.convert and tellme.quant.loader."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tellme.host.cli import main
+from tellme.cli import main
 from tellme.quant.convert import convert
 from tellme.quant.format import WeightFileError, read_weight_file
 from tellme.quant.loader import load_model
 from tellme.quant.readers import CheckpointError, read_checkpoint
-from tellme.quant.tiling import TILINGS
+from tellme.spec.tiling import TILINGS
 
 from .quant_helpers import (assert_models_equal, hf_config, master_checkpoint_tensors,
                             packed_checkpoint_tensors, random_model, small_config,
@@ -155,7 +156,7 @@ def test_cli_convert_retiles_a_weight_file(tmp_path, packed_ckpt, capsys):
     assert main(["convert", str(a), "-o", str(b), "--target", "sim", "-q"]) == 0
     wf = read_weight_file(b)
     assert wf.tiling == TILINGS["sim"]
-    assert wf.meta["retiled_from"] == {"file": str(a), "tiling": {"t": 28, "q": 16}}
+    assert wf.meta["retiled_from"] == {"file": "a.tlw", "tiling": {"t": 28, "q": 16}}
     assert wf.meta["style"] == "bitnet-packed" and wf.meta["target"] == "sim"
     assert_models_equal(model, wf.to_model())
     # a damaged weight file is refused, naming the section
@@ -165,3 +166,39 @@ def test_cli_convert_retiles_a_weight_file(tmp_path, packed_ckpt, capsys):
     capsys.readouterr()
     assert main(["convert", str(a), "-o", str(tmp_path / "c.tlw"), "-q"]) == 2
     assert "section 'scales': checksum mismatch" in capsys.readouterr().err
+
+
+def _strings(o):
+    """Every string (keys and values) in a JSON-like object."""
+    if isinstance(o, str):
+        yield o
+    elif isinstance(o, dict):
+        for k, v in o.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(o, (list, tuple)):
+        for v in o:
+            yield from _strings(v)
+
+
+def test_converted_header_holds_no_machine_path(tmp_path, packed_ckpt, monkeypatch):
+    """The header names the checkpoint folder and a re-laid file by name only: no absolute
+    path, no piece of the working directory (a weight file must not depend on where it was
+    made)."""
+    folder, _ = packed_ckpt
+    a, b = tmp_path / "a.tlw", tmp_path / "b.tlw"
+    cwd = Path.cwd()
+    convert(folder, a, "kv260", progress=False)                    # absolute input path
+    monkeypatch.chdir(tmp_path)
+    convert("ckpt", "c.tlw", "sim", progress=False)                # relative input path
+    convert(a, b, "sim", progress=False)                           # re-laid weight file
+    for f in (a, b, tmp_path / "c.tlw"):
+        wf = read_weight_file(f)
+        assert wf.meta["source"] == "ckpt", f
+        for s in _strings(wf.header):
+            assert not s.startswith(("/", "\\")) and not re.match(r"[A-Za-z]:[\\/]", s), \
+                (f.name, s)
+        raw = f.read_bytes()
+        for p in {str(cwd), str(tmp_path), str(tmp_path.resolve()), str(folder)}:
+            assert p.encode() not in raw, (f.name, p)
+    assert read_weight_file(b).meta["retiled_from"]["file"] == "a.tlw"

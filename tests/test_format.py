@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from tellme.quant import format as fmt
-from tellme.quant.codes import layout_codes, pack_codes
-from tellme.quant.config import LINEAR_NAMES
+from tellme.spec.codes import layout_codes, pack_codes
+from tellme.spec.config import LINEAR_NAMES
 from tellme.quant.format import (ALIGN, MAGIC, WeightFileError, pack_bf16, pack_f16,
                                  read_weight_file, unpack_bf16, unpack_f16, write_weight_file)
-from tellme.quant.tiling import TILINGS, Tiling
+from tellme.spec.tiling import TILINGS, Tiling
 
 from .quant_helpers import assert_models_equal, random_model, small_config
 

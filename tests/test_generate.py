@@ -11,7 +11,7 @@ import pytest
 
 from tellme.host import backends
 from tellme.host.backends import BackendError, create
-from tellme.host.cli import main
+from tellme.cli import main
 from tellme.host.generate import (DEFAULT_MODEL, GenerateError, generate,
                                   load_model_and_tokenizer)
 from tellme.host.sampling import SamplingParams, sample

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from tellme.sim.golden import hf
-from tellme.sim.golden import hw as hw_module
-from tellme.sim.golden.numerics import FP16
+from tellme.sim.golden import hw_numerics as hw_module
+from tellme.spec.numerics import FP16
 
 # these cases pin the FP16 build of the contract (FP24: tests/test_golden_fp24.py)
 hw = hw_module.bound(FP16)

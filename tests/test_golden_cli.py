@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from tellme.host.cli import main
+from tellme.cli import main
 from tellme.quant.format import write_weight_file
-from tellme.quant.tiling import tiling_for
+from tellme.spec.tiling import tiling_for
 from tellme.sim.cli import parse_token_list
 from tellme.sim.golden.model import forward
 from tellme.sim.golden.testmodels import random_model, tiny_config

@@ -13,8 +13,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from tellme.sim.golden import hw
-from tellme.sim.golden.numerics import (
+from tellme.sim.golden import hw_numerics as hw
+from tellme.spec.numerics import (
     FP16, FP24, FP32_GRID, StreamFormat, round_product, round_sum2, silu_fx, sum_squares,
 )
 

@@ -139,7 +139,7 @@ def test_hw_logits_regression_pin():
     """hw numerics is a frozen spec: these bits were produced identically under NumPy 1.23.5
     and 2.4.6, for both stream formats. A change here is a spec change (docs/numerics.md) and
     breaks RTL parity."""
-    from tellme.sim.golden.numerics import FP16, FP24
+    from tellme.spec.numerics import FP16, FP24
 
     digests = {}
     for fmt in (FP16, FP24):
@@ -166,7 +166,7 @@ def test_trace_keeps_consistent_intermediates():
     assert tr["L0.h_in"].dtype == gm.fmt.dtype and tr["L0.q_in8"].dtype == np.int8
     assert np.array_equal(tr["L1.k_rope"], cache.keys(1, 5))
     assert np.array_equal(tr["L0.amax_in"], np.abs(tr["L0.h_in"]).max(-1))
-    from tellme.sim.golden import hw
+    from tellme.sim.golden import hw_numerics as hw
     assert np.array_equal(tr["L0.x_attn"], hw.residual_add(tr["embed"], tr["L0.o"]))
     assert np.array_equal(tr["L1.x_out"], hw.residual_add(tr["L1.x_attn"], tr["L1.down"]))
 
@@ -186,7 +186,7 @@ def test_last_only_gives_the_last_row(numerics):
         assert np.allclose(last[0], full[-1], rtol=0, atol=FLOAT_DECODE_RTOL * np.abs(full).max())
 
 
-@pytest.mark.parametrize("module", ["tellme.sim.golden.model", "tellme.sim.golden.hw",
+@pytest.mark.parametrize("module", ["tellme.sim.golden.model", "tellme.sim.golden.hw_numerics",
                                     "tellme.sim.golden.hf", "tellme.sim.golden.accuracy",
                                     "tellme.sim.golden.bench", "tellme.sim.golden.testmodels"])
 def test_golden_modules_are_numpy_only(module):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tellme.quant.codes import encode_triples
+from tellme.spec.codes import encode_triples
 from tellme.sim.golden import acc_bits, ternary_matmul, tlmm
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from tellme.sim.golden.accuracy import eval_windows, variant_rows
 from tellme.sim.golden.model import GoldenModel, forward
-from tellme.sim.golden.numerics import FP16
+from tellme.spec.numerics import FP16
 from tellme.sim.golden.testmodels import random_model, tiny_config
 from tellme.sim.golden.variants import SITES, VariantModel, parse_variant, variant_forward
 

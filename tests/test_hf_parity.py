@@ -97,7 +97,7 @@ def test_golden_float_matches_hf(folder):
 def test_weight_file_matches_hf(folder, tmp_path):
     from tellme.quant.format import write_weight_file
     from tellme.quant.loader import load_model
-    from tellme.quant.tiling import TILINGS
+    from tellme.spec.tiling import TILINGS
     from tellme.sim.golden.model import forward
 
     tokens, hf, _ = load_fixture(folder)
@@ -110,7 +110,7 @@ def test_weight_file_matches_hf(folder, tmp_path):
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
 def test_cli_logits_matches_hf(folder, tmp_path, capsys):
-    from tellme.host.cli import main
+    from tellme.cli import main
 
     tokens, hf, _ = load_fixture(folder)
     out = tmp_path / "logits.npy"

@@ -4,14 +4,15 @@ import pytest
 from amaranth.sim import Simulator
 
 from tellme.hw.presets import make_weight_buffer, preset
-from tellme.hw.weight_buffer import MODEL_SHAPES, size_weight_buffer
+from tellme.hw.weight_buffer import size_weight_buffer
+from tellme.spec.models import layer_shapes
 from tellme.sim.cycles import fill_cycles
 from tellme.sim.payload import layout_fields, pack_array, pack_struct
 from tellme.hw.weight_buffer import fill_layout
 
 
 def test_kv260_sizing_bitnet_large():
-    s = size_weight_buffer("kv260", MODEL_SHAPES["bitnet_b1_58-large"], uram_budget=56)
+    s = size_weight_buffer("kv260", layer_shapes("bitnet_b1_58-large"), uram_budget=56)
     # 140-bit vectors -> 2 URAM wide; 16 banks x 2 = 32 per 4096 deep; 64 would exceed 56
     assert (s.uram_width, s.uram_deep, s.urams, s.half_depth) == (2, 1, 32, 2048)
     plans = {p.name: p for p in s.plans}
@@ -26,14 +27,14 @@ def test_kv260_sizing_bitnet_large():
 
 
 def test_kv260_sizing_2b4t_and_preset_agree():
-    s = size_weight_buffer("kv260", MODEL_SHAPES["bitnet-b1.58-2B-4T"], uram_budget=56)
+    s = size_weight_buffer("kv260", layer_shapes("bitnet-b1.58-2B-4T"), uram_budget=56)
     down = {p.name: p for p in s.plans}["down_proj"]     # 2560x6912: KB 83, NB 160
     assert (down.kb, down.nb, down.tile_nb, down.tiles) == (83, 160, 23, 7)  # <= 2048//83=24
     p = preset("kv260")
     assert p.half_depth == s.half_depth
     assert max(pl.kb for pl in s.plans) <= p.kb_max
     assert max(pl.tile_nb for pl in size_weight_buffer(
-        "kv260", MODEL_SHAPES["bitnet_b1_58-large"], uram_budget=56).plans) <= p.nbt_max
+        "kv260", layer_shapes("bitnet_b1_58-large"), uram_budget=56).plans) <= p.nbt_max
 
 
 def test_sizing_errors():

@@ -2,7 +2,7 @@
 
 import json
 
-from tellme.host.cli import main
+from tellme.cli import main
 from tellme.sim.cycles import command_timing
 
 

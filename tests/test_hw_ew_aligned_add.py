@@ -5,7 +5,7 @@ check the RTL against the golden functions directly)."""
 
 import numpy as np
 
-from tellme.sim.golden.numerics import to_fp16
+from tellme.spec.numerics import to_fp16
 
 N = 200_000
 

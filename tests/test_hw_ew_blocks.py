@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from tellme.sim.golden.numerics import FP16, FP24
+from tellme.spec.numerics import FP16, FP24
 from tellme.sim.payload import pack_array, pack_struct, row_beats, unpack_array, unpack_rows
 from tests.rtl.tb_ew_cases import (acc_rows, amax_cases, dequant_expected, dequant_tie_rows, enc, f32_bits,
                                    gated_expected, max_bits, neg_zero, norm_expected, norm_rows,
@@ -319,25 +319,30 @@ def test_rope_cancellation(fmt):
 
 
 def test_report_registry():
-    """``tellme hw report --block ew_*`` knows every element-wise block and builds it."""
+    """One registry serves ``tellme hw verilog`` and ``tellme hw report``: every block in it
+    (the element-wise ``ew_*`` set included) parses as ``--block`` for both and builds."""
     import argparse
 
-    from tellme.hw import cli, report
-    from tellme.hw.elementwise import REPORT_BLOCKS
+    from tellme.hw import cli
+    from tellme.hw.blocks import DEFAULT_REPORT, registry
     from tellme.hw.presets import preset
 
-    assert cli.EW_REPORT_BLOCKS == REPORT_BLOCKS
-    blocks = report._blocks()
+    blocks = registry()
+    assert {"ew_norm", "ew_scale", "ew_quant", "ew_dequant", "ew_residual", "ew_gated",
+            "ew_rope", "attention", "weight_stream", "tlmm_core"} <= set(blocks)
+    assert set(DEFAULT_REPORT) <= set(blocks)
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                 # built, not elaborated
-        for name in REPORT_BLOCKS:
-            args = parser.parse_args(["hw", "report", "--target", "sim", "--block", name])
-            assert args.block == [name]
-            desc, make = blocks[name]
+        for name, (desc, make) in blocks.items():
+            for cmd in ("report", "verilog"):
+                args = parser.parse_args(["hw", cmd, "--target", "sim", "--block", name])
+                assert args.block == [name]
             assert desc and hasattr(make(preset("sim"), FP24), "signature")
         gc.collect()
+    with pytest.raises(cli.CliError, match="unknown block 'nope'; known: tlmm"):
+        cli._checked_blocks(["nope"])
 
 
 def test_report_format():

@@ -47,7 +47,7 @@ def test_sim_buffer_is_one_uram_per_bank(sim_reports):
 
 
 def test_cli_prints_cached_json(sim_reports, capsys):
-    from tellme.host.cli import main
+    from tellme.cli import main
 
     assert main(["hw", "report", "--target", "sim", "--block", "tlmm", "--block",
                  "weight_buffer", "--cached", "--json"]) == 0

@@ -13,7 +13,7 @@ from amaranth.sim import Simulator
 from tellme.hw.presets import make_tlmm, make_tlmm_core, preset
 from tellme.hw.tlmm import TLMM, act_layout, cmd_layout, out_layout
 from tellme.hw.weight_buffer import fill_layout
-from tellme.quant.codes import PATTERNS
+from tellme.spec.codes import PATTERNS
 from tellme.sim.payload import layout_fields, pack_array, pack_struct, unpack_array, unpack_struct
 from tellme.sim.tlmm_plan import make_job, random_case
 

@@ -375,7 +375,7 @@ def _fixture_folders():
 @pytest.mark.parametrize("folder", _fixture_folders(), ids=lambda p: str(p.relative_to(FIXTURES)))
 def test_reads_every_hf_fixture(folder, tmp_path):
     from tellme.quant.format import read_weight_file, write_weight_file
-    from tellme.quant.tiling import TILINGS
+    from tellme.spec.tiling import TILINGS
 
     model = read_checkpoint(folder)
     cfg = json.loads((folder / "config.json").read_text())

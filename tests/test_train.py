@@ -127,7 +127,7 @@ def test_generation_runs_on_export(run):
 
 
 def test_train_cli_registered():
-    from tellme.host.cli import build_parser
+    from tellme.cli import build_parser
 
     args = build_parser().parse_args(["train", "--out", "x", "--steps", "3", "--resume",
                                       "--activation", "silu", "--tie-word-embeddings", "false"])

@@ -1,18 +1,18 @@
 """Combinational arithmetic helpers of the attention datapath (Amaranth expressions).
 
-Each helper mirrors one step of the hw numerics in ``tellme.sim.golden`` exactly, for any
-stream format ``fmt`` (:class:`tellme.sim.golden.numerics.StreamFormat`: FP16 = 1-5-10,
+Each helper mirrors one step of the hw numerics in the golden model (sim/golden/) exactly, for any
+stream format ``fmt`` (:class:`tellme.spec.numerics.StreamFormat`: FP16 = 1-5-10,
 FP24 = 1-5-18); the cocotb tests compare the whole engine with
-:func:`tellme.sim.golden.hw.attention_decode`.
+golden `attention_decode` (sim/golden/hw_numerics.py).
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
 
-from tellme.sim.golden.numerics import StreamFormat
+from tellme.spec.numerics import StreamFormat
 
-from ..elementwise.fp16 import sat_code
+from ..elementwise.stream_fp import sat_code
 
 
 def rne_shr(m: Module, x, s, width: int, name: str):

@@ -6,7 +6,7 @@ One engine serves decode and prefill (docs/hw/attention.md):
 * prefill: the lanes are N_pe query rows x the heads of a group, each with its own causal limit
   (key j is visible to lane i iff ``j <= lim[i]``); masked keys cost no arithmetic change.
 
-Arithmetic is exactly :func:`tellme.sim.golden.hw.attention_decode` (scores with the exact
+Arithmetic is exactly golden `attention_decode` (sim/golden/hw_numerics.py) (scores with the exact
 per-row maximum, exact integer S.V and softmax sums, correctly rounded 1/L, one rounding to
 the stream format). Because the maximum must be known before any weight is formed, the engine
 makes two passes over the keys:
@@ -22,7 +22,7 @@ last (:func:`kv_schedule` gives the exact row order the feeder must supply).
 Ports
 -----
 i_cmd : In(stream {n, nq, c, lim[lanes]})  one command per call: n keys (>= 1), nq active lanes,
-        c = score scale (:func:`tellme.sim.golden.hw.score_scale`), lim = last visible key of
+        c = score scale (golden `score_scale` (sim/golden/hw_numerics.py)), lim = last visible key of
         each lane (< n; decode: n - 1).
         bpr = beats per row (run-time head_dim / beat; rows shorter than a beat multiple are
         zero-padded by the feeder), int8 = K/V beats carry int8 codes + the row's scale.
@@ -34,7 +34,7 @@ o     : Out(stream unsigned(fmt.bits))  nq * bpr * beat results, lane-major, one
 busy  : Out(1)
 
 All of q, K, V, the int8 row scales and o are in the stream format ``fmt``
-(:class:`tellme.sim.golden.numerics.StreamFormat`, default the contract's ``STREAM_FORMAT``):
+(:class:`tellme.spec.numerics.StreamFormat`, default the contract's ``STREAM_FORMAT``):
 FP16 (1-5-10, 11-bit significands) or FP24 (1-5-18, 19-bit significands). Only significand
 widths change with the format; every integer accumulator keeps its width because the exponent
 range is FP16's (terms at fixed LSBs: q*k at 2**-20 < 2**52, p*v at 2**-24 < 2**41).
@@ -52,7 +52,7 @@ Timing: one K or V beat per cycle when the feeder keeps up (i_kv is ready for th
 segment); a drain of :data:`DRAIN` cycles between segments (the buffer is written at the end of
 the pipeline and read at its start); the result costs 26 cycles per lane (1/L by restoring
 division) plus 1 per accumulator word and 3 per element. Exact counts:
-:func:`tellme.sim.cycles_attn.expected_cycles`.
+the cycle model `expected_cycles` in sim/cycles_attn.py.
 Backpressure on ``o`` only stalls the output; random idle on any input only delays it.
 """
 
@@ -62,18 +62,15 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from tellme.sim.golden.numerics import EXP2_TABLE, StreamFormat, stream_format
+from tellme.spec.numerics import EXP2_TABLE, StreamFormat, stream_format
 
-from ..elementwise.fp16 import unpack
+from ..elementwise.stream_fp import unpack
 from .arith import bit_length, rn_fmt, rne_shr
-from .schedule import kv_schedule  # noqa: F401  (the stream order, re-exported)
+from tellme.spec.attention import QK_FRAC, SCORE_SAT, SV_FRAC, kv_schedule  # noqa: F401
 
-QK_FRAC = 20           # q*k terms at LSB 2**-20 (golden hw.QK_FRAC)
-SV_FRAC = 24           # p*v terms at LSB 2**-24 (golden hw.SV_FRAC)
 MAX_SHIFT = 29         # largest shift of a finite stream value (exponent field 30)
 C_BITS = 20            # score-scale register width
 DIV_STEPS = 24
-SCORE_SAT = 2 ** 44 - 1
 PIPE = 4               # pipeline stages after the input register (A, B, C, D)
 
 

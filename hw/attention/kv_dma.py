@@ -1,6 +1,6 @@
 """DDR side of the attention engine: the KV-cache reader that feeds ``AttentionEngine.i_kv``.
 
-``KVReader`` turns one engine call (a KV head's K and V regions of :mod:`tellme.sim.kv_layout`
+``KVReader`` turns one engine call (a KV head's K and V regions of :mod:`tellme.spec.kv_layout`
 and the key count ``n``) into the row segments of :func:`kv_schedule` (K 0..n-1 for pass 1,
 V of the last tile, then K and V of every earlier tile), and fetches each segment as one
 forward address range with the AXI4 INCR burst master of :class:`tellme.hw.weight_stream.
@@ -14,9 +14,9 @@ width, so rows need not be aligned to AXI beats (an FP24 engine beat of 4 is 96 
 bursts, byte strobes for partial first/last beats, rows at any byte address);
 ``KVCacheDMA`` puts both on one AXI4 port.
 
-The element format ``fmt`` is a :class:`~tellme.sim.golden.numerics.StreamFormat` (None: the
+The element format ``fmt`` is a :class:`~tellme.spec.numerics.StreamFormat` (None: the
 contract's ``STREAM_FORMAT``); a layout's elements are ``fmt.bits // 8`` bytes each,
-little-endian (:mod:`tellme.sim.kv_layout`).
+little-endian (:mod:`tellme.spec.kv_layout`).
 
 Scope: run-time ``head_dim`` a multiple of ``beat`` (row = ``bpr`` whole engine beats, no
 padding needed). ``KVReader(int8=True)`` reads an int8 cache (codes + per-row scale in the
@@ -31,9 +31,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from tellme.hw.weight_stream import WeightStreamer, stream_plan
-from tellme.sim.golden.numerics import StreamFormat, stream_format
+from tellme.spec.numerics import StreamFormat, stream_format
 
-from .schedule import kv_schedule
+from tellme.spec.attention import kv_schedule
 
 __all__ = ["KVReader", "KVWriter", "KVCacheDMA", "read_command_layout", "reader_command",
            "reader_plan", "scale_plan", "reader_beats", "reader_beats_int8",
@@ -69,7 +69,7 @@ def read_command_layout(addr_width: int, ctx_bits: int, int8: bool = False
 
 
 def reader_command(layout, layer: int, head: int, n: int, beat: int) -> dict:
-    """The reader command for one call over ``layout`` (a :class:`~tellme.sim.kv_layout.
+    """The reader command for one call over ``layout`` (a :class:`~tellme.spec.kv_layout.
     KVLayout`): row 0 of the KV head's K and V regions (and scale regions for int8), ``n``
     keys, beats per row."""
     if layout.head_dim % beat:
@@ -674,7 +674,7 @@ def call_traffic(n: int, *, head_dim: int, beat: int, depth: int, data_width: in
     """Bursts and bytes of one reader call (n keys, one KV head, rows in ``fmt``) from
     :func:`reader_plan`, for a KV head whose regions start on a 4 KB page (as the layout
     places them)."""
-    from tellme.sim.kv_layout import KVLayout
+    from tellme.spec.kv_layout import KVLayout
 
     fmt = _format(fmt)
     lay = KVLayout(num_layers=1, num_kv_heads=1, head_dim=head_dim, max_ctx=max(n, 1), fmt=fmt)
@@ -701,7 +701,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fmt", choices=("fp16", "fp24"), default=None,
                     help="KV row format (default: the stream format)")
     a = ap.parse_args(argv)
-    from tellme.sim.kv_layout import FORMATS
+    from tellme.spec.kv_layout import FORMATS
 
     fmt = FORMATS[a.fmt] if a.fmt else _format(None)
     ep = attention_params(a.target)

@@ -12,15 +12,12 @@ The stream format is not part of a preset: it is the contract's ``STREAM_FORMAT`
 
 from __future__ import annotations
 
-from tellme.sim.golden.numerics import StreamFormat
+from tellme.spec.numerics import StreamFormat
+from tellme.spec.targets import TARGETS
 
 from .engine import AttentionEngine
 
-ATTN_PRESETS = {
-    "sim": dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12),
-    "kv260": dict(head_dim=128, lanes=8, beat=8, depth=1024, ctx_bits=13),
-    "zcu104": dict(head_dim=128, lanes=8, beat=8, depth=1024, ctx_bits=13),
-}
+ATTN_PRESETS = {name: tg.attention for name, tg in TARGETS.items()}
 
 
 def attention_params(target: str) -> dict:

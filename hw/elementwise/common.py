@@ -5,7 +5,7 @@ from __future__ import annotations
 from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data
 
-from .fp16 import Pipe, fmt_of
+from .stream_fp import Pipe, fmt_of
 
 
 def row_layout(lanes: int, fmt=None) -> data.StructLayout:

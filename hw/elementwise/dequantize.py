@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from tellme.hw.tlmm import out_layout
 
 from .common import check_lanes, row_layout, row_scale_pipe
-from .fp16 import ROUND_FP_LATENCY, abs_signed, fmt_of, round_fp, unpack32
+from .stream_fp import ROUND_FP_LATENCY, abs_signed, fmt_of, round_fp, unpack32
 
 LATENCY = 1 + ROUND_FP_LATENCY
 

@@ -8,7 +8,7 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import StallPipe, check_lanes, row_layout
-from .fp16 import ROUND_FP_LATENCY, abs_signed, fmt_of, round_fp, unpack
+from .stream_fp import ROUND_FP_LATENCY, abs_signed, fmt_of, round_fp, unpack
 
 LATENCY = 4 + ROUND_FP_LATENCY
 ACT_SILU, ACT_RELU2 = 0, 1
@@ -17,7 +17,7 @@ T_BITS, D_BITS = 28, 21          # SILU_TABLE entries (|T| < 2**27) and slopes T
 
 def silu_rom_words():
     """512 ROM words ``T[i] | (T[i+1]-T[i]) << T_BITS`` (two's complement fields)."""
-    from tellme.sim.golden.numerics import SILU_TABLE
+    from tellme.spec.numerics import SILU_TABLE
 
     t = [int(v) for v in SILU_TABLE]
     words = []

@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 
-# Longest row the RMS-MAX row buffer holds, per target: sim small; kv260/zcu104 cover 2B4T's
-# d_ffn = 6912 (the FFN sub-norm).
-N_MAX = {"sim": 256, "kv260": 6912, "zcu104": 6912}
+from tellme.spec.targets import TARGETS
+
+# Longest row the RMS-MAX row buffer holds, per target (the target table's row_max).
+N_MAX = {name: tg.row_max for name, tg in TARGETS.items()}
 
 
 @dataclass(frozen=True)
@@ -24,20 +25,20 @@ class EwParams:
 
     def __post_init__(self):
         if self.man == -1:
-            from tellme.sim.golden.numerics import STREAM_FORMAT
+            from tellme.spec.numerics import STREAM_FORMAT
 
             object.__setattr__(self, "man", STREAM_FORMAT.man)
 
     @property
     def fmt(self):
-        from tellme.sim.golden.numerics import StreamFormat
+        from tellme.spec.numerics import StreamFormat
 
         return StreamFormat(self.man)
 
     @classmethod
     def from_preset(cls, name: str, **over) -> "EwParams":
         from tellme.hw.presets import preset
-        from tellme.sim.golden.tlmm import acc_bits
+        from tellme.spec.tlmm import acc_bits
 
         p = preset(name)
         kw = dict(lanes=p.q, q=p.q, t=p.t, acc_width=acc_bits(p.kb_max * 3 * p.t),

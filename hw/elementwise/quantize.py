@@ -8,7 +8,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import check_lanes, row_layout, row_scale_pipe
-from .fp16 import ROUND_INT8_LATENCY, fmt_of, round_int8, unpack, unpack32
+from .stream_fp import ROUND_INT8_LATENCY, fmt_of, round_int8, unpack, unpack32
 
 LATENCY = 1 + ROUND_INT8_LATENCY
 

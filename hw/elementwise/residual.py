@@ -8,7 +8,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import StallPipe, check_lanes, row_layout
-from .fp16 import ROUND_FP_LATENCY, ceil_log2, fmt_of, round_fp, unpack, wire
+from .stream_fp import ROUND_FP_LATENCY, ceil_log2, fmt_of, round_fp, unpack, wire
 
 GUARD = 3                      # guard, round and sticky positions below the significand
 LATENCY = 2 + ROUND_FP_LATENCY

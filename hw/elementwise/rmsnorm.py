@@ -23,7 +23,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import StallPipe, check_lanes, row_layout
-from .fp16 import ROUND_FP_LATENCY, fmt_of, mag_max, round_fp, unpack, unpack32
+from .stream_fp import ROUND_FP_LATENCY, fmt_of, mag_max, round_fp, unpack, unpack32
 from .scalar import ScalarUnit
 
 ACC_BITS = 96                      # FP16 (acc_bits(FP16))

@@ -10,7 +10,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import StallPipe, check_lanes, row_layout
-from .fp16 import (ROUND_FP_LATENCY, ROUND32_LATENCY, ceil_log2, fmt_of, msb_index, round32,
+from .stream_fp import (ROUND_FP_LATENCY, ROUND32_LATENCY, ceil_log2, fmt_of, msb_index, round32,
                    round_fp, unpack, wire)
 
 LATENCY = 3 + ROUND32_LATENCY + ROUND_FP_LATENCY

@@ -14,7 +14,7 @@ The value ``num / den * 2**exp`` (integers num, den > 0) is computed by
    and the result is inexact iff either remainder is non-zero, so this is RN32 exactly.
 
 Cycles per operation: 1 (accept) + normalisation (<= W/16 + 15 per operand, operands in
-parallel) + B + 26 (sqrt) + 1 (round) + 1 (output), see ``tellme.sim.cycles_ew``.
+parallel) + B + 26 (sqrt) + 1 (round) + 1 (output), see sim/cycles_ew.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .fp16 import fmt_of, unpack, unpack32
+from .stream_fp import fmt_of, unpack, unpack32
 
 EXP_BITS = 12
 SQRT_STEPS = 26
@@ -168,7 +168,7 @@ class TokenScale(wiring.Component):
     o : Out(stream.Signature({s_q: 32, s_tok: 32}))
         ``s_q = RN32(127 / max(amax, 1e-5f))``, ``s_tok = RN32(max(amax, 1e-5f) * ws / 127)``.
 
-    Timing: two scalar operations per token, about 70 cycles (``tellme.sim.cycles_ew``).
+    Timing: two scalar operations per token, about 70 cycles (sim/cycles_ew.py).
     """
 
     def __init__(self, *, fmt=None):
@@ -183,7 +183,7 @@ class TokenScale(wiring.Component):
 
         import numpy as np
 
-        from tellme.sim.golden.hw import QUANT_EPS
+        from tellme.spec.numerics import QUANT_EPS
 
         m = Module()
         fmt = self._fmt

@@ -3,7 +3,7 @@
 Block functions carry the names of the hardware blocks they specify, in two numerics modes
 with the same names and signatures:
 
-* :mod:`tellme.sim.golden.hw`: ``hw`` numerics, the bit-exact spec the RTL matches
+* :mod:`tellme.sim.golden.hw_numerics`: ``hw`` numerics, the bit-exact spec the RTL matches
   (docs/numerics.md);
 * :mod:`tellme.sim.golden.hf`: ``float`` numerics, fp32 with HF transformers' BitNet semantics.
 
@@ -13,7 +13,7 @@ with the same names and signatures:
 Importing this package checks that the process does not flush subnormals to zero (FTZ/DAZ).
 """
 
-from .numerics import FloatEnvironmentError, check_float_environment
+from tellme.spec.numerics import FloatEnvironmentError, check_float_environment
 from .tlmm import acc_bits, ternary_matmul, tlmm, tlmm_tables
 
 check_float_environment()

@@ -6,7 +6,7 @@
   ``attention_decode(q, kv_dequant_int8(..., fmt=f), ..., fmt=f)``.
 * :func:`attention_online` (FP16 streams): a one-pass (online-softmax) form with an integer running maximum in
   the log2 domain and shift rescaling (numerics-options §4.1). It is *not* the contract: the
-  contract (:func:`tellme.sim.golden.hw.softmax_weights`) forms every weight against the exact
+  contract (:func:`tellme.sim.golden.hw_numerics.softmax_weights`) forms every weight against the exact
   row maximum, which a one-pass engine cannot know; this function exists to measure how far a
   one-pass schedule would be from it (tests/test_attn_golden.py, docs/hw/attention.md).
 """
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .hw import log2_scores, qk_scores, score_scale
-from .numerics import (FP16, StreamFormat, exp2_neg_frac, int_to_fp32, round_ratio_fp32,
+from .hw_numerics import log2_scores, qk_scores, score_scale
+from tellme.spec.numerics import (FP16, StreamFormat, exp2_neg_frac, int_to_fp32, round_ratio_fp32,
                        stream_format, to_fp16)
 
 INT8_QMAX = 127
@@ -99,7 +99,7 @@ def online_vs_contract(trials: int = 200, seed: int = 0, head_dim: int = 16) -> 
     """Compare :func:`attention_online` with the contract on random rows (n in [2, 300)):
     outputs that differ, outputs that change with key order (forward vs reversed), and the
     worst |difference| relative to the row's largest output."""
-    from .hw import attention_decode
+    from .hw_numerics import attention_decode
 
     rng = np.random.default_rng(seed)
     out = {"outputs": 0, "differ": 0, "order_dependent": 0, "worst_rel": 0.0}
@@ -123,3 +123,32 @@ def online_vs_contract(trials: int = 200, seed: int = 0, head_dim: int = 16) -> 
 
 if __name__ == "__main__":
     print(online_vs_contract())
+
+
+def _int8_round_trip(x, fmt):
+    return kv_dequant_int8(*kv_quant_int8(x, fmt=fmt), fmt=fmt)
+
+
+class Int8KVOps:
+    """The hw ops (stream format ``fmt``) with attention reading an int8 KV cache."""
+
+    def __init__(self, base, fmt):
+        self._b, self._fmt = base, fmt
+
+    def __getattr__(self, name):
+        return getattr(self._b, name)
+
+    def attention_decode(self, q, kc, vc, c=None):
+        f = self._fmt
+        return self._b.attention_decode(q, _int8_round_trip(kc, f), _int8_round_trip(vc, f), c)
+
+    def attention_prefill(self, q, kc, vc, start, c=None):
+        f = self._fmt
+        return self._b.attention_prefill(q, _int8_round_trip(kc, f), _int8_round_trip(vc, f),
+                                         start, c)
+
+
+def use_int8_kv(gm) -> None:
+    """Make the hw-numerics GoldenModel ``gm`` read its KV cache as int8 (scales in its stream
+    format)."""
+    gm.ops = Int8KVOps(gm.ops, gm.fmt)

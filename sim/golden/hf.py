@@ -1,6 +1,6 @@
 """float numerics: fp32 with HF transformers' BitNet semantics (reference/bitnet.md §1.5).
 
-Same block names and signatures as :mod:`tellme.sim.golden.hw`, so the model switches modes
+Same block names and signatures as :mod:`tellme.sim.golden.hw_numerics`, so the model switches modes
 by switching module. Everything is float32 (NumPy float32 ops, float32 BLAS for the float
 matmuls); the ternary matmul is exact integer arithmetic (:func:`ternary_matmul`). Results agree
 with HF in fp32 up to float rounding (operation order differs from torch's).
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from tellme.spec.numerics import QUANT_EPS
+
 from .tlmm import ternary_matmul
 
 NUMERICS = "float"
 F32 = np.float32
-QUANT_EPS = F32(1e-5)
 
 
 def _f32(x) -> np.ndarray:

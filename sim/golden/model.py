@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from tellme.quant.config import LINEAR_NAMES
+from tellme.spec.config import LINEAR_NAMES
 from tellme.quant.model import TernaryModel
 
-from . import hf, hw
-from .numerics import StreamFormat, check_float_environment, stream_format
+from . import hf
+from . import hw_numerics as hw
+from tellme.spec.numerics import StreamFormat, check_float_environment, stream_format
 from .tlmm import ternary_matmul
 
 NUMERICS = ("float", "hw")

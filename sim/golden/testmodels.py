@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tellme.quant.config import LINEAR_NAMES, ModelConfig
+from tellme.spec.config import LINEAR_NAMES, ModelConfig
 from tellme.quant.model import Layer, TernaryLinear, TernaryModel
 
 

@@ -1,7 +1,7 @@
 """Golden TLMM: table-lookup ternary matmul, the integer core of the accelerator.
 
 The hardware builds, for every group of G=3 int8 activations, the 27-entry table of signed
-partial sums (TeLLMe's code order, :mod:`tellme.quant.codes`) and accumulates the entries that
+partial sums (TeLLMe's code order, :mod:`tellme.spec.codes`) and accumulates the entries that
 the 5-bit weight codes select. The result is exactly the integer dot product ``x @ W.T``; this
 module computes it the table way so that the table semantics themselves are specified and
 tested, and provides the accumulator-width rule.
@@ -11,16 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tellme.quant.codes import G, PATTERNS
+from tellme.spec.codes import G, PATTERNS
+from tellme.spec.tlmm import acc_bits  # noqa: F401  (the accumulator rule, re-exported)
 
-TABLE_BITS = 10          # one entry: sum of 3 int8 values, |.| <= 384 -> signed 10 bits
-
-
-def acc_bits(k: int) -> int:
-    """Signed accumulator width that holds any sum of ``k`` int8 x ternary products exactly."""
-    if k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
-    return int(128 * k).bit_length() + 1
 
 
 def tlmm_tables(x: np.ndarray) -> np.ndarray:

@@ -37,9 +37,9 @@ import numpy as np
 
 from tellme.quant.model import TernaryModel
 
-from . import hw
+from . import hw_numerics as hw
 from .model import GoldenModel
-from .numerics import FP16, StreamFormat, int_to_fp32, round_ratio_fp32, silu_fx, to_fp16
+from tellme.spec.numerics import FP16, StreamFormat, int_to_fp32, round_ratio_fp32, silu_fx, to_fp16
 from .tlmm import ternary_matmul
 
 STREAMS = ("residual", "norm", "qkv", "attn", "o", "gate_up", "ffn", "down")

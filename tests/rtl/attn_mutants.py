@@ -30,7 +30,7 @@ PARAMS = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
 
 def main(argv) -> int:
     from tellme.hw.attention import engine
-    from tellme.sim.golden.numerics import STREAM_FORMATS as fmts
+    from tellme.spec.numerics import STREAM_FORMATS as fmts
     from tellme.sim.runner import run_cocotb
 
     fmt_name = "fp16"

@@ -1,6 +1,6 @@
 """cocotb testbench of AttentionEngine (hw/attention/engine.py) on generated Verilog.
 
-Every output is compared bit for bit with tellme.sim.golden.hw (attention_decode /
+Every output is compared bit for bit with tellme.sim.golden.hw_numerics (attention_decode /
 attention_prefill) at the build's stream format (params ``fmt``: "fp16" / "fp24"; absent:
 the contract's STREAM_FORMAT); zero-stall calls are also checked against the exact cycle model
 (tellme.sim.cycles_attn.call_cycles). Launched by tests/rtl/test_attn_engine.py.
@@ -15,14 +15,14 @@ import numpy as np
 import cocotb
 
 from tellme.hw.attention.engine import cmd_layout
-from tellme.hw.attention.schedule import decode_calls, kv_schedule, prefill_calls
+from tellme.spec.attention import decode_calls, kv_schedule, prefill_calls
 from tellme.sim.cycles_attn import call_cycles
 from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_fields,
                                 pack_array, pack_struct, start_clock_and_reset)
-from tellme.sim.golden import hw
+from tellme.sim.golden import hw_numerics as hw
 from tellme.sim.golden.attention_hw import kv_dequant_int8, kv_quant_int8
-from tellme.sim.golden.numerics import STREAM_FORMATS as FORMATS
-from tellme.sim.golden.numerics import stream_format
+from tellme.spec.numerics import STREAM_FORMATS as FORMATS
+from tellme.spec.numerics import stream_format
 from tellme.sim.runner import cocotb_params
 
 SEED = int(os.environ.get("SEED", "1"))

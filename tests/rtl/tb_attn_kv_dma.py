@@ -1,7 +1,7 @@
 """cocotb testbench of KVCacheDMA (hw/attention/kv_dma.py: KVReader + KVWriter on one AXI4
 port) against cocotbext-axi's AxiRam.
 
-The memory holds a KV cache laid out by tellme.sim.kv_layout.KVLayout from random K/V rows in
+The memory holds a KV cache laid out by tellme.spec.kv_layout.KVLayout from random K/V rows in
 the build's element format (params["fmt"]: FP16 2 bytes, FP24 3 bytes per element);
 each call's output beats must equal the rows of kv_schedule(n, depth) exactly (reader_beats), and
 the AXI bursts must equal reader_plan (INCR, forward, never across a 4 KB page, at most
@@ -23,13 +23,13 @@ import numpy as np
 from cocotb.triggers import RisingEdge
 from cocotbext.axi import AxiBus, AxiRam
 
-from tellme.hw.attention.schedule import kv_schedule
+from tellme.spec.attention import kv_schedule
 from tellme.hw.attention.kv_dma import (read_command_layout, reader_beats, reader_command,
                                         reader_plan, write_command_layout, writer_commands)
 from tellme.sim.drivers import (AxiReadMonitor, StreamMonitor, StreamSink, StreamSource,
                                 layout_fields, pack_array, pack_struct, pause_generator,
                                 send_and_wait, start_clock_and_reset)
-from tellme.sim.kv_layout import FORMATS, KVLayout
+from tellme.spec.kv_layout import FORMATS, KVLayout
 from tellme.sim.runner import cocotb_params
 
 SEED = int(os.environ.get("SEED", "1"))

@@ -1,9 +1,9 @@
 """cocotb testbench: KVReader -> AttentionEngine (tests/rtl/test_attn_kv_dma.py, ``ReaderEngine``).
 
-A KV cache laid out by tellme.sim.kv_layout (rows in the build's stream format, params["fmt"])
+A KV cache laid out by tellme.spec.kv_layout (rows in the build's stream format, params["fmt"])
 in cocotbext-axi's AxiRamRead (random AR/R pauses); per engine call the reader fetches the KV
 head's rows in kv_schedule order straight into the engine's ``i_kv``; the outputs must equal
-tellme.sim.golden.hw.attention_decode / attention_prefill bit for bit. int8 builds
+tellme.sim.golden.hw_numerics.attention_decode / attention_prefill bit for bit. int8 builds
 (params["int8"]): the cache holds kv_quant_int8 codes and row scales, the reader delivers the
 engine's int8 beats, the engine's command has int8 set, and the golden attention reads
 kv_dequant_int8 of the same codes.
@@ -21,12 +21,12 @@ from cocotbext.axi import AxiRamRead, AxiReadBus
 
 from tellme.hw.attention.engine import cmd_layout
 from tellme.hw.attention.kv_dma import read_command_layout, reader_command
-from tellme.hw.attention.schedule import decode_calls, prefill_calls
+from tellme.spec.attention import decode_calls, prefill_calls
 from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_fields,
                                 pack_array, pack_struct, pause_generator, start_clock_and_reset)
-from tellme.sim.golden import hw
+from tellme.sim.golden import hw_numerics as hw
 from tellme.sim.golden.attention_hw import kv_dequant_int8, kv_quant_int8
-from tellme.sim.kv_layout import FORMATS, KVLayout, encode_elems
+from tellme.spec.kv_layout import FORMATS, KVLayout, encode_elems
 from tellme.sim.runner import cocotb_params
 
 SEED = int(os.environ.get("SEED", "1"))

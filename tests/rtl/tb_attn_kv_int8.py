@@ -1,7 +1,7 @@
 """cocotb testbench of the int8 KVReader build (hw/attention/kv_dma.py, ``KVReader(int8=True)``)
 against cocotbext-axi's AxiRamRead.
 
-The memory holds an int8 KV cache laid out by tellme.sim.kv_layout.KVLayout (dtype "int8": code
+The memory holds an int8 KV cache laid out by tellme.spec.kv_layout.KVLayout (dtype "int8": code
 rows, then one scale per row in the build's stream format, params["fmt"]) from random codes
 (every byte) and random scale bit patterns; each call's output beats must equal
 reader_beats_int8 exactly (the engine's int8 beat: codes in bits [0, 8*beat), the row's scale
@@ -23,11 +23,11 @@ from cocotbext.axi import AxiRamRead, AxiReadBus
 
 from tellme.hw.attention.kv_dma import (read_command_layout, reader_beats_int8, reader_command,
                                         reader_plan, scale_plan)
-from tellme.hw.attention.schedule import kv_schedule
+from tellme.spec.attention import kv_schedule
 from tellme.sim.drivers import (AxiReadMonitor, StreamMonitor, StreamSink, StreamSource,
                                 layout_fields, pack_struct, pause_generator, send_and_wait,
                                 start_clock_and_reset)
-from tellme.sim.kv_layout import FORMATS, KVLayout, encode_elems
+from tellme.spec.kv_layout import FORMATS, KVLayout, encode_elems
 from tellme.sim.runner import cocotb_params
 
 SEED = int(os.environ.get("SEED", "1"))

@@ -182,7 +182,7 @@ def silu_sweep(fmt, exhaustive: bool) -> np.ndarray:
 @cocotb.test()
 async def test_silu_exhaustive(dut):
     """Gate values through the SiLU path with up = 1.0 (EW_EXHAUSTIVE=1: every finite FP16
-    pattern; see silu_sweep): RN_fmt(silu_fx(g)) = golden silu16."""
+    pattern; see silu_sweep): RN_fmt(silu_fx(g)) = golden silu."""
     tb = TB(dut)
     await tb.start(seed())
     fmt = tb.fmt

@@ -14,8 +14,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from tellme.sim.golden import hw as golden
-from tellme.sim.golden.numerics import FP16, stream_format
+from tellme.sim.golden import hw_numerics as golden
+from tellme.spec.numerics import FP16, stream_format
 
 F16_MAX_BITS = 0x7BFF
 
@@ -209,7 +209,7 @@ def gated_expected(g_bits, u_bits, act: str, fmt=None):
 
 def silu_expected(g_bits, fmt=None):
     fmt = fmt_of(fmt)
-    return _out(fmt.to_bits(golden.silu16(dec(g_bits, fmt), fmt=fmt)), fmt)
+    return _out(fmt.to_bits(golden.silu(dec(g_bits, fmt), fmt=fmt)), fmt)
 
 
 def rope_expected(x_bits, cos_bits, sin_bits, fmt=None):

@@ -18,17 +18,17 @@ import cocotb
 import numpy as np
 from cocotbext.axi import AxiRamRead, AxiReadBus
 
-from tellme.hw.bench import tile_plan
+from tellme.sim.bench import tile_plan
 from tellme.hw.linear import linear_cmd_layout
 from tellme.hw.presets import preset
 from tellme.hw.tlmm import out_layout
-from tellme.quant.codes import layout_codes, pack_codes
+from tellme.spec.codes import layout_codes, pack_codes
 from tellme.sim.cycles import expected_cycles
 from tellme.sim.ddr_model import DdrReadModel, DdrTiming
 from tellme.sim.drivers import (CycleCounter, StreamMonitor, StreamSink, StreamSource,
                                 layout_fields, pack_array, pack_struct, start_clock_and_reset,
                                 unpack_array, unpack_struct)
-from tellme.sim.golden.tlmm import acc_bits
+from tellme.spec.tlmm import acc_bits
 from tellme.sim.runner import cocotb_params
 from tellme.sim.tlmm_plan import make_job, random_case
 

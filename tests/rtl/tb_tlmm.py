@@ -21,7 +21,7 @@ from tellme.sim.cycles import expected_cycles, expected_job_cycles
 from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_fields,
                                 pack_array, pack_struct, start_clock_and_reset, unpack_array,
                                 unpack_struct)
-from tellme.sim.golden.tlmm import acc_bits
+from tellme.spec.tlmm import acc_bits
 from tellme.sim.runner import cocotb_params
 from tellme.sim.tlmm_plan import make_job, random_case
 

@@ -11,8 +11,8 @@ sensitive rows, run-time head_dim. ``slow``: more seeds at both formats, and a s
 import pytest
 
 from tellme.hw.attention.engine import AttentionEngine
-from tellme.sim.golden.numerics import FP24
-from tellme.sim.golden.numerics import STREAM_FORMATS as FORMATS
+from tellme.spec.numerics import FP24
+from tellme.spec.numerics import STREAM_FORMATS as FORMATS
 from tellme.sim.runner import run_cocotb
 
 SMALL = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)

@@ -13,8 +13,8 @@ import pytest
 
 from tellme.hw.attention.kv_dma import KVCacheDMA, KVReader, KVWriter, reader_command, \
     writer_commands
-from tellme.sim.golden.numerics import FP16, FP24
-from tellme.sim.kv_layout import FORMATS, KVLayout, decode_elems, decode_traffic, encode_elems
+from tellme.spec.numerics import FP16, FP24
+from tellme.spec.kv_layout import FORMATS, KVLayout, decode_elems, decode_traffic, encode_elems
 from tellme.sim.runner import run_cocotb
 
 SMALL = dict(beat=4, depth=8, max_head_dim=16, ctx_bits=12, data_width=128, addr_width=40,

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from tellme.hw.elementwise.params import EwHarness, EwParams
-from tellme.sim.golden.numerics import FP16, FP24
+from tellme.spec.numerics import FP16, FP24
 from tellme.sim.runner import run_cocotb
 
 

@@ -41,7 +41,7 @@ def test_bench_kv260_reduced():
     RTL when compute-bound. (~7 min cold build; the full-size run is `tellme hw bench`.)"""
     import io
 
-    from tellme.hw.bench import run_bench
+    from tellme.sim.bench import run_bench
 
     rep = run_bench(target="kv260", tokens=(1, 16), reduce=4, out=io.StringIO())
     for run in rep["runs"]:

@@ -1,13 +1,13 @@
 """Shared arithmetic of the element-wise pipeline: stream-format/FP32 field extraction,
 exact-product rounders, and the global-stall pipeline helper.
 
-The stream format is a ``tellme.sim.golden.numerics.StreamFormat`` (FP16 = 1-5-10, FP24 =
+The stream format is a ``tellme.spec.numerics.StreamFormat`` (FP16 = 1-5-10, FP24 =
 1-5-18: FP16's exponent with ``man`` fraction bits); every helper taking ``fmt`` defaults to
 the contract's ``STREAM_FORMAT``.
 
 Every rounder takes an exact value ``mag * 2**exp`` (``mag`` an unsigned integer Value,
 ``exp`` a signed Value) and rounds it once, exactly as the golden hw model
-(``tellme.sim.golden.numerics``) does:
+(``tellme.spec.numerics``) does:
 
 * :func:`round_fp`: RN_fmt (nearest-even, gradual underflow, saturating at the format's
   largest finite value) -> stream bits;
@@ -32,7 +32,7 @@ from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed, unsigned
 
 def fmt_of(fmt=None):
     """The stream format (``None``: the contract's ``STREAM_FORMAT``)."""
-    from tellme.sim.golden.numerics import StreamFormat, stream_format
+    from tellme.spec.numerics import StreamFormat, stream_format
 
     fmt = stream_format(fmt)
     if not isinstance(fmt, StreamFormat):

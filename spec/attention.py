@@ -14,6 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Fixed-point points of the attention arithmetic (docs/numerics.md §4); the engine and the golden
+# functions both read them from here.
+QK_FRAC = 20                     # QK^T products rounded to LSB 2**-20
+SCORE_SCALE_FRAC = 18            # score scale constant C = RN(log2(e)/sqrt(hd) * 2**18)
+SCORE_SAT = 2 ** 44 - 1          # raw score saturation (|q.k| < 2**24)
+SV_FRAC = 24                     # S.V terms rounded to LSB 2**-24
+LM_FRAC = 16                     # LM-head products rounded to LSB 2**-16
+MAX_KEYS = 2 ** 20               # S.V accumulator bound (terms < 2**40)
+
 
 def kv_schedule(n: int, depth: int) -> list[tuple[str, int, int]]:
     """The K/V row segments one call consumes: [(kind 'K'|'V', first row, row count), ...].

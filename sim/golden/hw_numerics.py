@@ -29,24 +29,20 @@ from fractions import Fraction
 
 import numpy as np
 
-from .numerics import (
+from tellme.spec.numerics import (
     FP16, FP16_MAX, StreamFormat, exp2_neg_frac, fp16_fields, fraction_of, int_to_fp32,
     FP32_GRID, round_product, round_ratio_fp32, round_sum2, rsqrt_fp32, silu_fx, stream_format,
     sum_squares, to_fp16,
 )
+from tellme.spec.attention import LM_FRAC, MAX_KEYS, QK_FRAC, SCORE_SAT, SCORE_SCALE_FRAC, SV_FRAC
+from tellme.spec.numerics import QUANT_EPS
+
 from .tlmm import ternary_matmul
 
 NUMERICS = "hw"
-QUANT_EPS = np.float32(1e-5)     # HF ActQuant clamp(min=1e-5), as float32
-QK_FRAC = 20                     # QK^T products rounded to LSB 2**-20
-SCORE_SCALE_FRAC = 18            # score scale constant C = RN(log2(e)/sqrt(hd) * 2**18)
-SCORE_SAT = 2 ** 44 - 1          # raw score saturation (|q.k| < 2**24)
-SV_FRAC = 24                     # S.V terms rounded to LSB 2**-24
-LM_FRAC = 16                     # LM-head products rounded to LSB 2**-16
-MAX_KEYS = 2 ** 20               # S.V accumulator bound (terms < 2**40)
 
 
-def _f16(x, what="input", fmt: StreamFormat | None = None) -> np.ndarray:
+def _stream(x, what="input", fmt: StreamFormat | None = None) -> np.ndarray:
     """``x`` checked to be a stream of format ``fmt`` (None: the contract's STREAM_FORMAT)."""
     return stream_format(fmt).check(x, what)
 
@@ -68,7 +64,7 @@ def rms_scale(x16: np.ndarray, eps, *, fmt: StreamFormat | None = None) -> np.nd
     float32 value of rms_norm_eps.
     """
     fmt = stream_format(fmt)
-    x16 = _f16(x16, fmt=fmt)
+    x16 = _stream(x16, fmt=fmt)
     n = x16.shape[-1]
     eps_fr = fraction_of(np.float32(eps))
     sums = sum_squares(fmt, x16)
@@ -89,7 +85,7 @@ def rmsnorm_absmax(x16: np.ndarray, g, eps, *,
     Returns (h [..., n], amax [...]) in the stream format; amax is an exact comparison of |h|.
     """
     fmt = stream_format(fmt)
-    x16 = _f16(x16, fmt=fmt)
+    x16 = _stream(x16, fmt=fmt)
     g16 = fmt.round(g)
     r = rms_scale(x16, eps, fmt=fmt)
     xg = x16.astype(np.float64) * g16.astype(np.float64)          # exact: 2 * sig_bits
@@ -104,7 +100,7 @@ def rmsnorm_absmax(x16: np.ndarray, g, eps, *,
 def quant_scale(amax16: np.ndarray, *, fmt: StreamFormat | None = None) -> np.ndarray:
     """s_x = RN32(127 / max(amax, 1e-5)) per row, float32 (HF ActQuant's scale, correctly
     rounded)."""
-    amax16 = _f16(amax16, "amax", fmt)
+    amax16 = _stream(amax16, "amax", fmt)
     out = np.empty(amax16.size, dtype=np.float32)
     eps = fraction_of(QUANT_EPS)
     for i, a in enumerate(amax16.reshape(-1)):
@@ -120,7 +116,7 @@ def quantize(h16: np.ndarray, amax16: np.ndarray, *,
     The product h*s_x (sig_bits x 24 <= 43 bits) is exact in float64; np.rint rounds half to
     even. Returns (q int8 [..., n], s_x float32 [...]).
     """
-    h16 = _f16(h16, fmt=fmt)
+    h16 = _stream(h16, fmt=fmt)
     s = quant_scale(amax16, fmt=fmt)
     q = np.rint(h16.astype(np.float64) * s[..., None].astype(np.float64))
     return np.clip(q, -128, 127).astype(np.int8), s
@@ -129,7 +125,7 @@ def quantize(h16: np.ndarray, amax16: np.ndarray, *,
 def dequant_scale(amax16: np.ndarray, weight_scale, *,
                   fmt: StreamFormat | None = None) -> np.ndarray:
     """s_tok = RN32(max(amax, 1e-5) * weight_scale / 127) per row, float32."""
-    amax16 = _f16(amax16, "amax", fmt)
+    amax16 = _stream(amax16, "amax", fmt)
     ws = fraction_of(np.float32(weight_scale))
     eps = fraction_of(QUANT_EPS)
     out = np.empty(amax16.size, dtype=np.float32)
@@ -199,9 +195,9 @@ def rope(x16: np.ndarray, cos16: np.ndarray, sin16: np.ndarray,
     exact products (2 * sig_bits), their exact sum rounded to FP32, then to the stream format.
     """
     fmt = stream_format(fmt)
-    x16 = _f16(x16, fmt=fmt)
-    c = _f16(cos16, "cos", fmt).astype(np.float64)[:, None, :]
-    s = _f16(sin16, "sin", fmt).astype(np.float64)[:, None, :]
+    x16 = _stream(x16, fmt=fmt)
+    c = _stream(cos16, "cos", fmt).astype(np.float64)[:, None, :]
+    s = _stream(sin16, "sin", fmt).astype(np.float64)[:, None, :]
     x = x16.astype(np.float64)
     hd = x.shape[-1]
     if pairing == "half":
@@ -224,14 +220,14 @@ def residual_add(x16: np.ndarray, y16: np.ndarray, *,
                  fmt: StreamFormat | None = None) -> np.ndarray:
     """RN(x + y): stream add (exact in float64, one rounding, saturating)."""
     fmt = stream_format(fmt)
-    return fmt.round(_f16(x16, fmt=fmt).astype(np.float64) + _f16(y16, fmt=fmt).astype(np.float64))
+    return fmt.round(_stream(x16, fmt=fmt).astype(np.float64) + _stream(y16, fmt=fmt).astype(np.float64))
 
 
-def silu16(x16: np.ndarray, *, fmt: StreamFormat | None = None) -> np.ndarray:
+def silu(x16: np.ndarray, *, fmt: StreamFormat | None = None) -> np.ndarray:
     """The SiLU unit's value rounded to the stream format (for inspection; the datapath keeps
     Q.22)."""
     fmt = stream_format(fmt)
-    return fmt.round(silu_fx(_f16(x16, fmt=fmt), fmt).astype(np.float64) * 2.0 ** -22)
+    return fmt.round(silu_fx(_stream(x16, fmt=fmt), fmt).astype(np.float64) * 2.0 ** -22)
 
 
 def gated_act(gate16: np.ndarray, up16: np.ndarray, activation: str, *,
@@ -240,8 +236,8 @@ def gated_act(gate16: np.ndarray, up16: np.ndarray, activation: str, *,
     the stream value, exact); ``relu2``: RN(relu(g) * relu(g) * up) (exact 3 * sig_bits-bit
     product: 33 bits for FP16, 57 for FP24)."""
     fmt = stream_format(fmt)
-    g = _f16(gate16, "gate", fmt).astype(np.float64)
-    u = _f16(up16, "up", fmt).astype(np.float64)
+    g = _stream(gate16, "gate", fmt).astype(np.float64)
+    u = _stream(up16, "up", fmt).astype(np.float64)
     if activation == "silu":
         a = silu_fx(gate16, fmt).astype(np.float64) * 2.0 ** -22   # <= 39 bits, exact
         if fmt.man == 10:
@@ -271,7 +267,7 @@ def qk_scores(q16: np.ndarray, k16: np.ndarray, *, fmt: StreamFormat | None = No
     are exact: 2 * sig_bits <= 38 bits; rounding each to the fixed LSB 2**-20 is per term, so
     the integer sum is order-free). Terms < 2**52, hd <= 2048 keeps the sum < 2**63.
     """
-    p = _f16(q16, "q", fmt).astype(np.float64) * _f16(k16, "k", fmt).astype(np.float64)
+    p = _stream(q16, "q", fmt).astype(np.float64) * _stream(k16, "k", fmt).astype(np.float64)
     t = np.rint(np.ldexp(p, QK_FRAC)).astype(np.int64)
     s = t.sum(axis=-1, dtype=np.int64)
     return np.clip(s, -SCORE_SAT, SCORE_SAT)
@@ -310,7 +306,7 @@ def sv_output(p: np.ndarray, v16: np.ndarray, *, fmt: StreamFormat | None = None
     p = np.asarray(p, dtype=np.int64)
     if p.shape[-1] > MAX_KEYS:
         raise ValueError(f"{p.shape[-1]} keys > {MAX_KEYS}")
-    v = _f16(v16, "v", fmt).astype(np.float64)
+    v = _stream(v16, "v", fmt).astype(np.float64)
     terms = np.rint(p[..., :, None].astype(np.float64) * v * 2.0).astype(np.int64)
     acc = terms.sum(axis=-2, dtype=np.int64)                    # [..., hd]
     L = p.sum(axis=-1, dtype=np.int64).reshape(-1)
@@ -335,13 +331,13 @@ def attention_decode(q16: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray,
     h // (heads // kv_heads). Hardware: pass 1 streams K and keeps the n scores on chip
     (exact maximum), pass 2 streams V. Returns [heads, hd] in the stream format.
     """
-    q16 = _f16(q16, "q", fmt)
+    q16 = _stream(q16, "q", fmt)
     heads, hd = q16.shape
     kvh = k_cache.shape[1]
     grp = heads // kvh
     c = score_scale(hd) if c is None else c
-    k = _f16(k_cache, "k", fmt)
-    v = _f16(v_cache, "v", fmt)
+    k = _stream(k_cache, "k", fmt)
+    v = _stream(v_cache, "v", fmt)
     qg = q16.reshape(kvh, grp, hd)
     s = qk_scores(qg[:, :, None, :], k.transpose(1, 0, 2)[:, None, :, :], fmt=fmt)
     p = softmax_weights(log2_scores(s, c))
@@ -358,7 +354,7 @@ def attention_prefill(q16: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray,
     (same scores, exact per-row maximum, same S.V), so prefill and decode agree bit for bit
     whatever the key order of the hardware schedule. Returns [N, heads, hd].
     """
-    q16 = _f16(q16, "q", fmt)
+    q16 = _stream(q16, "q", fmt)
     n_q, heads, hd = q16.shape
     out = np.empty_like(q16)
     for i in range(n_q):
@@ -380,7 +376,7 @@ def lm_head(h16: np.ndarray, w, chunk: int = 1 << 22, *,
     exact (sig_bits + 11 bits); rounding each to LSB 2**-16 makes the int64 sum order-free
     (terms < 2**48, d <= 2**14).
     """
-    h16 = _f16(h16, "h", fmt)
+    h16 = _stream(h16, "h", fmt)
     lead = h16.shape[:-1]
     h = h16.reshape(-1, h16.shape[-1]).astype(np.float64)
     w = np.asarray(w)
@@ -404,7 +400,7 @@ class Bound:
 
     def __getattr__(self, name):             # first use of a name only: then cached
         if name.startswith("_") or name not in globals():
-            raise AttributeError(f"tellme.sim.golden.hw has no attribute {name!r}")
+            raise AttributeError(f"tellme.sim.golden.hw_numerics has no attribute {name!r}")
         f = globals()[name]
         if callable(f) and "fmt" in inspect.signature(f).parameters:
             f = functools.partial(f, fmt=self.fmt)
@@ -421,5 +417,5 @@ __all__ = [
     "FP16_MAX", "attention_decode", "attention_prefill", "dequant_scale", "dequantize", "embed",
     "fp16_fields", "gated_act", "inv_freq", "linear", "lm_head", "log2_scores", "qk_scores",
     "quant_scale", "quantize", "residual_add", "rms_scale", "rmsnorm_absmax", "rope",
-    "rope_table", "score_scale", "silu16", "softmax_weights", "sv_output",
+    "rope_table", "score_scale", "silu", "softmax_weights", "sv_output",
 ]

@@ -5,55 +5,27 @@ int8 KV is modelled exactly as the hardware sees it: every K/V row the attention
 KV head; quantisation is a function of the row alone, so re-quantising on each read equals
 storing int8 once).
 
-    python -m tellme.sim.kv_int8_eval [--model host/models/demo/model.tlm] [--tokens 512]
-                                      [--fmt fp16|fp24]
+    tellme study kv-int8 [--model host/models/demo/model.tlm] [--tokens 512] [--fmt fp16|fp24]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 
 import numpy as np
 
-from tellme.sim.golden.attention_hw import kv_dequant_int8, kv_quant_int8
-
-
-def _rt(x, fmt):
-    return kv_dequant_int8(*kv_quant_int8(x, fmt=fmt), fmt=fmt)
-
-
-class Int8KVOps:
-    """The hw ops (stream format ``fmt``) with attention reading an int8 KV cache."""
-
-    def __init__(self, base, fmt):
-        self._b, self._fmt = base, fmt
-
-    def __getattr__(self, name):
-        return getattr(self._b, name)
-
-    def attention_decode(self, q, kc, vc, c=None):
-        return self._b.attention_decode(q, _rt(kc, self._fmt), _rt(vc, self._fmt), c)
-
-    def attention_prefill(self, q, kc, vc, start, c=None):
-        return self._b.attention_prefill(q, _rt(kc, self._fmt), _rt(vc, self._fmt), start, c)
-
-
-def use_int8_kv(gm) -> None:
-    """Make the hw-numerics GoldenModel ``gm`` read its KV cache as int8 (scales in its stream
-    format)."""
-    gm.ops = Int8KVOps(gm.ops, gm.fmt)
+from tellme.sim.golden.attention_hw import use_int8_kv
 
 
 def compare(model, ids, window: int, fmt=None) -> dict:
     """Scores with KV rows in the stream format ``fmt`` (result key "fp16"/"fp24") and with
     int8 KV (key "int8"); "agreement": top-1 agreement of the two."""
     from tellme.host.backends import create
-    from tellme.host.evaluate import _score
+    from tellme.host.evaluate import score
     from tellme.sim.golden.model import GoldenModel
-    from tellme.sim.golden.numerics import stream_format
+    from tellme.spec.numerics import stream_format
 
     fmt = stream_format(fmt)
     out = {}
@@ -64,7 +36,7 @@ def compare(model, ids, window: int, fmt=None) -> dict:
         if kind == "int8":
             use_int8_kv(be.gm)
         t0 = time.perf_counter()
-        nll, correct, am = _score(be, ids, window)
+        nll, correct, am = score(be, ids, window)
         out[kind] = {"ppl": math.exp(nll / len(am)), "top1": correct / len(am), "argmax": am,
                      "seconds": time.perf_counter() - t0}
     out["agreement"] = float((out[fmt.name]["argmax"] == out["int8"]["argmax"]).mean())
@@ -74,7 +46,7 @@ def compare(model, ids, window: int, fmt=None) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tellme.sim.kv_int8_eval", description=__doc__,
+    ap = argparse.ArgumentParser(prog="tellme study kv-int8", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="weight file (default: the demo model)")
     ap.add_argument("--text", default=None, help="text file (default: the demo held-out text)")
@@ -83,7 +55,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fmt", choices=("fp16", "fp24"), default=None,
                     help="stream format (KV rows and int8 scales); default: the contract's")
     args = ap.parse_args(argv)
-    from tellme.sim.kv_layout import FORMATS
+    from tellme.spec.kv_layout import FORMATS
     from pathlib import Path
 
     from tellme.host.generate import DEFAULT_MODEL, load_model_and_tokenizer
@@ -103,6 +75,3 @@ def main(argv=None) -> int:
     print(f"  int8 vs {f} KV top-1 agreement: {r['agreement']:.4f}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,14 +16,27 @@ import sys
 COMMAND_MODULES = (
     "tellme.quant.cli",     # convert
     "tellme.quant.train_cli",  # train (torch, developer side)
-    "tellme.sim.cli",       # logits, eval
     "tellme.host.run_cli",  # generate, demo
-    "tellme.hw.cli",        # hw verilog / report / bench / bitstream
+    "tellme.hw.cli",        # hw blocks / verilog / report
+    "tellme.sim.cli",       # logits; hw plan / bench
+    "tellme.studies.cli",   # study ...
 )
 
 
 class CliError(Exception):
     """A user-facing error: printed as ``tellme: error: <message>`` with exit status 2."""
+
+
+def group(sub, name: str, help: str):
+    """The subparsers action of command group ``name`` (``tellme hw ...``), created on first
+    use, so that several areas can add subcommands to one group."""
+    parser = sub.choices.get(name)
+    if parser is None:
+        parser = sub.add_parser(name, help=help)
+        parser._tellme_group = parser.add_subparsers(dest=f"{name}_command",
+                                                     metavar=f"{name.upper()}_COMMAND")
+        parser._tellme_group.required = True
+    return parser._tellme_group
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Commands that forward their own options (``tellme study NAME ...``) set ``forward``.
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "forward", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "forward", False):
+        args.rest = extra
     try:
         rc = args.func(args)
     except CliError as e:

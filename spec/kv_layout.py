@@ -13,7 +13,7 @@ Layout (one contiguous buffer, little-endian)::
   (:meth:`StreamFormat.to_bits`) little-endian, element c of a row at byte ``c * elem_bytes``
   (an FP24 2B4T row of 128 is 384 bytes, 24 beats of 16 bytes); "int8" holds one code byte
   per element and a per-row scale in the stream format ``fmt`` (2 or 3 bytes, same packing).
-  ``dtype=None`` means the stream format's own rows (:data:`~tellme.sim.golden.numerics.
+  ``dtype=None`` means the stream format's own rows (:data:`~tellme.spec.numerics.
   STREAM_FORMAT` unless ``fmt`` is given).
 * K is stored after RoPE; position p is row p for prefill and decode alike (forward order,
   no host fix-up): prefill writes rows start..start+N-1, decode appends row pos. The engine reads
@@ -21,19 +21,17 @@ Layout (one contiguous buffer, little-endian)::
 * Regions start on ``align``-byte boundaries; rows are packed back to back (an FP24 row need not
   be a whole number of AXI beats: the reader's gearbox and the writer's strobes handle that).
 
-Run ``python -m tellme.sim.kv_layout`` for the traffic table (bytes per token per layer).
+`tellme study kv-traffic` prints the traffic table (bytes per token per layer).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 
-from tellme.hw.attention.schedule import kv_schedule
-from tellme.sim.golden.numerics import FP16, FP24, STREAM_FORMATS, StreamFormat, stream_format
+from tellme.spec.attention import kv_schedule
+from tellme.spec.numerics import FP16, FP24, STREAM_FORMATS, StreamFormat, stream_format
 
 DTYPES = {"fp16": 2, "fp24": 3, "int8": 1}
 FORMATS = STREAM_FORMATS
@@ -178,81 +176,3 @@ def decode_traffic(n: int, *, num_kv_heads: int, head_dim: int, dtype: str = "fp
     rd = num_kv_heads * rows * per_row
     wr = num_kv_heads * 2 * per_row
     return {"read": rd, "write": wr, "total": rd + wr, "rows": rows * num_kv_heads}
-
-
-# the table's columns: (heading, dtype, scale format)
-TABLE_KINDS = (("fp16", "fp16", None), ("fp24", "fp24", None), ("int8+s16", "int8", FP16),
-               ("int8+s24", "int8", FP24))
-
-
-def _table(models: dict, contexts, depths) -> str:
-    lines = ["decode attention DDR traffic per token per layer, bytes (KV reads + new-row "
-             "writes); int8+sN: int8 codes + an N-bit row scale",
-             f"{'model':24s} {'kv_h':>4s} {'hd':>4s} {'tile':>5s} {'n':>6s} "
-             + " ".join(f"{k:>12s}" for k, _, _ in TABLE_KINDS)]
-    for name, (kvh, hd) in models.items():
-        for d in depths:
-            for c in contexts:
-                vals = [decode_traffic(c, num_kv_heads=kvh, head_dim=hd, dtype=dt, depth=d,
-                                       fmt=f)["total"] for _, dt, f in TABLE_KINDS]
-                lines.append(f"{name:24s} {kvh:4d} {hd:4d} {d:5d} {c:6d} "
-                             + " ".join(f"{v:12,d}" for v in vals))
-    return "\n".join(lines)
-
-
-def _engine_table(models: dict, contexts, target: str, mhz: float, gbps: float,
-                  fmt: StreamFormat) -> str:
-    from tellme.hw.attention.presets import attention_params
-    from tellme.sim.cycles_attn import expected_cycles
-
-    ep = attention_params(target)
-    eng = dict(lanes=ep["lanes"], beat=ep["beat"], depth=ep["depth"])
-    lines = [f"one engine ({target}: lanes {ep['lanes']}, beat {ep['beat']}, tile {ep['depth']}) "
-             f"at {mhz:g} MHz vs {fmt.name.upper()} KV reads at {gbps:g} GB/s, per layer, "
-             "microseconds",
-             f"{'model':24s} {'phase':14s} " + " ".join(f"{'n=' + str(c):>16s}" for c in contexts)]
-    for name, (heads, kvh, hd) in models.items():
-        for phase in ("decode", "prefill"):
-            cells = []
-            for c in contexts:
-                if phase == "decode":
-                    e = expected_cycles("decode", pos=c - 1, heads=heads, kv_heads=kvh,
-                                        head_dim=hd, **eng)
-                else:
-                    e = expected_cycles("prefill", n_q=c, heads=heads, kv_heads=kvh,
-                                        head_dim=hd, **eng)
-                us_c = e["cycles"] / mhz
-                # kv_bytes counts FP16 rows; the engine's cycles do not depend on the format
-                us_d = e["kv_bytes"] * (fmt.bits // 8) / 2 / (gbps * 1e3)
-                cells.append(f"{us_c:8.0f}/{us_d:7.0f}")
-            lines.append(f"{name:24s} {phase + ' eng/ddr':14s} " + " ".join(cells))
-    return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tellme.sim.kv_layout",
-                                 description="KV-cache DDR traffic table (bytes/token/layer)")
-    ap.add_argument("--contexts", default="128,1024,4096")
-    ap.add_argument("--depths", default="1024,4096",
-                    help="score-buffer tiles to compare (keys kept on chip per lane)")
-    ap.add_argument("--target", default="kv260", help="engine preset for the time table")
-    ap.add_argument("--mhz", type=float, default=250.0)
-    ap.add_argument("--gbps", type=float, default=17.1, help="DDR bandwidth for KV reads")
-    ap.add_argument("--fmt", choices=sorted(FORMATS), default=None,
-                    help="KV row format of the time table (default: the stream format)")
-    args = ap.parse_args(argv)
-    from tellme.quant.sizes import MODELS
-
-    models = {k: (c.num_kv_heads, c.head_dim) for k, c in MODELS.items()}
-    ctx = [int(x) for x in args.contexts.split(",")]
-    dep = [int(x) for x in args.depths.split(",")]
-    print(_table(models, ctx, dep))
-    print()
-    full = {k: (c.num_heads, c.num_kv_heads, c.head_dim) for k, c in MODELS.items()}
-    fmt = FORMATS[args.fmt] if args.fmt else stream_format(None)
-    print(_engine_table(full, ctx, args.target, args.mhz, args.gbps, fmt))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,6 +22,7 @@ from fractions import Fraction
 import numpy as np
 
 FP16_MAX = 65504.0
+QUANT_EPS = np.float32(1e-5)     # HF ActQuant clamp(min=1e-5), as float32 (both modes)
 _F64 = np.float64
 
 

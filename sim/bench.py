@@ -23,13 +23,6 @@ import sys
 import time
 from dataclasses import asdict
 
-# One bitnet_b1_58-large layer (d_model 1536, d_ffn 4096): [out, in] of each linear.
-LAYER_SHAPES = {
-    "bitnet_b1_58-large": [("q_proj", 1536, 1536), ("k_proj", 1536, 1536),
-                           ("v_proj", 1536, 1536), ("o_proj", 1536, 1536),
-                           ("gate_proj", 4096, 1536), ("up_proj", 4096, 1536),
-                           ("down_proj", 1536, 4096)],
-}
 
 
 def reduced_shapes(shapes, factor: int):
@@ -44,8 +37,9 @@ def tile_plan(p, shapes) -> list[tuple[str, int, int, int]]:
     gives the preset's half depth; otherwise the same rule (whole column blocks, one half).
     """
     from tellme.hw.weight_buffer import URAM_DEPTH, URAM_WIDTH, size_weight_buffer
-    from tellme.quant.codes import padded_dims
-    from tellme.quant.tiling import Tiling
+    from tellme.spec.codes import padded_dims
+    from tellme.spec.models import layer_shapes
+    from tellme.spec.tiling import Tiling
 
     width = math.ceil(5 * p.t / URAM_WIDTH)
     if (2 * p.half_depth) % URAM_DEPTH == 0:
@@ -74,11 +68,12 @@ def run_bench(*, target: str = "kv260", tokens=(1, 64), reduce: int = 1,
     """Build + simulate; print the report to ``out``; return the figures as a dict."""
     from tellme.hw.linear import LinearUnit
     from tellme.hw.presets import preset
-    from tellme.quant.codes import padded_dims
+    from tellme.spec.codes import padded_dims
+    from tellme.spec.models import layer_shapes
     from tellme.sim.cycles import expected_cycles
     from tellme.sim.ddr_model import DdrTiming
     from tellme.sim.runner import run_cocotb
-    from tellme.sim.toolchain import build_dir
+    from tellme.hw.toolchain import build_dir
 
     p = preset(target)
     timing = timing or DdrTiming()
@@ -87,7 +82,7 @@ def run_bench(*, target: str = "kv260", tokens=(1, 64), reduce: int = 1,
             raise ValueError(f"token count {m_tok} outside 1..{p.tok_max} (preset {p.name})")
     if reduce < 1:
         raise ValueError(f"--reduce must be >= 1, got {reduce}")
-    shapes = LAYER_SHAPES[model]
+    shapes = [(n, o, i) for n, (o, i) in layer_shapes(model).items()]
     if reduce > 1:
         shapes = reduced_shapes(shapes, reduce)
     plan = tile_plan(p, shapes)
@@ -184,9 +179,12 @@ def run_bench(*, target: str = "kv260", tokens=(1, 64), reduce: int = 1,
 
 def add_parser(sub) -> None:
     """Register ``bench`` under the ``tellme hw`` subparsers."""
+    from tellme.spec.targets import TARGET_NAMES
+
     ap = sub.add_parser("bench", help="RTL cycle counts of one layer's linears (Verilator)",
                         description=__doc__.split("\n\n")[0])
-    ap.add_argument("--target", default="kv260", help="hardware preset (default kv260)")
+    ap.add_argument("--target", choices=TARGET_NAMES, default="kv260",
+                    help="hardware preset (default kv260)")
     ap.add_argument("--tokens", default="1,64",
                     help="comma-separated token counts (default 1,64: decode and prefill)")
     ap.add_argument("--reduce", type=int, default=1,
@@ -208,7 +206,7 @@ def main(args) -> int:
     try:
         tokens = tuple(int(t) for t in args.tokens.split(","))
     except ValueError:
-        from tellme.host.cli import CliError
+        from tellme.cli import CliError
 
         raise CliError(f"--tokens must be comma-separated integers, got {args.tokens!r}") \
             from None
@@ -219,7 +217,7 @@ def main(args) -> int:
                            data_width=args.data_width, max_burst=args.max_burst,
                            max_outstanding=args.outstanding, timing=timing)
     except ValueError as e:                 # unknown target, shapes that do not fit, ...
-        from tellme.host.cli import CliError
+        from tellme.cli import CliError
 
         raise CliError(str(e)) from None
     if args.json:

@@ -1,0 +1,83 @@
+"""The target table: one record per build target, read by every ``--target`` choice.
+
+A target names a board (its part, the part's capacities, its DDR) and the presets the hardware
+generators build for it. ``sim`` is the small configuration of the RTL tests; it is reported
+against the KV260's part. Capacities are AMD's product-table figures (LUT, FF, DSP48E2,
+RAMB36, URAM288); DDR peaks are the figures TeLLMe reports for the KV260 (2133 MT/s x 64 bit)
+and the ZCU104's PS DDR4-2400 x 64 bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .tiling import TILINGS, Tiling
+
+METRICS = ("LUT", "FF", "DSP", "BRAM36", "URAM")
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    capacity: dict = field(hash=False)       # {metric: count}, metrics as in METRICS
+
+
+PARTS = {
+    "XCK26": Part("XCK26", {"LUT": 117_120, "FF": 234_240, "DSP": 1_248, "BRAM36": 144,
+                            "URAM": 64}),
+    "XCZU7EV": Part("XCZU7EV", {"LUT": 230_400, "FF": 460_800, "DSP": 1_728, "BRAM36": 312,
+                                "URAM": 96}),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One build target.
+
+    ``tlmm``: TLMM engine and weight-buffer preset (``v`` index vectors per fill beat,
+    ``kb_max`` largest K block count, ``nbt_max`` largest tile in column blocks, ``tok_max``
+    tokens per command, ``half_depth`` words per bank in a ping-pong half). ``attention``:
+    attention-engine preset (head_dim, lanes, beat, score-tile depth, context bits).
+    ``row_max``: the longest row the element-wise row buffers hold.
+    """
+
+    name: str
+    board: str
+    part: Part
+    ddr_peak_gbps: float
+    clock_mhz: float
+    tiling: Tiling
+    tlmm: dict = field(hash=False)
+    attention: dict = field(hash=False)
+    row_max: int = 0
+
+
+# kv260/zcu104: TeLLMe's T=28, Q=16; the buffer is 16 banks x 2 URAM288 wide x 1 deep = 32 URAM
+# (a 2048-word half each); kb_max=96 covers K=6912 (2B4T down_proj: 83 K blocks); nbt_max=128
+# covers the largest tile of a 2048-word half (d_model=1536: 19 K blocks -> 107 column
+# blocks); attention: head_dim up to 128 (2B4T; 96 and 100 for the 1bitLLM models), 8 lanes,
+# 8 elements per beat, 1024-key score tiles; rows up to 2B4T's d_ffn = 6912 (FFN sub-norm).
+# sim: small enough for ~10 s Verilator builds; still exercises ragged K/N, several tiles and
+# both table banks.
+_BOARD_TLMM = dict(v=4, kb_max=96, nbt_max=128, tok_max=1024, half_depth=2048)
+_BOARD_ATTN = dict(head_dim=128, lanes=8, beat=8, depth=1024, ctx_bits=13)
+
+TARGETS = {
+    "sim": Target("sim", "RTL simulation (reported against the KV260 part)", PARTS["XCK26"],
+                  17.1, 250.0, TILINGS["sim"],
+                  dict(v=2, kb_max=8, nbt_max=8, tok_max=15, half_depth=64),
+                  dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12), row_max=256),
+    "kv260": Target("kv260", "Kria KV260", PARTS["XCK26"], 17.1, 250.0, TILINGS["kv260"],
+                    _BOARD_TLMM, _BOARD_ATTN, row_max=6912),
+    "zcu104": Target("zcu104", "ZCU104", PARTS["XCZU7EV"], 19.2, 250.0, TILINGS["zcu104"],
+                     _BOARD_TLMM, _BOARD_ATTN, row_max=6912),
+}
+TARGET_NAMES = tuple(TARGETS)
+
+
+def target(name: str) -> Target:
+    """The record of target ``name``; ValueError naming the known targets."""
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise ValueError(f"unknown target {name!r}; known: {', '.join(TARGETS)}") from None

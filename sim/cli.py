@@ -1,5 +1,6 @@
 """Subcommands of this area for the ``tellme`` CLI (see tellme.cli): ``logits`` (the golden
-model), and ``hw plan`` / ``hw bench`` in the ``hw`` group (cycle models, RTL benchmark).
+model), and ``hw plan`` / ``hw rates`` / ``hw bench`` in the ``hw`` group (cycle models, RTL
+benchmark).
 
 Keep imports at module level light: heavy packages are imported inside handlers.
 """
@@ -38,9 +39,10 @@ def register(sub) -> None:
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=_plan)
 
-    from tellme.sim import bench  # module level is light; the handler imports the simulator
+    from tellme.sim import bench, rates  # module level is light; handlers import the rest
 
     bench.add_parser(hsub)
+    rates.add_parser(hsub)
 
 
 def parse_token_list(text: str) -> list[int]:

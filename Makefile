@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha25
 TARGET ?= kv260
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup test test-rtl test-slow demo verilog report plan bench clean help
+.PHONY: setup lint test test-rtl test-slow demo verilog report plan bench clean help
 
 help:            ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -24,7 +24,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-*; touch $@
 
-test: setup      ## default test run: unit, golden, parity, Amaranth sim, cocotb RTL (marker rtl)
+lint: setup      ## ruff over the whole repository (rules in pyproject.toml)
+	$(VENV)/bin/ruff check .
+
+test: lint       ## lint, then the default run: unit, golden, parity, Amaranth sim, cocotb RTL
 	$(PYTEST) -q --durations=15
 
 test-rtl: setup  ## only the cocotb + Verilator tests

@@ -3,7 +3,7 @@
 A backend runs one sequence at a time over a KV cache it owns:
 
 * ``reset(max_len)``      start a new sequence with room for ``max_len`` tokens;
-* ``prefill(tokens)``     append the prompt, return the logits of its LAST position, float32 [vocab];
+* ``prefill(tokens)``     append the prompt, return its LAST position's logits, float32 [vocab];
 * ``decode(token)``       append one token, return its logits, float32 [vocab];
 * ``logits(tokens)``      (optional, for evaluation) logits of every position of a fresh sequence.
 

@@ -6,7 +6,6 @@ NumPy only (runs on the board). The tokenizer is the ``tokenizer.json`` beside t
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,9 +171,3 @@ def generate(backend: Backend, tok: Tokenizer, prompt: str, max_new_tokens: int 
     return Generation(prompt_tokens=len(ids), tokens=out, text=streamer.text,
                       ttft_s=t_first - t0, decode_s=t_end - t_first, backend=backend.name,
                       numerics=backend.numerics, stop_reason=reason)
-
-
-def print_generation(prompt: str, g: Generation, out=sys.stdout) -> None:
-    out.write("\n")
-    out.write(g.metrics_line() + "\n")
-    out.flush()

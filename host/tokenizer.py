@@ -37,7 +37,7 @@ def bytes_to_unicode() -> dict[int, str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return dict(zip(bs, map(chr, cs)))
+    return dict(zip(bs, map(chr, cs), strict=True))
 
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -76,7 +76,7 @@ class PyBPE:
         self.special_ids = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
         for t in spec.get("added_tokens", []):
             if t.get("lstrip") or t.get("rstrip") or t.get("single_word") or \
-                    t.get("normalized") and spec.get("normalizer") is not None:
+                    (t.get("normalized") and spec.get("normalizer") is not None):
                 refuse(f"added token options of {t['content']!r}")
         self.id_to_token = {i: s for s, i in self.vocab.items()}
         self.id_to_token.update({i: s for s, i in self.added.items()})
@@ -224,7 +224,7 @@ class Tokenizer:
         self.special_tokens = added
 
     @classmethod
-    def load(cls, path, engine: str = "auto") -> "Tokenizer":
+    def load(cls, path, engine: str = "auto") -> Tokenizer:
         """Load ``path`` (a tokenizer.json, or a folder holding one). ``engine``: ``auto``
         (``tokenizers`` if installed, else pure Python), ``tokenizers`` or ``python``."""
         path = Path(path)
@@ -261,9 +261,4 @@ class Tokenizer:
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         ids = [int(i) for i in ids]
-        if self.engine == "tokenizers":
-            return self._impl.decode(ids, skip_special_tokens=skip_special_tokens)
-        return self._impl.decode(ids, skip_special_tokens=skip_special_tokens)
-
-    def token_id(self, content: str) -> int | None:
-        return self.special_tokens.get(content)
+        return self._impl.decode(ids, skip_special_tokens=skip_special_tokens)  # both engines alike

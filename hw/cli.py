@@ -3,9 +3,10 @@
 
 Keep imports at module level light: heavy packages are imported inside handlers.
 
-    tellme hw blocks                                        -> the block registry
-    tellme hw verilog --target kv260 [--block tlmm]          -> build/verilog/<target>/<block>.v
-    tellme hw report  --target kv260 [--block tlmm] [--fmt fp16] [--json] -> build/report/<target>/<fmt>/
+    tellme hw blocks                                   -> the block registry
+    tellme hw verilog --target kv260 [--block tlmm]    -> build/verilog/<target>/<block>.v
+    tellme hw report  --target kv260 [--block tlmm] [--fmt fp16] [--json]
+                                                       -> build/report/<target>/<fmt>/
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def register(sub) -> None:
     r.add_argument("--fmt", choices=sorted(STREAM_FORMATS),
                    help="stream format of the blocks (default: the contract's)")
     r.set_defaults(func=_report)
+
+    from tellme.hw import regs_cli  # tellme hw regs (spec/registers.py)
+    regs_cli.register(hsub)
 
 
 def _checked_blocks(names) -> dict:

@@ -101,10 +101,6 @@ class LinearUnit(wiring.Component):
             ports[f"m_axi_{name}"] = member
         super().__init__(ports)
 
-    preset = property(lambda self: self._p)
-    core = property(lambda self: self._core)
-    streamer = property(lambda self: self._streamer)
-
     def elaborate(self, platform):
         m = Module()
         p = self._p

@@ -25,7 +25,7 @@ class HwPreset:
     ram_style: str | None
     table: str = "full"
 
-    def with_table(self, table: str) -> "HwPreset":
+    def with_table(self, table: str) -> HwPreset:
         return replace(self, table=table)
 
 

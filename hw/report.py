@@ -26,7 +26,6 @@ from tellme.spec.targets import METRICS, target as target_record
 from .blocks import DESIGN_BLOCKS, registry
 from .toolchain import build_dir, yosys_command
 
-
 # LUTs per distributed-RAM / shift-register primitive (UltraScale+ CLB).
 LUTRAM_LUTS = {
     "RAM32X1S": 1, "RAM32X1D": 2, "RAM32M": 4, "RAM32M16": 8, "RAM64X1S": 1, "RAM64X1D": 2,

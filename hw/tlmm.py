@@ -11,8 +11,8 @@ Dataflow of one command (one weight tile of ``nbt`` column blocks, ``kb`` K bloc
 
 Tables: each of the T tables is held in Q copies, one small distributed RAM (LUTRAM) per
 (table, reader) with one write port and one asynchronous read port (TeLLMe's per-reader
-copies), all copies of a table written together. Two table banks alternate so that building the tables of K
-block k+1 overlaps the sweep of K block k. Two table kinds:
+copies), all copies of a table written together. Two table banks alternate so that building the
+tables of K block k+1 overlaps the sweep of K block k. Two table kinds:
 
 * ``"full"``: TeLLMe's 27-entry table in code order (``tellme.spec.codes.PATTERNS``), 2x32 deep;
 * ``"half"``: entries 0..13 only, 2x16 deep; a code c >= 14 reads entry c-13 and negates it
@@ -30,16 +30,13 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from tellme.spec.codes import CODE_BITS, G, N_CODES, PATTERNS
-from tellme.spec.tlmm import PIPELINE_LATENCY, TABLE_BITS, TABLE_ENTRIES, acc_bits
+from tellme.spec.codes import CODE_BITS, N_CODES, PATTERNS, G
+from tellme.spec.tlmm import TABLE_BITS, TABLE_ENTRIES, acc_bits
 
 from .weight_buffer import WeightReadSignature, ceil_log2
 
 TABLE_KINDS = tuple(TABLE_ENTRIES)
 HALF_ENTRIES = TABLE_ENTRIES["half"]     # 14: code 0 and the 13 positive patterns
-
-# Pipeline depth from an op's issue (weight read) to its output beat (spec.tlmm).
-PIPELINE_STAGES = PIPELINE_LATENCY
 
 
 def cmd_layout(*, kb_max: int, nbt_max: int, tok_max: int) -> data.StructLayout:
@@ -154,7 +151,6 @@ class TLMM(wiring.Component):
     depth = property(lambda self: self._depth)
     table = property(lambda self: self._table)
     acc_width = property(lambda self: self._acc_width)
-    addr_bits = property(lambda self: self._addr_bits)
 
     @property
     def table_entries(self) -> int:
@@ -350,5 +346,5 @@ class TLMM(wiring.Component):
         return m
 
 
-__all__ = ["TLMM", "TABLE_KINDS", "HALF_ENTRIES", "PIPELINE_STAGES", "cmd_layout", "out_layout",
+__all__ = ["TLMM", "TABLE_KINDS", "HALF_ENTRIES", "cmd_layout", "out_layout",
            "act_layout"]

@@ -33,7 +33,6 @@ class TLMMCore(wiring.Component):
     """
 
     def __init__(self, p: HwPreset):
-        self._p = p
         self._engine = make_tlmm(p)
         self._buffer = make_weight_buffer(p)
         e = self._engine
@@ -46,9 +45,7 @@ class TLMMCore(wiring.Component):
             "overflow": Out(1),
         })
 
-    preset = property(lambda self: self._p)
     engine = property(lambda self: self._engine)
-    buffer = property(lambda self: self._buffer)
 
     def elaborate(self, platform):
         m = Module()

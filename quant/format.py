@@ -29,11 +29,20 @@ from pathlib import Path
 
 import numpy as np
 
-from tellme.spec.codes import CODE_BITS, G, N_CODES, PATTERNS, layout_codes, pack_codes, unlayout_codes, \
-    unpack_codes
+from tellme.spec.codes import (
+    CODE_BITS,
+    N_CODES,
+    PATTERNS,
+    G,
+    layout_codes,
+    pack_codes,
+    unlayout_codes,
+    unpack_codes,
+)
 from tellme.spec.config import LINEAR_NAMES, NORM_NAMES, ModelConfig
-from .model import Layer, TernaryLinear, TernaryModel
 from tellme.spec.tiling import Tiling
+
+from .model import Layer, TernaryLinear, TernaryModel
 
 MAGIC = b"TELLMEWF"
 FORMAT_VERSION = 1
@@ -307,7 +316,7 @@ def write_weight_file(model: TernaryModel, path, tiling: Tiling, meta: dict | No
 
     def table(crcs, data_offset):
         rows, off = [], data_offset
-        for p, crc in zip(plans, crcs):
+        for p, crc in zip(plans, crcs, strict=True):
             rows.append({"name": p.name, "offset": off, "nbytes": p.nbytes, "dtype": p.dtype,
                          "shape": list(p.shape), "crc32": _crc_hex(crc), **p.extra})
             off = _align(off + p.nbytes)
@@ -353,10 +362,7 @@ def write_weight_file(model: TernaryModel, path, tiling: Tiling, meta: dict | No
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

@@ -64,7 +64,7 @@ class TernaryModel:
         """The LM-head matrix [vocab, hidden] (the embedding when tied)."""
         return self.embed if self.lm_head is None else self.lm_head
 
-    def validate(self, check_values: bool = True) -> "TernaryModel":
+    def validate(self, check_values: bool = True) -> TernaryModel:
         """Check every shape and dtype against the config; raise ValueError naming the tensor."""
         c = self.config
 

@@ -1,11 +1,13 @@
-"""Random in-memory BitNet models for tests and numerics sweeps (NumPy only, deterministic)."""
+"""Random in-memory BitNet models for tests, studies and numerics sweeps (NumPy only,
+deterministic): the one generator both the studies (``tellme study accuracy --random``,
+``tellme study golden-speed``) and the tests use."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from tellme.spec.config import LINEAR_NAMES, ModelConfig
 from tellme.quant.model import Layer, TernaryLinear, TernaryModel
+from tellme.spec.config import LINEAR_NAMES, ModelConfig
 
 
 def tiny_config(**over) -> ModelConfig:
@@ -18,43 +20,61 @@ def tiny_config(**over) -> ModelConfig:
     return ModelConfig(**base)
 
 
-def _ternary(rng, shape, std):
+def round_to(x, dtype: str) -> np.ndarray:
+    """Round float values to ``dtype`` ("float32", "float16", "bfloat16") and return them as
+    float32 (values a checkpoint or weight file in that dtype holds exactly)."""
+    if dtype == "bfloat16":       # round to nearest even on the bit pattern (finite values)
+        u = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+        one, sh = np.uint64(1), np.uint64(16)
+        u = (u + np.uint64(0x7FFF) + ((u >> sh) & one)) & np.uint64(0xFFFF0000)
+        return u.astype(np.uint32).view(np.float32)
+    return np.asarray(x, np.float32).astype(dtype).astype(np.float32)
+
+
+def _ternary(rng, shape, std, float_dtype):
     """Latent N(0, std) weights quantised like BitNet: W_q = clamp(round(W / mean|W|), -1, 1),
-    scale = mean|W| (per tensor)."""
+    scale = mean|W| (per tensor; rounded to ``float_dtype``)."""
     lat = rng.normal(0.0, std, size=shape).astype(np.float32)
     scale = np.float32(max(np.abs(lat).mean(dtype=np.float64), 1e-5))
     w = np.clip(np.rint(lat / scale), -1, 1).astype(np.int8)
-    return TernaryLinear(w, scale)
+    return TernaryLinear(w, round_to(scale, float_dtype)[()])
 
 
 def random_model(config: ModelConfig | None = None, seed: int = 0, std: float = 0.3,
                  embed_std: float = 1.0, head_std: float | None = None,
                  norm_range: tuple[float, float] = (0.5, 1.5),
-                 rope_pairing: str = "half") -> TernaryModel:
+                 rope_pairing: str = "half", float_dtype: str = "float32",
+                 meta: dict | None = None) -> TernaryModel:
     """A random model with realistic magnitudes.
 
     ``std``: latent std of the ternary linears (sets weight_scale); ``embed_std``: embedding
     std; ``head_std``: std of an untied LM head (default embed_std), make it large for a model
-    with peaky logits; norm weights are U(norm_range).
+    with peaky logits; norm weights are U(norm_range). ``float_dtype``: every float (embedding,
+    head, norms, weight scales) is rounded to this dtype (held as float32), e.g. "bfloat16"
+    for a model a bf16 checkpoint holds exactly; the draws do not depend on it.
     """
     c = config or tiny_config()
     rng = np.random.default_rng(seed)
     shapes = c.linear_shapes()
     norm_width = {"input_norm": c.hidden_size, "attn_sub_norm": c.q_size,
                   "post_norm": c.hidden_size, "ffn_sub_norm": c.intermediate_size}
+
+    def fl(x):
+        return round_to(x, float_dtype)
+
     layers = []
     for _ in range(c.num_layers):
-        linears = {n: _ternary(rng, shapes[n], std) for n in LINEAR_NAMES}
-        norms = {n: rng.uniform(*norm_range, size=w).astype(np.float32)
-                 for n, w in norm_width.items()}
+        linears = {n: _ternary(rng, shapes[n], std, float_dtype) for n in LINEAR_NAMES}
+        norms = {n: fl(rng.uniform(*norm_range, size=w)) for n, w in norm_width.items()}
         layers.append(Layer(linears, norms))
-    embed = rng.normal(0.0, embed_std, size=(c.vocab_size, c.hidden_size)).astype(np.float32)
+    embed = fl(rng.normal(0.0, embed_std, size=(c.vocab_size, c.hidden_size)))
     head = None
     if not c.tie_word_embeddings:
         hs = embed_std if head_std is None else head_std
-        head = rng.normal(0.0, hs, size=(c.vocab_size, c.hidden_size)).astype(np.float32)
-    final = rng.uniform(*norm_range, size=c.hidden_size).astype(np.float32)
-    return TernaryModel(c, embed, layers, final, head, rope_pairing=rope_pairing).validate()
+        head = fl(rng.normal(0.0, hs, size=(c.vocab_size, c.hidden_size)))
+    final = fl(rng.uniform(*norm_range, size=c.hidden_size))
+    return TernaryModel(c, embed, layers, final, head, rope_pairing=rope_pairing,
+                        meta=dict(meta or {})).validate()
 
 
 def permute_qk_adjacent(model: TernaryModel) -> TernaryModel:

@@ -30,6 +30,7 @@ import numpy as np
 
 from tellme.spec.codes import check_ternary
 from tellme.spec.config import LINEAR_NAMES, NORM_NAMES, ModelConfig
+
 from .format import unpack_bf16
 from .model import Layer, TernaryLinear, TernaryModel
 from .safetensors_raw import SafetensorsError, SafetensorsFile
@@ -167,7 +168,7 @@ class Checkpoint:
             self.sources = [str(self.folder / s) for s in sorted(self._files)]
         elif single.is_file():
             f = self._open(WEIGHTS_NAME)
-            self._where = {n: WEIGHTS_NAME for n in f.names()}
+            self._where = dict.fromkeys(f.names(), WEIGHTS_NAME)
             self.sources = [str(single)]
         else:
             raise CheckpointError(f"{self.folder}: no {WEIGHTS_NAME} or {INDEX_NAME}")
@@ -313,7 +314,7 @@ def parse_config(cfg: dict, path="config.json") -> tuple[str, ModelConfig, dict]
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: {e}") from None
     dt = cfg.get("dtype", cfg.get("torch_dtype"))
-    notes["checkpoint_dtype"] = TORCH_DTYPES.get(str(dt).replace("torch.", ""), None)
+    notes["checkpoint_dtype"] = TORCH_DTYPES.get(str(dt).replace("torch.", ""))
     return family, mc, notes
 
 

@@ -58,9 +58,8 @@ class SafetensorsFile:
             raise SafetensorsError(f"{self.path}: safetensors header is not JSON: {e}") from None
         if not isinstance(header, dict):
             raise SafetensorsError(f"{self.path}: safetensors header is not a JSON object")
-        self.metadata = header.pop("__metadata__", None) or {}
+        header.pop("__metadata__", None)
         self._data_start = 8 + n
-        self._size = size
         self._info: dict[str, tuple[str, tuple, int, int]] = {}
         for name, ent in header.items():
             try:

@@ -31,7 +31,6 @@ Output folder layout (``--out DIR``)::
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -283,7 +282,7 @@ def build_model(cfg: TrainConfig):
             hd = cfg.head_dim
             inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
             self.register_buffer("inv_freq", inv, persistent=False)
-            for name, p in self.named_parameters():
+            for p in self.parameters():
                 if p.dim() == 2:
                     nn.init.normal_(p, std=0.02)
 
@@ -416,12 +415,26 @@ def evaluate(model, ids: np.ndarray, cfg: TrainConfig) -> float:
     return total / count
 
 
+def recorded_config(cfg: TrainConfig) -> dict:
+    """``cfg`` as written into the run's files (checkpoint, summary.json), without a machine
+    path: an absolute ``corpus_dir`` (a download cache, not part of the recipe) is kept relative
+    to the working directory when below it, else by its folder name."""
+    d = asdict(cfg)
+    p = Path(d["corpus_dir"])
+    if p.is_absolute():
+        try:
+            d["corpus_dir"] = p.relative_to(Path.cwd()).as_posix()
+        except ValueError:
+            d["corpus_dir"] = p.name
+    return d
+
+
 def _save_ckpt(path: Path, model, opt, step: int, cfg: TrainConfig, elapsed: float) -> None:
     import torch
 
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                "config": asdict(cfg), "elapsed": elapsed}, tmp)
+                "config": recorded_config(cfg), "elapsed": elapsed}, tmp)
     os.replace(tmp, path)
 
 
@@ -525,7 +538,7 @@ def train(out: Path, cfg: TrainConfig, resume: bool = False, log=print,
     summary = {"steps": step, "train_loss_last_100_steps": sum(tail) / max(1, len(tail)),
                "heldout_loss": held, "parameters": nparams,
                "wall_time_s": round(elapsed, 1), "tokens_seen": step * cfg.batch_size *
-               cfg.seq_len, "config": asdict(cfg)}
+               cfg.seq_len, "config": recorded_config(cfg)}
     export(model, cfg, out, meta={"steps": step, "heldout_loss": f"{held:.5f}"})
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(f"exported {out / 'hf'} (held-out loss {held:.4f}, {elapsed / 60:.1f} min)")

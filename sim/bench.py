@@ -24,7 +24,6 @@ import time
 from dataclasses import asdict
 
 
-
 def reduced_shapes(shapes, factor: int):
     """Same layer with every dimension divided by ``factor`` (for quicker runs)."""
     return [(n, o // factor, i // factor) for n, o, i in shapes]
@@ -38,7 +37,6 @@ def tile_plan(p, shapes) -> list[tuple[str, int, int, int]]:
     """
     from tellme.hw.weight_buffer import URAM_DEPTH, URAM_WIDTH, size_weight_buffer
     from tellme.spec.codes import padded_dims
-    from tellme.spec.models import layer_shapes
     from tellme.spec.tiling import Tiling
 
     width = math.ceil(5 * p.t / URAM_WIDTH)
@@ -68,12 +66,12 @@ def run_bench(*, target: str = "kv260", tokens=(1, 64), reduce: int = 1,
     """Build + simulate; print the report to ``out``; return the figures as a dict."""
     from tellme.hw.linear import LinearUnit
     from tellme.hw.presets import preset
-    from tellme.spec.codes import padded_dims
-    from tellme.spec.models import layer_shapes
+    from tellme.hw.toolchain import build_dir
     from tellme.sim.cycles import expected_cycles
     from tellme.sim.ddr_model import DdrTiming
     from tellme.sim.runner import run_cocotb
-    from tellme.hw.toolchain import build_dir
+    from tellme.spec.codes import padded_dims
+    from tellme.spec.models import layer_shapes
 
     p = preset(target)
     timing = timing or DdrTiming()
@@ -114,7 +112,7 @@ def run_bench(*, target: str = "kv260", tokens=(1, 64), reduce: int = 1,
     pr(f"  {timing.describe()}")
     pr(f"  weight delivery = min(DDR {timing.bytes_per_cycle:.2f}, AXI {data_width // 8}, "
        f"buffer fill {p.v * vbytes:.1f}) = {bpc:.2f} B/cycle")
-    pr(f"  shapes{' (reduced 1/%d)' % reduce if reduce > 1 else ''}: " + ", ".join(
+    pr(f"  shapes{f' (reduced 1/{reduce})' if reduce > 1 else ''}: " + ", ".join(
         f"{n} {i}->{o} (tile {tnb} col blocks)" for n, o, i, tnb in plan))
     report = dict(target=p.name, model=model, reduce=reduce, data_width=data_width,
                   timing=asdict(timing), bytes_per_cycle=bpc, runs=[])
@@ -125,7 +123,7 @@ def run_bench(*, target: str = "kv260", tokens=(1, 64), reduce: int = 1,
         serial = 0.0
         rows = []
         prev = 0
-        for (n, o, i, tnb), done in zip(plan, r["done_at"]):
+        for (n, o, i, tnb), done in zip(plan, r["done_at"], strict=True):
             nb, kb = padded_dims(o, i, p.t, p.q)
             tiles = [min(tnb, nb - nb0) for nb0 in range(0, nb, tnb)]
             comp = sum(expected_cycles(table=p.table, kb=kb, nbt=t, n_tokens=m_tok)
@@ -193,7 +191,8 @@ def add_parser(sub) -> None:
     ap.add_argument("--max-burst", type=int, default=16)
     ap.add_argument("--outstanding", type=int, default=8)
     ap.add_argument("--clock-mhz", type=float, default=250.0)
-    ap.add_argument("--ddr-gbps", type=float, default=17.1, help="DDR peak (GB/s)")
+    ap.add_argument("--ddr-gbps", type=float,
+                    help="DDR peak in GB/s (default: the target's, spec/targets.py)")
     ap.add_argument("--ddr-efficiency", type=float, default=0.85)
     ap.add_argument("--ddr-latency", type=int, default=48, help="read latency (cycles)")
     ap.add_argument("--json", help="also write the figures to this JSON file")
@@ -210,7 +209,10 @@ def main(args) -> int:
 
         raise CliError(f"--tokens must be comma-separated integers, got {args.tokens!r}") \
             from None
-    timing = DdrTiming(clock_mhz=args.clock_mhz, peak_gbps=args.ddr_gbps,
+    from tellme.spec.targets import target
+
+    gbps = args.ddr_gbps or target(args.target).ddr_peak_gbps
+    timing = DdrTiming(clock_mhz=args.clock_mhz, peak_gbps=gbps,
                        efficiency=args.ddr_efficiency, latency=args.ddr_latency)
     try:
         report = run_bench(target=args.target, tokens=tokens, reduce=args.reduce,

@@ -21,13 +21,21 @@ import numpy as np
 from tellme.hw.linear import linear_cmd_layout
 from tellme.hw.presets import preset
 from tellme.hw.tlmm import out_layout
-from tellme.spec.codes import pack_codes, layout_codes
 from tellme.sim.ddr_model import DdrReadModel, DdrTiming
-from tellme.sim.drivers import (StreamSink, StreamSource, layout_fields, pack_array,
-                                pack_struct, start_clock_and_reset, unpack_array, unpack_struct)
+from tellme.sim.drivers import (
+    StreamSink,
+    StreamSource,
+    layout_fields,
+    pack_array,
+    pack_struct,
+    start_clock_and_reset,
+    unpack_array,
+    unpack_struct,
+)
 from tellme.sim.golden.tlmm import ternary_matmul
-from tellme.spec.tlmm import acc_bits
 from tellme.sim.runner import cocotb_params
+from tellme.spec.codes import layout_codes, pack_codes
+from tellme.spec.tlmm import acc_bits
 
 
 def _tile_nbs(nb: int, tile_nb: int) -> list[int]:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from tellme.spec.tlmm import PIPELINE_LATENCY, table_entries
 
 
-
 @dataclass(frozen=True)
 class CommandTiming:
     issue_done: int      # edge of the last issue (next command accepted one edge later)
@@ -124,7 +123,7 @@ def layer_cycles(*, t: int, q: int, v: int, table: str, half_depth: int,
         comp = [command_timing(table=table, kb=kb, nbt=n, n_tokens=n_tokens).issue_done + 1
                 for n in sizes]
         fills = [fill_cycles(nbt=n, kb=kb, q=q, v=v) for n in sizes]
-        seq += list(zip(comp, fills))
+        seq += list(zip(comp, fills, strict=True))
         linears.append(LinearCycles(name, kb, nb, tile_nb, len(sizes), sum(comp), sum(fills)))
     total = seq[0][1] + sum(max(c, seq[i + 1][1] if i + 1 < len(seq) else 0)
                             for i, (c, _) in enumerate(seq))

@@ -22,13 +22,15 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, ReadOnly
 
+from tellme.spec.targets import TARGETS
+
 
 @dataclass(frozen=True)
 class DdrTiming:
     """Stated assumptions of the model (printed by the benchmark beside every figure)."""
 
     clock_mhz: float = 250.0
-    peak_gbps: float = 17.1          # KV260 as TeLLMe reports: 2133 MT/s x 64 bit
+    peak_gbps: float = TARGETS["kv260"].ddr_peak_gbps   # as TeLLMe reports: 2133 MT/s x 64 bit
     efficiency: float = 0.85         # sustained fraction of peak for long sequential reads
     latency: int = 48                # cycles from AR handshake to first R beat (192 ns at 250 MHz)
     max_queued: int = 16             # read bursts the controller accepts ahead

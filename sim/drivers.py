@@ -29,8 +29,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 # Packing helpers live in a cocotb-free module (the Amaranth-sim tests use them too).
-from .payload import (layout_fields, pack_array, pack_struct, to_signed,  # noqa: F401
-                      unpack_array, unpack_struct)
+from .payload import layout_fields, pack_array, pack_struct, to_signed, unpack_array, unpack_struct  # noqa: F401
 
 CLOCK_NS = 10
 
@@ -217,7 +216,7 @@ class StreamMonitor:
             raise AssertionError(f"stream {self.name!r}: {self.errors[0]}")
 
 
-async def send_and_wait(clk, src: "StreamSource", item, count, *, limit: int = 500_000,
+async def send_and_wait(clk, src: StreamSource, item, count, *, limit: int = 500_000,
                         what: str = "") -> int:
     """Send one ``item`` on ``src`` and wait until ``count()`` (a pulse counter kept by the
     testbench) moves; returns the cycles waited. Fails after ``limit`` cycles."""

@@ -16,8 +16,8 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tellme.hw.toolchain import REPO_ROOT, build_dir, elaborate_verilog, setup_verilator_env
 
@@ -83,6 +83,3 @@ def cocotb_params() -> dict:
     """Inside a cocotb test: the ``params`` dict the launcher elaborated the design with."""
     return json.loads(os.environ.get("TELLME_PARAMS", "{}"))
 
-
-if __name__ == "__main__":  # pragma: no cover
-    print(setup_verilator_env(), file=sys.stderr)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tellme.spec.codes import CODE_BITS, G, layout_codes
 from tellme.sim.golden.tlmm import ternary_matmul, tlmm
+from tellme.spec.codes import CODE_BITS, G, layout_codes
 
 
 @dataclass
@@ -42,7 +42,7 @@ class TLMMJob:
         """Output beats (acc lanes only), per tile -> Y [M, n_out] (padded columns dropped)."""
         m = self.y.shape[0]
         out = np.zeros((m, self.nb * self.q), dtype=np.int64)
-        for tile, beats in zip(self.tiles, beats_per_tile):
+        for tile, beats in zip(self.tiles, beats_per_tile, strict=False):
             if len(beats) != m * tile.nbt:
                 raise AssertionError(f"tile at nb {tile.nb0}: {len(beats)} beats, "
                                      f"expected {m * tile.nbt}")

@@ -12,6 +12,7 @@ K/V of a head are fetched once per call and shared by every lane of the call:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # Fixed-point points of the attention arithmetic (docs/numerics.md §4); the engine and the golden
@@ -22,6 +23,13 @@ SCORE_SAT = 2 ** 44 - 1          # raw score saturation (|q.k| < 2**24)
 SV_FRAC = 24                     # S.V terms rounded to LSB 2**-24
 LM_FRAC = 16                     # LM-head products rounded to LSB 2**-16
 MAX_KEYS = 2 ** 20               # S.V accumulator bound (terms < 2**40)
+
+
+def score_scale(head_dim: int) -> int:
+    """C = RN(log2(e) / sqrt(head_dim) * 2**18): the host-set integer that turns raw scores into
+    base-2 logits (softmax(x/sqrt(hd)) = 2**(x*log2(e)/sqrt(hd)) normalised)."""
+    # log2(e) as a float64 literal (no libm); sqrt is correctly rounded (IEEE)
+    return round(1.4426950408889634 / math.sqrt(head_dim) * 2 ** SCORE_SCALE_FRAC)
 
 
 def kv_schedule(n: int, depth: int) -> list[tuple[str, int, int]]:

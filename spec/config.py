@@ -6,7 +6,6 @@ Pure Python (no NumPy): it is serialised into the weight-file header as JSON.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 
 ACTIVATIONS = ("silu", "relu2")
@@ -69,11 +68,6 @@ class ModelConfig:
         """Width of each of the key and value projection outputs."""
         return self.num_kv_heads * self.head_dim
 
-    @property
-    def group_size(self) -> int:
-        """Query heads per KV head (1 for MHA)."""
-        return self.num_heads // self.num_kv_heads
-
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """[out_features, in_features] of the seven ternary linears of one layer."""
         d, f = self.hidden_size, self.intermediate_size
@@ -90,11 +84,8 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tellme.spec.attention import kv_schedule
-from tellme.spec.numerics import FP16, FP24, STREAM_FORMATS, StreamFormat, stream_format
+from tellme.spec.numerics import STREAM_FORMATS, StreamFormat, stream_format
 
 DTYPES = {"fp16": 2, "fp24": 3, "int8": 1}
 FORMATS = STREAM_FORMATS

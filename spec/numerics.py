@@ -46,7 +46,7 @@ def check_float_environment() -> None:
         if not (sub * ft(2.0))[0] > 0:
             problems.append(f"denormals-are-zero in {np.dtype(ft).name} (subnormal*2 gave 0)")
     h = np.array([1], dtype=np.uint16).view(np.float16)  # smallest FP16 subnormal, 2**-24
-    if not (h.astype(np.float64) * 2.0)[0] == 2.0 ** -23:
+    if (h.astype(np.float64) * 2.0)[0] != 2.0 ** -23:
         problems.append("FP16 subnormals are not converted exactly")
     if problems:
         raise FloatEnvironmentError(
@@ -138,9 +138,9 @@ class StreamFormat:
         if x.dtype != self.dtype:
             raise TypeError(f"{what} must be {self.dtype.name} holding {self.name} values "
                             f"(stream format {self.name}), got {x.dtype}")
-        if self.man != 10 and x.size:
-            if not np.array_equal(self.round(x.astype(_F64)), x, equal_nan=False):
-                raise TypeError(f"{what}: float32 values are not on the {self.name} grid")
+        if self.man != 10 and x.size and \
+                not np.array_equal(self.round(x.astype(_F64)), x, equal_nan=False):
+            raise TypeError(f"{what}: float32 values are not on the {self.name} grid")
         return x
 
     def fields(self, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -202,7 +202,7 @@ STREAM_FORMATS = {f.name: f for f in (FP16, FP24)}     # by name: "fp16", "fp24"
 STREAM_FORMAT = FP24
 
 
-def stream_format(fmt: "StreamFormat | None") -> StreamFormat:
+def stream_format(fmt: StreamFormat | None) -> StreamFormat:
     return STREAM_FORMAT if fmt is None else fmt
 
 
@@ -331,10 +331,6 @@ def rsqrt_fp32(num: int, den: int) -> np.float32:
     return np.float32(math.ldexp(q, e))
 
 
-def fp32_of_ratio(fr: Fraction) -> np.float32:
-    return round_ratio_fp32(fr.numerator, fr.denominator)
-
-
 # ---------------------------------------------------------------------------------------------
 # Integer helpers
 
@@ -371,11 +367,8 @@ def int_to_fp32(a: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Function tables (data of the spec; regenerated and checked by tests)
 
-EXP2_FRAC_BITS = 16      # log2-domain scores are Q.16
-EXP2_INDEX_BITS = 6      # 64 segments
-EXP2_OUT_BITS = 23       # 2**-f in UQ1.23
-
-# EXP2_TABLE[i] = RNE(2**(-i/64) * 2**23), i = 0..64
+# EXP2_TABLE[i] = RNE(2**(-i/64) * 2**23), i = 0..64: 64 segments of the Q.16 log2-domain
+# scores, 2**-f in UQ1.23
 EXP2_TABLE = np.array([
     8388608, 8298246, 8208857, 8120432, 8032959, 7946428, 7860829, 7776152,
     7692387, 7609525, 7527555, 7446469, 7366255, 7286906, 7208412, 7130763,
@@ -439,7 +432,7 @@ SILU_TABLE = make_silu_table()
 SILU_TABLE.setflags(write=False)
 
 
-def silu_fx(x, fmt: "StreamFormat | None" = None) -> np.ndarray:
+def silu_fx(x, fmt: StreamFormat | None = None) -> np.ndarray:
     """SiLU of stream values ``x`` (format ``fmt``, default FP16 for float16 arrays, else the
     contract's) in fixed point Q.22 (int64): piecewise-linear over [-16, 16).
 

@@ -38,7 +38,14 @@ class Target:
     ``kb_max`` largest K block count, ``nbt_max`` largest tile in column blocks, ``tok_max``
     tokens per command, ``half_depth`` words per bank in a ping-pong half). ``attention``:
     attention-engine preset (head_dim, lanes, beat, score-tile depth, context bits).
-    ``row_max``: the longest row the element-wise row buffers hold.
+    ``row_max``: the longest row the element-wise row buffers hold. ``ew_lanes``: elements per
+    beat of the element-wise streams (every element-wise block and the TLMM output buffer's
+    drain side), sized from the rate analysis (``tellme hw rates``: the worst per-block rate of
+    the public models on the target, at <= 80 % busy; RoPE needs an even count); a test
+    (tests/test_rates.py) asserts it covers ``sim.rates.analyse(...)['elementwise_lanes']``.
+    ``cma_bytes``: the CMA
+    pool of the board's PYNQ image (Kria-PYNQ boots with ``cma=1000M``; the ZCU104 image's
+    device tree gives 512 MiB: ../shared/reference/board.md), the memory map's default budget.
     """
 
     name: str
@@ -50,6 +57,8 @@ class Target:
     tlmm: dict = field(hash=False)
     attention: dict = field(hash=False)
     row_max: int = 0
+    cma_bytes: int | None = None   # contiguous memory the board's Linux gives the driver
+    ew_lanes: int = 0              # element-wise stream lanes (0: unset; every record sets it)
 
 
 # kv260/zcu104: TeLLMe's T=28, Q=16; the buffer is 16 banks x 2 URAM288 wide x 1 deep = 32 URAM
@@ -57,6 +66,8 @@ class Target:
 # covers the largest tile of a 2048-word half (d_model=1536: 19 K blocks -> 107 column
 # blocks); attention: head_dim up to 128 (2B4T; 96 and 100 for the 1bitLLM models), 8 lanes,
 # 8 elements per beat, 1024-key score tiles; rows up to 2B4T's d_ffn = 6912 (FFN sub-norm).
+# ew_lanes: kv260/zcu104 2 (worst per-block rate 0.80 elements/cycle: RMSNorm's two passes,
+# bitnet_b1_58-large prefill; docs/hw/elementwise.md); sim 2 (the default-tier RTL harness).
 # sim: small enough for ~10 s Verilator builds; still exercises ragged K/N, several tiles and
 # both table banks.
 _BOARD_TLMM = dict(v=4, kb_max=96, nbt_max=128, tok_max=1024, half_depth=2048)
@@ -66,11 +77,14 @@ TARGETS = {
     "sim": Target("sim", "RTL simulation (reported against the KV260 part)", PARTS["XCK26"],
                   17.1, 250.0, TILINGS["sim"],
                   dict(v=2, kb_max=8, nbt_max=8, tok_max=15, half_depth=64),
-                  dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12), row_max=256),
+                  dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12), row_max=256,
+                  ew_lanes=2),
     "kv260": Target("kv260", "Kria KV260", PARTS["XCK26"], 17.1, 250.0, TILINGS["kv260"],
-                    _BOARD_TLMM, _BOARD_ATTN, row_max=6912),
+                    _BOARD_TLMM, _BOARD_ATTN, row_max=6912, cma_bytes=1000 << 20,
+                    ew_lanes=2),
     "zcu104": Target("zcu104", "ZCU104", PARTS["XCZU7EV"], 19.2, 250.0, TILINGS["zcu104"],
-                     _BOARD_TLMM, _BOARD_ATTN, row_max=6912),
+                     _BOARD_TLMM, _BOARD_ATTN, row_max=6912, cma_bytes=512 << 20,
+                     ew_lanes=2),
 }
 TARGET_NAMES = tuple(TARGETS)
 

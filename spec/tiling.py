@@ -21,16 +21,6 @@ class Tiling:
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"Tiling.{name} must be a positive integer, got {v!r}")
 
-    @property
-    def k_block(self) -> int:
-        """Activations per K block (T*G)."""
-        return 3 * self.t
-
-    @property
-    def vector_bits(self) -> int:
-        """Bits of one index vector (T 5-bit codes)."""
-        return 5 * self.t
-
 
 # kv260/zcu104 start from TeLLMe's released point (T=28, Q=16: a 140-bit vector in a 2-URAM
 # 144-bit word). "sim" is small enough for fast RTL tests.

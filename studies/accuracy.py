@@ -1,10 +1,10 @@
 """Measure hw numerics against float numerics: top-1 agreement, perplexity, KL, FP16 range.
 
-    python -m tellme.sim.golden.accuracy --model PATH [--text FILE | --tokens FILE.npy]
-    python -m tellme.sim.golden.accuracy --random        # random fixture-like models
-    python -m tellme.sim.golden.accuracy --oracle DIR...  # HF fixture folders (logits.npy)
-    python -m tellme.sim.golden.accuracy --model PATH --text FILE --ablation
-    python -m tellme.sim.golden.accuracy --model PATH --text FILE --window 256 \
+    tellme study accuracy --model PATH [--text FILE | --tokens FILE.npy]
+    tellme study accuracy --random        # random fixture-like models
+    tellme study accuracy --oracle DIR...  # HF fixture folders (logits.npy)
+    tellme study accuracy --model PATH --text FILE --ablation
+    tellme study accuracy --model PATH --text FILE --window 256 \
         --max-windows 999 --variants contract fp16 res32 'residual=fp32,norm=fp32' [--floor]
 
 With a model and held-out text (tokenised with the model folder's tokenizer.json, or ids from
@@ -23,8 +23,7 @@ import time
 import numpy as np
 
 from tellme.quant.model import TernaryModel
-
-from .model import GoldenModel, forward
+from tellme.sim.golden.model import GoldenModel, forward
 
 
 def log_softmax(lg: np.ndarray) -> np.ndarray:
@@ -82,7 +81,7 @@ def noise_floor(model: TernaryModel, windows: list[np.ndarray]) -> dict:
 
 
 def random_suite(n_tokens: int = 64, seeds=(0, 1, 2)) -> list[tuple[str, dict]]:
-    from .testmodels import random_model, tiny_config
+    from tellme.quant.random_models import random_model, tiny_config
 
     cfgs = {
         "random d64 L2 relu2 GQA (fixture)": (tiny_config(max_context=512), {}),
@@ -163,7 +162,7 @@ def _float_variants() -> dict:
     relative perturbations of the embedding: how sensitive the model's argmax is."""
     import types
 
-    from . import hf
+    from tellme.sim.golden import hf
 
     def r16(a):
         return np.asarray(a, np.float32).astype(np.float16).astype(np.float32)
@@ -209,7 +208,7 @@ def ablation(model: TernaryModel, windows: list[np.ndarray]) -> list[tuple[str, 
     for name, ops in _float_variants().items():
         agree = total = 0
         kl = 0.0
-        for w, lf in zip(windows, base):
+        for w, lf in zip(windows, base, strict=True):
             gm = GoldenModel(model, "float")
             gm.ops = ops
             lv = gm.forward(w, gm.new_cache(len(w)))
@@ -270,7 +269,7 @@ def variant_rows(model: TernaryModel, windows: list[np.ndarray], specs, floor: b
                  log=None):
     """Top-1 agreement with float numerics (float32 prefill), dPPL and KL per variant.
 
-    ``specs``: hw-numerics variants (:func:`tellme.sim.golden.variants.parse_variant`).
+    ``specs``: hw-numerics variants (:func:`tellme.studies.variants.parse_variant`).
     ``floor``: also the float model against benign perturbations of itself (float64
     arithmetic; token-by-token decode instead of one prefill): the metric's noise floor.
     Yields (name, top1, dppl, kl, seconds, gaps) rows; gaps: the float model's top-2 logit gap
@@ -293,7 +292,8 @@ def variant_rows(model: TernaryModel, windows: list[np.ndarray], specs, floor: b
     for name, fn in cands:
         t0 = time.time()
         nll, am, lp = _score(fn, windows)
-        kl = sum(float((np.exp(a) * (a - b)).sum()) for a, b in zip(lp_f, lp)) / len(am)
+        kl = sum(float((np.exp(a) * (a - b)).sum())
+                 for a, b in zip(lp_f, lp, strict=True)) / len(am)
         row = (name, float((am == am_f).mean()), float(np.exp((nll - nll_f) / len(am)) - 1), kl,
                time.time() - t0, gap[am != am_f])
         if log:
@@ -321,7 +321,7 @@ def oracle(dirs) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tellme.sim.golden.accuracy",
+    ap = argparse.ArgumentParser(prog="tellme study accuracy",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="checkpoint folder or weight file")
     ap.add_argument("--text", help="held-out text file (tokenised with --tokenizer)")
@@ -335,7 +335,7 @@ def main(argv=None) -> int:
                          "FP16 (which rounding costs what)")
     ap.add_argument("--variants", nargs="+", metavar="SPEC",
                     help="with --model: hw numerics with streams widened to FP32, per SPEC a "
-                         "preset (hw, kv32, res32, ..., fp32; see sim/golden/variants.py) or "
+                         "preset (hw, kv32, res32, ..., fp32; see studies/variants.py) or "
                          "site=fmt[,site=fmt] (sites: residual norm qkv attn o gate_up ffn "
                          "down normw rope); scored in tellme-eval windows of --window tokens")
     ap.add_argument("--floor", action="store_true",
@@ -394,6 +394,3 @@ def main(argv=None) -> int:
           file=sys.stderr)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

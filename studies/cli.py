@@ -1,7 +1,8 @@
 """``tellme study ...``: the studies behind the design decisions (see tellme.cli).
 
 Each study module has ``main(argv) -> int`` with its own argparse; this group forwards the
-remaining arguments to it (tellme.cli passes unparsed arguments on as ``args.rest``), so ``tellme study NAME --help`` shows the study's options.
+remaining arguments to it (tellme.cli passes unparsed arguments on as ``args.rest``), so
+``tellme study NAME --help`` shows the study's options.
 """
 
 from __future__ import annotations
@@ -10,8 +11,19 @@ import importlib
 
 # name: (module, one-line help)
 STUDIES = {
+    "accuracy": ("tellme.studies.accuracy",
+                 "hw vs float numerics: top-1 agreement, perplexity, KL, ranges; stream-format "
+                 "variants (--variants)"),
+    "online-softmax": ("tellme.studies.online_softmax",
+                       "a one-pass (online-softmax) attention against the two-pass contract"),
+    "golden-speed": ("tellme.studies.golden_speed",
+                     "golden-model prefill and decode tokens/s in both numerics"),
+    "sizes": ("tellme.studies.sizes",
+              "weight-file sizes of the public checkpoints for a target's tiling"),
     "kv-traffic": ("tellme.studies.kv_traffic",
                    "KV-cache DDR bytes per token and layer; attention engine time against it"),
+    "kv-bursts": ("tellme.studies.kv_bursts",
+                  "KVReader bursts and bytes per engine call"),
     "kv-int8": ("tellme.studies.kv_int8",
                 "accuracy of an int8 KV cache against stream-format KV (hw numerics)"),
 }

@@ -1,6 +1,6 @@
 """Golden-model speed: prefill and decode tokens/s in both numerics.
 
-    OPENBLAS_NUM_THREADS=1 python -m tellme.sim.golden.bench [--model PATH] [--numerics float hw]
+    OPENBLAS_NUM_THREADS=1 tellme study golden-speed [--model PATH] [--numerics float hw]
 
 Without --model it uses a random 3.8M-parameter model shaped like the demo model (d=256,
 4 layers, 4 heads / 2 KV heads, ff 640, vocab 4096). Set the BLAS thread count in the
@@ -10,16 +10,15 @@ environment (it is fixed when NumPy loads); one thread is the "one core" figure.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import numpy as np
 
-from .model import GoldenModel
+from tellme.sim.golden.model import GoldenModel
 
 
 def demo_shaped_model():
-    from .testmodels import random_model, tiny_config
+    from tellme.quant.random_models import random_model, tiny_config
 
     c = tiny_config(vocab_size=4096, hidden_size=256, intermediate_size=640, num_layers=4,
                     num_heads=4, num_kv_heads=2, head_dim=64, max_context=256)
@@ -42,7 +41,7 @@ def bench(model, numerics: str, prompt: int = 64, decode: int = 64) -> tuple[flo
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tellme.sim.golden.bench",
+    ap = argparse.ArgumentParser(prog="tellme study golden-speed",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="checkpoint folder or weight file (default: random 3.8M)")
     ap.add_argument("--numerics", nargs="+", default=["float", "hw"], choices=["float", "hw"])
@@ -60,6 +59,3 @@ def main(argv=None) -> int:
         print(f"{num:5s} prefill {pre:8.1f} tok/s   decode {dec:8.1f} tok/s")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -55,10 +55,10 @@ def main(argv=None) -> int:
     ap.add_argument("--fmt", choices=("fp16", "fp24"), default=None,
                     help="stream format (KV rows and int8 scales); default: the contract's")
     args = ap.parse_args(argv)
-    from tellme.spec.kv_layout import FORMATS
     from pathlib import Path
 
     from tellme.host.generate import DEFAULT_MODEL, load_model_and_tokenizer
+    from tellme.spec.kv_layout import FORMATS
 
     mpath = Path(args.model) if args.model else DEFAULT_MODEL
     text = Path(args.text) if args.text else mpath.parent / "heldout.txt"

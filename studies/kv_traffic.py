@@ -8,7 +8,7 @@ import argparse
 
 from tellme.spec.kv_layout import FORMATS, decode_traffic
 from tellme.spec.numerics import FP16, FP24, StreamFormat, stream_format
-
+from tellme.spec.targets import TARGET_NAMES
 
 # the table's columns: (heading, dtype, scale format)
 TABLE_KINDS = (("fp16", "fp16", None), ("fp24", "fp24", None), ("int8+s16", "int8", FP16),
@@ -65,9 +65,11 @@ def main(argv=None) -> int:
     ap.add_argument("--contexts", default="128,1024,4096")
     ap.add_argument("--depths", default="1024,4096",
                     help="score-buffer tiles to compare (keys kept on chip per lane)")
-    ap.add_argument("--target", default="kv260", help="engine preset for the time table")
+    ap.add_argument("--target", choices=TARGET_NAMES, default="kv260",
+                    help="engine preset for the time table")
     ap.add_argument("--mhz", type=float, default=250.0)
-    ap.add_argument("--gbps", type=float, default=17.1, help="DDR bandwidth for KV reads")
+    ap.add_argument("--gbps", type=float,
+                    help="DDR bandwidth for KV reads (default: the target's DDR peak)")
     ap.add_argument("--fmt", choices=sorted(FORMATS), default=None,
                     help="KV row format of the time table (default: the stream format)")
     args = ap.parse_args(argv)
@@ -80,6 +82,9 @@ def main(argv=None) -> int:
     print()
     full = {k: (c.num_heads, c.num_kv_heads, c.head_dim) for k, c in MODELS.items()}
     fmt = FORMATS[args.fmt] if args.fmt else stream_format(None)
-    print(_engine_table(full, ctx, args.target, args.mhz, args.gbps, fmt))
+    from tellme.spec.targets import target
+
+    gbps = args.gbps or target(args.target).ddr_peak_gbps
+    print(_engine_table(full, ctx, args.target, args.mhz, gbps, fmt))
     return 0
 

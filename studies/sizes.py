@@ -1,4 +1,4 @@
-"""Weight-file sizes without the weights: ``python -m tellme.quant.sizes [--target NAME]``.
+"""Weight-file sizes without the weights: ``tellme study sizes [--target NAME]``.
 
 Prints the data bytes of the weight file (docs/weight-format.md) for the public BitNet b1.58
 checkpoints, i.e. what the board must hold in DDR/CMA for the weights. NumPy only.
@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 
+from tellme.quant.format import ALIGN, code_nbytes
 from tellme.spec.codes import padded_dims
-from tellme.spec.models import MODELS  # noqa: F401  (the table main() prints)
 from tellme.spec.config import LINEAR_NAMES, ModelConfig
-from .format import ALIGN, code_nbytes
+from tellme.spec.models import MODELS
 from tellme.spec.tiling import TILINGS, Tiling
-
 
 
 def _al(n: int) -> int:
@@ -36,8 +35,8 @@ def data_bytes(cfg: ModelConfig, tiling: Tiling, float_bytes: int = 2) -> dict[s
             "lm_head": 0 if cfg.tie_word_embeddings else emb}
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m tellme.quant.sizes", description=__doc__)
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="tellme study sizes", description=__doc__)
     ap.add_argument("--target", choices=sorted(TILINGS), default="kv260")
     args = ap.parse_args(argv)
     t = TILINGS[args.target]
@@ -51,7 +50,4 @@ def main(argv=None) -> None:
         print(f"{name:22} {tern / 1e6:9.1f}M {b['codes'] / 2**20:8.1f} "
               f"{8 * b['codes'] / tern:7.3f} {b['embed'] / 2**20:8.1f} "
               f"{b['lm_head'] / 2**20:7.1f} {total / 2**20:8.1f}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

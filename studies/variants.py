@@ -1,7 +1,8 @@
 """Variants of hw numerics with chosen streams widened to FP32 (accuracy study, not contract).
 
-The study starts from the FP16-stream contract (:mod:`.hw` with ``fmt=FP16``; the
-contract's stream format is now FP24, chosen with this study). This module runs the same
+The study starts from the FP16-stream contract (:mod:`tellme.sim.golden.hw_numerics` with
+``fmt=FP16``; the contract's stream format is now FP24, chosen with this study; ``tellme study
+accuracy --variants`` scores them). This module runs the same
 datapath (int8 re-quantisation, exact TLMM, exact integer attention reductions, exp2 table,
 LM head at LSB 2**-16) with any subset of the FP16 streams stored as FP32 instead, to measure
 what each widening buys in top-1 agreement with float numerics (docs/numerics.md §7.1).
@@ -22,7 +23,7 @@ and two parameter tables (not streams; the contract rounds both to FP16):
 * ``rope``:     the host's cos/sin table (``fp32``: HF's own float32 table, fp32 angles).
 
 Each block dispatches on its input dtypes: if its inputs are FP16 and its output site is FP16
-it calls the :mod:`.hw` function itself, so the all-FP16 variant *is* hw numerics, bit for
+it calls the hw-numerics function itself, so the all-FP16 variant *is* hw numerics, bit for
 bit (tests/test_golden_variants.py checks it). A widened block computes in float64 from the
 exact input values and rounds once to the output format (products of FP32 and FP16 values are
 exact in float64; the FP32 rms/scale scalars are float64-rounded, not the contract's exact
@@ -36,11 +37,10 @@ import re
 import numpy as np
 
 from tellme.quant.model import TernaryModel
-
-from . import hw_numerics as hw
-from .model import GoldenModel
+from tellme.sim.golden import hw_numerics as hw
+from tellme.sim.golden.model import GoldenModel
+from tellme.sim.golden.tlmm import ternary_matmul
 from tellme.spec.numerics import FP16, StreamFormat, int_to_fp32, round_ratio_fp32, silu_fx, to_fp16
-from .tlmm import ternary_matmul
 
 STREAMS = ("residual", "norm", "qkv", "attn", "o", "gate_up", "ffn", "down")
 SITES = STREAMS + ("normw", "rope")
@@ -56,11 +56,11 @@ PRESETS = {
     "res32+attn32": {"residual": "fp32", "attn": "fp32"},
     "res32+ffn32": {"residual": "fp32", "gate_up": "fp32", "ffn": "fp32"},
     "all-but-res32": {s: "fp32" for s in STREAMS if s != "residual"},
-    "streams32": {s: "fp32" for s in STREAMS},
+    "streams32": dict.fromkeys(STREAMS, "fp32"),
     "normw32": {"normw": "fp32"},
     "rope32": {"rope": "fp32"},
     "normw32+rope32": {"normw": "fp32", "rope": "fp32"},
-    "fp32": {s: "fp32" for s in SITES},
+    "fp32": dict.fromkeys(SITES, "fp32"),
 }
 _LINEAR_SITE = {("q_proj", "k_proj", "v_proj"): "qkv", ("o_proj",): "o",
                 ("gate_proj", "up_proj"): "gate_up", ("down_proj",): "down"}
@@ -71,7 +71,7 @@ def parse_variant(spec: str) -> dict[str, str]:
     """A preset name (:data:`PRESETS`) or ``site=fmt[,site=fmt...]``, optionally after a preset
     joined by ``+`` terms that are themselves site assignments (``res32,norm=fp32``).
     Returns a full {site: format} map (unnamed sites FP16)."""
-    fmt = {s: "fp16" for s in SITES}
+    fmt = dict.fromkeys(SITES, "fp16")
     for term in spec.split(","):
         term = term.strip()
         if not term:
@@ -80,7 +80,7 @@ def parse_variant(spec: str) -> dict[str, str]:
             fmt.update(PRESETS[term])
             continue
         if _valid_emn(term):                       # every site in one format
-            fmt.update({s: term for s in SITES})
+            fmt.update(dict.fromkeys(SITES, term))
             continue
         if "=" not in term:
             raise ValueError(f"variant {spec!r}: {term!r} is neither a preset "
@@ -115,7 +115,7 @@ def _is16(*xs) -> bool:
 
 
 class VariantOps:
-    """Block functions with the :mod:`.hw` signatures; formats per site from ``fmt``."""
+    """Block functions with the hw-numerics signatures; formats per site from ``fmt``."""
 
     def __init__(self, fmt: dict[str, str]):
         self.fmt = fmt
@@ -123,7 +123,7 @@ class VariantOps:
     def rope_table(self, positions, head_dim, theta):
         if self.fmt["rope"] == "fp16":
             return hw.rope_table(positions, head_dim, theta, fmt=FP16)
-        from . import hf
+        from tellme.sim.golden import hf
 
         cos, sin = hf.rope_table(positions, head_dim, theta)
         if self.fmt["rope"] == "fp32":

@@ -11,5 +11,5 @@ try:
     from tellme.hw.toolchain import setup_verilator_env
 
     setup_verilator_env()
-except Exception:  # noqa: BLE001  (rtl tests report the missing tool themselves)
+except Exception:  # rtl tests report the missing tool themselves
     pass

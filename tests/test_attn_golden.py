@@ -4,15 +4,15 @@ variant vs the contract, the KV layout, call schedules, and the cycle/traffic mo
 import numpy as np
 import pytest
 
-from tellme.spec.attention import decode_calls, kv_schedule, prefill_calls
+from tellme.quant.random_models import random_model, tiny_config
 from tellme.sim.cycles_attn import call_cycles, expected_cycles
 from tellme.sim.golden import hw_numerics as hw
-from tellme.sim.golden.attention_hw import (attention_online, kv_dequant_int8, kv_quant_int8,
-                                           online_vs_contract)
+from tellme.sim.golden.attention_hw import kv_dequant_int8, kv_quant_int8
 from tellme.sim.golden.model import GoldenModel
-from tellme.spec.numerics import FP16, FP24
-from tellme.sim.golden.testmodels import random_model, tiny_config
+from tellme.spec.attention import decode_calls, kv_schedule, prefill_calls
 from tellme.spec.kv_layout import KVLayout, decode_traffic
+from tellme.spec.numerics import FP16, FP24
+from tellme.studies.online_softmax import attention_online, online_vs_contract
 
 
 def _rand(rng, shape, scale=1.0):
@@ -115,7 +115,7 @@ def test_prefill_calls_cover_once(heads, kvh, lanes):
     seen = {}
     for call in prefill_calls(n_q, start, heads, kvh, lanes):
         assert len(call.lim) <= lanes
-        for r, h, lim in zip(call.rows, call.heads, call.lim):
+        for r, h, lim in zip(call.rows, call.heads, call.lim, strict=True):
             assert h // (heads // kvh) == call.kv and lim == start + r
             seen[(r, h)] = seen.get((r, h), 0) + 1
     assert seen == {(r, h): 1 for r in range(n_q) for h in range(heads)}
@@ -127,7 +127,7 @@ def test_prefill_calls_cover_once(heads, kvh, lanes):
 
 def test_kv_layout():
     lay = KVLayout(num_layers=2, num_kv_heads=3, head_dim=16, max_ctx=100, fmt=FP16)
-    addrs = {(l, k, h, p): lay.row_addr(l, k, h, p) for l in range(2) for k in "KV"
+    addrs = {(li, k, h, p): lay.row_addr(li, k, h, p) for li in range(2) for k in "KV"
              for h in range(3) for p in range(100)}
     assert len(set(addrs.values())) == len(addrs)             # no two rows overlap
     assert lay.row_addr(0, "K", 1, 5) - lay.row_addr(0, "K", 1, 4) == 32   # forward order
@@ -156,7 +156,8 @@ def test_traffic_hand_checked():
 
 def test_cycle_model_shape():
     # n <= depth: one K pass, one V pass, two drains
-    assert call_cycles(8, 4, head_dim=16, beat=4, depth=8) == 1 + 16 + (32 + 5) * 2 + 4 * (26 + 4 * 13)
+    assert (call_cycles(8, 4, head_dim=16, beat=4, depth=8)
+            == 1 + 16 + (32 + 5) * 2 + 4 * (26 + 4 * 13))
     e = expected_cycles("decode", pos=9, heads=4, kv_heads=1, head_dim=16, lanes=8, beat=4,
                         depth=8, fmt=FP16)
     assert e["cycles"] == call_cycles(10, 4, head_dim=16, beat=4, depth=8)
@@ -204,14 +205,14 @@ def test_cycle_model_bytes_follow_format():
 @pytest.mark.parametrize("fmt", [FP16, FP24], ids=["fp16", "fp24"])
 def test_rounding_sensitive_rows(fmt):
     """The directed-case search finds rows, and its finishing arithmetic is the golden one."""
-    from tellme.sim.attn_cases import VARIANTS, _finish, _parts, sensitive_rows
+    from .support.attn_cases import VARIANTS, _finish, _parts, sensitive_rows
 
     rows = sensitive_rows(len(VARIANTS), 16, seed=2, fmt=fmt)
     assert len(rows) == len(VARIANTS)
-    for (q, k, v), var in zip(rows, VARIANTS):
+    for (q, k, v), var in zip(rows, VARIANTS, strict=True):
         assert q.dtype == fmt.dtype
         g = hw.attention_decode(q[None], k[:, None], v[:, None], fmt=fmt)[0]
-        p, acc, L = _parts(q, k, v, hw.score_scale(16), fmt)
+        _p, acc, L = _parts(q, k, v, hw.score_scale(16), fmt)
         assert np.array_equal(fmt.to_bits(g), fmt.to_bits(_finish(acc, L, fmt=fmt)))
         assert not np.array_equal(fmt.to_bits(_finish(acc, L, fmt=fmt, **var)),
                                   fmt.to_bits(g))

@@ -10,12 +10,18 @@ from tellme.cli import main
 from tellme.quant.convert import convert
 from tellme.quant.format import WeightFileError, read_weight_file
 from tellme.quant.loader import load_model
+from tellme.quant.random_models import random_model
 from tellme.quant.readers import CheckpointError, read_checkpoint
 from tellme.spec.tiling import TILINGS
 
-from .quant_helpers import (assert_models_equal, hf_config, master_checkpoint_tensors,
-                            packed_checkpoint_tensors, random_model, small_config,
-                            write_checkpoint)
+from .support.quant_helpers import (
+    assert_models_equal,
+    hf_config,
+    master_checkpoint_tensors,
+    packed_checkpoint_tensors,
+    small_config,
+    write_checkpoint,
+)
 
 OFFLINE = {"linear_class": "autobitlinear", "quantization_mode": "offline"}
 
@@ -120,12 +126,12 @@ def test_load_model(tmp_path, packed_ckpt):
     with pytest.raises(WeightFileError, match="checksum mismatch"):
         load_model(out)
     (folder / "config.json").unlink()
-    with pytest.raises(CheckpointError, match="missing config.json"):
+    with pytest.raises(CheckpointError, match=r"missing config\.json"):
         load_model(folder)
 
 
 def test_cli_inspect(tmp_path, packed_ckpt, capsys):
-    folder, model = packed_ckpt
+    folder, _model = packed_ckpt
     out = tmp_path / "w.tlw"
     assert main(["convert", str(folder), "-o", str(out), "--target", "sim", "-q"]) == 0
     capsys.readouterr()

@@ -1,5 +1,6 @@
 """tellme.quant.format: the weight file (round trips, element packings, every error path)."""
 
+import itertools
 import json
 import os
 import struct
@@ -9,13 +10,23 @@ import numpy as np
 import pytest
 
 from tellme.quant import format as fmt
+from tellme.quant.format import (
+    ALIGN,
+    MAGIC,
+    WeightFileError,
+    pack_bf16,
+    pack_f16,
+    read_weight_file,
+    unpack_bf16,
+    unpack_f16,
+    write_weight_file,
+)
+from tellme.quant.random_models import random_model
 from tellme.spec.codes import layout_codes, pack_codes
 from tellme.spec.config import LINEAR_NAMES
-from tellme.quant.format import (ALIGN, MAGIC, WeightFileError, pack_bf16, pack_f16,
-                                 read_weight_file, unpack_bf16, unpack_f16, write_weight_file)
 from tellme.spec.tiling import TILINGS, Tiling
 
-from .quant_helpers import assert_models_equal, random_model, small_config
+from .support.quant_helpers import assert_models_equal, small_config
 
 CASES = {
     # name: (config overrides, tiling)
@@ -34,7 +45,8 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_round_trip_exact(tmp_path, case, float_dtype):
     over, tiling = CASES[case]
-    model = random_model(small_config(**over), seed=3, float_dtype=float_dtype)
+    model = random_model(small_config(**over), seed=3, float_dtype=float_dtype,
+                         meta={"test": True, "seed": 3})
     path = write_weight_file(model, tmp_path / "m.tlw", tiling, meta={"note": "x"})
     wf = read_weight_file(path)
     assert wf.tiling == tiling and wf.config == model.config and wf.version == 1
@@ -67,7 +79,7 @@ def test_sections_aligned_and_memory_mapped(tmp_path):
         assert isinstance(arr.base, np.memmap) or isinstance(arr, np.memmap), s.name
         assert not arr.flags.writeable
     ends.sort()
-    assert all(a[1] <= b[0] for a, b in zip(ends, ends[1:])), "sections overlap"
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(ends)), "sections overlap"
     # embedding lookups widen only the rows asked for
     ids = np.array([[3, 0], [49, 3]])
     np.testing.assert_array_equal(wf.rows("embed", ids), model.embed[ids])
@@ -288,18 +300,18 @@ def test_shape_inconsistent_with_config(good):
     def edit(h):
         h["config"]["intermediate_size"] = 41
     _rewrite_header(good, edit)
-    with pytest.raises(WeightFileError, match="section 'layers.0.ffn_sub_norm': shape"):
+    with pytest.raises(WeightFileError, match=r"section 'layers\.0\.ffn_sub_norm': shape"):
         read_weight_file(good)
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(WeightFileError, match="nope.tlw: cannot read"):
+    with pytest.raises(WeightFileError, match=r"nope\.tlw: cannot read"):
         read_weight_file(tmp_path / "nope.tlw")
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_sizes_match_written_files(tmp_path, case):
-    from tellme.quant.sizes import data_bytes
+    from tellme.studies.sizes import data_bytes
 
     over, tiling = CASES[case]
     model = random_model(small_config(**over), seed=4, float_dtype="bfloat16")

@@ -9,11 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
+from tellme.cli import main
 from tellme.host import backends
 from tellme.host.backends import BackendError, create
-from tellme.cli import main
-from tellme.host.generate import (DEFAULT_MODEL, GenerateError, generate,
-                                  load_model_and_tokenizer)
+from tellme.host.generate import DEFAULT_MODEL, generate, load_model_and_tokenizer
 from tellme.host.sampling import SamplingParams, sample
 from tellme.host.tokenizer import Tokenizer, TokenizerError
 
@@ -42,14 +41,30 @@ def test_greedy_is_deterministic(bundle):
     from tellme.sim.golden.model import forward
 
     ids = tok.encode(PROMPT) + a.tokens
-    logits = forward(model, ids[:-1], numerics="float")
-    assert list(logits[len(tok.encode(PROMPT)) - 1:].argmax(1)) == a.tokens
+    logits = forward(model, ids[:-1], numerics="float")[len(tok.encode(PROMPT)) - 1:]
+    # Float decode runs the BLAS calls (attention, LM head) on other shapes than one full pass,
+    # and the BLAS kernel (CPU) and thread count change their float32 rounding; an int8
+    # activation code at a rounding tie can then flip. Measured: decode and the full pass differ
+    # by up to 0.031 (1.7e-3 of max|logit|) on this prompt, while the closest top-2 gap is
+    # 0.029, so on some machine a greedy token may be a runner-up within that noise of the full
+    # pass's argmax. Bound: 5e-3 * max|logit|, ~3x the measured difference; picking a clearly
+    # worse token fails. The exact check (greedy == argmax everywhere) is in hw numerics below.
+    tol = 5e-3 * np.abs(logits).max()
+    chosen = logits[np.arange(len(a.tokens)), a.tokens]
+    assert np.all(chosen >= logits.max(1) - tol), (chosen - logits.max(1)).min()
 
 
 def test_greedy_hw_is_deterministic(bundle):
     a = _gen(bundle, numerics="hw", max_new_tokens=12, stop_at_eos=False)
     b = _gen(bundle, numerics="hw", max_new_tokens=12, stop_at_eos=False)
     assert a.tokens == b.tokens
+    # greedy = argmax at every step, exactly: hw prefill and decode give bit-identical logits
+    model, tok = bundle
+    from tellme.sim.golden.model import forward
+
+    ids = tok.encode(PROMPT) + a.tokens
+    logits = forward(model, ids[:-1], numerics="hw")
+    assert list(logits[len(tok.encode(PROMPT)) - 1:].argmax(1)) == a.tokens
 
 
 def test_sampling_is_deterministic_per_seed(bundle):
@@ -89,7 +104,7 @@ def test_streaming_matches_result_and_stop_string(bundle):
 def test_context_limit_stops_generation(bundle):
     model, tok = bundle
     ctx = model.config.max_context
-    text = open(DEMO / "heldout.txt", encoding="utf-8").read()
+    text = (DEMO / "heldout.txt").read_text(encoding="utf-8")
     ids = tok.encode(text)[:ctx - 3]
     prompt = tok.decode(ids)
     assert len(tok.encode(prompt)) == ctx - 3
@@ -121,7 +136,7 @@ def test_cli_generate_errors(capsys, argv, message):
 
 
 def test_prompt_longer_than_context(capsys):
-    text = open(DEMO / "heldout.txt", encoding="utf-8").read()[:4000]
+    text = (DEMO / "heldout.txt").read_text(encoding="utf-8")[:4000]
     assert main(["generate", "--prompt", text]) == 2
     err = capsys.readouterr().err
     assert "longer than the model context of 256 tokens" in err

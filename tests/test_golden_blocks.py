@@ -5,8 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tellme.sim.golden import hf
-from tellme.sim.golden import hw_numerics as hw_module
+from tellme.sim.golden import hf, hw_numerics as hw_module
 from tellme.spec.numerics import FP16
 
 # these cases pin the FP16 build of the contract (FP24: tests/test_golden_fp24.py)
@@ -52,7 +51,7 @@ def test_quantize_corner_rows(ops):
 def test_quant_scale_is_correctly_rounded():
     a = f16(1.0, 3.0, 0.1, 65504, 2.0 ** -24)
     s = hw.quant_scale(a)
-    for ai, si in zip(a.astype(np.float64), s):
+    for ai, si in zip(a.astype(np.float64), s, strict=True):
         want = 127 / max(ai, float(np.float32(1e-5)))
         # exactly the nearest float32: error at most half an ulp
         assert abs(float(si) - want) <= np.spacing(np.float32(want)) / 2
@@ -77,7 +76,7 @@ def test_dequant_scale_correctly_rounded():
     a = f16(0.7, 3.0, 1000.0)
     ws = np.float32(0.2371)
     s = hw.dequant_scale(a, ws)
-    for ai, si in zip(a.astype(np.float64), s):
+    for ai, si in zip(a.astype(np.float64), s, strict=True):
         want = ai * float(ws) / 127
         assert abs(float(si) - want) <= np.spacing(np.float32(want)) / 2 * (1 + 1e-9)
 
@@ -114,7 +113,7 @@ def test_rmsnorm_huge_outlier_and_extremes_hw_vs_float():
     x[2, ::2] = -x[2, 1::2]
     g = rng.uniform(0.5, 1.5, 256).astype(np.float32)
     h, amax = hw.rmsnorm_absmax(x, g, 1e-5)
-    hf_, amf = hf.rmsnorm_absmax(x.astype(np.float32), g.astype(F16).astype(np.float32), 1e-5)
+    hf_, _amf = hf.rmsnorm_absmax(x.astype(np.float32), g.astype(F16).astype(np.float32), 1e-5)
     assert np.all(np.isfinite(h.astype(np.float32)))
     # FP16 output rounding only (the FP32 scalar and the exact sum add ~1e-7)
     assert np.allclose(h.astype(np.float32), hf_, rtol=2 ** -11, atol=1e-7)

@@ -5,10 +5,10 @@ import pytest
 
 from tellme.cli import main
 from tellme.quant.format import write_weight_file
-from tellme.spec.tiling import tiling_for
+from tellme.quant.random_models import random_model, tiny_config
 from tellme.sim.cli import parse_token_list
 from tellme.sim.golden.model import forward
-from tellme.sim.golden.testmodels import random_model, tiny_config
+from tellme.spec.tiling import tiling_for
 
 
 @pytest.fixture(scope="module")

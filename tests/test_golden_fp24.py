@@ -15,7 +15,14 @@ import pytest
 
 from tellme.sim.golden import hw_numerics as hw
 from tellme.spec.numerics import (
-    FP16, FP24, FP32_GRID, StreamFormat, round_product, round_sum2, silu_fx, sum_squares,
+    FP16,
+    FP24,
+    FP32_GRID,
+    StreamFormat,
+    round_product,
+    round_sum2,
+    silu_fx,
+    sum_squares,
 )
 
 
@@ -51,7 +58,7 @@ def test_fp24_constants():
     assert (FP24.bits, FP24.sig_bits, FP24.frac, FP24.dtype) == (24, 19, 32, np.float32)
     assert FP24.max == 65535.875
     assert FP24 != FP16 and StreamFormat(18) == FP24
-    with pytest.raises(ValueError, match="10..23"):
+    with pytest.raises(ValueError, match=r"10\.\.23"):
         StreamFormat(9)
 
 
@@ -94,7 +101,7 @@ def test_round_sum2_and_round_product_are_single_roundings():
     c = rng.standard_normal(2010).astype(np.float32).astype(float)
     ab = a * b                                                      # exact, 38 bits
     got = round_product(FP24, ab, c)
-    want = [rn_exact(Fraction(x) * Fraction(y)) for x, y in zip(ab, c)]
+    want = [rn_exact(Fraction(x) * Fraction(y)) for x, y in zip(ab, c, strict=True)]
     assert np.array_equal(got.astype(float), want)
     # sums with a tiny second term that decides a midpoint
     x = FP24.round(rng.standard_normal(500)).astype(float)
@@ -102,10 +109,11 @@ def test_round_sum2_and_round_product_are_single_roundings():
     mids = x + ulp / 2
     tiny = np.where(rng.random(500) < 0.5, 1, -1) * 2.0 ** -60
     got = round_sum2(FP24, mids, tiny)
-    want = [rn_exact(Fraction(p) + Fraction(q)) for p, q in zip(mids, tiny)]
+    want = [rn_exact(Fraction(p) + Fraction(q)) for p, q in zip(mids, tiny, strict=True)]
     assert np.array_equal(got.astype(float), want)
     g32 = round_sum2(FP32_GRID, mids, tiny)
-    w32 = [float(np.float32(rn_exact(Fraction(p) + Fraction(q), 23))) for p, q in zip(mids, tiny)]
+    w32 = [float(np.float32(rn_exact(Fraction(p) + Fraction(q), 23)))
+           for p, q in zip(mids, tiny, strict=True)]
     assert np.array_equal(g32.astype(float), w32)
 
 
@@ -128,7 +136,7 @@ def test_rmsnorm_fp24_against_rationals():
         ms = sum(Fraction(float(v)) ** 2 for v in x[i]) / 64 + Fraction(float(np.float32(1e-5)))
         assert abs(float(r[i]) - 1 / math.sqrt(ms)) <= 2.0 ** -23 * float(r[i])
         want = [rn_exact(Fraction(float(a)) * Fraction(float(b)) * Fraction(float(r[i])))
-                for a, b in zip(x[i], g24)]
+                for a, b in zip(x[i], g24, strict=True)]
         assert np.array_equal(h[i].astype(float), want)
         assert amax[i] == np.abs(h[i]).max()
     assert h.dtype == np.float32
@@ -139,11 +147,13 @@ def test_gated_act_and_rope_fp24_against_rationals():
     g = FP24.round(rng.standard_normal(300) * 4)
     u = FP24.round(rng.standard_normal(300) * 4)
     y = hw.gated_act(g, u, "relu2", fmt=FP24)
-    want = [rn_exact(Fraction(float(max(a, 0))) ** 2 * Fraction(float(b))) for a, b in zip(g, u)]
+    want = [rn_exact(Fraction(float(max(a, 0))) ** 2 * Fraction(float(b)))
+            for a, b in zip(g, u, strict=True)]
     assert np.array_equal(y.astype(float), want)
     ys = hw.gated_act(g, u, "silu", fmt=FP24)
     fx = silu_fx(g, FP24)
-    want = [rn_exact(Fraction(int(a), 2 ** 22) * Fraction(float(b))) for a, b in zip(fx, u)]
+    want = [rn_exact(Fraction(int(a), 2 ** 22) * Fraction(float(b)))
+            for a, b in zip(fx, u, strict=True)]
     assert np.array_equal(ys.astype(float), want)
     # rope: RN(RN32(a c - b s))
     x = FP24.round(rng.standard_normal((2, 1, 8)))
@@ -170,8 +180,8 @@ def test_fp24_functions_reject_fp16_arrays():
 
 @pytest.mark.parametrize("act", ["relu2", "silu"])
 def test_fp24_model_prefill_plus_decode_equals_full(act):
+    from tellme.quant.random_models import random_model, tiny_config
     from tellme.sim.golden.model import GoldenModel
-    from tellme.sim.golden.testmodels import random_model, tiny_config
 
     m = random_model(tiny_config(activation=act, max_context=16), seed=5)
     gm = GoldenModel(m, "hw", fmt=FP24)
@@ -200,7 +210,7 @@ def _near_midpoint_products(n: int, above: bool):
         if (R % 2 == 1) != (not above):                  # the tie would go the wrong way
             continue
         A = (m * (1 << 40) + (1 if above else -1)) // B
-        assert A * B == m * (1 << 40) + (1 if above else -1) and A < 2 ** 41
+        assert m * (1 << 40) + (1 if above else -1) == A * B and A < 2 ** 41
         out.append((float(A) * 2.0 ** -37, float(B) * 2.0 ** -23))      # a*b in [0.5, 1)
     return out
 

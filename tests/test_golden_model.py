@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tellme.quant.model import TernaryModel
+from tellme.quant.random_models import permute_qk_adjacent, random_model, tiny_config
 from tellme.sim.golden.model import GoldenModel, forward
-from tellme.sim.golden.testmodels import permute_qk_adjacent, random_model, tiny_config
 
 # Float mode: decode runs the attention and LM-head BLAS calls on other shapes than prefill,
 # so float32 sums round differently (relative ~1e-7 per op); an int8 code at a rounding tie
@@ -116,7 +116,7 @@ def test_hw_vs_float_sanity_on_random_model():
                     max_context=64)
     m = random_model(c, seed=11, head_std=3.0)             # peaky logits
     toks = np.random.default_rng(2).integers(0, 512, 48)
-    top1, ppl_f, ppl_h = top1_and_ppl(m, toks)
+    top1, _ppl_f, _ppl_h = top1_and_ppl(m, toks)
     noisy = TernaryModel(c, m.embed.astype(np.float16).astype(np.float32), m.layers,
                          m.final_norm, m.lm_head)
     floor = (forward(m, toks).argmax(-1) == forward(noisy, toks).argmax(-1)).mean()
@@ -129,8 +129,9 @@ def test_hw_vs_float_sanity_on_random_model():
 def test_float_decode_speed_4m_model_one_core():
     """3.8M-parameter model (d=256, L=4, vocab 4096), one BLAS thread: > 50 tok/s decode."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-m", "tellme.sim.golden.bench", "--numerics",
-                          "float"], env=env, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "tellme.cli", "study", "golden-speed",
+                          "--numerics", "float"], env=env, check=True, capture_output=True,
+                         text=True).stdout
     rate = float(out.split("decode")[1].split()[0])
     assert rate > 50, out
 
@@ -187,8 +188,8 @@ def test_last_only_gives_the_last_row(numerics):
 
 
 @pytest.mark.parametrize("module", ["tellme.sim.golden.model", "tellme.sim.golden.hw_numerics",
-                                    "tellme.sim.golden.hf", "tellme.sim.golden.accuracy",
-                                    "tellme.sim.golden.bench", "tellme.sim.golden.testmodels"])
+                                    "tellme.sim.golden.hf", "tellme.studies.accuracy",
+                                    "tellme.studies.golden_speed", "tellme.quant.random_models"])
 def test_golden_modules_are_numpy_only(module):
     from tests.test_imports import imported_after, third_party
 

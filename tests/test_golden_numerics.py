@@ -7,8 +7,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from tellme.spec import numerics as nm
 from tellme.sim.golden import hw_numerics as hw_module
+from tellme.spec import numerics as nm
 
 hw = hw_module.bound(nm.FP16)      # the FP16 build of the contract (FP24: test_golden_fp24.py)
 
@@ -159,7 +159,7 @@ def test_int_to_fp32_vs_python_rounding():
                         np.array([0, 1, -1, 2 ** 24, 2 ** 24 + 1, 2 ** 24 + 2, 2 ** 24 + 3,
                                   -(2 ** 25 + 2), 2 ** 25 + 6, 2 ** 61 + 2 ** 37])])
     got = nm.int_to_fp32(a)
-    for v, g in zip(a.tolist(), got.tolist()):
+    for v, g in zip(a.tolist(), got.tolist(), strict=True):
         want = rn_fraction(Fraction(v), fp32_neighbours(float(v))) if v else 0.0
         assert g == want, v
 
@@ -236,7 +236,7 @@ def test_dequantize_exact_against_rational():
     ws = np.float32(0.0213)
     y = hw.dequantize(acc, amax, ws)
     st = Fraction(float(hw.dequant_scale(amax, ws)[0]))
-    for a, yy in zip(acc[0, :500].tolist(), y[0, :500].tolist()):
+    for a, yy in zip(acc[0, :500].tolist(), y[0, :500].tolist(), strict=True):
         exact = a * st
         cands = sorted({float(np.float16(float(exact))),
                         float(np.nextafter(np.float16(float(exact)), np.float16(np.inf))),

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tellme.spec.codes import encode_triples
 from tellme.sim.golden import acc_bits, ternary_matmul, tlmm
+from tellme.spec.codes import encode_triples
 
 
 def pad3(a):

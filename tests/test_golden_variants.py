@@ -1,14 +1,14 @@
-"""Stream-format variants of hw numerics (sim/golden/variants.py) and the accuracy option that
-scores them (sim/golden/accuracy.py --variants)."""
+"""Stream-format variants of hw numerics (studies/variants.py) and the accuracy option that
+scores them (``tellme study accuracy --variants``, studies/accuracy.py)."""
 
 import numpy as np
 import pytest
 
-from tellme.sim.golden.accuracy import eval_windows, variant_rows
+from tellme.quant.random_models import random_model, tiny_config
 from tellme.sim.golden.model import GoldenModel, forward
 from tellme.spec.numerics import FP16
-from tellme.sim.golden.testmodels import random_model, tiny_config
-from tellme.sim.golden.variants import SITES, VariantModel, parse_variant, variant_forward
+from tellme.studies.accuracy import eval_windows, variant_rows
+from tellme.studies.variants import SITES, VariantModel, parse_variant, variant_forward
 
 
 @pytest.fixture(scope="module", params=["relu2-gqa", "silu-mha"])
@@ -49,7 +49,7 @@ def test_widened_variants_run_and_change_the_result(model):
 
 
 def test_parse_variant():
-    assert parse_variant("fp16") == {s: "fp16" for s in SITES}
+    assert parse_variant("fp16") == dict.fromkeys(SITES, "fp16")
     assert set(parse_variant("e5m18").values()) == {"e5m18"}
     assert parse_variant("e5m18,qkv=fp16")["qkv"] == "fp16"
     f = parse_variant("res32,norm=fp32")

@@ -70,7 +70,7 @@ def test_fixture_consistent(folder):
     assert info["style"] == folder.name
     assert sum(f.stat().st_size for f in folder.iterdir()) < 1 << 20
     assert tokens.ndim == 1 and 24 <= tokens.size <= 48 and tokens.dtype == np.int32
-    assert 0 <= tokens.min() and tokens.max() < cfg["vocab_size"]
+    assert tokens.min() >= 0 and tokens.max() < cfg["vocab_size"]
     assert logits.dtype == np.float32 and logits.shape == (tokens.size, cfg["vocab_size"])
     assert np.isfinite(logits).all()
     top2 = np.sort(logits, axis=-1)[:, -2:]
@@ -97,8 +97,8 @@ def test_golden_float_matches_hf(folder):
 def test_weight_file_matches_hf(folder, tmp_path):
     from tellme.quant.format import write_weight_file
     from tellme.quant.loader import load_model
-    from tellme.spec.tiling import TILINGS
     from tellme.sim.golden.model import forward
+    from tellme.spec.tiling import TILINGS
 
     tokens, hf, _ = load_fixture(folder)
     path = write_weight_file(load_model(folder), tmp_path / f"{folder.name}.tellme",

@@ -4,11 +4,10 @@ import pytest
 from amaranth.sim import Simulator
 
 from tellme.hw.presets import make_weight_buffer, preset
-from tellme.hw.weight_buffer import size_weight_buffer
-from tellme.spec.models import layer_shapes
+from tellme.hw.weight_buffer import fill_layout, size_weight_buffer
 from tellme.sim.cycles import fill_cycles
 from tellme.sim.payload import layout_fields, pack_array, pack_struct
-from tellme.hw.weight_buffer import fill_layout
+from tellme.spec.models import layer_shapes
 
 
 def test_kv260_sizing_bitnet_large():

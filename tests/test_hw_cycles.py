@@ -2,8 +2,7 @@
 
 import pytest
 
-from tellme.sim.cycles import (command_timing, expected_cycles, expected_job_cycles,
-                               steady_kb_cycles)
+from tellme.sim.cycles import command_timing, expected_cycles, expected_job_cycles, steady_kb_cycles
 
 
 def test_one_block_one_table():

@@ -12,13 +12,30 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from tellme.spec.numerics import FP16, FP24
 from tellme.sim.payload import pack_array, pack_struct, row_beats, unpack_array, unpack_rows
-from tests.rtl.tb_ew_cases import (acc_rows, amax_cases, dequant_expected, dequant_tie_rows, enc, f32_bits,
-                                   gated_expected, max_bits, neg_zero, norm_expected, norm_rows,
-                                   pack_act_beats, quant_expected, random_bits,
-                                   residual_expected, rope_expected, rope_table_bits, row_amax,
-                                   scales_expected, ties)
+from tellme.spec.numerics import FP16, FP24
+from tests.rtl.tb_ew_cases import (
+    acc_rows,
+    amax_cases,
+    dequant_expected,
+    dequant_tie_rows,
+    enc,
+    f32_bits,
+    gated_expected,
+    max_bits,
+    neg_zero,
+    norm_expected,
+    norm_rows,
+    pack_act_beats,
+    quant_expected,
+    random_bits,
+    residual_expected,
+    rope_expected,
+    rope_table_bits,
+    row_amax,
+    scales_expected,
+    ties,
+)
 
 FMTS = pytest.mark.parametrize("fmt", [FP16, FP24], ids=["fp16", "fp24"])
 

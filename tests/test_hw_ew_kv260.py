@@ -10,13 +10,31 @@ import pytest
 
 from tellme.hw.elementwise.params import EwParams, make_block
 from tellme.hw.tlmm import out_layout
-from tellme.sim.payload import layout_fields, pack_array, pack_struct, unpack_array
-from tellme.sim.payload import row_beats as _row_beats
-from tellme.sim.payload import unpack_rows as _unpack_rows
-from tests.rtl.tb_ew_cases import (acc_rows, amax_cases, dequant_expected, enc, f32_bits,
-                                   gated_expected, norm_expected, norm_rows, pack_act_beats,
-                                   quant_expected, random_bits, residual_expected,
-                                   rope_expected, rope_table_bits, row_amax)
+from tellme.sim.payload import (
+    layout_fields,
+    pack_array,
+    pack_struct,
+    row_beats as _row_beats,
+    unpack_array,
+    unpack_rows as _unpack_rows,
+)
+from tests.rtl.tb_ew_cases import (
+    acc_rows,
+    amax_cases,
+    dequant_expected,
+    enc,
+    f32_bits,
+    gated_expected,
+    norm_expected,
+    norm_rows,
+    pack_act_beats,
+    quant_expected,
+    random_bits,
+    residual_expected,
+    rope_expected,
+    rope_table_bits,
+    row_amax,
+)
 from tests.test_hw_ew_blocks import run_sim
 
 P = EwParams.from_preset("kv260")

@@ -4,9 +4,9 @@ same logits as the original half-paired model in the golden model."""
 import numpy as np
 import pytest
 
+from tellme.quant.random_models import random_model, tiny_config
 from tellme.quant.rope_permute import half_to_adjacent, permute_rows, to_adjacent
 from tellme.sim.golden.model import GoldenModel
-from tellme.sim.golden.testmodels import random_model, tiny_config
 
 
 def test_perm_map():

@@ -13,9 +13,9 @@ from amaranth.sim import Simulator
 from tellme.hw.presets import make_tlmm, make_tlmm_core, preset
 from tellme.hw.tlmm import TLMM, act_layout, cmd_layout, out_layout
 from tellme.hw.weight_buffer import fill_layout
-from tellme.spec.codes import PATTERNS
 from tellme.sim.payload import layout_fields, pack_array, pack_struct, unpack_array, unpack_struct
 from tellme.sim.tlmm_plan import make_job, random_case
+from tellme.spec.codes import PATTERNS
 
 
 def run_core_amaranth(p, job, *, idle=0.0, backpressure=0.0, seed=0, max_cycles=20000):
@@ -64,7 +64,7 @@ def run_core_amaranth(p, job, *, idle=0.0, backpressure=0.0, seed=0, max_cycles=
     per_tile, pos = [], 0
     for tile in job.tiles:
         beats = []
-        for exp_acc, exp_last in tile.expect:
+        for _exp_acc, exp_last in tile.expect:
             f = unpack_struct(out_f, got[pos])
             acc = unpack_array(f["acc"], e.acc_width, p.q, signed=True)
             assert f["last"] == exp_last, f"beat {pos}: last={f['last']}, expected {exp_last}"

@@ -10,10 +10,10 @@ import ast
 import json
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 HEAVY = ("amaranth", "cocotb", "cocotb_tools", "cocotbext", "torch", "transformers", "pynq",
@@ -97,7 +97,7 @@ def test_dependency_direction():
 
 def test_direction_check_sees_lazy_and_relative_imports():
     """The checker resolves relative imports and sees imports inside functions."""
-    hits = dict((m, n) for n, m in tellme_imports("tellme.sim.cli", REPO / "sim/cli.py"))
+    hits = {m: n for n, m in tellme_imports("tellme.sim.cli", REPO / "sim/cli.py")}
     assert "tellme.sim.bench" in hits                                 # lazy, in register()
     rel = tellme_imports("tellme.sim.golden.model", REPO / "sim/golden/model.py")
     assert any(m == "tellme.sim.golden.hf" for _, m in rel)         # from . import hf

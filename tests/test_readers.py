@@ -6,12 +6,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tellme.quant.readers import (CheckpointError, absmean_quantize, pack_hf_ternary,
-                                  read_checkpoint, unpack_hf_ternary)
+from tellme.quant.random_models import random_model
+from tellme.quant.readers import (
+    CheckpointError,
+    absmean_quantize,
+    pack_hf_ternary,
+    read_checkpoint,
+    unpack_hf_ternary,
+)
 
-from .quant_helpers import (assert_models_equal, hf_config, master_checkpoint_tensors,
-                            packed_checkpoint_tensors, random_model, small_config,
-                            write_checkpoint)
+from .support.quant_helpers import (
+    assert_models_equal,
+    hf_config,
+    master_checkpoint_tensors,
+    packed_checkpoint_tensors,
+    small_config,
+    write_checkpoint,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hf"
 OFFLINE = {"linear_class": "autobitlinear", "quantization_mode": "offline"}
@@ -217,7 +228,7 @@ def _expect(folder, pattern):
 
 
 def test_error_unknown_architecture(tmp_path, packed):
-    cfg, t, c = packed
+    _cfg, t, c = packed
     write_checkpoint(tmp_path / "a", t, {**c, "model_type": "gpt2"})
     _expect(tmp_path / "a", r"a/config.json: unsupported model_type 'gpt2'")
     write_checkpoint(tmp_path / "b", t, {**c, "model_type": "llama",
@@ -226,7 +237,7 @@ def test_error_unknown_architecture(tmp_path, packed):
 
 
 def test_error_missing_tensor(tmp_path, packed):
-    cfg, t, c = packed
+    _cfg, t, c = packed
     del t["model.layers.1.mlp.ffn_sub_norm.weight"]
     write_checkpoint(tmp_path, t, c)
     _expect(tmp_path, r"tensor 'model.layers.1.mlp.ffn_sub_norm.weight' is missing "
@@ -234,13 +245,13 @@ def test_error_missing_tensor(tmp_path, packed):
 
 
 def test_error_missing_lm_head_when_untied(tmp_path, packed):
-    cfg, t, c = packed
+    _cfg, t, c = packed
     write_checkpoint(tmp_path, t, {**c, "tie_word_embeddings": False})
     _expect(tmp_path, r"tensor 'lm_head.weight' is missing")
 
 
 def test_error_wrong_shape(tmp_path, packed):
-    cfg, t, c = packed
+    _cfg, t, c = packed
     t["model.layers.0.self_attn.k_proj.weight"] = t["model.layers.0.self_attn.q_proj.weight"]
     write_checkpoint(tmp_path, t, c)
     _expect(tmp_path, r"model.safetensors: tensor 'model.layers.0.self_attn.k_proj.weight' has "
@@ -248,7 +259,7 @@ def test_error_wrong_shape(tmp_path, packed):
 
 
 def test_error_wrong_dtype(tmp_path, packed):
-    cfg, t, c = packed
+    _cfg, t, c = packed
     name = "model.layers.0.mlp.up_proj.weight"
     t[name] = t[name].astype(np.int8)
     write_checkpoint(tmp_path / "a", t, c)
@@ -261,7 +272,7 @@ def test_error_wrong_dtype(tmp_path, packed):
 
 
 def test_error_bad_scale(tmp_path, packed):
-    cfg, t, c = packed
+    _cfg, t, c = packed
     name = "model.layers.1.self_attn.o_proj.weight_scale"
     t[name] = np.array([-1.0], np.float32)
     write_checkpoint(tmp_path, t, c)
@@ -269,7 +280,7 @@ def test_error_bad_scale(tmp_path, packed):
 
 
 def test_error_invalid_packed_code(tmp_path, packed):
-    cfg, t, c = packed
+    _cfg, t, c = packed
     name = "model.layers.1.mlp.down_proj.weight"
     t[name] = t[name].copy()
     t[name][0, 0] = 0xFF
@@ -278,7 +289,7 @@ def test_error_invalid_packed_code(tmp_path, packed):
 
 
 def test_error_truncated_safetensors(tmp_path, packed):
-    cfg, t, c = packed
+    _cfg, t, c = packed
     write_checkpoint(tmp_path, t, c)
     f = tmp_path / "model.safetensors"
     data = f.read_bytes()
@@ -332,7 +343,7 @@ def test_error_index_names_tensor_not_in_shard(tmp_path, packed):
     ({"num_key_value_heads": 3}, r"config.json: num_heads \(4\) must be a multiple"),
 ])
 def test_error_config_fields(tmp_path, packed, edit, pattern):
-    cfg, t, c = packed
+    _cfg, t, c = packed
     write_checkpoint(tmp_path, t, {**c, **edit})
     _expect(tmp_path, pattern)
 
@@ -340,7 +351,7 @@ def test_error_config_fields(tmp_path, packed, edit, pattern):
 def test_omitted_field_means_class_default(tmp_path, packed):
     # HF writes config.json as a diff against the config class: an omitted hidden_size is
     # BitNetConfig's 2560, which then does not match the tensors
-    cfg, t, c = packed
+    _cfg, t, c = packed
     write_checkpoint(tmp_path, t, {k: v for k, v in c.items() if k != "hidden_size"})
     _expect(tmp_path, r"tensor 'model.embed_tokens.weight' has shape \[50, 24\], expected "
                       r"\[50, 2560\]")

@@ -56,6 +56,17 @@ def test_export_layout_and_loss(run):
     assert summary["steps"] == 12 and "heldout_loss" in log[-1]
 
 
+def test_run_files_hold_no_machine_path(run):
+    """TINY's corpus_dir is absolute; no file of the run (summary, checkpoint, export) holds
+    it, the run folder's path or the checkout's."""
+    out, summary = run
+    assert not Path(summary["config"]["corpus_dir"]).is_absolute()
+    for f in sorted(p for p in out.rglob("*") if p.is_file()):
+        data = f.read_bytes()
+        for p in {str(ROOT), str(ROOT / "build" / "corpus"), str(out), str(out.resolve())}:
+            assert p.encode() not in data, (str(f.relative_to(out)), p)
+
+
 def test_export_quantises_like_the_trainer_and_matches_golden(run):
     """Our loader's ternary weights equal the trainer's fake-quant, and the golden float model on
     the export reproduces the torch QAT model's logits."""

@@ -22,8 +22,8 @@ last (:func:`kv_schedule` gives the exact row order the feeder must supply).
 Ports
 -----
 i_cmd : In(stream {n, nq, c, lim[lanes]})  one command per call: n keys (>= 1), nq active lanes,
-        c = score scale (golden `score_scale` (sim/golden/hw_numerics.py)), lim = last visible key of
-        each lane (< n; decode: n - 1).
+        c = score scale (golden `score_scale` (sim/golden/hw_numerics.py)), lim = last visible
+        key of each lane (< n; decode: n - 1).
         bpr = beats per row (run-time head_dim / beat; rows shorter than a beat multiple are
         zero-padded by the feeder), int8 = K/V beats carry int8 codes + the row's scale.
 i_q   : In(stream ArrayLayout(unsigned(fmt.bits), beat))  nq * bpr beats: lane-major q.
@@ -62,16 +62,15 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from tellme.spec.attention import QK_FRAC, SCORE_SAT, SV_FRAC
 from tellme.spec.numerics import EXP2_TABLE, StreamFormat, stream_format
 
 from ..elementwise.stream_fp import unpack
 from .arith import bit_length, rn_fmt, rne_shr
-from tellme.spec.attention import QK_FRAC, SCORE_SAT, SV_FRAC, kv_schedule  # noqa: F401
 
 MAX_SHIFT = 29         # largest shift of a finite stream value (exponent field 30)
 C_BITS = 20            # score-scale register width
 DIV_STEPS = 24
-PIPE = 4               # pipeline stages after the input register (A, B, C, D)
 
 
 def cmd_layout(lanes: int, ctx_bits: int) -> data.StructLayout:

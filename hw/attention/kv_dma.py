@@ -31,9 +31,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from tellme.hw.weight_stream import WeightStreamer, stream_plan
-from tellme.spec.numerics import StreamFormat, stream_format
-
 from tellme.spec.attention import kv_schedule
+from tellme.spec.numerics import StreamFormat, stream_format
 
 __all__ = ["KVReader", "KVWriter", "KVCacheDMA", "read_command_layout", "reader_command",
            "reader_plan", "scale_plan", "reader_beats", "reader_beats_int8",
@@ -684,40 +683,3 @@ def call_traffic(n: int, *, head_dim: int, beat: int, depth: int, data_width: in
     return {"segments": len(kv_schedule(n, depth)), "bursts": len(plan),
             "bytes": beats * data_width // 8, "payload": sum(
                 r for _, _, r in kv_schedule(n, depth)) * lay.row_bytes}
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    from tellme.hw.attention.presets import attention_params
-
-    ap = argparse.ArgumentParser(prog="python -m tellme.hw.attention.kv_dma",
-                                 description="KVReader bursts and bytes per engine call")
-    ap.add_argument("--target", default="kv260")
-    ap.add_argument("--head-dim", type=int, default=128)
-    ap.add_argument("--data-width", type=int, default=128)
-    ap.add_argument("--max-burst", type=int, default=16)
-    ap.add_argument("--contexts", default="1,128,1024,1025,4096")
-    ap.add_argument("--fmt", choices=("fp16", "fp24"), default=None,
-                    help="KV row format (default: the stream format)")
-    a = ap.parse_args(argv)
-    from tellme.spec.kv_layout import FORMATS
-
-    fmt = FORMATS[a.fmt] if a.fmt else _format(None)
-    ep = attention_params(a.target)
-    print(f"{a.target}: {fmt.name.upper()} rows, beat {ep['beat']}, tile {ep['depth']}, "
-          f"head_dim {a.head_dim}, "
-          f"{a.data_width}-bit AXI, bursts <= {a.max_burst} beats; one call = one KV head")
-    print(f"{'n':>6s} {'segments':>8s} {'bursts':>8s} {'bytes read':>12s} {'K/V bytes':>12s}")
-    for n in (int(x) for x in a.contexts.split(",")):
-        t = call_traffic(n, head_dim=a.head_dim, beat=ep["beat"], depth=ep["depth"],
-                         data_width=a.data_width, max_burst=a.max_burst, fmt=fmt)
-        print(f"{n:6d} {t['segments']:8d} {t['bursts']:8d} {t['bytes']:12,d} "
-              f"{t['payload']:12,d}")
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())

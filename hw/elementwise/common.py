@@ -60,7 +60,7 @@ class StallPipe(Pipe):
         return v
 
 
-def row_scale_pipe(m: Module, i_scale, i) -> tuple[Signal, "StallPipe"]:
+def row_scale_pipe(m: Module, i_scale, i) -> tuple[Signal, StallPipe]:
     """Latch one FP32 scale per row from ``i_scale`` and gate the row stream ``i`` on it.
 
     The scale is taken before a row's first beat and released after its ``last`` beat, so the

@@ -11,7 +11,7 @@ from .common import StallPipe, check_lanes, row_layout
 from .stream_fp import ROUND_FP_LATENCY, abs_signed, fmt_of, round_fp, unpack
 
 LATENCY = 4 + ROUND_FP_LATENCY
-ACT_SILU, ACT_RELU2 = 0, 1
+ACT_RELU2 = 1                    # act register: 0 = SiLU, 1 = ReLU^2
 T_BITS, D_BITS = 28, 21          # SILU_TABLE entries (|T| < 2**27) and slopes T[i+1]-T[i]
 
 

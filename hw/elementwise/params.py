@@ -36,7 +36,7 @@ class EwParams:
         return StreamFormat(self.man)
 
     @classmethod
-    def from_preset(cls, name: str, **over) -> "EwParams":
+    def from_preset(cls, name: str, **over) -> EwParams:
         from tellme.hw.presets import preset
         from tellme.spec.tlmm import acc_bits
 

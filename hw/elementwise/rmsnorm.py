@@ -23,13 +23,11 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import StallPipe, check_lanes, row_layout
-from .stream_fp import ROUND_FP_LATENCY, fmt_of, mag_max, round_fp, unpack, unpack32
 from .scalar import ScalarUnit
+from .stream_fp import ROUND_FP_LATENCY, fmt_of, mag_max, round_fp, unpack, unpack32
 
-ACC_BITS = 96                      # FP16 (acc_bits(FP16))
 SQ_STAGES = 3                      # square, shift, lane tree (then accumulate)
 EMIT_LATENCY = 3 + ROUND_FP_LATENCY  # row-buffer read + g, x*g, *r, rounder
-EPS_MIN_EXP = 102                  # FP16 (eps_min_exp(FP16)): eps >= 2**-25
 
 
 def acc_bits(fmt=None) -> int:
@@ -149,7 +147,7 @@ class RMSNormAbsmax(wiring.Component):
             shifted.append(s)
         tree = shifted
         while len(tree) > 1:
-            nxt = [a + b for a, b in zip(tree[0::2], tree[1::2])]
+            nxt = [a + b for a, b in zip(tree[0::2], tree[1::2], strict=False)]
             if len(tree) % 2:
                 nxt.append(tree[-1])
             tree = nxt

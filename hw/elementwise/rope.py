@@ -10,8 +10,17 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import StallPipe, check_lanes, row_layout
-from .stream_fp import (ROUND_FP_LATENCY, ROUND32_LATENCY, ceil_log2, fmt_of, msb_index, round32,
-                   round_fp, unpack, wire)
+from .stream_fp import (
+    ROUND32_LATENCY,
+    ROUND_FP_LATENCY,
+    ceil_log2,
+    fmt_of,
+    msb_index,
+    round32,
+    round_fp,
+    unpack,
+    wire,
+)
 
 LATENCY = 3 + ROUND32_LATENCY + ROUND_FP_LATENCY
 GUARD = 5            # FP16: 22-bit products + 5 zero bits = 24-bit result + guard, round, sticky

@@ -85,10 +85,7 @@ def _index_tree(m: Module, v: Value, highest: bool) -> tuple[Value, Value]:
     hi_any, hi_idx = _index_tree(m, v[half:], highest)
     any_ = Signal()
     idx = Signal(ceil_log2(w))
-    if highest:
-        sel = Mux(hi_any, hi_idx + half, lo_idx)
-    else:
-        sel = Mux(lo_any, lo_idx, hi_idx + half)
+    sel = Mux(hi_any, hi_idx + half, lo_idx) if highest else Mux(lo_any, lo_idx, hi_idx + half)
     m.d.comb += [any_.eq(lo_any | hi_any), idx.eq(sel)]
     return any_, idx
 
@@ -242,7 +239,7 @@ def mag_max(values, fmt=None) -> Value:
     nb = fmt_of(fmt).bits - 1
     vals = [Value.cast(v)[:nb] for v in values]
     while len(vals) > 1:
-        nxt = [Mux(a > b, a, b) for a, b in zip(vals[0::2], vals[1::2])]
+        nxt = [Mux(a > b, a, b) for a, b in zip(vals[0::2], vals[1::2], strict=False)]
         if len(vals) % 2:
             nxt.append(vals[-1])
         vals = nxt

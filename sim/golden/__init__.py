@@ -8,12 +8,13 @@ with the same names and signatures:
 * :mod:`tellme.sim.golden.hf`: ``float`` numerics, fp32 with HF transformers' BitNet semantics.
 
 :mod:`tellme.sim.golden.model` runs whole models (``GoldenModel``, ``forward``);
-``python -m tellme.sim.golden.accuracy`` measures hw against float (docs/numerics.md §7) and
-``python -m tellme.sim.golden.bench`` the speed.
+``tellme study accuracy`` measures hw against float (docs/numerics.md §7) and
+``tellme study golden-speed`` the speed.
 Importing this package checks that the process does not flush subnormals to zero (FTZ/DAZ).
 """
 
 from tellme.spec.numerics import FloatEnvironmentError, check_float_environment
+
 from .tlmm import acc_bits, ternary_matmul, tlmm, tlmm_tables
 
 check_float_environment()

@@ -24,18 +24,35 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from fractions import Fraction
 
 import numpy as np
 
-from tellme.spec.numerics import (
-    FP16, FP16_MAX, StreamFormat, exp2_neg_frac, fp16_fields, fraction_of, int_to_fp32,
-    FP32_GRID, round_product, round_ratio_fp32, round_sum2, rsqrt_fp32, silu_fx, stream_format,
-    sum_squares, to_fp16,
+from tellme.spec.attention import (
+    LM_FRAC,
+    MAX_KEYS,
+    QK_FRAC,
+    SCORE_SAT,
+    score_scale,
 )
-from tellme.spec.attention import LM_FRAC, MAX_KEYS, QK_FRAC, SCORE_SAT, SCORE_SCALE_FRAC, SV_FRAC
-from tellme.spec.numerics import QUANT_EPS
+from tellme.spec.numerics import (
+    FP16_MAX,
+    FP32_GRID,
+    QUANT_EPS,
+    StreamFormat,
+    exp2_neg_frac,
+    fp16_fields,
+    fraction_of,
+    int_to_fp32,
+    round_product,
+    round_ratio_fp32,
+    round_sum2,
+    rsqrt_fp32,
+    silu_fx,
+    stream_format,
+    sum_squares,
+    to_fp16,
+)
 
 from .tlmm import ternary_matmul
 
@@ -220,7 +237,8 @@ def residual_add(x16: np.ndarray, y16: np.ndarray, *,
                  fmt: StreamFormat | None = None) -> np.ndarray:
     """RN(x + y): stream add (exact in float64, one rounding, saturating)."""
     fmt = stream_format(fmt)
-    return fmt.round(_stream(x16, fmt=fmt).astype(np.float64) + _stream(y16, fmt=fmt).astype(np.float64))
+    return fmt.round(_stream(x16, fmt=fmt).astype(np.float64)
+                     + _stream(y16, fmt=fmt).astype(np.float64))
 
 
 def silu(x16: np.ndarray, *, fmt: StreamFormat | None = None) -> np.ndarray:
@@ -251,13 +269,6 @@ def gated_act(gate16: np.ndarray, up16: np.ndarray, activation: str, *,
 
 # ---------------------------------------------------------------------------------------------
 # Attention
-
-
-def score_scale(head_dim: int) -> int:
-    """C = RN(log2(e) / sqrt(head_dim) * 2**18): the host-set integer that turns raw scores into
-    base-2 logits (softmax(x/sqrt(hd)) = 2**(x*log2(e)/sqrt(hd)) normalised)."""
-    # log2(e) as a float64 literal (no libm); sqrt is correctly rounded (IEEE)
-    return int(round(1.4426950408889634 / math.sqrt(head_dim) * 2 ** SCORE_SCALE_FRAC))
 
 
 def qk_scores(q16: np.ndarray, k16: np.ndarray, *, fmt: StreamFormat | None = None) -> np.ndarray:
@@ -355,7 +366,7 @@ def attention_prefill(q16: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray,
     whatever the key order of the hardware schedule. Returns [N, heads, hd].
     """
     q16 = _stream(q16, "q", fmt)
-    n_q, heads, hd = q16.shape
+    n_q, _heads, _hd = q16.shape
     out = np.empty_like(q16)
     for i in range(n_q):
         n = start + i + 1

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from tellme.spec.config import LINEAR_NAMES
 from tellme.quant.model import TernaryModel
-
-from . import hf
-from . import hw_numerics as hw
+from tellme.spec.config import LINEAR_NAMES
 from tellme.spec.numerics import StreamFormat, check_float_environment, stream_format
+
+from . import hf, hw_numerics as hw
 from .tlmm import ternary_matmul
 
 NUMERICS = ("float", "hw")

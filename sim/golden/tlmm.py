@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tellme.spec.codes import G, PATTERNS
+from tellme.spec.codes import PATTERNS, G
 from tellme.spec.tlmm import acc_bits  # noqa: F401  (the accumulator rule, re-exported)
-
 
 
 def tlmm_tables(x: np.ndarray) -> np.ndarray:

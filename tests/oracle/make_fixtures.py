@@ -30,16 +30,16 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 # Parity requirement shared with tests/test_hf_parity.py (docs/oracle.md explains the value).
 REL_TOL = 1e-4
@@ -573,7 +573,7 @@ def build(st: Style, out: Path) -> dict:
                         "them exactly before the forward pass") if left else None,
             "env": {"HF_HUB_OFFLINE": os.environ["HF_HUB_OFFLINE"],
                     "TORCHDYNAMO_DISABLE": os.environ["TORCHDYNAMO_DISABLE"]},
-            "tokens": {"file": "tokens.npy", "dtype": "int32", "count": int(len(tokens))},
+            "tokens": {"file": "tokens.npy", "dtype": "int32", "count": len(tokens)},
             "logits": {"file": "logits.npy", "dtype": "float32",
                        "shape": list(logits.shape), "max_abs": peak,
                        "min_top2_gap": gap},

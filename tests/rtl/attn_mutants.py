@@ -13,6 +13,7 @@ import glob
 import re
 import shutil
 import sys
+from pathlib import Path
 
 MUTANTS = {
     "qk_trunc": ('rne_shr(m, prod, shr, QKP, f"qk{i}_{w}")', "(prod >> shr)"),
@@ -30,8 +31,8 @@ PARAMS = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
 
 def main(argv) -> int:
     from tellme.hw.attention import engine
-    from tellme.spec.numerics import STREAM_FORMATS as fmts
     from tellme.sim.runner import run_cocotb
+    from tellme.spec.numerics import STREAM_FORMATS as fmts
 
     fmt_name = "fp16"
     if argv[:1] == ["--fmt"]:
@@ -41,7 +42,7 @@ def main(argv) -> int:
     fmt, params = fmts[fmt_name], dict(PARAMS, fmt=fmt_name)
     names = argv
 
-    src = open(engine.__file__).read()
+    src = Path(engine.__file__).read_text()
     survived = 0
     for name in names or MUTANTS:
         a, b = MUTANTS[name]
@@ -51,7 +52,7 @@ def main(argv) -> int:
         mod.__package__ = "tellme.hw.attention"
         exec(compile(src.replace(a, b), engine.__file__, "exec"), mod.__dict__)
         try:
-            run_cocotb(lambda: mod.AttentionEngine(**PARAMS, fmt=fmt), name="attn_mutant",
+            run_cocotb(lambda mod=mod: mod.AttentionEngine(**PARAMS, fmt=fmt), name="attn_mutant",
                        params=params,
                        test_module="tests.rtl.tb_attn_engine", extra_env={"SEED": "1"})
             print(f"{name} ({fmt_name}): SURVIVED", flush=True)
@@ -59,7 +60,7 @@ def main(argv) -> int:
         except AssertionError:
             failing = []
             for x in glob.glob("build/sim/attn_mutant-*/*.xml"):
-                failing += re.findall(r'name="(\w+)"[^>]*><failure', open(x).read())
+                failing += re.findall(r'name="(\w+)"[^>]*><failure', Path(x).read_text())
             print(f"{name} ({fmt_name}): KILLED by {', '.join(failing)}", flush=True)
         finally:
             for d in glob.glob("build/sim/attn_mutant-*"):

@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import os
 
+import cocotb
 import numpy as np
 
-import cocotb
-
 from tellme.hw.attention.engine import cmd_layout
-from tellme.spec.attention import decode_calls, kv_schedule, prefill_calls
 from tellme.sim.cycles_attn import call_cycles
-from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_fields,
-                                pack_array, pack_struct, start_clock_and_reset)
+from tellme.sim.drivers import (
+    StreamMonitor,
+    StreamSink,
+    StreamSource,
+    layout_fields,
+    pack_array,
+    pack_struct,
+    start_clock_and_reset,
+)
 from tellme.sim.golden import hw_numerics as hw
 from tellme.sim.golden.attention_hw import kv_dequant_int8, kv_quant_int8
-from tellme.spec.numerics import STREAM_FORMATS as FORMATS
-from tellme.spec.numerics import stream_format
 from tellme.sim.runner import cocotb_params
+from tellme.spec.attention import decode_calls, kv_schedule, prefill_calls
+from tellme.spec.numerics import STREAM_FORMATS as FORMATS, stream_format
 
 SEED = int(os.environ.get("SEED", "1"))
 
@@ -241,8 +246,8 @@ async def test_directed(dut):
 @cocotb.test()
 async def test_rounding_sensitive(dut):
     """Rows whose outputs flip if RN32(1/L) or RN32(A) is off by one ulp
-    (tellme.sim.attn_cases): random rows rarely expose these bits."""
-    from tellme.sim.attn_cases import sensitive_rows
+    (tests/support/attn_cases.py): random rows rarely expose these bits."""
+    from tests.support.attn_cases import sensitive_rows
 
     tb = TB(dut)
     await tb.start(idle=0.1, bp=0.1, seed=SEED + 3)

@@ -23,14 +23,29 @@ import numpy as np
 from cocotb.triggers import RisingEdge
 from cocotbext.axi import AxiBus, AxiRam
 
-from tellme.spec.attention import kv_schedule
-from tellme.hw.attention.kv_dma import (read_command_layout, reader_beats, reader_command,
-                                        reader_plan, write_command_layout, writer_commands)
-from tellme.sim.drivers import (AxiReadMonitor, StreamMonitor, StreamSink, StreamSource,
-                                layout_fields, pack_array, pack_struct, pause_generator,
-                                send_and_wait, start_clock_and_reset)
-from tellme.spec.kv_layout import FORMATS, KVLayout
+from tellme.hw.attention.kv_dma import (
+    read_command_layout,
+    reader_beats,
+    reader_command,
+    reader_plan,
+    write_command_layout,
+    writer_commands,
+)
+from tellme.sim.drivers import (
+    AxiReadMonitor,
+    StreamMonitor,
+    StreamSink,
+    StreamSource,
+    layout_fields,
+    pack_array,
+    pack_struct,
+    pause_generator,
+    send_and_wait,
+    start_clock_and_reset,
+)
 from tellme.sim.runner import cocotb_params
+from tellme.spec.attention import kv_schedule
+from tellme.spec.kv_layout import FORMATS, KVLayout
 
 SEED = int(os.environ.get("SEED", "1"))
 MEM = 1 << 20
@@ -129,7 +144,7 @@ class TB:
         got = self.sink.beats[start:]
         exp = [pack_array(b, self.bits) for b in want]
         assert len(got) == len(exp), f"{len(got)} beats, want {len(exp)} ({cmd})"
-        bad = [i for i, (g, e) in enumerate(zip(got, exp)) if g != e]
+        bad = [i for i, (g, e) in enumerate(zip(got, exp, strict=True)) if g != e]
         assert not bad, f"{len(bad)} of {len(exp)} beats differ, first {bad[0]}: " \
                         f"{got[bad[0]]:#x} != {exp[bad[0]]:#x} ({cmd})"
         plan = reader_plan(cmd, depth=self.D, beat=self.W, data_width=self.dw,

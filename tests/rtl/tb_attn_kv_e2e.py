@@ -21,13 +21,21 @@ from cocotbext.axi import AxiRamRead, AxiReadBus
 
 from tellme.hw.attention.engine import cmd_layout
 from tellme.hw.attention.kv_dma import read_command_layout, reader_command
-from tellme.spec.attention import decode_calls, prefill_calls
-from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_fields,
-                                pack_array, pack_struct, pause_generator, start_clock_and_reset)
+from tellme.sim.drivers import (
+    StreamMonitor,
+    StreamSink,
+    StreamSource,
+    layout_fields,
+    pack_array,
+    pack_struct,
+    pause_generator,
+    start_clock_and_reset,
+)
 from tellme.sim.golden import hw_numerics as hw
 from tellme.sim.golden.attention_hw import kv_dequant_int8, kv_quant_int8
-from tellme.spec.kv_layout import FORMATS, KVLayout, encode_elems
 from tellme.sim.runner import cocotb_params
+from tellme.spec.attention import decode_calls, prefill_calls
+from tellme.spec.kv_layout import FORMATS, KVLayout, encode_elems
 
 SEED = int(os.environ.get("SEED", "1"))
 

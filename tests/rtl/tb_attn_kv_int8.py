@@ -21,14 +21,27 @@ import numpy as np
 from cocotb.triggers import RisingEdge
 from cocotbext.axi import AxiRamRead, AxiReadBus
 
-from tellme.hw.attention.kv_dma import (read_command_layout, reader_beats_int8, reader_command,
-                                        reader_plan, scale_plan)
-from tellme.spec.attention import kv_schedule
-from tellme.sim.drivers import (AxiReadMonitor, StreamMonitor, StreamSink, StreamSource,
-                                layout_fields, pack_struct, pause_generator, send_and_wait,
-                                start_clock_and_reset)
-from tellme.spec.kv_layout import FORMATS, KVLayout, encode_elems
+from tellme.hw.attention.kv_dma import (
+    read_command_layout,
+    reader_beats_int8,
+    reader_command,
+    reader_plan,
+    scale_plan,
+)
+from tellme.sim.drivers import (
+    AxiReadMonitor,
+    StreamMonitor,
+    StreamSink,
+    StreamSource,
+    layout_fields,
+    pack_struct,
+    pause_generator,
+    send_and_wait,
+    start_clock_and_reset,
+)
 from tellme.sim.runner import cocotb_params
+from tellme.spec.attention import kv_schedule
+from tellme.spec.kv_layout import FORMATS, KVLayout, encode_elems
 
 SEED = int(os.environ.get("SEED", "1"))
 
@@ -98,7 +111,7 @@ class TB:
         assert not int(d.busy.value) and not int(d.error.value)
         got = self.sink.beats[start:]
         assert len(got) == len(want), f"{len(got)} beats, want {len(want)} ({cmd})"
-        bad = [i for i, (g, e) in enumerate(zip(got, want)) if g != e]
+        bad = [i for i, (g, e) in enumerate(zip(got, want, strict=True)) if g != e]
         assert not bad, f"{len(bad)} of {len(want)} beats differ, first {bad[0]}: " \
                         f"{got[bad[0]]:#x} != {want[bad[0]]:#x} ({cmd})"
         # scale bursts start at or after the AXI beat holding the first scale; the code rows

@@ -12,23 +12,48 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 import cocotb
+import numpy as np
 
 from tellme.hw.elementwise.params import EwParams
 from tellme.hw.tlmm import out_layout
 from tellme.sim import cycles_ew
-from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_fields,
-                                pack_array, pack_struct, start_clock_and_reset, unpack_array)
+from tellme.sim.drivers import (
+    StreamMonitor,
+    StreamSink,
+    StreamSource,
+    layout_fields,
+    pack_array,
+    pack_struct,
+    start_clock_and_reset,
+    unpack_array,
+)
 from tellme.sim.payload import row_beats, unpack_rows
 from tellme.sim.runner import cocotb_params
-from tests.rtl.tb_ew_cases import (acc_rows, amax_cases, dec, dequant_expected,
-                                   dequant_tie_rows, enc,
-                                   f32_bits, gated_expected, max_bits, neg_zero, norm_expected,
-                                   norm_rows, pack_act_beats, quant_expected, random_bits,
-                                   residual_expected, rope_expected, rope_table_bits, row_amax,
-                                   scales_expected, silu_expected, ties)
+from tests.rtl.tb_ew_cases import (
+    acc_rows,
+    amax_cases,
+    dec,
+    dequant_expected,
+    dequant_tie_rows,
+    enc,
+    f32_bits,
+    gated_expected,
+    max_bits,
+    neg_zero,
+    norm_expected,
+    norm_rows,
+    pack_act_beats,
+    quant_expected,
+    random_bits,
+    residual_expected,
+    rope_expected,
+    rope_table_bits,
+    row_amax,
+    scales_expected,
+    silu_expected,
+    ties,
+)
 
 INPUTS = ("norm_i", "norm_i_g", "ts_i", "quant_i_scale", "quant_i", "dq_i_scale", "dq_i",
           "res_i_x", "res_i_y", "ga_i_gate", "ga_i_up", "rope_i", "rope_i_cs")
@@ -413,8 +438,8 @@ async def test_chain_layer(dut):
     quantise -> golden TLMM -> dequantise -> RoPE / residual / gating / sub-norm, every RTL
     output equal to the golden model's traced intermediate (each stage fed the RTL's own
     previous outputs)."""
+    from tellme.quant.random_models import random_model, tiny_config
     from tellme.sim.golden.model import GoldenModel
-    from tellme.sim.golden.testmodels import random_model, tiny_config
     from tellme.sim.golden.tlmm import ternary_matmul
 
     tb = TB(dut)
@@ -437,7 +462,7 @@ async def test_chain_layer(dut):
         gbits = {k: enc(v, fmt) for k, v in lay.norms.items()}
         T, hd = len(ids), cfg.head_dim
 
-        async def linear(h, amax, name):
+        async def linear(h, amax, name, *, lin=lin):
             ws = np.float32(lin[name].scale)
             s_q, _ = await blk.scales(amax, np.float32(1.0))
             _, s_tok = await blk.scales(amax, ws)

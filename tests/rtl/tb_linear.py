@@ -18,19 +18,28 @@ import cocotb
 import numpy as np
 from cocotbext.axi import AxiRamRead, AxiReadBus
 
-from tellme.sim.bench import tile_plan
 from tellme.hw.linear import linear_cmd_layout
 from tellme.hw.presets import preset
 from tellme.hw.tlmm import out_layout
-from tellme.spec.codes import layout_codes, pack_codes
+from tellme.sim.bench import tile_plan
 from tellme.sim.cycles import expected_cycles
 from tellme.sim.ddr_model import DdrReadModel, DdrTiming
-from tellme.sim.drivers import (CycleCounter, StreamMonitor, StreamSink, StreamSource,
-                                layout_fields, pack_array, pack_struct, start_clock_and_reset,
-                                unpack_array, unpack_struct)
-from tellme.spec.tlmm import acc_bits
+from tellme.sim.drivers import (
+    CycleCounter,
+    StreamMonitor,
+    StreamSink,
+    StreamSource,
+    layout_fields,
+    pack_array,
+    pack_struct,
+    start_clock_and_reset,
+    unpack_array,
+    unpack_struct,
+)
 from tellme.sim.runner import cocotb_params
 from tellme.sim.tlmm_plan import make_job, random_case
+from tellme.spec.codes import layout_codes, pack_codes
+from tellme.spec.tlmm import acc_bits
 
 
 def tile_nb_for(p, n_out: int, k_in: int) -> int:
@@ -181,7 +190,8 @@ async def test_linear_overlap(dut):
         fill = [t.nbt * lin.kb * p.q * 5 * p.t / 8 / bpc for t in lin.job.tiles]
         comp = [expected_cycles(table=p.table, kb=lin.kb, nbt=t.nbt, n_tokens=lin.m)
                 for t in lin.job.tiles]
-        ideal = fill[0] + sum(max(f, c) for f, c in zip(fill[1:], comp[:-1])) + comp[-1]
+        ideal = (fill[0] + sum(max(f, c) for f, c in zip(fill[1:], comp[:-1], strict=True))
+                 + comp[-1])
         serial = sum(fill) + sum(comp)
         dut._log.info("M=%d: %d tiles, measured %d cycles, ideal overlap %.0f, serial %.0f",
                       m_tok, len(fill), cycles, ideal, serial)

@@ -9,21 +9,28 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 import cocotb
+import numpy as np
 from cocotb.triggers import FallingEdge, RisingEdge
 
 from tellme.hw.presets import HwPreset
 from tellme.hw.tlmm import cmd_layout, out_layout
 from tellme.hw.weight_buffer import fill_layout
 from tellme.sim.cycles import expected_cycles, expected_job_cycles
-from tellme.sim.drivers import (StreamMonitor, StreamSink, StreamSource, layout_fields,
-                                pack_array, pack_struct, start_clock_and_reset, unpack_array,
-                                unpack_struct)
-from tellme.spec.tlmm import acc_bits
+from tellme.sim.drivers import (
+    StreamMonitor,
+    StreamSink,
+    StreamSource,
+    layout_fields,
+    pack_array,
+    pack_struct,
+    start_clock_and_reset,
+    unpack_array,
+    unpack_struct,
+)
 from tellme.sim.runner import cocotb_params
 from tellme.sim.tlmm_plan import make_job, random_case
+from tellme.spec.tlmm import acc_bits
 
 STREAMS_IN = ("i_w", "i_cmd", "i_act")
 PRESET_FIELDS = ("t", "q", "v", "kb_max", "nbt_max", "tok_max", "half_depth", "ram_style",

@@ -20,9 +20,9 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiRamRead, AxiReadBus
 
 from tellme.hw.weight_stream import stream_plan
-from tellme.spec.codes import layout_codes, pack_codes
 from tellme.sim.drivers import AxiReadMonitor, pause_generator
 from tellme.sim.runner import cocotb_params
+from tellme.spec.codes import layout_codes, pack_codes
 
 
 class TB:

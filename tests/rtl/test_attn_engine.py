@@ -11,9 +11,8 @@ sensitive rows, run-time head_dim. ``slow``: more seeds at both formats, and a s
 import pytest
 
 from tellme.hw.attention.engine import AttentionEngine
-from tellme.spec.numerics import FP24
-from tellme.spec.numerics import STREAM_FORMATS as FORMATS
 from tellme.sim.runner import run_cocotb
+from tellme.spec.numerics import FP24, STREAM_FORMATS as FORMATS
 
 SMALL = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
 WIDE = dict(head_dim=32, lanes=4, beat=8, depth=64, ctx_bits=13)

@@ -11,11 +11,16 @@ Default tier, 128-bit AXI: KVCacheDMA (reader + writer on one AXI4 port) for the
 import numpy as np
 import pytest
 
-from tellme.hw.attention.kv_dma import KVCacheDMA, KVReader, KVWriter, reader_command, \
-    writer_commands
-from tellme.spec.numerics import FP16, FP24
-from tellme.spec.kv_layout import FORMATS, KVLayout, decode_elems, decode_traffic, encode_elems
+from tellme.hw.attention.kv_dma import (
+    KVCacheDMA,
+    KVReader,
+    KVWriter,
+    reader_command,
+    writer_commands,
+)
 from tellme.sim.runner import run_cocotb
+from tellme.spec.kv_layout import FORMATS, KVLayout, decode_elems, decode_traffic, encode_elems
+from tellme.spec.numerics import FP16, FP24
 
 SMALL = dict(beat=4, depth=8, max_head_dim=16, ctx_bits=12, data_width=128, addr_width=40,
              max_burst=16, max_outstanding=4, fmt="fp16")

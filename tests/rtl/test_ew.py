@@ -12,8 +12,8 @@ import os
 import pytest
 
 from tellme.hw.elementwise.params import EwHarness, EwParams
-from tellme.spec.numerics import FP16, FP24
 from tellme.sim.runner import run_cocotb
+from tellme.spec.numerics import FP16, FP24
 
 
 def _run(p: EwParams, ns: str, seed: int = 1, testcase=None, exhaustive=False, opt="-O0"):

@@ -72,7 +72,7 @@ def sensitive_rows(count: int, head_dim: int, seed: int = 0, max_n: int = 12, fm
         q = r(rng.standard_normal(head_dim) * 0.5)
         k = r(rng.standard_normal((n, head_dim)) * 0.5)
         v = r(rng.standard_normal((n, head_dim)))
-        p, acc, L = _parts(q, k, v, c, fmt)
+        _p, acc, L = _parts(q, k, v, c, fmt)
         ref = _finish(acc, L, fmt=fmt)
         if not np.array_equal(fmt.to_bits(_finish(acc, L, fmt=fmt, **want)), fmt.to_bits(ref)):
             out.append((q, k, v))

@@ -1,5 +1,6 @@
-"""Test helpers for the quant area: random TernaryModels and small HF-style checkpoints written
-with the real ``safetensors`` package (NumPy API; bf16 through ml_dtypes, test-side only)."""
+"""Test helpers for the quant area: a small model config (random models come from
+tellme.quant.random_models), small HF-style checkpoints written with the real ``safetensors``
+package (NumPy API; bf16 through ml_dtypes, test-side only), model comparison."""
 
 from __future__ import annotations
 
@@ -8,51 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-from tellme.spec.config import LINEAR_NAMES, NORM_NAMES, ModelConfig
-from tellme.quant.model import Layer, TernaryLinear, TernaryModel
+from tellme.quant.model import TernaryModel
+from tellme.quant.random_models import tiny_config
 from tellme.quant.readers import LINEAR_PATHS, NORM_PATHS, pack_hf_ternary
+from tellme.spec.config import LINEAR_NAMES, NORM_NAMES, ModelConfig
 
 
 def small_config(**kw) -> ModelConfig:
-    base = dict(vocab_size=50, hidden_size=24, intermediate_size=40, num_layers=2, num_heads=4,
-                num_kv_heads=2, head_dim=6, activation="relu2", rms_norm_eps=1e-5,
-                rope_theta=10000.0, tie_word_embeddings=True, max_context=64,
-                bos_token_id=1, eos_token_id=2)
-    base.update(kw)
-    return ModelConfig(**base)
-
-
-def to_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
-    """Round float values to ``dtype`` and return them as float32 (what the file holds)."""
-    if dtype == "bfloat16":       # round to nearest even on the bit pattern (finite values)
-        u = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
-        one, sh = np.uint64(1), np.uint64(16)
-        u = (u + np.uint64(0x7FFF) + ((u >> sh) & one)) & np.uint64(0xFFFF0000)
-        return u.astype(np.uint32).view(np.float32)
-    return np.asarray(x, np.float32).astype(dtype).astype(np.float32)
-
-
-def random_model(cfg: ModelConfig, seed=0, float_dtype="float32") -> TernaryModel:
-    rng = np.random.default_rng(seed)
-    d = cfg.hidden_size
-    widths = {"input_norm": d, "attn_sub_norm": cfg.q_size, "post_norm": d,
-              "ffn_sub_norm": cfg.intermediate_size}
-
-    def fl(*shape, lo=None, hi=None):
-        x = rng.uniform(lo, hi, shape) if lo is not None else rng.standard_normal(shape)
-        return to_dtype(x, float_dtype)
-
-    layers = []
-    for _ in range(cfg.num_layers):
-        lin = {n: TernaryLinear(rng.integers(-1, 2, s).astype(np.int8),
-                                to_dtype(rng.uniform(0.01, 2.0), float_dtype))
-               for n, s in cfg.linear_shapes().items()}
-        norms = {n: fl(widths[n], lo=0.2, hi=2.0) for n in NORM_NAMES}
-        layers.append(Layer(lin, norms))
-    return TernaryModel(config=cfg, embed=fl(cfg.vocab_size, d), layers=layers,
-                        final_norm=fl(d, lo=0.2, hi=2.0),
-                        lm_head=None if cfg.tie_word_embeddings else fl(cfg.vocab_size, d),
-                        meta={"test": True, "seed": seed})
+    """A smaller config than ``tiny_config`` (ragged head_dim 6), with BOS/EOS ids."""
+    return tiny_config(**{**dict(vocab_size=50, hidden_size=24, intermediate_size=40,
+                                 head_dim=6, max_context=64, bos_token_id=1, eos_token_id=2),
+                          **kw})
 
 
 def _st_array(x: np.ndarray, dtype: str):
@@ -164,7 +131,7 @@ def assert_models_equal(a: TernaryModel, b: TernaryModel, meta=False):
     if a.lm_head is not None:
         np.testing.assert_array_equal(a.lm_head.view(np.uint32), b.lm_head.view(np.uint32))
     assert len(a.layers) == len(b.layers)
-    for la, lb in zip(a.layers, b.layers):
+    for la, lb in zip(a.layers, b.layers, strict=True):
         for n in LINEAR_NAMES:
             np.testing.assert_array_equal(la.linears[n].w, lb.linears[n].w)
             assert la.linears[n].w.dtype == lb.linears[n].w.dtype == np.int8

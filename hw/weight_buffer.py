@@ -1,6 +1,6 @@
 """Ping-pong weight buffer (URAM) for the TLMM engine, and its analytic sizing.
 
-The buffer holds TLMM index vectors (T 5-bit codes, ``quant/codes.py`` "layout v1") in Q banks,
+The buffer holds TLMM index vectors (T 5-bit codes, ``spec/codes.py`` "layout v1") in Q banks,
 one per parallel output column, so the engine reads the Q vectors of one (column block, K block)
 in one cycle. Each bank is split into two halves (ping-pong tiles): the weight streamer fills one
 half while the engine reads the other.

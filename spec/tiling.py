@@ -1,7 +1,7 @@
 """TLMM tilings: the (T, Q) geometry a weight file is laid out for. NumPy-free.
 
 T = tables per cycle (T*3 int8 activations consumed per table build), Q = output columns per
-cycle. The weight file stores codes in the buffer order of one tiling (quant/codes.py); the
+cycle. The weight file stores codes in the buffer order of one tiling (spec/codes.py); the
 hardware presets in ``tellme.hw`` use the same names and numbers.
 """
 

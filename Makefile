@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha25
 TARGET ?= kv260
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup lint test test-rtl test-slow demo verilog report plan bench clean help
+.PHONY: setup lint test test-rtl test-slow demo verilog report plan bench bitstream clean help
 
 help:            ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -19,6 +19,9 @@ $(STAMP): requirements.txt pyproject.toml
 	@command -v g++ >/dev/null && command -v perl >/dev/null || { \
 	  echo "installing g++/perl for Verilator builds"; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends g++ make perl; }
+	@command -v tclsh >/dev/null || { \
+	  echo "installing tclsh for the Vivado Tcl checks"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends tcl; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
@@ -50,6 +53,9 @@ plan: setup      ## weight-buffer sizing, tile plan and TLMM cycles per layer fo
 
 bench: setup     ## RTL cycle counts of one full-size layer's linears (Verilator, minutes)
 	$(VENV)/bin/tellme hw bench
+
+bitstream: setup ## Vivado 2022.1 flow for $(TARGET) (kv260|zcu104) -> bitstreams/$(TARGET)/
+	$(VENV)/bin/tellme hw bitstream --target $(TARGET)
 
 clean:           ## remove generated files (keeps .venv)
 	rm -rf build .pytest_cache

@@ -46,6 +46,9 @@ def register(sub) -> None:
     from tellme.hw import regs_cli  # tellme hw regs (spec/registers.py)
     regs_cli.register(hsub)
 
+    from tellme.hw import bitstream_cli  # tellme hw bitstream (Vivado flow)
+    bitstream_cli.register(hsub)
+
 
 def _checked_blocks(names) -> dict:
     from tellme.hw.blocks import registry

@@ -41,7 +41,8 @@ ALLOWED = {
 NUMPY_ONLY = [
     "tellme.spec.codes", "tellme.spec.tiling", "tellme.spec.config", "tellme.spec.models",
     "tellme.spec.numerics", "tellme.spec.tlmm", "tellme.spec.attention", "tellme.spec.kv_layout",
-    "tellme.spec.targets", "tellme.quant.model", "tellme.quant.format", "tellme.sim.golden",
+    "tellme.spec.targets", "tellme.spec.registers", "tellme.spec.memory_map", "tellme.spec.program",
+    "tellme.spec.shell", "tellme.quant.model", "tellme.quant.format", "tellme.sim.golden",
     "tellme.progress",
 ]
 

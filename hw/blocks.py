@@ -15,9 +15,13 @@ DESIGN_BLOCKS = ("tlmm", "weight_buffer")
 
 def registry() -> dict:
     """``{name: (description, maker(HwPreset, StreamFormat))}`` in help order."""
+    from tellme.spec.registers import const_values
+
     from .attention.presets import report_blocks as attention_blocks
     from .elementwise.params import report_blocks as elementwise_blocks
     from .presets import make_tlmm, make_tlmm_core, make_weight_buffer
+    from .regs import RegisterFile
+    from .sequencer import report_blocks as sequencer_blocks
     from .weight_stream import report_blocks as stream_blocks
 
     return {
@@ -28,6 +32,9 @@ def registry() -> dict:
         "weight_buffer": ("ping-pong URAM weight buffer", lambda p, fmt: make_weight_buffer(p)),
         "tlmm_core": ("TLMM engine + weight buffer", lambda p, fmt: make_tlmm_core(p)),
         **stream_blocks(), **elementwise_blocks(), **attention_blocks(),
+        **sequencer_blocks(),
+        "regs": ("AXI4-Lite control and status registers (spec/registers.py)",
+                 lambda p, fmt: RegisterFile(const_values(p.name, fmt=fmt))),
     }
 
 

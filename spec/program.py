@@ -196,6 +196,8 @@ OPS = {op.name: op for op in (
 )}
 OPCODES = {op.code: op for op in OPS.values()}
 _ENUMS = {"dtype": FLOAT_DTYPES, "pairing": PAIRINGS, "mode": MODES, "act": ACTIVATIONS}
+ENUM_FIELDS = _ENUMS            # field name -> its enumeration (a value >= len is BAD_FIELD)
+NONZERO_FIELDS = ("rows", "cols", "n", "k", "heads", "kv_heads", "head_dim", "vocab")  # 0 is bad
 RECORDS_PER_LAYER = 22
 assert RECORDS_PER_LAYER <= RECORDS_PER_LAYER_MAX
 
@@ -300,7 +302,7 @@ def _decode_record(raw: bytes, i: int) -> Record:
                                             f"0..{len(values) - 1}", i)
     if op.name == "ATTENTION" and args["mode"] == 1 and args["rows"] != 1:
         raise ProgramError("BAD_FIELD", f"decode attention of {args['rows']} rows", i)
-    for name in ("rows", "cols", "n", "k", "heads", "kv_heads", "head_dim", "vocab"):
+    for name in NONZERO_FIELDS:
         if name in args and args[name] == 0:
             raise ProgramError("BAD_FIELD", f"{op.name}.{name} is 0", i)
     return Record(op.name, None if layer == NO_LAYER else layer, args)

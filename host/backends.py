@@ -9,8 +9,9 @@ A backend runs one sequence at a time over a KV cache it owns:
 
 Registered backends, in order of preference for ``--backend auto``:
 
-* ``board``   the accelerator on a KV260/ZCU104 through the PYNQ driver   (not yet available);
-* ``rtl-sim`` the accelerator's Verilog in Verilator, same host driver     (not yet available);
+* ``board``   the accelerator on a KV260/ZCU104: the host driver over the PYNQ device
+  (``tellme.host.driver``, ``tellme.host.pynq_device``), bitstream in ``TELLME_BITSTREAM``;
+* ``rtl-sim`` the accelerator's Verilog in Verilator, same host driver     (needs hw/top.py);
 * ``golden``  the NumPy golden model (``tellme.sim.golden.model``), ``float`` or ``hw`` numerics.
 
 A backend joins by subclassing :class:`Backend` and calling :func:`register`; ``available()``
@@ -135,13 +136,47 @@ class _Unavailable(Backend):
 class RtlSimBackend(_Unavailable):
     name = "rtl-sim"
     priority = 10
-    reason = "the RTL simulation device is not implemented yet"
+    reason = ("the RTL simulation device needs the accelerator top (hw/top.py), which is not "
+              "built yet; the host driver runs today on the GoldenDevice (docs/driver.md)")
 
 
-class BoardBackend(_Unavailable):
+class BoardBackend(Backend):
+    """The accelerator on a KV260/ZCU104: the host driver over the PYNQ device, with the
+    bitstream named by the environment variable TELLME_BITSTREAM (docs/driver.md)."""
+
     name = "board"
     priority = 20
-    reason = "no board driver yet (needs pynq on a KV260/ZCU104)"
+
+    @classmethod
+    def available(cls):
+        import importlib.util
+        import os
+
+        if importlib.util.find_spec("pynq") is None:
+            return False, "pynq is not importable (the board backend runs on a KV260/ZCU104 " \
+                          "with PYNQ; docs/driver.md)"
+        bit = os.environ.get("TELLME_BITSTREAM", "")
+        if not bit:
+            return False, "no bitstream: set TELLME_BITSTREAM to bitstreams/<target>/" \
+                          "tellme_<target>_<hash>.bit (docs/driver.md)"
+        if not os.path.isfile(bit):
+            return False, f"TELLME_BITSTREAM={bit}: no such file"
+        return True, ""
+
+    def __new__(cls, model, numerics="hw"):
+        import os
+
+        from .driver import DeviceBackend
+        from .pynq_device import PynqDevice
+
+        be = DeviceBackend(model, device=PynqDevice(os.environ["TELLME_BITSTREAM"]))
+        be.name = cls.name
+        return be
+
+    def reset(self, max_len):  # pragma: no cover - __new__ returns a DeviceBackend
+        raise NotImplementedError
+
+    prefill = decode = reset
 
 
 _REGISTRY: dict[str, type[Backend]] = {}

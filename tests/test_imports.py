@@ -43,7 +43,8 @@ NUMPY_ONLY = [
     "tellme.spec.numerics", "tellme.spec.tlmm", "tellme.spec.attention", "tellme.spec.kv_layout",
     "tellme.spec.targets", "tellme.spec.registers", "tellme.spec.memory_map", "tellme.spec.program",
     "tellme.spec.shell", "tellme.quant.model", "tellme.quant.format", "tellme.sim.golden",
-    "tellme.progress",
+    "tellme.progress", "tellme.host.device", "tellme.host.driver", "tellme.host.golden_device",
+    "tellme.host.pynq_device",
 ]
 
 

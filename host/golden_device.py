@@ -47,10 +47,8 @@ class GoldenBuffer(DeviceBuffer):
         return self._host
 
     def _range(self, offset, nbytes):
-        n = self.nbytes - offset if nbytes is None else nbytes
-        if offset < 0 or offset + n > self.nbytes:
-            raise DeviceError(f"sync [{offset}, +{n}) outside the {self.nbytes}-byte buffer")
-        return self.device_address + offset, offset, n
+        off, n = self.span(offset, nbytes)
+        return self.device_address + off, off, n
 
     def sync_to_device(self, offset=0, nbytes=None):
         addr, off, n = self._range(offset, nbytes)

@@ -22,6 +22,7 @@ def registry() -> dict:
     from .presets import make_tlmm, make_tlmm_core, make_weight_buffer
     from .regs import RegisterFile
     from .sequencer import report_blocks as sequencer_blocks
+    from .top import report_blocks as top_blocks
     from .weight_stream import report_blocks as stream_blocks
 
     return {
@@ -32,7 +33,7 @@ def registry() -> dict:
         "weight_buffer": ("ping-pong URAM weight buffer", lambda p, fmt: make_weight_buffer(p)),
         "tlmm_core": ("TLMM engine + weight buffer", lambda p, fmt: make_tlmm_core(p)),
         **stream_blocks(), **elementwise_blocks(), **attention_blocks(),
-        **sequencer_blocks(),
+        **sequencer_blocks(), **top_blocks(),
         "regs": ("AXI4-Lite control and status registers (spec/registers.py)",
                  lambda p, fmt: RegisterFile(const_values(p.name, fmt=fmt))),
     }

@@ -22,6 +22,8 @@ class with several. Port names towards the register file match ``hw.regs.Registe
 
 from __future__ import annotations
 
+import functools
+import operator
 import struct
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
@@ -142,6 +144,11 @@ class Sequencer(wiring.Component):
     <class>_done : In(1)
         The class's block finished the command issued last (a pulse, the cycle after the
         command's handshake at the earliest).
+    <class>_error : In(8)
+        Instead of ``done``: a non-zero program error code (``spec.program.ERRORS``, e.g.
+        UNSUPPORTED_OP from a build without the class's execution unit) for one cycle; the run
+        stops with BAD_PROGRAM, that code, the record and its address (an error wins over a
+        ``done`` in the same cycle).
     status_busy, status_done, status_error : Out(1); status_record : Out(16)
         STATUS fields (DONE/ERROR hold until the next START; RECORD: record being checked or
         executed).
@@ -185,6 +192,7 @@ class Sequencer(wiring.Component):
         for cls in CLASSES:
             members[f"o_{cls}"] = Out(stream.Signature(command_layout(cls, addr_width)))
             members[f"{cls}_done"] = In(1)
+            members[f"{cls}_error"] = In(8)
         members.update({
             "m_axi_arid": Out(1), "m_axi_araddr": Out(addr_width), "m_axi_arlen": Out(8),
             "m_axi_arsize": Out(3), "m_axi_arburst": Out(2), "m_axi_arlock": Out(1),
@@ -387,6 +395,10 @@ class Sequencer(wiring.Component):
         cur = Signal(len(CLASSES))            # one-hot class of the command in flight
         cmd_hs = Signal()
         dones = Cat(*(getattr(self, f"{cls}_done") for cls in CLASSES))
+        x_err = Signal(8)                     # the error code of the class in flight
+        m.d.comb += x_err.eq(functools.reduce(operator.or_, (
+            getattr(self, f"{cls}_error") & cur[k].replicate(8)
+            for k, cls in enumerate(CLASSES))))
         m.d.comb += cmd_hs.eq(Cat(*(getattr(self, f"o_{c}").valid & getattr(self, f"o_{c}").ready
                                     for c in CLASSES)).any())
 
@@ -578,7 +590,10 @@ class Sequencer(wiring.Component):
                 common()
             with m.State("WAIT"):
                 m.d.comb += [busy.eq(1), stall.eq(1)]
-                with m.If((dones & cur).any()):
+                with m.If(x_err != 0):
+                    bad_program(x_err, rec_i, rec_addr)
+                    m.next = "IDLE"
+                with m.Elif((dones & cur).any()):
                     with m.If(rec_i + 1 >= count):
                         bad_program("COUNT", rec_i, rec_addr)
                         m.next = "IDLE"

@@ -83,6 +83,8 @@ ERRORS = {
     8: ("BAD_FIELD", "a field is out of its range (zero size, bad enum, non-zero padding)"),
     9: ("ADDRESS", "an access lies outside the memory map (or writes a read-only region)"),
     10: ("LIMIT", "a dimension exceeds the build's capabilities"),
+    11: ("UNSUPPORTED_OP", "this build has no execution unit for the op (reported when the "
+                           "record is dispatched; docs/hw/top.md)"),
 }
 ERROR_CODES = {name: code for code, (name, _) in ERRORS.items()}
 

@@ -5,7 +5,8 @@ What this proves: the driver's loads, programs, syncs and register protocol repr
 ``tellme logits --numerics hw`` bit for bit on the demo model (prefill, decode steps, host LM
 head) and the golden backend's generated text; identity mismatches, hangs, error runs, too
 large weight files and too long prompts end in the stated errors, and the next run on the
-same device succeeds. Not proven: anything about the RTL (hw/top.py does not exist yet).
+same device succeeds. Not proven here: anything about the RTL (tests/rtl/test_top.py runs
+the driver on the top).
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ NUMPY_ONLY = [
     "tellme.spec.codes", "tellme.spec.tiling", "tellme.spec.config", "tellme.spec.models",
     "tellme.spec.numerics", "tellme.spec.tlmm", "tellme.spec.attention", "tellme.spec.kv_layout",
     "tellme.spec.targets", "tellme.spec.registers", "tellme.spec.memory_map", "tellme.spec.program",
-    "tellme.spec.shell", "tellme.quant.model", "tellme.quant.format", "tellme.sim.golden",
+    "tellme.spec.shell", "tellme.spec.device", "tellme.quant.model", "tellme.quant.format",
+    "tellme.sim.golden",
     "tellme.progress", "tellme.host.device", "tellme.host.driver", "tellme.host.golden_device",
     "tellme.host.pynq_device",
 ]

@@ -55,6 +55,7 @@ class TB:
         self.ready_p = 1.0
         self.max_delay = 0             # done delay (cycles after the handshake) 1..1+max
         self.never: set[str] = set()   # classes whose block never answers
+        self.fail: dict[str, int] = {}  # classes whose block answers with an error code
         self.cmds: list[tuple[str, dict]] = []
         self.flags: dict[str, int] = {}
         self.busy = self.stall = 0
@@ -75,6 +76,7 @@ class TB:
         for cls in CLASSES:
             getattr(d, f"o_{cls}__ready").value = 0
             getattr(d, f"{cls}_done").value = 0
+            getattr(d, f"{cls}_error").value = 0
         await ClockCycles(d.clk, 3)
         d.rst.value = 0
         await ClockCycles(d.clk, 2)
@@ -87,11 +89,19 @@ class TB:
         d = self.dut
         valid, ready = getattr(d, f"o_{cls}__valid"), getattr(d, f"o_{cls}__ready")
         payload, done = getattr(d, f"o_{cls}__payload"), getattr(d, f"{cls}_done")
+        error = getattr(d, f"{cls}_error")
+
+        def answer():
+            if cls in self.fail:
+                error.value = self.fail[cls]
+            else:
+                done.value = 1
         countdown = -1
         pending = None
         while True:
             await RisingEdge(d.clk)
             done.value = 0
+            error.value = 0
             if int(valid.value):
                 v = payload.value.to_unsigned()
                 if pending is not None:
@@ -101,7 +111,7 @@ class TB:
                     pending = None
                     countdown = -1 if cls in self.never else self.rng.randint(0, self.max_delay)
                     if countdown == 0:         # done in the cycle after the handshake
-                        done.value = 1
+                        answer()
                         countdown = -1
                     ready.value = 0
                     continue
@@ -109,7 +119,7 @@ class TB:
             else:
                 assert pending is None, f"{cls}: valid dropped before the handshake"
             if countdown == 0:
-                done.value = 1
+                answer()
             if countdown >= 0:
                 countdown -= 1
             ready.value = int(self.rng.random() < self.ready_p)
@@ -309,6 +319,15 @@ async def test_faults(dut):
     _only(r["flags"], "irq_status_error_set", "err_flags_timeout_set")
     assert [c["record"] for _, c in tb.cmds] == list(range(1 if recs[0].op != "EMBED" else 0,
                                                            att + 1))
+    await _good(tb, decode, addr, win)
+    # a block answering with an error code instead of done (the top's "no execution unit")
+    tb.fail = {"linear": P.ERROR_CODES["UNSUPPORTED_OP"]}
+    r = await tb.run(prefill, addr, win)
+    tb.fail = {}
+    assert r["error"] and not r["done"] and r["record"] == lin, r
+    assert r["code"] == P.ERROR_CODES["UNSUPPORTED_OP"] and r["addr"] == addr + 64 * (lin + 1)
+    _only(r["flags"], "irq_status_error_set", "err_flags_bad_program_set")
+    assert tb.cmds[-1][1]["record"] == lin
     await _good(tb, decode, addr, win)
     # soft reset in the middle of pass 1 (bursts in flight) and of pass 2
     for at in (40, 900):

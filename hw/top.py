@@ -1,0 +1,170 @@
+"""The accelerator top (docs/hw/top.md): the shell of ``tellme.spec.shell`` around the
+register file and the sequencer. The execution units are not in it yet.
+
+``make_top(target, build_hash=0)`` is what the Vivado flow (``hw/vivado.py`` through
+``hw.regs.stamp``) and the RTL simulation device (``sim/rtl_device.py``) elaborate; its
+Verilog module is ``spec.shell.TOP_MODULE`` and its ports are exactly ``spec.shell.top_ports()``
+(flat ``<prefix>_<signal>`` members, Amaranth's ``clk``/``rst``, ``irq``).
+
+What is inside:
+
+* ``RegisterFile`` (``hw/regs.py``) on ``s_axil_*``;
+* ``Sequencer`` (``hw/sequencer.py``) fetching programs through the read channel of
+  ``m_axi_kv``; its ports meet the register file's by name, the 64-bit values as the LO/HI
+  pairs joined;
+* ``NoExecUnit``: each of the five command streams (``hw.sequencer.CLASSES``) ends in a
+  responder that accepts the command and answers, instead of ``done``, with the program error
+  UNSUPPORTED_OP (``spec.program.ERRORS``): a run on this build stops at its first executable
+  record with ``ERR_FLAGS.BAD_PROGRAM``, ``ERR_INFO.CODE`` 11 and the record's index, and is
+  idle again. Nothing is dropped or faked;
+* the weight masters ``m_axi_w0..2`` and the write channel of ``m_axi_kv`` idle: every output
+  driven to 0 (no VALID ever rises), so the interconnect sees a legal, silent master;
+* ``irq``: a register, OR(IRQ_STATUS & CTRL enables).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import Flow, In, Out
+
+from tellme.spec import shell
+from tellme.spec.memory_map import ADDR_BITS
+from tellme.spec.program import ERROR_CODES
+from tellme.spec.registers import const_values
+
+from .regs import RegisterFile
+from .sequencer import CLASSES, Sequencer, command_layout
+
+__all__ = ["Top", "NoExecUnit", "make_top", "report_blocks", "EXECUTION_UNITS"]
+
+#: class -> the block that will execute it (docs/hw/top.md); None: not in this build
+EXECUTION_UNITS = dict.fromkeys(CLASSES)
+_JOINED = ("prog_addr", "win_base", "win_size", "err_addr")     # 64-bit LO/HI pairs
+
+
+def _shell_members() -> dict:
+    """The top's members from the shell contract (``clk``/``rst`` come from the domain)."""
+    members = {}
+    for i in shell.INTERFACES:
+        for sig, width, d in i.signals():
+            members[f"{i.top_prefix}_{sig}"] = (Out if d == "out" else In)(width)
+    for p in shell.SCALARS:
+        if p.top_name not in ("clk", "rst"):
+            members[p.top_name] = (Out if p.direction == "out" else In)(1)
+    return members
+
+
+class NoExecUnit(wiring.Component):
+    """The stand-in for the execution units this build does not have: every command of every
+    class is accepted at once and answered one cycle later on ``<class>_error`` with
+    ``code`` (UNSUPPORTED_OP), never with ``done``.
+
+    Members: ``i_<class>`` (In(stream.Signature(command_layout(class)))), ``<class>_done``
+    (Out(1), always 0), ``<class>_error`` (Out(8))."""
+
+    def __init__(self, *, addr_width: int = ADDR_BITS,
+                 code: int = ERROR_CODES["UNSUPPORTED_OP"]):
+        self._code = code
+        members = {}
+        for cls in CLASSES:
+            members[f"i_{cls}"] = In(stream.Signature(command_layout(cls, addr_width)))
+            members[f"{cls}_done"] = Out(1)
+            members[f"{cls}_error"] = Out(8)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        for cls in CLASSES:
+            i = getattr(self, f"i_{cls}")
+            err = getattr(self, f"{cls}_error")
+            m.d.comb += i.ready.eq(1)
+            m.d.sync += err.eq(0)
+            with m.If(i.valid):
+                m.d.sync += err.eq(self._code)
+        return m
+
+
+class Top(wiring.Component):
+    """The accelerator's shell for ``target`` (``spec.targets``): constant registers from
+    ``spec.registers.const_values(target, build_hash, fmt)``; ports per ``spec.shell``."""
+
+    def __init__(self, target: str, build_hash: int = 0, fmt=None, *,
+                 max_records: int = 4096):
+        self._consts = const_values(target, build_hash, fmt)
+        self._target, self._max_records = target, max_records
+        super().__init__(_shell_members())
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.regs = regs = RegisterFile(self._consts)
+        m.submodules.seq = seq = Sequencer(addr_width=ADDR_BITS, max_records=self._max_records)
+        m.submodules.noexec = noexec = NoExecUnit(addr_width=ADDR_BITS)
+
+        # -- AXI4-Lite slave: the register file's own port names --------------------------------
+        for name, _, d in shell.CONTROL.signals():
+            top, sub = getattr(self, f"s_axil_{name}"), getattr(regs, f"s_axil_{name}")
+            m.d.comb += (top.eq(sub) if d == "out" else sub.eq(top))
+
+        # -- register file <-> sequencer, by name ---------------------------------------------
+        seq_ports = set(seq.signature.members)
+        reg_ports = set(regs.signature.members)
+        for name in sorted(seq_ports & reg_ports):
+            if name.startswith("m_axi_"):
+                continue
+            if seq.signature.members[name].flow == Flow.Out:
+                m.d.comb += getattr(regs, name).eq(getattr(seq, name))
+            else:
+                m.d.comb += getattr(seq, name).eq(getattr(regs, name))
+        for name in _JOINED:
+            lo, hi = getattr(regs, f"{name}_lo"), getattr(regs, f"{name}_hi")
+            if seq.signature.members[name].flow == Flow.Out:
+                m.d.comb += [lo.eq(getattr(seq, name)[:32]), hi.eq(getattr(seq, name)[32:])]
+            else:
+                m.d.comb += getattr(seq, name).eq(Cat(lo, hi))
+
+        # -- program fetch on m_axi_kv's read channel -----------------------------------------
+        kv = shell.IFACES["m_axi_kv"]
+        read_sigs = {s for s, _, _ in kv.signals() if s[:2] == "ar" or s[0] == "r"}
+        for sig, _, d in kv.signals():
+            top = getattr(self, f"m_axi_kv_{sig}")
+            if sig in read_sigs:
+                sub = getattr(seq, f"m_axi_{sig}")
+                m.d.comb += (top.eq(sub) if d == "out" else sub.eq(top))
+            elif d == "out":
+                m.d.comb += top.eq(0)                 # write channel idle: no AWVALID/WVALID
+        # -- weight masters idle -------------------------------------------------------------
+        for i in shell.INTERFACES:
+            if i.name.startswith("m_axi_w"):
+                for sig, _, d in i.signals():
+                    if d == "out":
+                        m.d.comb += getattr(self, f"{i.top_prefix}_{sig}").eq(0)
+
+        # -- command streams: the "no execution unit" responder --------------------------------
+        for cls in CLASSES:
+            wiring.connect(m, getattr(seq, f"o_{cls}"), getattr(noexec, f"i_{cls}"))
+            m.d.comb += [getattr(seq, f"{cls}_done").eq(getattr(noexec, f"{cls}_done")),
+                         getattr(seq, f"{cls}_error").eq(getattr(noexec, f"{cls}_error"))]
+
+        # -- counters and the interrupt --------------------------------------------------------
+        r_hs = self.m_axi_kv_rvalid & self.m_axi_kv_rready
+        w_hs = self.m_axi_kv_wvalid & self.m_axi_kv_wready
+        m.d.comb += [regs.cycles_inc.eq(seq.status_busy), regs.rd_beats_inc.eq(r_hs),
+                     regs.wr_beats_inc.eq(w_hs)]
+        m.d.sync += self.irq.eq((regs.irq_status_done & regs.ctrl_irq_en_done)
+                                | (regs.irq_status_error & regs.ctrl_irq_en_error))
+        return m
+
+
+def make_top(target: str, build_hash: int = 0, fmt=None) -> Top:
+    """The top of ``target`` with BUILD_HASH ``build_hash`` (the Vivado flow's entry,
+    ``hw.regs.stamp(lambda h: make_top(target, build_hash=h), spec.shell.TOP_MODULE)``)."""
+    return Top(target, build_hash, fmt)
+
+
+def report_blocks() -> dict:
+    """``{name: (description, maker(HwPreset, StreamFormat))}`` for the block registry."""
+    return {
+        "top": ("accelerator top: AXI shell, registers, sequencer; no execution units yet",
+                lambda hp, fmt: Top(hp.name, fmt=fmt)),
+    }

@@ -111,6 +111,17 @@ def check_identity(dev: Device, tiling: Tiling, file_target: str | None = None):
     return tname, fmt
 
 
+def session_sizes(tgt, max_context: int, max_tokens: int | None = None,
+                  out_rows: int | None = None, output: str = "logits") -> tuple[int, int]:
+    """The driver's (tokens per call, output rows per call) defaults for target record
+    ``tgt`` (also what ``tellme board check`` sizes the CMA need with)."""
+    if max_tokens is None:
+        max_tokens = min(tgt.tlmm["tok_max"], max_context)
+    if out_rows is None:
+        out_rows = min(max_tokens, 16) if output == "logits" else max_tokens
+    return max_tokens, out_rows
+
+
 def _weights_path(weights, tiling: Tiling, tmp: list) -> Path:
     """A weight-file path for ``weights`` (a path, or a TernaryModel written at ``tiling``)."""
     if isinstance(weights, TernaryModel):
@@ -151,10 +162,8 @@ class Driver:
         self._head = wf.tensor(head)                 # float32 [vocab, hidden] for host LM head
         self.max_context = c.max_context if max_context is None else int(max_context)
         tgt = get_target(self.target)
-        if max_tokens is None:
-            max_tokens = min(tgt.tlmm["tok_max"], self.max_context)
-        if out_rows is None:
-            out_rows = min(max_tokens, 16) if output == "logits" else max_tokens
+        max_tokens, out_rows = session_sizes(tgt, self.max_context, max_tokens, out_rows,
+                                             output)
         nbytes = path.stat().st_size
         kw = dict(weights_nbytes=nbytes, max_tokens=max_tokens, out_rows=out_rows,
                   output=output, fmt=self.fmt, budget=device.budget_bytes)
@@ -372,4 +381,5 @@ class DeviceBackend(Backend):
         return self.driver.logits(tokens)
 
 
-__all__ = ["Driver", "DriverError", "DeviceBackend", "check_identity", "DEFAULT_TIMEOUT_S"]
+__all__ = ["Driver", "DriverError", "DeviceBackend", "check_identity", "session_sizes",
+           "DEFAULT_TIMEOUT_S"]

@@ -67,30 +67,43 @@ def load_manifest(bitstream: Path) -> dict | None:
 
 class PynqDevice(Device):
     """The accelerator of ``bitstream`` (``.bit`` with ``.hwh`` beside it, and the build's
-    manifest ``.json`` if present). ``interrupt``: wait on the IRQ when the overlay has it."""
+    manifest ``.json`` if present). ``interrupt``: wait on the IRQ when the overlay has it;
+    ``pynq``: the pynq module (default: imported); ``check``: compare the identity registers
+    with the manifest after loading; ``download``: program the PL (False: attach to the design
+    already loaded if PYNQ says it is this bitstream, else download it)."""
 
     name = "board"
 
     def __init__(self, bitstream, control_base: int = shell.CONTROL_BASE,
-                 interrupt: bool = True, budget_bytes: int | None = None):
+                 interrupt: bool = True, budget_bytes: int | None = None, *,
+                 pynq=None, check: bool = True, download: bool = True):
         bit = Path(bitstream)
         hwh = bit.with_suffix(".hwh")
         missing = [str(p) for p in (bit, hwh) if not p.is_file()]
         if missing:
             raise DeviceError("missing " + " and ".join(missing) + ": PYNQ needs the .bit and "
                               "the .hwh of the same name (bitstreams/<target>/, docs/board.md)")
-        pynq = _pynq()
+        pynq = _pynq() if pynq is None else pynq
         self.pynq, self.bitstream = pynq, bit
         self.manifest = load_manifest(bit)
         self.budget_bytes = budget_bytes
-        self._clear_state()
+        self.downloaded = download
         try:
-            self.overlay = pynq.Overlay(str(bit))
+            if download:
+                self._clear_state()
+                self.overlay = pynq.Overlay(str(bit))
+            else:                   # attach to the loaded design (tellme board reset)
+                self.overlay = pynq.Overlay(str(bit), download=False)
+                if not self.overlay.is_loaded():     # nothing of ours there: MMIO would hang
+                    self._clear_state()
+                    self.overlay.download()
+                    self.downloaded = True
         except Exception as e:
             raise DeviceError(f"loading {bit.name} failed: {e}") from None
         self.mmio = pynq.MMIO(control_base, 1 << ADDR_WIDTH)
         self.name = f"board ({bit.name})"
-        self.check_loaded()
+        if check:
+            self.check_loaded()
         self.irq = self._interrupt() if interrupt else None
 
     def _clear_state(self):

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "tellme.quant.cli",     # convert
     "tellme.quant.train_cli",  # train (torch, developer side)
     "tellme.host.run_cli",  # generate, demo
+    "tellme.host.board_cli",  # board check / reset / deploy
     "tellme.hw.cli",        # hw blocks / verilog / report
     "tellme.sim.cli",       # logits; hw plan / bench
     "tellme.studies.cli",   # study ...

@@ -4,7 +4,8 @@ bitstream's JSON: target and build hash), ``MMIO`` (32-bit reads/writes of the c
 at spec.shell.CONTROL_BASE go to the device's registers; anything else raises), ``allocate``
 (a ``PynqBuffer``: an ndarray over the device's DDR with ``device_address``, ``flush``,
 ``invalidate``, ``freebuffer``), ``Interrupt`` (``await wait()`` until the device's irq line is
-up), ``pl_server.global_state.clear_global_state``. Installed with :func:`install` into
+up), ``pl_server.global_state.clear_global_state``; ``Overlay(download=False)`` attaches
+to the loaded design (``is_loaded``, ``download``). Installed with :func:`install` into
 ``sys.modules`` (pytest's monkeypatch). Not pynq: no PL, no XRT, no device tree.
 """
 
@@ -29,6 +30,7 @@ class FakeBoard:
     def __init__(self, memory_bytes: int = 64 << 20):
         self.memory_bytes = memory_bytes
         self.device: GoldenDevice | None = None
+        self.loaded: str | None = None    # name of the bitstream in the PL
         self.cached: dict = {}            # PYNQ's global state: bitstream name -> hwh
         self.log: list = []
 
@@ -60,13 +62,22 @@ def make_module(board: FakeBoard) -> types.ModuleType:
             bit = Path(bitfile)
             if not bit.with_suffix(".hwh").is_file():
                 raise OSError(f"{bit.with_suffix('.hwh')} not found")
-            design = json.loads(bit.read_text())
-            board.log.append(("load", bit.name))
-            board.cached[bit.name] = "hwh"
-            board.device = GoldenDevice(design["target"], design["build_hash"],
-                                        memory_bytes=board.memory_bytes)
+            self.bit = bit
             self.interrupt_pins = {f"{shell.IP_INSTANCE}/{shell.INTERRUPT.name}": {}}
             self.ip_dict = {shell.IP_INSTANCE: {"phys_addr": shell.CONTROL_BASE}}
+            if download:
+                self.download()
+
+        def download(self):
+            design = json.loads(self.bit.read_text())
+            board.log.append(("load", self.bit.name))
+            board.cached[self.bit.name] = "hwh"
+            board.loaded = self.bit.name
+            board.device = GoldenDevice(design["target"], design["build_hash"],
+                                        memory_bytes=board.memory_bytes)
+
+        def is_loaded(self):
+            return board.device is not None and board.loaded == self.bit.name
 
     class MMIO:
         def __init__(self, base_addr, length=4):

@@ -12,6 +12,9 @@ edges from the edge that accepts the first input beat of a block's ``i`` (or ``i
 * Scalar unit: normalisation (16-bit or 1-bit steps, both operands in parallel) + one cycle per
   quotient bit (26, or 51/52 for a square root) + 26 square-root steps + fixed overhead.
 * RMSNorm: pass 1 (n/lanes) + drain/start (5) + rsqrt + pass 2 (n/lanes) + EMIT_LATENCY.
+* TLMM output buffer ("ob"): a FIFO of Q-wide beats drained ``lanes`` per cycle:
+  ``beats * Q/lanes - 1 + outbuf.LATENCY`` stall-free; ``outbuf_run`` simulates it cycle by
+  cycle for any arrival pattern and backpressure (the TLMM's bursts: ``tlmm_burst_arrivals``).
 
 The stream format (``fmt``, a ``StreamFormat``; None: the contract's STREAM_FORMAT) matters
 for RMSNorm (the rsqrt operands, accumulator width and exponent 2F) and the token scale (the
@@ -186,10 +189,72 @@ def quantize_cycles(row_beats: list[int], lanes: int, out_lanes: int) -> int:
     return scaled_rows_cycles("quant", row_beats, lanes=lanes, out_lanes=out_lanes)
 
 
+def outbuf_cycles(beats: int, q: int, lanes: int) -> int:
+    """TlmmOutBuffer, stall-free: edges from the first input transfer to the last output
+    transfer of ``beats`` Q-wide beats (each leaves as q/lanes sub-beats, no bubbles)."""
+    from tellme.hw.elementwise.outbuf import LATENCY
+
+    return beats * (q // lanes) - 1 + LATENCY
+
+
+def outbuf_run(arrivals, q: int, lanes: int, depth: int, ready=None,
+               max_cycles: int = 10 ** 8) -> tuple[list[int], list[int]]:
+    """Cycle-exact model of TlmmOutBuffer. Input beat j is offered from cycle ``arrivals[j]``
+    (non-decreasing) until accepted; ``ready(c)`` says whether the sink takes a sub-beat in
+    cycle c (None: always). Returns (accept cycle of each input beat, transfer cycle of each
+    output sub-beat); a beat accepted in cycle c was offered ``c - arrivals[j]`` cycles."""
+    r_per = q // lanes
+    level = 0
+    dv = False
+    k = 0
+    j = 0
+    acc_c, out_c = [], []
+    n_out = len(arrivals) * r_per
+    c = 0
+    while len(out_c) < n_out:
+        w_fire = j < len(arrivals) and arrivals[j] <= c and level != depth
+        o_fire = dv and (ready is None or ready(c))
+        done = o_fire and k == r_per - 1
+        load = level != 0 and (not dv or done)
+        if w_fire:
+            acc_c.append(c)
+            j += 1
+        if o_fire:
+            out_c.append(c)
+            k = 0 if k == r_per - 1 else k + 1
+        level += int(w_fire) - int(load)
+        dv = True if load else (False if done else dv)
+        c += 1
+        if c > max_cycles:
+            raise RuntimeError("output buffer model did not finish")
+    return acc_c, out_c
+
+
+def tlmm_burst_arrivals(nbt: int, kb: int, n_tokens: int, table: str = "full") -> list[int]:
+    """When the TLMM offers its output beats over one command, in steady state: token t's
+    ``nbt`` column blocks back to back during its last K block's sweep, every K block taking
+    ``ceil(cycles.steady_kb_cycles)`` cycles (= nbt for tiles of >= E + 2 column blocks)."""
+    import math
+
+    from .cycles import steady_kb_cycles
+
+    sweep = math.ceil(steady_kb_cycles(table=table, nbt=nbt))
+    return [(t * kb + kb - 1) * sweep + i for t in range(n_tokens) for i in range(nbt)]
+
+
+def outbuf_wait(nbt: int, kb: int, n_tokens: int, q: int, lanes: int, depth: int,
+                table: str = "full") -> int:
+    """Cycles the TLMM's output beats wait on a full TlmmOutBuffer over ``n_tokens`` tokens of
+    one tile drained at ``lanes`` per cycle (0: the engine never stalls on the drain)."""
+    arr = tlmm_burst_arrivals(nbt, kb, n_tokens, table)
+    acc, _ = outbuf_run(arr, q, lanes, depth)
+    return sum(a - b for a, b in zip(acc, arr, strict=True))
+
+
 def expected_cycles(block: str, **kw) -> int:
     """Dispatch by block name: ``res``/``ga``/``rope`` (beats), ``dq`` (row_beats), ``quant``
     (row_beats, lanes, out_lanes), ``norm`` (x16_rows, lanes, eps, [fmt]), ``ts`` (amax16, ws,
-    [fmt]); x16_rows / amax16 hold values of the stream format ``fmt``."""
+    [fmt]), ``ob`` (beats, q, lanes); x16_rows / amax16 hold values of the stream format ``fmt``."""
     if block in ("res", "ga", "rope"):
         return pipe_cycles(block, kw["beats"])
     if block == "dq":
@@ -200,4 +265,6 @@ def expected_cycles(block: str, **kw) -> int:
         return rmsnorm_cycles(kw["x16_rows"], kw["lanes"], kw["eps"], kw.get("fmt"))
     if block == "ts":
         return token_scale_cycles(kw["amax16"], kw["ws"], kw.get("fmt"))
+    if block == "ob":
+        return outbuf_cycles(kw["beats"], kw["q"], kw["lanes"])
     raise ValueError(f"unknown element-wise block {block!r}")

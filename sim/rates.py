@@ -148,6 +148,7 @@ def analyse(name: str, cfg: ModelConfig, target: Target, a: Assumptions, *,
     out["elementwise_lanes"] = {k: max(1, math.ceil(r / a.lane_utilisation))
                                 for k, r in worst_rate.items()}
     out["elementwise_worst_rates"] = worst_rate
+    out["elementwise_lanes_built"] = target.ew_lanes     # the target table's ew_lanes
     return out
 
 
@@ -175,7 +176,8 @@ def format_report(r: dict) -> str:
         lines.append(f"    context {d['context']:>5}: engine {d['engine_cycles']:,}; {kv}")
     lanes = ", ".join(f"{k} {n} ({r['elementwise_worst_rates'][k]:.2f}/cycle)"
                       for k, n in r["elementwise_lanes"].items())
-    lines.append(f"  element-wise lanes needed (worst rate over decode and prefill): {lanes}")
+    lines.append(f"  element-wise lanes needed (worst rate over decode and prefill): {lanes}; "
+                 f"built with {r['elementwise_lanes_built']} (the target's ew_lanes)")
     return "\n".join(lines)
 
 

@@ -1,5 +1,6 @@
-"""The element-wise blocks at the kv260 parameters (16 lanes, 3T = 84, Q = 16, accumulator
-width 21, row buffer 6912) in the Amaranth simulator, with the full BitNet row lengths, bit for
+"""The element-wise blocks at the kv260 parameters (the target's ew_lanes = 2, and the former
+16 lanes = Q; 3T = 84, Q = 16, accumulator width 21, row buffer 6912, the TLMM output buffer
+ahead of the dequantiser) in the Amaranth simulator, with the full BitNet row lengths, bit for
 bit against the golden functions, in the contract's stream format (``slow``: the Verilator
 equivalent, tests/rtl/test_ew.py::test_ew_kv260_full_rows, needs a long C++ build)."""
 
@@ -37,11 +38,15 @@ from tests.rtl.tb_ew_cases import (
 )
 from tests.test_hw_ew_blocks import run_sim
 
-P = EwParams.from_preset("kv260")
-L = P.lanes
-FMT = P.fmt
+FMT = EwParams.from_preset("kv260").fmt
 W = FMT.bits
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=[None, 16], ids=["ew_lanes", "lanes16"])
+def P(request):
+    over = {} if request.param is None else {"lanes": request.param}
+    return EwParams.from_preset("kv260", **over)
 
 
 def row_beats(bits, lanes):
@@ -57,7 +62,8 @@ def random_stream(rng, n, kind="mixed"):
 
 
 @pytest.mark.parametrize("n", [1536, 2560, 4096, 6912])
-def test_rmsnorm_kv260(n):
+def test_rmsnorm_kv260(n, P):
+    L = P.lanes
     rng = np.random.default_rng(n)
     rows = norm_rows(rng, n, 3, FMT)
     g = enc(rng.uniform(-1.5, 1.5, n), FMT)
@@ -74,7 +80,8 @@ def test_rmsnorm_kv260(n):
 
 
 @pytest.mark.parametrize("n", [1536, 6912])
-def test_quantize_kv260(n):
+def test_quantize_kv260(n, P):
+    L = P.lanes
     rng = np.random.default_rng(n + 1)
     h = [random_stream(rng, n) for _ in range(2)]
     amax = row_amax(h, FMT)
@@ -89,23 +96,28 @@ def test_quantize_kv260(n):
                                   exp)
 
 
-def test_dequantize_kv260():
+def test_dequantize_kv260(P):
+    L = P.lanes
     rng = np.random.default_rng(5)
     n = 1536
     acc = acc_rows(rng, 3, n, P.acc_width)
     amax = amax_cases(rng, 3, FMT)
     ws = np.float32(0.0173)
     y, s_tok = dequant_expected(acc, amax, ws, FMT)
-    dut = make_block(P, "dq")
+    # the TLMM's Q-wide beats through the output buffer, then the L-lane dequantiser
     fields = layout_fields(out_layout(q=P.q, acc_width=P.acc_width))
     beats = [pack_struct(fields, acc=pack_array(r[i:i + P.q], P.acc_width),
                          last=int(i + P.q == n)) for r in acc for i in range(0, n, P.q)]
-    got = run_sim(dut, [(dut.i_scale, [int(s) for s in s_tok]), (dut.i, beats)], dut.o,
-                  len(beats), stall=0.1)
-    np.testing.assert_array_equal(unpack_rows(got, P.q), y.reshape(-1))
+    ob = make_block(P, "ob")
+    sub = run_sim(ob, [(ob.i, beats)], ob.o, n * len(acc) // L, stall=0.1)
+    dut = make_block(P, "dq")
+    got = run_sim(dut, [(dut.i_scale, [int(s) for s in s_tok]), (dut.i, sub)], dut.o,
+                  len(sub), stall=0.1)
+    np.testing.assert_array_equal(unpack_rows(got, L), y.reshape(-1))
 
 
-def test_residual_gated_rope_kv260():
+def test_residual_gated_rope_kv260(P):
+    L = P.lanes
     rng = np.random.default_rng(6)
     n = 4096
     x, y = random_stream(rng, n), random_stream(rng, n)

@@ -41,3 +41,21 @@ def test_rates_cli_json(capsys):
     assert r["model"] == "bitnet-b1.58-2B-4T" and r["target"] == "kv260"
     assert [d["context"] for d in r["decode"]] == [128, 1024, 4096]
     assert set(r["elementwise_lanes"]) == set(r["elementwise_ops"])
+
+
+@pytest.mark.parametrize("tname", ["kv260", "zcu104"])
+def test_ew_lanes_cover_the_rates(tname):
+    """The target table's ew_lanes (what hw builds the element-wise blocks with) covers the
+    lanes the rate analysis derives for every block of both public models; RoPE needs pairs."""
+    from tellme.hw.elementwise.params import EwParams
+
+    tg = target(tname)
+    a = Assumptions(clock_mhz=tg.clock_mhz, ddr_peak_gbps=tg.ddr_peak_gbps, ddr_efficiency=0.85)
+    rs = [analyse(name, MODELS[name], tg, a)
+          for name in ("bitnet_b1_58-large", "bitnet-b1.58-2B-4T")]
+    need = max(n for r in rs for n in r["elementwise_lanes"].values())
+    assert all(r["elementwise_lanes_built"] == tg.ew_lanes for r in rs)
+    assert tg.ew_lanes >= need and tg.ew_lanes % 2 == 0
+    assert tg.ew_lanes == max(2, need)        # no more than needed
+    p = EwParams.from_preset(tname)
+    assert p.lanes == tg.ew_lanes and p.q % p.lanes == 0

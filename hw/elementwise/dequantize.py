@@ -15,12 +15,15 @@ LATENCY = 1 + ROUND_FP_LATENCY
 
 
 class Dequantize(wiring.Component):
-    """Accumulators to the stream format with the per-token dequantisation scale, Q lanes per cycle.
+    """Accumulators to the stream format with the per-token dequantisation scale, ``lanes`` per
+    cycle.
 
     Parameters
     ----------
     lanes : int
-        Accumulators per beat (the TLMM's Q).
+        Accumulators per beat: the element-wise lanes (the target's ``ew_lanes``), fed by the
+        TLMM output buffer (outbuf.TlmmOutBuffer) that splits the TLMM's Q-wide beats; with
+        ``lanes = Q`` it takes the TLMM's output directly.
     acc_width : int
         Signed accumulator width (the TLMM's ``acc_bits``; <= 29 bits in the golden contract).
     fmt : StreamFormat or None
@@ -37,8 +40,8 @@ class Dequantize(wiring.Component):
         y = RN_fmt(acc*s_tok): |acc| times the 24-bit significand (<= 53 bits, exact), one
         rounding; acc = 0 gives +0.
 
-    Timing: LATENCY (4) cycles, one beat per cycle (the TLMM's Q columns per cycle), global
-    stall on ``o``; a row's beats wait for its scale.
+    Timing: LATENCY (4) cycles, one beat per cycle, global stall on ``o``; a row's beats wait
+    for its scale.
     """
 
     def __init__(self, *, lanes: int, acc_width: int, fmt=None):

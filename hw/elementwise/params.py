@@ -11,17 +11,22 @@ from tellme.spec.targets import TARGETS
 
 # Longest row the RMS-MAX row buffer holds, per target (the target table's row_max).
 N_MAX = {name: tg.row_max for name, tg in TARGETS.items()}
+# Element-wise stream lanes per target (the target table's ew_lanes, sized by the rate analysis
+# `tellme hw rates`; tests/test_rates.py checks that they cover it).
+EW_LANES = {name: tg.ew_lanes for name, tg in TARGETS.items()}
 
 
 @dataclass(frozen=True)
 class EwParams:
-    lanes: int            # stream elements per beat of the element-wise streams
-    q: int                # dequantiser lanes (the TLMM's Q output columns)
+    lanes: int            # stream elements per beat of every element-wise block (the
+                          # target's ew_lanes, from the rate analysis: docs/hw/elementwise.md)
+    q: int                # the TLMM's Q output columns: the output buffer's input width
     t: int                # TLMM tables: the quantiser emits 3*t int8 per beat
     acc_width: int        # TLMM accumulator width
     n_max: int            # longest RMSNorm row
     man: int = -1         # stream format fraction bits (10: FP16, 18: FP24); -1: the
                           # contract's STREAM_FORMAT at construction
+    ob_depth: int = 16    # TLMM output buffer depth in Q-wide beats (presets: 2*nbt_max)
 
     def __post_init__(self):
         if self.man == -1:
@@ -41,8 +46,8 @@ class EwParams:
         from tellme.spec.tlmm import acc_bits
 
         p = preset(name)
-        kw = dict(lanes=p.q, q=p.q, t=p.t, acc_width=acc_bits(p.kb_max * 3 * p.t),
-                  n_max=N_MAX[name])
+        kw = dict(lanes=EW_LANES[name], q=p.q, t=p.t, acc_width=acc_bits(p.kb_max * 3 * p.t),
+                  n_max=N_MAX[name], ob_depth=2 * p.nbt_max)
         kw.update(over)
         return cls(**kw)
 
@@ -50,12 +55,13 @@ class EwParams:
         return asdict(self)
 
 
-BLOCK_KEYS = ("norm", "ts", "quant", "dq", "res", "ga", "rope")
+BLOCK_KEYS = ("norm", "ts", "quant", "ob", "dq", "res", "ga", "rope")
 
 
 def make_block(p: EwParams, key: str):
     from .dequantize import Dequantize
     from .gated_act import GatedAct
+    from .outbuf import TlmmOutBuffer
     from .quantize import Quantize
     from .residual import ResidualAdd
     from .rmsnorm import RMSNormAbsmax
@@ -67,7 +73,9 @@ def make_block(p: EwParams, key: str):
         "norm": lambda: RMSNormAbsmax(lanes=p.lanes, n_max=p.n_max, fmt=f),
         "ts": lambda: TokenScale(fmt=f),
         "quant": lambda: Quantize(lanes=p.lanes, out_lanes=3 * p.t, fmt=f),
-        "dq": lambda: Dequantize(lanes=p.q, acc_width=p.acc_width, fmt=f),
+        "ob": lambda: TlmmOutBuffer(q=p.q, lanes=p.lanes, acc_width=p.acc_width,
+                                    depth=p.ob_depth),
+        "dq": lambda: Dequantize(lanes=p.lanes, acc_width=p.acc_width, fmt=f),
         "res": lambda: ResidualAdd(lanes=p.lanes, fmt=f),
         "ga": lambda: GatedAct(lanes=p.lanes, fmt=f),
         "rope": lambda: RoPE(lanes=p.lanes, fmt=f),
@@ -119,8 +127,11 @@ def report_blocks() -> dict:
                     mk("norm")),
         "ew_scale": ("per-token scales s_q, s_tok (sequential RN32 divider)", mk("ts")),
         "ew_quant": ("int8 quantiser + repack to 3T", mk("quant")),
-        "ew_dequant": ("dequantiser, Q lanes", mk("dq")),
+        "ew_dequant": ("dequantiser (ew_lanes lanes, fed by tlmm_outbuf)", mk("dq")),
         "ew_residual": ("residual adder", mk("res")),
         "ew_gated": ("gated activation SiLU-PWL / ReLU^2", mk("ga")),
         "ew_rope": ("RoPE (adjacent pairs, FP32-rounded rotation)", mk("rope")),
+        # budget line: TLMM + weight buffer + second accumulator bank (docs/hw/budget.md)
+        "tlmm_outbuf": ("TLMM output buffer: second accumulator bank, Q -> ew_lanes gearbox",
+                        mk("ob")),
     }

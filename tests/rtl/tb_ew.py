@@ -55,9 +55,9 @@ from tests.rtl.tb_ew_cases import (
     ties,
 )
 
-INPUTS = ("norm_i", "norm_i_g", "ts_i", "quant_i_scale", "quant_i", "dq_i_scale", "dq_i",
-          "res_i_x", "res_i_y", "ga_i_gate", "ga_i_up", "rope_i", "rope_i_cs")
-OUTPUTS = ("norm_o", "ts_o", "quant_o", "dq_o", "res_o", "ga_o", "rope_o")
+INPUTS = ("norm_i", "norm_i_g", "ts_i", "quant_i_scale", "quant_i", "ob_i", "dq_i_scale",
+          "dq_i", "res_i_x", "res_i_y", "ga_i_gate", "ga_i_up", "rope_i", "rope_i_cs")
+OUTPUTS = ("norm_o", "ts_o", "quant_o", "ob_o", "dq_o", "res_o", "ga_o", "rope_o")
 STALLS = ((0.0, 0.0), (0.3, 0.0), (0.0, 0.4), (0.4, 0.4))
 
 
@@ -294,13 +294,40 @@ async def test_quantize(dut):
                 assert cyc == want, (cyc, want)
 
 
+def tlmm_beats(acc, q, aw):
+    """Rows of accumulators as the TLMM's {acc[q], last} beats."""
+    fields = layout_fields(out_layout(q=q, acc_width=aw))
+    n = acc.shape[1]
+    return [pack_struct(fields, acc=pack_array(r[i:i + q], aw), last=int(i + q == n))
+            for r in acc for i in range(0, n, q)]
+
+
+@cocotb.test()
+async def test_outbuf(dut):
+    """TLMM output buffer: Q-wide beats out as Q/lanes beats of ``lanes`` (golden: identity,
+    ``last`` on the final sub-beat of a row)."""
+    tb = TB(dut)
+    await tb.start(seed())
+    p = tb.p
+    Q, L, aw = p.q, p.lanes, p.acc_width
+    rng = np.random.default_rng(seed() + 7)
+    for n in row_lengths():
+        for k, (idle, bp) in enumerate(STALLS):
+            acc = acc_rows(rng, 3, n, aw)
+            beats = tlmm_beats(acc, Q, aw)
+            got, cyc = await tb.transact({"ob_i": beats}, "ob_o", n * 3 // L, idle=idle, bp=bp)
+            _check(got, tlmm_beats(acc, L, aw), f"outbuf n={n}")
+            if k == 0:
+                want = cycles_ew.expected_cycles("ob", beats=len(beats), q=Q, lanes=L)
+                assert cyc == want, (cyc, want)
+
+
 @cocotb.test()
 async def test_dequantize(dut):
     tb = TB(dut)
     await tb.start(seed())
     p, fmt = tb.p, tb.fmt
-    Q, aw = p.q, p.acc_width
-    fields = layout_fields(out_layout(q=Q, acc_width=aw))
+    L, aw = p.lanes, p.acc_width
     rng = np.random.default_rng(seed() + 5)
     for n in row_lengths():
         for k, (idle, bp) in enumerate(STALLS):
@@ -308,22 +335,20 @@ async def test_dequantize(dut):
             amax = amax_cases(rng, 4, fmt)
             ws = np.float32(rng.uniform(1e-3, 2.0))
             y, s_tok = dequant_expected(acc, amax, ws, fmt)
-            beats = [pack_struct(fields, acc=pack_array(r[i:i + Q], aw), last=int(i + Q == n))
-                     for r in acc for i in range(0, n, Q)]
+            beats = tlmm_beats(acc, L, aw)
             got, cyc = await tb.transact({"dq_i": beats, "dq_i_scale": [int(s) for s in s_tok]},
                                          "dq_o", len(beats), idle=idle, bp=bp)
-            _check(tb.unrows(got, Q), y.reshape(-1), f"dequantize n={n}")
+            _check(tb.unrows(got), y.reshape(-1), f"dequantize n={n}")
             if k == 0:
-                want = cycles_ew.expected_cycles("dq", row_beats=[n // Q] * 4)
+                want = cycles_ew.expected_cycles("dq", row_beats=[n // L] * 4)
                 assert cyc == want, (cyc, want)
         # exact ties at the subnormal rounding point (s_tok a power of two)
         acc, amax, ws = dequant_tie_rows(rng, 2, n, aw, fmt)
         y, s_tok = dequant_expected(acc, amax, ws, fmt)
-        beats = [pack_struct(fields, acc=pack_array(r[i:i + Q], aw), last=int(i + Q == n))
-                 for r in acc for i in range(0, n, Q)]
+        beats = tlmm_beats(acc, L, aw)
         got, _ = await tb.transact({"dq_i": beats, "dq_i_scale": [int(s) for s in s_tok]},
                                    "dq_o", len(beats), idle=0.3, bp=0.3)
-        _check(tb.unrows(got, Q), y.reshape(-1), f"dequantize ties n={n}")
+        _check(tb.unrows(got), y.reshape(-1), f"dequantize ties n={n}")
 
 
 @cocotb.test()
@@ -396,14 +421,13 @@ class Blocks:
         return q[:, :n]
 
     async def dequant(self, acc, s_tok):
-        Q, aw = self.p.q, self.p.acc_width
+        """The TLMM's Q-wide beats through the output buffer, then the dequantiser."""
+        Q, L, aw = self.p.q, self.p.lanes, self.p.acc_width
         rows, n = acc.shape
-        fields = layout_fields(out_layout(q=Q, acc_width=aw))
-        beats = [pack_struct(fields, acc=pack_array(r[i:i + Q], aw), last=int(i + Q == n))
-                 for r in acc for i in range(0, n, Q)]
-        got = await self._go({"dq_i": beats, "dq_i_scale": list(s_tok)}, "dq_o", len(beats),
+        sub = await self._go({"ob_i": tlmm_beats(acc, Q, aw)}, "ob_o", rows * n // L)
+        got = await self._go({"dq_i": sub, "dq_i_scale": list(s_tok)}, "dq_o", len(sub),
                              primary="dq_i")
-        return self.tb.unrows(got, Q).reshape(rows, n)
+        return self.tb.unrows(got).reshape(rows, n)
 
     async def rope(self, x, cb, sb):
         tb = self.tb

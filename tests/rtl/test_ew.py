@@ -1,10 +1,11 @@
 """Launch the cocotb element-wise testbench (tests/rtl/tb_ew.py) on Verilator.
 
-Default tier: the ``sim`` TLMM geometry (3T = 12) with 2 element-wise lanes and Q = 2 (the
-smallest build: every block in one Verilator model), rows of 96 and 256 elements, SiLU on every
-13th FP16 value; the same suite at FP24 (a second build) with rows of 96. ``slow``: the kv260
-parameters (16 lanes, 3T = 84, Q = 16) with the full row lengths of bitnet_b1_58-large and
-2B4T and the exhaustive SiLU check (FP16: every pattern; FP24: every 61st), per format.
+Default tier: the ``sim`` target's parameters (3T = 12, Q = 4, its ew_lanes = 2: the TLMM
+output buffer is a 4 -> 2 gearbox; every block in one Verilator model), rows of 96 and 256
+elements, SiLU on every 13th FP16 value; the same suite at FP24 (a second build) with rows of
+96. ``slow``: the kv260 parameters (ew_lanes = 2, and the former 16 lanes = Q; 3T = 84, Q = 16)
+with the full row lengths of bitnet_b1_58-large and 2B4T and the exhaustive SiLU check (FP16:
+every pattern; FP24: every 61st), per format.
 """
 
 import os
@@ -24,7 +25,7 @@ def _run(p: EwParams, ns: str, seed: int = 1, testcase=None, exhaustive=False, o
     old = os.environ.get("MAKEFLAGS")
     os.environ["MAKEFLAGS"] = ((old or "") + f" OPT_FAST={opt}").strip()
     try:
-        run_cocotb(lambda: EwHarness(p), name=f"ew_{p.lanes}x{p.t}_m{p.man}",
+        run_cocotb(lambda: EwHarness(p), name=f"ew_{p.lanes}x{p.t}_q{p.q}_m{p.man}",
                    params=p.to_dict(),
                    test_module="tests.rtl.tb_ew", testcase=testcase,
                    extra_env={"EW_NS": ns, "SEED": str(seed),
@@ -38,23 +39,25 @@ def _run(p: EwParams, ns: str, seed: int = 1, testcase=None, exhaustive=False, o
 
 @pytest.mark.rtl
 def test_ew_sim():
-    _run(EwParams.from_preset("sim", lanes=2, q=2, man=FP16.man), "96,256")
+    _run(EwParams.from_preset("sim", man=FP16.man), "96,256")
 
 
 @pytest.mark.rtl
 def test_ew_sim_fp24():
-    _run(EwParams.from_preset("sim", lanes=2, q=2, man=FP24.man), "96")
+    _run(EwParams.from_preset("sim", man=FP24.man), "96")
 
 
 @pytest.mark.rtl
 @pytest.mark.slow
 def test_ew_sim_fp24_rows():
-    _run(EwParams.from_preset("sim", lanes=2, q=2, man=FP24.man), "256,200", seed=3)
+    _run(EwParams.from_preset("sim", man=FP24.man), "256,200", seed=3)
 
 
 @pytest.mark.rtl
 @pytest.mark.slow
+@pytest.mark.parametrize("lanes", [None, 16], ids=["ew_lanes", "lanes16"])
 @pytest.mark.parametrize("fmt", [FP16, FP24], ids=["fp16", "fp24"])
-def test_ew_kv260_full_rows(fmt):
-    _run(EwParams.from_preset("kv260", man=fmt.man), "1536,2560,4096,6912", seed=2,
+def test_ew_kv260_full_rows(fmt, lanes):
+    over = {} if lanes is None else {"lanes": lanes}
+    _run(EwParams.from_preset("kv260", man=fmt.man, **over), "1536,2560,4096,6912", seed=2,
          exhaustive=True, opt="-O1")

@@ -282,6 +282,8 @@ def variant_rows(model: TernaryModel, windows: list[np.ndarray], specs, floor: b
     def cand(spec):
         if spec == "contract":            # the hw contract itself (STREAM_FORMAT streams)
             return lambda t: forward(model, t, "hw")
+        if spec in INT_ATTENTION:         # the integer attention contract (int8 KV), see below
+            return lambda t: int_attention_forward(model, t, *INT_ATTENTION[spec])
         f = parse_variant(spec)
         return lambda t: variant_forward(model, t, f)
 
@@ -299,6 +301,22 @@ def variant_rows(model: TernaryModel, windows: list[np.ndarray], specs, floor: b
         if log:
             log(row)
         yield row
+
+
+# integer attention (sim/golden/attention_int.py) over an int8 KV cache: name -> (stream
+# format, q bits). "attn-int" is the proposed contract (FP24 streams, int16 q).
+INT_ATTENTION = {"attn-int": ("fp24", 16), "attn-int-q8": ("fp24", 8),
+                 "attn-int-q12": ("fp24", 12), "attn-int-fp16": ("fp16", 16)}
+
+
+def int_attention_forward(model: TernaryModel, toks, stream: str, q_bits: int) -> np.ndarray:
+    """Logits of the hw golden model with attention in the integer contract."""
+    from tellme.sim.golden.attention_int import use_int_attention
+    from tellme.spec.numerics import FP16, FP24
+
+    gm = GoldenModel(model, "hw", fmt={"fp16": FP16, "fp24": FP24}[stream])
+    use_int_attention(gm, q_bits)
+    return gm.forward(toks, gm.new_cache(max(len(toks), 1)))
 
 
 def oracle(dirs) -> int:
@@ -335,7 +353,9 @@ def main(argv=None) -> int:
                          "FP16 (which rounding costs what)")
     ap.add_argument("--variants", nargs="+", metavar="SPEC",
                     help="with --model: hw numerics with streams widened to FP32, per SPEC a "
-                         "preset (hw, kv32, res32, ..., fp32; see studies/variants.py) or "
+                         "preset (hw, kv32, res32, ..., fp32; see studies/variants.py), "
+                         "contract, an integer-attention contract (attn-int, attn-int-q8, "
+                         "attn-int-q12, attn-int-fp16; int8 KV) or "
                          "site=fmt[,site=fmt] (sites: residual norm qkv attn o gate_up ffn "
                          "down normw rope); scored in tellme-eval windows of --window tokens")
     ap.add_argument("--floor", action="store_true",

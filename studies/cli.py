@@ -24,6 +24,8 @@ STUDIES = {
                    "KV-cache DDR bytes per token and layer; attention engine time against it"),
     "kv-bursts": ("tellme.studies.kv_bursts",
                   "KVReader bursts and bytes per engine call"),
+    "attn-int-rates": ("tellme.studies.attn_int_rates",
+                       "integer attention engine cycles against the KV-DDR and TLMM budgets"),
     "kv-int8": ("tellme.studies.kv_int8",
                 "accuracy of an int8 KV cache against stream-format KV (hw numerics)"),
 }

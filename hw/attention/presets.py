@@ -32,8 +32,32 @@ def make_attention(target: str, fmt: StreamFormat | None = None) -> AttentionEng
     return AttentionEngine(**attention_params(target), fmt=fmt)
 
 
+# The integer engine (hw/attention/int_engine.py, issue 11 item 3; not yet in the target
+# table): kv260/zcu104 build one engine of 4 lanes x 32 int8 MACs (two of them are the budget
+# line's 2 x 128 MACs, docs/hw/attention.md); ``sim`` is the cocotb default build.
+INT_PRESETS = {
+    "sim": dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12),
+    "kv260": dict(head_dim=128, lanes=4, beat=32, depth=1024, ctx_bits=13),
+    "zcu104": dict(head_dim=128, lanes=4, beat=32, depth=1024, ctx_bits=13),
+}
+
+
+def make_attention_int(target: str, fmt: StreamFormat | None = None):
+    from .int_engine import IntAttentionEngine
+
+    try:
+        params = INT_PRESETS[target]
+    except KeyError:
+        raise ValueError(f"no integer-attention preset for target {target!r}; known: "
+                         f"{', '.join(INT_PRESETS)}") from None
+    return IntAttentionEngine(**params, fmt=fmt)
+
+
 def report_blocks() -> dict:
     """Entries for the ``tellme hw report`` block registry (hw/report.py):
     ``{name: (description, maker(HwPreset, StreamFormat))}``."""
     return {"attention": ("attention engine (decode + prefill, exact two-pass softmax)",
-                          lambda p, fmt: make_attention(p.name, fmt=fmt))}
+                          lambda p, fmt: make_attention(p.name, fmt=fmt)),
+            "attention_int": ("integer attention engine (int8 K/V, int16 q, DSP MACs; "
+                              "proposed contract)",
+                              lambda p, fmt: make_attention_int(p.name, fmt=fmt))}

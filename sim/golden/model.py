@@ -34,6 +34,7 @@ from . import hf, hw_numerics as hw
 from .tlmm import ternary_matmul
 
 NUMERICS = ("float", "hw")
+ATTENTION = ("fp", "int")   # hw attention contract: FP (docs/numerics.md §4) or integer (§4.1)
 KV_FORMATS = ("fp16", "fp24", "fp32")
 WEIGHT_CACHE_BYTES = 512 << 20     # float32 copies of ternary weights kept up to this size
 
@@ -73,7 +74,8 @@ class GoldenModel:
     """A :class:`TernaryModel` run in ``float`` (fp32, HF semantics) or ``hw`` numerics."""
 
     def __init__(self, model: TernaryModel, numerics: str = "float",
-                 weight_cache_bytes: int = WEIGHT_CACHE_BYTES, fmt: StreamFormat | None = None):
+                 weight_cache_bytes: int = WEIGHT_CACHE_BYTES, fmt: StreamFormat | None = None,
+                 attention: str = "fp"):
         if numerics not in NUMERICS:
             raise ValueError(f"numerics must be one of {NUMERICS}, got {numerics!r}")
         if not isinstance(model, TernaryModel):
@@ -87,6 +89,16 @@ class GoldenModel:
         # hw: the block functions bound to one stream format (default: the contract's)
         self.fmt = stream_format(fmt) if numerics == "hw" else None
         self.ops = hw.bound(self.fmt) if numerics == "hw" else hf
+        # attention="int": the proposed integer attention contract over an int8 KV cache
+        # (sim/golden/attention_int.py; opt-in, hw numerics only)
+        if attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
+        if attention == "int":
+            if numerics != "hw":
+                raise ValueError("attention='int' needs numerics='hw'")
+            from .attention_int import use_int_attention
+
+            use_int_attention(self)
         self._weights: dict[tuple[int, str], np.ndarray] = {}
         self._weight_budget = weight_cache_bytes
         self._score_c = hw.score_scale(self.config.head_dim)

@@ -1,0 +1,64 @@
+"""Mutation check of the integer attention-engine tests: build IntAttentionEngine with one
+rounding or clamp removed and confirm the cocotb testbench (tests/rtl/tb_attn_int.py) fails.
+
+    .venv/bin/python -m tests.rtl.attn_int_mutants [name ...]   # one Verilator build each
+
+Prints KILLED (with the failing tests) or SURVIVED per mutant; the build dirs are removed.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import shutil
+import sys
+from pathlib import Path
+
+MUTANTS = {
+    "rnd_trunc": ("m.d.comb += r.eq((x + _half(sr, width + 3)) >> sr)",
+                  "m.d.comb += r.eq(x >> sr)"),                  # q quantiser and logits
+    "no_sat": ("return Mux(v > limit, limit, Mux(v < -limit, -limit, v))", "return v"),
+    "w_trunc": ("wE.eq((pmD + _half(swc, PMW + 2)) >> swc)", "wE.eq(pmD >> swc)"),
+    "y_first": ("with m.If(vhJ > yh[i]):", "with m.If(yh[i] == 0):"),
+    "exp2_noround": ("e.eq(t0B - ((dfB * rB + 512) >> 10))", "e.eq(t0B - ((dfB * rB) >> 10))"),
+    "a_trunc": ("qa.eq(Mux(shv == 0, amag, arnd))", "qa.eq(Mux(shv == 0, amag, amag >> shv))"),
+    "recip_trunc": ("m.d.sync += quo.eq(quo + ((r2 > dn) | ((r2 == dn) & quo[0])))",
+                    "m.d.sync += quo.eq(quo)"),
+    "one_bank": ("xbank.eq(cbank),", "xbank.eq(~cbank),"),
+}
+PARAMS = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
+
+
+def main(argv) -> int:
+    from tellme.hw.attention import int_engine
+    from tellme.sim.runner import run_cocotb
+    from tellme.spec.numerics import FP24
+
+    src = Path(int_engine.__file__).read_text()
+    survived = 0
+    for name in argv or MUTANTS:
+        a, b = MUTANTS[name]
+        if src.count(a) != 1:
+            raise SystemExit(f"mutant {name}: pattern not found once in {int_engine.__file__}")
+        mod = type(sys)("tellme.hw.attention.int_engine_mutant")
+        mod.__package__ = "tellme.hw.attention"
+        exec(compile(src.replace(a, b), int_engine.__file__, "exec"), mod.__dict__)
+        try:
+            run_cocotb(lambda mod=mod: mod.IntAttentionEngine(**PARAMS, fmt=FP24),
+                       name="attn_int_mutant", params=dict(PARAMS, fmt="fp24"),
+                       test_module="tests.rtl.tb_attn_int", extra_env={"SEED": "1"})
+            print(f"{name}: SURVIVED", flush=True)
+            survived += 1
+        except AssertionError:
+            failing = []
+            for x in glob.glob("build/sim/attn_int_mutant-*/*.xml"):
+                failing += re.findall(r'name="(\w+)"[^>]*><failure', Path(x).read_text())
+            print(f"{name}: KILLED by {', '.join(failing)}", flush=True)
+        finally:
+            for d in glob.glob("build/sim/attn_int_mutant-*"):
+                shutil.rmtree(d)
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,57 @@
+"""Launch the integer attention-engine testbench (tests/rtl/tb_attn_int.py) on Verilator.
+
+Default tier: the ``sim``-sized build (head_dim 16, 8 lanes, beat 4, score tile 8, 12-bit
+context) at FP24 (the contract's stream format): decode MHA/GQA across tile boundaries with
+exact cycles, random idle/backpressure, prefill, edge values, run-time head_dim. ``slow``: more
+seeds, the FP16 build, an int8-q build (``q_bits=8``, the measured alternative), and a wider
+build (head_dim 32, 4 lanes, beat 8, tile 64) past 1024 keys.
+"""
+
+import pytest
+
+from tellme.hw.attention.int_engine import IntAttentionEngine
+from tellme.sim.runner import run_cocotb
+from tellme.spec.numerics import STREAM_FORMATS as FORMATS
+
+SMALL = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
+WIDE = dict(head_dim=32, lanes=4, beat=8, depth=64, ctx_bits=13)
+
+
+def _run(params, fmt, testcase=None, seed=1, extra=None):
+    env = {"SEED": str(seed), **(extra or {})}
+    run_cocotb(lambda: IntAttentionEngine(**params, fmt=FORMATS[fmt]), name="attn_int",
+               params=dict(params, fmt=fmt), test_module="tests.rtl.tb_attn_int",
+               testcase=testcase, extra_env=env)
+
+
+@pytest.mark.rtl
+def test_attn_int_small():
+    _run(SMALL, "fp24")
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize(("fmt", "seed"), [("fp24", 2), ("fp24", 3), ("fp16", 1)])
+def test_attn_int_small_seeds(fmt, seed):
+    _run(SMALL, fmt, seed=seed)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_attn_int_q8():
+    _run(dict(SMALL, q_bits=8), "fp24")
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_attn_int_long_context():
+    _run(WIDE, "fp24", testcase="test_long_context", extra={"LONG_N": "1100"})
+
+
+def test_int_engine_rejects_bad_params():
+    with pytest.raises(ValueError, match="multiple of beat"):
+        IntAttentionEngine(head_dim=18, beat=4)
+    with pytest.raises(ValueError, match="keys"):
+        IntAttentionEngine(ctx_bits=15)
+    with pytest.raises(ValueError, match="q_bits"):
+        IntAttentionEngine(q_bits=20)

@@ -7,6 +7,9 @@ Keep imports at module level light: heavy packages are imported inside handlers.
     tellme hw verilog --target kv260 [--block tlmm]    -> build/verilog/<target>/<block>.v
     tellme hw report  --target kv260 [--block tlmm] [--fmt fp16] [--json]
                                                        -> build/report/<target>/<fmt>/
+    tellme hw report  --target kv260 --budget [--cached] [--json]
+                                                       -> every counted block vs its budget
+                                                          line (hw/budget.py); exit 2 if over
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ def register(sub) -> None:
     r.add_argument("--json", action="store_true", help="print JSON instead of a table")
     r.add_argument("--fmt", choices=sorted(STREAM_FORMATS),
                    help="stream format of the blocks (default: the contract's)")
+    r.add_argument("--budget", action="store_true",
+                   help="report every counted block against its budget line and the totals "
+                        "(hw/budget.py, docs/hw/budget.md); exit 2 when over")
     r.set_defaults(func=_report)
 
     from tellme.hw import regs_cli  # tellme hw regs (spec/registers.py)
@@ -89,28 +95,58 @@ def _verilog(args) -> int:
 def _report(args) -> int:
     import json
 
-    from tellme.hw import report
+    from tellme.hw import budget as hwbudget, report
     from tellme.hw.blocks import DEFAULT_REPORT
-    from tellme.hw.toolchain import ToolMissing
 
     fmt = STREAM_FORMATS[args.fmt] if args.fmt else None
-    blocks = args.block or list(DEFAULT_REPORT)
-    _checked_blocks(blocks)
-    reports = []
-    for block in blocks:
-        if args.cached:
-            rep = report.load_block(args.target, block, fmt)
-            if rep is None:
-                raise CliError(f"no cached report for {args.target}/{block} "
-                               f"({args.fmt or 'contract format'}); run without --cached first")
-        else:
-            try:
-                rep = report.synth_block(args.target, block, fmt=fmt)
-            except (ToolMissing, RuntimeError) as e:
-                raise CliError(str(e)) from None
-        reports.append(rep)
-    if args.json:
-        print(json.dumps([r.to_dict() for r in reports], indent=2))
+    if args.budget:
+        if args.block:
+            raise CliError("--budget reports every counted block; drop --block")
+        names = list(_checked_blocks(()))
+        blocks = hwbudget.counted_blocks(names, args.target)
     else:
-        print(report.format_table(reports, args.target))
+        names = None
+        blocks = args.block or list(DEFAULT_REPORT)
+        _checked_blocks(blocks)
+    reports = _block_reports(args, blocks, fmt)
+    if not args.budget:
+        if args.json:
+            print(json.dumps([r.to_dict() for r in reports], indent=2))
+        else:
+            print(report.format_table(reports, args.target))
+        return 0
+    result = hwbudget.check(reports, args.target, names)
+    if args.json:
+        result["blocks"] = [r.to_dict() for r in reports]
+        print(json.dumps(result, indent=2))
+    else:
+        print(hwbudget.format_budget(result))
+        print("\n".join(report.timing_lines(reports)))
+    if not result["ok"]:
+        raise CliError(hwbudget.failure_message(result))
     return 0
+
+
+def _block_reports(args, blocks, fmt) -> list:
+    """Synthesise ``blocks`` (or load them with --cached: all missing ones named at once)."""
+    from tellme.hw import report
+    from tellme.hw.toolchain import ToolMissing
+
+    if args.cached:
+        reports = [(b, report.load_block(args.target, b, fmt)) for b in blocks]
+        missing = [b for b, r in reports if r is None]
+        if missing:
+            opt = f" --fmt {args.fmt}" if args.fmt else ""
+            cmd = f"tellme hw report --target {args.target}{opt} " + \
+                " ".join(f"--block {b}" for b in missing)
+            raise CliError(f"no cached report for {args.target}/"
+                           f"{', '.join(missing)} ({args.fmt or 'contract format'}) under "
+                           f"{report.report_dir(args.target, fmt)}; make it with: {cmd}")
+        return [r for _, r in reports]
+    out = []
+    for block in blocks:
+        try:
+            out.append(report.synth_block(args.target, block, fmt=fmt))
+        except (ToolMissing, RuntimeError) as e:
+            raise CliError(str(e)) from None
+    return out

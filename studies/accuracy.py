@@ -272,8 +272,8 @@ def variant_rows(model: TernaryModel, windows: list[np.ndarray], specs, floor: b
     ``specs``: hw-numerics variants (:func:`tellme.studies.variants.parse_variant`).
     ``floor``: also the float model against benign perturbations of itself (float64
     arithmetic; token-by-token decode instead of one prefill): the metric's noise floor.
-    Yields (name, top1, dppl, kl, seconds, gaps) rows; gaps: the float model's top-2 logit gap
-    at each position where the variant's argmax differs."""
+    Yields (name, top1, dppl, kl, seconds, gaps, ppl) rows; gaps: the float model's top-2 logit
+    gap at each position where the variant's argmax differs; ppl: the variant's perplexity."""
     from .variants import parse_variant, variant_forward
 
     nll_f, am_f, lp_f = _score(lambda t: forward(model, t, "float"), windows)
@@ -297,7 +297,7 @@ def variant_rows(model: TernaryModel, windows: list[np.ndarray], specs, floor: b
         kl = sum(float((np.exp(a) * (a - b)).sum())
                  for a, b in zip(lp_f, lp, strict=True)) / len(am)
         row = (name, float((am == am_f).mean()), float(np.exp((nll - nll_f) / len(am)) - 1), kl,
-               time.time() - t0, gap[am != am_f])
+               time.time() - t0, gap[am != am_f], float(np.exp(nll / len(am))))
         if log:
             log(row)
         yield row
@@ -385,12 +385,13 @@ def main(argv=None) -> int:
             windows = eval_windows(ids, args.window)[:args.max_windows]
             print(f"{sum(len(w) - 1 for w in windows)} positions in {len(windows)} windows of "
                   f"<= {args.window} tokens")
-            print(f"{'variant':44s} {'top-1':>8s} {'dPPL':>9s} {'KL':>9s} {'s':>5s}  "
+            print(f"{'variant':44s} {'top-1':>8s} {'dPPL':>9s} {'PPL':>9s} {'KL':>9s} {'s':>5s}  "
                   f"float top-2 gap at disagreements: median, max, share < 0.01")
             for row in variant_rows(m, windows, args.variants, args.floor):
                 g = row[5] if row[5].size else np.zeros(1)
                 print(f"{row[0]:44s} {row[1] * 100:7.2f} % {row[2] * 100:+8.3f} % "
-                      f"{row[3]:9.2e} {row[4]:5.0f}  {np.median(g):.4f} {g.max():.4f} "
+                      f"{row[6]:9.5f} {row[3]:9.2e} {row[4]:5.0f}  "
+                      f"{np.median(g):.4f} {g.max():.4f} "
                       f"{np.mean(g < 0.01) * 100:5.1f} %", flush=True)
             return 0
         if args.text or args.tokens:

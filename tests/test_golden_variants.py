@@ -71,6 +71,9 @@ def test_variant_rows_scores_eval_windows():
     am_f = np.concatenate([forward(m, w[:-1], "float").argmax(-1) for w in windows])
     am_h = np.concatenate([forward(m, w[:-1], "hw").argmax(-1) for w in windows])
     assert rows["contract"][1] == pytest.approx(float((am_f == am_h).mean()))
+    # the printed perplexity is the float one times (1 + dPPL)
+    ppl_f = rows["contract"][6] / (1 + rows["contract"][2])
+    assert rows["fp32"][6] == pytest.approx(ppl_f * (1 + rows["fp32"][2]), rel=1e-12)
     for name in ("float64 float model", "float, decode token by token"):
         assert 0.5 < rows[name][1] <= 1.0 and abs(rows[name][2]) < 0.05
     assert GoldenModel(m, "float").ops.F32 is np.float32    # the float64 copy is private

@@ -36,7 +36,7 @@ i_kv  : In(stream unsigned(8 * beat + 2 * fmt.bits))  rows of ``kv_schedule``, b
 o     : Out(stream unsigned(fmt.bits))  nq * bpr * beat results, lane-major.
 busy  : Out(1)
 
-Timing (zero stalls): :func:`tellme.sim.cycles_attn_int.call_cycles`.
+Timing (zero stalls): `call_cycles` in sim/cycles_attn_int.py.
 """
 
 from __future__ import annotations

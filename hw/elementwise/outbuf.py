@@ -24,7 +24,7 @@ class TlmmOutBuffer(wiring.Component):
     ``lanes`` accumulators, so a ``lanes``-wide dequantiser follows the TLMM at its average rate.
     With ``depth = 2*nbt_max`` (two tiles: a double buffer) the TLMM never waits while one
     token's burst drains as long as ``kb >= Q/lanes`` (every BitNet linear: kb >= 19 at
-    kv260's 3T = 84, Q/lanes = 8); ``tellme.sim.cycles_ew.outbuf_run`` is its cycle model.
+    kv260's 3T = 84, Q/lanes = 8); `outbuf_run` in sim/cycles_ew.py is its cycle model.
     The output is the input, reordered only by width (golden: identity).
 
     Parameters

@@ -8,11 +8,7 @@ Prints KILLED (with the failing tests) or SURVIVED per mutant; the build dirs ar
 
 from __future__ import annotations
 
-import glob
-import re
-import shutil
 import sys
-from pathlib import Path
 
 MUTANTS = {
     "rnd_trunc": ("m.d.comb += r.eq((x + _half(sr, width + 3)) >> sr)",
@@ -31,33 +27,13 @@ PARAMS = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
 
 def main(argv) -> int:
     from tellme.hw.attention import int_engine
-    from tellme.sim.runner import run_cocotb
     from tellme.spec.numerics import FP24
+    from tests.support.mutants import run_mutants
 
-    src = Path(int_engine.__file__).read_text()
-    survived = 0
-    for name in argv or MUTANTS:
-        a, b = MUTANTS[name]
-        if src.count(a) != 1:
-            raise SystemExit(f"mutant {name}: pattern not found once in {int_engine.__file__}")
-        mod = type(sys)("tellme.hw.attention.int_engine_mutant")
-        mod.__package__ = "tellme.hw.attention"
-        exec(compile(src.replace(a, b), int_engine.__file__, "exec"), mod.__dict__)
-        try:
-            run_cocotb(lambda mod=mod: mod.IntAttentionEngine(**PARAMS, fmt=FP24),
+    return run_mutants(int_engine, MUTANTS, argv,
+                       lambda mod: mod.IntAttentionEngine(**PARAMS, fmt=FP24),
                        name="attn_int_mutant", params=dict(PARAMS, fmt="fp24"),
-                       test_module="tests.rtl.tb_attn_int", extra_env={"SEED": "1"})
-            print(f"{name}: SURVIVED", flush=True)
-            survived += 1
-        except AssertionError:
-            failing = []
-            for x in glob.glob("build/sim/attn_int_mutant-*/*.xml"):
-                failing += re.findall(r'name="(\w+)"[^>]*><failure', Path(x).read_text())
-            print(f"{name}: KILLED by {', '.join(failing)}", flush=True)
-        finally:
-            for d in glob.glob("build/sim/attn_int_mutant-*"):
-                shutil.rmtree(d)
-    return 1 if survived else 0
+                       test_module="tests.rtl.tb_attn_int")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,7 @@ Prints KILLED (with the failing tests) or SURVIVED per mutant; the build dirs ar
 
 from __future__ import annotations
 
-import glob
-import re
-import shutil
 import sys
-from pathlib import Path
 
 MUTANTS = {
     "qk_trunc": ('rne_shr(m, prod, shr, QKP, f"qk{i}_{w}")', "(prod >> shr)"),
@@ -31,8 +27,8 @@ PARAMS = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
 
 def main(argv) -> int:
     from tellme.hw.attention import engine
-    from tellme.sim.runner import run_cocotb
     from tellme.spec.numerics import STREAM_FORMATS as fmts
+    from tests.support.mutants import run_mutants
 
     fmt_name = "fp16"
     if argv[:1] == ["--fmt"]:
@@ -40,32 +36,10 @@ def main(argv) -> int:
     if fmt_name not in fmts:
         raise SystemExit(f"--fmt must be one of {', '.join(fmts)}, got {fmt_name!r}")
     fmt, params = fmts[fmt_name], dict(PARAMS, fmt=fmt_name)
-    names = argv
-
-    src = Path(engine.__file__).read_text()
-    survived = 0
-    for name in names or MUTANTS:
-        a, b = MUTANTS[name]
-        if src.count(a) != 1:
-            raise SystemExit(f"mutant {name}: pattern not found once in {engine.__file__}")
-        mod = type(sys)("tellme.hw.attention.engine_mutant")
-        mod.__package__ = "tellme.hw.attention"
-        exec(compile(src.replace(a, b), engine.__file__, "exec"), mod.__dict__)
-        try:
-            run_cocotb(lambda mod=mod: mod.AttentionEngine(**PARAMS, fmt=fmt), name="attn_mutant",
-                       params=params,
-                       test_module="tests.rtl.tb_attn_engine", extra_env={"SEED": "1"})
-            print(f"{name} ({fmt_name}): SURVIVED", flush=True)
-            survived += 1
-        except AssertionError:
-            failing = []
-            for x in glob.glob("build/sim/attn_mutant-*/*.xml"):
-                failing += re.findall(r'name="(\w+)"[^>]*><failure', Path(x).read_text())
-            print(f"{name} ({fmt_name}): KILLED by {', '.join(failing)}", flush=True)
-        finally:
-            for d in glob.glob("build/sim/attn_mutant-*"):
-                shutil.rmtree(d)
-    return 1 if survived else 0
+    return run_mutants(engine, MUTANTS, argv,
+                       lambda mod: mod.AttentionEngine(**PARAMS, fmt=fmt),
+                       name="attn_mutant", params=params,
+                       test_module="tests.rtl.tb_attn_engine", label=fmt_name)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,13 @@ def tile_plan(p, shapes) -> list[tuple[str, int, int, int]]:
     return plan
 
 
+def weight_delivery(ddr_bytes_per_cycle: float, port_bytes_per_cycle: float, p) -> float:
+    """Bytes of TLMM codes per cycle the weight path delivers: the least of the DDR's
+    sustained rate, the AXI port(s) and the buffer fill (``p.v`` index vectors of 5T bits per
+    cycle, ``p`` a hardware preset). The benchmark's bound; ``tellme perf`` uses it too."""
+    return min(ddr_bytes_per_cycle, port_bytes_per_cycle, p.v * 5 * p.t / 8)
+
+
 def run_bench(*, target: str = "kv260", tokens=(1, 64), reduce: int = 1,
               data_width: int = 512, max_burst: int = 16, max_outstanding: int = 8,
               timing=None, seed: int = 0, model: str = "bitnet_b1_58-large",
@@ -101,7 +108,7 @@ def run_bench(*, target: str = "kv260", tokens=(1, 64), reduce: int = 1,
     results = json.loads(res_path.read_text())
 
     vbytes = 5 * p.t / 8
-    bpc = min(timing.bytes_per_cycle, data_width / 8, p.v * vbytes)
+    bpc = weight_delivery(timing.bytes_per_cycle, data_width / 8, p)
     pr = lambda *a: print(*a, file=out)  # noqa: E731
     pr(f"tellme hw bench: {model} layer linears on LinearUnit RTL (Verilator), "
        f"target {p.name}")

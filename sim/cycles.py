@@ -98,33 +98,58 @@ class LinearCycles:
     tile_nb: int
     tiles: int
     compute: int          # engine cycles of all tiles (stall-free, tiles resident)
-    fill: int             # buffer-fill cycles of all tiles at v vectors/cycle
+    fill: float           # buffer-fill cycles of all tiles (int at v vectors/cycle)
+
+
+def linear_tiles(n_out: int, k_in: int, *, t: int, q: int, v: int, table: str,
+                 half_depth: int, n_tokens: int, nbt_max: int | None = None,
+                 bytes_per_cycle: float | None = None, name: str = "linear"
+                 ) -> tuple[int, int, int, list[tuple[int, float]]]:
+    """(nb, kb, tile_nb, [(compute, fill) per tile]) of one linear on the ping-pong engine.
+
+    Tiles: ``spec.program.tile_columns`` (balanced, at most ``nbt_max`` column blocks; None:
+    no limit beyond the buffer half). compute: the engine's stall-free cycles of the tile up to
+    its last issue, + 1 (the next command's acceptance); fill: ``fill_cycles`` at ``v`` vectors
+    per cycle or, with ``bytes_per_cycle``, no faster than that many bytes of codes per cycle
+    (the DDR or port bound).
+    """
+    from tellme.spec.codes import padded_dims
+    from tellme.spec.program import tile_columns
+
+    nb, kb = padded_dims(n_out, k_in, t, q)
+    if half_depth < kb:
+        raise ValueError(f"{name}: one column block ({kb} words) exceeds a buffer half "
+                         f"({half_depth} words)")
+    tile_nb = tile_columns(nb, kb, half_depth, nbt_max or nb)      # balanced tiles
+    sizes = [min(tile_nb, nb - s) for s in range(0, nb, tile_nb)]
+    comp = [command_timing(table=table, kb=kb, nbt=n, n_tokens=n_tokens).issue_done + 1
+            for n in sizes]
+    fills = [fill_cycles(nbt=n, kb=kb, q=q, v=v) for n in sizes]
+    if bytes_per_cycle is not None:
+        fills = [max(f, n * kb * q * 5 * t / 8 / bytes_per_cycle)
+                 for f, n in zip(fills, sizes, strict=True)]
+    return nb, kb, tile_nb, list(zip(comp, fills, strict=True))
 
 
 def layer_cycles(*, t: int, q: int, v: int, table: str, half_depth: int,
-                 shapes: dict[str, tuple[int, int]], n_tokens: int) -> dict:
+                 shapes: dict[str, tuple[int, int]], n_tokens: int, nbt_max: int | None = None,
+                 bytes_per_cycle: float | None = None) -> dict:
     """Tile plan and cycle estimate of one layer's linears on the ping-pong engine.
 
     Tiles run back to back in layer order; tile i+1 is filled while tile i computes, so a
     tile costs ``max(compute_i, fill_{i+1})`` and the first fill is exposed:
     ``total = fill_0 + sum_i max(compute_i, fill_{i+1})``. Assumes the streamer delivers
-    ``v`` vectors per cycle and activations are always available.
+    ``v`` vectors per cycle (or no more than ``bytes_per_cycle``) and activations are always
+    available. Tiles and fills: :func:`linear_tiles`.
     """
-    from tellme.spec.codes import padded_dims
-
     linears, seq = [], []           # seq: (compute, fill) per tile in order
     for name, (n_out, k_in) in shapes.items():
-        nb, kb = padded_dims(n_out, k_in, t, q)
-        if half_depth < kb:
-            raise ValueError(f"{name}: one column block ({kb} words) exceeds a buffer half "
-                             f"({half_depth} words)")
-        tile_nb = -(-nb // -(-nb // min(nb, half_depth // kb)))    # balanced tiles
-        sizes = [min(tile_nb, nb - s) for s in range(0, nb, tile_nb)]
-        comp = [command_timing(table=table, kb=kb, nbt=n, n_tokens=n_tokens).issue_done + 1
-                for n in sizes]
-        fills = [fill_cycles(nbt=n, kb=kb, q=q, v=v) for n in sizes]
-        seq += list(zip(comp, fills, strict=True))
-        linears.append(LinearCycles(name, kb, nb, tile_nb, len(sizes), sum(comp), sum(fills)))
+        nb, kb, tile_nb, tiles = linear_tiles(
+            n_out, k_in, t=t, q=q, v=v, table=table, half_depth=half_depth,
+            n_tokens=n_tokens, nbt_max=nbt_max, bytes_per_cycle=bytes_per_cycle, name=name)
+        seq += tiles
+        linears.append(LinearCycles(name, kb, nb, tile_nb, len(tiles),
+                                    sum(c for c, _ in tiles), sum(f for _, f in tiles)))
     total = seq[0][1] + sum(max(c, seq[i + 1][1] if i + 1 < len(seq) else 0)
                             for i, (c, _) in enumerate(seq))
     return {

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "tellme.host.board_cli",  # board check / reset / deploy
     "tellme.hw.cli",        # hw blocks / verilog / report
     "tellme.sim.cli",       # logits; hw plan / bench
+    "tellme.sim.perf_cli",  # perf
     "tellme.studies.cli",   # study ...
 )
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from tellme.quant.model import TernaryModel
 from tellme.sim.golden.model import GoldenModel, forward
+from tellme.spec.attention_int import Q_BITS
 
 
 def log_softmax(lg: np.ndarray) -> np.ndarray:
@@ -304,9 +305,10 @@ def variant_rows(model: TernaryModel, windows: list[np.ndarray], specs, floor: b
 
 
 # integer attention (sim/golden/attention_int.py) over an int8 KV cache: name -> (stream
-# format, q bits). "attn-int" is the proposed contract (FP24 streams, int16 q).
-INT_ATTENTION = {"attn-int": ("fp24", 16), "attn-int-q8": ("fp24", 8),
-                 "attn-int-q12": ("fp24", 12), "attn-int-fp16": ("fp16", 16)}
+# format, q bits). "attn-int" is the contract (FP24 streams, Q_BITS = 14-bit q).
+INT_ATTENTION = {"attn-int": ("fp24", Q_BITS), "attn-int-q8": ("fp24", 8),
+                 "attn-int-q12": ("fp24", 12), "attn-int-q16": ("fp24", 16),
+                 "attn-int-fp16": ("fp16", Q_BITS)}
 
 
 def int_attention_forward(model: TernaryModel, toks, stream: str, q_bits: int) -> np.ndarray:

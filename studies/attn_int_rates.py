@@ -2,7 +2,7 @@
 ``tellme hw rates`` (sim/rates.py): decode attention at or below the KV-DDR read time of an int8
 cache, prefill attention within ``attn_share`` of TLMM time.
 
-    tellme study attn-int-rates [--target kv260] [--engines 2] [--lanes 4 --beat 32 --depth 1024]
+    tellme study attn-int-rates [--target kv260] [--engines 1] [--lanes 4 --beat 64 --depth 1024]
 
 Cycles come from the engine's cycle model (sim/cycles_attn_int.py, exact against the RTL at
 zero stalls); ``engines`` single-port engines serve the calls round-robin (MHA decode: one head
@@ -23,8 +23,8 @@ from tellme.spec.targets import TARGET_NAMES, target as get_target
 SCALE_BYTES = 3
 
 
-def int_attention_rates(target: str = "kv260", *, lanes: int = 4, beat: int = 32,
-                        depth: int = 1024, engines: int = 2,
+def int_attention_rates(target: str = "kv260", *, lanes: int = 4, beat: int = 64,
+                        depth: int = 1024, engines: int = 1, q_beat: int = 8,
                         models=("bitnet_b1_58-large", "bitnet-b1.58-2B-4T"),
                         ddr_efficiency: float = 0.85) -> list[dict]:
     """Per model: decode rows {context, engine_cycles, kv_cycles, ok} and prefill rows
@@ -36,7 +36,7 @@ def int_attention_rates(target: str = "kv260", *, lanes: int = 4, beat: int = 32
     for name in models:
         cfg = MODELS[name]
         kw = dict(heads=cfg.num_heads, kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
-                  lanes=lanes, beat=beat, depth=depth, engines=engines)
+                  lanes=lanes, beat=beat, depth=depth, engines=engines, q_beat=q_beat)
         dec = []
         for ctx in DECODE_CONTEXTS:
             e = layer_cycles("decode", pos=ctx - 1, **kw)
@@ -74,9 +74,9 @@ def main(argv=None) -> int:
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", choices=TARGET_NAMES, default="kv260")
     ap.add_argument("--lanes", type=int, default=4)
-    ap.add_argument("--beat", type=int, default=32)
+    ap.add_argument("--beat", type=int, default=64)
     ap.add_argument("--depth", type=int, default=1024)
-    ap.add_argument("--engines", type=int, default=2)
+    ap.add_argument("--engines", type=int, default=1)
     args = ap.parse_args(argv)
     rows = int_attention_rates(args.target, lanes=args.lanes, beat=args.beat,
                                depth=args.depth, engines=args.engines)

@@ -11,7 +11,7 @@ from tellme.sim.golden import attention_int as ai, hw_numerics as hw
 from tellme.sim.golden.attention_hw import kv_dequant_int8, kv_quant_int8
 from tellme.sim.golden.model import GoldenModel
 from tellme.spec.attention import decode_calls, kv_schedule, score_scale
-from tellme.spec.attention_int import Q_MAX, T_SAT, W_SHIFT
+from tellme.spec.attention_int import Q_MAX, Q_TOP, T_SAT, W_SHIFT
 from tellme.spec.numerics import EXP2_TABLE, FP16, FP24, round_ratio_fp32
 
 FMTS = pytest.mark.parametrize("fmt", [FP16, FP24], ids=["fp16", "fp24"])
@@ -52,7 +52,7 @@ def mirror(q, kq, ks, vq, vs, c, fmt):
     vals = [abs(x) * 2.0 ** e for x, (_, _, e) in zip(xs, qp, strict=True)]
     j = int(np.argmax(vals))
     mmax, emax = abs(xs[j]), qp[j][2]
-    g = mmax.bit_length() - 1 + emax - 14 if mmax else 0
+    g = mmax.bit_length() - 1 + emax - Q_TOP if mmax else 0
     qi = [max(-Q_MAX, min(Q_MAX, _rnd(x, g - e))) for x, (_, _, e) in zip(xs, qp, strict=True)]
     t = []
     for r in range(len(kq)):
@@ -99,7 +99,7 @@ def test_q_quantiser_range():
     q = FP24.round(rng.standard_normal((50, 64)) * rng.uniform(1e-4, 1e3, (50, 1)))
     qi, _ = ai.quantize_q(q, score_scale(64), fmt=FP24)
     top = np.abs(qi).max(-1)
-    assert top.min() >= 2 ** 14 and top.max() <= Q_MAX
+    assert top.min() >= 2 ** Q_TOP and top.max() <= Q_MAX
 
 
 @FMTS
@@ -123,7 +123,8 @@ def test_prefill_equals_decode_and_order_free(kvh, fmt):
 
 def test_close_to_fp_contract_over_the_same_cache():
     """Against the FP contract reading the dequantised int8 cache, the integer path differs
-    only by the int16 q and the 26-bit folded weights: < 1e-3 of the output scale."""
+    only by the 14-bit q and the 12-bit folded weights (each key's weight rounded to 2**-13 of
+    the largest): < 4e-3 of the output scale over 40 keys (1.6e-3 measured)."""
     rng = np.random.default_rng(5)
     for _ in range(5):
         kq, ks, vq, vs = _cache(rng, FP24, 40, 2, 64)
@@ -131,7 +132,7 @@ def test_close_to_fp_contract_over_the_same_cache():
         got = ai.attention_decode(q, kq, ks, vq, vs, fmt=FP24)
         ref = hw.attention_decode(q, kv_dequant_int8(kq, ks, fmt=FP24),
                                   kv_dequant_int8(vq, vs, fmt=FP24), fmt=FP24)
-        assert np.abs(got - ref).max() <= 1e-3 * np.abs(ref).max()
+        assert np.abs(got - ref).max() <= 4e-3 * np.abs(ref).max()
 
 
 def test_rejects_bad_inputs():
@@ -163,9 +164,13 @@ def test_golden_model_switch():
 
 
 def test_cycle_model_hand_count():
-    # n = 5, 2 lanes, head_dim 8, beat 4 (bpr 2), tile 8: one K and one V segment
+    # n = 5, 2 lanes, head_dim 8, beat 4 (bpr 2), tile 8, q 4 elements per beat: command,
+    # q load, q scales, quantiser + drain, K segment (5 rows x 2 beats) + drain (2 tree
+    # levels + 6), V segment (2 blocks: the first waits for its 4 weights + 6 cycles, then
+    # 8 channels each) + drain, hand-off, finish (2 lanes: 1/L + 8 outputs, NEXT, tail)
     assert kv_schedule(5, 8) == [("K", 0, 5), ("V", 0, 5)]
-    want = 1 + 2 * 2 + 2 * (1 + 4) + (5 * 2 + 11) * 2 + 1 + 2 * (26 + 8) + 2 + 3
+    want = (1 + 2 * 2 + 2 + 8 + 5 + (5 * 2 + 8) + (4 + 6 + 2 * 8 + 8)
+            + 1 + 2 * (26 + 8) + 2 + 3)
     assert call_cycles(5, 2, head_dim=8, beat=4, depth=8) == want
     # back to back, the finish of a call overlaps the next call's front
     calls = [(c.n, len(c.lim)) for c in decode_calls(9, 4, 2, 4)]

@@ -1,47 +1,62 @@
 """Integer attention engine (issue 11 item 3): exact two-pass softmax attention of ``lanes``
-query rows over one KV head, with int8 K/V and integer dot products (one DSP48E2 per MAC).
+query rows over one KV head, int8 K/V, integer dot products summed by one adder tree per lane.
 
 Arithmetic: exactly golden ``attention_decode`` / ``attention_prefill`` of
-sim/golden/attention_int.py (constants in spec/attention_int.py, docs/numerics.md §4.1):
+sim/golden/attention_int.py (constants in spec/attention_int.py, docs/numerics.md §4.1).
 
-* q: each lane's row is loaded in the stream format, then quantised once to int16 (``q_bits``)
-  against the power-of-two scale of max|q * C| (``quantize_q``: q * C exact, round half up);
-* pass 1 (K rows): S = sum q_int * k_int exact (``beat`` MACs per lane and cycle), the K row
-  scale folded once per key into the Q.16 logit t (S * mk and a rounding shift), t into the
-  score buffer, running exact maximum m and largest V-scale exponent Y of the visible keys
-  (K beats carry the V row's scale too);
-* pass 2 (V rows): p = exp2 table (the FP contract's unit), w = rnd(p * mv * 2**(ev - Y - 16))
-  (once per key), A_c += w * v_int8 (``beat`` MACs per lane), L += p;
-* the MAC array is shared by the passes: one 27 x 8-bit signed multiplier per lane and channel
-  takes q_int (pass 1) or w (pass 2) times the beat's int8 code;
-* finish: a second unit with its own accumulator bank (the call's sums are handed to it, and
-  the next call streams into the other bank meanwhile): per lane 1/L correctly rounded by a
-  24-step restoring division, then a pipelined normaliser at one output per cycle (RN32(A),
-  the 24 x 25-bit product, one rounding to the stream format).
+Dataflow (docs/hw/attention.md, "integer engine"): every lane has ``beat`` MAC slots (one
+DSP48E2 multiplier each) and one adder tree over them; a slot's first operand is a signed word
+(``operand_bits``) from the lane's operand memory, its second the beat's int8 code. Operand
+words are written whole, from a shift chain that collects one element or weight per cycle.
 
-Pipeline (one K/V beat per cycle): A..D form p and w (V), E multiplies, F sums the beat (K) or
-accumulates A (V, read-modify-write with forwarding), G..J form S, t, the maximum and Y (K).
+* q (once per call): the lane's row arrives ``q_beat`` elements per beat and is kept raw; then
+  one quantiser per lane turns one element per cycle into q_int (int14 against the power-of-two
+  scale of max|q * C|) and writes it to the operand memory (slot c mod beat, word c / beat;
+  zeros past hd up to the last K beat, so a head_dim that is not a multiple of ``beat``, such
+  as bitnet_b1_58-large's 96, streams K rows padded with anything).
+* pass 1, K rows (row-major: ``bpr`` beats of ``beat`` channels per key): slot s multiplies
+  q_int of its channel by k_int; the tree sums the beat, the lane accumulates the row's beats
+  into S, folds the K row scale once (S * mk and one rounding shift) into the Q.16 logit t,
+  stores t and the key's V scale (which the K beat carries) in the score buffers, and keeps
+  the exact maximum m and the largest V-scale exponent Y of its visible keys.
+* pass 2, V blocks (``beat`` keys per block, stored channel-major: one beat is one channel of
+  the block's keys): before a block streams, its keys' weights are prepared one key per cycle
+  per lane (p = exp2 table of m - t, w = rnd(p * mv * 2**(ev - Y - W_SHIFT)) <= 2**12, L += p)
+  into a weight bank of the operand memory (slot = key mod beat); three banks let the
+  preparation run two blocks ahead of the stream. Slot s then multiplies w of key s by the
+  code of the beat's channel, the tree sums the block's contribution to that channel, and
+  A[c] += sum (a read-modify-write in the lane's accumulator memory).
+* finish: a second unit with its own accumulator bank (the next call streams into the other
+  bank meanwhile): per lane 1/L by a 24-step restoring division, then one output per cycle
+  (RN32(A), the 24 x 25-bit product, one rounding to the stream format).
+
 Scores of up to ``depth`` keys per lane stay on chip; longer contexts follow ``kv_schedule``
-(K of every tile but the last is re-streamed), as in ``AttentionEngine``.
+(K of every tile but the last is re-streamed); V segments are whole blocks (tiles are
+multiples of ``beat`` keys; keys past a lane's limit, including a partial last block, get
+w = 0, so their codes may be anything).
 
 Ports
 -----
-i_cmd : In(stream {n, nq, c, lim[lanes], bpr})  n keys (>= 1), nq active lanes, c = score
-        scale (``score_scale``), lim = last visible key per lane, bpr = beats per row.
-i_q   : In(stream ArrayLayout(unsigned(fmt.bits), beat))  nq * bpr beats, lane-major.
-i_kv  : In(stream unsigned(8 * beat + 2 * fmt.bits))  rows of ``kv_schedule``, bpr beats each:
-        codes (int8) in bits [0, 8 * beat), the row's scale (stream format) in the next
-        fmt.bits bits; on K rows the V row's scale of the same key in the next fmt.bits
-        (ignored on V rows).
-o     : Out(stream unsigned(fmt.bits))  nq * bpr * beat results, lane-major.
+i_cmd : In(stream {n, nq, c, lim[lanes], hd})  n keys (>= 1), nq active lanes, c = score
+        scale (``score_scale``), lim = last visible key per lane, hd = run-time head_dim
+        (<= head_dim, a multiple of q_beat; K rows take bpr = ceil(hd / beat) beats).
+i_q   : In(stream ArrayLayout(unsigned(fmt.bits), q_beat))  nq * head_dim / q_beat beats,
+        lane-major.
+i_kv  : In(stream unsigned(8 * beat + 2 * fmt.bits))  the segments of ``kv_schedule``: a K
+        row is bpr beats (int8 codes in bits [0, 8 * beat), the K row scale in the next
+        fmt.bits, the V row scale of the same key in the next fmt.bits; codes past hd in the
+        last beat are ignored: q is 0 there); a V segment is its
+        blocks, head_dim beats each (beat c: the codes of channel c of the block's keys; the
+        scale bits are ignored).
+o     : Out(stream unsigned(fmt.bits))  nq * head_dim results, lane-major.
 busy  : Out(1)
 
-Timing (zero stalls): `call_cycles` in sim/cycles_attn_int.py.
+Throughput: one K/V beat per cycle (``beat`` MACs per lane) once a V block's weights are
+ready; backpressure on ``o`` stalls only the finishing unit. Timing (zero stalls):
+``calls_cycles`` in sim/cycles_attn_int.py.
 """
 
 from __future__ import annotations
-
-from itertools import pairwise
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
@@ -52,6 +67,7 @@ from tellme.spec.attention_int import (
     P_ZERO_OCTAVES,
     Q_BITS,
     T_SAT,
+    W_BITS,
     W_SHIFT,
     a_bits,
     s_bits,
@@ -63,7 +79,19 @@ from .arith import bit_length, rn_fmt, rne_shr
 
 C_BITS = 20            # score-scale register width
 DIV_STEPS = 24
-PIPE = 10              # K/V pipeline registers A..J
+BANKS = 3              # weight banks: preparation up to two blocks ahead of the stream
+QLAT = 4               # quantiser: read, multiply, round, shift in; then the word write
+
+
+def operand_bits(q_bits: int = Q_BITS) -> int:
+    """Signed width of a MAC operand: q_int (``q_bits``) or w (<= 2**W_BITS)."""
+    return max(q_bits, W_BITS + 2)
+
+
+def product_bits(q_bits: int = Q_BITS) -> int:
+    """Signed width of a slot product: |q_int * code| < 2**(q_bits + 6), |w * code| <=
+    2**(W_BITS + 7) (codes in [-128, 127])."""
+    return max(q_bits + 7, W_BITS + 8)
 
 
 def cmd_layout(lanes: int, ctx_bits: int) -> data.StructLayout:
@@ -72,8 +100,13 @@ def cmd_layout(lanes: int, ctx_bits: int) -> data.StructLayout:
         "nq": range(lanes + 1),
         "c": unsigned(C_BITS),
         "lim": data.ArrayLayout(unsigned(ctx_bits), lanes),
-        "bpr": unsigned(16),
+        "hd": unsigned(16),
     })
+
+
+def tree_levels(beat: int) -> int:
+    """Registered adder-tree levels of a lane (one per halving of ``beat``)."""
+    return (beat - 1).bit_length()
 
 
 def _half(s, width: int):
@@ -100,32 +133,47 @@ def kv_beat_bits(beat: int, fmt: StreamFormat | None = None) -> int:
     return 8 * beat + 2 * stream_format(fmt).bits
 
 
+def _delay(m: Module, sig, n: int, name: str) -> list:
+    """[sig, sig delayed 1, ..., delayed n] (registers, no enable)."""
+    out = [sig]
+    for k in range(1, n + 1):
+        r = Signal.like(out[-1], name=f"{name}_d{k}")
+        m.d.sync += r.eq(out[-1])
+        out.append(r)
+    return out
+
+
 class IntAttentionEngine(wiring.Component):
-    """See the module docstring. Parameters as ``AttentionEngine``: ``head_dim`` (largest,
-    multiple of ``beat``), ``lanes``, ``beat`` (int8 codes per K/V beat and q elements per q
-    beat), ``depth`` (score tile, power of two >= 2), ``ctx_bits`` (n < 2**ctx_bits <=
-    MAX_KEYS), ``fmt`` (stream format of q, the K/V scales and o)."""
+    """See the module docstring. ``head_dim``: largest run-time head_dim; ``lanes``;
+    ``beat``: MAC slots per lane = K channels per beat = keys per V block
+    (a power of two >= 2); ``depth``: score tile (a power of two, a multiple of ``beat``);
+    ``ctx_bits``: n < 2**ctx_bits <= MAX_KEYS; ``fmt``: stream format of q, the K/V scales and
+    o; ``q_beat``: q elements per i_q beat (divides ``beat``)."""
 
     def __init__(self, *, head_dim: int = 16, lanes: int = 4, beat: int = 4, depth: int = 64,
-                 ctx_bits: int = 14, fmt: StreamFormat | None = None, q_bits: int = Q_BITS):
+                 ctx_bits: int = 14, fmt: StreamFormat | None = None, q_bits: int = Q_BITS,
+                 q_beat: int | None = None):
         fmt = stream_format(fmt)
+        q_beat = min(beat, 8) if q_beat is None else q_beat
         problem = None
-        if head_dim % beat:
-            problem = f"head_dim {head_dim} is not a multiple of beat {beat}"
-        elif depth < 2 or depth & (depth - 1):
-            problem = f"score-buffer depth {depth} must be a power of two >= 2"
+        if beat < 2 or beat & (beat - 1):
+            problem = f"beat {beat} must be a power of two >= 2"
+        elif depth < 2 or depth & (depth - 1) or depth % beat:
+            problem = f"score-buffer depth {depth} must be a power of two and a multiple of beat"
         elif not 8 <= q_bits <= 16:
             problem = f"q_bits {q_bits} outside 8..16"
         elif 2 ** ctx_bits > MAX_KEYS:
             problem = f"ctx_bits {ctx_bits}: more than {MAX_KEYS} keys"
+        elif q_beat < 1 or beat % q_beat or head_dim % q_beat:
+            problem = f"q_beat {q_beat} must divide beat {beat} and head_dim {head_dim}"
         if problem:
             self._MustUse__silence = True
             raise ValueError(problem)
         self.head_dim, self.lanes, self.beat, self.depth = head_dim, lanes, beat, depth
-        self.ctx_bits, self.fmt, self.q_bits = ctx_bits, fmt, q_bits
+        self.ctx_bits, self.fmt, self.q_bits, self.q_beat = ctx_bits, fmt, q_bits, q_beat
         super().__init__({
             "i_cmd": In(stream.Signature(cmd_layout(lanes, ctx_bits))),
-            "i_q": In(stream.Signature(data.ArrayLayout(unsigned(fmt.bits), beat))),
+            "i_q": In(stream.Signature(data.ArrayLayout(unsigned(fmt.bits), q_beat))),
             "i_kv": In(stream.Signature(unsigned(kv_beat_bits(beat, fmt)))),
             "o": Out(stream.Signature(unsigned(fmt.bits))),
             "busy": Out(1),
@@ -134,25 +182,33 @@ class IntAttentionEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         HD, NQ, W, D, CB = self.head_dim, self.lanes, self.beat, self.depth, self.ctx_bits
+        QL = self.q_beat
         fmt = self.fmt
         EB, SB, F = fmt.bits, fmt.sig_bits, fmt.frac
-        BPR = HD // W
+        BPR = -(-HD // W)
         QB, QTOP, QMAX = self.q_bits, self.q_bits - 2, 2 ** (self.q_bits - 1) - 1
         LOG2D = D.bit_length() - 1
-        SW = s_bits(HD)               # exact score S
+        LOG2W = W.bit_length() - 1
+        LEV = tree_levels(W)
+        SW = s_bits(HD, QB)           # exact score S
         QX = SB + C_BITS              # q * C magnitude bits
         TW = 32                       # logit t, |t| <= T_SAT
         LW = 25 + CB                  # L <= n * 2**23
-        AW = a_bits(2 ** CB)          # |A| < n * 2**33
+        AW = a_bits(2 ** CB)          # |A| < n * 2**22
         PMW = 24 + SB                 # p * mv
-        WB = 27                       # w (unsigned < 2**26) as a signed DSP operand
+        WADDR = BPR                   # first weight bank of the operand memory
+        NB = CB + 1 - LOG2W + 1       # block-index width
+        OPW, PRODW = operand_bits(QB), product_bits(QB)
+        TSW = PRODW + LEV             # tree sum
 
         # ---- command registers
         n = Signal(CB + 1)
         nact = Signal(range(NQ + 1))
         cval = Signal(C_BITS)
         bpr = Signal(range(BPR + 1))
+        hd = Signal(range(HD + 1))
         lim = [Signal(CB, name=f"lim{i}") for i in range(NQ)]
+        m.d.comb += bpr.eq((hd + W - 1) >> LOG2W)
 
         # ---- per-lane state
         mx = [Signal(signed(TW), name=f"m{i}") for i in range(NQ)]
@@ -162,195 +218,251 @@ class IntAttentionEngine(wiring.Component):
         qmx = [Signal(EB - 1, name=f"qmx{i}") for i in range(NQ)]   # max |q| (magnitude bits)
         lsum = [Signal(LW, name=f"L{i}") for i in range(NQ)]
         cbank = Signal()                                             # accumulator bank of the call
-        # the finishing call's copies (the normaliser runs while the next call streams)
-        xlsum = [Signal(LW, name=f"xL{i}") for i in range(NQ)]
+        xlsum = [Signal(LW, name=f"xL{i}") for i in range(NQ)]      # the finishing call's copies
         xyh = [Signal(5, name=f"xyh{i}") for i in range(NQ)]
         xnact = Signal(range(NQ + 1))
-        xbpr = Signal(range(BPR + 1))
+        xhd = Signal(range(HD + 1))
         xbank = Signal()
         xstart = Signal()
         xbusy = Signal()
         sacc = [Signal(signed(SW), name=f"s{i}") for i in range(NQ)]
 
-        qrwps, qrrps, qiwps, qirps, awps, arps, afps, wps, rps, roms = ([] for _ in range(10))
+        qraws, opms, amems, scores, roms = [], [], [], [], []
         for i in range(NQ):
-            qraw = memory.Memory(shape=unsigned(EB * W), depth=BPR, init=[])
+            qraw = memory.Memory(shape=unsigned(EB * QL), depth=HD // QL, init=[])
             m.submodules[f"qraw{i}"] = qraw
-            qrwps.append(qraw.write_port())
-            qrrps.append(qraw.read_port())
-            qint = memory.Memory(shape=unsigned(QB * W), depth=BPR, init=[])
-            m.submodules[f"qint{i}"] = qint
-            qiwps.append(qint.write_port())
-            qirps.append(qint.read_port())
-            amem = memory.Memory(shape=unsigned(AW * W), depth=2 * BPR, init=[])  # 2 banks
+            qraws.append((qraw.write_port(), qraw.read_port()))
+            opm = memory.Memory(shape=unsigned(OPW * W), depth=BPR + BANKS, init=[])
+            m.submodules[f"opm{i}"] = opm
+            opms.append((opm.write_port(), opm.read_port()))
+            amem = memory.Memory(shape=signed(AW), depth=2 * HD, init=[])    # 2 banks
             m.submodules[f"acc{i}"] = amem
-            awps.append(amem.write_port())
-            arps.append(amem.read_port(transparent_for=(awps[-1],)))
-            afps.append(amem.read_port())
+            amems.append((amem.write_port(), amem.read_port(), amem.read_port()))
             mem = memory.Memory(shape=signed(TW), depth=D, init=[])
             m.submodules[f"scores{i}"] = mem
-            wps.append(mem.write_port())
-            rps.append(mem.read_port())
+            scores.append((mem.write_port(), mem.read_port()))
             rom = memory.Memory(shape=unsigned(24), depth=65, init=[int(v) for v in EXP2_TABLE])
             m.submodules[f"exp2_{i}"] = rom
             roms.append((rom.read_port(domain="comb"), rom.read_port(domain="comb")))
+        vsmem = memory.Memory(shape=unsigned(EB), depth=D, init=[])    # V scale per key
+        m.submodules.vscale = vsmem
+        vs_wp, vs_rp = vsmem.write_port(), vsmem.read_port()
 
-        # ---- segment control (as AttentionEngine)
+        # ---- segment control
         seg = Signal(2)               # 0: K pass 1, 1: V last tile, 2: K tile, 3: V tile
-        row = Signal(CB + 1)
+        row = Signal(CB + 1)          # K: next row
         row_end = Signal(CB + 1)
-        bcnt = Signal(range(BPR + 1))
+        blk = Signal(NB)              # V: block being streamed
+        blk0 = Signal(NB)             # V: first block of the segment
+        blk_end = Signal(NB)
+        sbank = Signal(range(BANKS))  # weight bank of ``blk``
+        bcnt = Signal(range(HD + 1))  # K: beat of the row; V: channel of the block
         tile = Signal(CB + 1)
         last_start = Signal(CB + 1)
         m.d.comb += last_start.eq(((n - 1) >> LOG2D) << LOG2D)
-
-        # ---- K/V pipeline: stages A..J
-        S = "ABCDEFGHIJ"
-        v = {s: Signal(name=f"v{s}") for s in S}
-        isv = {s: Signal(name=f"isv{s}") for s in S}
-        p1 = {s: Signal(name=f"p1{s}") for s in S}
-        first = {s: Signal(name=f"first{s}") for s in S}
-        init = {s: Signal(name=f"init{s}") for s in S}
-        last = {s: Signal(name=f"last{s}") for s in S}
-        rowp = {s: Signal(CB + 1, name=f"row{s}") for s in S}
-        beatp = {s: Signal(range(BPR), name=f"beat{s}") for s in S}
-        dat = {s: Signal(len(self.i_kv.payload), name=f"dat{s}") for s in S}
-        empty = ~Cat(*v.values()).any()
-
+        in_v = Signal()               # streaming a V segment
+        stream_on = Signal()
         accept = Signal()
         m.d.comb += accept.eq(self.i_kv.valid & self.i_kv.ready)
-        m.d.sync += v["A"].eq(accept)
+
+        # ---- weight preparation (V segments): one key per cycle per lane
+        wp_on = Signal()              # enabled for the current V segment
+        wp_blk = Signal(NB)           # next block to prepare
+        wp_bank = Signal(range(BANKS))
+        wp_key = Signal(range(W))
+        rdy = Signal(NB)              # blocks < rdy have their weights in place
+        issue_w = Signal()
+        m.d.comb += issue_w.eq(wp_on & (wp_blk < blk_end) & (wp_blk < blk + BANKS))
+        with m.If(issue_w):
+            m.d.sync += wp_key.eq(wp_key + 1)
+            with m.If(wp_key == W - 1):
+                m.d.sync += [wp_key.eq(0), wp_blk.eq(wp_blk + 1),
+                             wp_bank.eq(Mux(wp_bank == BANKS - 1, 0, wp_bank + 1))]
+        wkey = Signal(CB + 2)
+        m.d.comb += wkey.eq(Cat(wp_key, wp_blk))
+        m.d.comb += [vs_rp.addr.eq(wkey[:LOG2D]), vs_rp.en.eq(1)]
+        # P1 (buffers read) .. P5 (w into the operand shift chain), P6 (word write)
+        wv = _delay(m, issue_w, 6, "wv")
+        wk = _delay(m, wkey, 4, "wk")
+        wslot = _delay(m, wp_key, 6, "wslot")
+        wbk = _delay(m, wp_bank, 6, "wbank")
+        wword = Signal()
+        m.d.comb += wword.eq(wv[6] & (wslot[6] == W - 1))
+        with m.If(wword):
+            m.d.sync += rdy.eq(rdy + 1)
+        vsP2 = Signal(EB, name="vsP2")
+        vsP3 = Signal(EB, name="vsP3")
+        m.d.sync += [vsP2.eq(vs_rp.data), vsP3.eq(vsP2)]
+
+        # ---- K/V beat pipeline: stage 0 = accepted beat; products at 1; tree sum at T
+        T = 1 + LEV
+        v0, isv0, first0, last0, init0 = (Signal(name=x) for x in
+                                          ("v0", "isv0", "first0", "last0", "init0"))
+        row0 = Signal(CB + 1, name="row0")
+        ch0 = Signal(range(HD + 1), name="ch0")
+        p1_0 = Signal(name="p1_0")
+        codes0 = Signal(8 * W, name="codes0")
+        sc0 = Signal(2 * EB, name="sc0")
+        m.d.sync += v0.eq(accept)
         with m.If(accept):
             m.d.sync += [
-                isv["A"].eq(seg[0]), p1["A"].eq(seg == 0), first["A"].eq(bcnt == 0),
-                init["A"].eq((seg == 1) & (row == last_start)),
-                last["A"].eq(bcnt == bpr - 1), rowp["A"].eq(row), beatp["A"].eq(bcnt),
-                dat["A"].eq(self.i_kv.payload),
+                isv0.eq(in_v), p1_0.eq(seg == 0), first0.eq(bcnt == 0),
+                last0.eq(bcnt == bpr - 1), init0.eq((seg == 1) & (blk == blk0)),
+                row0.eq(row), ch0.eq(bcnt),
+                codes0.eq(self.i_kv.payload[:8 * W]), sc0.eq(self.i_kv.payload[8 * W:]),
             ]
-        for a, b in pairwise(S):
-            m.d.sync += [v[b].eq(v[a]), isv[b].eq(isv[a]), p1[b].eq(p1[a]),
-                         first[b].eq(first[a]), init[b].eq(init[a]), last[b].eq(last[a]),
-                         rowp[b].eq(rowp[a]), beatp[b].eq(beatp[a])]
-            if b in dat:
-                m.d.sync += dat[b].eq(dat[a])
+        NS = T + 3
+        v = _delay(m, v0, NS, "v")
+        isv = _delay(m, isv0, NS, "isv")
+        p1 = _delay(m, p1_0, NS, "p1")
+        first = _delay(m, first0, NS, "first")
+        last = _delay(m, last0, NS, "last")
+        init = _delay(m, init0, T, "init")
+        rowp = _delay(m, row0, NS, "row")
+        chp = _delay(m, ch0, T, "ch")
+        scp = _delay(m, sc0, NS, "sc")
+        empty = ~Cat(*v).any() & ~Cat(*wv[1:]).any()
 
-        def codes(word):
-            return [word[8 * w:8 * w + 8].as_signed() for w in range(W)]
-
-        def scale(word, which=0):              # (sig, shift) of the row scale (>= 0)
-            _, g, h = unpack(word[8 * W + EB * which:8 * W + EB * (which + 1)], fmt)
+        def scale(word, which=0):              # (sig, shift) of a scale field
+            _, g, h = unpack(word[EB * which:EB * (which + 1)], fmt)
             return g, h
 
+        m.d.comb += [vs_wp.addr.eq(rowp[NS][:LOG2D]), vs_wp.data.eq(scp[NS][EB:]),
+                     vs_wp.en.eq(v[NS] & ~isv[NS] & last[NS])]
+        opaddr = Signal(range(BPR + BANKS))
+        m.d.comb += opaddr.eq(Mux(in_v, WADDR + sbank, bcnt))
+
+        # q quantiser pipeline (shared control): element qe issued at Q0
+        qe = Signal(range(HD + 1))
+        qiss = Signal()
+        qv = _delay(m, qiss, QLAT, "qv")
+        qel = _delay(m, qe, QLAT, "qe")
+        qword = Signal()
+        m.d.comb += qword.eq(qv[4] & (qel[4][:LOG2W] == W - 1))
+
         for i in range(NQ):
-            rp, wp = rps[i], wps[i]
-            m.d.comb += [rp.addr.eq(row[:LOG2D]), rp.en.eq(1)]
+            (owp, orp), (awp, arp, afp), (swp, srp) = opms[i], amems[i], scores[i]
             lane_on = Signal(name=f"on{i}")
             m.d.comb += lane_on.eq(i < nact)
 
-            # -- A: V: exp2 lookup of m - t
+            # -- weight preparation: P1 t and V scale read; exp2 lookup of m - t
+            m.d.comb += [srp.addr.eq(wkey[:LOG2D]), srp.en.eq(1)]
             dlt = Signal(TW + 1, name=f"d{i}")
-            m.d.comb += dlt.eq(mx[i] - rp.data)
+            m.d.comb += dlt.eq(mx[i] - srp.data)
+            r0, r1 = roms[i]
+            m.d.comb += [r0.addr.eq(dlt[10:16]), r1.addr.eq(dlt[10:16] + 1)]
             kB = Signal(range(32), name=f"k{i}")
             kbigB = Signal(name=f"kbig{i}")
             rB = Signal(10, name=f"r{i}")
             t0B = Signal(24, name=f"t0_{i}")
             dfB = Signal(17, name=f"df{i}")
-            r0, r1 = roms[i]
-            m.d.comb += [r0.addr.eq(dlt[10:16]), r1.addr.eq(dlt[10:16] + 1)]
             m.d.sync += [kB.eq(dlt[16:21]), kbigB.eq(dlt[16:] >= P_ZERO_OCTAVES),
                          rB.eq(dlt[0:10]), t0B.eq(r0.data), dfB.eq(r0.data - r1.data)]
-
-            # -- B: V: p
+            # P2: p (0 for keys the lane does not see)
             e = Signal(24, name=f"e{i}")
             m.d.comb += e.eq(t0B - ((dfB * rB + 512) >> 10))
             pC = Signal(24, name=f"p{i}")
-            visB = (rowp["B"] <= lim[i]) & lane_on
+            visB = (wk[2] <= lim[i]) & lane_on
             m.d.sync += pC.eq(Mux(kbigB | ~visB, 0, e >> kB))
-
-            # -- C: V: p * mv, the weight shift, L
-            mv, vh = scale(dat["C"], 0)
+            # P3: p * mv, the weight shift, L
+            mv, vh = scale(vsP3)
             pmD = Signal(PMW, name=f"pm{i}")
             shwD = Signal(signed(8), name=f"shw{i}")
             m.d.sync += [pmD.eq(pC * mv), shwD.eq(W_SHIFT + yh[i] - vh)]
-            with m.If(v["C"] & isv["C"] & first["C"]):
+            with m.If(wv[3]):
                 m.d.sync += lsum[i].eq(lsum[i] + pC)
-
-            # -- D: V: w = rnd(pm * 2**-shw)
+            # P4: w = rnd(pm * 2**-shw)
             swc = Signal(range(PMW + 2), name=f"wsh{i}")
             m.d.comb += swc.eq(Mux(shwD > PMW + 1, PMW + 1, Mux(shwD < 1, 1, shwD)))
-            wE = Signal(WB - 1, name=f"w{i}")
+            wE = Signal(W_BITS + 1, name=f"w{i}")
             m.d.sync += wE.eq((pmD + _half(swc, PMW + 2)) >> swc)
 
-            # -- E: the MAC array, one multiplier per channel for both passes:
-            # K: q_int (16 bits) x k_int; V: w (26 bits) x v_int (one DSP48E2 each)
-            qw = qirps[i].data                    # q word of this beat (read at D)
-            m.d.comb += [qirps[i].addr.eq(beatp["D"]), qirps[i].en.eq(1)]
-            cE = codes(dat["E"])
-            svt = []
-            for w in range(W):
-                opa = Signal(signed(WB), name=f"ma{i}_{w}")
-                m.d.comb += opa.eq(Mux(isv["E"], wE, qw[QB * w:QB * (w + 1)].as_signed()))
-                t = Signal(signed(WB + 8), name=f"mp{i}_{w}")
-                m.d.sync += t.eq(opa * cE[w])
-                svt.append(t)
+            # -- q quantiser: Q1 raw element, Q2 q * C and the shift, Q3 rounded, Q4 write
+            qwp, qrp = qraws[i]
+            m.d.comb += [qrp.addr.eq(qe >> (QL.bit_length() - 1)), qrp.en.eq(1)]
+            qsel = qel[1][:QL.bit_length() - 1]
+            qraw_el = (Array(qrp.data[EB * k:EB * (k + 1)] for k in range(QL))[qsel]
+                       if QL > 1 else qrp.data)
+            sq, gs, hs = unpack(qraw_el, fmt)
+            qx = Signal(signed(QX + 1), name=f"qx{i}")
+            qsh = Signal(signed(9), name=f"qsh{i}")   # g - e = bitlen - 1 + hmax - h - QTOP
+            m.d.sync += [qx.eq(Mux(sq, -(gs * cval), gs * cval)),
+                         qsh.eq(gq[i] - hs - 1 - QTOP)]
+            qint = Signal(signed(QB), name=f"qi{i}")
+            m.d.sync += qint.eq(Mux(qel[2] < hd,
+                                    _round_sat(m, qx, QX + 1, qsh, 15, QMAX, f"q{i}"), 0))
 
-            # -- F: K: sum of the beat's products
-            bsum = Signal(signed(SW), name=f"bsum{i}")
-            m.d.sync += bsum.eq(sum(svt[1:], svt[0]))
+            # -- operand memory: whole words from a shift chain that collects q elements
+            # (quantiser) or weights (preparation) in slot order; the two never overlap
+            chain = [Signal(OPW, name=f"oc{i}_{k}") for k in range(W)]
+            with m.If(wv[5] | qv[3]):
+                m.d.sync += [chain[0].eq(Mux(wv[5], wE, qint)[:OPW]),
+                             *(chain[k].eq(chain[k - 1]) for k in range(1, W))]
+            m.d.comb += [
+                owp.addr.eq(Mux(wword, WADDR + wbk[6], qel[4] >> LOG2W)),
+                owp.data.eq(Cat(*reversed(chain))),
+                owp.en.eq(wword | qword),
+                orp.addr.eq(opaddr), orp.en.eq(accept),
+            ]
 
-            # -- G: K: row score
-            with m.If(v["G"] & ~isv["G"]):
-                m.d.sync += sacc[i].eq(Mux(first["G"], 0, sacc[i]) + bsum)
+            # -- MAC slots (stage 1) and the adder tree (stages 2..T)
+            level = []
+            for s in range(W):
+                opnd = orp.data[OPW * s:OPW * (s + 1)].as_signed()
+                pr = Signal(signed(PRODW), name=f"mp{i}_{s}")
+                m.d.sync += pr.eq(opnd * codes0[8 * s:8 * s + 8].as_signed())
+                level.append(pr)
+            lv = 0
+            while len(level) > 1:
+                lv += 1
+                nxt = []
+                for a, b in zip(level[::2], level[1::2], strict=True):
+                    t = Signal(signed(len(a) + 1), name=f"ts{i}_{lv}_{len(nxt)}")
+                    m.d.sync += t.eq(a + b)
+                    nxt.append(t)
+                level = nxt
+            tsum = level[0]
+            assert len(tsum) <= TSW
 
-            # -- H: K: S * mk and the logit shift
-            mk, kh = scale(dat["H"], 0)
+            # -- K (stage T+1): row score; (T+2) S * mk and the logit shift; (T+3) t
+            with m.If(v[T] & ~isv[T]):
+                m.d.sync += sacc[i].eq(Mux(first[T], 0, sacc[i]) + tsum)
+            mk, kh = scale(scp[T + 1], 0)
             prodI = Signal(signed(SW + SB + 1), name=f"sk{i}")
             shtI = Signal(signed(9), name=f"sht{i}")
             m.d.sync += [prodI.eq(sacc[i] * mk),
                          shtI.eq(3 + QTOP + 2 * F - gq[i] - kh)]
-
-            # -- I: K: t = clamp(rnd(S * mk * 2**-sht))
             tJ = Signal(signed(TW), name=f"t{i}")
             m.d.sync += tJ.eq(_round_sat(m, prodI, SW + SB + 1, shtI, 31, T_SAT, f"t{i}"))
-
-            # -- J: K: score -> buffer, maximum, Y
-            _, vhJ = scale(dat["J"], 1)
-            m.d.comb += [wp.addr.eq(rowp["J"][:LOG2D]), wp.data.eq(tJ),
-                         wp.en.eq(v["J"] & ~isv["J"] & last["J"])]
-            with m.If(v["J"] & ~isv["J"] & last["J"] & p1["J"] & (rowp["J"] <= lim[i])):
+            # -- (NS = T+3) score -> buffer, maximum, Y
+            _, vhJ = scale(scp[NS], 1)
+            kdone = v[NS] & ~isv[NS] & last[NS]
+            m.d.comb += [swp.addr.eq(rowp[NS][:LOG2D]), swp.data.eq(tJ), swp.en.eq(kdone)]
+            with m.If(kdone & p1[NS] & (rowp[NS] <= lim[i])):
                 with m.If(~mvalid[i] | (tJ > mx[i])):
                     m.d.sync += [mx[i].eq(tJ), mvalid[i].eq(1)]
                 with m.If(vhJ > yh[i]):
                     m.d.sync += yh[i].eq(vhJ)
 
-            # -- F: A[beat] += terms (read at D, transparent for the write at F; F -> E
-            # forwarding when consecutive beats hit the same word)
-            arp, awp = arps[i], awps[i]
-            wdata = Signal(AW * W, name=f"aw{i}")
-            oldF = Signal(AW * W, name=f"aold{i}")
-            m.d.comb += [arp.addr.eq(beatp["D"] + cbank * BPR), arp.en.eq(1)]
-            m.d.sync += oldF.eq(Mux(v["F"] & isv["F"] & (beatp["F"] == beatp["E"]), wdata,
-                                    arp.data))
-            parts = []
-            for w in range(W):
-                old = oldF[AW * w:AW * (w + 1)].as_signed()
-                parts.append((Mux(init["F"], 0, old) + svt[w])[:AW])
-            m.d.comb += [wdata.eq(Cat(*parts)), awp.addr.eq(beatp["F"] + cbank * BPR),
-                         awp.data.eq(wdata),
-                         awp.en.eq(v["F"] & isv["F"])]
+            # -- V (stage T): A[c] += tree sum (read at T-1; channels of consecutive beats
+            # differ, so the write at T never meets the read of the next beat)
+            m.d.comb += [arp.addr.eq(Cat(chp[T - 1][:HD.bit_length() - 1], cbank)
+                                     if HD & (HD - 1) == 0 else chp[T - 1] + cbank * HD),
+                         arp.en.eq(1)]
+            anew = Signal(signed(AW), name=f"anew{i}")
+            m.d.comb += anew.eq(Mux(init[T], 0, arp.data) + tsum)
+            m.d.comb += [awp.addr.eq(Cat(chp[T][:HD.bit_length() - 1], cbank)
+                                     if HD & (HD - 1) == 0 else chp[T] + cbank * HD),
+                         awp.data.eq(anew), awp.en.eq(v[T] & isv[T])]
 
-        # ---- q load, quantiser, finish
+        # ---- q load and quantiser control
         flane = Signal(range(NQ + 1))
-        fb = Signal(range(BPR + 1))
-        for i in range(NQ):
-            m.d.comb += [qrrps[i].addr.eq(fb), qrrps[i].en.eq(1)]
-
-        # q beat magnitude maximum (load) and the lane's g (quantiser)
+        qb = Signal(range(HD // QL + 1))
         qin = self.i_q.payload.as_value()
         bmax = qin[0:EB - 1]
-        for w in range(1, W):             # a chain of signals (a nested Mux expression would
-            x = qin[EB * w:EB * w + EB - 1]   # duplicate bmax at every level when emitted)
-            nxt = Signal(EB - 1, name=f"qmax{w}")
+        for k in range(1, QL):            # a chain of signals (a nested Mux expression would
+            x = qin[EB * k:EB * k + EB - 1]   # duplicate bmax at every level when emitted)
+            nxt = Signal(EB - 1, name=f"qmax{k}")
             m.d.comb += nxt.eq(Mux(x > bmax, x, bmax))
             bmax = nxt
         cur_qmx = Array(qmx)[flane]
@@ -359,29 +471,21 @@ class IntAttentionEngine(wiring.Component):
         m.d.comb += mq.eq(gmax * cval)
         blq = bit_length(m, mq, QX, "qbl")
         cur_g = Array(gq)[flane]
-        qword = Array(rp.data for rp in qrrps)[flane]
-        qparts = []
-        for w in range(W):
-            sq, gs, hs = unpack(qword[EB * w:EB * (w + 1)], fmt)
-            x = Signal(signed(QX + 1), name=f"qx{w}")
-            m.d.comb += x.eq(Mux(sq, -(gs * cval), gs * cval))
-            sh = Signal(signed(9), name=f"qsh{w}")      # g - e = bitlen - 1 + hmax - h - QTOP
-            m.d.comb += sh.eq(cur_g - hs - 1 - QTOP)
-            qparts.append(_round_sat(m, x, QX + 1, sh, 15, QMAX, f"q{w}")[:QB])
         for i in range(NQ):
-            m.d.comb += [qiwps[i].addr.eq(fb), qiwps[i].data.eq(Cat(*qparts))]
+            qwp, _ = qraws[i]
+            m.d.comb += [qwp.addr.eq(qb), qwp.data.eq(qin),
+                         qwp.en.eq(self.i_q.valid & self.i_q.ready & (flane == i))]
 
+        # ---- finishing unit
         beta = Signal(range(LW + 1))
         dn = Signal(LW + 1)
         rem = Signal(LW + 2)
         quo = Signal(25)
         it = Signal(range(DIV_STEPS + 1))
-        # normaliser pipeline: issue (xb, xw) -> N1 (RN32(A)) -> N2 (product, rounding) -> o
+        # normaliser pipeline: issue (xl, xc) -> N1 (RN32(A)) -> N2 (product, rounding) -> o
         xl = Signal(range(NQ + 1))
-        xb = Signal(range(BPR + 1))
-        xw = Signal(range(W))
+        xc = Signal(range(HD + 1))
         s1v, s2v, ov = Signal(), Signal(), Signal()
-        fw1 = Signal(range(W))
         qa = Signal(25)
         sa = Signal(range(64))
         neg = Signal()
@@ -390,15 +494,14 @@ class IntAttentionEngine(wiring.Component):
         issue = Signal()
         m.d.comb += adv.eq(~ov | self.o.ready)
         for i in range(NQ):
-            m.d.comb += [afps[i].addr.eq(xb + xbank * BPR), afps[i].en.eq(adv)]
+            afp = amems[i][2]
+            m.d.comb += [afp.addr.eq(Cat(xc[:HD.bit_length() - 1], xbank)
+                                     if HD & (HD - 1) == 0 else xc + xbank * HD),
+                         afp.en.eq(adv)]
         with m.If(adv):
             m.d.sync += [s1v.eq(issue), s2v.eq(s1v), ov.eq(s2v)]
-            with m.If(issue):
-                m.d.sync += fw1.eq(xw)
-        word = Signal(AW * W, name="n1_word")
-        m.d.comb += word.eq(Array(rp.data for rp in afps)[xl])
         av = Signal(signed(AW), name="n1_a")
-        m.d.comb += av.eq(Array(word[AW * w:AW * (w + 1)] for w in range(W))[fw1])
+        m.d.comb += av.eq(Array(mm[2].data for mm in amems)[xl])
         amag = Signal(AW, name="n1_mag")
         m.d.comb += amag.eq(Mux(av < 0, -av, av))
         abl = bit_length(m, amag, AW, "n1")
@@ -407,83 +510,96 @@ class IntAttentionEngine(wiring.Component):
         arnd = rne_shr(m, amag, Mux(shv == 0, 1, shv), AW, "n1r")
         with m.If(adv):
             m.d.sync += [qa.eq(Mux(shv == 0, amag, arnd)), sa.eq(shv), neg.eq(av < 0)]
-        mm = Signal(50, name="n2_m")
-        m.d.comb += mm.eq(qa * quo)
+        mm_ = Signal(50, name="n2_m")
+        m.d.comb += mm_.eq(qa * quo)
         ee = Signal(signed(10), name="n2_e")
         cur_y = Array(xyh)[xl]
-        m.d.comb += ee.eq(sa - beta + cur_y - F - 7)
-        omag = rn_fmt(m, mm, 50, ee, fmt, "n2")
+        m.d.comb += ee.eq(sa - beta + cur_y + W_SHIFT - F - 23)
+        omag = rn_fmt(m, mm_, 50, ee, fmt, "n2")
         with m.If(adv):
             m.d.sync += obits.eq(Cat(omag, neg))
         m.d.comb += [self.o.valid.eq(ov), self.o.payload.eq(obits)]
 
+        # ---- main control
         main_busy = Signal()
         m.d.comb += [main_busy.eq(1), self.busy.eq(main_busy | xbusy | ov)]
+        m.d.comb += self.i_kv.ready.eq(stream_on & Mux(in_v, rdy > blk, 1))
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [self.i_cmd.ready.eq(1), main_busy.eq(0)]
                 with m.If(self.i_cmd.valid):
                     p = self.i_cmd.payload
-                    m.d.sync += [n.eq(p.n), nact.eq(p.nq), cval.eq(p.c), bpr.eq(p.bpr),
-                                 bcnt.eq(0)]
+                    m.d.sync += [n.eq(p.n), nact.eq(p.nq), cval.eq(p.c), hd.eq(p.hd),
+                                 bcnt.eq(0), qb.eq(0)]
                     m.d.sync += [lim[i].eq(p.lim[i]) for i in range(NQ)]
                     m.d.sync += [mvalid[i].eq(0) for i in range(NQ)]
                     m.d.sync += [yh[i].eq(0) for i in range(NQ)]
                     m.d.sync += [qmx[i].eq(0) for i in range(NQ)]
                     m.d.sync += [lsum[i].eq(0) for i in range(NQ)]
-                    m.d.sync += [flane.eq(0), fb.eq(0)]
+                    m.d.sync += flane.eq(0)
                     m.next = "LOAD_Q"
             with m.State("LOAD_Q"):
                 m.d.comb += self.i_q.ready.eq(1)
-                for i in range(NQ):
-                    m.d.comb += [qrwps[i].addr.eq(bcnt), qrwps[i].data.eq(qin),
-                                 qrwps[i].en.eq(self.i_q.valid & (flane == i))]
                 with m.If(self.i_q.valid):
-                    m.d.sync += bcnt.eq(bcnt + 1)
+                    m.d.sync += qb.eq(qb + 1)
                     with m.If(bmax > cur_qmx):
                         m.d.sync += cur_qmx.eq(bmax)
-                    with m.If(bcnt == bpr - 1):
-                        m.d.sync += [bcnt.eq(0), flane.eq(flane + 1)]
+                    with m.If(qb == (hd >> (QL.bit_length() - 1)) - 1):
+                        m.d.sync += [qb.eq(0), flane.eq(flane + 1)]
                         with m.If(flane + 1 == nact):
-                            m.d.sync += [flane.eq(0), fb.eq(0)]
+                            m.d.sync += flane.eq(0)
                             m.next = "QG"
-            # -- quantise each lane's q: g from max|q| * C, then one beat per two cycles
+            # -- each lane's g from max|q| * C (one lane per cycle)
             with m.State("QG"):
-                m.d.sync += cur_g.eq(blq + hmax)
-                m.next = "QR"
-            with m.State("QR"):                      # raw q word fb being read
-                m.next = "QW"
-            with m.State("QW"):
-                for i in range(NQ):
-                    m.d.comb += qiwps[i].en.eq(flane == i)
-                m.d.sync += fb.eq(fb + 1)
-                m.next = "QR"
-                with m.If(fb == bpr - 1):
-                    m.d.sync += [fb.eq(0), flane.eq(flane + 1)]
-                    m.next = "QG"
-                    with m.If(flane + 1 == nact):
-                        m.d.sync += [flane.eq(0), seg.eq(0), row.eq(0), row_end.eq(n)]
-                        m.next = "STREAM"
+                m.d.sync += [cur_g.eq(blq + hmax), flane.eq(flane + 1)]
+                with m.If(flane + 1 == nact):
+                    m.d.sync += [flane.eq(0), qe.eq(0)]
+                    m.next = "QUANT"
+            # -- all lanes quantise one element per cycle into their operand memories
+            with m.State("QUANT"):
+                m.d.comb += qiss.eq(1)
+                m.d.sync += qe.eq(qe + 1)
+                with m.If(qe == (bpr << LOG2W) - 1):
+                    m.next = "QDRAIN"
+            with m.State("QDRAIN"):
+                with m.If(~Cat(*qv).any()):
+                    m.d.sync += [seg.eq(0), row.eq(0), row_end.eq(n), qe.eq(0)]
+                    m.next = "STREAM"
             with m.State("STREAM"):
-                m.d.comb += self.i_kv.ready.eq(1)
-                with m.If(self.i_kv.valid):
+                m.d.comb += stream_on.eq(1)
+                with m.If(accept):
                     m.d.sync += bcnt.eq(bcnt + 1)
-                    with m.If(bcnt == bpr - 1):
-                        m.d.sync += [bcnt.eq(0), row.eq(row + 1)]
-                        with m.If(row + 1 == row_end):
-                            m.next = "DRAIN"
+                    with m.If(in_v):
+                        with m.If(bcnt == hd - 1):
+                            m.d.sync += [bcnt.eq(0), blk.eq(blk + 1),
+                                         sbank.eq(Mux(sbank == BANKS - 1, 0, sbank + 1))]
+                            with m.If(blk + 1 == blk_end):
+                                m.next = "DRAIN"
+                    with m.Else():
+                        with m.If(bcnt == bpr - 1):
+                            m.d.sync += [bcnt.eq(0), row.eq(row + 1)]
+                            with m.If(row + 1 == row_end):
+                                m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(empty):
                     m.next = "STREAM"
+                    m.d.sync += [in_v.eq(0), wp_on.eq(0)]
+
+                    def v_seg(first_key, end_key):
+                        b0 = first_key >> LOG2W
+                        b1 = (end_key + W - 1) >> LOG2W
+                        return [in_v.eq(1), wp_on.eq(1), blk.eq(b0), blk0.eq(b0),
+                                blk_end.eq(b1), wp_blk.eq(b0), rdy.eq(b0), wp_key.eq(0),
+                                sbank.eq(0), wp_bank.eq(0)]
                     with m.Switch(seg):
                         with m.Case(0):
-                            m.d.sync += [seg.eq(1), row.eq(last_start), row_end.eq(n)]
+                            m.d.sync += [seg.eq(1), *v_seg(last_start, n)]
                         with m.Case(1):
                             m.d.sync += [seg.eq(2), tile.eq(0), row.eq(0), row_end.eq(D)]
                             with m.If(last_start == 0):
                                 m.next = "HANDOFF"
                         with m.Case(2):
-                            m.d.sync += [seg.eq(3), row.eq(tile), row_end.eq(tile + D)]
+                            m.d.sync += [seg.eq(3), *v_seg(tile, tile + D)]
                         with m.Case(3):
                             m.d.sync += [seg.eq(2), tile.eq(tile + D), row.eq(tile + D),
                                          row_end.eq(tile + 2 * D)]
@@ -495,7 +611,7 @@ class IntAttentionEngine(wiring.Component):
                     m.d.comb += xstart.eq(1)
                     m.d.sync += [xl_.eq(l_) for xl_, l_ in zip(xlsum, lsum, strict=True)]
                     m.d.sync += [xy_.eq(y_) for xy_, y_ in zip(xyh, yh, strict=True)]
-                    m.d.sync += [xnact.eq(nact), xbpr.eq(bpr), xbank.eq(cbank),
+                    m.d.sync += [xnact.eq(nact), xhd.eq(hd), xbank.eq(cbank),
                                  cbank.eq(~cbank)]
                     m.next = "IDLE"
 
@@ -503,7 +619,7 @@ class IntAttentionEngine(wiring.Component):
         with m.FSM():
             with m.State("XIDLE"):
                 with m.If(xstart):
-                    m.d.sync += [xl.eq(0), xb.eq(0), xw.eq(0)]
+                    m.d.sync += [xl.eq(0), xc.eq(0)]
                     m.next = "DIV_INIT"
             # -- 1/L: restoring division of 2**(beta+23) by L, beta = bitlen(L - 1); waits
             # for the previous lane's outputs to leave the normaliser
@@ -537,12 +653,10 @@ class IntAttentionEngine(wiring.Component):
             with m.State("EMIT"):                    # one element per cycle into the normaliser
                 m.d.comb += [issue.eq(1), xbusy.eq(1)]
                 with m.If(adv):
-                    m.d.sync += xw.eq(xw + 1)
-                    with m.If(xw == W - 1):
-                        m.d.sync += [xw.eq(0), xb.eq(xb + 1)]
-                        with m.If(xb == xbpr - 1):
-                            m.d.sync += xb.eq(0)
-                            m.next = "NEXT"
+                    m.d.sync += xc.eq(xc + 1)
+                    with m.If(xc == xhd - 1):
+                        m.d.sync += xc.eq(0)
+                        m.next = "NEXT"
             with m.State("NEXT"):                    # lane done issuing: wait for N1/N2
                 m.d.comb += xbusy.eq(1)
                 with m.If(adv & ~s1v):

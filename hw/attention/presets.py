@@ -33,12 +33,13 @@ def make_attention(target: str, fmt: StreamFormat | None = None) -> AttentionEng
 
 
 # The integer engine (hw/attention/int_engine.py, issue 11 item 3; not yet in the target
-# table): kv260/zcu104 build one engine of 4 lanes x 32 int8 MACs (two of them are the budget
-# line's 2 x 128 MACs, docs/hw/attention.md); ``sim`` is the cocotb default build.
+# table): kv260/zcu104 build one engine of 4 lanes x 64 MAC slots (the 4 q heads of a 2B4T
+# GQA group, or 4 prefill rows; docs/hw/attention.md gives the rates), q loaded 8 elements per
+# beat; ``sim`` is the cocotb default build.
 INT_PRESETS = {
-    "sim": dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12),
-    "kv260": dict(head_dim=128, lanes=4, beat=32, depth=1024, ctx_bits=13),
-    "zcu104": dict(head_dim=128, lanes=4, beat=32, depth=1024, ctx_bits=13),
+    "sim": dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12, q_beat=2),
+    "kv260": dict(head_dim=128, lanes=4, beat=64, depth=1024, ctx_bits=13, q_beat=8),
+    "zcu104": dict(head_dim=128, lanes=4, beat=64, depth=1024, ctx_bits=13, q_beat=8),
 }
 
 

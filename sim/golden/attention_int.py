@@ -6,17 +6,18 @@ over keys j = 0..pos (K/V rows as int8 codes kq, vq with stream-format row scale
 ``kv_quant_int8`` writes them):
 
 1. q quantiser (once per row and head): x_c = q_c * C exactly (C the score constant);
-   g = floor(log2 max_c |x_c|) - 14; q_int_c = clamp(rnd(x_c * 2**-g), +-32767)
+   g = floor(log2 max_c |x_c|) - 12; q_int_c = clamp(rnd(x_c * 2**-g), +-8191) (Q_BITS = 14)
    (rnd(y) = floor(y + 1/2), "round half up": an add and a shift in hardware).
-2. S_j = sum_c q_int_c * kq_jc: exact integer (< 2**30 at head_dim 256).
+2. S_j = sum_c q_int_c * kq_jc: exact integer (< 2**28 at head_dim 256).
 3. ks_j = mk_j * 2**ek_j (19-bit integer significand); the Q.16 base-2 logit
    t_j = clamp(rnd(S_j * mk_j * 2**(ek_j + g - 2)), +-(2**31 - 1)): the scale folded once per key.
 4. m = max_j t_j (exact: two passes); d = m - t_j; p_j = exp2_neg_frac(d & 0xFFFF) >> (d >> 16),
    0 for d >= 24 octaves (the FP contract's table, UQ1.23).
 5. vs_j = mv_j * 2**ev_j, Y = max_j ev_j over the row's keys; w_j = rnd(p_j * mv_j * 2**(ev_j - Y
-   - 16)) < 2**26: the V scale folded once per key.
-6. A_c = sum_j w_j * vq_jc (exact, < 2**47), L = sum_j p_j (exact);
-   o_c = RN(RN32(A_c) * RN32(1/L) * 2**(Y + 16)) (the 24 x 24-bit product exact, one rounding to
+   - 30)) <= 2**12: the V scale folded once per key (q_int and w are both 14-bit signed MAC
+   operands).
+6. A_c = sum_j w_j * vq_jc (exact, |A| <= 2**33), L = sum_j p_j (exact);
+   o_c = RN(RN32(A_c) * RN32(1/L) * 2**(Y + 30)) (the 24 x 24-bit product exact, one rounding to
    the stream format).
 
 Every sum is an exact integer and every per-key quantity depends only on the key and on the
@@ -112,7 +113,7 @@ def weights(t, valid=None) -> np.ndarray:
 
 
 def v_weights(p, mv, ev, Y) -> np.ndarray:
-    """w_j = rnd(p_j * mv_j * 2**(ev_j - Y - W_SHIFT)) (< 2**26; shift >= 16)."""
+    """w_j = rnd(p_j * mv_j * 2**(ev_j - Y - W_SHIFT)) (<= 2**W_BITS; shift >= W_SHIFT)."""
     return rnd_shift(np.asarray(p, np.int64) * np.asarray(mv, np.int64),
                      W_SHIFT + np.asarray(Y, np.int64) - np.asarray(ev, np.int64))
 

@@ -21,8 +21,12 @@ MUTANTS = {
     "recip_trunc": ("m.d.sync += quo.eq(quo + ((r2 > dn) | ((r2 == dn) & quo[0])))",
                     "m.d.sync += quo.eq(quo)"),
     "one_bank": ("xbank.eq(cbank),", "xbank.eq(~cbank),"),
+    "no_init": ("anew.eq(Mux(init[T], 0, arp.data) + tsum)", "anew.eq(arp.data + tsum)"),
+    "no_mask": ("visB = (wk[2] <= lim[i]) & lane_on", "visB = lane_on"),
+    "bank_overrun": ("(wp_blk < blk + BANKS))", "(wp_blk < blk + BANKS + 1))"),
+    "early_ready": ("Mux(in_v, rdy > blk, 1)", "Mux(in_v, rdy >= blk, 1)"),
 }
-PARAMS = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
+PARAMS = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12, q_beat=2)
 
 
 def main(argv) -> int:

@@ -44,6 +44,7 @@ class TB:
         self.dut = dut
         self.cmd_f = layout_fields(cmd_layout(self.p["lanes"], self.p["ctx_bits"]))
         self.qb = self.p.get("q_bits", Q_BITS)          # q width of the build (params)
+        self.junk = np.random.default_rng(SEED + 99)     # codes of key slots past the cache
 
     async def start(self, idle=0.0, bp=0.0, seed=0):
         await start_clock_and_reset(self.dut)
@@ -57,24 +58,40 @@ class TB:
 
     def beats(self, q_lanes, lim, kq, ks, vq, vs, c):
         """(command, q beats, K/V beats) of one call: q_lanes [nq, hd] (stream format), lim
-        per lane, kq/vq int8 [n, hd] and ks/vs [n] of one KV head."""
+        per lane, kq/vq int8 [n', hd] and ks/vs [n'] of one KV head (n' >= n). K rows are
+        row-major beats (codes, K scale, V scale); V segments are whole blocks of ``beat``
+        keys, channel-major (beat c = channel c of the block's keys); key slots past the
+        cache get random codes, which the engine must ignore."""
         p, fmt = self.p, self.fmt
         EB, W, D = fmt.bits, p["beat"], p["depth"]
+        QL = p.get("q_beat") or min(W, 8)
         hd = q_lanes.shape[1]
         n, nq = max(lim) + 1, len(lim)
         lim_all = list(lim) + [0] * (p["lanes"] - nq)
         cmd = pack_struct(self.cmd_f, n=n, nq=nq, c=c, lim=pack_array(lim_all, p["ctx_bits"]),
-                          bpr=hd // W)
+                          hd=hd)
         qb = self.bits(q_lanes)
-        beats_q = [pack_array(qb[i:i + W], EB) for i in range(0, len(qb), W)]
+        beats_q = [pack_array(qb[i:i + QL], EB) for i in range(0, len(qb), QL)]
         ksb, vsb = self.bits(ks), self.bits(vs)
+        junk = self.junk
         beats_kv = []
         for kind, r0, cnt in kv_schedule(n, D):
-            for r in range(r0, r0 + cnt):
-                codes = [int(x) & 0xFF for x in (kq if kind == "K" else vq)[r]]
-                sc = ksb[r] | (vsb[r] << EB) if kind == "K" else vsb[r]
-                beats_kv += [pack_array(codes[i:i + W], 8) | (sc << (8 * W))
-                             for i in range(0, hd, W)]
+            if kind == "K":
+                pad = -hd % W                 # the last beat's codes past hd: anything
+                for r in range(r0, r0 + cnt):
+                    codes = [int(x) & 0xFF for x in kq[r]]
+                    codes += [int(x) for x in junk.integers(0, 256, pad)]
+                    sc = ksb[r] | (vsb[r] << EB)
+                    beats_kv += [pack_array(codes[i:i + W], 8) | (sc << (8 * W))
+                                 for i in range(0, hd + pad, W)]
+                continue
+            for b in range(r0 // W, (r0 + cnt + W - 1) // W):
+                keys = range(b * W, b * W + W)
+                blk = np.array([vq[j] if j < len(vq) else junk.integers(-128, 128, hd)
+                                for j in keys], np.int64) & 0xFF
+                beats_kv += [pack_array([int(x) for x in blk[:, ch]], 8)
+                             | (int(junk.integers(0, 2 ** (2 * EB))) << (8 * W))
+                             for ch in range(hd)]
         return cmd, beats_q, beats_kv
 
     async def calls(self, specs, check_cycles=False):
@@ -100,7 +117,7 @@ class TB:
             t0 = self.src["i_cmd"].transfer_cycles[c0]
             t1 = self.sink.transfer_cycles[start + total - 1]
             want = calls_cycles([(n, nq) for n, nq, _ in sizes], head_dim=hd, beat=W,
-                                depth=D)
+                                depth=D, q_beat=self.p.get("q_beat"))
             assert t1 - t0 + 1 == want, f"calls {sizes}: {t1 - t0 + 1} cycles, model {want}"
         for mon in self.mon:
             mon.check()
@@ -238,13 +255,14 @@ async def test_directed(dut):
 
 @cocotb.test()
 async def test_runtime_head_dim(dut):
-    """Smaller run-time head_dims (bpr = 1: accumulator forwarding; bpr = 2: transparent
-    read), decode and prefill, exact cycles."""
+    """Smaller run-time head_dims (bpr = 1 and 2: V blocks shorter than the weight
+    preparation), decode and prefill, exact cycles."""
     tb = TB(dut)
     await tb.start()
     rng = np.random.default_rng(SEED + 60)
     D, W, lanes = tb.p["depth"], tb.p["beat"], tb.p["lanes"]
-    for hd in (W, 2 * W, 3 * W):
+    QL = tb.p.get("q_beat") or min(W, 8)
+    for hd in (W, 2 * W, 3 * W, W + QL, 2 * W + 2 * QL):
         if hd > tb.p["head_dim"]:
             continue
         q, kv = tb.rand(rng, D + 2, 4, 2, hd)

@@ -13,7 +13,7 @@ from tellme.hw.attention.int_engine import IntAttentionEngine
 from tellme.sim.runner import run_cocotb
 from tellme.spec.numerics import STREAM_FORMATS as FORMATS
 
-SMALL = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
+SMALL = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12, q_beat=2)
 WIDE = dict(head_dim=32, lanes=4, beat=8, depth=64, ctx_bits=13)
 
 

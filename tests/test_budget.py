@@ -49,8 +49,8 @@ def test_blocks_map_to_lines():
 
     assert [key(n) for n in ("tlmm", "weight_buffer", "tlmm_outbuf")] == ["tlmm"] * 3
     assert key("ew_norm") == key("ew_rope") == "elementwise"
-    assert key("attention") == key("attention_decode") == "attention"
-    assert key("attention_int") is None                   # the proposed engine, not yet counted
+    assert key("attention_int") == key("attention_decode") == "attention"
+    assert key("attention") is None                       # the FP engine it replaces
     assert key("weight_stream") == "weight_stream" and key("regs") == "shell"
     assert key("tlmm_half") is None and key("tlmm_core") is None          # not counted
     assert key("frobnicator") is None                                     # unassigned
@@ -70,7 +70,7 @@ def test_every_registry_block_has_a_line_or_is_not_counted():
 def test_check_sums_lines_and_reserves_unbuilt_ones():
     reps = [_rep("tlmm", lut=10_000), _rep("weight_buffer", lut=100, uram=32),
             _rep("ew_norm", lut=5_000, dsp=20), _rep("ew_gated", lut=4_000, dsp=30),
-            _rep("attention", lut=14_000, dsp=500, bram36=4), _rep("tlmm_half", lut=99_999)]
+            _rep("attention_int", lut=14_000, dsp=500, bram36=4), _rep("tlmm_half", lut=99_999)]
     res = hwbudget.check(reps, "kv260")
     assert res["ok"], res
     lines = {ln["line"]: ln for ln in res["lines"]}
@@ -129,14 +129,14 @@ def _write_cached(tmp_path, monkeypatch, figures, target="kv260"):
 
 
 def test_cli_budget_passes_under_budget(tmp_path, monkeypatch, capsys):
-    _write_cached(tmp_path, monkeypatch, {"tlmm": {"lut": 9_000}, "attention": {"dsp": 300}})
+    _write_cached(tmp_path, monkeypatch, {"tlmm": {"lut": 9_000}, "attention_int": {"dsp": 300}})
     assert main(["hw", "report", "--target", "kv260", "--budget", "--cached"]) == 0
     out = capsys.readouterr().out
     assert "budget: PASS" in out and "TLMM + weight buffer" in out and "not built" in out
 
 
 def test_cli_budget_exits_2_naming_the_lines_over(tmp_path, monkeypatch, capsys):
-    _write_cached(tmp_path, monkeypatch, {"attention": {"lut": 89_000, "dsp": 322}})
+    _write_cached(tmp_path, monkeypatch, {"attention_int": {"lut": 89_000, "dsp": 322}})
     assert main(["hw", "report", "--target", "kv260", "--budget", "--cached"]) == 2
     cap = capsys.readouterr()
     assert "OVER" in cap.out
@@ -144,7 +144,7 @@ def test_cli_budget_exits_2_naming_the_lines_over(tmp_path, monkeypatch, capsys)
 
 
 def test_cli_budget_zcu104_has_its_own_column(tmp_path, monkeypatch, capsys):
-    figures = {"tlmm": {"lut": 30_000, "uram": 48}, "attention": {"lut": 30_000, "dsp": 700}}
+    figures = {"tlmm": {"lut": 30_000, "uram": 48}, "attention_int": {"lut": 30_000, "dsp": 700}}
     _write_cached(tmp_path, monkeypatch, figures, target="zcu104")
     assert main(["hw", "report", "--target", "zcu104", "--budget", "--cached"]) == 0
     assert "budget: PASS" in capsys.readouterr().out

@@ -2,9 +2,10 @@
 synthesises, by name.
 
 Each entry is ``(description, maker(HwPreset, StreamFormat) -> wiring.Component)``; the areas
-contribute their own entries (``report_blocks()`` of the element-wise set, the attention engine
-and the weight streamer). :data:`DEFAULT_REPORT` is what ``hw report`` synthesises without
-``--block`` (the TLMM design blocks); :data:`DESIGN_BLOCKS` are summed in its table.
+contribute their own entries (``report_blocks()`` of the element-wise set, the attention engine,
+the KV quantiser and the weight streamer). :data:`DEFAULT_REPORT` is what ``hw report``
+synthesises without ``--block`` (the TLMM design blocks); :data:`DESIGN_BLOCKS` are summed in
+its table.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ def registry() -> dict:
     """``{name: (description, maker(HwPreset, StreamFormat))}`` in help order."""
     from tellme.spec.registers import const_values
 
+    from .attention.kv_quant import report_blocks as kv_quant_blocks
     from .attention.presets import report_blocks as attention_blocks
     from .elementwise.params import report_blocks as elementwise_blocks
     from .presets import make_tlmm, make_tlmm_core, make_weight_buffer
@@ -32,7 +34,7 @@ def registry() -> dict:
                       lambda p, fmt: make_tlmm(p.with_table("half"))),
         "weight_buffer": ("ping-pong URAM weight buffer", lambda p, fmt: make_weight_buffer(p)),
         "tlmm_core": ("TLMM engine + weight buffer", lambda p, fmt: make_tlmm_core(p)),
-        **stream_blocks(), **elementwise_blocks(), **attention_blocks(),
+        **stream_blocks(), **elementwise_blocks(), **attention_blocks(), **kv_quant_blocks(),
         **sequencer_blocks(), **top_blocks(),
         "regs": ("AXI4-Lite control and status registers (spec/registers.py)",
                  lambda p, fmt: RegisterFile(const_values(p.name, fmt=fmt))),

@@ -20,8 +20,9 @@ little-endian (:mod:`tellme.spec.kv_layout`).
 
 Scope: run-time ``head_dim`` a multiple of ``beat`` (row = ``bpr`` whole engine beats, no
 padding needed). ``KVReader(int8=True)`` reads an int8 cache (codes + per-row scale in the
-stream format) into the engine's int8 beats; the writer stores stream-format rows only
-(docs/hw/attention.md, "DDR side").
+stream format) into the engine's int8 beats; the writer stores stream-format rows only (an
+int8 cache is written by ``KVQuantWriter``, hw/attention/kv_quant.py; docs/hw/attention.md,
+"DDR side").
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def _format(fmt) -> StreamFormat:
 def _check_layout(layout, beat: int, who: str):
     if layout.dtype == "int8":
         raise ValueError(f"{who} handles KV rows in the stream format only, layout dtype is "
-                         f"'int8' (the int8 writer is not built)")
+                         f"'int8' (int8 rows: KVQuantWriter, quant_writer_commands in "
+                         f"hw/attention/kv_quant.py)")
     if layout.head_dim % beat:
         raise ValueError(f"head_dim {layout.head_dim} is not a multiple of the engine beat {beat}")
 

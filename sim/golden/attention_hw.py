@@ -54,6 +54,24 @@ def kv_dequant_int8(q: np.ndarray, s16: np.ndarray, *, fmt: StreamFormat | None 
     return fmt.round(np.asarray(q, dtype=np.float64) * s.astype(np.float64)[..., None])
 
 
+def kv_quant_int8_beats(x16: np.ndarray, beat: int, *, fmt: StreamFormat | None = None
+                        ) -> list[int]:
+    """:func:`kv_quant_int8` of rows ``x16`` ([rows, head_dim], head_dim a multiple of
+    ``beat``) in the engine's int8 beat layout (the quantising writer's ``o``, what
+    ``KVReader(int8=True)`` streams back): per ``beat`` elements one integer with the codes
+    (two's complement bytes, code 0 lowest) in bits [0, 8*beat) and the row's scale
+    (``fmt.to_bits``) in the next ``fmt.bits`` bits."""
+    fmt = stream_format(fmt)
+    q, s = kv_quant_int8(np.asarray(x16).reshape(-1, np.shape(x16)[-1]), fmt=fmt)
+    sb = fmt.to_bits(s)
+    out = []
+    for row, sc in zip(q.astype(np.int64) & 0xFF, sb, strict=True):
+        for i in range(0, row.size, beat):
+            out.append(sum(int(c) << (8 * j) for j, c in enumerate(row[i:i + beat]))
+                       | int(sc) << (8 * beat))
+    return out
+
+
 def _int8_round_trip(x, fmt):
     return kv_dequant_int8(*kv_quant_int8(x, fmt=fmt), fmt=fmt)
 

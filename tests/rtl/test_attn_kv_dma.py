@@ -109,7 +109,7 @@ def test_reader_rejects():
         KVReader(data_width=512)
     with pytest.raises(ValueError, match="not a multiple of beat"):
         KVReader(beat=4, max_head_dim=18)
-    with pytest.raises(ValueError, match="int8 writer is not built"):
+    with pytest.raises(ValueError, match="int8 rows: KVQuantWriter"):
         writer_commands(KVLayout(1, 1, 16, 8, dtype="int8"), 0, 0, 4, 4)
     with pytest.raises(ValueError, match="do not fit one engine beat"):
         KVReader(beat=1, max_head_dim=16, int8=True)

@@ -1,0 +1,705 @@
+"""The quantising KV writer: stream-format K/V rows -> an int8 KV cache (codes + row scales).
+
+``KVQuantizer`` quantises each row (one token of one KV head, ``bpr`` beats of ``beat``
+stream-format elements) exactly as the golden ``kv_quant_int8``
+(sim/golden/attention_hw.py): ``s = RN_fmt(max|x| / 127)``, ``q = clamp(RNE(x / s), -127,
+127)``, an all-zero row (or one whose scale underflows) gives ``s = 0`` and ``q = 0``. Its
+output beats are the engine's int8 beats (what ``KVReader(int8=True)`` emits for the row):
+``beat`` codes in bits [0, 8*beat), the row's scale in the next ``fmt.bits`` bits.
+
+``KVInt8Writer`` stores such beats in the int8 layout of :mod:`tellme.spec.kv_layout` (code
+rows in the K/V regions, one scale per row in the scale regions) with two :class:`~tellme.hw.
+attention.kv_dma.KVWriter` cores on one AXI4 write port; ``KVQuantWriter`` is the two in
+series (command + stream-format rows in, AXI4 writes out). docs/hw/attention.md, "Quantising
+writer", has the rates, the exactness argument and the area.
+
+Exactness (tests/rtl/test_kv_quant.py checks both methods against ``kv_quant_int8``: the
+scale over every FP16 and FP24 magnitude, the codes over every consistent FP16 (x, s) pair):
+
+* scale: ``amax = sig * 2**(sh - F)``; ``Q = floor(sig * 2**P / 127)`` with P = 8 by long
+  division in base 128 (128 = 1 mod 127, so a digit is the remainder plus a carry: one 8-bit
+  add per digit), sticky = remainder != 0; ``round_fp`` of ``(2Q + sticky) * 2**(sh - F - P -
+  1)``. No rounding boundary of the format lies strictly between Q and Q + 1 (the result's ulp
+  is at least 2 units of Q: Q has at least ``sig_bits + 1`` bits for a normal amax, and a
+  subnormal amax gives a subnormal scale whose ulp is 2**P units), so the surrogate rounds as
+  the exact quotient.
+* codes: ``2x/s = sig_x * 2**D / sig_s`` with ``D = sh_x - sh_s + 1``; ``A = floor(sig_x *
+  2**D)`` (one shift; the bits shifted out are a sticky bit), ``Q2 = floor(A / sig_s)`` by 9
+  division steps (``|x| <= amax < 190.5 s`` for every row, subnormal scales included, so
+  ``Q2 < 381 < 2**9``), sticky = remainder or shifted-out bits; then ``RNE(x/s) = (Q2 >> 1) +
+  (Q2[0] & (sticky | Q2[1]))``, clamped at 127. Integer division with its remainder: exact by
+  construction. (``round_int8`` of stream_fp is not used here: the binary point is fixed, its
+  clamp is -128, and its variable shifter would be built for a constant exponent.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from tellme.spec.numerics import FP16, StreamFormat, stream_format
+
+from ..elementwise.stream_fp import (
+    ROUND_FP_LATENCY,
+    Pipe,
+    ceil_log2,
+    mag_max,
+    round_fp,
+    unpack,
+    wire,
+)
+from .kv_dma import KVWriter
+
+__all__ = ["KVQuantizer", "KVInt8Writer", "KVQuantWriter", "KV_QUANT_PRESETS", "SCALE_P",
+           "max_stages", "quant_write_layout", "quant_writer_commands", "scale_bits_int",
+           "codes_int", "make_kv_quant", "report_blocks"]
+
+SCALE_P = 8            # fraction bits of the quotient amax / 127 (exhaustively enough: tests)
+Q_STEPS = 9            # division steps of a code: 2x/s < 381 < 2**9
+Q_STEPS_PER_STAGE = 2  # of them per pipeline stage
+
+# kv260 / zcu104: the engines' FP24 beat of 8 (192 bits), 2 codes per cycle (rate: module
+# docstring of sim/cycles_kv_quant.py), rows up to head_dim 128; sim: the cocotb build
+KV_QUANT_PRESETS = {
+    "sim": dict(beat=4, lanes=2, max_head_dim=16),
+    "kv260": dict(beat=8, lanes=2, max_head_dim=128),
+    "zcu104": dict(beat=8, lanes=2, max_head_dim=128),
+}
+
+
+def _format(fmt) -> StreamFormat:
+    fmt = stream_format(fmt)
+    if not isinstance(fmt, StreamFormat) or fmt.bits % 8:
+        raise TypeError(f"fmt must be a StreamFormat of whole bytes (FP16, FP24), not {fmt!r}")
+    return fmt
+
+
+def _silenced(init):
+    """Run a constructor body; an argument error leaves no 'unused component' warning."""
+    def wrapper(self, **kw):
+        try:
+            init(self, **kw)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True
+            raise
+    wrapper.__doc__ = init.__doc__
+    return wrapper
+
+
+# --------------------------------------------------------------------------- integer models
+
+def _fields(bits, fmt):
+    u = np.asarray(bits, dtype=np.int64)
+    e = (u >> fmt.man) & 0x1F
+    f = u & ((1 << fmt.man) - 1)
+    return (u >> (fmt.bits - 1)) & 1, np.where(e > 0, f | (1 << fmt.man), f), \
+        np.where(e > 0, e - 1, 0)
+
+
+def scale_bits_int(amax_bits, fmt: StreamFormat | None = None) -> np.ndarray:
+    """The hardware's scale method on magnitude codes ``amax_bits``: ``Q = floor(sig * 2**P /
+    127)``, sticky, one RN_fmt of ``(2Q + sticky) * 2**(sh - F - P - 1)`` (``fmt.round`` of
+    that exact value stands for ``round_fp``). Returns the scale's bit patterns."""
+    fmt = _format(fmt)
+    _, sig, sh = _fields(amax_bits, fmt)
+    n = sig << SCALE_P
+    mag = ((n // 127) << 1) | (n % 127 != 0)
+    return fmt.to_bits(fmt.round(np.ldexp(mag.astype(np.float64),
+                                          sh - fmt.frac - SCALE_P - 1)))
+
+
+def codes_int(x_bits, s_bits, fmt: StreamFormat | None = None) -> np.ndarray:
+    """The hardware's code method: ``x_bits`` element codes, ``s_bits`` the row scale codes
+    (broadcast); returns int8 codes (0 where ``s`` is 0). See the module docstring."""
+    fmt = _format(fmt)
+    sx, gx, hx = _fields(x_bits, fmt)
+    _, gs, hs = _fields(s_bits, fmt)
+    d = hx - hs + 1
+    a = np.where(d >= 0, gx << np.clip(d, 0, 62), gx >> np.clip(-d, 0, 62))
+    lost = np.where(d >= 0, 0, gx & ((1 << np.clip(-d, 0, 62)) - 1)) != 0
+    safe = np.where(gs > 0, gs, 1)
+    q2, rem = a // safe, a % safe
+    if np.any((gs > 0) & (q2 >= 1 << Q_STEPS)):
+        raise ValueError("2x/s >= 512: |x| > amax of the row")
+    st = (rem != 0) | lost
+    qi, rnd = q2 >> 1, q2 & 1
+    q = np.minimum(qi + (rnd & (st | (qi & 1))), 127)
+    return np.where(gs > 0, np.where(sx == 1, -q, q), 0).astype(np.int8)
+
+
+# --------------------------------------------------------------------------- quantiser
+
+class KVQuantizer(wiring.Component):
+    """Per-row int8 quantiser of K/V rows (``kv_quant_int8``, bit-exact).
+
+    Parameters: ``beat`` (elements per beat, in and out), ``lanes`` (codes computed per
+    cycle; divides ``beat``), ``max_head_dim`` (multiple of ``beat``; a bank holds one row),
+    ``fmt`` (stream format, default ``STREAM_FORMAT``).
+
+    Ports
+    -----
+    bpr  : In(8)  beats per row (run-time head_dim / beat, >= 1); change it only while idle.
+    i    : In(stream ArrayLayout(unsigned(fmt.bits), beat))  the rows back to back, ``bpr``
+           beats each, element 0 in the low bits.
+    o    : Out(stream ArrayLayout(unsigned(fmt.bits), beat))  the engine's int8 beat per input
+           beat: codes (two's complement bytes, code 0 lowest) in bits [0, 8*beat), the row's
+           scale (``fmt``, sign 0) in the next ``fmt.bits`` bits, zeros above.
+    busy : Out(1)  a row is held (in, being scaled or out).
+
+    Structure: two row banks (a ``2 * max_head_dim / beat`` x ``beat * fmt.bits`` memory,
+    LUTRAM). In: one beat per cycle into the free bank; the row's max magnitude follows in a
+    comparator tree (``mag_max`` levels, a register after every second: ``max_stages(beat)``
+    cycles) and a running max. Scale: once the row's max is in, its significand times 2**8 is
+    divided by 127 one base-128 digit per cycle (128 = 1 mod 127: digit = r + c, remainder
+    r + d - 127c, c = [r + d >= 127]) and rounded by ``round_fp``; the row is ready
+    ``scale_cycles(fmt)`` cycles after the scale unit starts (FP24 12, FP16 11: ``round_fp``
+    is given two cycles per stage, its inputs held). Out: ``lanes`` elements per cycle from
+    the bank through a global-stall pipeline of :attr:`LATENCY` (11) stages: read, lane
+    select, unpack and shift amount, shift, 9 non-restoring division steps (2 per stage),
+    round and clamp, beat register (sign applied). The next row streams into the other bank
+    meanwhile.
+
+    Latency (empty block, no stalls): the first code beat ``bpr + max_stages(beat) +
+    scale_cycles(fmt) + beat/lanes - 1 + LATENCY`` cycles after the row's first input beat.
+    Throughput: a row every ``max(bpr*beat/lanes, scale_cycles, (bpr*(beat/lanes + 1) +
+    max_stages + scale_cycles + LATENCY) / 2)`` cycles for a run of equal rows (a bank is
+    refilled only after its row has left): ``lanes`` codes per cycle for head_dim 96 and 128
+    at beat 8, 2 lanes (48 and 64 cycles per row). ``sim/cycles_kv_quant.py`` is the exact
+    model at zero stalls. Backpressure: ``o.ready`` low stalls the out pipeline; ``i`` stalls
+    only while both banks hold rows.
+    """
+
+    @_silenced
+    def __init__(self, *, beat: int = 4, lanes: int = 2, max_head_dim: int = 16,
+                 fmt: StreamFormat | None = None):
+        self.fmt = fmt = _format(fmt)
+        if not isinstance(beat, int) or beat < 2 or 8 * beat + fmt.bits > fmt.bits * beat:
+            raise ValueError(f"beat {beat!r}: {beat} int8 codes and a {fmt.name} scale must "
+                             f"fit one beat of {beat} {fmt.name} elements")
+        if not isinstance(lanes, int) or lanes < 1 or beat % lanes:
+            raise ValueError(f"lanes {lanes!r} must divide the beat {beat}")
+        if max_head_dim < beat or max_head_dim % beat:
+            raise ValueError(f"max_head_dim {max_head_dim} is not a multiple of beat {beat}")
+        if max_head_dim // beat > 255:
+            raise ValueError(f"max_head_dim / beat = {max_head_dim // beat} > 255 beats per row")
+        self.beat, self.lanes, self.max_head_dim = beat, lanes, max_head_dim
+        lay = data.ArrayLayout(unsigned(fmt.bits), beat)
+        super().__init__({
+            "bpr": In(8),
+            "i": In(stream.Signature(lay)),
+            "o": Out(stream.Signature(lay)),
+            "busy": Out(1),
+        })
+
+    # out pipeline from a lane group's issue to its beat on ``o``: read, lane select, unpack,
+    # shift, division, round, beat register
+    LATENCY = 4 + -(-Q_STEPS // Q_STEPS_PER_STAGE) + 2
+
+    def max_stages(self) -> int:
+        """Cycles from a beat's transfer to the running max including it (extra registers
+        of the comparator tree: ceil_log2(beat) levels and the running max, two per stage)."""
+        return max_stages(self.beat)
+
+    @staticmethod
+    def scale_cycles(fmt: StreamFormat | None = None) -> int:
+        """Cycles from the scale unit's start (the cycle after the row's max is in) to the row
+        being ready to send: base-128 digits of sig * 2**8, ``round_fp`` with its inputs held for
+        twice its latency (each of its stages may take two cycles), capture."""
+        s = _format(fmt).sig_bits
+        return -(-(s + SCALE_P) // 7) + 2 * ROUND_FP_LATENCY + 2
+
+    def elaborate(self, platform):
+        m = Module()
+        fmt = self.fmt
+        W, L = self.beat, self.lanes
+        G = W // L
+        B, NB, S, F = fmt.bits, fmt.bits - 1, fmt.sig_bits, fmt.frac
+        MB = self.max_head_dim // W
+        m.submodules.mem = mem = memory.Memory(shape=unsigned(W * B), depth=2 * MB, init=[])
+        wp = mem.write_port()
+        rp = mem.read_port()
+
+        def bank_bit(b):
+            return Mux(b, C(2, 2), C(1, 2))
+
+        # per bank: full (row in or being stored), have (its max is in), scaled, issued
+        flags = {n: Signal(2, name=n) for n in ("full", "have", "scaled", "issued")}
+        sets = {n: Signal(2, name=f"{n}_set") for n in flags}
+        clr = Signal(2)
+        for n, f in flags.items():
+            m.d.sync += f.eq((f & ~clr) | sets[n])
+        full, have, scaled, issued = (flags[n] for n in ("full", "have", "scaled", "issued"))
+        amax = [Signal(NB, name=f"amax{b}") for b in range(2)]
+        scale = [Signal(NB, name=f"scale{b}") for b in range(2)]
+
+        # ---- in: one beat per cycle into the free bank
+        wbank = Signal()
+        wcol = Signal(8)
+        take = Signal()
+        row_in = Signal()
+        m.d.comb += [
+            self.i.ready.eq(~full.bit_select(wbank, 1)),
+            take.eq(self.i.valid & self.i.ready),
+            row_in.eq(wcol == self.bpr - 1),
+            wp.addr.eq(Mux(wbank, MB + wcol, wcol)),
+            wp.data.eq(self.i.payload.as_value()),
+            wp.en.eq(take),
+            sets["full"].eq(Mux(take & row_in, bank_bit(wbank), 0)),
+        ]
+        with m.If(take):
+            with m.If(row_in):
+                m.d.sync += [wcol.eq(0), wbank.eq(~wbank)]
+            with m.Else():
+                m.d.sync += wcol.eq(wcol + 1)
+        # the row's max: comparator tree (mag_max per level), then the running max; a register
+        # after every second level
+        vals = [self.i.payload[k] for k in range(W)]
+        mt = dict(v=take, first=wcol == 0, last=take & row_in, b=wbank)
+        run = Signal(NB)
+        levels = ceil_log2(W)
+        for lv in range(levels):
+            vals = [wire(m, mag_max(vals[j:j + 2], fmt), f"mx{lv}_{j // 2}")
+                    for j in range(0, len(vals), 2)]
+            if lv % 2 == 1:
+                vals = [self._reg(m, v, f"mr{lv}_{j}") for j, v in enumerate(vals)]
+                mt = {n: self._reg(m, v, f"mt{lv}_{n}") for n, v in mt.items()}
+        bmax = Value.cast(vals[0])[:NB]
+        newmax = wire(m, Mux(mt["first"] | (bmax > run), bmax, run), "newmax")
+        with m.If(mt["v"]):
+            m.d.sync += run.eq(newmax)
+            with m.If(mt["last"]):
+                for b in range(2):
+                    with m.If(mt["b"] == b):
+                        m.d.sync += amax[b].eq(newmax)
+        m.d.comb += sets["have"].eq(Mux(mt["last"], bank_bit(mt["b"]), 0))
+
+        # ---- scale: Q = floor(sig * 2**P / 127), one base-128 digit per cycle; round_fp
+        RL = 2 * ROUND_FP_LATENCY         # round_fp's inputs held: every stage has 2 cycles
+        ndig = -(-(S + SCALE_P) // 7)
+        sbank = Signal()
+        nreg, qreg = Signal(7 * ndig), Signal(7 * ndig)
+        rreg = Signal(7)
+        shreg = Signal(5)
+        scnt = Signal(range(ndig + RL + 2))
+        _, sig_a, sh_a = unpack(Cat(Mux(sbank, amax[1], amax[0]), C(0, 1)), fmt)
+        start = wire(m, (scnt == 0) & have.bit_select(sbank, 1) & ~scaled.bit_select(sbank, 1),
+                     "s_start")
+        dsum = wire(m, rreg + nreg[-7:], "s_sum")                 # r + d < 254
+        carry = wire(m, dsum[7] | (dsum[:7] == 127), "s_c")     # r + d >= 127
+        with m.If(start):
+            m.d.sync += [nreg.eq(sig_a << SCALE_P), qreg.eq(0), rreg.eq(0), shreg.eq(sh_a),
+                         scnt.eq(ndig + RL + 1)]
+        with m.Elif(scnt != 0):
+            m.d.sync += scnt.eq(scnt - 1)
+            with m.If(scnt > RL + 1):
+                m.d.sync += [nreg.eq(nreg << 7), qreg.eq(Cat((rreg + carry)[:7], qreg)),
+                             rreg.eq((dsum[:7] + carry)[:7])]
+        sp = Pipe(m, C(1, 1))     # inputs held for 2 x its latency: a 2-cycle path per stage
+        s_new = round_fp(sp, C(0, 1), Cat(rreg != 0, qreg),
+                         shreg + C(-(F + SCALE_P + 1), signed(8)), fmt)
+        with m.If(scnt == 1):
+            m.d.sync += sbank.eq(~sbank)
+            for b in range(2):
+                with m.If(sbank == b):
+                    m.d.sync += scale[b].eq(s_new[:NB])
+        m.d.comb += sets["scaled"].eq(Mux(scnt == 1, bank_bit(sbank), 0))
+
+        # ---- out: issue (bank, beat, lane group) tokens; global-stall pipeline
+        en = Signal()
+        rbank = Signal()
+        rcol = Signal(8)
+        rg = Signal(range(max(G, 2)))
+        issue = Signal()
+        lastg = wire(m, rg == G - 1, "lastg")
+        lastcol = wire(m, rcol == self.bpr - 1, "lastcol")
+        m.d.comb += [
+            en.eq(~self.o.valid | self.o.ready),
+            issue.eq(en & scaled.bit_select(rbank, 1) & ~issued.bit_select(rbank, 1)),
+            rp.addr.eq(Mux(rbank, MB + rcol, rcol)),
+            rp.en.eq(en),
+            sets["issued"].eq(Mux(issue & lastg & lastcol, bank_bit(rbank), 0)),
+        ]
+        with m.If(issue):
+            with m.If(lastg):
+                m.d.sync += rg.eq(0)
+                with m.If(lastcol):
+                    m.d.sync += [rcol.eq(0), rbank.eq(~rbank)]
+                with m.Else():
+                    m.d.sync += rcol.eq(rcol + 1)
+            with m.Else():
+                m.d.sync += rg.eq(rg + 1)
+
+        p = Pipe(m, en)
+
+        def regs(d, stage):
+            return {n: p.reg(v, f"t{stage}_{n}") for n, v in d.items()}
+
+        # stage 1: the read word and the token
+        meta = regs(dict(v=issue, g=rg, lg=lastg, lr=lastg & lastcol, b=rbank), 1)
+        word = rp.data
+        # stage 2: this group's elements; the row's scale fields
+        s_sel = wire(m, Mux(meta["b"], scale[1], scale[0]), "s_sel")
+        _, sig_s, sh_s = unpack(Cat(s_sel, C(0, 1)), fmt)
+        els = [word.word_select(meta["g"] * L + ln, B) if G > 1 else word[ln * B:(ln + 1) * B]
+               for ln in range(L)]
+        lanes = [dict(x=p.reg(e, f"t2_x{ln}")) for ln, e in enumerate(els)]
+        meta = regs(dict(meta, z=s_sel == 0, d=sig_s, nd=-sig_s, hs=sh_s + (S + 8)), 2)
+        # stage 3: unpack; shift amount k = S + 9 - D = (S + 8 + sh_s) - sh_x, D = sh_x - sh_s
+        # + 1: 1 <= k <= S + 38 for a consistent row (below 0 only if |x| > amax); k >= 2S + 9
+        # shifts all of sig << (S + 9) out
+        kbits = ceil_log2(S + 39)
+        for ln, t in enumerate(lanes):
+            sx, gx, hx = unpack(t["x"], fmt)
+            k = wire(m, meta["hs"] - hx, f"k{ln}")
+            kc = Mux(k[-1], 0, k[:kbits])
+            t.update(s=p.reg(sx, f"t3_s{ln}"), g=p.reg(gx, f"t3_g{ln}"), k=p.reg(kc, f"t3_k{ln}"))
+        meta = regs(meta, 3)
+        # stage 4: A = floor(sig_x * 2**D) (S + 9 bits: 2x/s < 381), sticky of the bits lost
+        for ln, t in enumerate(lanes):
+            a = wire(m, (Cat(C(0, S + 9), t["g"]) >> t["k"])[:S + 9], f"a{ln}")
+            # bit i of sig_x is shifted out iff i + S + 9 < k (a constant compare per bit)
+            lost = Cat(*(t["g"][i] & (t["k"] > i + S + 9) for i in range(S))).any()
+            t.update(a=p.reg(a, f"t4_a{ln}"), st=p.reg(lost, f"t4_st{ln}"),
+                     s=p.reg(t["s"], f"t4_s{ln}"))
+        meta = regs(meta, 4)
+        # stages 5..: Q2 = floor(A / sig_s) by non-restoring steps (quotient bits and the
+        # remainder as restoring division's); w: the partial remainder's top, signed
+        for t in lanes:
+            t["w"] = Cat(t["a"][Q_STEPS - 1:], C(0, 1)).as_signed()   # A >> 8, < 2 sig_s
+            t["q"] = C(0, 0)
+        stage = 5
+        step = Q_STEPS - 1
+        while step >= 0:
+            for _ in range(min(Q_STEPS_PER_STAGE, step + 1)):
+                for ln, t in enumerate(lanes):
+                    w = t["w"]
+                    if step < Q_STEPS - 1:
+                        w = Cat(t["a"][step], w).as_signed()    # 2w + a_step
+                    # one adder: w + (d ^ m) + c with m, c = ~sign (subtract when w >= 0)
+                    sub = ~w[-1]
+                    dx = Cat(meta["d"], C(0, 2)) ^ sub.replicate(S + 2)
+                    w = wire(m, ((Cat(C(1, 1), w[:S + 2]) + Cat(sub, dx)) >> 1)[:S + 2]
+                             .as_signed(), f"w{step}_{ln}")
+                    t["w"] = w
+                    t["q"] = Cat(~w[-1], t["q"])
+                step -= 1
+            for ln, t in enumerate(lanes):
+                t.update(w=p.reg(t["w"], f"t{stage}_w{ln}"), q=p.reg(t["q"], f"t{stage}_q{ln}"),
+                         st=p.reg(t["st"], f"t{stage}_st{ln}"), s=p.reg(t["s"], f"t{stage}_s{ln}"))
+                if step >= 0:
+                    t["a"] = p.reg(t["a"][:step + 1], f"t{stage}_a{ln}")
+            meta = regs(meta, stage)
+            stage += 1
+        # round: 2x/s = Q2 + f with f in [0, 1): RNE(x/s) = Q2 >> 1 plus Q2[0] & (f != 0 or
+        # Q2[1]); clamp at 127
+        for ln, t in enumerate(lanes):
+            rem = (t["w"] != 0) & (t["w"] != meta["nd"])        # remainder != 0
+            q2 = t["q"]
+            qi = wire(m, (q2 >> 1) + (q2[0] & (rem | t["st"] | q2[1])), f"qi{ln}")
+            t.update(mag=p.reg(Mux(qi > 127, 127, qi)[:7], f"t{stage}_m{ln}"),
+                     s=p.reg(t["s"], f"t{stage}_s{ln}"))
+        meta = regs(meta, stage)
+        # beat register: lane group g of the beat, sign applied; the beat leaves with its last
+        codes = [Mux(meta["z"], 0, Mux(t["s"], -t["mag"], t["mag"]))[:8] for t in lanes]
+        obuf = Signal(8 * W)
+        o_bank, o_last = Signal(), Signal()
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(meta["v"] & meta["lg"])
+            with m.If(meta["v"]):
+                m.d.sync += [o_bank.eq(meta["b"]), o_last.eq(meta["lr"])]
+                for g in range(G):
+                    with m.If(meta["g"] == g):
+                        m.d.sync += obuf[8 * L * g:8 * L * (g + 1)].eq(Cat(*codes))
+        m.d.comb += [
+            self.o.payload.as_value().eq(Cat(obuf, Mux(o_bank, scale[1], scale[0]), C(0, 1))),
+            clr.eq(Mux(self.o.valid & self.o.ready & o_last, bank_bit(o_bank), 0)),
+            self.busy.eq((full != 0) | (wcol != 0)),
+        ]
+        return m
+
+    @staticmethod
+    def _reg(m, value, name):
+        """A free-running register (the max tree runs without stalls)."""
+        value = Value.cast(value)
+        s = Signal(value.shape(), name=name)
+        m.d.sync += s.eq(value)
+        return s
+
+
+def max_stages(beat: int) -> int:
+    """Registers between a beat's transfer and the running max update: the comparator tree
+    (ceil_log2(beat) levels) has a register after every second level."""
+    return ceil_log2(beat) // 2
+
+
+# --------------------------------------------------------------------------- int8 writer
+
+def quant_write_layout(addr_width: int, count_width: int) -> data.StructLayout:
+    """``addr``: byte address of the first code row; ``saddr``: of its scale; ``rows``: rows
+    that follow (>= 1); ``bpr``: beats per row (head_dim / beat)."""
+    return data.StructLayout({"addr": unsigned(addr_width), "saddr": unsigned(addr_width),
+                              "rows": unsigned(count_width), "bpr": unsigned(8)})
+
+
+def quant_writer_commands(layout, layer: int, start: int, count: int, beat: int) -> list[dict]:
+    """Commands storing rows ``start .. start+count-1`` of every KV head of ``layer`` in an int8
+    ``layout`` (kind K then V, then KV head, as ``writer_commands``); the row stream carries
+    those rows in the same order, ``bpr`` beats each."""
+    if layout.dtype != "int8":
+        raise ValueError(f"the quantising writer stores int8 layouts, not {layout.dtype!r}")
+    if layout.head_dim % beat:
+        raise ValueError(f"head_dim {layout.head_dim} is not a multiple of the beat {beat}")
+    if count < 1 or start < 0 or start + count > layout.max_ctx:
+        raise ValueError(f"rows {start}..{start + count - 1} outside the KV cache "
+                         f"(max_ctx {layout.max_ctx})")
+    return [dict(addr=layout.row_addr(layer, kind, h, start),
+                 saddr=layout.scale_addr(layer, kind, h, start), rows=count,
+                 bpr=layout.head_dim // beat)
+            for kind in ("K", "V") for h in range(layout.num_kv_heads)]
+
+
+class KVInt8Writer(wiring.Component):
+    """AXI4 writer of int8 KV rows: int8 beats (codes + row scale) -> code rows and scales.
+
+    Parameters: ``beat`` (codes per beat, even), ``fmt`` (scale format), ``data_width``,
+    ``addr_width``, ``count_width`` (rows per command), ``max_burst``, ``max_outstanding`` (as
+    :class:`~tellme.hw.attention.kv_dma.KVWriter`), ``chunk`` (scales held on chip: rows per
+    code/scale command pair).
+
+    Ports
+    -----
+    i_cmd : In(stream quant_write_layout)  accepted when idle (``busy`` low).
+    i     : In(stream ArrayLayout(unsigned(fmt.bits), beat))  int8 beats (the quantiser's
+            ``o``): ``rows * bpr`` of them; the scale is taken from each row's last beat.
+    busy, done (one-cycle pulse after the last B of the command), error (sticky non-OKAY B).
+    m_axi_aw* / m_axi_w* / m_axi_b*  one AXI4 write port (ids 0).
+
+    Per chunk of up to ``chunk`` rows: a code command (``rows * bpr`` beats of ``8 * beat``
+    bits from ``addr``) to one KVWriter core (built with ``beat/2`` two-byte elements: it moves
+    bytes, element 0 lowest, so a code beat lands code 0 first), the scales of those rows into
+    a FIFO; once its last B is in, a scale command (``rows`` beats of one ``fmt`` element from
+    ``saddr``) to a second core fed by the FIFO. The cores own the port in turn (each finishes
+    all its B responses before it is done), so AW/W/B are multiplexed by a state bit.
+    Throughput: one code beat per cycle (wider than ``data_width``: ``data_width`` bits per
+    cycle); per chunk two command turnarounds (each about the write-response latency + 4).
+    Backpressure: ``wready`` low stalls ``i`` (via the code core).
+    """
+
+    @_silenced
+    def __init__(self, *, beat: int = 4, data_width: int = 128, addr_width: int = 40,
+                 count_width: int = 20, max_burst: int = 16, max_outstanding: int = 4,
+                 chunk: int = 16, fmt: StreamFormat | None = None):
+        self.fmt = fmt = _format(fmt)
+        if not isinstance(beat, int) or beat < 2 or beat % 2 or 8 * beat + fmt.bits > \
+                fmt.bits * beat:
+            raise ValueError(f"beat {beat!r} must be even and hold {beat} codes and a "
+                             f"{fmt.name} scale")
+        if not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be a positive integer, not {chunk!r}")
+        self.beat, self.chunk, self.count_width = beat, chunk, count_width
+        self.addr_width = addr_width
+        kw = dict(data_width=data_width, addr_width=addr_width, max_burst=max_burst,
+                  max_outstanding=max_outstanding)
+        self._cw = KVWriter(beat=beat // 2, fmt=FP16, count_width=(255 * chunk).bit_length(),
+                            **kw)
+        self._sw = KVWriter(beat=1, fmt=fmt, count_width=chunk.bit_length() + 1, **kw)
+        sig = {"i_cmd": In(stream.Signature(quant_write_layout(addr_width, count_width))),
+               "i": In(stream.Signature(data.ArrayLayout(unsigned(fmt.bits), beat))),
+               "busy": Out(1), "done": Out(1), "error": Out(1)}
+        for name, member in self._cw.signature.members.items():
+            if name.startswith("m_axi_"):
+                sig[name] = member
+        super().__init__(sig)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.codes = cw = self._cw
+        m.submodules.scales = sw = self._sw
+        W, CH = self.beat, self.chunk
+        sb = self.fmt.bits // 8
+        m.submodules.sfifo = sf = fifo.SyncFIFO(width=self.fmt.bits, depth=CH)
+
+        addr, saddr = Signal(self.addr_width), Signal(self.addr_width)
+        left = Signal(self.count_width)
+        bpr = Signal(8)
+        nrows = Signal(range(CH + 1))
+        col = Signal(8)
+        own = Signal()                       # 0: code core owns the port, 1: scale core
+        state = Signal(range(5))             # 0 idle, 1 code cmd, 2 codes, 3 scale cmd, 4 scales
+        c = self.i_cmd.payload
+        m.d.comb += [self.i_cmd.ready.eq(state == 0), self.busy.eq(state != 0),
+                     own.eq(state >= 3), self.error.eq(cw.error | sw.error)]
+        beats = Signal(len(cw.i_cmd.payload.beats))       # nrows * bpr by shift-and-add
+        m.d.comb += beats.eq(sum(Mux(nrows[j], bpr << j, 0) for j in range(len(nrows))))
+        m.d.comb += [cw.i_cmd.payload.addr.eq(addr), cw.i_cmd.payload.beats.eq(beats),
+                     sw.i_cmd.payload.addr.eq(saddr), sw.i_cmd.payload.beats.eq(nrows)]
+        m.d.sync += self.done.eq(0)
+        with m.Switch(state):
+            with m.Case(0):
+                with m.If(self.i_cmd.valid):
+                    m.d.sync += [addr.eq(c.addr), saddr.eq(c.saddr), left.eq(c.rows),
+                                 bpr.eq(c.bpr), nrows.eq(Mux(c.rows > CH, CH, c.rows)),
+                                 col.eq(0), state.eq(Mux(c.rows == 0, 0, 1)),
+                                 self.done.eq(c.rows == 0)]
+            with m.Case(1):
+                m.d.comb += cw.i_cmd.valid.eq(1)
+                with m.If(cw.i_cmd.ready):
+                    m.d.sync += state.eq(2)
+            with m.Case(2):
+                with m.If(cw.done):
+                    m.d.sync += state.eq(3)
+            with m.Case(3):
+                m.d.comb += sw.i_cmd.valid.eq(1)
+                with m.If(sw.i_cmd.ready):
+                    m.d.sync += state.eq(4)
+            with m.Case(4):
+                with m.If(sw.done):
+                    m.d.sync += left.eq(left - nrows)
+                    with m.If(left == nrows):
+                        m.d.sync += [state.eq(0), self.done.eq(1)]
+                    with m.Else():
+                        m.d.sync += [state.eq(1), nrows.eq(Mux(left - nrows > CH, CH,
+                                                                left - nrows))]
+        # codes -> code core (state 2 only); each row's scale into the FIFO with its last beat
+        take = Signal()
+        row_end = col == bpr - 1
+        m.d.comb += [
+            cw.i.payload.as_value().eq(self.i.payload.as_value()[:8 * W]),
+            cw.i.valid.eq(self.i.valid & (state == 2)),
+            self.i.ready.eq(cw.i.ready & (state == 2)),
+            take.eq(self.i.valid & self.i.ready),
+            sf.w_data.eq(self.i.payload.as_value()[8 * W:8 * W + self.fmt.bits]),
+            sf.w_en.eq(take & row_end),
+            sw.i.payload.as_value().eq(sf.r_data),
+            sw.i.valid.eq(sf.r_rdy & (state == 4)),
+            sf.r_en.eq(sw.i.ready & (state == 4)),
+        ]
+        with m.If(take):
+            m.d.sync += [col.eq(Mux(row_end, 0, col + 1)), addr.eq(addr + W)]
+        with m.If(sw.i.valid & sw.i.ready):
+            m.d.sync += saddr.eq(saddr + sb)
+        # the port: AW/W from the owner, B to the owner
+        for name, member in self.signature.members.items():
+            if not name.startswith("m_axi_"):
+                continue
+            if member.flow == Out:
+                m.d.comb += getattr(self, name).eq(Mux(own, getattr(sw, name),
+                                                       getattr(cw, name)))
+            else:
+                v = getattr(self, name)
+                gate = name.endswith(("ready", "valid"))
+                m.d.comb += [getattr(cw, name).eq(v & ~own if gate else v),
+                             getattr(sw, name).eq(v & own if gate else v)]
+        return m
+
+
+class KVQuantWriter(wiring.Component):
+    """The quantising KV writer: :class:`KVQuantizer` -> :class:`KVInt8Writer`.
+
+    Parameters: those of :class:`KVInt8Writer` plus ``lanes`` and ``max_head_dim`` of the
+    quantiser (same ``beat`` and ``fmt``).
+
+    Ports: ``i_cmd`` (``quant_write_layout``: ``quant_writer_commands`` fills it; accepted when
+    both parts are idle; its ``bpr`` also sets the quantiser's), ``i`` (stream-format rows,
+    ``rows * bpr`` beats of ``beat`` elements), ``busy``, ``done``, ``error``, ``m_axi_aw*`` /
+    ``m_axi_w*`` / ``m_axi_b*``. Throughput: the quantiser's (``lanes`` elements per cycle);
+    latency: the quantiser's plus the writer's (two command turnarounds per chunk).
+    """
+
+    @_silenced
+    def __init__(self, *, beat: int = 4, lanes: int = 2, max_head_dim: int = 16,
+                 data_width: int = 128, addr_width: int = 40, count_width: int = 20,
+                 max_burst: int = 16, max_outstanding: int = 4, chunk: int = 16,
+                 fmt: StreamFormat | None = None):
+        self.quant = KVQuantizer(beat=beat, lanes=lanes, max_head_dim=max_head_dim, fmt=fmt)
+        self.writer = KVInt8Writer(beat=beat, data_width=data_width, addr_width=addr_width,
+                                   count_width=count_width, max_burst=max_burst,
+                                   max_outstanding=max_outstanding, chunk=chunk, fmt=fmt)
+        self.fmt = self.quant.fmt
+        sig = {"i_cmd": self.writer.signature.members["i_cmd"],
+               "i": self.quant.signature.members["i"],
+               "busy": Out(1), "done": Out(1), "error": Out(1)}
+        for name, member in self.writer.signature.members.items():
+            if name.startswith("m_axi_"):
+                sig[name] = member
+        super().__init__(sig)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.quant = q = self.quant
+        m.submodules.writer = w = self.writer
+        wiring.connect(m, q.o, w.i)
+        # the command's rows (and only they) enter the quantiser, with the command's bpr
+        bpr = Signal(8)
+        rows = Signal(len(self.i_cmd.payload.rows))
+        col = Signal(8)
+        accept = Signal()
+        gate = Signal()
+        m.d.comb += [
+            gate.eq(rows != 0),
+            q.i.payload.eq(self.i.payload),
+            q.i.valid.eq(self.i.valid & gate),
+            self.i.ready.eq(q.i.ready & gate),
+            w.i_cmd.payload.eq(self.i_cmd.payload),
+            w.i_cmd.valid.eq(self.i_cmd.valid & ~q.busy & ~gate),
+            self.i_cmd.ready.eq(w.i_cmd.ready & ~q.busy & ~gate),
+            accept.eq(self.i_cmd.valid & self.i_cmd.ready),
+            q.bpr.eq(bpr),
+            self.busy.eq(w.busy | q.busy | gate),
+            self.done.eq(w.done),
+            self.error.eq(w.error),
+        ]
+        with m.If(accept):
+            m.d.sync += [bpr.eq(self.i_cmd.payload.bpr), rows.eq(self.i_cmd.payload.rows),
+                         col.eq(0)]
+        with m.Elif(self.i.valid & self.i.ready):
+            with m.If(col == bpr - 1):
+                m.d.sync += [col.eq(0), rows.eq(rows - 1)]
+            with m.Else():
+                m.d.sync += col.eq(col + 1)
+        for name, member in self.signature.members.items():
+            if name.startswith("m_axi_"):
+                if member.flow == Out:
+                    m.d.comb += getattr(self, name).eq(getattr(w, name))
+                else:
+                    m.d.comb += getattr(w, name).eq(getattr(self, name))
+        return m
+
+
+# --------------------------------------------------------------------------- registry
+
+def make_kv_quant(target: str, fmt: StreamFormat | None = None) -> KVQuantizer:
+    try:
+        params = KV_QUANT_PRESETS[target]
+    except KeyError:
+        raise ValueError(f"no KV-quantiser preset for target {target!r}; known: "
+                         f"{', '.join(KV_QUANT_PRESETS)}") from None
+    return KVQuantizer(**params, fmt=fmt)
+
+
+def make_kv_writer(target: str, fmt: StreamFormat | None = None) -> KVInt8Writer:
+    params = KV_QUANT_PRESETS[target]
+    return KVInt8Writer(beat=params["beat"], fmt=fmt)
+
+
+def make_kv_reader(target: str, fmt: StreamFormat | None = None):
+    """The int8 KV reader feeding the integer engine of ``target`` (its beat, tile, head_dim
+    and context; hw/attention/presets.py ``INT_PRESETS``)."""
+    from .kv_dma import KVReader
+    from .presets import INT_PRESETS
+
+    e = INT_PRESETS[target]
+    return KVReader(beat=e["beat"], depth=e["depth"], max_head_dim=e["head_dim"],
+                    ctx_bits=e["ctx_bits"], fmt=fmt, int8=True)
+
+
+def report_blocks() -> dict:
+    """Block-registry entries (hw/blocks.py): the KV DMA line's blocks."""
+    return {"kv_quant": ("KV quantiser (int8 K/V rows + stream-format row scales; "
+                         "kv_quant_int8)", lambda p, fmt: make_kv_quant(p.name, fmt=fmt)),
+            "kv_writer": ("int8 KV writer (codes, then row scales; AXI4 write bursts)",
+                          lambda p, fmt: make_kv_writer(p.name, fmt=fmt)),
+            "kv_reader": ("int8 KV reader feeding the integer attention engine (AXI4 read "
+                          "bursts, kv_schedule)", lambda p, fmt: make_kv_reader(p.name, fmt=fmt))}

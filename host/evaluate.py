@@ -75,12 +75,13 @@ def _int8_kv_backend(backend: str, model):
     """hw numerics reading an int8 KV cache (per token, per KV head, scale in the stream
     format: docs/hw/attention.md), modelled by the golden backend."""
     from tellme.sim.golden.attention_hw import use_int8_kv
+    from tellme.sim.golden.model import GoldenModel
 
     be = create(backend, model, numerics="hw")
-    gm = getattr(be, "gm", None)
-    if gm is None:
+    if getattr(be, "gm", None) is None:
         raise ValueError(f"--kv int8 is modelled by the golden backend only, not {backend!r}")
-    use_int8_kv(gm)
+    be.gm = GoldenModel(model, "hw", fmt=be.gm.fmt, attention="fp")   # §4 over int8 rows
+    use_int8_kv(be.gm)
     return be
 
 

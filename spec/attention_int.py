@@ -1,4 +1,4 @@
-"""Constants of the integer attention contract (issue 11 item 3; docs/numerics.md §4.1, proposed).
+"""Constants of the integer attention contract (issue 11 item 3; docs/numerics.md §4.1).
 
 Integer dot products with exact integer accumulation (one DSP48E2 per MAC), the per-row int8
 K/V scales and the per-(row, head) q scale folded once per key:

@@ -283,6 +283,8 @@ def variant_rows(model: TernaryModel, windows: list[np.ndarray], specs, floor: b
     def cand(spec):
         if spec == "contract":            # the hw contract itself (STREAM_FORMAT streams)
             return lambda t: forward(model, t, "hw")
+        if spec == "fp-attn":             # the FP attention of numerics.md §4, FP24 KV
+            return lambda t: forward(model, t, "hw", attention="fp")
         if spec in INT_ATTENTION:         # the integer attention contract (int8 KV), see below
             return lambda t: int_attention_forward(model, t, *INT_ATTENTION[spec])
         f = parse_variant(spec)
@@ -316,7 +318,7 @@ def int_attention_forward(model: TernaryModel, toks, stream: str, q_bits: int) -
     from tellme.sim.golden.attention_int import use_int_attention
     from tellme.spec.numerics import FP16, FP24
 
-    gm = GoldenModel(model, "hw", fmt={"fp16": FP16, "fp24": FP24}[stream])
+    gm = GoldenModel(model, "hw", fmt={"fp16": FP16, "fp24": FP24}[stream], attention="fp")
     use_int_attention(gm, q_bits)
     return gm.forward(toks, gm.new_cache(max(len(toks), 1)))
 
@@ -356,8 +358,9 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="+", metavar="SPEC",
                     help="with --model: hw numerics with streams widened to FP32, per SPEC a "
                          "preset (hw, kv32, res32, ..., fp32; see studies/variants.py), "
-                         "contract, an integer-attention contract (attn-int, attn-int-q8, "
-                         "attn-int-q12, attn-int-fp16; int8 KV) or "
+                         "contract (integer attention, int8 KV), fp-attn (the FP attention of "
+                         "numerics.md §4, FP24 KV), an integer-attention variant (attn-int, "
+                         "attn-int-q8, attn-int-q12, attn-int-q16, attn-int-fp16) or "
                          "site=fmt[,site=fmt] (sites: residual norm qkv attn o gate_up ffn "
                          "down normw rope); scored in tellme-eval windows of --window tokens")
     ap.add_argument("--floor", action="store_true",

@@ -256,7 +256,7 @@ class VariantModel(GoldenModel):
     """hw numerics with the per-site stream formats ``fmt`` (see :func:`parse_variant`)."""
 
     def __init__(self, model: TernaryModel, fmt: dict[str, str] | str = "fp16"):
-        super().__init__(model, "hw", fmt=FP16)
+        super().__init__(model, "hw", fmt=FP16, attention="fp")
         self.sites = parse_variant(fmt) if isinstance(fmt, str) else {**parse_variant(""), **fmt}
         self.ops = VariantOps(self.sites)
 

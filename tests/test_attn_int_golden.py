@@ -144,13 +144,14 @@ def test_rejects_bad_inputs():
 
 
 def test_golden_model_switch():
-    """GoldenModel(..., attention="int"): default unchanged, prefill + decode == prefill,
-    logits close to the FP contract's."""
+    """GoldenModel(..., "hw"): the integer contract by default, attention="fp" the FP form;
+    prefill + decode == prefill, logits close to the FP form's."""
     model = random_model(tiny_config(), seed=3)
     ids = np.arange(11) * 7 % 256
-    base = GoldenModel(model, "hw")
+    base = GoldenModel(model, "hw", attention="fp")
     assert "IntAttnOps" not in type(base.ops).__name__
-    gm = GoldenModel(model, "hw", attention="int")
+    gm = GoldenModel(model, "hw")
+    assert type(gm.ops).__name__ == "IntAttnOps" and gm.attention == "int"
     full = gm.forward(ids, gm.new_cache(32))
     c2 = gm.new_cache(32)
     rows = [gm.forward(ids[:6], c2)] + [gm.forward(np.array([t]), c2) for t in ids[6:]]

@@ -179,7 +179,7 @@ def test_eval_int8_kv_mode():
     assert 0.8 <= r.kv_int8_agreement <= 1.0
     assert any(line.startswith(f"{KV_INT8} vs hw top-1 agreement") for line in r.lines())
     # the same NLL from a hand-wired model whose cache is int8 on the way into attention
-    gm = GoldenModel(model, "hw")
+    gm = GoldenModel(model, "hw", attention="fp")
     base = gm.ops
 
     class Ops:

@@ -20,7 +20,7 @@ def model(request):
 
 def test_default_variant_is_fp16_hw_bit_for_bit(model):
     toks = np.random.default_rng(0).integers(0, model.config.vocab_size, 20)
-    gm16 = GoldenModel(model, "hw", fmt=FP16)
+    gm16 = GoldenModel(model, "hw", fmt=FP16, attention="fp")
     want = gm16.forward(toks, gm16.new_cache(20))
     assert np.array_equal(variant_forward(model, toks, "fp16"), want)
     # prefill then decode through the variant's own cache, as the hardware runs
@@ -32,7 +32,7 @@ def test_default_variant_is_fp16_hw_bit_for_bit(model):
 
 def test_widened_variants_run_and_change_the_result(model):
     toks = np.random.default_rng(1).integers(0, model.config.vocab_size, 16)
-    gm16 = GoldenModel(model, "hw", fmt=FP16)
+    gm16 = GoldenModel(model, "hw", fmt=FP16, attention="fp")
     hw = gm16.forward(toks, gm16.new_cache(16))
     flt = forward(model, toks, "float")
     for spec in ("res32", "kv32", "streams32", "normw32+rope32", "fp32"):

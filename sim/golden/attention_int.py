@@ -1,9 +1,9 @@
 """Integer attention (issue 11 item 3): the golden form of ``hw/attention/int_engine.py``.
 
-A proposed contract beside the FP one (``hw_numerics.attention_decode``), NumPy only; constants in
-:mod:`tellme.spec.attention_int`, prose in docs/numerics.md §4.1. For one query row and head
-over keys j = 0..pos (K/V rows as int8 codes kq, vq with stream-format row scales ks, vs, as
-``kv_quant_int8`` writes them):
+The attention of the hw contract (it replaced the FP form ``hw_numerics.attention_decode``),
+NumPy only; constants in :mod:`tellme.spec.attention_int`, prose in docs/numerics.md §4.1.
+For one query row and head over keys j = 0..pos (K/V rows as int8 codes kq, vq with
+stream-format row scales ks, vs, as ``kv_quant_int8`` writes them):
 
 1. q quantiser (once per row and head): x_c = q_c * C exactly (C the score constant);
    g = floor(log2 max_c |x_c|) - 12; q_int_c = clamp(rnd(x_c * 2**-g), +-8191) (Q_BITS = 14)

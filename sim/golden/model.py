@@ -34,7 +34,8 @@ from . import hf, hw_numerics as hw
 from .tlmm import ternary_matmul
 
 NUMERICS = ("float", "hw")
-ATTENTION = ("fp", "int")   # hw attention contract: FP (docs/numerics.md §4) or integer (§4.1)
+ATTENTION = ("int", "fp")   # hw attention: the integer contract (docs/numerics.md §4.1, the
+#                             default) or the FP form it replaced (§4; the FP engine's twin)
 KV_FORMATS = ("fp16", "fp24", "fp32")
 WEIGHT_CACHE_BYTES = 512 << 20     # float32 copies of ternary weights kept up to this size
 
@@ -75,7 +76,7 @@ class GoldenModel:
 
     def __init__(self, model: TernaryModel, numerics: str = "float",
                  weight_cache_bytes: int = WEIGHT_CACHE_BYTES, fmt: StreamFormat | None = None,
-                 attention: str = "fp"):
+                 attention: str | None = None):
         if numerics not in NUMERICS:
             raise ValueError(f"numerics must be one of {NUMERICS}, got {numerics!r}")
         if not isinstance(model, TernaryModel):
@@ -89,10 +90,13 @@ class GoldenModel:
         # hw: the block functions bound to one stream format (default: the contract's)
         self.fmt = stream_format(fmt) if numerics == "hw" else None
         self.ops = hw.bound(self.fmt) if numerics == "hw" else hf
-        # attention="int": the proposed integer attention contract over an int8 KV cache
-        # (sim/golden/attention_int.py; opt-in, hw numerics only)
+        # hw attention: "int" (the contract, over an int8 KV cache: sim/golden/attention_int.py)
+        # or "fp" (§4, FP24 KV); float numerics have HF attention only
+        if attention is None:
+            attention = "int" if numerics == "hw" else "fp"
         if attention not in ATTENTION:
             raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
+        self.attention = attention
         if attention == "int":
             if numerics != "hw":
                 raise ValueError("attention='int' needs numerics='hw'")
@@ -279,9 +283,10 @@ class GoldenModel:
     __call__ = forward
 
 
-def forward(model: TernaryModel, tokens, numerics: str = "float") -> np.ndarray:
+def forward(model: TernaryModel, tokens, numerics: str = "float",
+            attention: str | None = None) -> np.ndarray:
     """Logits float32 [len(tokens), vocab] for a full sequence on a fresh cache."""
-    gm = GoldenModel(model, numerics)
+    gm = GoldenModel(model, numerics, attention=attention)
     n = int(np.asarray(tokens).size)
     mc = model.config.max_context
     if n > mc:

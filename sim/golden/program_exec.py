@@ -45,6 +45,7 @@ from tellme.spec.program import (
 )
 
 from . import hw_numerics as hw
+from .attention_int import IntAttnOps
 from .tlmm import ternary_matmul
 
 _STORAGE = {"float32": "<f4", "float16": "<f2", "bfloat16": "<u2"}
@@ -153,7 +154,9 @@ class Sequencer:
             raise ProgramError("LIMIT", f"KV dtype {p.kv_dtype}: the golden sequencer stores "
                                         f"stream-format ({p.fmt}) KV rows only")
         self.fmt = STREAM_FORMATS[p.fmt]
-        self.ops = hw.bound(self.fmt)
+        # the integer attention contract over the stream-format rows it stores (quantised on
+        # read, which equals the hardware's quantising on write: GoldenModel does the same)
+        self.ops = IntAttnOps(hw.bound(self.fmt), self.fmt)
         stats = ExecStats()
         for i, r in enumerate(p.records):
             if r.op == "END":

@@ -1,19 +1,27 @@
 """Cycle model of the integer attention engine (hw/attention/int_engine.py).
 
 Exact for the RTL when every input is offered without gaps and the output is never stalled
-(asserted by tests/rtl/tb_attn_int.py). A call has two parts that overlap across calls:
+(asserted by tests/rtl/tb_attn_int.py). The engine has four units that work on consecutive
+calls at once; :func:`calls_cycles` runs their per-call recurrence (cycle 0 = the first command
+accepted, the result = cycles to the last output, inclusive):
 
-* front (command to hand-off): 1 (command) + nq * head_dim / q_beat (q load) + nq (q scale per
-  lane) + bpr * beat + QUANT_DRAIN (the lanes' quantisers, one element per cycle, zeros past
-  head_dim up to the last K beat; bpr = ceil(head_dim / beat)) + per K/V
-  segment of ``kv_schedule``: K rows * bpr beats, V ``v_stream_cycles`` (its blocks, head_dim
-  beats each, behind the weight preparation), each + ``drain`` (the beat pipeline empties);
-* finish (one lane after the other): DIV (1/L) + head_dim (normaliser, one output per cycle)
-  + NEXT, on the other accumulator bank, while the next call's front runs.
+* loader (call t): command accepted at a_t; q load nq * head_dim / q_beat cycles, g nq
+  cycles, then the hand-off to the quantiser at hl_t = max(a_t + load + nq + 1, k_{t-1} + 1)
+  (the quantiser is free the cycle after the stream unit took call t-1); a_{t+1} = hl_t + 1.
+* quantiser (call t): from hl_t + 1, bpr = ceil(head_dim / beat) words of ``beat`` elements,
+  one element per cycle; a word starts only in an allowed cycle of the stream unit's current
+  call t-1 (:func:`stream_plan`: K rows with more than ``k_margin`` rows left, a V segment
+  from the cycle its last weight is written through its drain, and everything from the
+  hand-off on); ready q_t = last element + Q_READY.
+* stream unit: takes call t at k_t = max(q_t, h_{t-1}) (in the hand-off cycle of t-1 if the
+  call is ready by then), streams from k_t + 1 for S_t cycles (``kv_schedule`` segments: K rows
+  * bpr beats, V ``v_stream_cycles``, each + ``drain``), hands off at h_t = max(k_t + 1 + S_t,
+  x_{t-1}) once the finishing unit is free.
+* finishing unit: per lane 1/L (DIV cycles from the hand-off or from the previous lane's
+  start) overlaps the previous lane's head_dim outputs: lane l starts emitting at
+  h_t + DIV + l * max(DIV, head_dim) + 1; free (x_t) the cycle after the last issue, the last
+  output TAIL cycles after it.
 
-The hand-off waits for the previous call's finish; the next command is taken the cycle after
-the hand-off. :func:`calls_cycles` runs that recurrence over a list of calls (from the first
-command to the last output, inclusive); :func:`call_cycles` is one call alone.
 ``layer_cycles`` gives one layer's attention (decode or prefill) for the rate analysis:
 ``engines`` independent engines take the calls round-robin.
 """
@@ -22,10 +30,9 @@ from __future__ import annotations
 
 from tellme.spec.attention import decode_calls, kv_schedule, prefill_calls
 
-DIV = 26             # 1/L per lane: init, 24 restoring steps, rounding
-NEXT = 2             # normaliser drain between lanes
+DIV = 27             # start (hand-off or emitter take) -> next 1/L held: init, 24 steps, round
 TAIL = 3             # last issue -> last output (N1, N2, output register)
-QUANT_DRAIN = 5      # quantiser pipeline (QLAT = 4) empties
+Q_READY = 5          # last quantiser issue -> call may be taken (QLAT = 4 stages drained)
 W_READY = 7          # last key issued -> its block may stream (P1..P6 and the ready count)
 BANKS = 3            # weight banks
 
@@ -40,10 +47,16 @@ def drain(beat: int) -> int:
     return tree_levels(beat) + 6
 
 
-def v_stream_cycles(first: int, end: int, *, head_dim: int, beat: int) -> int:
-    """STREAM cycles of a V segment over keys [first, end): its whole blocks, each streaming
-    head_dim beats once its weights are ready (preparation: beat keys per block, one per
-    cycle, at most BANKS blocks ahead of the stream)."""
+def k_margin(beat: int, bpr: int) -> int:
+    """A quantiser word may start in a K segment while more than this many rows are left
+    (the word's last element must be in the shift chain before the next V segment's first
+    weight: beat - T - 7 beats, T = 1 + tree levels)."""
+    gap = max(0, beat - (1 + tree_levels(beat)) - 8)
+    return -(-gap // bpr)
+
+
+def _v_plan(first: int, end: int, *, head_dim: int, beat: int) -> tuple[int, int]:
+    """(STREAM cycles, cycle of the last weight issue) of a V segment over keys [first, end)."""
     nb = (end + beat - 1) // beat - first // beat
     issue_end, stream_end = [], []
     for k in range(nb):
@@ -55,35 +68,77 @@ def v_stream_cycles(first: int, end: int, *, head_dim: int, beat: int) -> int:
         if k:
             s = max(s, stream_end[k - 1] + 1)
         stream_end.append(s + head_dim - 1)
-    return stream_end[-1] + 1
+    return stream_end[-1] + 1, issue_end[-1]
+
+
+def v_stream_cycles(first: int, end: int, *, head_dim: int, beat: int) -> int:
+    """STREAM cycles of a V segment over keys [first, end): its whole blocks, each streaming
+    head_dim beats once its weights are ready (preparation: beat keys per block, one per
+    cycle, at most BANKS blocks ahead of the stream)."""
+    return _v_plan(first, end, head_dim=head_dim, beat=beat)[0]
+
+
+def stream_plan(n: int, *, head_dim: int, beat: int, depth: int
+                ) -> tuple[int, list[tuple[int, int]]]:
+    """(S, windows) of one call's stream: S = cycles from the first STREAM cycle to the
+    hand-off state; windows = [(first, last)] cycles (from the first STREAM cycle) in which the
+    quantiser may start a word (from S on it always may)."""
+    bpr = -(-head_dim // beat)
+    dr = drain(beat)
+    off, win = 0, []
+    for kind, r0, rows in kv_schedule(n, depth):
+        if kind == "K":
+            thr = k_margin(beat, bpr)
+            if rows > thr:
+                win.append((off, off + (rows - thr) * bpr - 1))
+            off += rows * bpr + dr
+        else:
+            vc, ie = _v_plan(r0, r0 + rows, head_dim=head_dim, beat=beat)
+            win.append((off + ie + W_READY, off + vc + dr - 1))
+            off += vc + dr
+    return off, win
 
 
 def front_cycles(n: int, nq: int, *, head_dim: int, beat: int, depth: int,
                  q_beat: int | None = None) -> int:
-    """Command accept to hand-off (exclusive) of one call."""
+    """Command accept to hand-off (exclusive) of one call on an idle engine."""
     ql = min(beat, 8) if q_beat is None else q_beat
     bpr = -(-head_dim // beat)
-    stream = 0
-    for kind, r0, rows in kv_schedule(n, depth):
-        if kind == "K":
-            stream += rows * bpr
-        else:
-            stream += v_stream_cycles(r0, r0 + rows, head_dim=head_dim, beat=beat)
-        stream += drain(beat)
-    return 1 + nq * head_dim // ql + nq + bpr * beat + QUANT_DRAIN + stream
+    s, _ = stream_plan(n, head_dim=head_dim, beat=beat, depth=depth)
+    # hand-off to the quantiser, its words back to back, take, stream
+    return 1 + nq * head_dim // ql + nq + 1 + bpr * beat - 1 + Q_READY + 1 + s
 
 
 def calls_cycles(calls, *, head_dim: int, beat: int, depth: int,
                  q_beat: int | None = None) -> int:
     """Cycles of back-to-back calls [(n, nq), ...]: first command to last output."""
-    lane = DIV + head_dim + NEXT
-    c, xfree, last = 0, 0, 0
+    ql = min(beat, 8) if q_beat is None else q_beat
+    bpr = -(-head_dim // beat)
+    a = 0                     # next command accepted
+    k_prev = None             # take of the previous call (None: the stream unit never took one)
+    h_prev = 0                # its hand-off
+    win, s_end = [], 0        # the previous call's quantiser windows (absolute), hand-off state
+    xfree, last = 0, 0
     for n, nq in calls:
-        h = max(c + front_cycles(n, nq, head_dim=head_dim, beat=beat, depth=depth,
-                                 q_beat=q_beat), xfree)
-        xfree = h + 1 + nq * lane
-        last = xfree - NEXT - 1 + TAIL
-        c = h + 1
+        hl = a + nq * head_dim // ql + nq + 1
+        if k_prev is not None:
+            hl = max(hl, k_prev + 1)
+        a = hl + 1
+        c = hl + 1                                        # first QUANT cycle
+        for _ in range(bpr):
+            if k_prev is not None and c < s_end:
+                c = next((max(c, w0) for w0, w1 in win if w1 >= c), s_end)
+            c += beat
+        q_ready = c - 1 + Q_READY
+        k = q_ready if k_prev is None else max(q_ready, h_prev)
+        s, rel = stream_plan(n, head_dim=head_dim, beat=beat, depth=depth)
+        win = [(k + 1 + w0, k + 1 + w1) for w0, w1 in rel]
+        s_end = k + 1 + s
+        h = max(s_end, xfree)
+        take = h + DIV + (nq - 1) * max(DIV, head_dim)     # emitter takes the last lane's 1/L
+        xfree = take + head_dim + 1
+        last = take + head_dim + TAIL
+        k_prev, h_prev = k, h
     return last + 1
 
 

@@ -9,11 +9,25 @@ DSP48E2 multiplier each) and one adder tree over them; a slot's first operand is
 (``operand_bits``) from the lane's operand memory, its second the beat's int8 code. Operand
 words are written whole, from a shift chain that collects one element or weight per cycle.
 
-* q (once per call): the lane's row arrives ``q_beat`` elements per beat and is kept raw; then
-  one quantiser per lane turns one element per cycle into q_int (int14 against the power-of-two
-  scale of max|q * C|) and writes it to the operand memory (slot c mod beat, word c / beat;
-  zeros past hd up to the last K beat, so a head_dim that is not a multiple of ``beat``, such
-  as bitnet_b1_58-large's 96, streams K rows padded with anything).
+Four units work on consecutive calls at once, each with its own copy of what it reads of a
+call (copied when the call moves on, so nothing changes under a unit while the ones before it
+run ahead): the loader (call t+2), the quantiser (t+1), the stream unit (t: passes 1 and 2)
+and the finishing unit (t-1).
+
+* q (once per call): the loader takes the command and the lanes' rows (``q_beat`` elements
+  per beat) into one of two raw-q banks, keeping max|q| per lane, then g per lane (one lane
+  per cycle); it hands the call to the quantiser when that is free. The quantiser (one per
+  lane, shared control) turns one element per cycle into q_int (int14 against the
+  power-of-two scale of max|q * C|) and writes it to one of two q banks of the operand
+  memory (slot c mod beat, word c / beat; zeros past hd up to the last K beat, so a head_dim
+  that is not a multiple of ``beat``, such as bitnet_b1_58-large's 96, streams K rows padded
+  with anything). Its words share the operand shift chain (and write port) with the weight
+  preparation of the stream unit's V segments, so a word (beat consecutive elements) starts
+  only where it is surely in the chain before the next weight: while the stream unit waits,
+  in a V segment once all its weights are written (or its drain), or in a K segment with more
+  than ceil((beat - T - 8) / bpr) rows left (T = 1 + tree levels: 0 below beat 16, 25 rows
+  at beat 64 and bpr 2). The stream unit takes a quantised call (n, nq, lim, hd, each lane's
+  g for the logit shift, the q bank) at its hand-off, or as soon as it is ready when idle.
 * pass 1, K rows (row-major: ``bpr`` beats of ``beat`` channels per key): slot s multiplies
   q_int of its channel by k_int; the tree sums the beat, the lane accumulates the row's beats
   into S, folds the K row scale once (S * mk and one rounding shift) into the Q.16 logit t,
@@ -28,7 +42,9 @@ words are written whole, from a shift chain that collects one element or weight 
   A[c] += sum (a read-modify-write in the lane's accumulator memory).
 * finish: a second unit with its own accumulator bank (the next call streams into the other
   bank meanwhile): per lane 1/L by a 24-step restoring division, then one output per cycle
-  (RN32(A), the 24 x 25-bit product, one rounding to the stream format).
+  (RN32(A), the 24 x 25-bit product, one rounding to the stream format). The divider works
+  one lane ahead of the emitter, which keeps its own copy of the lane's 1/L; the normaliser
+  stages carry 1/L and the exponent offset with each element, so lanes follow back to back.
 
 Scores of up to ``depth`` keys per lane stay on chip; longer contexts follow ``kv_schedule``
 (K of every tile but the last is re-streamed); V segments are whole blocks (tiles are
@@ -40,8 +56,9 @@ Ports
 i_cmd : In(stream {n, nq, c, lim[lanes], hd})  n keys (>= 1), nq active lanes, c = score
         scale (``score_scale``), lim = last visible key per lane, hd = run-time head_dim
         (<= head_dim, a multiple of q_beat; K rows take bpr = ceil(hd / beat) beats).
+        Accepted while the loader is free: up to two calls ahead of the one streaming.
 i_q   : In(stream ArrayLayout(unsigned(fmt.bits), q_beat))  nq * head_dim / q_beat beats,
-        lane-major.
+        lane-major, right after the call's command.
 i_kv  : In(stream unsigned(8 * beat + 2 * fmt.bits))  the segments of ``kv_schedule``: a K
         row is bpr beats (int8 codes in bits [0, 8 * beat), the K row scale in the next
         fmt.bits, the V row scale of the same key in the next fmt.bits; codes past hd in the
@@ -52,8 +69,14 @@ o     : Out(stream unsigned(fmt.bits))  nq * head_dim results, lane-major.
 busy  : Out(1)
 
 Throughput: one K/V beat per cycle (``beat`` MACs per lane) once a V block's weights are
-ready; backpressure on ``o`` stalls only the finishing unit. Timing (zero stalls):
-``calls_cycles`` in sim/cycles_attn_int.py.
+ready; backpressure on ``o`` stalls only the finishing unit. Back to back, a call costs its
+stream (K rows * bpr + V blocks * hd beats, the first block's weight preparation, a drain
+of T + 5 cycles per segment) when the next call's q preparation fits in its windows (decode:
+the q load, nq * hd / q_beat cycles, and bpr * beat quantiser cycles within the K segment;
+otherwise the quantiser finishes at the hand-off) and its finish, 27 + (nq - 1) *
+max(27, hd) + hd cycles, is not longer. Latency of one call alone: command, q load, g, the
+quantiser (bpr * beat + 6), the stream, the finish, 3 cycles of normaliser. Exact timing (zero
+stalls): ``calls_cycles`` in sim/cycles_attn_int.py.
 """
 
 from __future__ import annotations
@@ -196,26 +219,48 @@ class IntAttentionEngine(wiring.Component):
         LW = 25 + CB                  # L <= n * 2**23
         AW = a_bits(2 ** CB)          # |A| < n * 2**22
         PMW = 24 + SB                 # p * mv
-        WADDR = BPR                   # first weight bank of the operand memory
+        BPRB = (BPR - 1).bit_length()  # word-index bits of a q bank
+        WADDR = 2 << BPRB             # operand memory: q banks 0, 1 (2**BPRB words each), then
+        #                               the BANKS weight banks (depth <= 32: LUTRAM either way)
+        QRD = HD // QL                # raw-q words per lane and bank
         NB = CB + 1 - LOG2W + 1       # block-index width
         OPW, PRODW = operand_bits(QB), product_bits(QB)
         TSW = PRODW + LEV             # tree sum
 
-        # ---- command registers
+        # ---- the call as each unit holds it: the loader (i_cmd, i_q, g per lane), the
+        # quantiser (one call behind), the stream unit (the call it streams; copied at the take,
+        # so nothing it reads changes while the loader and quantiser run ahead)
+        ln = Signal(CB + 1)
+        lnq = Signal(range(NQ + 1))
+        lc = Signal(C_BITS)
+        lhd = Signal(range(HD + 1))
+        llim = [Signal(CB, name=f"llim{i}") for i in range(NQ)]
+        lg = [Signal(8, name=f"lg{i}") for i in range(NQ)]           # bitlen(max|q|*C) + qh
+        qmx = [Signal(EB - 1, name=f"qmx{i}") for i in range(NQ)]   # max |q| (magnitude bits)
+        lbank = Signal()                                             # raw-q bank being loaded
+        qn_ = Signal(CB + 1, name="qn")
+        qnq = Signal(range(NQ + 1))
+        cval = Signal(C_BITS)
+        qhd = Signal(range(HD + 1))
+        qlim = [Signal(CB, name=f"qlim{i}") for i in range(NQ)]
+        gq = [Signal(8, name=f"gq{i}") for i in range(NQ)]
+        qrb = Signal()                # raw-q bank the quantiser reads
+        qob = Signal()                # q operand bank the quantiser writes
+        qbpr = Signal(range(BPR + 1))
+        m.d.comb += qbpr.eq((qhd + W - 1) >> LOG2W)
         n = Signal(CB + 1)
         nact = Signal(range(NQ + 1))
-        cval = Signal(C_BITS)
         bpr = Signal(range(BPR + 1))
         hd = Signal(range(HD + 1))
         lim = [Signal(CB, name=f"lim{i}") for i in range(NQ)]
+        sg = [Signal(8, name=f"sg{i}") for i in range(NQ)]
+        sqb = Signal()                # q operand bank of the streaming call
         m.d.comb += bpr.eq((hd + W - 1) >> LOG2W)
 
         # ---- per-lane state
         mx = [Signal(signed(TW), name=f"m{i}") for i in range(NQ)]
         mvalid = [Signal(name=f"mvalid{i}") for i in range(NQ)]
         yh = [Signal(5, name=f"yh{i}") for i in range(NQ)]          # max V-scale shift
-        gq = [Signal(8, name=f"gq{i}") for i in range(NQ)]          # bitlen(max|q|*C) + qh
-        qmx = [Signal(EB - 1, name=f"qmx{i}") for i in range(NQ)]   # max |q| (magnitude bits)
         lsum = [Signal(LW, name=f"L{i}") for i in range(NQ)]
         cbank = Signal()                                             # accumulator bank of the call
         xlsum = [Signal(LW, name=f"xL{i}") for i in range(NQ)]      # the finishing call's copies
@@ -229,10 +274,10 @@ class IntAttentionEngine(wiring.Component):
 
         qraws, opms, amems, scores, roms = [], [], [], [], []
         for i in range(NQ):
-            qraw = memory.Memory(shape=unsigned(EB * QL), depth=HD // QL, init=[])
+            qraw = memory.Memory(shape=unsigned(EB * QL), depth=2 * QRD, init=[])   # 2 banks
             m.submodules[f"qraw{i}"] = qraw
             qraws.append((qraw.write_port(), qraw.read_port()))
-            opm = memory.Memory(shape=unsigned(OPW * W), depth=BPR + BANKS, init=[])
+            opm = memory.Memory(shape=unsigned(OPW * W), depth=WADDR + BANKS, init=[])
             m.submodules[f"opm{i}"] = opm
             opms.append((opm.write_port(), opm.read_port()))
             amem = memory.Memory(shape=signed(AW), depth=2 * HD, init=[])    # 2 banks
@@ -329,11 +374,16 @@ class IntAttentionEngine(wiring.Component):
 
         m.d.comb += [vs_wp.addr.eq(rowp[NS][:LOG2D]), vs_wp.data.eq(scp[NS][EB:]),
                      vs_wp.en.eq(v[NS] & ~isv[NS] & last[NS])]
-        opaddr = Signal(range(BPR + BANKS))
-        m.d.comb += opaddr.eq(Mux(in_v, WADDR + sbank, bcnt))
+        opaddr = Signal(range(WADDR + BANKS))
+        m.d.comb += opaddr.eq(Mux(in_v, WADDR + sbank, Cat(bcnt[:BPRB], sqb)))
+
+        def raw_addr(word, bank):              # raw-q word of a bank
+            if QRD & (QRD - 1) == 0:
+                return Cat(word[:QRD.bit_length() - 1], bank)
+            return word + bank * QRD
 
         # q quantiser pipeline (shared control): element qe issued at Q0
-        qe = Signal(range(HD + 1))
+        qe = Signal(range(BPR * W + 1))
         qiss = Signal()
         qv = _delay(m, qiss, QLAT, "qv")
         qel = _delay(m, qe, QLAT, "qe")
@@ -379,7 +429,7 @@ class IntAttentionEngine(wiring.Component):
 
             # -- q quantiser: Q1 raw element, Q2 q * C and the shift, Q3 rounded, Q4 write
             qwp, qrp = qraws[i]
-            m.d.comb += [qrp.addr.eq(qe >> (QL.bit_length() - 1)), qrp.en.eq(1)]
+            m.d.comb += [qrp.addr.eq(raw_addr(qe >> (QL.bit_length() - 1), qrb)), qrp.en.eq(1)]
             qsel = qel[1][:QL.bit_length() - 1]
             qraw_el = (Array(qrp.data[EB * k:EB * (k + 1)] for k in range(QL))[qsel]
                        if QL > 1 else qrp.data)
@@ -389,7 +439,7 @@ class IntAttentionEngine(wiring.Component):
             m.d.sync += [qx.eq(Mux(sq, -(gs * cval), gs * cval)),
                          qsh.eq(gq[i] - hs - 1 - QTOP)]
             qint = Signal(signed(QB), name=f"qi{i}")
-            m.d.sync += qint.eq(Mux(qel[2] < hd,
+            m.d.sync += qint.eq(Mux(qel[2] < qhd,
                                     _round_sat(m, qx, QX + 1, qsh, 15, QMAX, f"q{i}"), 0))
 
             # -- operand memory: whole words from a shift chain that collects q elements
@@ -399,7 +449,7 @@ class IntAttentionEngine(wiring.Component):
                 m.d.sync += [chain[0].eq(Mux(wv[5], wE, qint)[:OPW]),
                              *(chain[k].eq(chain[k - 1]) for k in range(1, W))]
             m.d.comb += [
-                owp.addr.eq(Mux(wword, WADDR + wbk[6], qel[4] >> LOG2W)),
+                owp.addr.eq(Mux(wword, WADDR + wbk[6], Cat((qel[4] >> LOG2W)[:BPRB], qob))),
                 owp.data.eq(Cat(*reversed(chain))),
                 owp.en.eq(wword | qword),
                 orp.addr.eq(opaddr), orp.en.eq(accept),
@@ -431,7 +481,7 @@ class IntAttentionEngine(wiring.Component):
             prodI = Signal(signed(SW + SB + 1), name=f"sk{i}")
             shtI = Signal(signed(9), name=f"sht{i}")
             m.d.sync += [prodI.eq(sacc[i] * mk),
-                         shtI.eq(3 + QTOP + 2 * F - gq[i] - kh)]
+                         shtI.eq(3 + QTOP + 2 * F - sg[i] - kh)]
             tJ = Signal(signed(TW), name=f"t{i}")
             m.d.sync += tJ.eq(_round_sat(m, prodI, SW + SB + 1, shtI, 31, T_SAT, f"t{i}"))
             # -- (NS = T+3) score -> buffer, maximum, Y
@@ -455,9 +505,10 @@ class IntAttentionEngine(wiring.Component):
                                      if HD & (HD - 1) == 0 else chp[T] + cbank * HD),
                          awp.data.eq(anew), awp.en.eq(v[T] & isv[T])]
 
-        # ---- q load and quantiser control
+        # ---- loader: i_cmd, then the call's q rows into a raw-q bank (max|q| per lane on the
+        # way), then g per lane; hands the call to the quantiser when that is idle
         flane = Signal(range(NQ + 1))
-        qb = Signal(range(HD // QL + 1))
+        qb = Signal(range(QRD + 1))
         qin = self.i_q.payload.as_value()
         bmax = qin[0:EB - 1]
         for k in range(1, QL):            # a chain of signals (a nested Mux expression would
@@ -468,24 +519,114 @@ class IntAttentionEngine(wiring.Component):
         cur_qmx = Array(qmx)[flane]
         _, gmax, hmax = unpack(Cat(cur_qmx, 0), fmt)
         mq = Signal(QX, name="qmc")
-        m.d.comb += mq.eq(gmax * cval)
+        m.d.comb += mq.eq(gmax * lc)
         blq = bit_length(m, mq, QX, "qbl")
-        cur_g = Array(gq)[flane]
+        cur_g = Array(lg)[flane]
         for i in range(NQ):
             qwp, _ = qraws[i]
-            m.d.comb += [qwp.addr.eq(qb), qwp.data.eq(qin),
+            m.d.comb += [qwp.addr.eq(raw_addr(qb, lbank)), qwp.data.eq(qin),
                          qwp.en.eq(self.i_q.valid & self.i_q.ready & (flane == i))]
 
-        # ---- finishing unit
+        l_busy, l_hand, q_idle, q_busy, q_ready, take = (
+            Signal(name=x) for x in ("l_busy", "l_hand", "q_idle", "q_busy", "q_ready", "take"))
+        with m.FSM(name="loader"):
+            with m.State("LIDLE"):
+                m.d.comb += self.i_cmd.ready.eq(1)
+                with m.If(self.i_cmd.valid):
+                    p = self.i_cmd.payload
+                    m.d.sync += [ln.eq(p.n), lnq.eq(p.nq), lc.eq(p.c), lhd.eq(p.hd), qb.eq(0),
+                                 flane.eq(0)]
+                    m.d.sync += [llim[i].eq(p.lim[i]) for i in range(NQ)]
+                    m.d.sync += [qmx[i].eq(0) for i in range(NQ)]
+                    m.next = "LOAD_Q"
+            with m.State("LOAD_Q"):
+                m.d.comb += [self.i_q.ready.eq(1), l_busy.eq(1)]
+                with m.If(self.i_q.valid):
+                    m.d.sync += qb.eq(qb + 1)
+                    with m.If(bmax > cur_qmx):
+                        m.d.sync += cur_qmx.eq(bmax)
+                    with m.If(qb == (lhd >> (QL.bit_length() - 1)) - 1):
+                        m.d.sync += [qb.eq(0), flane.eq(flane + 1)]
+                        with m.If(flane + 1 == lnq):
+                            m.d.sync += flane.eq(0)
+                            m.next = "QG"
+            # -- each lane's g from max|q| * C (one lane per cycle)
+            with m.State("QG"):
+                m.d.comb += l_busy.eq(1)
+                m.d.sync += [cur_g.eq(blq + hmax), flane.eq(flane + 1)]
+                with m.If(flane + 1 == lnq):
+                    m.next = "LHAND"
+            with m.State("LHAND"):
+                m.d.comb += [l_busy.eq(1), l_hand.eq(q_idle)]
+                with m.If(q_idle):
+                    m.d.sync += lbank.eq(~lbank)
+                    m.next = "LIDLE"
+
+        # ---- quantiser: all lanes one element per cycle into the q operand bank ``qob``.
+        # The operand shift chain is shared with the weight preparation, so a word (beat
+        # consecutive elements, each in the chain 3 cycles after issue) starts only if it is
+        # in the chain before the stream unit's next V segment can shift its first weight (5
+        # cycles after its first issue): while the stream unit waits (idle or hand-off), in a
+        # V segment or its drain once all its weights are written (the next V segment is at
+        # least a K tile of depth >= beat beats away, or follows a take, which waits for this
+        # quantiser), or in a K segment with at least W - T - 7 beats left, each at least a
+        # cycle, then >= T + 6 cycles to the V segment's first weight issue: so with more than
+        # ceil((W - T - 8) / bpr) rows left (the current row has >= 1 beat left).
+        s_wait = Signal()             # stream unit idle or at the hand-off
+        KGAP = max(0, W - T - 8)
+        thr = Array(Const(-(-KGAP // max(b, 1)), CB + 1) for b in range(BPR + 1))[bpr]
+        q_ok = Signal()
+        m.d.comb += q_ok.eq(s_wait | (in_v & (rdy == blk_end))
+                            | (stream_on & ~in_v & (row_end - row > thr)))
+        with m.FSM(name="quant"):
+            with m.State("QIDLE"):
+                m.d.comb += q_idle.eq(1)
+                with m.If(l_hand):
+                    m.d.sync += [qn_.eq(ln), qnq.eq(lnq), cval.eq(lc), qhd.eq(lhd),
+                                 qrb.eq(lbank), qe.eq(0)]
+                    m.d.sync += [qlim[i].eq(llim[i]) for i in range(NQ)]
+                    m.d.sync += [gq[i].eq(lg[i]) for i in range(NQ)]
+                    m.next = "QUANT"
+            with m.State("QUANT"):
+                m.d.comb += [q_busy.eq(1), qiss.eq(q_ok | (qe[:LOG2W] != 0))]
+                with m.If(qiss):
+                    m.d.sync += qe.eq(qe + 1)
+                    with m.If(qe == (qbpr << LOG2W) - 1):
+                        m.next = "QDRAIN"
+            with m.State("QDRAIN"):   # the last word written: the call may be taken
+                m.d.comb += [q_busy.eq(1), q_ready.eq(~Cat(*qv[1:]).any())]
+                with m.If(q_ready):
+                    m.next = "QDONE"
+                    with m.If(take):
+                        m.next = "QIDLE"
+            with m.State("QDONE"):
+                m.d.comb += [q_busy.eq(1), q_ready.eq(1)]
+                with m.If(take):
+                    m.next = "QIDLE"
+        with m.If(take):
+            m.d.sync += qob.eq(~qob)
+
+        # ---- finishing unit: a divider (1/L of lane dl: a 24-step restoring division of
+        # 2**(beta+23) by L, beta = bitlen(L - 1)) runs one lane ahead of the emitter (lane el,
+        # one element per cycle into the normaliser, with its own copy of 1/L)
         beta = Signal(range(LW + 1))
         dn = Signal(LW + 1)
         rem = Signal(LW + 2)
         quo = Signal(25)
         it = Signal(range(DIV_STEPS + 1))
-        # normaliser pipeline: issue (xl, xc) -> N1 (RN32(A)) -> N2 (product, rounding) -> o
-        xl = Signal(range(NQ + 1))
+        dl = Signal(range(NQ + 1))
+        d_hold, e_take, e_emit, d_busy = (Signal(name=x) for x in
+                                          ("d_hold", "e_take", "e_emit", "d_busy"))
+        oquo = Signal(25)
+        obeta = Signal(range(LW + 1))
+        el = Signal(range(NQ + 1))
         xc = Signal(range(HD + 1))
+        # normaliser pipeline: issue (el, xc; 1/L and the exponent offset of the lane go
+        # along) -> N1 (RN32(A)) -> N2 (product, rounding) -> o
         s1v, s2v, ov = Signal(), Signal(), Signal()
+        xl1 = Signal(range(NQ + 1))
+        q1, q2 = Signal(25), Signal(25)
+        e1, e2 = Signal(signed(8)), Signal(signed(8))
         qa = Signal(25)
         sa = Signal(range(64))
         neg = Signal()
@@ -499,9 +640,11 @@ class IntAttentionEngine(wiring.Component):
                                      if HD & (HD - 1) == 0 else xc + xbank * HD),
                          afp.en.eq(adv)]
         with m.If(adv):
-            m.d.sync += [s1v.eq(issue), s2v.eq(s1v), ov.eq(s2v)]
+            m.d.sync += [s1v.eq(issue), s2v.eq(s1v), ov.eq(s2v),
+                         xl1.eq(el), q1.eq(oquo), e1.eq(Array(xyh)[el] - obeta),
+                         q2.eq(q1), e2.eq(e1)]
         av = Signal(signed(AW), name="n1_a")
-        m.d.comb += av.eq(Array(mm[2].data for mm in amems)[xl])
+        m.d.comb += av.eq(Array(mm[2].data for mm in amems)[xl1])
         amag = Signal(AW, name="n1_mag")
         m.d.comb += amag.eq(Mux(av < 0, -av, av))
         abl = bit_length(m, amag, AW, "n1")
@@ -511,62 +654,39 @@ class IntAttentionEngine(wiring.Component):
         with m.If(adv):
             m.d.sync += [qa.eq(Mux(shv == 0, amag, arnd)), sa.eq(shv), neg.eq(av < 0)]
         mm_ = Signal(50, name="n2_m")
-        m.d.comb += mm_.eq(qa * quo)
+        m.d.comb += mm_.eq(qa * q2)
         ee = Signal(signed(10), name="n2_e")
-        cur_y = Array(xyh)[xl]
-        m.d.comb += ee.eq(sa - beta + cur_y + W_SHIFT - F - 23)
+        m.d.comb += ee.eq(sa + e2 + W_SHIFT - F - 23)
         omag = rn_fmt(m, mm_, 50, ee, fmt, "n2")
         with m.If(adv):
             m.d.sync += obits.eq(Cat(omag, neg))
         m.d.comb += [self.o.valid.eq(ov), self.o.payload.eq(obits)]
 
-        # ---- main control
-        main_busy = Signal()
-        m.d.comb += [main_busy.eq(1), self.busy.eq(main_busy | xbusy | ov)]
+        # ---- stream unit: takes a quantised call, streams its K/V segments, hands the sums
+        # to the finishing unit
+        stream_busy = Signal()
+        m.d.comb += xbusy.eq(d_busy | e_emit)
+        m.d.comb += self.busy.eq(l_busy | q_busy | stream_busy | xbusy | s1v | s2v | ov)
         m.d.comb += self.i_kv.ready.eq(stream_on & Mux(in_v, rdy > blk, 1))
-        with m.FSM():
+
+        def take_call():
+            m.d.comb += take.eq(1)
+            m.d.sync += [n.eq(qn_), nact.eq(qnq), hd.eq(qhd), sqb.eq(qob), bcnt.eq(0),
+                         seg.eq(0), row.eq(0), row_end.eq(qn_)]
+            m.d.sync += [lim[i].eq(qlim[i]) for i in range(NQ)]
+            m.d.sync += [sg[i].eq(gq[i]) for i in range(NQ)]
+            m.d.sync += [mvalid[i].eq(0) for i in range(NQ)]
+            m.d.sync += [yh[i].eq(0) for i in range(NQ)]
+            m.d.sync += [lsum[i].eq(0) for i in range(NQ)]
+            m.next = "STREAM"
+
+        with m.FSM(name="stream"):
             with m.State("IDLE"):
-                m.d.comb += [self.i_cmd.ready.eq(1), main_busy.eq(0)]
-                with m.If(self.i_cmd.valid):
-                    p = self.i_cmd.payload
-                    m.d.sync += [n.eq(p.n), nact.eq(p.nq), cval.eq(p.c), hd.eq(p.hd),
-                                 bcnt.eq(0), qb.eq(0)]
-                    m.d.sync += [lim[i].eq(p.lim[i]) for i in range(NQ)]
-                    m.d.sync += [mvalid[i].eq(0) for i in range(NQ)]
-                    m.d.sync += [yh[i].eq(0) for i in range(NQ)]
-                    m.d.sync += [qmx[i].eq(0) for i in range(NQ)]
-                    m.d.sync += [lsum[i].eq(0) for i in range(NQ)]
-                    m.d.sync += flane.eq(0)
-                    m.next = "LOAD_Q"
-            with m.State("LOAD_Q"):
-                m.d.comb += self.i_q.ready.eq(1)
-                with m.If(self.i_q.valid):
-                    m.d.sync += qb.eq(qb + 1)
-                    with m.If(bmax > cur_qmx):
-                        m.d.sync += cur_qmx.eq(bmax)
-                    with m.If(qb == (hd >> (QL.bit_length() - 1)) - 1):
-                        m.d.sync += [qb.eq(0), flane.eq(flane + 1)]
-                        with m.If(flane + 1 == nact):
-                            m.d.sync += flane.eq(0)
-                            m.next = "QG"
-            # -- each lane's g from max|q| * C (one lane per cycle)
-            with m.State("QG"):
-                m.d.sync += [cur_g.eq(blq + hmax), flane.eq(flane + 1)]
-                with m.If(flane + 1 == nact):
-                    m.d.sync += [flane.eq(0), qe.eq(0)]
-                    m.next = "QUANT"
-            # -- all lanes quantise one element per cycle into their operand memories
-            with m.State("QUANT"):
-                m.d.comb += qiss.eq(1)
-                m.d.sync += qe.eq(qe + 1)
-                with m.If(qe == (bpr << LOG2W) - 1):
-                    m.next = "QDRAIN"
-            with m.State("QDRAIN"):
-                with m.If(~Cat(*qv).any()):
-                    m.d.sync += [seg.eq(0), row.eq(0), row_end.eq(n), qe.eq(0)]
-                    m.next = "STREAM"
+                m.d.comb += s_wait.eq(1)
+                with m.If(q_ready):
+                    take_call()
             with m.State("STREAM"):
-                m.d.comb += stream_on.eq(1)
+                m.d.comb += [stream_on.eq(1), stream_busy.eq(1)]
                 with m.If(accept):
                     m.d.sync += bcnt.eq(bcnt + 1)
                     with m.If(in_v):
@@ -581,6 +701,7 @@ class IntAttentionEngine(wiring.Component):
                             with m.If(row + 1 == row_end):
                                 m.next = "DRAIN"
             with m.State("DRAIN"):
+                m.d.comb += stream_busy.eq(1)
                 with m.If(empty):
                     m.next = "STREAM"
                     m.d.sync += [in_v.eq(0), wp_on.eq(0)]
@@ -605,8 +726,10 @@ class IntAttentionEngine(wiring.Component):
                                          row_end.eq(tile + 2 * D)]
                             with m.If(tile + D == last_start):
                                 m.next = "HANDOFF"
-            # -- hand the sums to the finishing unit (once it is free) and take the next call
+            # -- hand the sums to the finishing unit (once it is free) and take the next
+            # call in the same cycle if it is quantised
             with m.State("HANDOFF"):
+                m.d.comb += [s_wait.eq(1), stream_busy.eq(1)]
                 with m.If(~xbusy):
                     m.d.comb += xstart.eq(1)
                     m.d.sync += [xl_.eq(l_) for xl_, l_ in zip(xlsum, lsum, strict=True)]
@@ -614,29 +737,28 @@ class IntAttentionEngine(wiring.Component):
                     m.d.sync += [xnact.eq(nact), xhd.eq(hd), xbank.eq(cbank),
                                  cbank.eq(~cbank)]
                     m.next = "IDLE"
+                    with m.If(q_ready):
+                        take_call()
 
-        # ---- finishing unit: per lane 1/L, then one output per cycle
-        with m.FSM():
-            with m.State("XIDLE"):
+        # ---- finishing unit control
+        with m.FSM(name="divider"):
+            with m.State("DIDLE"):
                 with m.If(xstart):
-                    m.d.sync += [xl.eq(0), xc.eq(0)]
+                    m.d.sync += dl.eq(0)
                     m.next = "DIV_INIT"
-            # -- 1/L: restoring division of 2**(beta+23) by L, beta = bitlen(L - 1); waits
-            # for the previous lane's outputs to leave the normaliser
             with m.State("DIV_INIT"):
-                m.d.comb += xbusy.eq(1)
-                with m.If(~s1v & ~s2v):
-                    lv = Array(xlsum)[xl]
-                    lvm1 = Signal(LW, name="lvm1")
-                    m.d.comb += lvm1.eq(lv - 1)
-                    b = bit_length(m, lvm1, LW, "lm1")
-                    nsh = Signal(range(LW + 1), name="nsh")
-                    m.d.comb += nsh.eq(LW - b)
-                    m.d.sync += [beta.eq(b), dn.eq(lv << nsh), rem.eq(1 << (LW - 1)),
-                                 quo.eq(0), it.eq(0)]
-                    m.next = "DIV"
+                m.d.comb += d_busy.eq(1)
+                lv = Array(xlsum)[dl]
+                lvm1 = Signal(LW, name="lvm1")
+                m.d.comb += lvm1.eq(lv - 1)
+                b = bit_length(m, lvm1, LW, "lm1")
+                nsh = Signal(range(LW + 1), name="nsh")
+                m.d.comb += nsh.eq(LW - b)
+                m.d.sync += [beta.eq(b), dn.eq(lv << nsh), rem.eq(1 << (LW - 1)),
+                             quo.eq(0), it.eq(0)]
+                m.next = "DIV"
             with m.State("DIV"):
-                m.d.comb += xbusy.eq(1)
+                m.d.comb += d_busy.eq(1)
                 r2 = rem << 1
                 with m.If(r2 >= dn):
                     m.d.sync += [rem.eq(r2 - dn), quo.eq((quo << 1) | 1)]
@@ -646,23 +768,33 @@ class IntAttentionEngine(wiring.Component):
                 with m.If(it == DIV_STEPS - 1):
                     m.next = "DIV_ROUND"
             with m.State("DIV_ROUND"):
-                m.d.comb += xbusy.eq(1)
+                m.d.comb += d_busy.eq(1)
                 r2 = rem << 1
                 m.d.sync += quo.eq(quo + ((r2 > dn) | ((r2 == dn) & quo[0])))
-                m.next = "EMIT"
+                m.next = "DHOLD"
+            with m.State("DHOLD"):                   # 1/L of lane dl ready for the emitter
+                m.d.comb += [d_busy.eq(1), d_hold.eq(1)]
+                with m.If(e_take):
+                    m.d.sync += dl.eq(dl + 1)
+                    m.next = "DIV_INIT"
+                    with m.If(dl + 1 == xnact):
+                        m.next = "DIDLE"
+
+        def emitter_take():
+            m.d.comb += e_take.eq(1)
+            m.d.sync += [oquo.eq(quo), obeta.eq(beta), el.eq(dl), xc.eq(0)]
+            m.next = "EMIT"
+
+        with m.FSM(name="emitter"):
+            with m.State("EWAIT"):
+                with m.If(d_hold):
+                    emitter_take()
             with m.State("EMIT"):                    # one element per cycle into the normaliser
-                m.d.comb += [issue.eq(1), xbusy.eq(1)]
+                m.d.comb += [issue.eq(1), e_emit.eq(1)]
                 with m.If(adv):
                     m.d.sync += xc.eq(xc + 1)
                     with m.If(xc == xhd - 1):
-                        m.d.sync += xc.eq(0)
-                        m.next = "NEXT"
-            with m.State("NEXT"):                    # lane done issuing: wait for N1/N2
-                m.d.comb += xbusy.eq(1)
-                with m.If(adv & ~s1v):
-                    m.d.sync += xl.eq(xl + 1)
-                    m.next = "DIV_INIT"
-                    with m.If(xl + 1 == xnact):
-                        m.d.sync += xl.eq(0)
-                        m.next = "XIDLE"
+                        m.next = "EWAIT"
+                        with m.If(d_hold):
+                            emitter_take()
         return m

@@ -1,5 +1,6 @@
 """Mutation check of the integer attention-engine tests: build IntAttentionEngine with one
-rounding or clamp removed and confirm the cocotb testbench (tests/rtl/tb_attn_int.py) fails.
+rounding, clamp or hazard guard removed and confirm the cocotb testbench
+(tests/rtl/tb_attn_int.py) fails (``MID_MUTANTS`` on a larger build).
 
     .venv/bin/python -m tests.rtl.attn_int_mutants [name ...]   # one Verilator build each
 
@@ -17,16 +18,31 @@ MUTANTS = {
     "w_trunc": ("wE.eq((pmD + _half(swc, PMW + 2)) >> swc)", "wE.eq(pmD >> swc)"),
     "y_first": ("with m.If(vhJ > yh[i]):", "with m.If(yh[i] == 0):"),
     "exp2_noround": ("e.eq(t0B - ((dfB * rB + 512) >> 10))", "e.eq(t0B - ((dfB * rB) >> 10))"),
-    "a_trunc": ("qa.eq(Mux(shv == 0, amag, arnd))", "qa.eq(Mux(shv == 0, amag, amag >> shv))"),
     "recip_trunc": ("m.d.sync += quo.eq(quo + ((r2 > dn) | ((r2 == dn) & quo[0])))",
                     "m.d.sync += quo.eq(quo)"),
     "one_bank": ("xbank.eq(cbank),", "xbank.eq(~cbank),"),
     "no_init": ("anew.eq(Mux(init[T], 0, arp.data) + tsum)", "anew.eq(arp.data + tsum)"),
     "no_mask": ("visB = (wk[2] <= lim[i]) & lane_on", "visB = lane_on"),
-    "bank_overrun": ("(wp_blk < blk + BANKS))", "(wp_blk < blk + BANKS + 1))"),
     "early_ready": ("Mux(in_v, rdy > blk, 1)", "Mux(in_v, rdy >= blk, 1)"),
+    # the overlap of a call's q preparation with the previous call's stream
+    "q_in_prep": ("s_wait | (in_v & (rdy == blk_end))", "s_wait | in_v"),   # chain shared
+    "q_bank_stuck": ("m.d.sync += qob.eq(~qob)", "m.d.sync += qob.eq(qob)"),
+    "raw_bank_stuck": ("m.d.sync += lbank.eq(~lbank)", "m.d.sync += lbank.eq(lbank)"),
+    "g_live": ("- sg[i] - kh)", "- gq[i] - kh)"),           # stream reads the quantiser's g
+    "early_take": ("q_ready.eq(~Cat(*qv[1:]).any())", "q_ready.eq(1)"),
+    # the finishing unit's 1/L of the next lane overlapping the outputs of this one
+    "quo_live": ("mm_.eq(qa * q2)", "mm_.eq(qa * oquo)"),
+}
+# on a beat-16 build with 64-key tiles and head_dim 64: the quantiser's K-segment margin is
+# not zero, V segments have 4 blocks (more than the weight banks) that stream longer than
+# 3 blocks' preparation, and |A| reaches 2**24 (RN32 rounds); the sim build has none of these
+MID_MUTANTS = {
+    "a_trunc": ("qa.eq(Mux(shv == 0, amag, arnd))", "qa.eq(Mux(shv == 0, amag, amag >> shv))"),
+    "bank_overrun": ("(wp_blk < blk + BANKS))", "(wp_blk < blk + BANKS + 1))"),
+    "k_margin_short": ("KGAP = max(0, W - T - 8)", "KGAP = max(0, W - T - 9)"),
 }
 PARAMS = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12, q_beat=2)
+MID = dict(head_dim=64, lanes=4, beat=16, depth=64, ctx_bits=9, q_beat=4)
 
 
 def main(argv) -> int:
@@ -34,10 +50,20 @@ def main(argv) -> int:
     from tellme.spec.numerics import FP24
     from tests.support.mutants import run_mutants
 
-    return run_mutants(int_engine, MUTANTS, argv,
-                       lambda mod: mod.IntAttentionEngine(**PARAMS, fmt=FP24),
-                       name="attn_int_mutant", params=dict(PARAMS, fmt="fp24"),
-                       test_module="tests.rtl.tb_attn_int")
+    bad = [a for a in argv if a not in MUTANTS and a not in MID_MUTANTS]
+    if bad:
+        raise SystemExit(f"unknown mutant(s): {', '.join(bad)}")
+    rc = 0
+    for table, params, name in ((MUTANTS, PARAMS, "attn_int_mutant"),
+                                (MID_MUTANTS, MID, "attn_int_mid_mutant")):
+        names = [a for a in argv if a in table] if argv else list(table)
+        if names:
+            rc |= run_mutants(int_engine, table, names,
+                              lambda mod, params=params: mod.IntAttentionEngine(**params,
+                                                                                fmt=FP24),
+                              name=name, params=dict(params, fmt="fp24"),
+                              test_module="tests.rtl.tb_attn_int")
+    return rc
 
 
 if __name__ == "__main__":

@@ -222,7 +222,7 @@ async def test_directed(dut):
     """Edge values: all-zero q (equal scores), huge q and K scales (logits saturate), steep
     softmax (weights 0 beyond 24 octaves), tiny and subnormal q, zero rows (scale 0),
     subnormal / huge / full-significand scales with arbitrary codes (-128 included), output
-    underflow and saturation."""
+    underflow and saturation, A past 24 bits (RN32 rounds; past D + 3 >= 33 keys)."""
     tb = TB(dut)
     await tb.start(idle=0.1, bp=0.1, seed=SEED + 3)
     rng = np.random.default_rng(SEED + 30)
@@ -249,6 +249,9 @@ async def test_directed(dut):
     kq, ks, vq, vs = codes(), scales(), codes(), scales()
     vq[:, :, 0], vs[:] = 127, fmt.max                 # mean of +max saturates
     cases.append((r(np.zeros((4, hd))), (kq, ks, vq, vs)))
+    vq = rng.integers(96, 128, (n, 1, hd)).astype(np.int8)   # equal weights, large codes:
+    vs = r(rng.uniform(0.5, 1, (n, 1)))                       # |A| >= 2**24 from 33 keys on
+    cases.append((r(np.zeros((4, hd))), (kq, ks, vq, vs)))
     for q, kv in cases:
         await tb.decode(q, kv, n - 1)
 
@@ -269,6 +272,22 @@ async def test_runtime_head_dim(dut):
         await tb.decode(q[0], kv, D + 1, check_cycles=True)
         q, kv = tb.rand(rng, lanes // 2 + 1, 4, 2, hd, n_q=lanes // 2 + 1)
         await tb.prefill(q, kv, 0, check_cycles=True)
+
+
+@cocotb.test()
+async def test_quant_windows(dut):
+    """Back-to-back MHA decode calls at every context up to 2 * beat + 2 and across the first
+    tiles, at head_dim and at one K beat per row: the next call's q words start anywhere in a
+    K segment up to its last allowed row, in a V segment once its weights are written, or at
+    the hand-off (the shared operand shift chain); exact cycles."""
+    tb = TB(dut)
+    await tb.start()
+    rng = np.random.default_rng(SEED + 70)
+    D, W = tb.p["depth"], tb.p["beat"]
+    for hd in sorted({tb.p["head_dim"], W}):
+        for n in sorted(set(range(1, 2 * W + 3)) | {D, D + 1, 2 * D + 1, 2 * D + 2}):
+            q, kv = tb.rand(rng, n, 4, 4, hd)
+            await tb.decode(q[0], kv, n - 1, check_cycles=True)
 
 
 @cocotb.test(skip=os.environ.get("LONG_N") is None)

@@ -2,9 +2,13 @@
 
 Default tier: the ``sim``-sized build (head_dim 16, 8 lanes, beat 4, score tile 8, 12-bit
 context) at FP24 (the contract's stream format): decode MHA/GQA across tile boundaries with
-exact cycles, random idle/backpressure, prefill, edge values, run-time head_dim. ``slow``: more
-seeds, the FP16 build, an int8-q build (``q_bits=8``, the measured alternative), and a wider
-build (head_dim 32, 4 lanes, beat 8, tile 64) past 1024 keys.
+exact cycles, random idle/backpressure, prefill, edge values, run-time head_dim, the q
+quantiser's windows. ``slow``: more seeds, the FP16 build, an int8-q build (``q_bits=8``, the
+measured alternative), a beat-16 build with 64-key tiles (the quantiser's K-segment margin is
+not zero, V segments have more blocks than weight banks and stream longer than 3 blocks'
+preparation, |A| reaches 2**24, and head_dim 64 > the 27 cycles of 1/L, so the finishing
+unit emits lanes back to back), and a wider build
+(head_dim 32, 4 lanes, beat 8, tile 64) past 1024 keys.
 """
 
 import pytest
@@ -14,6 +18,7 @@ from tellme.sim.runner import run_cocotb
 from tellme.spec.numerics import STREAM_FORMATS as FORMATS
 
 SMALL = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12, q_beat=2)
+MID = dict(head_dim=64, lanes=4, beat=16, depth=64, ctx_bits=9, q_beat=4)
 WIDE = dict(head_dim=32, lanes=4, beat=8, depth=64, ctx_bits=13)
 
 
@@ -44,12 +49,20 @@ def test_attn_int_q8():
 
 @pytest.mark.rtl
 @pytest.mark.slow
+def test_attn_int_beat16():
+    _run(MID, "fp24")
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
 def test_attn_int_long_context():
     _run(WIDE, "fp24", testcase="test_long_context", extra={"LONG_N": "1100"})
 
 
 def test_int_engine_rejects_bad_params():
     with pytest.raises(ValueError, match="multiple of beat"):
+        IntAttentionEngine(depth=2, beat=4)
+    with pytest.raises(ValueError, match="q_beat 4 must divide"):
         IntAttentionEngine(head_dim=18, beat=4)
     with pytest.raises(ValueError, match="keys"):
         IntAttentionEngine(ctx_bits=15)

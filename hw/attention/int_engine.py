@@ -81,7 +81,7 @@ stalls): ``calls_cycles`` in sim/cycles_attn_int.py.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -138,18 +138,27 @@ def _half(s, width: int):
 
 
 def _round_sat(m: Module, x, width: int, sh, left_max: int, limit: int, name: str):
-    """clamp(rnd(x * 2**-sh), +-limit) for a signed ``x`` of ``width`` bits and a signed shift
-    ``sh``: round half up for sh >= 1, a left shift of at most ``left_max`` for sh <= 0
-    (golden ``rnd_shift`` / ``logits`` / ``quantize_q``)."""
+    """clamp(rnd(x * 2**-sh), +-limit) for a signed ``x`` of ``width`` bits, a signed shift
+    ``sh`` and ``limit = 2**k - 1``: round half up for sh >= 1, a left shift of at most
+    ``left_max`` for sh <= 0 (golden ``rnd_shift`` / ``logits`` / ``quantize_q``). The left
+    branch shifts only the low k + 1 bits: x << sl is within +-limit iff |x| <= limit >> sl,
+    so the overflow test is a comparison, not a (width + left_max)-bit shifter."""
+    k = limit.bit_length()
+    assert limit == 2 ** k - 1, limit
     sr = Signal(range(width + 3), name=f"{name}_sr")
     m.d.comb += sr.eq(Mux(sh > width + 2, width + 2, Mux(sh < 1, 1, sh)))
     r = Signal(signed(width + 3), name=f"{name}_r")
     m.d.comb += r.eq((x + _half(sr, width + 3)) >> sr)
+    rs = Mux(r > limit, limit, Mux(r < -limit, -limit, r))
     sl = Signal(range(left_max + 1), name=f"{name}_sl")
     m.d.comb += sl.eq(Mux(sh < -left_max, left_max, Mux(sh < 0, -sh, 0)))
-    v = Signal(signed(width + left_max + 1), name=f"{name}_v")
-    m.d.comb += v.eq(Mux(sh >= 1, r, x << sl))
-    return Mux(v > limit, limit, Mux(v < -limit, -limit, v))
+    bound = Signal(k, name=f"{name}_bd")
+    m.d.comb += bound.eq(Const(limit, k) >> sl)
+    xs = Value.cast(x).as_signed()
+    low = Signal(signed(k + 1), name=f"{name}_lo")
+    m.d.comb += low.eq(xs[:k + 1].as_signed() << sl)
+    ls = Mux(xs > bound, limit, Mux(xs < -bound, -limit, low))
+    return Mux(sh >= 1, rs, ls)
 
 
 def kv_beat_bits(beat: int, fmt: StreamFormat | None = None) -> int:

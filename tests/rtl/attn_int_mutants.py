@@ -14,7 +14,8 @@ import sys
 MUTANTS = {
     "rnd_trunc": ("m.d.comb += r.eq((x + _half(sr, width + 3)) >> sr)",
                   "m.d.comb += r.eq(x >> sr)"),                  # q quantiser and logits
-    "no_sat": ("return Mux(v > limit, limit, Mux(v < -limit, -limit, v))", "return v"),
+    "no_sat": ("rs = Mux(r > limit, limit, Mux(r < -limit, -limit, r))", "rs = r"),
+    "left_no_sat": ("ls = Mux(xs > bound, limit, Mux(xs < -bound, -limit, low))", "ls = low"),
     "w_trunc": ("wE.eq((pmD + _half(swc, PMW + 2)) >> swc)", "wE.eq(pmD >> swc)"),
     "y_first": ("with m.If(vhJ > yh[i]):", "with m.If(yh[i] == 0):"),
     "exp2_noround": ("e.eq(t0B - ((dfB * rB + 512) >> 10))", "e.eq(t0B - ((dfB * rB) >> 10))"),

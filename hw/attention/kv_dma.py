@@ -1,4 +1,4 @@
-"""DDR side of the attention engine: the KV-cache reader that feeds ``AttentionEngine.i_kv``.
+"""DDR side of the attention engines: the KV-cache readers that feed ``i_kv``, the KV writer.
 
 ``KVReader`` turns one engine call (a KV head's K and V regions of :mod:`tellme.spec.kv_layout`
 and the key count ``n``) into the row segments of :func:`kv_schedule` (K 0..n-1 for pass 1,
@@ -10,34 +10,38 @@ engine beats of ``beat`` elements of ``fmt.bits`` bits (16 or 24), whatever the 
 width, so rows need not be aligned to AXI beats (an FP24 engine beat of 4 is 96 bits, of 8 is
 192 bits: neither divides nor is a multiple of a 128-bit AXI beat).
 
+``KVInt8Reader`` feeds the integer engine (``IntAttentionEngine.i_kv``) from the int8 layout
+(K rows with their blocks' scale headers, V blocks channel-major): one range per block, a
+fixed width conversion and no gearbox.
+
 ``KVWriter`` stores the new K/V rows of a prefill block or a decode step (AXI4 INCR write
 bursts, byte strobes for partial first/last beats, rows at any byte address);
-``KVCacheDMA`` puts both on one AXI4 port.
+``KVCacheDMA`` puts ``KVReader`` and ``KVWriter`` on one AXI4 port.
 
 The element format ``fmt`` is a :class:`~tellme.spec.numerics.StreamFormat` (None: the
 contract's ``STREAM_FORMAT``); a layout's elements are ``fmt.bits // 8`` bytes each,
 little-endian (:mod:`tellme.spec.kv_layout`).
 
-Scope: run-time ``head_dim`` a multiple of ``beat`` (row = ``bpr`` whole engine beats, no
-padding needed). ``KVReader(int8=True)`` reads an int8 cache (codes + per-row scale in the
-stream format) into the engine's int8 beats; the writer stores stream-format rows only (an
-int8 cache is written by ``KVQuantWriter``, hw/attention/kv_quant.py; docs/hw/attention.md,
-"DDR side").
+Scope: ``KVReader``/``KVWriter`` take run-time ``head_dim`` a multiple of ``beat`` (row =
+``bpr`` whole engine beats, no padding needed) and stream-format rows only; an int8 cache is
+written by ``KVQuantWriter`` (hw/attention/kv_quant.py) and read by ``KVInt8Reader``
+(docs/hw/attention.md, "DDR side").
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from tellme.hw.weight_stream import WeightStreamer, stream_plan
 from tellme.spec.attention import kv_schedule
 from tellme.spec.numerics import StreamFormat, stream_format
 
-__all__ = ["KVReader", "KVWriter", "KVCacheDMA", "read_command_layout", "reader_command",
-           "reader_plan", "scale_plan", "reader_beats", "reader_beats_int8",
-           "write_command_layout", "writer_commands"]
+__all__ = ["KVReader", "KVInt8Reader", "KVWriter", "KVCacheDMA", "read_command_layout",
+           "reader_command", "reader_plan", "reader_beats", "reader_beats_int8",
+           "int8_blocks", "int8_call_traffic", "int8_reader_cycles", "write_command_layout",
+           "writer_commands"]
 
 
 def _format(fmt) -> StreamFormat:
@@ -56,60 +60,90 @@ def _check_layout(layout, beat: int, who: str):
         raise ValueError(f"head_dim {layout.head_dim} is not a multiple of the engine beat {beat}")
 
 
+HD_BITS = 10           # int8 command: run-time head_dim field
+
+
 def read_command_layout(addr_width: int, ctx_bits: int, int8: bool = False
                         ) -> data.StructLayout:
-    """``k_addr``/``v_addr``: byte address of row 0 of the KV head's K / V region;
-    ``n``: keys of the call (1 .. 2**ctx_bits - 1); ``bpr``: engine beats per row
-    (run-time head_dim / beat). int8 builds add ``ks_addr``/``vs_addr``: byte address of the
-    scale of row 0 in the K / V scale region."""
+    """``k_addr``/``v_addr``: byte address of the KV head's K / V region (row 0; int8: block
+    0); ``n``: keys of the call (1 .. 2**ctx_bits - 1). Stream-format build: ``bpr``, engine
+    beats per row (run-time head_dim / beat); int8 build (:class:`KVInt8Reader`): ``hd``, the
+    run-time head_dim."""
     f = {"k_addr": unsigned(addr_width), "v_addr": unsigned(addr_width),
-         "n": unsigned(ctx_bits + 1), "bpr": unsigned(8)}
-    if int8:
-        f.update(ks_addr=unsigned(addr_width), vs_addr=unsigned(addr_width))
+         "n": unsigned(ctx_bits + 1)}
+    f.update(hd=unsigned(HD_BITS)) if int8 else f.update(bpr=unsigned(8))
     return data.StructLayout(f)
 
 
 def reader_command(layout, layer: int, head: int, n: int, beat: int) -> dict:
     """The reader command for one call over ``layout`` (a :class:`~tellme.spec.kv_layout.
-    KVLayout`): row 0 of the KV head's K and V regions (and scale regions for int8), ``n``
-    keys, beats per row."""
-    if layout.head_dim % beat:
-        raise ValueError(f"head_dim {layout.head_dim} is not a multiple of the engine beat {beat}")
+    KVLayout`): the KV head's K and V regions, ``n`` keys, beats per row (int8: head_dim;
+    ``beat`` must be the layout's)."""
     if not 1 <= n <= layout.max_ctx:
         raise ValueError(f"n = {n} keys outside 1..max_ctx {layout.max_ctx}")
-    cmd = dict(k_addr=layout.row_addr(layer, "K", head, 0),
-               v_addr=layout.row_addr(layer, "V", head, 0),
-               n=n, bpr=layout.head_dim // beat)
+    k, v = layout.region_addr(layer, "K", head), layout.region_addr(layer, "V", head)
     if layout.dtype == "int8":
-        cmd.update(ks_addr=layout.scale_addr(layer, "K", head, 0),
-                   vs_addr=layout.scale_addr(layer, "V", head, 0))
-    return cmd
+        if layout.beat != beat:
+            raise ValueError(f"the int8 layout is built for beat {layout.beat}, not {beat}")
+        return dict(k_addr=k, v_addr=v, n=n, hd=layout.head_dim)
+    if layout.head_dim % beat:
+        raise ValueError(f"head_dim {layout.head_dim} is not a multiple of the engine beat {beat}")
+    return dict(k_addr=k, v_addr=v, n=n, bpr=layout.head_dim // beat)
+
+
+def _int8_layout(hd: int, beat: int, fmt):
+    from tellme.spec.kv_layout import KVLayout
+
+    return KVLayout(1, 1, hd, 1, dtype="int8", fmt=_format(fmt), beat=beat)
+
+
+def int8_blocks(cmd: dict, *, depth: int, beat: int, data_width: int,
+                fmt: StreamFormat | None = None) -> list[tuple[str, int, int, int]]:
+    """An int8 command's ranges, one per block, in the order :class:`KVInt8Reader` fetches
+    them: ``(kind, byte address, AXI beats, keys)``. A K block: its scale header
+    (``k_header_bytes``) then the rows of its keys in the segment (``keys``; the segment's
+    last block may be partial); a V block: ``hd`` channels of ``beat`` bytes (``keys``: the
+    block's keys in the segment, all ``beat`` of them are fetched)."""
+    lay = _int8_layout(cmd["hd"], beat, fmt)
+    nb = data_width // 8
+    out = []
+    for kind, first, rows in kv_schedule(cmd["n"], depth):
+        for b in range(first // beat, -(-(first + rows) // beat)):
+            keys = min(first + rows, b * beat + beat) - b * beat
+            if kind == "K":
+                addr = cmd["k_addr"] + b * lay.k_block_bytes
+                nbytes = lay.k_header_bytes + keys * lay.k_row_bytes
+            else:
+                addr = cmd["v_addr"] + b * lay.v_block_bytes
+                nbytes = lay.head_dim * beat
+            out.append((kind, addr, -(-nbytes // nb), keys))
+    return out
 
 
 def reader_plan(cmd: dict, *, depth: int, beat: int, data_width: int,
                 max_burst: int, fmt: StreamFormat | None = None) -> list[tuple[int, int]]:
     """Reference list of the (byte address, beats) bursts the reader issues for ``cmd``
-    (elements of ``fmt.bits`` bits). For an int8 command (with ``ks_addr``): the bursts of
-    the code rows (id 0); :func:`scale_plan` gives those of the scales (id 1)."""
-    vb = 8 * beat if "ks_addr" in cmd else _format(fmt).bits * beat
+    (elements of ``fmt.bits`` bits; an int8 command (with ``hd``): :class:`KVInt8Reader`'s,
+    the ranges of :func:`int8_blocks`)."""
+    if "hd" in cmd:
+        nb = data_width // 8
+        mb = min(max_burst, 4096 // nb)
+        out = []
+        for _, addr, beats, _ in int8_blocks(cmd, depth=depth, beat=beat,
+                                             data_width=data_width, fmt=fmt):
+            a = addr // nb * nb
+            while beats:
+                n = min(beats, mb, (4096 - a % 4096) // nb)
+                out.append((a, n))
+                a += n * nb
+                beats -= n
+        return out
+    vb = _format(fmt).bits * beat
     out = []
     for kind, first, rows in kv_schedule(cmd["n"], depth):
         base = cmd["k_addr"] if kind == "K" else cmd["v_addr"]
         out += stream_plan(addr=base, first=first * cmd["bpr"], count=rows * cmd["bpr"],
                            lanes=1, vector_bits=vb, data_width=data_width,
-                           max_burst=max_burst)
-    return out
-
-
-def scale_plan(cmd: dict, *, depth: int, data_width: int, max_burst: int,
-               fmt: StreamFormat | None = None) -> list[tuple[int, int]]:
-    """int8 command: the (byte address, beats) bursts of the row scales (``fmt``), one range
-    per segment of :func:`kv_schedule`, in order."""
-    out = []
-    for kind, first, rows in kv_schedule(cmd["n"], depth):
-        base = cmd["ks_addr"] if kind == "K" else cmd["vs_addr"]
-        out += stream_plan(addr=base, first=first, count=rows, lanes=1,
-                           vector_bits=_format(fmt).bits, data_width=data_width,
                            max_burst=max_burst)
     return out
 
@@ -129,38 +163,83 @@ def reader_beats(rows_k, rows_v, n: int, depth: int, beat: int) -> list[list[int
 
 def reader_beats_int8(codes_k, scales_k, codes_v, scales_v, n: int, depth: int, beat: int,
                       fmt: StreamFormat | None = None) -> list[int]:
-    """The ``i_kv`` beats of one int8 call as integers (the engine's int8 beat layout): codes
-    ``[n, head_dim]`` int8, scales ``[n]`` bit patterns (``fmt.to_bits``); a beat holds
-    ``beat`` codes (two's complement bytes, code 0 lowest) in bits [0, 8*beat) and its row's
-    scale in the next ``fmt.bits`` bits."""
-    fmt = _format(fmt)
+    """The ``i_kv`` beats of one call of the integer engine as integers
+    (``8 * beat + 2 * fmt.bits`` bits): codes ``[>= n, hd]`` int8, scales ``[>= n]`` bit
+    patterns (``fmt.to_bits``). A K row is ``ceil(hd / beat)`` beats: ``beat`` codes (two's
+    complement bytes, code 0 lowest; zeros past hd) in bits [0, 8*beat), the K scale in the
+    next ``fmt.bits`` bits, the V scale of the same key above it. A V segment is whole blocks
+    of ``beat`` keys, ``hd`` beats each: beat c holds channel c of the block's keys (key j of
+    the block in byte j; keys past ``len(codes_v)`` zero), scale bits zero. This is what
+    :class:`KVInt8Reader` delivers from the layout's image (``KVLayout.encode_k_region`` /
+    ``encode_v_region`` of the same arrays)."""
+    eb = _format(fmt).bits
+    hd = len(codes_k[0]) if len(codes_k) else len(codes_v[0])
+    bpr = -(-hd // beat)
     out = []
     for kind, first, rows in kv_schedule(n, depth):
-        codes, scales = (codes_k, scales_k) if kind == "K" else (codes_v, scales_v)
-        for r in range(first, first + rows):
-            row = [int(x) & 0xFF for x in codes[r]]
-            sc = int(scales[r]) << (8 * beat)
-            for i in range(0, len(row), beat):
-                out.append(sum(c << (8 * j) for j, c in enumerate(row[i:i + beat])) | sc)
+        if kind == "K":
+            for r in range(first, first + rows):
+                row = [int(x) & 0xFF for x in codes_k[r]] + [0] * (bpr * beat - hd)
+                sc = (int(scales_k[r]) | int(scales_v[r]) << eb) << (8 * beat)
+                for i in range(0, bpr * beat, beat):
+                    out.append(sum(c << (8 * j) for j, c in enumerate(row[i:i + beat])) | sc)
+            continue
+        for b in range(first // beat, -(-(first + rows) // beat)):
+            keys = [int(k) for k in range(b * beat, b * beat + beat)]
+            blk = [[int(x) & 0xFF for x in codes_v[k]] if k < len(codes_v) else [0] * hd
+                   for k in keys]
+            for ch in range(hd):
+                out.append(sum(blk[j][ch] << (8 * j) for j in range(beat)))
     return out
 
 
+def int8_call_traffic(n: int, *, head_dim: int, beat: int, depth: int, data_width: int,
+                      max_burst: int, fmt: StreamFormat | None = None) -> dict:
+    """Ranges, bursts and bytes :class:`KVInt8Reader` fetches for one call (one KV head, n
+    keys), against the payload (codes and both scales of the rows of ``kv_schedule``)."""
+    lay = _int8_layout(head_dim, beat, fmt)
+    cmd = dict(k_addr=0, v_addr=1 << 30, n=n, hd=head_dim)
+    kw = dict(depth=depth, beat=beat, data_width=data_width, fmt=fmt)
+    blocks = int8_blocks(cmd, **kw)
+    plan = reader_plan(cmd, max_burst=max_burst, **kw)
+    sched = kv_schedule(n, depth)
+    payload = sum(r * (head_dim + (lay.scale_bytes if k == "V" else 0)
+                       + (lay.scale_bytes if k == "K" else 0)) for k, _, r in sched)
+    return {"segments": len(sched), "blocks": len(blocks), "bursts": len(plan),
+            "bytes": sum(b for _, b in plan) * data_width // 8, "payload": payload,
+            "beats_out": sum(k * lay.bpr if kind == "K" else head_dim
+                             for kind, _, _, k in blocks)}
+
+
+def int8_reader_cycles(n: int, *, head_dim: int, beat: int, depth: int,
+                       data_width: int, fmt: StreamFormat | None = None) -> int:
+    """Lower bound on :class:`KVInt8Reader`'s cycles for one call without stalls: per block
+    one cycle to take its job, one per header beat, then one per AXI beat of codes (an engine
+    beat of ``8 * beat >= data_width`` bits is ``8 * beat / data_width`` of them) or one per
+    engine beat (narrower beats: an AXI beat holds several). A DDR with latency adds it once
+    per call when the R FIFO keeps up (the testbench's rate check)."""
+    lay = _int8_layout(head_dim, beat, fmt)
+    nb = data_width // 8
+    hb = lay.k_header_bytes // nb
+    cyc = 0
+    for kind, _, beats, keys in int8_blocks(dict(k_addr=0, v_addr=0, n=n, hd=head_dim),
+                                            depth=depth, beat=beat, data_width=data_width,
+                                            fmt=fmt):
+        e = keys * lay.bpr if kind == "K" else head_dim
+        h = hb if kind == "K" else 0
+        cyc += 1 + h + (beats - h if 8 * beat >= data_width else e)
+    return cyc
+
+
 class KVReader(wiring.Component):
-    """AXI4 KV-cache reader: one command per engine call -> the ``i_kv`` beats of the call.
+    """AXI4 KV-cache reader (stream-format rows): one command per engine call -> the ``i_kv``
+    beats of the call.
 
     Parameters: ``beat`` (elements per engine beat, = the engine's), ``fmt`` (element format,
     default the stream format), ``depth`` (score tile, = the engine's; power of two),
     ``max_head_dim`` (largest head_dim, multiple of ``beat``), ``ctx_bits`` (n <= 2**ctx_bits -
     1), ``data_width`` (AXI, 128 or 256), ``addr_width``, ``max_burst``, ``max_outstanding``
-    (passed to the burst master), ``int8`` (build for an int8 KV cache: see below).
-
-    int8 build: the rows are int8 codes (``head_dim`` bytes) and each row's scale (``fmt``)
-    sits in the layout's scale region. A second burst master fetches the scales of each segment
-    (one range per segment, AXI id 1; codes use id 0, R beats are routed by ``rid``, the two
-    masters' AR requests alternate), and every output beat is the engine's int8 beat: ``beat``
-    codes in bits [0, 8*beat), the row's scale in the next ``fmt.bits`` bits, zeros above
-    (the engine's command must have ``int8`` set). Each row's scale is taken once, with the
-    row's last beat.
+    (passed to the burst master). An int8 cache is read by :class:`KVInt8Reader`.
 
     Ports
     -----
@@ -172,8 +251,7 @@ class KVReader(wiring.Component):
     done  : Out(1)  one-cycle pulse after the last beat of the call.
     error : Out(1)  sticky: an R beat came back with a non-OKAY response.
     m_axi_ar* / m_axi_r*  AXI4 read channels (cocotbext-axi ``AxiReadBus.from_prefix(dut,
-            "m_axi")``), INCR bursts only, id 0 (int8 build: ids 0 and 1), in-order data per
-            id.
+            "m_axi")``), INCR bursts only, id 0, in-order data.
 
     Timing: one segment command to the burst master per cycle once it takes commands; the
     master requests the next segment's bursts while the gearbox still emits the previous one,
@@ -187,23 +265,18 @@ class KVReader(wiring.Component):
     def __init__(self, *, beat: int = 4, depth: int = 8, max_head_dim: int = 16,
                  ctx_bits: int = 12, data_width: int = 128, addr_width: int = 40,
                  max_burst: int = 16, max_outstanding: int = 4,
-                 fmt: StreamFormat | None = None, int8: bool = False):
+                 fmt: StreamFormat | None = None):
         try:
             self._init(beat=beat, depth=depth, max_head_dim=max_head_dim, ctx_bits=ctx_bits,
                        data_width=data_width, addr_width=addr_width, max_burst=max_burst,
-                       max_outstanding=max_outstanding, fmt=fmt, int8=int8)
+                       max_outstanding=max_outstanding, fmt=fmt)
         except (TypeError, ValueError):
             self._MustUse__silence = True      # not elaborated: do not warn about it
             raise
 
-    def _init(self, *, beat: int = 4, depth: int = 8, max_head_dim: int = 16,
-                 ctx_bits: int = 12, data_width: int = 128, addr_width: int = 40,
-                 max_burst: int = 16, max_outstanding: int = 4, fmt=None, int8=False):
+    def _init(self, *, beat, depth, max_head_dim, ctx_bits, data_width, addr_width, max_burst,
+              max_outstanding, fmt):
         self.fmt = fmt = _format(fmt)
-        self.int8 = int8 = bool(int8)
-        if int8 and 8 * beat + fmt.bits > fmt.bits * beat:
-            raise ValueError(f"beat {beat}: {beat} int8 codes and a {fmt.name} scale do not fit "
-                             f"one engine beat")
         if data_width not in (128, 256):
             raise ValueError(f"KVReader data_width must be 128 or 256, not {data_width!r}")
         if depth < 1 or depth & (depth - 1):
@@ -217,15 +290,11 @@ class KVReader(wiring.Component):
         self.max_burst, self.max_outstanding = max_burst, max_outstanding
         self._cw = ctx_bits + 1 + (max_head_dim // beat).bit_length()
         self._streamer = WeightStreamer(
-            t=1, lanes=1, vector_bits=(8 if int8 else fmt.bits) * beat, data_width=data_width,
+            t=1, lanes=1, vector_bits=fmt.bits * beat, data_width=data_width,
             addr_width=addr_width, max_burst=max_burst, max_outstanding=max_outstanding,
             count_width=self._cw)
-        # int8: the scales' burst master (a scale per row: short ranges, a small FIFO)
-        self._scales = WeightStreamer(
-            t=1, lanes=1, vector_bits=fmt.bits, data_width=data_width, addr_width=addr_width,
-            max_burst=max_burst, max_outstanding=2, count_width=self._cw) if int8 else None
         sig = {
-            "i_cmd": In(stream.Signature(read_command_layout(addr_width, ctx_bits, int8))),
+            "i_cmd": In(stream.Signature(read_command_layout(addr_width, ctx_bits))),
             "o": Out(stream.Signature(data.ArrayLayout(unsigned(fmt.bits), beat))),
             "busy": Out(1),
             "done": Out(1),
@@ -241,17 +310,12 @@ class KVReader(wiring.Component):
         m.submodules.burst = ws = self._streamer
         D, CB = self.depth, self.ctx_bits
         log2d = D.bit_length() - 1
-        ss = self._scales
-        if ss is None:
-            for name in self.signature.members:
-                if name.startswith("m_axi_"):
-                    if self.signature.members[name].flow == Out:
-                        m.d.comb += getattr(self, name).eq(getattr(ws, name))
-                    else:
-                        m.d.comb += getattr(ws, name).eq(getattr(self, name))
-        else:
-            m.submodules.scales = ss
-            self._share_port(m, ws, ss)
+        for name in self.signature.members:
+            if name.startswith("m_axi_"):
+                if self.signature.members[name].flow == Out:
+                    m.d.comb += getattr(self, name).eq(getattr(ws, name))
+                else:
+                    m.d.comb += getattr(ws, name).eq(getattr(self, name))
 
         # ---- call registers and segment sequencer (kv_schedule in hardware)
         k_addr = Signal(self.addr_width)
@@ -268,15 +332,11 @@ class KVReader(wiring.Component):
             self.i_cmd.ready.eq(~self.busy),
             accept.eq(self.i_cmd.valid & self.i_cmd.ready),
         ]
-        ks_addr = Signal(self.addr_width)
-        vs_addr = Signal(self.addr_width)
         with m.If(accept):
             c = self.i_cmd.payload
             m.d.sync += [k_addr.eq(c.k_addr), v_addr.eq(c.v_addr), n.eq(c.n), bpr.eq(c.bpr),
                          last.eq(((c.n - 1) >> log2d) << log2d), t.eq(0), phase.eq(0),
                          active.eq(c.n != 0)]
-            if ss is not None:
-                m.d.sync += [ks_addr.eq(c.ks_addr), vs_addr.eq(c.vs_addr)]
 
         row = Signal(CB + 1)
         rows = Signal(CB + 1)
@@ -292,33 +352,10 @@ class KVReader(wiring.Component):
             scmd.addr.eq(Mux(phase[0], v_addr, k_addr)),     # phases 1, 3 are V
             scmd.first.eq(row * bpr),
             scmd.count.eq(rows * bpr),
+            ws.i_cmd.valid.eq(active),
         ]
-        advance = Signal()                   # the segment has gone to the burst master(s)
-        if ss is None:
-            m.d.comb += [ws.i_cmd.valid.eq(active),
-                         advance.eq(ws.i_cmd.valid & ws.i_cmd.ready)]
-        else:
-            # the same segment to both masters; each may take it in a different cycle
-            c_took, s_took = Signal(), Signal()
-            c_fire, s_fire = Signal(), Signal()
-            sc = ss.i_cmd.payload
-            m.d.comb += [
-                ws.i_cmd.valid.eq(active & ~c_took),
-                ss.i_cmd.valid.eq(active & ~s_took),
-                sc.addr.eq(Mux(phase[0], vs_addr, ks_addr)),
-                sc.first.eq(row),
-                sc.count.eq(rows),
-                c_fire.eq(ws.i_cmd.valid & ws.i_cmd.ready),
-                s_fire.eq(ss.i_cmd.valid & ss.i_cmd.ready),
-                advance.eq(active & (c_took | c_fire) & (s_took | s_fire)),
-            ]
-            with m.If(advance):
-                m.d.sync += [c_took.eq(0), s_took.eq(0)]
-            with m.Else():
-                with m.If(c_fire):
-                    m.d.sync += c_took.eq(1)
-                with m.If(s_fire):
-                    m.d.sync += s_took.eq(1)
+        advance = Signal()                   # the segment has gone to the burst master
+        m.d.comb += advance.eq(ws.i_cmd.valid & ws.i_cmd.ready)
         with m.If(advance):
             with m.Switch(phase):
                 with m.Case(0):
@@ -335,64 +372,305 @@ class KVReader(wiring.Component):
                         m.d.sync += active.eq(0)
 
         # ---- beats out; busy until the burst master has emitted everything
-        if ss is None:
-            m.d.comb += [
-                self.o.payload.as_value().eq(ws.o.payload.vectors[0]),
-                self.o.valid.eq(ws.o.valid),
-                ws.o.ready.eq(self.o.ready),
-                self.busy.eq(active | ws.busy),
-                self.error.eq(ws.error),
-            ]
-        else:
-            # codes beat | row scale above it; the scale leaves with the row's last beat
-            W, EB = self.beat, self.fmt.bits
-            col = Signal(8)                  # beat within the row
-            row_end = Signal()
-            m.d.comb += [
-                self.o.payload.as_value()[:8 * W].eq(ws.o.payload.vectors[0]),
-                self.o.payload.as_value()[8 * W:8 * W + EB].eq(ss.o.payload.vectors[0]),
-                self.o.valid.eq(ws.o.valid & ss.o.valid),
-                row_end.eq(col == bpr - 1),
-                ws.o.ready.eq(self.o.ready & ss.o.valid),
-                ss.o.ready.eq(self.o.ready & ws.o.valid & row_end),
-                self.busy.eq(active | ws.busy | ss.busy),
-                self.error.eq(ws.error | ss.error),
-            ]
-            with m.If(accept):
-                m.d.sync += col.eq(0)
-            with m.Elif(self.o.valid & self.o.ready):
-                m.d.sync += col.eq(Mux(row_end, 0, col + 1))
+        m.d.comb += [
+            self.o.payload.as_value().eq(ws.o.payload.vectors[0]),
+            self.o.valid.eq(ws.o.valid),
+            ws.o.ready.eq(self.o.ready),
+            self.busy.eq(active | ws.busy),
+            self.error.eq(ws.error),
+        ]
         busy_q = Signal()
         m.d.sync += busy_q.eq(self.busy)
         m.d.comb += self.done.eq(busy_q & ~self.busy)
         return m
 
-    def _share_port(self, m, ws, ss):
-        """int8 build: two burst masters on one AXI read port. AR: a registered grant toggles to
-        the other master whenever the granted one is idle or its request is taken (each master
-        holds ``arvalid`` until ``arready``, so a request is never withdrawn); ``arid`` = the
-        master (0 codes, 1 scales). R: routed by ``rid``; both masters keep ``rready`` high (their
-        FIFO space is reserved before each request)."""
-        sel = Signal()
-        ar = ("araddr", "arlen", "arsize", "arburst", "arlock", "arcache", "arprot", "arqos")
-        cur_v = Mux(sel, ss.m_axi_arvalid, ws.m_axi_arvalid)
-        for f in ar:
-            m.d.comb += getattr(self, "m_axi_" + f).eq(
-                Mux(sel, getattr(ss, "m_axi_" + f), getattr(ws, "m_axi_" + f)))
+
+def _axi_read_ports(addr_width: int, data_width: int) -> dict:
+    return {"m_axi_arid": Out(1), "m_axi_araddr": Out(addr_width), "m_axi_arlen": Out(8),
+            "m_axi_arsize": Out(3), "m_axi_arburst": Out(2), "m_axi_arlock": Out(1),
+            "m_axi_arcache": Out(4), "m_axi_arprot": Out(3), "m_axi_arqos": Out(4),
+            "m_axi_arvalid": Out(1), "m_axi_arready": In(1), "m_axi_rid": In(1),
+            "m_axi_rdata": In(data_width), "m_axi_rresp": In(2), "m_axi_rlast": In(1),
+            "m_axi_rvalid": In(1), "m_axi_rready": Out(1)}
+
+
+class KVInt8Reader(wiring.Component):
+    """AXI4 reader of the int8 KV layout: one command per call of the integer engine -> the
+    ``IntAttentionEngine.i_kv`` beats of the call (:func:`reader_beats_int8`).
+
+    Parameters: ``beat`` (the engine's and the layout's: codes per K beat, keys per V block; a
+    power of two), ``depth`` (score tile, = the engine's; a power of two, multiple of
+    ``beat``), ``max_head_dim``, ``ctx_bits`` (n <= 2**ctx_bits - 1), ``fmt`` (scale format),
+    ``data_width`` (AXI: 128, 256 or 512), ``addr_width``, ``max_burst``, ``max_outstanding``
+    (read bursts in flight; the R FIFO holds ``max_burst * max_outstanding`` beats).
+
+    Ports
+    -----
+    i_cmd : In(stream read_command_layout(int8=True))  ``{k_addr, v_addr, n, hd}``: the KV
+            head's K and V regions (``reader_command``), keys, run-time head_dim; accepted
+            when idle (``busy`` low).
+    o     : Out(stream unsigned(8 * beat + 2 * fmt.bits))  connect to ``i_kv``: the segments
+            of ``kv_schedule(n, depth)``; a K row is ceil(hd / beat) beats (codes, K scale, V
+            scale); a V segment its blocks, hd beats each (channel-major, scale bits 0).
+    busy, done (one-cycle pulse after the call's last beat), error (sticky non-OKAY R).
+    m_axi_ar* / m_axi_r*  AXI4 read channels, INCR bursts (at most ``max_burst`` beats, never
+            across 4 KiB), id 0, in-order.
+
+    Structure: a sequencer walks ``kv_schedule`` block by block (per K block: its header and
+    the rows of its keys in the segment, one range; per V block: its ``hd`` channels, one
+    range; K and V block pointers advance by the run-time block sizes, the V pointer of the
+    last tile is summed while K[0, n) passes the earlier tiles) and hands each range to a
+    burst master (requests split at ``max_burst`` and 4 KiB pages, each only once its beats
+    have room in the R FIFO, so ``rready`` stays high) and a job (kind, keys) to the data
+    side through a 4-deep FIFO. The data side writes a K block's header beats into a LUTRAM
+    of ``beat`` scale pairs, then builds engine beats from whole AXI beats: for
+    ``8 * beat >= data_width`` it collects ``8 * beat / data_width`` beats (all but the last
+    in registers, the last straight from the FIFO), for a narrower beat it selects engine
+    beat k of an AXI beat; a K beat takes the scale pair of its key from the LUTRAM.
+
+    Rate: the engine takes at most one beat per cycle (64 B at kv260); the DDR gives about
+    58 B/cycle and a 128-bit HP port 16 B/cycle. The port is the limit, so the reader is
+    sized for one AXI beat per cycle: one 64-code beat every 4 cycles on 128 bits (2 on 256,
+    1 on 512), plus a cycle per block and the header beats of each K block (beat * 8 bytes at
+    FP24: 6 % of a head_dim-128 block). ``int8_reader_cycles`` is the bound at zero stalls
+    (reached up to the read latency). Backpressure: ``o.ready`` low stalls the data side only.
+    """
+
+    def __init__(self, *, beat: int = 4, depth: int = 8, max_head_dim: int = 16,
+                 ctx_bits: int = 12, data_width: int = 128, addr_width: int = 40,
+                 max_burst: int = 16, max_outstanding: int = 4,
+                 fmt: StreamFormat | None = None):
+        try:
+            self.fmt = fmt = _format(fmt)
+            if not isinstance(beat, int) or beat < 1 or beat & (beat - 1):
+                raise ValueError(f"beat {beat!r} must be a power of two")
+            if depth < beat or depth & (depth - 1):
+                raise ValueError(f"score-buffer depth {depth} must be a power of two >= beat")
+            if data_width not in (128, 256, 512):
+                raise ValueError(f"KVInt8Reader data_width must be 128, 256 or 512, "
+                                 f"not {data_width!r}")
+            if not 1 <= max_head_dim < 1 << HD_BITS:
+                raise ValueError(f"max_head_dim {max_head_dim} outside 1..{(1 << HD_BITS) - 1}")
+            if not 1 <= max_burst <= 256:
+                raise ValueError(f"max_burst must be 1..256 (AXI4 INCR), not {max_burst}")
+        except (TypeError, ValueError):
+            self._MustUse__silence = True
+            raise
+        self.beat, self.depth, self.ctx_bits = beat, depth, ctx_bits
+        self.max_head_dim, self.data_width, self.addr_width = max_head_dim, data_width, addr_width
+        self.max_burst = min(max_burst, 4096 // (data_width // 8))
+        self.max_outstanding = max_outstanding
+        sig = {"i_cmd": In(stream.Signature(read_command_layout(addr_width, ctx_bits, True))),
+               "o": Out(stream.Signature(unsigned(8 * beat + 2 * fmt.bits))),
+               "busy": Out(1), "done": Out(1), "error": Out(1)}
+        sig.update(_axi_read_ports(addr_width, data_width))
+        super().__init__(sig)
+
+    def elaborate(self, platform):
+        m = Module()
+        B, D, CB, EB = self.beat, self.depth, self.ctx_bits, self.fmt.bits
+        dw, AW = self.data_width, self.addr_width
+        NB = dw // 8
+        lb, lnb, ld = B.bit_length() - 1, NB.bit_length() - 1, D.bit_length() - 1
+        lay = _int8_layout(1, B, self.fmt)
+        pair, khdr = lay.pair_bytes, lay.k_header_bytes
+        H = khdr // NB                       # header AXI beats (khdr is a 64-byte multiple)
+        HU = -(-B * pair // NB)              # of them holding scale pairs
+        EPW = NB // pair                     # pairs per AXI beat
+        up = dw <= 8 * B
+        R = 8 * B // dw if up else NB // B   # AXI beats per engine beat / engine beats per AXI
+        lr = R.bit_length() - 1
+        MBPR = -(-self.max_head_dim // B)
+        mb, MO = self.max_burst, self.max_outstanding
+        FD = mb * MO
+
+        # ---- call registers and per-call geometry (run-time hd)
+        c = self.i_cmd.payload
+        k_addr = Signal(AW)
+        n = Signal(CB + 1)
+        hd = Signal(HD_BITS)
+        last = Signal(CB + 1)                # first key of the last tile
+        nl = Signal(CB + 1)                  # n - last: keys of V[last, n)
+        bpr = Signal(range(MBPR + 1))
+        kblock = Signal(AW)
+        vblock = Signal(AW)
+        vbeats = Signal(HD_BITS + lb + 1)
+        accept = Signal()
+        m.d.comb += [self.i_cmd.ready.eq(~self.busy),
+                     accept.eq(self.i_cmd.valid & self.i_cmd.ready)]
+        c_last = ((c.n - 1) >> ld) << ld
+        c_bpr = (c.hd + B - 1) >> lb
+        vb_bytes = c.hd << lb
+        with m.If(accept):
+            m.d.sync += [k_addr.eq(c.k_addr), n.eq(c.n), hd.eq(c.hd), last.eq(c_last),
+                         nl.eq(c.n - c_last), bpr.eq(c_bpr),
+                         kblock.eq(((khdr + (c_bpr << 2 * lb)) + 63) >> 6 << 6),
+                         vblock.eq((vb_bytes + 63) >> 6 << 6),
+                         vbeats.eq((vb_bytes + NB - 1) >> lnb)]
+
+        # ---- sequencer: kv_schedule, one range per block
+        active = Signal()
+        phase = Signal(range(4))             # 0: K[0,n)  1: V[last,n)  2: K tile t  3: V tile t
+        left = Signal(CB + 1)                # keys of the segment still to request
+        t_end = Signal(CB + 1)               # end of the current earlier tile
+        kp, vp, vl = Signal(AW), Signal(AW), Signal(AW)   # K, V-tile, V-last block pointers
+        r_addr = Signal(AW)                  # current range (AXI-beat aligned)
+        r_beats = Signal(range(H + B * MBPR * max(1, R if up else 1) + 2))
+        m.submodules.jobs = jobs = fifo.SyncFIFO(width=lb + 2, depth=4)
+        keys = Signal(lb + 1)
+        m.d.comb += keys.eq(Mux(left >= B, B, left[:lb + 1]))
+        kbytes_b = Signal(len(r_beats))      # AXI beats of the block's rows
+        prod = keys * bpr
+        if up:
+            m.d.comb += kbytes_b.eq(prod << lr)
+        else:
+            m.d.comb += kbytes_b.eq((prod + R - 1) >> lr)
+        is_k = ~phase[0]
+        load = Signal()
         m.d.comb += [
-            self.m_axi_arvalid.eq(cur_v),
-            self.m_axi_arid.eq(sel),
-            ws.m_axi_arready.eq(self.m_axi_arready & ~sel),
-            ss.m_axi_arready.eq(self.m_axi_arready & sel),
+            load.eq(active & (r_beats == 0) & jobs.w_rdy),
+            jobs.w_en.eq(load),
+            jobs.w_data.eq(Cat(keys, phase[0])),
         ]
-        with m.If(~cur_v | self.m_axi_arready):
-            m.d.sync += sel.eq(~sel)
-        rid = self.m_axi_rid[0]
-        for k, st in ((0, ws), (1, ss)):
-            m.d.comb += [st.m_axi_rdata.eq(self.m_axi_rdata), st.m_axi_rresp.eq(self.m_axi_rresp),
-                         st.m_axi_rlast.eq(self.m_axi_rlast), st.m_axi_rid.eq(0),
-                         st.m_axi_rvalid.eq(self.m_axi_rvalid & (rid == k))]
-        m.d.comb += self.m_axi_rready.eq(Mux(rid, ss.m_axi_rready, ws.m_axi_rready))
+        seg_end = keys == left
+        with m.If(accept):
+            m.d.sync += [active.eq(c.n != 0), phase.eq(0), left.eq(c.n), kp.eq(c.k_addr),
+                         vp.eq(c.v_addr), vl.eq(c.v_addr), t_end.eq(D)]
+        with m.Elif(load):
+            m.d.sync += [r_addr.eq(Mux(is_k, kp, Mux(phase == 1, vl, vp))),
+                         r_beats.eq(Mux(is_k, H + kbytes_b, vbeats)),
+                         left.eq(left - keys)]
+            with m.Switch(phase):
+                with m.Case(0):
+                    m.d.sync += kp.eq(kp + kblock)
+                    with m.If(left > nl):          # a block before the last tile
+                        m.d.sync += vl.eq(vl + vblock)
+                    with m.If(seg_end):
+                        m.d.sync += [phase.eq(1), left.eq(nl)]
+                with m.Case(1):
+                    m.d.sync += vl.eq(vl + vblock)
+                    with m.If(seg_end):
+                        m.d.sync += [phase.eq(2), left.eq(D), kp.eq(k_addr)]
+                        with m.If(last == 0):
+                            m.d.sync += active.eq(0)
+                with m.Case(2):
+                    m.d.sync += kp.eq(kp + kblock)
+                    with m.If(seg_end):
+                        m.d.sync += [phase.eq(3), left.eq(D)]
+                with m.Case(3):
+                    m.d.sync += vp.eq(vp + vblock)
+                    with m.If(seg_end):
+                        m.d.sync += [phase.eq(2), left.eq(D), t_end.eq(t_end + D)]
+                        with m.If(t_end == last):
+                            m.d.sync += active.eq(0)
+
+        # ---- burst master: INCR bursts <= max_burst, never across 4 KiB, FIFO space reserved
+        m.submodules.rfifo = rf = fifo.SyncFIFOBuffered(width=dw, depth=FD)
+        reserved = Signal(range(FD + 1))
+        outstanding = Signal(range(MO + 1))
+        blen = _burst_len(m, r_addr, r_beats, mb, lnb, NB, "ar")
+        r_last = Signal()
+        issue = Signal()
+        pop = Signal()
+        m.d.comb += [
+            r_last.eq(self.m_axi_rvalid & self.m_axi_rready & self.m_axi_rlast),
+            issue.eq(~self.m_axi_arvalid & (r_beats != 0)
+                     & ((outstanding < MO) | r_last) & (reserved + blen <= FD)),
+        ]
+        m.d.sync += [reserved.eq(reserved + Mux(issue, blen, 0) - pop),
+                     outstanding.eq(outstanding + issue - r_last)]
+        with m.If(issue):
+            m.d.sync += [self.m_axi_arvalid.eq(1), self.m_axi_araddr.eq(r_addr),
+                         self.m_axi_arlen.eq(blen - 1), r_addr.eq(r_addr + (blen << lnb)),
+                         r_beats.eq(r_beats - blen)]
+        with m.Elif(self.m_axi_arready):
+            m.d.sync += self.m_axi_arvalid.eq(0)
+        m.d.comb += [
+            self.m_axi_arsize.eq(lnb), self.m_axi_arburst.eq(1), self.m_axi_arcache.eq(0b0011),
+            rf.w_data.eq(self.m_axi_rdata), rf.w_en.eq(self.m_axi_rvalid),
+            self.m_axi_rready.eq(rf.w_rdy), rf.r_en.eq(pop),
+        ]
+        with m.If(self.m_axi_rvalid & self.m_axi_rready & (self.m_axi_rresp != 0)):
+            m.d.sync += self.error.eq(1)
+
+        # ---- data side: header beats -> scale LUTRAM; code beats -> engine beats
+        g_active = Signal()
+        g_v = Signal()                       # V block
+        g_keys = Signal(lb + 1)
+        hcnt = Signal(range(H + 1))
+        j = Signal(lb + 1)                   # key within the block (K)
+        col = Signal(range(MBPR + 1))        # beat within the row (K)
+        ch = Signal(HD_BITS)                 # channel (V)
+        in_hdr = Signal()
+        m.d.comb += [in_hdr.eq(~g_v & (hcnt != H)), jobs.r_en.eq(~g_active)]
+        with m.If(~g_active & jobs.r_rdy):
+            m.d.sync += [g_active.eq(1), g_keys.eq(jobs.r_data[:lb + 1]),
+                         g_v.eq(jobs.r_data[lb + 1]), hcnt.eq(0), j.eq(0), col.eq(0),
+                         ch.eq(0)]
+        hdr_pop = Signal()
+        m.d.comb += hdr_pop.eq(g_active & in_hdr & rf.r_rdy)
+        smem = memory.Memory(shape=unsigned(EPW * 2 * EB), depth=max(HU, 2), init=[])
+        m.submodules.smem = smem
+        swp = smem.write_port()
+        srp = smem.read_port(domain="comb")
+        m.d.comb += [
+            swp.addr.eq(hcnt),
+            swp.data.eq(Cat(*(rf.r_data[e * pair * 8:e * pair * 8 + 2 * EB]
+                              for e in range(EPW)))),
+            swp.en.eq(hdr_pop & (hcnt < HU)),
+            srp.addr.eq(j >> (EPW.bit_length() - 1)),
+        ]
+        with m.If(hdr_pop):
+            m.d.sync += hcnt.eq(hcnt + 1)
+        sel = srp.data.word_select(j[:EPW.bit_length() - 1], 2 * EB) if EPW > 1 else srp.data
+        scale = Mux(g_v, 0, sel)
+
+        code_ok = Signal()
+        fire = Signal()
+        m.d.comb += [code_ok.eq(g_active & ~in_hdr & rf.r_rdy),
+                     fire.eq(self.o.valid & self.o.ready)]
+        if up:
+            parts = [Signal(dw, name=f"part{i}") for i in range(R - 1)]
+            fill = Signal(range(max(R, 2)))
+            m.d.comb += [
+                self.o.valid.eq(code_ok & (fill == R - 1)),
+                self.o.payload.eq(Cat(*parts, rf.r_data, scale)),
+                pop.eq(hdr_pop | (code_ok & ((fill != R - 1) | self.o.ready))),
+            ]
+            if R > 1:
+                with m.If(code_ok & (fill != R - 1)):
+                    m.d.sync += fill.eq(fill + 1)
+                    for i, p in enumerate(parts):
+                        with m.If(fill == i):
+                            m.d.sync += p.eq(rf.r_data)
+                with m.If(fire):
+                    m.d.sync += fill.eq(0)
+        else:
+            sub = Signal(range(max(R, 2)))
+            m.d.comb += [self.o.valid.eq(code_ok),
+                         self.o.payload.eq(Cat(rf.r_data.word_select(sub, 8 * B), scale))]
+        # beat counters; the job ends with its last beat
+        row_end = col == bpr - 1
+        job_end = Signal()
+        m.d.comb += job_end.eq(Mux(g_v, ch == hd - 1, (j == g_keys - 1) & row_end))
+        with m.If(fire):
+            m.d.sync += ch.eq(ch + 1)
+            with m.If(row_end):
+                m.d.sync += [col.eq(0), j.eq(j + 1)]
+            with m.Else():
+                m.d.sync += col.eq(col + 1)
+            with m.If(job_end):
+                m.d.sync += g_active.eq(0)
+        if not up:
+            m.d.comb += pop.eq(hdr_pop | (fire & ((sub == R - 1) | job_end)))
+            with m.If(fire):
+                m.d.sync += sub.eq(Mux(job_end, 0, sub + 1))
+
+        m.d.comb += self.busy.eq(active | (r_beats != 0) | jobs.r_rdy | g_active)
+        busy_q = Signal()
+        m.d.sync += busy_q.eq(self.busy)
+        m.d.comb += self.done.eq(busy_q & ~self.busy)
+        return m
 
 
 def write_command_layout(addr_width: int, count_width: int) -> data.StructLayout:

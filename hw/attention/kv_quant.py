@@ -4,14 +4,15 @@
 stream-format elements) exactly as the golden ``kv_quant_int8``
 (sim/golden/attention_hw.py): ``s = RN_fmt(max|x| / 127)``, ``q = clamp(RNE(x / s), -127,
 127)``, an all-zero row (or one whose scale underflows) gives ``s = 0`` and ``q = 0``. Its
-output beats are the engine's int8 beats (what ``KVReader(int8=True)`` emits for the row):
-``beat`` codes in bits [0, 8*beat), the row's scale in the next ``fmt.bits`` bits.
+output beats carry ``beat`` codes in bits [0, 8*beat) and the row's scale in the next
+``fmt.bits`` bits (golden ``kv_quant_int8_beats``).
 
-``KVInt8Writer`` stores such beats in the int8 layout of :mod:`tellme.spec.kv_layout` (code
-rows in the K/V regions, one scale per row in the scale regions) with two :class:`~tellme.hw.
-attention.kv_dma.KVWriter` cores on one AXI4 write port; ``KVQuantWriter`` is the two in
-series (command + stream-format rows in, AXI4 writes out). docs/hw/attention.md, "Quantising
-writer", has the rates, the exactness argument and the area.
+``KVInt8Writer`` stores such beats in the int8 layout of :mod:`tellme.spec.kv_layout` (K rows
+padded to the integer engine's beats, V codes channel-major in blocks of the engine's beat,
+both row scales of a key in its K block's header) with single-beat AXI4 writes;
+``KVQuantWriter`` is the two in series (command + stream-format rows in, AXI4 writes out),
+and ``KVInt8Reader`` (hw/attention/kv_dma.py) reads the result into the integer engine.
+docs/hw/attention.md, "Quantising writer", has the rates, the exactness argument and the area.
 
 Exactness (tests/rtl/test_kv_quant.py checks both methods against ``kv_quant_int8``: the
 scale over every FP16 and FP24 magnitude, the codes over every consistent FP16 (x, s) pair):
@@ -36,10 +37,10 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from tellme.spec.numerics import FP16, StreamFormat, stream_format
+from tellme.spec.numerics import StreamFormat, stream_format
 
 from ..elementwise.stream_fp import (
     ROUND_FP_LATENCY,
@@ -50,11 +51,10 @@ from ..elementwise.stream_fp import (
     unpack,
     wire,
 )
-from .kv_dma import KVWriter
 
 __all__ = ["KVQuantizer", "KVInt8Writer", "KVQuantWriter", "KV_QUANT_PRESETS", "SCALE_P",
            "max_stages", "quant_write_layout", "quant_writer_commands", "scale_bits_int",
-           "codes_int", "make_kv_quant", "report_blocks"]
+           "codes_int", "make_kv_quant", "report_blocks", "writer_transactions"]
 
 SCALE_P = 8            # fraction bits of the quotient amax / 127 (exhaustively enough: tests)
 Q_STEPS = 9            # division steps of a code: 2x/s < 381 < 2**9
@@ -143,7 +143,7 @@ class KVQuantizer(wiring.Component):
     bpr  : In(8)  beats per row (run-time head_dim / beat, >= 1); change it only while idle.
     i    : In(stream ArrayLayout(unsigned(fmt.bits), beat))  the rows back to back, ``bpr``
            beats each, element 0 in the low bits.
-    o    : Out(stream ArrayLayout(unsigned(fmt.bits), beat))  the engine's int8 beat per input
+    o    : Out(stream ArrayLayout(unsigned(fmt.bits), beat))  one int8 beat per input
            beat: codes (two's complement bytes, code 0 lowest) in bits [0, 8*beat), the row's
            scale (``fmt``, sign 0) in the next ``fmt.bits`` bits, zeros above.
     busy : Out(1)  a row is held (in, being scaled or out).
@@ -436,162 +436,249 @@ def max_stages(beat: int) -> int:
 
 # --------------------------------------------------------------------------- int8 writer
 
-def quant_write_layout(addr_width: int, count_width: int) -> data.StructLayout:
-    """``addr``: byte address of the first code row; ``saddr``: of its scale; ``rows``: rows
-    that follow (>= 1); ``bpr``: beats per row (head_dim / beat)."""
-    return data.StructLayout({"addr": unsigned(addr_width), "saddr": unsigned(addr_width),
+def quant_write_layout(addr_width: int, count_width: int, kv_beat: int = 4
+                       ) -> data.StructLayout:
+    """One command per (kind, KV head) of a prefill block or decode step: ``kind`` 0 K, 1 V;
+    ``addr``: K: byte address of the first key's (padded) K row, V: of its channel-0 V code;
+    ``saddr``: byte address of the first key's scale pair (its K block's header); ``key``: the
+    first key's index in its block (position mod ``kv_beat``); ``rows``: keys that follow
+    (>= 1); ``bpr``: input beats per row (head_dim / beat)."""
+    return data.StructLayout({"kind": unsigned(1), "addr": unsigned(addr_width),
+                              "saddr": unsigned(addr_width),
+                              "key": unsigned(max(1, (kv_beat - 1).bit_length())),
                               "rows": unsigned(count_width), "bpr": unsigned(8)})
 
 
 def quant_writer_commands(layout, layer: int, start: int, count: int, beat: int) -> list[dict]:
-    """Commands storing rows ``start .. start+count-1`` of every KV head of ``layer`` in an int8
+    """Commands storing keys ``start .. start+count-1`` of every KV head of ``layer`` in an int8
     ``layout`` (kind K then V, then KV head, as ``writer_commands``); the row stream carries
-    those rows in the same order, ``bpr`` beats each."""
+    those rows in the same order, ``bpr = head_dim / beat`` beats each (``beat``: the
+    quantiser's)."""
     if layout.dtype != "int8":
         raise ValueError(f"the quantising writer stores int8 layouts, not {layout.dtype!r}")
     if layout.head_dim % beat:
         raise ValueError(f"head_dim {layout.head_dim} is not a multiple of the beat {beat}")
+    if layout.beat % beat:
+        raise ValueError(f"the layout's beat {layout.beat} is not a multiple of the beat {beat}")
     if count < 1 or start < 0 or start + count > layout.max_ctx:
         raise ValueError(f"rows {start}..{start + count - 1} outside the KV cache "
                          f"(max_ctx {layout.max_ctx})")
-    return [dict(addr=layout.row_addr(layer, kind, h, start),
-                 saddr=layout.scale_addr(layer, kind, h, start), rows=count,
-                 bpr=layout.head_dim // beat)
+    return [dict(kind=int(kind == "V"),
+                 addr=(layout.row_addr(layer, "K", h, start) if kind == "K"
+                       else layout.v_addr(layer, h, start, 0)),
+                 saddr=layout.scale_addr(layer, "K", h, start), key=start % layout.beat,
+                 rows=count, bpr=layout.head_dim // beat)
             for kind in ("K", "V") for h in range(layout.num_kv_heads)]
 
 
-class KVInt8Writer(wiring.Component):
-    """AXI4 writer of int8 KV rows: int8 beats (codes + row scale) -> code rows and scales.
+def writer_transactions(kind: str, rows: int, *, head_dim: int, beat: int,
+                        kv_beat: int) -> int:
+    """AXI writes (one beat each) :class:`KVInt8Writer` issues for a command: per K row its
+    padded row in ``beat``-byte pieces and the K scale, per V row one per code and the V
+    scale. At one write per cycle this is the writer's cycle count when neither the
+    quantiser nor the port holds it back."""
+    bpr_e = -(-head_dim // kv_beat)
+    per_row = bpr_e * kv_beat // beat + 1 if kind == "K" else head_dim + 1
+    return rows * per_row
 
-    Parameters: ``beat`` (codes per beat, even), ``fmt`` (scale format), ``data_width``,
-    ``addr_width``, ``count_width`` (rows per command), ``max_burst``, ``max_outstanding`` (as
-    :class:`~tellme.hw.attention.kv_dma.KVWriter`), ``chunk`` (scales held on chip: rows per
-    code/scale command pair).
+
+class KVInt8Writer(wiring.Component):
+    """AXI4 writer of the int8 KV layout: int8 beats (codes + row scale) -> K rows, V codes
+    and scale pairs at the addresses of :mod:`tellme.spec.kv_layout`.
+
+    Parameters: ``beat`` (codes per input beat: the quantiser's, a power of two >= 2),
+    ``kv_beat`` (the layout's and the integer engine's beat, a multiple of ``beat``), ``fmt``
+    (scale format), ``data_width`` (128 or 256), ``addr_width``, ``count_width`` (rows per
+    command), ``max_outstanding`` (writes awaiting B).
 
     Ports
     -----
-    i_cmd : In(stream quant_write_layout)  accepted when idle (``busy`` low).
+    i_cmd : In(stream quant_write_layout)  (``quant_writer_commands``) accepted when idle.
     i     : In(stream ArrayLayout(unsigned(fmt.bits), beat))  int8 beats (the quantiser's
-            ``o``): ``rows * bpr`` of them; the scale is taken from each row's last beat.
-    busy, done (one-cycle pulse after the last B of the command), error (sticky non-OKAY B).
-    m_axi_aw* / m_axi_w* / m_axi_b*  one AXI4 write port (ids 0).
+            ``o``): ``rows * bpr`` of them; a row's scale is taken from its last beat.
+    busy, done (one-cycle pulse after the command's last B), error (sticky non-OKAY B).
+    m_axi_aw* / m_axi_w* / m_axi_b*  AXI4 write channels, single-beat writes (``awlen`` 0,
+            ``awsize`` the bus width), bytes selected by ``wstrb``, ids 0.
 
-    Per chunk of up to ``chunk`` rows: a code command (``rows * bpr`` beats of ``8 * beat``
-    bits from ``addr``) to one KVWriter core (built with ``beat/2`` two-byte elements: it moves
-    bytes, element 0 lowest, so a code beat lands code 0 first), the scales of those rows into
-    a FIFO; once its last B is in, a scale command (``rows`` beats of one ``fmt`` element from
-    ``saddr``) to a second core fed by the FIFO. The cores own the port in turn (each finishes
-    all its B responses before it is done), so AW/W/B are multiplexed by a state bit.
-    Throughput: one code beat per cycle (wider than ``data_width``: ``data_width`` bits per
-    cycle); per chunk two command turnarounds (each about the write-response latency + 4).
-    Backpressure: ``wready`` low stalls ``i`` (via the code core).
+    Every write is one AXI beat: the data is the piece replicated over the bus (so no byte
+    shifter) and ``wstrb`` selects its bytes. Per K row: ``bpr`` input beats to the row's
+    ``beat``-byte pieces, zeros for the rest of the padded row (``ceil(hd / kv_beat) *
+    kv_beat`` bytes), then the K scale into the key's header pair (bytes [0, s)). Per V row:
+    each code to its channel's byte (``kv_beat`` bytes apart: one write per code), then the V
+    scale and the pair's zero padding (bytes [s, pair)). Addresses advance per row by the
+    row / pair / byte step, and at a block boundary by the block's (run-time head_dim).
+
+    Rate: one write per cycle (``writer_transactions``) while ``max_outstanding`` writes
+    cover the write-response latency: a K row of head_dim 128 takes 17 writes at the kv260
+    beat 8 (under the quantiser's 64 cycles per row), a V row 129 (above them: the V codes
+    are ``kv_beat`` bytes apart, one write each). Whole-block writes (a block buffer of
+    ``kv_beat * head_dim`` bytes, 8 KiB at kv260) would give V full bursts in prefill but
+    not in decode (one key per step), so they are not built: docs/hw/attention.md,
+    "Quantising writer". Backpressure: ``wready`` / ``awready`` low or ``max_outstanding``
+    reached stalls ``i``.
     """
 
     @_silenced
-    def __init__(self, *, beat: int = 4, data_width: int = 128, addr_width: int = 40,
-                 count_width: int = 20, max_burst: int = 16, max_outstanding: int = 4,
-                 chunk: int = 16, fmt: StreamFormat | None = None):
+    def __init__(self, *, beat: int = 4, kv_beat: int = 4, data_width: int = 128,
+                 addr_width: int = 40, count_width: int = 20, max_outstanding: int = 16,
+                 fmt: StreamFormat | None = None):
         self.fmt = fmt = _format(fmt)
-        if not isinstance(beat, int) or beat < 2 or beat % 2 or 8 * beat + fmt.bits > \
-                fmt.bits * beat:
-            raise ValueError(f"beat {beat!r} must be even and hold {beat} codes and a "
-                             f"{fmt.name} scale")
-        if not isinstance(chunk, int) or chunk < 1:
-            raise ValueError(f"chunk must be a positive integer, not {chunk!r}")
-        self.beat, self.chunk, self.count_width = beat, chunk, count_width
-        self.addr_width = addr_width
-        kw = dict(data_width=data_width, addr_width=addr_width, max_burst=max_burst,
-                  max_outstanding=max_outstanding)
-        self._cw = KVWriter(beat=beat // 2, fmt=FP16, count_width=(255 * chunk).bit_length(),
-                            **kw)
-        self._sw = KVWriter(beat=1, fmt=fmt, count_width=chunk.bit_length() + 1, **kw)
-        sig = {"i_cmd": In(stream.Signature(quant_write_layout(addr_width, count_width))),
-               "i": In(stream.Signature(data.ArrayLayout(unsigned(fmt.bits), beat))),
-               "busy": Out(1), "done": Out(1), "error": Out(1)}
-        for name, member in self._cw.signature.members.items():
-            if name.startswith("m_axi_"):
-                sig[name] = member
-        super().__init__(sig)
+        if not isinstance(beat, int) or beat < 2 or beat & (beat - 1) or \
+                8 * beat + fmt.bits > fmt.bits * beat:
+            raise ValueError(f"beat {beat!r} must be a power of two >= 2 and hold {beat} codes"
+                             f" and a {fmt.name} scale")
+        if not isinstance(kv_beat, int) or kv_beat < beat or kv_beat % beat or \
+                kv_beat & (kv_beat - 1):
+            raise ValueError(f"kv_beat {kv_beat!r} must be a power of two multiple of the "
+                             f"beat {beat}")
+        if data_width not in (128, 256) or 8 * beat > data_width:
+            raise ValueError(f"data_width {data_width!r} must be 128 or 256 and hold a beat")
+        if not isinstance(max_outstanding, int) or max_outstanding < 1:
+            raise ValueError(f"max_outstanding must be >= 1, not {max_outstanding!r}")
+        self.beat, self.kv_beat, self.count_width = beat, kv_beat, count_width
+        self.data_width, self.addr_width, self.max_outstanding = data_width, addr_width, \
+            max_outstanding
+        aw = addr_width
+        super().__init__({
+            "i_cmd": In(stream.Signature(quant_write_layout(aw, count_width, kv_beat))),
+            "i": In(stream.Signature(data.ArrayLayout(unsigned(fmt.bits), beat))),
+            "busy": Out(1), "done": Out(1), "error": Out(1),
+            "m_axi_awid": Out(1), "m_axi_awaddr": Out(aw), "m_axi_awlen": Out(8),
+            "m_axi_awsize": Out(3), "m_axi_awburst": Out(2), "m_axi_awlock": Out(1),
+            "m_axi_awcache": Out(4), "m_axi_awprot": Out(3), "m_axi_awqos": Out(4),
+            "m_axi_awvalid": Out(1), "m_axi_awready": In(1),
+            "m_axi_wdata": Out(data_width), "m_axi_wstrb": Out(data_width // 8),
+            "m_axi_wlast": Out(1), "m_axi_wvalid": Out(1), "m_axi_wready": In(1),
+            "m_axi_bid": In(1), "m_axi_bresp": In(2), "m_axi_bvalid": In(1),
+            "m_axi_bready": Out(1),
+        })
 
     def elaborate(self, platform):
-        m = Module()
-        m.submodules.codes = cw = self._cw
-        m.submodules.scales = sw = self._sw
-        W, CH = self.beat, self.chunk
-        sb = self.fmt.bits // 8
-        m.submodules.sfifo = sf = fifo.SyncFIFO(width=self.fmt.bits, depth=CH)
+        from tellme.spec.kv_layout import KVLayout
 
-        addr, saddr = Signal(self.addr_width), Signal(self.addr_width)
+        m = Module()
+        Q, B, EB = self.beat, self.kv_beat, self.fmt.bits
+        lq, lb = Q.bit_length() - 1, B.bit_length() - 1
+        NB = self.data_width // 8
+        lnb = NB.bit_length() - 1
+        lay = KVLayout(1, 1, 1, 1, dtype="int8", fmt=self.fmt, beat=B)
+        sb, pair, khdr = EB // 8, lay.pair_bytes, lay.k_header_bytes
+        AW, MO = self.addr_width, self.max_outstanding
+
+        # ---- command registers and the run-time geometry
+        c = self.i_cmd.payload
+        kind = Signal()
+        addr, saddr = Signal(AW), Signal(AW)     # current row (K) / channel-0 code (V); pair
+        key = Signal(lb)                         # key in its block
         left = Signal(self.count_width)
         bpr = Signal(8)
-        nrows = Signal(range(CH + 1))
-        col = Signal(8)
-        own = Signal()                       # 0: code core owns the port, 1: scale core
-        state = Signal(range(5))             # 0 idle, 1 code cmd, 2 codes, 3 scale cmd, 4 scales
-        c = self.i_cmd.payload
-        m.d.comb += [self.i_cmd.ready.eq(state == 0), self.busy.eq(state != 0),
-                     own.eq(state >= 3), self.error.eq(cw.error | sw.error)]
-        beats = Signal(len(cw.i_cmd.payload.beats))       # nrows * bpr by shift-and-add
-        m.d.comb += beats.eq(sum(Mux(nrows[j], bpr << j, 0) for j in range(len(nrows))))
-        m.d.comb += [cw.i_cmd.payload.addr.eq(addr), cw.i_cmd.payload.beats.eq(beats),
-                     sw.i_cmd.payload.addr.eq(saddr), sw.i_cmd.payload.beats.eq(nrows)]
-        m.d.sync += self.done.eq(0)
-        with m.Switch(state):
-            with m.Case(0):
-                with m.If(self.i_cmd.valid):
-                    m.d.sync += [addr.eq(c.addr), saddr.eq(c.saddr), left.eq(c.rows),
-                                 bpr.eq(c.bpr), nrows.eq(Mux(c.rows > CH, CH, c.rows)),
-                                 col.eq(0), state.eq(Mux(c.rows == 0, 0, 1)),
-                                 self.done.eq(c.rows == 0)]
-            with m.Case(1):
-                m.d.comb += cw.i_cmd.valid.eq(1)
-                with m.If(cw.i_cmd.ready):
-                    m.d.sync += state.eq(2)
-            with m.Case(2):
-                with m.If(cw.done):
-                    m.d.sync += state.eq(3)
-            with m.Case(3):
-                m.d.comb += sw.i_cmd.valid.eq(1)
-                with m.If(sw.i_cmd.ready):
-                    m.d.sync += state.eq(4)
-            with m.Case(4):
-                with m.If(sw.done):
-                    m.d.sync += left.eq(left - nrows)
-                    with m.If(left == nrows):
-                        m.d.sync += [state.eq(0), self.done.eq(1)]
-                    with m.Else():
-                        m.d.sync += [state.eq(1), nrows.eq(Mux(left - nrows > CH, CH,
-                                                                left - nrows))]
-        # codes -> code core (state 2 only); each row's scale into the FIFO with its last beat
-        take = Signal()
-        row_end = col == bpr - 1
+        nch = Signal(8 + lb)                     # writes of a padded K row
+        row_wrap = Signal(AW)                    # address steps at a block boundary
+        pair_wrap = Signal(AW)
+        v_wrap = Signal(AW)
+        hd = c.bpr << lq
+        bpr_e = (hd + B - 1) >> lb
+        kblock = (khdr + (bpr_e << 2 * lb) + 63) >> 6 << 6
+        vblock = ((hd << lb) + 63) >> 6 << 6
+        st = Signal(range(3))                    # 0 data, 1 pad (K), 2 scale
+        busy_cmd = Signal()
+        accept = Signal()
+        m.d.comb += [self.i_cmd.ready.eq(~self.busy),
+                     accept.eq(self.i_cmd.valid & self.i_cmd.ready)]
+        with m.If(accept):
+            m.d.sync += [kind.eq(c.kind), addr.eq(c.addr), saddr.eq(c.saddr), key.eq(c.key),
+                         left.eq(c.rows), bpr.eq(c.bpr), nch.eq(bpr_e << (lb - lq)),
+                         row_wrap.eq(kblock - (bpr_e << 2 * lb) + (bpr_e << lb)),
+                         pair_wrap.eq(kblock - (B - 1) * pair),
+                         v_wrap.eq(vblock - (B - 1)), busy_cmd.eq(c.rows != 0), st.eq(0)]
+
+        # ---- one write per cycle: AW and W loaded together
+        i_cnt = Signal(8 + lb)                   # K: piece of the row; V: input beat
+        k_cnt = Signal(range(Q))                 # V: code of the beat
+        wptr = Signal(AW)                        # address of this piece / code
+        srow = Signal(EB)                        # the row's scale
+        outstanding = Signal(range(MO + 1))
+        b_fire = Signal()
+        free = Signal()
+        can = Signal()
+        issue = Signal()
+        in_data = Signal()
         m.d.comb += [
-            cw.i.payload.as_value().eq(self.i.payload.as_value()[:8 * W]),
-            cw.i.valid.eq(self.i.valid & (state == 2)),
-            self.i.ready.eq(cw.i.ready & (state == 2)),
-            take.eq(self.i.valid & self.i.ready),
-            sf.w_data.eq(self.i.payload.as_value()[8 * W:8 * W + self.fmt.bits]),
-            sf.w_en.eq(take & row_end),
-            sw.i.payload.as_value().eq(sf.r_data),
-            sw.i.valid.eq(sf.r_rdy & (state == 4)),
-            sf.r_en.eq(sw.i.ready & (state == 4)),
+            self.m_axi_bready.eq(1), b_fire.eq(self.m_axi_bvalid),
+            free.eq((~self.m_axi_awvalid | self.m_axi_awready)
+                    & (~self.m_axi_wvalid | self.m_axi_wready)),
+            can.eq(busy_cmd & free & (outstanding < MO)),
+            in_data.eq(st == 0),
+            self.i.ready.eq(can & in_data & (~kind | (k_cnt == Q - 1))),
+            issue.eq(can & (~in_data | self.i.valid)),
         ]
-        with m.If(take):
-            m.d.sync += [col.eq(Mux(row_end, 0, col + 1)), addr.eq(addr + W)]
-        with m.If(sw.i.valid & sw.i.ready):
-            m.d.sync += saddr.eq(saddr + sb)
-        # the port: AW/W from the owner, B to the owner
-        for name, member in self.signature.members.items():
-            if not name.startswith("m_axi_"):
-                continue
-            if member.flow == Out:
-                m.d.comb += getattr(self, name).eq(Mux(own, getattr(sw, name),
-                                                       getattr(cw, name)))
-            else:
-                v = getattr(self, name)
-                gate = name.endswith(("ready", "valid"))
-                m.d.comb += [getattr(cw, name).eq(v & ~own if gate else v),
-                             getattr(sw, name).eq(v & own if gate else v)]
+        m.d.sync += outstanding.eq(outstanding + issue - b_fire)
+        with m.If(b_fire & (self.m_axi_bresp != 0)):
+            m.d.sync += self.error.eq(1)
+
+        codes = self.i.payload.as_value()[:8 * Q]
+        scale_in = self.i.payload.as_value()[8 * Q:8 * Q + EB]
+        slot = Cat(srow, srow, C(0, 8 * pair - 2 * EB))
+        kdata = Mux(in_data, codes, 0)
+        vcode = codes.word_select(k_cnt, 8)
+        waddr = Mux(st == 2, saddr, wptr)
+        wdata = Mux(st == 2, slot.replicate(NB // pair),
+                    Mux(kind, vcode.replicate(NB), kdata.replicate(NB // Q)))
+        smask = Mux(kind, C(((1 << (pair - sb)) - 1) << sb, NB), C((1 << sb) - 1, NB))
+        wstrb = Mux(st == 2, smask,
+                    Mux(kind, C(1, NB), C((1 << Q) - 1, NB))) << waddr[:lnb]
+        with m.If(self.m_axi_awready):
+            m.d.sync += self.m_axi_awvalid.eq(0)
+        with m.If(self.m_axi_wready):
+            m.d.sync += self.m_axi_wvalid.eq(0)
+        with m.If(issue):
+            m.d.sync += [self.m_axi_awvalid.eq(1), self.m_axi_wvalid.eq(1),
+                         self.m_axi_awaddr.eq(Cat(C(0, lnb), waddr[lnb:])),
+                         self.m_axi_wdata.eq(wdata), self.m_axi_wstrb.eq(wstrb[:NB])]
+        m.d.comb += [self.m_axi_awsize.eq(lnb), self.m_axi_awburst.eq(1),
+                     self.m_axi_awcache.eq(0b0011), self.m_axi_wlast.eq(1)]
+
+        # ---- walk: pieces / codes of a row, its scale, then the next row
+        take = Signal()
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        last_beat = i_cnt == bpr - 1
+        with m.If(take & last_beat & Mux(kind, k_cnt == Q - 1, 1)):
+            m.d.sync += srow.eq(scale_in)
+        wrap = key == B - 1
+        with m.If(accept):
+            m.d.sync += [i_cnt.eq(0), k_cnt.eq(0), wptr.eq(c.addr)]
+        with m.Elif(issue):
+            with m.Switch(st):
+                with m.Case(0):
+                    with m.If(kind):
+                        m.d.sync += [wptr.eq(wptr + B), k_cnt.eq(k_cnt + 1)]
+                        with m.If(k_cnt == Q - 1):
+                            m.d.sync += [k_cnt.eq(0), i_cnt.eq(i_cnt + 1)]
+                            with m.If(last_beat):
+                                m.d.sync += st.eq(2)
+                    with m.Else():
+                        m.d.sync += [wptr.eq(wptr + Q), i_cnt.eq(i_cnt + 1)]
+                        with m.If(last_beat):
+                            m.d.sync += st.eq(Mux(i_cnt == nch - 1, 2, 1))
+                with m.Case(1):
+                    m.d.sync += [wptr.eq(wptr + Q), i_cnt.eq(i_cnt + 1)]
+                    with m.If(i_cnt == nch - 1):
+                        m.d.sync += st.eq(2)
+                with m.Case(2):          # the row is done: next row's addresses
+                    step = Mux(kind, Mux(wrap, v_wrap, 1),
+                               Mux(wrap, row_wrap, nch << lq))
+                    m.d.sync += [st.eq(0), i_cnt.eq(0), key.eq(key + 1),
+                                 addr.eq(addr + step), wptr.eq(addr + step),
+                                 saddr.eq(saddr + Mux(wrap, pair_wrap, pair)),
+                                 left.eq(left - 1)]
+                    with m.If(left == 1):
+                        m.d.sync += busy_cmd.eq(0)
+
+        m.d.comb += self.busy.eq(busy_cmd | self.m_axi_awvalid | self.m_axi_wvalid
+                                 | (outstanding != 0))
+        busy_q = Signal()
+        m.d.sync += busy_q.eq(self.busy)
+        m.d.comb += self.done.eq(busy_q & ~self.busy)
         return m
 
 
@@ -604,19 +691,24 @@ class KVQuantWriter(wiring.Component):
     Ports: ``i_cmd`` (``quant_write_layout``: ``quant_writer_commands`` fills it; accepted when
     both parts are idle; its ``bpr`` also sets the quantiser's), ``i`` (stream-format rows,
     ``rows * bpr`` beats of ``beat`` elements), ``busy``, ``done``, ``error``, ``m_axi_aw*`` /
-    ``m_axi_w*`` / ``m_axi_b*``. Throughput: the quantiser's (``lanes`` elements per cycle);
-    latency: the quantiser's plus the writer's (two command turnarounds per chunk).
+    ``m_axi_w*`` / ``m_axi_b*``. Throughput: the quantiser's (``lanes`` elements per cycle) for
+    K rows, one code per cycle for V rows (the writer's); latency: the quantiser's plus the
+    writer's.
     """
 
     @_silenced
-    def __init__(self, *, beat: int = 4, lanes: int = 2, max_head_dim: int = 16,
-                 data_width: int = 128, addr_width: int = 40, count_width: int = 20,
-                 max_burst: int = 16, max_outstanding: int = 4, chunk: int = 16,
+    def __init__(self, *, beat: int = 4, kv_beat: int = 4, lanes: int = 2,
+                 max_head_dim: int = 16, data_width: int = 128, addr_width: int = 40,
+                 count_width: int = 20, max_outstanding: int = 16,
                  fmt: StreamFormat | None = None):
         self.quant = KVQuantizer(beat=beat, lanes=lanes, max_head_dim=max_head_dim, fmt=fmt)
-        self.writer = KVInt8Writer(beat=beat, data_width=data_width, addr_width=addr_width,
-                                   count_width=count_width, max_burst=max_burst,
-                                   max_outstanding=max_outstanding, chunk=chunk, fmt=fmt)
+        try:
+            self.writer = KVInt8Writer(beat=beat, kv_beat=kv_beat, data_width=data_width,
+                                       addr_width=addr_width, count_width=count_width,
+                                       max_outstanding=max_outstanding, fmt=fmt)
+        except (TypeError, ValueError):
+            self.quant._MustUse__silence = True
+            raise
         self.fmt = self.quant.fmt
         sig = {"i_cmd": self.writer.signature.members["i_cmd"],
                "i": self.quant.signature.members["i"],
@@ -680,26 +772,32 @@ def make_kv_quant(target: str, fmt: StreamFormat | None = None) -> KVQuantizer:
 
 
 def make_kv_writer(target: str, fmt: StreamFormat | None = None) -> KVInt8Writer:
+    """The int8 KV writer behind the quantiser of ``target``: its beat in, the layout of the
+    target's integer engine (``INT_PRESETS`` beat) out."""
+    from .presets import INT_PRESETS
+
     params = KV_QUANT_PRESETS[target]
-    return KVInt8Writer(beat=params["beat"], fmt=fmt)
+    return KVInt8Writer(beat=params["beat"], kv_beat=INT_PRESETS[target]["beat"], fmt=fmt)
 
 
 def make_kv_reader(target: str, fmt: StreamFormat | None = None):
     """The int8 KV reader feeding the integer engine of ``target`` (its beat, tile, head_dim
     and context; hw/attention/presets.py ``INT_PRESETS``)."""
-    from .kv_dma import KVReader
+    from .kv_dma import KVInt8Reader
     from .presets import INT_PRESETS
 
     e = INT_PRESETS[target]
-    return KVReader(beat=e["beat"], depth=e["depth"], max_head_dim=e["head_dim"],
-                    ctx_bits=e["ctx_bits"], fmt=fmt, int8=True)
+    return KVInt8Reader(beat=e["beat"], depth=e["depth"], max_head_dim=e["head_dim"],
+                        ctx_bits=e["ctx_bits"], fmt=fmt)
 
 
 def report_blocks() -> dict:
     """Block-registry entries (hw/blocks.py): the KV DMA line's blocks."""
     return {"kv_quant": ("KV quantiser (int8 K/V rows + stream-format row scales; "
                          "kv_quant_int8)", lambda p, fmt: make_kv_quant(p.name, fmt=fmt)),
-            "kv_writer": ("int8 KV writer (codes, then row scales; AXI4 write bursts)",
+            "kv_writer": ("int8 KV writer (K rows, V codes channel-major, scale pairs; "
+                          "single-beat AXI4 writes)",
                           lambda p, fmt: make_kv_writer(p.name, fmt=fmt)),
             "kv_reader": ("int8 KV reader feeding the integer attention engine (AXI4 read "
-                          "bursts, kv_schedule)", lambda p, fmt: make_kv_reader(p.name, fmt=fmt))}
+                          "bursts per block, kv_schedule, fixed width conversion)",
+                          lambda p, fmt: make_kv_reader(p.name, fmt=fmt))}

@@ -57,8 +57,8 @@ def kv_dequant_int8(q: np.ndarray, s16: np.ndarray, *, fmt: StreamFormat | None 
 def kv_quant_int8_beats(x16: np.ndarray, beat: int, *, fmt: StreamFormat | None = None
                         ) -> list[int]:
     """:func:`kv_quant_int8` of rows ``x16`` ([rows, head_dim], head_dim a multiple of
-    ``beat``) in the engine's int8 beat layout (the quantising writer's ``o``, what
-    ``KVReader(int8=True)`` streams back): per ``beat`` elements one integer with the codes
+    ``beat``) as the quantiser's int8 beats (``KVQuantizer.o``, the input of the int8 KV
+    writer): per ``beat`` elements one integer with the codes
     (two's complement bytes, code 0 lowest) in bits [0, 8*beat) and the row's scale
     (``fmt.to_bits``) in the next ``fmt.bits`` bits."""
     fmt = stream_format(fmt)

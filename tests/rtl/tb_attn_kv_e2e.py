@@ -3,10 +3,8 @@
 A KV cache laid out by tellme.spec.kv_layout (rows in the build's stream format, params["fmt"])
 in cocotbext-axi's AxiRamRead (random AR/R pauses); per engine call the reader fetches the KV
 head's rows in kv_schedule order straight into the engine's ``i_kv``; the outputs must equal
-tellme.sim.golden.hw_numerics.attention_decode / attention_prefill bit for bit. int8 builds
-(params["int8"]): the cache holds kv_quant_int8 codes and row scales, the reader delivers the
-engine's int8 beats, the engine's command has int8 set, and the golden attention reads
-kv_dequant_int8 of the same codes.
+tellme.sim.golden.hw_numerics.attention_decode / attention_prefill bit for bit. (An int8
+cache is read by KVInt8Reader into the integer engine: tests/rtl/tb_attn_kv_int8_e2e.py.)
 """
 
 from __future__ import annotations
@@ -32,10 +30,9 @@ from tellme.sim.drivers import (
     start_clock_and_reset,
 )
 from tellme.sim.golden import hw_numerics as hw
-from tellme.sim.golden.attention_hw import kv_dequant_int8, kv_quant_int8
 from tellme.sim.runner import cocotb_params
 from tellme.spec.attention import decode_calls, prefill_calls
-from tellme.spec.kv_layout import FORMATS, KVLayout, encode_elems
+from tellme.spec.kv_layout import FORMATS, KVLayout
 
 SEED = int(os.environ.get("SEED", "1"))
 
@@ -59,7 +56,7 @@ def assert_same(fmt, got, want, what):
 @cocotb.test()
 async def test_reader_engine(dut):
     pp = cocotb_params()
-    p, fmt, int8 = pp["engine"], FORMATS[pp["fmt"]], bool(pp.get("int8"))
+    p, fmt = pp["engine"], FORMATS[pp["fmt"]]
     W, D, lanes, hd, EB = p["beat"], p["depth"], p["lanes"], p["head_dim"], fmt.bits
     logging.getLogger("cocotb.kv_e2e.m_axi").setLevel(logging.WARNING)
     ram = AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=1 << 20)
@@ -72,7 +69,7 @@ async def test_reader_engine(dut):
     sink = StreamSink(dut, "o", backpressure_prob=0.2, seed=SEED + 5)
     mons = [StreamMonitor(dut, s) for s in ("e_cmd", "q", "rd_cmd", "o")]
     ef = layout_fields(cmd_layout(lanes, p["ctx_bits"]))
-    rf = layout_fields(read_command_layout(40, p["ctx_bits"], int8))
+    rf = layout_fields(read_command_layout(40, p["ctx_bits"]))
     rng = np.random.default_rng(SEED)
     c = hw.score_scale(hd)
 
@@ -82,7 +79,7 @@ async def test_reader_engine(dut):
         qb = [int(x) for x in fmt.to_bits(q_lanes).reshape(-1)]
         src["q"].send([pack_array(qb[i:i + W], EB) for i in range(0, len(qb), W)])
         src["rd_cmd"].send([pack_struct(rf, **reader_command(lay, layer, kv, n, W))])
-        src["e_cmd"].send([pack_struct(ef, n=n, nq=nq, c=c, int8=int(int8), bpr=hd // W,
+        src["e_cmd"].send([pack_struct(ef, n=n, nq=nq, c=c, int8=0, bpr=hd // W,
                                        lim=pack_array(list(lim) + [0] * (lanes - nq),
                                                       p["ctx_bits"]))])
         out = (await sink.wait_for(start + nq * hd, timeout_cycles=500_000))[start:]
@@ -90,23 +87,12 @@ async def test_reader_engine(dut):
 
     for heads, kvh, n_ctx in ((4, 1, 3 * D + 3), (4, 4, D + 1), (8, 2, 2 * D)):
         lay = KVLayout(num_layers=2, num_kv_heads=kvh, head_dim=hd, max_ctx=n_ctx,
-                       base=0x1000 + int(rng.integers(0, 512)), fmt=fmt,
-                       dtype="int8" if int8 else None)
+                       base=0x1000 + int(rng.integers(0, 512)), fmt=fmt)
         q, k, v = rand_qkv(fmt, rng, n_ctx, heads, kvh, hd, n_q=n_ctx)
         layer = int(rng.integers(0, 2))
-        if int8:
-            (kq, ks), (vq, vs) = kv_quant_int8(k, fmt=fmt), kv_quant_int8(v, fmt=fmt)
-            for h in range(kvh):
-                for kind, cq, cs in (("K", kq, ks), ("V", vq, vs)):
-                    ram.write(lay.row_addr(layer, kind, h, 0), lay.encode_rows(cq[:, h]))
-                    ram.write(lay.scale_addr(layer, kind, h, 0),
-                              encode_elems(fmt.to_bits(cs[:, h]), lay.scale_bytes))
-            # what the engine computes with: the dequantised rows
-            k, v = kv_dequant_int8(kq, ks, fmt=fmt), kv_dequant_int8(vq, vs, fmt=fmt)
-        else:
-            for h in range(kvh):
-                ram.write(lay.row_addr(layer, "K", h, 0), lay.encode_rows(fmt.to_bits(k[:, h])))
-                ram.write(lay.row_addr(layer, "V", h, 0), lay.encode_rows(fmt.to_bits(v[:, h])))
+        for h in range(kvh):
+            ram.write(lay.row_addr(layer, "K", h, 0), lay.encode_rows(fmt.to_bits(k[:, h])))
+            ram.write(lay.row_addr(layer, "V", h, 0), lay.encode_rows(fmt.to_bits(v[:, h])))
         # decode of the last position
         pos = n_ctx - 1
         got = np.empty_like(q[0])
@@ -121,7 +107,7 @@ async def test_reader_engine(dut):
                 lay, layer, q[list(cl.rows), list(cl.heads)], cl.lim, cl.kv)
         assert_same(fmt, got, hw.attention_prefill(q, k, v, 0, fmt=fmt),
                     f"prefill n={n_ctx} kvh={kvh}")
-        dut._log.info("%s%s heads %d kv_heads %d n %d: decode and prefill exact", fmt.name,
-                      " int8" if int8 else "", heads, kvh, n_ctx)
+        dut._log.info("%s heads %d kv_heads %d n %d: decode and prefill exact", fmt.name,
+                      heads, kvh, n_ctx)
     for mon in mons:
         mon.check()

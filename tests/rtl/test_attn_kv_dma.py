@@ -1,11 +1,14 @@
-"""Launch the KV-cache reader testbench (tests/rtl/tb_attn_kv_dma.py) on Verilator.
+"""Launch the KV-cache reader testbenches (tests/rtl/tb_attn_kv_dma.py, tb_attn_kv_int8.py) on
+Verilator.
 
 Default tier, 128-bit AXI: KVCacheDMA (reader + writer on one AXI4 port) for the engine's
 ``sim`` preset (beat 4, tile 8, head_dim <= 16) at FP16, KVCacheDMA at FP24 with beat 8
-(192-bit engine beats: one and a half AXI beats each), and the int8 KVReader with FP24 scales.
-``slow``: the sim preset at FP24 (96-bit engine beats), 256-bit builds with longer bursts
-(FP16, FP24), the int8 reader with FP16 scales, and the reader wired to the attention engine
-(FP16, FP24, FP24 int8).
+(192-bit engine beats: one and a half AXI beats each), and the int8 reader ``KVInt8Reader``
+with FP24 scales at the integer engine's sim beat 4 (four engine beats per AXI beat) and at
+beat 32 (two AXI beats per engine beat). ``slow``: the sim preset at FP24 (96-bit engine
+beats), 256-bit builds with longer bursts (FP16, FP24), the int8 reader with FP16 scales, at
+the kv260 beat 64 (128 and 256-bit AXI) and on 512-bit AXI, and the FP reader wired to the
+attention engine (FP16, FP24), and the int8 reader wired to the integer engine.
 """
 
 import numpy as np
@@ -13,8 +16,10 @@ import pytest
 
 from tellme.hw.attention.kv_dma import (
     KVCacheDMA,
+    KVInt8Reader,
     KVReader,
     KVWriter,
+    int8_call_traffic,
     reader_command,
     writer_commands,
 )
@@ -48,14 +53,32 @@ def test_kv_dma_fp24_beat8():
     _run(B8, seed=3)
 
 
+# the integer engine's sim beat (4 engine beats per AXI beat) and a beat of 2 AXI beats
+INT8 = dict(beat=4, depth=8, max_head_dim=16, ctx_bits=12, data_width=128, addr_width=40,
+            max_burst=16, max_outstanding=4, fmt="fp24")
+INT8_B32 = dict(INT8, beat=32, depth=64, max_head_dim=40)
+INT8_KV260 = dict(INT8, beat=64, depth=128, max_head_dim=128)
+
+
+def _run_int8(params, seed=4):
+    hw = dict(params, fmt=FORMATS[params["fmt"]])
+    run_cocotb(lambda: KVInt8Reader(**hw), name="kv_int8", params=params,
+               test_module="tests.rtl.tb_attn_kv_int8", extra_env={"SEED": str(seed)})
+
+
 @pytest.mark.rtl
-@pytest.mark.parametrize("fmt", ["fp24", pytest.param("fp16", marks=pytest.mark.slow)])
-def test_kv_reader_int8(fmt):
-    """int8 KV: codes + the row scale (stream format) in the engine's int8 beat."""
-    params = dict({k: v for k, v in SMALL.items() if k != "fmt"}, fmt=fmt, int8=True)
-    hw = dict(params, fmt=FORMATS[fmt])
-    run_cocotb(lambda: KVReader(**hw), name="kv_int8", params=params,
-               test_module="tests.rtl.tb_attn_kv_int8", extra_env={"SEED": "4"})
+@pytest.mark.parametrize("params", [
+    pytest.param(INT8, id="b4"), pytest.param(INT8_B32, id="b32"),
+    pytest.param(dict(INT8, fmt="fp16"), marks=pytest.mark.slow, id="fp16"),
+    pytest.param(INT8_KV260, marks=pytest.mark.slow, id="kv260"),
+    pytest.param(dict(INT8_KV260, data_width=256, max_burst=8), marks=pytest.mark.slow,
+                 id="kv260-256"),
+    pytest.param(dict(INT8_B32, data_width=512, fmt="fp16"), marks=pytest.mark.slow,
+                 id="b32-512"),
+    pytest.param(dict(INT8, data_width=256), marks=pytest.mark.slow, id="b4-256")])
+def test_kv_reader_int8(params):
+    """int8 KV for the integer engine: K rows with both scales, V blocks channel-major."""
+    _run_int8(params)
 
 
 @pytest.mark.rtl
@@ -85,6 +108,10 @@ def test_fp24_layout():
     i8 = KVLayout(1, 2, 64, 100, dtype="int8", fmt=FP24)
     assert i8.scale_bytes == 3 and i8.scale_addr(0, "V", 1, 99) + 3 <= i8.total_bytes
     assert KVLayout(1, 2, 64, 100, dtype="int8", fmt=FP16).scale_bytes == 2
+    # the int8 reader fetches the padded K rows, the K blocks' scale headers, whole V blocks
+    c = int8_call_traffic(100, head_dim=96, beat=64, depth=1024, data_width=128,
+                          max_burst=16, fmt=FP24)
+    assert c["bytes"] == 2 * 512 + 100 * 128 + 2 * 96 * 64 and c["payload"] == 100 * 2 * 99
     with pytest.raises(ValueError, match="does not match the stream format"):
         KVLayout(1, 1, 16, 8, dtype="fp16", fmt=FP24)
     with pytest.raises(ValueError, match="FP24 KV has no scales"):
@@ -111,8 +138,12 @@ def test_reader_rejects():
         KVReader(beat=4, max_head_dim=18)
     with pytest.raises(ValueError, match="int8 rows: KVQuantWriter"):
         writer_commands(KVLayout(1, 1, 16, 8, dtype="int8"), 0, 0, 4, 4)
-    with pytest.raises(ValueError, match="do not fit one engine beat"):
-        KVReader(beat=1, max_head_dim=16, int8=True)
+    with pytest.raises(ValueError, match="must be a power of two"):
+        KVInt8Reader(beat=3, max_head_dim=16)
+    with pytest.raises(ValueError, match="depth 4 must be a power of two >= beat"):
+        KVInt8Reader(beat=8, depth=4)
+    with pytest.raises(ValueError, match="built for beat 64"):
+        reader_command(KVLayout(1, 1, 16, 8, dtype="int8"), 0, 0, 4, 4)
     with pytest.raises(TypeError, match="StreamFormat of whole bytes"):
         KVReader(fmt="fp24")
     with pytest.raises(ValueError, match="not a multiple of the engine beat"):
@@ -174,11 +205,70 @@ class ReaderEngine:
 
 @pytest.mark.rtl
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt,int8", [("fp16", False), ("fp24", False), ("fp24", True)],
-                         ids=["fp16", "fp24", "fp24-int8"])
-def test_reader_engine_e2e(fmt, int8):
+@pytest.mark.parametrize("fmt", ["fp16", "fp24"])
+def test_reader_engine_e2e(fmt):
     eng = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
-    rd = dict({k: v for k, v in SMALL.items() if k != "fmt"}, int8=int8)
-    params = dict(engine=eng, reader=rd, fmt=fmt, int8=int8)
+    rd = {k: v for k, v in SMALL.items() if k != "fmt"}
+    params = dict(engine=eng, reader=rd, fmt=fmt)
     run_cocotb(lambda: ReaderEngine(eng, rd, FORMATS[fmt]), name="kv_e2e", params=params,
                test_module="tests.rtl.tb_attn_kv_e2e", extra_env={"SEED": "1"})
+
+
+class ReaderIntEngine:
+    """Test top: KVInt8Reader.o -> IntAttentionEngine.i_kv (ports e_cmd, q, o of the engine;
+    rd_cmd and m_axi_ar*/r* of the reader)."""
+
+    def __new__(cls, engine: dict, reader: dict, fmt):
+        from amaranth.hdl import Module
+        from amaranth.lib import wiring
+        from amaranth.lib.wiring import In, Out
+
+        from tellme.hw.attention.int_engine import IntAttentionEngine
+
+        class _Top(wiring.Component):
+            def __init__(self):
+                self.eng = IntAttentionEngine(**engine, fmt=fmt)
+                self.rd = KVInt8Reader(**reader, fmt=fmt)
+                sig = {"e_cmd": In(self.eng.i_cmd.signature.flip()),
+                       "q": In(self.eng.i_q.signature.flip()),
+                       "o": Out(self.eng.o.signature),
+                       "rd_cmd": In(self.rd.i_cmd.signature.flip())}
+                for name, mem in self.rd.signature.members.items():
+                    if name.startswith("m_axi_"):
+                        sig[name] = mem
+                super().__init__(sig)
+
+            def elaborate(self, platform):
+                m = Module()
+                m.submodules.eng, m.submodules.rd = self.eng, self.rd
+                wiring.connect(m, wiring.flipped(self.e_cmd), self.eng.i_cmd)
+                wiring.connect(m, wiring.flipped(self.q), self.eng.i_q)
+                wiring.connect(m, self.eng.o, wiring.flipped(self.o))
+                wiring.connect(m, wiring.flipped(self.rd_cmd), self.rd.i_cmd)
+                wiring.connect(m, self.rd.o, self.eng.i_kv)
+                for name, mem in self.rd.signature.members.items():
+                    if name.startswith("m_axi_"):
+                        if mem.flow == Out:
+                            m.d.comb += getattr(self, name).eq(getattr(self.rd, name))
+                        else:
+                            m.d.comb += getattr(self.rd, name).eq(getattr(self, name))
+                return m
+
+        return _Top()
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_reader_int_engine_e2e():
+    """KVInt8Reader -> IntAttentionEngine (sim presets, FP24): decode and prefill over an int8
+    cache in the layout equal the integer contract bit for bit."""
+    from tellme.hw.attention.presets import INT_PRESETS
+
+    eng = dict(INT_PRESETS["sim"])
+    rd = dict(INT8, beat=eng["beat"], depth=eng["depth"], max_head_dim=eng["head_dim"],
+              ctx_bits=eng["ctx_bits"])
+    rd.pop("fmt")
+    params = dict(engine=eng, reader=rd, fmt="fp24")
+    run_cocotb(lambda: ReaderIntEngine(eng, rd, FORMATS["fp24"]), name="kv_int8_e2e",
+               params=params, test_module="tests.rtl.tb_attn_kv_int8_e2e",
+               extra_env={"SEED": "1"})

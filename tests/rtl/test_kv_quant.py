@@ -7,10 +7,11 @@ pairs (every FP16 (x, s) pair of consistent rows in ``slow``).
 
 RTL (cocotb + Verilator, tests/rtl/tb_kv_quant.py and tb_kv_quant_e2e.py), default tier:
 ``KVQuantizer`` at FP24 (beat 4, 2 lanes, head_dim <= 16): bit-exact under stalls, the cycle
-model exact without; ``KVQuantWriter`` + ``KVReader(int8=True)`` on one AXI4 port at FP24:
-the memory image equals the int8 layout of ``kv_quant_int8`` and the reader streams it back.
-``slow``: the quantiser at FP16, with 1 and 4 lanes, the kv260 build (beat 8, head_dim 128),
-and the end-to-end test at FP16.
+model exact without; ``KVQuantWriter`` + ``KVInt8Reader`` on one AXI4 port at FP24 (input beat
+2, the integer engine's sim beat 4: padded K rows, two pieces per K beat): the memory image
+equals the int8 layout of ``kv_quant_int8`` and the reader streams it back as the engine's
+beats. ``slow``: the quantiser at FP16, with 1 and 4 lanes, the kv260 build (beat 8, head_dim
+128), the end-to-end test at FP16, at the sim beats 4 / 4 and at the kv260 beats 8 / 64.
 """
 
 import numpy as np
@@ -23,6 +24,7 @@ from tellme.hw.attention.kv_quant import (
     codes_int,
     quant_writer_commands,
     scale_bits_int,
+    writer_transactions,
 )
 from tellme.sim.golden.attention_hw import kv_quant_int8, kv_quant_int8_beats
 from tellme.sim.runner import run_cocotb
@@ -150,11 +152,16 @@ def test_beats_wrapper_and_commands():
     one = int(FP24.to_bits(np.float32(1.0)))
     assert q[0].tolist() == [0, -127, 2, 0] and FP24.to_bits(s).tolist() == [one, 0]
     assert b == [0x81 << 8 | one << 16, 2 | one << 16, 0, 0]
-    lay = KVLayout(2, 3, 16, 40, dtype="int8", fmt=FP24)
+    lay = KVLayout(2, 3, 16, 40, dtype="int8", fmt=FP24, beat=4)
     cmds = quant_writer_commands(lay, 1, 5, 3, 4)
-    assert len(cmds) == 6 and cmds[4] == dict(addr=lay.row_addr(1, "V", 1, 5),
-                                              saddr=lay.scale_addr(1, "V", 1, 5), rows=3,
-                                              bpr=4)
+    assert len(cmds) == 6 and cmds[4] == dict(kind=1, addr=lay.v_addr(1, 1, 5, 0),
+                                              saddr=lay.scale_addr(1, "K", 1, 5), key=1,
+                                              rows=3, bpr=4)
+    assert cmds[0] == dict(kind=0, addr=lay.row_addr(1, "K", 0, 5),
+                           saddr=lay.scale_addr(1, "K", 0, 5), key=1, rows=3, bpr=4)
+    # writes per row: K the padded row in beat pieces + its scale, V one per code + scale
+    assert writer_transactions("K", 1, head_dim=96, beat=8, kv_beat=64) == 16 + 1
+    assert writer_transactions("V", 2, head_dim=128, beat=8, kv_beat=64) == 2 * 129
     with pytest.raises(ValueError, match="stores int8 layouts"):
         quant_writer_commands(KVLayout(1, 1, 16, 8), 0, 0, 1, 4)
     with pytest.raises(ValueError, match="outside the KV cache"):
@@ -170,10 +177,12 @@ def test_rejects():
         KVQuantizer(beat=4, max_head_dim=18)
     with pytest.raises(TypeError, match="StreamFormat of whole bytes"):
         KVQuantizer(fmt="fp24")
-    with pytest.raises(ValueError, match="must be even"):
+    with pytest.raises(ValueError, match="must be a power of two >= 2"):
         KVInt8Writer(beat=3)
-    with pytest.raises(ValueError, match="chunk must be"):
-        KVQuantWriter(chunk=0)
+    with pytest.raises(ValueError, match="kv_beat 4 must be a power of two multiple"):
+        KVQuantWriter(beat=8, kv_beat=4, max_head_dim=16)
+    with pytest.raises(ValueError, match="not a multiple of the beat 8"):
+        quant_writer_commands(KVLayout(1, 1, 16, 8, dtype="int8", beat=4), 0, 0, 1, 8)
 
 
 # ---- RTL ----------------------------------------------------------------------------------
@@ -204,7 +213,7 @@ def test_kv_quant_kv260():
 
 
 class QuantWriterReader:
-    """Test top: KVQuantWriter (ports wr_cmd, wr, wr_busy, wr_done) and KVReader(int8=True)
+    """Test top: KVQuantWriter (ports wr_cmd, wr, wr_busy, wr_done) and KVInt8Reader
     (rd_cmd, o, rd_busy, rd_done) on one AXI4 port (m_axi_*), ``error`` of either."""
 
     def __new__(cls, wr: dict, rd: dict, fmt):
@@ -212,12 +221,12 @@ class QuantWriterReader:
         from amaranth.lib import wiring
         from amaranth.lib.wiring import Out
 
-        from tellme.hw.attention.kv_dma import KVReader
+        from tellme.hw.attention.kv_dma import KVInt8Reader
 
         class _Top(wiring.Component):
             def __init__(self):
                 self._wr = KVQuantWriter(**wr, fmt=fmt)
-                self._rd = KVReader(**rd, int8=True, fmt=fmt)
+                self._rd = KVInt8Reader(**rd, fmt=fmt)
                 sig = {"error": Out(1)}
                 ren = {"wr": {"i_cmd": "wr_cmd", "i": "wr", "busy": "wr_busy",
                               "done": "wr_done"},
@@ -252,10 +261,10 @@ class QuantWriterReader:
         return _Top()
 
 
-def _run_e2e(fmt, seed=1, chunk=4):
-    wr = dict(SIM, data_width=128, addr_width=32, count_width=12, max_burst=16,
-              max_outstanding=4, chunk=chunk)
-    rd = dict(beat=SIM["beat"], depth=8, max_head_dim=SIM["max_head_dim"], ctx_bits=11,
+def _run_e2e(fmt, seed=1, *, beat=2, kv_beat=4, max_head_dim=16, depth=8):
+    wr = dict(beat=beat, kv_beat=kv_beat, lanes=2, max_head_dim=max_head_dim, data_width=128,
+              addr_width=32, count_width=12, max_outstanding=8)
+    rd = dict(beat=kv_beat, depth=depth, max_head_dim=max_head_dim, ctx_bits=11,
               data_width=128, addr_width=32, max_burst=16, max_outstanding=4)
     params = dict(wr=wr, rd=rd, fmt=fmt)
     run_cocotb(lambda: QuantWriterReader(wr, rd, FORMATS[fmt]), name="kv_quant_e2e",
@@ -267,6 +276,17 @@ def _run_e2e(fmt, seed=1, chunk=4):
 @pytest.mark.parametrize("fmt", ["fp24", pytest.param("fp16", marks=pytest.mark.slow)])
 def test_kv_quant_writer_e2e(fmt):
     _run_e2e(fmt)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("beats", [(4, 4), (8, 64)], ids=["sim", "kv260"])
+def test_kv_quant_writer_e2e_beats(beats):
+    """The quantiser's sim beat 4 into the engine's sim beat 4; the kv260 beats (8 in, 64 out,
+    head_dim up to 128: 96 pads K rows to 128)."""
+    beat, kv_beat = beats
+    _run_e2e("fp24", seed=2, beat=beat, kv_beat=kv_beat, max_head_dim=16 * beat,
+             depth=max(8, kv_beat))
 
 
 def test_registry_and_budget_line():

@@ -95,7 +95,7 @@ class PerfAssumptions:
     kv_port_bytes: float = 16.0      # bytes/cycle of the KV master, per direction
     weight_ports: str = ""           # description
     kv_port: str = ""
-    attention: str = "fp"            # "fp": AttentionEngine (contract); "int": IntAttentionEngine
+    attention: str = "int"           # "int": IntAttentionEngine (contract); "fp": AttentionEngine
     attn_engines: int = 1
     kv_dtype: str = "fp24"           # "fp24" / "fp16" (stream format rows) or "int8"
     stream_format: str = "fp24"
@@ -126,7 +126,7 @@ def shell_ports() -> tuple[float, float, str, str]:
 
 
 def default_assumptions(target_name: str, *, ddr_efficiency: float = 0.85,
-                        clock_mhz: float | None = None, attention: str = "fp",
+                        clock_mhz: float | None = None, attention: str = "int",
                         attn_engines: int | None = None, kv: str = "stream",
                         a53_gbps: float = 4.0, ports: str = "shell") -> PerfAssumptions:
     """The assumptions for a target: its DDR peak and clock (spec/targets.py), the shell's
@@ -144,7 +144,7 @@ def default_assumptions(target_name: str, *, ddr_efficiency: float = 0.85,
         raise ValueError(f"kv must be 'stream' or 'int8', got {kv!r}")
     if attention == "int":
         kv = "int8"
-    engines = attn_engines if attn_engines is not None else (2 if attention == "int" else 1)
+    engines = attn_engines if attn_engines is not None else 1
     if engines < 1 or (attention == "fp" and engines != 1):
         raise ValueError(f"{engines} attention engines: the fp engine's model is one engine; "
                          f"the int engine takes >= 1")
@@ -306,7 +306,7 @@ class _Model:
             return (f"AttentionEngine (the contract's, {self.a.stream_format.upper()} "
                     f"arithmetic), 1 engine, {kw['lanes']} lanes x beat {kw['beat']}, "
                     f"{kw['depth']}-key score tile (sim/cycles_attn.py)")
-        return (f"IntAttentionEngine (proposed integer contract), {self.a.attn_engines} "
+        return (f"IntAttentionEngine (the contract's), {self.a.attn_engines} "
                 f"engine(s) x {kw['lanes']} lanes x {kw['beat']} MACs, {kw['depth']}-key "
                 f"score tile, calls dealt round-robin (sim/cycles_attn_int.py)")
 

@@ -36,11 +36,11 @@ def register(sub) -> None:
                    help="sustained fraction of the DDR peak (default 0.85; decode is also "
                         "shown at 0.70 and 0.90)")
     p.add_argument("--clock-mhz", type=float, help="default: the target's clock")
-    p.add_argument("--attention", choices=("fp", "int"), default="fp",
-                   help="fp: the contract's AttentionEngine (default); int: the proposed "
-                        "integer engine (int8 KV)")
+    p.add_argument("--attention", choices=("int", "fp"), default="int",
+                   help="int: the contract's integer engine over an int8 KV cache (default); "
+                        "fp: the FP engine of the previous contract")
     p.add_argument("--attn-engines", type=int, metavar="N",
-                   help="integer attention engines (default 2; fp: 1)")
+                   help="integer attention engines (default 1: the kv260 preset; fp: 1)")
     p.add_argument("--kv", choices=("stream", "int8"), default="stream",
                    help="KV cache rows: the stream format (default) or int8 + a row scale")
     p.add_argument("--ports", choices=("shell", "wide"), default="shell",

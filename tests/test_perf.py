@@ -19,7 +19,7 @@ LARGE = MODELS["bitnet_b1_58-large"]
 
 @pytest.fixture(scope="module")
 def large():
-    a = perf.default_assumptions("kv260")
+    a = perf.default_assumptions("kv260", attention="fp")     # the FP engine's models
     return perf.project(LARGE, "kv260", a, name="bitnet_b1_58-large")
 
 
@@ -139,7 +139,7 @@ def test_cli_text(capsys):
                  "--context", "128", "1024", "--prompt", "64"]) == 0
     out = capsys.readouterr().out
     assert "PROJECTION" in out and "not yet validated against an RTL top" in out
-    for s in ("250 MHz", "17.1 GB/s peak x 0.85", "ports (spec/shell.py)", "KV cache: FP24",
+    for s in ("250 MHz", "17.1 GB/s peak x 0.85", "ports (spec/shell.py)", "KV cache: int8",
               "host A53", "assumed 4 GB/s", "if PL", "@0.70", "@0.90", "roofline",
               "TeLLMe v2 (published)", "arXiv 2510.15926", "issue 15 goals", "schedule"):
         assert s in out, s
@@ -188,7 +188,8 @@ def test_weight_file(capsys):
     (["--weights", "/nonexistent/model.tlm"], "cannot read the weight file"),
     (["--model", "bitnet_b1_58-large", "--context", "0"], "context lengths must be >= 1"),
     (["--model", "bitnet_b1_58-large", "--ddr-eff", "1.5"], "DDR efficiency"),
-    (["--model", "bitnet_b1_58-large", "--attn-engines", "2"], "attention engines"),
+    (["--model", "bitnet_b1_58-large", "--attention", "fp", "--attn-engines", "2"],
+     "attention engines"),
 ])
 def test_cli_errors(argv, msg, capsys):
     assert main(["perf", *argv]) == 2

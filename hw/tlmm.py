@@ -33,7 +33,8 @@ from amaranth.lib.wiring import In, Out
 from tellme.spec.codes import CODE_BITS, N_CODES, PATTERNS, G
 from tellme.spec.tlmm import TABLE_BITS, TABLE_ENTRIES, acc_bits
 
-from .weight_buffer import WeightReadSignature, ceil_log2
+from .arith import addr_bits
+from .weight_buffer import WeightReadSignature
 
 TABLE_KINDS = tuple(TABLE_ENTRIES)
 HALF_ENTRIES = TABLE_ENTRIES["half"]     # 14: code 0 and the 13 positive patterns
@@ -133,7 +134,7 @@ class TLMM(wiring.Component):
         self._depth = depth
         self._table = table
         self._acc_width = acc_bits(kb_max * G * t)
-        self._addr_bits = ceil_log2(depth)
+        self._addr_bits = addr_bits(depth)
         super().__init__({
             "i_cmd": In(stream.Signature(cmd_layout(kb_max=kb_max, nbt_max=nbt_max,
                                                     tok_max=tok_max))),
@@ -162,7 +163,7 @@ class TLMM(wiring.Component):
         full = self._table == "full"
         n_entries = self.table_entries
         bank_depth = 32 if full else 16          # one LUTRAM bank per table build
-        ebits = ceil_log2(bank_depth)
+        ebits = addr_bits(bank_depth)
         assert len(Signal(range(n_entries))) == ebits
 
         # ------------------------------------------------------------ command registers
@@ -316,7 +317,7 @@ class TLMM(wiring.Component):
                     m.d.sync += lookups[qi][ti].eq(value)
 
         # ------------------------------------------------------------ S2: adder trees
-        sum_width = lk_width + ceil_log2(t) + (1 if t > 1 else 0)
+        sum_width = lk_width + addr_bits(t) + (1 if t > 1 else 0)
         sums = [Signal(signed(sum_width), name=f"sum{qi}") for qi in range(q)]
         with m.If(adv):
             for qi in range(q):

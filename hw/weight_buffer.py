@@ -23,12 +23,10 @@ from amaranth.lib.wiring import In, Out
 from tellme.spec.codes import CODE_BITS, padded_dims
 from tellme.spec.tiling import Tiling, tiling_for
 
+from .arith import addr_bits
+
 URAM_WIDTH = 72
 URAM_DEPTH = 4096
-
-
-def ceil_log2(n: int) -> int:
-    return max(1, (n - 1).bit_length())
 
 
 class WeightReadSignature(wiring.Signature):
@@ -115,7 +113,7 @@ class WeightBuffer(wiring.Component):
         self._t, self._q, self._v = t, q, v
         self._half_depth = half_depth
         self._ram_style = ram_style
-        self._addr_bits = ceil_log2(half_depth)
+        self._addr_bits = addr_bits(half_depth)
         super().__init__({
             "i": In(stream.Signature(fill_layout(t, v))),
             "r": In(WeightReadSignature(t=t, q=q, addr_bits=self._addr_bits)),

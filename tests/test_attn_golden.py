@@ -220,13 +220,15 @@ def test_rounding_sensitive_rows(fmt):
 
 @pytest.mark.parametrize("fmt", [FP16, FP24], ids=["fp16", "fp24"])
 def test_rtl_rounding_helpers(fmt):
-    """hw/attention/arith.py in Amaranth's simulator against the golden roundings:
+    """hw/arith.py's rne_shr and stream_fp's rn_fmt in Amaranth's simulator against the golden
+    roundings:
     rn_fmt(mm * 2**ee) == fmt.round (saturation, subnormals, ties; every ee that reaches the
     format's range) and rne_shr for shifts past the operand width (which round to 0)."""
     from amaranth.hdl import Module, Signal, signed
     from amaranth.sim import Simulator
 
-    from tellme.hw.attention.arith import rn_fmt, rne_shr
+    from tellme.hw.arith import rne_shr
+    from tellme.hw.elementwise.stream_fp import rn_fmt
 
     W = 27
     m = Module()

@@ -65,8 +65,8 @@ from amaranth.lib.wiring import In, Out
 from tellme.spec.attention import QK_FRAC, SCORE_SAT, SV_FRAC
 from tellme.spec.numerics import EXP2_TABLE, StreamFormat, stream_format
 
-from ..elementwise.stream_fp import unpack
-from .arith import bit_length, rn_fmt, rne_shr
+from ..arith import bit_length, rne_shr
+from ..elementwise.stream_fp import rn_fmt, unpack
 
 MAX_SHIFT = 29         # largest shift of a finite stream value (exponent field 30)
 C_BITS = 20            # score-scale register width

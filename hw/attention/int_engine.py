@@ -97,8 +97,8 @@ from tellme.spec.attention_int import (
 )
 from tellme.spec.numerics import EXP2_TABLE, StreamFormat, stream_format
 
-from ..elementwise.stream_fp import unpack
-from .arith import bit_length, rn_fmt, rne_shr
+from ..arith import bit_length, rne_shr
+from ..elementwise.stream_fp import rn_fmt, unpack
 
 C_BITS = 20            # score-scale register width
 DIV_STEPS = 24

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed, unsigned
 
+from ..arith import ceil_log2, lsb_index, msb_index, wire
+
 
 def fmt_of(fmt=None):
     """The stream format (``None``: the contract's ``STREAM_FORMAT``)."""
@@ -72,42 +74,6 @@ class Pipe:
         return value
 
 
-def ceil_log2(n: int) -> int:
-    return max(0, (n - 1).bit_length())
-
-
-def _index_tree(m: Module, v: Value, highest: bool) -> tuple[Value, Value]:
-    w = len(v)
-    if w == 1:
-        return v[0], C(0, 1)
-    half = 1 << (ceil_log2(w) - 1)
-    lo_any, lo_idx = _index_tree(m, v[:half], highest)
-    hi_any, hi_idx = _index_tree(m, v[half:], highest)
-    any_ = Signal()
-    idx = Signal(ceil_log2(w))
-    sel = Mux(hi_any, hi_idx + half, lo_idx) if highest else Mux(lo_any, lo_idx, hi_idx + half)
-    m.d.comb += [any_.eq(lo_any | hi_any), idx.eq(sel)]
-    return any_, idx
-
-
-def msb_index(m: Module, v) -> tuple[Value, Value]:
-    """(any bit set, index of the highest set bit) of an unsigned Value (log-depth tree)."""
-    return _index_tree(m, wire(m, v), True)
-
-
-def lsb_index(m: Module, v) -> tuple[Value, Value]:
-    """(any bit set, index of the lowest set bit) of an unsigned Value (log-depth tree)."""
-    return _index_tree(m, wire(m, v), False)
-
-
-def wire(m: Module, value, name: str | None = None) -> Signal:
-    """A combinational net holding ``value`` (so that it is emitted once, not per use)."""
-    value = Value.cast(value)
-    s = Signal(value.shape(), name=name)
-    m.d.comb += s.eq(value)
-    return s
-
-
 def unpack(bits, fmt=None) -> tuple[Value, Value, Value]:
     """Stream bits -> (sign, significand (``fmt.sig_bits``, hidden bit included), shift
     (0..30)), with ``|x| = significand * 2**(shift - fmt.frac)`` (golden ``fmt.fields``).
@@ -138,6 +104,44 @@ def _abs_signed(m: Module, v) -> tuple[Value, Value]:
     return neg, mag
 
 
+def _round_fp_core(m: Module, reg, sign, mag, exp, fmt) -> Value:
+    """RN_fmt of ``(-1)**sign * mag * 2**exp`` -> stream bits, in three stages separated by
+    ``reg`` (a pipeline register, or the identity for the combinational form)."""
+    M, S, F = fmt.man, fmt.sig_bits, fmt.frac
+    mag = wire(m, mag)
+    exp = wire(m, exp)
+    w = len(mag)
+    # stage 1: leading/trailing one; shift amount.  mag' = mag << S, exp' = exp - S: then the
+    # shift is always a right shift by sh >= 1 (the round bit exists).
+    nz, pmsb = msb_index(m, mag)
+    _, tz = lsb_index(m, mag)
+    sh_norm = pmsb + 1                                # keeps S significant bits
+    sh_sub = (S - F - exp).as_signed()                # keeps the LSB at 2**-F (subnormal)
+    sh_sub = wire(m, sh_sub)
+    use_norm = wire(m, sh_norm >= sh_sub)
+    shmax = w + S + 1
+    sh = Mux(use_norm, sh_norm, Mux(sh_sub > shmax, shmax, sh_sub))
+    e_lsb = Mux(use_norm, exp + pmsb - M, -F)         # exponent of the significand's LSB
+    s1 = dict(sign=reg(sign), mag=reg(mag), nz=reg(nz), tz=reg(tz),
+              sh=reg(sh[:ceil_log2(shmax + 1)]), e_lsb=reg(e_lsb))
+    # stage 2: shift, round and sticky bits
+    magx = Cat(C(0, S), s1["mag"])
+    t = wire(m, magx >> (s1["sh"] - 1).as_unsigned()[:len(s1["sh"])])
+    sig = t[1:S + 1]
+    rnd = t[0]
+    sticky = s1["nz"] & ((s1["tz"] + S) < (s1["sh"] - 1))
+    s2 = dict(sign=reg(s1["sign"]), sig=reg(sig), rnd=reg(rnd), sticky=reg(sticky),
+              e_lsb=reg(s1["e_lsb"]), nz=reg(s1["nz"]))
+    # stage 3: nearest-even increment, pack (the significand carry runs into the exponent),
+    # saturate
+    inc = s2["rnd"] & (s2["sticky"] | s2["sig"][0])
+    big = s2["e_lsb"] + F
+    packed = wire(m, (big.as_unsigned()[:6] << M) + s2["sig"] + inc)
+    sat = (big > 29) | (packed >= (0x1F << M))
+    mbits = Mux(~s2["nz"], 0, Mux(sat, sat_code(fmt), packed[:M + 5]))
+    return Cat(mbits[:M + 5], s2["sign"])
+
+
 def round_fp(p: Pipe, sign, mag, exp, fmt=None) -> Signal:
     """RN_fmt of ``(-1)**sign * mag * 2**exp`` -> stream bits (``fmt.bits`` wide). Latency
     ROUND_FP_LATENCY (3) registers, for every format.
@@ -146,40 +150,15 @@ def round_fp(p: Pipe, sign, mag, exp, fmt=None) -> Signal:
     beyond the largest finite value after rounding saturate to it (golden ``fmt.round`` clips
     after rounding; every value that rounds beyond the maximum maps to it).
     """
-    fmt = fmt_of(fmt)
-    M, S, F = fmt.man, fmt.sig_bits, fmt.frac
-    mag = wire(p.m, mag)
-    exp = wire(p.m, exp)
-    w = len(mag)
-    # stage 1: leading/trailing one; shift amount.  mag' = mag << S, exp' = exp - S: then the
-    # shift is always a right shift by sh >= 1 (the round bit exists).
-    nz, pmsb = msb_index(p.m, mag)
-    _, tz = lsb_index(p.m, mag)
-    sh_norm = pmsb + 1                                # keeps S significant bits
-    sh_sub = (S - F - exp).as_signed()                # keeps the LSB at 2**-F (subnormal)
-    sh_sub = wire(p.m, sh_sub)
-    use_norm = wire(p.m, sh_norm >= sh_sub)
-    shmax = w + S + 1
-    sh = Mux(use_norm, sh_norm, Mux(sh_sub > shmax, shmax, sh_sub))
-    e_lsb = Mux(use_norm, exp + pmsb - M, -F)         # exponent of the significand's LSB
-    s1 = dict(sign=p.reg(sign), mag=p.reg(mag), nz=p.reg(nz), tz=p.reg(tz),
-              sh=p.reg(sh[:ceil_log2(shmax + 1)]), e_lsb=p.reg(e_lsb))
-    # stage 2: shift, round and sticky bits
-    magx = Cat(C(0, S), s1["mag"])
-    t = wire(p.m, magx >> (s1["sh"] - 1).as_unsigned()[:len(s1["sh"])])
-    sig = t[1:S + 1]
-    rnd = t[0]
-    sticky = s1["nz"] & ((s1["tz"] + S) < (s1["sh"] - 1))
-    s2 = dict(sign=p.reg(s1["sign"]), sig=p.reg(sig), rnd=p.reg(rnd), sticky=p.reg(sticky),
-              e_lsb=p.reg(s1["e_lsb"]), nz=p.reg(s1["nz"]))
-    # stage 3: nearest-even increment, pack (the significand carry runs into the exponent),
-    # saturate
-    inc = s2["rnd"] & (s2["sticky"] | s2["sig"][0])
-    big = s2["e_lsb"] + F
-    packed = wire(p.m, (big.as_unsigned()[:6] << M) + s2["sig"] + inc)
-    sat = (big > 29) | (packed >= (0x1F << M))
-    mbits = Mux(~s2["nz"], 0, Mux(sat, sat_code(fmt), packed[:M + 5]))
-    return p.reg(Cat(mbits[:M + 5], s2["sign"]))
+    return p.reg(_round_fp_core(p.m, p.reg, sign, mag, exp, fmt_of(fmt)))
+
+
+def rn_fmt(m: Module, mm, width: int, ee, fmt, name: str = "rn"):
+    """The combinational form of :func:`round_fp` for a positive value: RN_fmt of the exact
+    ``mm * 2**ee`` (unsigned ``mm`` < 2**width, signed ``ee``) -> the ``fmt.bits - 1``-bit
+    magnitude pattern (sign handled by the caller)."""
+    bits = _round_fp_core(m, lambda v: v, C(0, 1), Value.cast(mm)[:width], ee, fmt_of(fmt))
+    return wire(m, bits, name=f"{name}_mag")[:fmt_of(fmt).bits - 1]
 
 
 def round32(p: Pipe, mag, exp) -> tuple[Signal, Signal]:
@@ -247,5 +226,6 @@ def mag_max(values, fmt=None) -> Value:
 
 
 __all__ = ["Pipe", "ROUND_FP_LATENCY", "ROUND32_LATENCY", "ROUND_INT8_LATENCY", "abs_signed",
-           "ceil_log2", "fmt_of", "lsb_index", "mag_max", "msb_index", "round32", "round_fp",
+           "ceil_log2", "fmt_of", "lsb_index", "mag_max", "msb_index", "rn_fmt", "round32",
+           "round_fp",
            "round_int8", "sat_code", "unpack", "unpack32", "signed", "unsigned", "wire"]

@@ -27,8 +27,10 @@ def _run(params, fmt, testcase=None, seed=1, extra=None):
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("fmt", ["fp16", "fp24"])
+@pytest.mark.parametrize("fmt", [pytest.param("fp16", marks=pytest.mark.slow), "fp24"])
 def test_attn_engine_small(fmt):
+    # the FP engine is the twin of the golden model's FP form, no longer the contract's
+    # attention: its FP16 build runs under slow
     _run(SMALL, fmt)
 
 

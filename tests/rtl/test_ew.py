@@ -1,11 +1,11 @@
 """Launch the cocotb element-wise testbench (tests/rtl/tb_ew.py) on Verilator.
 
 Default tier: the ``sim`` target's parameters (3T = 12, Q = 4, its ew_lanes = 2: the TLMM
-output buffer is a 4 -> 2 gearbox; every block in one Verilator model), rows of 96 and 256
-elements, SiLU on every 13th FP16 value; the same suite at FP24 (a second build) with rows of
-96. ``slow``: the kv260 parameters (ew_lanes = 2, and the former 16 lanes = Q; 3T = 84, Q = 16)
-with the full row lengths of bitnet_b1_58-large and 2B4T and the exhaustive SiLU check (FP16:
-every pattern; FP24: every 61st), per format.
+output buffer is a 4 -> 2 gearbox; every block in one Verilator model) at FP24, the contract's
+stream format, rows of 96. ``slow``: the same suite at FP16 with rows of 96 and 256 elements
+and SiLU on every 13th FP16 value, and the kv260 parameters (ew_lanes = 2, and the former 16
+lanes = Q; 3T = 84, Q = 16) with the full row lengths of bitnet_b1_58-large and 2B4T and the
+exhaustive SiLU check (FP16: every pattern; FP24: every 61st), per format.
 """
 
 import os
@@ -38,7 +38,9 @@ def _run(p: EwParams, ns: str, seed: int = 1, testcase=None, exhaustive=False, o
 
 
 @pytest.mark.rtl
+@pytest.mark.slow
 def test_ew_sim():
+    # FP16 build (TeLLMe's stream format, not the contract's FP24: default tier runs FP24)
     _run(EwParams.from_preset("sim", man=FP16.man), "96,256")
 
 

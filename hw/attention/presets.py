@@ -57,8 +57,9 @@ def make_attention_int(target: str, fmt: StreamFormat | None = None):
 def report_blocks() -> dict:
     """Entries for the ``tellme hw report`` block registry (hw/report.py):
     ``{name: (description, maker(HwPreset, StreamFormat))}``."""
-    return {"attention": ("attention engine (decode + prefill, exact two-pass softmax)",
+    return {"attention": ("FP attention engine (decode + prefill, exact two-pass softmax; "
+                          "the golden model's FP form)",
                           lambda p, fmt: make_attention(p.name, fmt=fmt)),
-            "attention_int": ("integer attention engine (int8 K/V, int16 q, DSP MACs; "
-                              "proposed contract)",
+            "attention_int": ("integer attention engine (the contract: int8 K/V, int14 q, "
+                              "one adder tree per lane)",
                               lambda p, fmt: make_attention_int(p.name, fmt=fmt))}

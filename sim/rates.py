@@ -95,9 +95,25 @@ def attention_macs(cfg: ModelConfig, keys: int) -> int:
     return 2 * cfg.num_heads * cfg.head_dim * keys
 
 
-def engine_cycles(cfg: ModelConfig, target: Target, kind: str, n: int) -> int:
-    """Today's attention engine (one engine, the target's preset) from its cycle model:
-    decode at context ``n`` or an ``n``-token prefill from position 0."""
+def engine_cycles(cfg: ModelConfig, target: Target, kind: str, n: int,
+                  attention: str = "int") -> int:
+    """The attention engine's cycles (one engine, the target's preset) from its cycle model:
+    decode at context ``n`` or an ``n``-token prefill from position 0. ``attention``: "int",
+    the contract's integer engine (sim/cycles_attn_int.py, ``INT_PRESETS``), or "fp", the FP
+    engine (sim/cycles_attn.py, the target's ``attention`` preset)."""
+    if attention == "int":
+        from tellme.hw.attention.presets import INT_PRESETS
+
+        from .cycles_attn_int import layer_cycles
+
+        ip = {k: v for k, v in INT_PRESETS[target.name].items()
+              if k not in ("head_dim", "ctx_bits")}
+        kw = dict(heads=cfg.num_heads, kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, **ip)
+        if kind == "decode":
+            return layer_cycles("decode", pos=n - 1, **kw)
+        return layer_cycles("prefill", n_q=n, **kw)
+    if attention != "fp":
+        raise ValueError(f"attention must be 'int' or 'fp', got {attention!r}")
     from .cycles_attn import expected_cycles
 
     ep = target.attention
@@ -165,10 +181,10 @@ def format_report(r: dict) -> str:
             f"  prefill {p['tokens']:>4} tokens: TLMM {p['tlmm_cycles']:,} cycles "
             f"({p['tlmm_cycles_per_token']:,.0f}/token); element-wise "
             f"{p['elementwise_ops_per_cycle']:.2f} ops/cycle; attention needs "
-            f"{p['attention_macs_per_cycle_needed']:.0f} MAC/cycle; today's engine "
+            f"{p['attention_macs_per_cycle_needed']:.0f} MAC/cycle; the integer engine "
             f"{p['engine_cycles']:,} cycles = {p['engine_share']:.0%} of TLMM "
             f"[{'ok' if p['engine_ok'] else 'OVER'}]")
-    lines.append("  decode attention, cycles per layer: today's engine vs KV reads "
+    lines.append("  decode attention, cycles per layer: the integer engine vs KV reads "
                  "(MAC/cycle needed to keep up)")
     for d in r["decode"]:
         kv = "; ".join(f"{f} {v['kv_cycles']:,.0f} ({v['macs_per_cycle_needed']:.0f}) "

@@ -90,7 +90,8 @@ def test_attention_from_its_cycle_and_traffic_models(large, large_wide):
     tg = target("kv260")
     for d in large["decode"]:
         ly, n = d["layer"], d["context"]
-        assert ly["attention_engine"] == rates.engine_cycles(LARGE, tg, "decode", n)
+        assert ly["attention_engine"] == rates.engine_cycles(LARGE, tg, "decode", n,
+                                                             attention="fp")
         t = decode_traffic(n, num_kv_heads=16, head_dim=96, dtype="fp24")
         assert (ly["kv_read_bytes"], ly["kv_write_bytes"]) == (t["read"], t["write"])
         assert d["per_layer_cycles"]["attention"] == pytest.approx(

@@ -1,4 +1,4 @@
-"""cocotb testbench: KVReader -> AttentionEngine (tests/rtl/test_attn_kv_dma.py, ``ReaderEngine``).
+"""cocotb testbench: KVReader -> AttentionEngine (tests/rtl/test_attn_kv_dma.py, ``reader_engine``).
 
 A KV cache laid out by tellme.spec.kv_layout (rows in the build's stream format, params["fmt"])
 in cocotbext-axi's AxiRamRead (random AR/R pauses); per engine call the reader fetches the KV

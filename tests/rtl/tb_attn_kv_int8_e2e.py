@@ -1,5 +1,5 @@
 """cocotb testbench: KVInt8Reader -> IntAttentionEngine (tests/rtl/test_attn_kv_dma.py,
-``ReaderIntEngine``).
+``reader_int_engine``).
 
 An int8 KV cache (golden ``kv_quant_int8`` of random stream-format rows, laid out by
 tellme.spec.kv_layout with the engine's beat: K blocks with their scale headers, V blocks

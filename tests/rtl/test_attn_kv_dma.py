@@ -154,53 +154,55 @@ def test_reader_rejects():
         writer_commands(KVLayout(1, 1, 16, 8), 0, 7, 2, 4)
 
 
-class ReaderEngine:
-    """Test top: KVReader.o -> AttentionEngine.i_kv (ports e_cmd, q, o of the engine; rd_cmd and
-    m_axi_ar*/r* of the reader); both in the stream format ``fmt``."""
+def reader_engine_top(eng, rd):
+    """Test top: ``rd.o`` -> ``eng.i_kv`` (ports e_cmd, q, o of the engine; rd_cmd and
+    m_axi_ar*/r* of the reader)."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
 
-    def __new__(cls, engine: dict, reader: dict, fmt):
-        from amaranth.hdl import Module
-        from amaranth.lib import wiring
-        from amaranth.lib.wiring import In, Out
+    class _Top(wiring.Component):
+        def __init__(self):
+            self.eng, self.rd = eng, rd
+            sig = {"e_cmd": In(eng.i_cmd.signature.flip()), "q": In(eng.i_q.signature.flip()),
+                   "o": Out(eng.o.signature), "rd_cmd": In(rd.i_cmd.signature.flip())}
+            for name, mem in rd.signature.members.items():
+                if name.startswith("m_axi_"):
+                    sig[name] = mem
+            super().__init__(sig)
 
-        from tellme.hw.attention.engine import AttentionEngine
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.eng, m.submodules.rd = self.eng, self.rd
+            wiring.connect(m, wiring.flipped(self.e_cmd), self.eng.i_cmd)
+            wiring.connect(m, wiring.flipped(self.q), self.eng.i_q)
+            wiring.connect(m, self.eng.o, wiring.flipped(self.o))
+            wiring.connect(m, wiring.flipped(self.rd_cmd), self.rd.i_cmd)
+            wiring.connect(m, self.rd.o, self.eng.i_kv)
+            for name, mem in self.rd.signature.members.items():
+                if name.startswith("m_axi_"):
+                    if mem.flow == Out:
+                        m.d.comb += getattr(self, name).eq(getattr(self.rd, name))
+                    else:
+                        m.d.comb += getattr(self.rd, name).eq(getattr(self, name))
+            return m
 
-        class _Top(wiring.Component):
-            def __init__(self):
-                import inspect
-                if "fmt" in inspect.signature(AttentionEngine).parameters:
-                    self.eng = AttentionEngine(**engine, fmt=fmt)
-                elif fmt == FP16:               # an engine from before the format parameter
-                    self.eng = AttentionEngine(**engine)
-                else:
-                    raise TypeError(f"AttentionEngine takes no stream format: no {fmt!r} build")
-                self.rd = KVReader(**reader, fmt=fmt)
-                sig = {"e_cmd": In(self.eng.i_cmd.signature.flip()),
-                       "q": In(self.eng.i_q.signature.flip()),
-                       "o": Out(self.eng.o.signature),
-                       "rd_cmd": In(self.rd.i_cmd.signature.flip())}
-                for name, mem in self.rd.signature.members.items():
-                    if name.startswith("m_axi_"):
-                        sig[name] = mem
-                super().__init__(sig)
+    return _Top()
 
-            def elaborate(self, platform):
-                m = Module()
-                m.submodules.eng, m.submodules.rd = self.eng, self.rd
-                wiring.connect(m, wiring.flipped(self.e_cmd), self.eng.i_cmd)
-                wiring.connect(m, wiring.flipped(self.q), self.eng.i_q)
-                wiring.connect(m, self.eng.o, wiring.flipped(self.o))
-                wiring.connect(m, wiring.flipped(self.rd_cmd), self.rd.i_cmd)
-                wiring.connect(m, self.rd.o, self.eng.i_kv)
-                for name, mem in self.rd.signature.members.items():
-                    if name.startswith("m_axi_"):
-                        if mem.flow == Out:
-                            m.d.comb += getattr(self, name).eq(getattr(self.rd, name))
-                        else:
-                            m.d.comb += getattr(self.rd, name).eq(getattr(self, name))
-                return m
 
-        return _Top()
+def reader_engine(engine: dict, reader: dict, fmt):
+    """KVReader -> AttentionEngine, both in the stream format ``fmt``."""
+    import inspect
+
+    from tellme.hw.attention.engine import AttentionEngine
+
+    if "fmt" in inspect.signature(AttentionEngine).parameters:
+        eng = AttentionEngine(**engine, fmt=fmt)
+    elif fmt == FP16:               # an engine from before the format parameter
+        eng = AttentionEngine(**engine)
+    else:
+        raise TypeError(f"AttentionEngine takes no stream format: no {fmt!r} build")
+    return reader_engine_top(eng, KVReader(**reader, fmt=fmt))
 
 
 @pytest.mark.rtl
@@ -210,51 +212,16 @@ def test_reader_engine_e2e(fmt):
     eng = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12)
     rd = {k: v for k, v in SMALL.items() if k != "fmt"}
     params = dict(engine=eng, reader=rd, fmt=fmt)
-    run_cocotb(lambda: ReaderEngine(eng, rd, FORMATS[fmt]), name="kv_e2e", params=params,
+    run_cocotb(lambda: reader_engine(eng, rd, FORMATS[fmt]), name="kv_e2e", params=params,
                test_module="tests.rtl.tb_attn_kv_e2e", extra_env={"SEED": "1"})
 
 
-class ReaderIntEngine:
-    """Test top: KVInt8Reader.o -> IntAttentionEngine.i_kv (ports e_cmd, q, o of the engine;
-    rd_cmd and m_axi_ar*/r* of the reader)."""
+def reader_int_engine(engine: dict, reader: dict, fmt):
+    """KVInt8Reader -> IntAttentionEngine, both in the stream format ``fmt``."""
+    from tellme.hw.attention.int_engine import IntAttentionEngine
 
-    def __new__(cls, engine: dict, reader: dict, fmt):
-        from amaranth.hdl import Module
-        from amaranth.lib import wiring
-        from amaranth.lib.wiring import In, Out
-
-        from tellme.hw.attention.int_engine import IntAttentionEngine
-
-        class _Top(wiring.Component):
-            def __init__(self):
-                self.eng = IntAttentionEngine(**engine, fmt=fmt)
-                self.rd = KVInt8Reader(**reader, fmt=fmt)
-                sig = {"e_cmd": In(self.eng.i_cmd.signature.flip()),
-                       "q": In(self.eng.i_q.signature.flip()),
-                       "o": Out(self.eng.o.signature),
-                       "rd_cmd": In(self.rd.i_cmd.signature.flip())}
-                for name, mem in self.rd.signature.members.items():
-                    if name.startswith("m_axi_"):
-                        sig[name] = mem
-                super().__init__(sig)
-
-            def elaborate(self, platform):
-                m = Module()
-                m.submodules.eng, m.submodules.rd = self.eng, self.rd
-                wiring.connect(m, wiring.flipped(self.e_cmd), self.eng.i_cmd)
-                wiring.connect(m, wiring.flipped(self.q), self.eng.i_q)
-                wiring.connect(m, self.eng.o, wiring.flipped(self.o))
-                wiring.connect(m, wiring.flipped(self.rd_cmd), self.rd.i_cmd)
-                wiring.connect(m, self.rd.o, self.eng.i_kv)
-                for name, mem in self.rd.signature.members.items():
-                    if name.startswith("m_axi_"):
-                        if mem.flow == Out:
-                            m.d.comb += getattr(self, name).eq(getattr(self.rd, name))
-                        else:
-                            m.d.comb += getattr(self.rd, name).eq(getattr(self, name))
-                return m
-
-        return _Top()
+    return reader_engine_top(IntAttentionEngine(**engine, fmt=fmt),
+                             KVInt8Reader(**reader, fmt=fmt))
 
 
 @pytest.mark.rtl
@@ -269,6 +236,6 @@ def test_reader_int_engine_e2e():
               ctx_bits=eng["ctx_bits"])
     rd.pop("fmt")
     params = dict(engine=eng, reader=rd, fmt="fp24")
-    run_cocotb(lambda: ReaderIntEngine(eng, rd, FORMATS["fp24"]), name="kv_int8_e2e",
+    run_cocotb(lambda: reader_int_engine(eng, rd, FORMATS["fp24"]), name="kv_int8_e2e",
                params=params, test_module="tests.rtl.tb_attn_kv_int8_e2e",
                extra_env={"SEED": "1"})

@@ -15,43 +15,19 @@ import numpy as np
 
 from tellme.hw.attention.engine import cmd_layout
 from tellme.sim.cycles_attn import call_cycles
-from tellme.sim.drivers import (
-    StreamMonitor,
-    StreamSink,
-    StreamSource,
-    layout_fields,
-    pack_array,
-    pack_struct,
-    start_clock_and_reset,
-)
+from tellme.sim.drivers import pack_array, pack_struct
 from tellme.sim.golden import hw_numerics as hw
 from tellme.sim.golden.attention_hw import kv_dequant_int8, kv_quant_int8
-from tellme.sim.runner import cocotb_params
 from tellme.spec.attention import decode_calls, kv_schedule, prefill_calls
-from tellme.spec.numerics import STREAM_FORMATS as FORMATS, stream_format
+
+from ..support.engine_tb import EngineTB
 
 SEED = int(os.environ.get("SEED", "1"))
 
 
-def build_format(params: dict):
-    """The stream format the engine was built with (params ``fmt``, else the default)."""
-    name = params.get("fmt")
-    return stream_format(None if name is None else FORMATS[name])
-
-
-class TB:
+class TB(EngineTB):
     def __init__(self, dut):
-        self.p = cocotb_params()
-        self.fmt = build_format(self.p)
-        self.dut = dut
-        self.cmd_f = layout_fields(cmd_layout(self.p["lanes"], self.p["ctx_bits"]))
-
-    async def start(self, idle=0.0, bp=0.0, seed=0):
-        await start_clock_and_reset(self.dut)
-        self.src = {s: StreamSource(self.dut, s, idle_prob=idle, seed=seed * 5 + i)
-                    for i, s in enumerate(("i_cmd", "i_q", "i_kv"))}
-        self.sink = StreamSink(self.dut, "o", backpressure_prob=bp, seed=seed * 5 + 4)
-        self.mon = [StreamMonitor(self.dut, s) for s in ("i_cmd", "i_q", "i_kv", "o")]
+        super().__init__(dut, cmd_layout)
 
     async def call(self, q_lanes, lim, k, v, c, check_cycles=False, scales=None):
         """q_lanes [nq, hd]; lim per lane; k, v [n, hd] of one KV head, in the stream format,
@@ -94,16 +70,6 @@ class TB:
         for mon in self.mon:
             mon.check()
         return fmt.from_bits(np.array(out, dtype=np.int64)).reshape(nq, hd)
-
-    def bits(self, x) -> list[int]:
-        return [int(b) for b in self.fmt.to_bits(x).reshape(-1)]
-
-    def assert_same(self, got, want, what):
-        g, w = self.fmt.to_bits(got), self.fmt.to_bits(want)
-        bad = np.argwhere(g != w)
-        assert not len(bad), (f"{what} ({self.fmt.name}): {len(bad)} of {g.size} outputs "
-                              f"differ; first at {tuple(bad[0])}: rtl {g[tuple(bad[0])]:#x} "
-                              f"golden {w[tuple(bad[0])]:#x}")
 
     async def decode(self, q, kc, vc, pos, check_cycles=False):
         """q [heads, hd]; kc/vc [>= pos+1, kvh, hd]; compare with hw.attention_decode."""

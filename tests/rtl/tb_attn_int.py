@@ -17,44 +17,22 @@ import numpy as np
 
 from tellme.hw.attention.int_engine import cmd_layout
 from tellme.sim.cycles_attn_int import calls_cycles
-from tellme.sim.drivers import (
-    StreamMonitor,
-    StreamSink,
-    StreamSource,
-    layout_fields,
-    pack_array,
-    pack_struct,
-    start_clock_and_reset,
-)
+from tellme.sim.drivers import pack_array, pack_struct
 from tellme.sim.golden import attention_int as ai
 from tellme.sim.golden.attention_hw import kv_quant_int8
-from tellme.sim.runner import cocotb_params
 from tellme.spec.attention import decode_calls, kv_schedule, prefill_calls, score_scale
 from tellme.spec.attention_int import Q_BITS
-from tellme.spec.numerics import STREAM_FORMATS as FORMATS, stream_format
+
+from ..support.engine_tb import EngineTB
 
 SEED = int(os.environ.get("SEED", "1"))
 
 
-class TB:
+class TB(EngineTB):
     def __init__(self, dut):
-        self.p = cocotb_params()
-        name = self.p.get("fmt")
-        self.fmt = stream_format(None if name is None else FORMATS[name])
-        self.dut = dut
-        self.cmd_f = layout_fields(cmd_layout(self.p["lanes"], self.p["ctx_bits"]))
+        super().__init__(dut, cmd_layout)
         self.qb = self.p.get("q_bits", Q_BITS)          # q width of the build (params)
         self.junk = np.random.default_rng(SEED + 99)     # codes of key slots past the cache
-
-    async def start(self, idle=0.0, bp=0.0, seed=0):
-        await start_clock_and_reset(self.dut)
-        self.src = {s: StreamSource(self.dut, s, idle_prob=idle, seed=seed * 5 + i)
-                    for i, s in enumerate(("i_cmd", "i_q", "i_kv"))}
-        self.sink = StreamSink(self.dut, "o", backpressure_prob=bp, seed=seed * 5 + 4)
-        self.mon = [StreamMonitor(self.dut, s) for s in ("i_cmd", "i_q", "i_kv", "o")]
-
-    def bits(self, x) -> list[int]:
-        return [int(b) for b in self.fmt.to_bits(x).reshape(-1)]
 
     def beats(self, q_lanes, lim, kq, ks, vq, vs, c):
         """(command, q beats, K/V beats) of one call: q_lanes [nq, hd] (stream format), lim
@@ -126,13 +104,6 @@ class TB:
             res.append(fmt.from_bits(np.array(out[o:o + nq * hd], np.int64)).reshape(nq, hd))
             o += nq * hd
         return res
-
-    def assert_same(self, got, want, what):
-        g, w = self.fmt.to_bits(got), self.fmt.to_bits(want)
-        bad = np.argwhere(g != w)
-        assert not len(bad), (f"{what} ({self.fmt.name}): {len(bad)} of {g.size} outputs "
-                              f"differ; first at {tuple(bad[0])}: rtl {g[tuple(bad[0])]:#x} "
-                              f"golden {w[tuple(bad[0])]:#x}")
 
     async def decode(self, q, kv, pos, check_cycles=False):
         """q [heads, hd]; kv = (kq, ks, vq, vs) caches [>= pos+1, kvh(, hd)]."""

@@ -10,7 +10,7 @@ format (FP16, FP24), so cycles do not depend on it; bytes do (``fmt.bits / 8`` p
 
 from __future__ import annotations
 
-from tellme.spec.attention import Call, decode_calls, kv_schedule, prefill_calls
+from tellme.spec.attention import Call, kv_schedule, layer_calls
 from tellme.spec.numerics import StreamFormat, stream_format
 
 DRAIN = 5            # cycles between K/V segments (input register + 4 pipeline stages)
@@ -46,12 +46,8 @@ def expected_cycles(kind: str, *, pos: int = 0, n_q: int = 1, start: int = 0, he
     Returns {cycles, kv_bytes, q_bytes, out_bytes}.
     """
     eb = stream_format(fmt).bits // 8
-    if kind == "decode":
-        calls = decode_calls(pos, heads, kv_heads, lanes)
-    elif kind == "prefill":
-        calls = prefill_calls(n_q, start, heads, kv_heads, lanes)
-    else:
-        raise ValueError(f"kind must be 'decode' or 'prefill', got {kind!r}")
+    calls = layer_calls(kind, pos=pos, n_q=n_q, start=start, heads=heads, kv_heads=kv_heads,
+                        lanes=lanes)
     cyc = calls_cycles(calls, head_dim=head_dim, beat=beat, depth=depth)
     kv = sum(kv_rows(c.n, depth) for c in calls) * head_dim * eb
     lanes_total = sum(len(c.lim) for c in calls)

@@ -28,7 +28,7 @@ accepted, the result = cycles to the last output, inclusive):
 
 from __future__ import annotations
 
-from tellme.spec.attention import decode_calls, kv_schedule, prefill_calls
+from tellme.spec.attention import kv_schedule, layer_calls
 
 DIV = 27             # start (hand-off or emitter take) -> next 1/L held: init, 24 steps, round
 TAIL = 3             # last issue -> last output (N1, N2, output register)
@@ -153,12 +153,8 @@ def layer_cycles(kind: str, *, pos: int = 0, n_q: int = 1, start: int = 0, heads
                  engines: int = 1, q_beat: int | None = None) -> int:
     """Cycles of one layer's attention on ``engines`` engines (calls dealt round-robin, each
     engine's calls back to back; the busiest engine)."""
-    if kind == "decode":
-        calls = decode_calls(pos, heads, kv_heads, lanes)
-    elif kind == "prefill":
-        calls = prefill_calls(n_q, start, heads, kv_heads, lanes)
-    else:
-        raise ValueError(f"kind must be 'decode' or 'prefill', got {kind!r}")
+    calls = layer_calls(kind, pos=pos, n_q=n_q, start=start, heads=heads, kv_heads=kv_heads,
+                        lanes=lanes)
     per = [[] for _ in range(engines)]
     for i, c in enumerate(calls):
         per[i % engines].append((c.n, len(c.lim)))

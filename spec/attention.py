@@ -92,3 +92,14 @@ def prefill_calls(n_q: int, start: int, heads: int, kv_heads: int, lanes: int) -
             hh = tuple(kv * group + g for _ in rows for g in range(group))
             calls.append(Call(kv, rr, hh, tuple(start + r for r in rr)))
     return calls
+
+
+def layer_calls(kind: str, *, pos: int = 0, n_q: int = 1, start: int = 0, heads: int,
+                kv_heads: int, lanes: int) -> list[Call]:
+    """One layer's calls: ``decode`` of the token at ``pos`` or ``prefill`` of ``n_q`` rows from
+    ``start`` (the engines' cycle models take this)."""
+    if kind == "decode":
+        return decode_calls(pos, heads, kv_heads, lanes)
+    if kind == "prefill":
+        return prefill_calls(n_q, start, heads, kv_heads, lanes)
+    raise ValueError(f"kind must be 'decode' or 'prefill', got {kind!r}")

@@ -95,6 +95,14 @@ def attention_macs(cfg: ModelConfig, keys: int) -> int:
     return 2 * cfg.num_heads * cfg.head_dim * keys
 
 
+def kv_read_cycles(cfg: ModelConfig, ctx: int, fmt: str, bytes_per_cycle: float,
+                   row_extra_bytes: int = 0) -> float:
+    """Cycles to read one layer's K and V rows of ``ctx`` keys once at ``bytes_per_cycle``:
+    the elements in ``fmt`` plus ``row_extra_bytes`` per row (an int8 row's scale)."""
+    row = cfg.head_dim * KV_FORMATS[fmt] + row_extra_bytes
+    return 2 * cfg.num_kv_heads * ctx * row / bytes_per_cycle
+
+
 def engine_cycles(cfg: ModelConfig, target: Target, kind: str, n: int,
                   attention: str = "int") -> int:
     """The attention engine's cycles (one engine, the target's preset) from its cycle model:
@@ -155,8 +163,8 @@ def analyse(name: str, cfg: ModelConfig, target: Target, a: Assumptions, *,
     for ctx in contexts:
         eng = engine_cycles(cfg, target, "decode", ctx)
         row = {"context": ctx, "engine_cycles": eng, "kv": {}}
-        for fmt, eb in KV_FORMATS.items():
-            kv_cycles = 2 * cfg.num_kv_heads * cfg.head_dim * ctx * eb / bpc
+        for fmt in KV_FORMATS:
+            kv_cycles = kv_read_cycles(cfg, ctx, fmt, bpc)
             row["kv"][fmt] = {"kv_cycles": kv_cycles,
                               "macs_per_cycle_needed": attention_macs(cfg, ctx) / kv_cycles,
                               "engine_ok": eng <= kv_cycles}

@@ -16,7 +16,13 @@ from __future__ import annotations
 import argparse
 
 from tellme.sim.cycles_attn_int import layer_cycles
-from tellme.sim.rates import DECODE_CONTEXTS, PREFILL_TOKENS, Assumptions, tlmm_cycles
+from tellme.sim.rates import (
+    DECODE_CONTEXTS,
+    PREFILL_TOKENS,
+    Assumptions,
+    kv_read_cycles,
+    tlmm_cycles,
+)
 from tellme.spec.models import MODELS
 from tellme.spec.targets import TARGET_NAMES, target as get_target
 
@@ -40,7 +46,7 @@ def int_attention_rates(target: str = "kv260", *, lanes: int = 4, beat: int = 64
         dec = []
         for ctx in DECODE_CONTEXTS:
             e = layer_cycles("decode", pos=ctx - 1, **kw)
-            kv = 2 * cfg.num_kv_heads * ctx * (cfg.head_dim + SCALE_BYTES) / a.bytes_per_cycle
+            kv = kv_read_cycles(cfg, ctx, "int8", a.bytes_per_cycle, SCALE_BYTES)
             dec.append({"context": ctx, "engine_cycles": e, "kv_cycles": kv, "ok": e <= kv})
         pre = []
         for n in PREFILL_TOKENS:

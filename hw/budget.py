@@ -89,11 +89,13 @@ _LIMITS = {
         # traded 2026-12-03 (docs/hw/budget.md, "Trades"): attention +3K LUT / +1 BRAM36 from
         # the KV DMA line (its gearbox-free int8 reader and writer: -2.5K / -1) and the weight
         # streamers (-0.5K)
+        # and again: attention's 4096-key score tile moves to 3 URAM288 (K read once up to
+        # 4096 keys), taken from the activation and row buffers, which get its 5 BRAM36
         "weight_stream": _lim(10_500, 4, 8, 0),
         "tlmm": _lim(16_500, 0, 10, 32),
-        "buffers": _lim(2_000, 0, 8, 8),
+        "buffers": _lim(2_000, 0, 13, 5),
         "elementwise": _lim(13_000, 64, 8, 0),
-        "attention": _lim(18_000, 520, 9, 0),
+        "attention": _lim(18_000, 520, 4, 3),
         "kv_dma": _lim(3_000, 8, 3, 0),
         "lm_head": _lim(3_000, 64, 4, 0),
         "margin": _lim(10_000, 0, 0, 0),
@@ -102,9 +104,9 @@ _LIMITS = {
         "shell": _lim(6_000, 4, 2, 0),
         "weight_stream": _lim(11_000, 4, 8, 0),
         "tlmm": _lim(40_000, 0, 28, 48),
-        "buffers": _lim(2_000, 0, 22, 12),
+        "buffers": _lim(2_000, 0, 27, 9),
         "elementwise": _lim(32_000, 92, 22, 0),
-        "attention": _lim(37_000, 747, 22, 0),
+        "attention": _lim(37_000, 747, 17, 3),
         "kv_dma": _lim(5_500, 8, 4, 0),
         "lm_head": _lim(3_000, 64, 4, 0),
         "margin": _lim(24_500, 0, 0, 0),

@@ -336,24 +336,30 @@ class _Model:
     def kv_traffic(self, kind: str, *, n_q: int = 1, start: int = 0) -> tuple[int, int]:
         """(read, write) KV bytes of one layer's attention: decode of the token at ``start``
         (n = start + 1 keys, ``spec.kv_layout.decode_traffic``), or a prefill of ``n_q`` rows
-        from ``start`` (the rows of every call's ``kv_schedule``)."""
-        from tellme.spec.kv_layout import decode_traffic
+        from ``start`` (the rows of every call's ``kv_schedule``). Reads are the bytes as
+        stored: an int8 cache's reader also fetches scale headers, K-row padding and whole V
+        blocks (``KVLayout.stored_read_bytes``)."""
+        from tellme.spec.attention import kv_schedule, prefill_calls
+        from tellme.spec.kv_layout import KVLayout, decode_traffic
 
         c = self.cfg
-        depth = self._engine_kw()["depth"]
+        kw = self._engine_kw()
+        depth = kw["depth"]
+        int8 = self.a.kv_dtype == "int8"
         if kind == "decode":
             t = decode_traffic(start + 1, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim,
                                dtype=self.a.kv_dtype, depth=depth,
-                               fmt=self.fmt if self.a.kv_dtype == "int8" else None)
-            return t["read"], t["write"]
-        from tellme.spec.attention import prefill_calls
-
-        from .cycles_attn import kv_rows
-
-        kw = self._engine_kw()
+                               fmt=self.fmt if int8 else None, beat=kw["beat"])
+            return t["read_stored"], t["write"]
         calls = prefill_calls(n_q, start, kw["heads"], kw["kv_heads"], kw["lanes"])
-        rows = sum(kv_rows(cl.n, depth) for cl in calls)
-        return rows * self.kv_row_bytes(), 2 * c.num_kv_heads * n_q * self.kv_row_bytes()
+        if int8:
+            lay = KVLayout(1, 1, c.head_dim, 1, dtype="int8", fmt=self.fmt, beat=kw["beat"])
+            rd = sum(lay.stored_read_bytes(f, r, k)
+                     for cl in calls for k, f, r in kv_schedule(cl.n, depth))
+        else:
+            rd = sum(r for cl in calls for _, _, r in kv_schedule(cl.n, depth)) \
+                * self.kv_row_bytes()
+        return rd, 2 * c.num_kv_heads * n_q * self.kv_row_bytes()
 
     # ---- the program: record count and DDR bytes by kind
     def program(self, kind: str, start: int, n_tokens: int):

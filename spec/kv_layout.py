@@ -181,6 +181,24 @@ class KVLayout:
         self._need_int8("V blocks")
         return _al(self.head_dim * self.beat, 64)
 
+    def block_read_bytes(self, kind: str, keys: int) -> int:
+        """int8: bytes the reader fetches of one block holding ``keys`` keys of a segment: a K
+        block's scale header and those keys' padded rows; a V block whole (``head_dim``
+        channels of ``beat`` codes, whichever keys the segment needs)."""
+        self._need_int8("blocks")
+        if kind == "K":
+            return self.k_header_bytes + keys * self.k_row_bytes
+        return self.head_dim * self.beat
+
+    def stored_read_bytes(self, first: int, rows: int, kind: str) -> int:
+        """int8: bytes fetched for the rows [first, first + rows) of one (kind, head): the sum
+        of :meth:`block_read_bytes` over the blocks they touch (what the DDR carries, padding
+        and headers included; the rows' codes and scales alone are ``rows * (head_dim +
+        scale_bytes)``)."""
+        b = self.beat
+        return sum(self.block_read_bytes(kind, min(first + rows, (k + 1) * b) - max(first, k * b))
+                   for k in range(first // b, -(-(first + rows) // b)))
+
     @property
     def blocks(self) -> int:
         """int8: blocks of ``beat`` keys per region."""
@@ -348,18 +366,24 @@ class KVLayout:
 # --------------------------------------------------------------------------- traffic model
 
 def decode_traffic(n: int, *, num_kv_heads: int, head_dim: int, dtype: str = "fp16",
-                   depth: int = 1024, fmt: StreamFormat | None = None) -> dict:
+                   depth: int = 1024, fmt: StreamFormat | None = None, beat: int = 64) -> dict:
     """DDR bytes of one layer's decode attention with n keys (the new token's K/V included).
 
     Reads: per KV head the rows of :func:`kv_schedule` (K once plus the re-read of every tile
     but the last, V once); int8 adds one scale per row read (in ``fmt``, default the stream
     format: 2 or 3 bytes). Writes: the new K and V row. For int8 this is the payload (codes
-    and scales): the layout's reader also fetches the K rows' padding, whole scale headers
-    and whole V blocks (:func:`tellme.hw.attention.kv_dma.int8_call_traffic`).
+    and scales); ``read_stored`` is what the layout's reader fetches (K rows' padding, whole
+    scale headers and whole V blocks of ``beat`` keys; :meth:`KVLayout.stored_read_bytes`),
+    equal to ``read`` for stream-format rows.
     """
-    lay = KVLayout(1, 1, head_dim, 1, dtype=dtype, fmt=None if dtype in FORMATS else fmt)
+    lay = KVLayout(1, 1, head_dim, 1, dtype=dtype, fmt=None if dtype in FORMATS else fmt,
+                   beat=beat)
     per_row = lay.row_bytes + lay.scale_bytes
-    rows = sum(r for _, _, r in kv_schedule(n, depth))
+    sched = kv_schedule(n, depth)
+    rows = sum(r for _, _, r in sched)
     rd = num_kv_heads * rows * per_row
     wr = num_kv_heads * 2 * per_row
-    return {"read": rd, "write": wr, "total": rd + wr, "rows": rows * num_kv_heads}
+    stored = (num_kv_heads * sum(lay.stored_read_bytes(f, r, k) for k, f, r in sched)
+              if lay.int8 else rd)
+    return {"read": rd, "read_stored": stored, "write": wr, "total": rd + wr,
+            "rows": rows * num_kv_heads}

@@ -6,9 +6,10 @@ cache, prefill attention within ``attn_share`` of TLMM time.
 
 Cycles come from the engine's cycle model (sim/cycles_attn_int.py, exact against the RTL at
 zero stalls); ``engines`` single-port engines serve the calls round-robin (MHA decode: one head
-per engine, so ``engines`` heads in flight). The KV-DDR time counts the int8 codes plus one
-FP24 scale (3 bytes) per K and V row, read once (the score-tile K re-reads past ``depth``
-keys are the engine's own extra traffic, not in the budget).
+per engine, so ``engines`` heads in flight). The KV-DDR time is ``tellme hw rates``'s: the int8
+cache read once as stored for an engine of ``beat`` slots (``kv_stored_read_cycles``; the
+score-tile K re-reads past ``depth`` keys are the engine's own extra traffic, not in the
+budget). Defaults: the target's ``INT_PRESETS`` entry.
 """
 
 from __future__ import annotations
@@ -20,17 +21,15 @@ from tellme.sim.rates import (
     DECODE_CONTEXTS,
     PREFILL_TOKENS,
     Assumptions,
-    kv_read_cycles,
+    kv_stored_read_cycles,
     tlmm_cycles,
 )
 from tellme.spec.models import MODELS
 from tellme.spec.targets import TARGET_NAMES, target as get_target
 
-SCALE_BYTES = 3
-
 
 def int_attention_rates(target: str = "kv260", *, lanes: int = 4, beat: int = 64,
-                        depth: int = 1024, engines: int = 1, q_beat: int = 8,
+                        depth: int = 4096, engines: int = 1, q_beat: int = 8,
                         models=("bitnet_b1_58-large", "bitnet-b1.58-2B-4T"),
                         ddr_efficiency: float = 0.85) -> list[dict]:
     """Per model: decode rows {context, engine_cycles, kv_cycles, ok} and prefill rows
@@ -46,7 +45,7 @@ def int_attention_rates(target: str = "kv260", *, lanes: int = 4, beat: int = 64
         dec = []
         for ctx in DECODE_CONTEXTS:
             e = layer_cycles("decode", pos=ctx - 1, **kw)
-            kv = kv_read_cycles(cfg, ctx, "int8", a.bytes_per_cycle, SCALE_BYTES)
+            kv = kv_stored_read_cycles(cfg, ctx, a.bytes_per_cycle, beat)
             dec.append({"context": ctx, "engine_cycles": e, "kv_cycles": kv, "ok": e <= kv})
         pre = []
         for n in PREFILL_TOKENS:
@@ -66,7 +65,7 @@ def format_rates(rows: list[dict], lanes: int, beat: int, engines: int) -> str:
                      f"{lanes} lanes x {beat} MACs = {r['macs']} MACs ({r['assumptions']})")
         for d in r["decode"]:
             lines.append(f"  decode context {d['context']:>5}: engine {d['engine_cycles']:,} "
-                         f"vs int8 KV reads {d['kv_cycles']:,.0f} cycles "
+                         f"vs int8 KV reads (as stored) {d['kv_cycles']:,.0f} cycles "
                          f"[{'ok' if d['ok'] else 'OVER'}]")
         for p in r["prefill"]:
             lines.append(f"  prefill {p['tokens']:>4} tokens: engine {p['engine_cycles']:,} "
@@ -79,13 +78,19 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="tellme study attn-int-rates",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", choices=TARGET_NAMES, default="kv260")
-    ap.add_argument("--lanes", type=int, default=4)
-    ap.add_argument("--beat", type=int, default=64)
-    ap.add_argument("--depth", type=int, default=1024)
+    ap.add_argument("--lanes", type=int, help="default: the target's INT_PRESETS entry")
+    ap.add_argument("--beat", type=int, help="default: the preset's")
+    ap.add_argument("--depth", type=int, help="default: the preset's")
     ap.add_argument("--engines", type=int, default=1)
     args = ap.parse_args(argv)
+    from tellme.hw.attention.presets import int_cycle_params
+
+    p = int_cycle_params(args.target)
+    for k in ("lanes", "beat", "depth"):
+        if getattr(args, k) is None:
+            setattr(args, k, p[k])
     rows = int_attention_rates(args.target, lanes=args.lanes, beat=args.beat,
-                               depth=args.depth, engines=args.engines)
+                               depth=args.depth, engines=args.engines, q_beat=p["q_beat"])
     print(format_rates(rows, args.lanes, args.beat, args.engines))
     return 0
 

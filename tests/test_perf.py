@@ -96,9 +96,9 @@ def test_attention_from_its_cycle_and_traffic_models(large, large_wide):
         assert (ly["kv_read_bytes"], ly["kv_write_bytes"]) == (t["read"], t["write"])
         assert d["per_layer_cycles"]["attention"] == pytest.approx(
             max(ly["attention_engine"], t["read"] / 16) + 48)
-    from tellme.hw.attention.presets import INT_PRESETS
+    from tellme.hw.attention.presets import int_cycle_params
 
-    ip = {k: v for k, v in INT_PRESETS["kv260"].items() if k not in ("head_dim", "ctx_bits")}
+    ip = int_cycle_params("kv260")
     for d in large_wide["decode"]:
         assert d["layer"]["attention_engine"] == int_cycles(
             "decode", pos=d["context"] - 1, heads=16, kv_heads=16, head_dim=96, engines=3, **ip)

@@ -184,7 +184,7 @@ class IntAttentionEngine(wiring.Component):
 
     def __init__(self, *, head_dim: int = 16, lanes: int = 4, beat: int = 4, depth: int = 64,
                  ctx_bits: int = 14, fmt: StreamFormat | None = None, q_bits: int = Q_BITS,
-                 q_beat: int | None = None):
+                 q_beat: int | None = None, score_ram: str | None = None):
         fmt = stream_format(fmt)
         q_beat = min(beat, 8) if q_beat is None else q_beat
         problem = None
@@ -198,11 +198,15 @@ class IntAttentionEngine(wiring.Component):
             problem = f"ctx_bits {ctx_bits}: more than {MAX_KEYS} keys"
         elif q_beat < 1 or beat % q_beat or head_dim % q_beat:
             problem = f"q_beat {q_beat} must divide beat {beat} and head_dim {head_dim}"
+        elif score_ram not in (None, "ultra", "block", "distributed"):
+            problem = (f"score_ram must be None, 'ultra', 'block' or 'distributed', "
+                       f"got {score_ram!r}")
         if problem:
             self._MustUse__silence = True
             raise ValueError(problem)
         self.head_dim, self.lanes, self.beat, self.depth = head_dim, lanes, beat, depth
         self.ctx_bits, self.fmt, self.q_bits, self.q_beat = ctx_bits, fmt, q_bits, q_beat
+        self.score_ram = score_ram
         super().__init__({
             "i_cmd": In(stream.Signature(cmd_layout(lanes, ctx_bits))),
             "i_q": In(stream.Signature(data.ArrayLayout(unsigned(fmt.bits), q_beat))),
@@ -281,7 +285,7 @@ class IntAttentionEngine(wiring.Component):
         xbusy = Signal()
         sacc = [Signal(signed(SW), name=f"s{i}") for i in range(NQ)]
 
-        qraws, opms, amems, scores, roms = [], [], [], [], []
+        qraws, opms, amems, roms = [], [], [], []
         for i in range(NQ):
             qraw = memory.Memory(shape=unsigned(EB * QL), depth=2 * QRD, init=[])   # 2 banks
             m.submodules[f"qraw{i}"] = qraw
@@ -292,15 +296,17 @@ class IntAttentionEngine(wiring.Component):
             amem = memory.Memory(shape=signed(AW), depth=2 * HD, init=[])    # 2 banks
             m.submodules[f"acc{i}"] = amem
             amems.append((amem.write_port(), amem.read_port(), amem.read_port()))
-            mem = memory.Memory(shape=signed(TW), depth=D, init=[])
-            m.submodules[f"scores{i}"] = mem
-            scores.append((mem.write_port(), mem.read_port()))
             rom = memory.Memory(shape=unsigned(24), depth=65, init=[int(v) for v in EXP2_TABLE])
             m.submodules[f"exp2_{i}"] = rom
             roms.append((rom.read_port(domain="comb"), rom.read_port(domain="comb")))
-        vsmem = memory.Memory(shape=unsigned(EB), depth=D, init=[])    # V scale per key
-        m.submodules.vscale = vsmem
-        vs_wp, vs_rp = vsmem.write_port(), vsmem.read_port()
+        # score buffer: every lane's logit t and the key's V scale in one word (the lanes
+        # write a K row's scores in the same cycle and read a key's in the same cycle), so a
+        # deep tile is one wide memory (kv260: 4096 x 152 bits = 3 URAM288)
+        smem = memory.Memory(shape=unsigned(NQ * TW + EB), depth=D, init=[],
+                             attrs={"ram_style": self.score_ram} if self.score_ram else None)
+        m.submodules.scores = smem
+        sc_wp, sc_rp = smem.write_port(), smem.read_port()
+        vs_rp = sc_rp.data[NQ * TW:]
 
         # ---- segment control
         seg = Signal(2)               # 0: K pass 1, 1: V last tile, 2: K tile, 3: V tile
@@ -334,7 +340,7 @@ class IntAttentionEngine(wiring.Component):
                              wp_bank.eq(Mux(wp_bank == BANKS - 1, 0, wp_bank + 1))]
         wkey = Signal(CB + 2)
         m.d.comb += wkey.eq(Cat(wp_key, wp_blk))
-        m.d.comb += [vs_rp.addr.eq(wkey[:LOG2D]), vs_rp.en.eq(1)]
+        m.d.comb += [sc_rp.addr.eq(wkey[:LOG2D]), sc_rp.en.eq(1)]
         # P1 (buffers read) .. P5 (w into the operand shift chain), P6 (word write)
         wv = _delay(m, issue_w, 6, "wv")
         wk = _delay(m, wkey, 4, "wk")
@@ -346,7 +352,7 @@ class IntAttentionEngine(wiring.Component):
             m.d.sync += rdy.eq(rdy + 1)
         vsP2 = Signal(EB, name="vsP2")
         vsP3 = Signal(EB, name="vsP3")
-        m.d.sync += [vsP2.eq(vs_rp.data), vsP3.eq(vsP2)]
+        m.d.sync += [vsP2.eq(vs_rp), vsP3.eq(vsP2)]
 
         # ---- K/V beat pipeline: stage 0 = accepted beat; products at 1; tree sum at T
         T = 1 + LEV
@@ -381,8 +387,8 @@ class IntAttentionEngine(wiring.Component):
             _, g, h = unpack(word[EB * which:EB * (which + 1)], fmt)
             return g, h
 
-        m.d.comb += [vs_wp.addr.eq(rowp[NS][:LOG2D]), vs_wp.data.eq(scp[NS][EB:]),
-                     vs_wp.en.eq(v[NS] & ~isv[NS] & last[NS])]
+        m.d.comb += [sc_wp.addr.eq(rowp[NS][:LOG2D]), sc_wp.data[NQ * TW:].eq(scp[NS][EB:]),
+                     sc_wp.en.eq(v[NS] & ~isv[NS] & last[NS])]
         opaddr = Signal(range(WADDR + BANKS))
         m.d.comb += opaddr.eq(Mux(in_v, WADDR + sbank, Cat(bcnt[:BPRB], sqb)))
 
@@ -400,14 +406,14 @@ class IntAttentionEngine(wiring.Component):
         m.d.comb += qword.eq(qv[4] & (qel[4][:LOG2W] == W - 1))
 
         for i in range(NQ):
-            (owp, orp), (awp, arp, afp), (swp, srp) = opms[i], amems[i], scores[i]
+            (owp, orp), (awp, arp, afp) = opms[i], amems[i]
+            t_rd = sc_rp.data[i * TW:(i + 1) * TW].as_signed()
             lane_on = Signal(name=f"on{i}")
             m.d.comb += lane_on.eq(i < nact)
 
             # -- weight preparation: P1 t and V scale read; exp2 lookup of m - t
-            m.d.comb += [srp.addr.eq(wkey[:LOG2D]), srp.en.eq(1)]
             dlt = Signal(TW + 1, name=f"d{i}")
-            m.d.comb += dlt.eq(mx[i] - srp.data)
+            m.d.comb += dlt.eq(mx[i] - t_rd)
             r0, r1 = roms[i]
             m.d.comb += [r0.addr.eq(dlt[10:16]), r1.addr.eq(dlt[10:16] + 1)]
             kB = Signal(range(32), name=f"k{i}")
@@ -496,7 +502,7 @@ class IntAttentionEngine(wiring.Component):
             # -- (NS = T+3) score -> buffer, maximum, Y
             _, vhJ = scale(scp[NS], 1)
             kdone = v[NS] & ~isv[NS] & last[NS]
-            m.d.comb += [swp.addr.eq(rowp[NS][:LOG2D]), swp.data.eq(tJ), swp.en.eq(kdone)]
+            m.d.comb += sc_wp.data[i * TW:(i + 1) * TW].eq(tJ)
             with m.If(kdone & p1[NS] & (rowp[NS] <= lim[i])):
                 with m.If(~mvalid[i] | (tJ > mx[i])):
                     m.d.sync += [mx[i].eq(tJ), mvalid[i].eq(1)]

@@ -112,11 +112,9 @@ def int8_blocks(cmd: dict, *, depth: int, beat: int, data_width: int,
             keys = min(first + rows, b * beat + beat) - b * beat
             if kind == "K":
                 addr = cmd["k_addr"] + b * lay.k_block_bytes
-                nbytes = lay.k_header_bytes + keys * lay.k_row_bytes
             else:
                 addr = cmd["v_addr"] + b * lay.v_block_bytes
-                nbytes = lay.head_dim * beat
-            out.append((kind, addr, -(-nbytes // nb), keys))
+            out.append((kind, addr, -(-lay.block_read_bytes(kind, keys) // nb), keys))
     return out
 
 

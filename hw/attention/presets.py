@@ -35,12 +35,22 @@ def make_attention(target: str, fmt: StreamFormat | None = None) -> AttentionEng
 # The integer engine (hw/attention/int_engine.py, issue 11 item 3; not yet in the target
 # table): kv260/zcu104 build one engine of 4 lanes x 64 MAC slots (the 4 q heads of a 2B4T
 # GQA group, or 4 prefill rows; docs/hw/attention.md gives the rates), q loaded 8 elements per
-# beat; ``sim`` is the cocotb default build.
+# beat, 4096-key score tiles in URAM (3 URAM288: 4 lanes x 32-bit logits + the V scale), so
+# K is read once up to 4096 keys; ``sim`` is the cocotb default build.
 INT_PRESETS = {
     "sim": dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12, q_beat=2),
-    "kv260": dict(head_dim=128, lanes=4, beat=64, depth=1024, ctx_bits=13, q_beat=8),
-    "zcu104": dict(head_dim=128, lanes=4, beat=64, depth=1024, ctx_bits=13, q_beat=8),
+    "kv260": dict(head_dim=128, lanes=4, beat=64, depth=4096, ctx_bits=13, q_beat=8,
+                  score_ram="ultra"),
+    "zcu104": dict(head_dim=128, lanes=4, beat=64, depth=4096, ctx_bits=13, q_beat=8,
+                   score_ram="ultra"),
 }
+
+
+def int_cycle_params(target: str) -> dict:
+    """The integer engine's parameters its cycle model takes (lanes, beat, depth, q_beat):
+    ``sim/cycles_attn_int.py`` gets model dims from the model, not the preset's maxima."""
+    return {k: v for k, v in INT_PRESETS[target].items()
+            if k in ("lanes", "beat", "depth", "q_beat")}
 
 
 def make_attention_int(target: str, fmt: StreamFormat | None = None):

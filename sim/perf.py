@@ -662,7 +662,8 @@ def assumption_lines(m: _Model) -> list[str]:
                (fill, "buffer fill"))[1]
     verb = "bind" if bind.endswith("s") else "binds"
     kv = (f"{a.kv_dtype.upper()} (stream-format rows)" if a.kv_dtype != "int8"
-          else f"int8 + one {a.stream_format.upper()} scale per row")
+          else f"int8 + one {a.stream_format.upper()} scale per row, read as stored (scale "
+               f"headers, K rows padded to whole engine beats, whole V blocks)")
     return [
         f"clock {a.clock_mhz:g} MHz (target {tg.name}); no timing closure: Vivado has not run",
         f"DDR {a.ddr_peak_gbps:g} GB/s peak x {a.ddr_efficiency:.2f} = "

@@ -215,24 +215,31 @@ class Driver:
         kind = "decode" if n == 1 and start > 0 else "prefill"
         prog = build_program(self.config, self.mmap, kind, start, n, weights=self.info,
                              score_c=self.score_c, last_only=last_only)
+        tok = self.mmap.buffer("tokens").addr
+        self.buf.write(tok - self.base, ids)
+        self.buf.sync_to_device(tok - self.base, ids.nbytes)
+        self.execute(prog, f"{kind} of {n} token{'s' * (n > 1)} at position {start}")
+        return self._output(1 if last_only else n)
+
+    def execute(self, prog: Program, what: str) -> int:
+        """Write ``prog`` into the next program slot, run it and wait for it (DriverError,
+        with the register dump, on a timeout or an error); returns the program's address.
+        ``what`` names the run in messages."""
         blob = encode_program(prog)
         slot = self.calls % self.mmap.program_slots
-        tok, addr = self.mmap.buffer("tokens").addr, self.mmap.program_addr(slot)
-        self.buf.write(tok - self.base, ids)
+        addr = self.mmap.program_addr(slot)
         self.buf.write(addr - self.base, blob)
-        self.buf.sync_to_device(tok - self.base, ids.nbytes)
         self.buf.sync_to_device(addr - self.base, len(blob))
         self.calls += 1
         d = self.dev
         d.set_reg("IRQ_STATUS", IRQ_STATUS_ALL)
         d.set_reg64("PROG_ADDR", addr)
         d.set_reg("CMD", START=1)
-        what = f"{kind} of {n} token{'s' * (n > 1)} at position {start}"
         if not d.wait(self.timeout_s):
             self._fail_timeout(what, prog)
         if d.fields("STATUS")["ERROR"]:
             self._fail_error(what, prog)
-        return self._output(1 if last_only else n)
+        return addr
 
     def _output(self, rows: int) -> np.ndarray:
         out = self.mmap.buffer("out")

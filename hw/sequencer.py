@@ -139,6 +139,12 @@ class Sequencer(wiring.Component):
         accepted, a ``done``, or the ``progress`` input) before TIMEOUT; 0 disables it.
     progress : In(1)
         Any other block's AXI handshake (keeps long blocks from tripping the watchdog).
+    unit_axi_error : In(1)
+        Instead of ``done``: the execution unit of the command in flight saw a non-OKAY AXI
+        response on its own masters (one cycle); the run stops with ERR_FLAGS.AXI_SLVERR,
+        ERR_INFO.PORT ``unit_axi_port``, the record and its address.
+    unit_axi_port : In(4)
+        ERR_INFO.PORT of that error (``spec.registers.PORTS``).
     o_<class> : Out(stream.Signature(command_layout(class)))
         One command per record of the class (``CLASSES``).
     <class>_done : In(1)
@@ -180,6 +186,7 @@ class Sequencer(wiring.Component):
             "cmd_start": In(1), "cmd_soft_reset": In(1),
             "prog_addr": In(64), "win_base": In(64), "win_size": In(64),
             "timeout_cycles": In(32), "progress": In(1),
+            "unit_axi_error": In(1), "unit_axi_port": In(4),
             "status_busy": Out(1), "status_done": Out(1), "status_error": Out(1),
             "status_record": Out(16),
             "irq_status_done_set": Out(1), "irq_status_error_set": Out(1),
@@ -592,6 +599,9 @@ class Sequencer(wiring.Component):
                 m.d.comb += [busy.eq(1), stall.eq(1)]
                 with m.If(x_err != 0):
                     bad_program(x_err, rec_i, rec_addr)
+                    m.next = "IDLE"
+                with m.Elif(self.unit_axi_error):
+                    fail("axi_slverr", 0, rec_i, rec_addr, self.unit_axi_port)
                     m.next = "IDLE"
                 with m.Elif((dones & cur).any()):
                     with m.If(rec_i + 1 >= count):

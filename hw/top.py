@@ -1,5 +1,6 @@
 """The accelerator top (docs/hw/top.md): the shell of ``tellme.spec.shell`` around the
-register file and the sequencer. The execution units are not in it yet.
+register file, the sequencer and the execution units built so far (the element-wise unit's
+RESIDUAL and GATED_ACT).
 
 ``make_top(target, build_hash=0)`` is what the Vivado flow (``hw/vivado.py`` through
 ``hw.regs.stamp``) and the RTL simulation device (``sim/rtl_device.py``) elaborate; its
@@ -12,13 +13,18 @@ What is inside:
 * ``Sequencer`` (``hw/sequencer.py``) fetching programs through the read channel of
   ``m_axi_kv``; its ports meet the register file's by name, the 64-bit values as the LO/HI
   pairs joined;
-* ``NoExecUnit``: each of the five command streams (``hw.sequencer.CLASSES``) ends in a
+* ``EwUnit`` (``hw/exec_ew.py``) on the ``ew`` command stream: RESIDUAL and GATED_ACT rows
+  through ``RowDMA`` (``hw/row_dma.py``); NORM, QUANT and ROPE answered UNSUPPORTED_OP;
+* ``AxiReadArbiter`` (``hw/axi_arbiter.py``) on the read channel of ``m_axi_kv``: the
+  sequencer's program fetch and the EW unit's two row readers; the write channel is the EW
+  unit's row writer;
+* ``NoExecUnit``: each command stream without a unit (``EXECUTION_UNITS``) ends in a
   responder that accepts the command and answers, instead of ``done``, with the program error
-  UNSUPPORTED_OP (``spec.program.ERRORS``): a run on this build stops at its first executable
-  record with ``ERR_FLAGS.BAD_PROGRAM``, ``ERR_INFO.CODE`` 11 and the record's index, and is
-  idle again. Nothing is dropped or faked;
-* the weight masters ``m_axi_w0..2`` and the write channel of ``m_axi_kv`` idle: every output
-  driven to 0 (no VALID ever rises), so the interconnect sees a legal, silent master;
+  UNSUPPORTED_OP (``spec.program.ERRORS``): a run on this build stops at its first record of
+  such a class with ``ERR_FLAGS.BAD_PROGRAM``, ``ERR_INFO.CODE`` 11 and the record's index,
+  and is idle again. Nothing is dropped or faked;
+* the weight masters ``m_axi_w0..2`` idle: every output driven to 0 (no VALID ever rises), so
+  the interconnect sees a legal, silent master;
 * ``irq``: a register, OR(IRQ_STATUS & CTRL enables).
 """
 
@@ -33,13 +39,18 @@ from tellme.spec.memory_map import ADDR_BITS
 from tellme.spec.program import ERROR_CODES
 from tellme.spec.registers import const_values
 
+from .axi_arbiter import AR_SIGNALS, R_SIGNALS, AxiReadArbiter
+from .exec_ew import EwUnit
 from .regs import RegisterFile
 from .sequencer import CLASSES, Sequencer, command_layout
 
 __all__ = ["Top", "NoExecUnit", "make_top", "report_blocks", "EXECUTION_UNITS"]
 
-#: class -> the block that will execute it (docs/hw/top.md); None: not in this build
+#: class -> the unit that executes it in this build (docs/hw/top.md); None: not yet (the
+#: class's commands are answered UNSUPPORTED_OP)
 EXECUTION_UNITS = dict.fromkeys(CLASSES)
+EXECUTION_UNITS["ew"] = "EwUnit (hw/exec_ew.py): RESIDUAL, GATED_ACT"
+_KV_PORT = 3                      # ERR_INFO.PORT "kv/act" (spec.registers.PORTS)
 _JOINED = ("prog_addr", "win_base", "win_size", "err_addr")     # 64-bit LO/HI pairs
 
 
@@ -92,7 +103,7 @@ class Top(wiring.Component):
     def __init__(self, target: str, build_hash: int = 0, fmt=None, *,
                  max_records: int = 4096):
         self._consts = const_values(target, build_hash, fmt)
-        self._target, self._max_records = target, max_records
+        self._target, self._max_records, self._fmt = target, max_records, fmt
         super().__init__(_shell_members())
 
     def elaborate(self, platform):
@@ -100,6 +111,12 @@ class Top(wiring.Component):
         m.submodules.regs = regs = RegisterFile(self._consts)
         m.submodules.seq = seq = Sequencer(addr_width=ADDR_BITS, max_records=self._max_records)
         m.submodules.noexec = noexec = NoExecUnit(addr_width=ADDR_BITS)
+        from tellme.spec.targets import TARGETS
+
+        m.submodules.ew = ew = EwUnit(lanes=TARGETS[self._target].ew_lanes, fmt=self._fmt,
+                                      addr_width=ADDR_BITS)
+        # m_axi_kv's read channel: program fetch (client 0), the EW unit's two row readers
+        m.submodules.kv_rd = arb = AxiReadArbiter(clients=3, addr_width=ADDR_BITS)
 
         # -- AXI4-Lite slave: the register file's own port names --------------------------------
         for name, _, d in shell.CONTROL.signals():
@@ -123,16 +140,19 @@ class Top(wiring.Component):
             else:
                 m.d.comb += getattr(seq, name).eq(Cat(lo, hi))
 
-        # -- program fetch on m_axi_kv's read channel -----------------------------------------
+        # -- m_axi_kv: reads through the arbiter, writes from the EW unit -------------------------
         kv = shell.IFACES["m_axi_kv"]
         read_sigs = {s for s, _, _ in kv.signals() if s[:2] == "ar" or s[0] == "r"}
         for sig, _, d in kv.signals():
             top = getattr(self, f"m_axi_kv_{sig}")
-            if sig in read_sigs:
-                sub = getattr(seq, f"m_axi_{sig}")
-                m.d.comb += (top.eq(sub) if d == "out" else sub.eq(top))
-            elif d == "out":
-                m.d.comb += top.eq(0)                 # write channel idle: no AWVALID/WVALID
+            sub = getattr(arb, f"m_axi_{sig}") if sig in read_sigs else getattr(ew, f"w_{sig}")
+            m.d.comb += (top.eq(sub) if d == "out" else sub.eq(top))
+        rd_sigs = [s for s, _ in AR_SIGNALS] + ["arvalid", "rready"]
+        for k, (client, prefix) in enumerate(((seq, "m_axi"), (ew, "r0"), (ew, "r1"))):
+            for sig in rd_sigs:
+                m.d.comb += getattr(arb, f"s{k}_{sig}").eq(getattr(client, f"{prefix}_{sig}"))
+            for sig in [s for s, _ in R_SIGNALS] + ["arready", "rvalid"]:
+                m.d.comb += getattr(client, f"{prefix}_{sig}").eq(getattr(arb, f"s{k}_{sig}"))
         # -- weight masters idle -------------------------------------------------------------
         for i in shell.INTERFACES:
             if i.name.startswith("m_axi_w"):
@@ -140,11 +160,25 @@ class Top(wiring.Component):
                     if d == "out":
                         m.d.comb += getattr(self, f"{i.top_prefix}_{sig}").eq(0)
 
-        # -- command streams: the "no execution unit" responder --------------------------------
+        # -- command streams: the execution units, else the "no execution unit" responder -------
+        units = {"ew": ew}
         for cls in CLASSES:
-            wiring.connect(m, getattr(seq, f"o_{cls}"), getattr(noexec, f"i_{cls}"))
-            m.d.comb += [getattr(seq, f"{cls}_done").eq(getattr(noexec, f"{cls}_done")),
-                         getattr(seq, f"{cls}_error").eq(getattr(noexec, f"{cls}_error"))]
+            unit = units.get(cls)
+            if unit is None:
+                wiring.connect(m, getattr(seq, f"o_{cls}"), getattr(noexec, f"i_{cls}"))
+                m.d.comb += [getattr(seq, f"{cls}_done").eq(getattr(noexec, f"{cls}_done")),
+                             getattr(seq, f"{cls}_error").eq(getattr(noexec, f"{cls}_error"))]
+            else:
+                wiring.connect(m, getattr(seq, f"o_{cls}"), unit.i_cmd)
+                m.d.comb += [getattr(seq, f"{cls}_done").eq(unit.done),
+                             getattr(seq, f"{cls}_error").eq(unit.error)]
+                noexec_in = getattr(noexec, f"i_{cls}")
+                m.d.comb += noexec_in.valid.eq(0)
+        m.d.comb += [seq.unit_axi_error.eq(ew.axi_error), seq.unit_axi_port.eq(_KV_PORT),
+                     seq.progress.eq(arb.active[1:].any()
+                                     | (self.m_axi_kv_wvalid & self.m_axi_kv_wready)
+                                     | (self.m_axi_kv_bvalid & self.m_axi_kv_bready)),
+                     regs.busy_ew_inc.eq(ew.busy), regs.stall_ew_inc.eq(ew.stall)]
 
         # -- counters and the interrupt --------------------------------------------------------
         r_hs = self.m_axi_kv_rvalid & self.m_axi_kv_rready
@@ -164,7 +198,21 @@ def make_top(target: str, build_hash: int = 0, fmt=None) -> Top:
 
 def report_blocks() -> dict:
     """``{name: (description, maker(HwPreset, StreamFormat))}`` for the block registry."""
+    from tellme.spec.targets import TARGETS
+
+    from .row_dma import RowDMA
+
+    def lanes(hp):
+        return TARGETS[hp.name].ew_lanes
+
     return {
-        "top": ("accelerator top: AXI shell, registers, sequencer; no execution units yet",
+        "top": ("accelerator top: AXI shell, registers, sequencer, the EW unit",
                 lambda hp, fmt: Top(hp.name, fmt=fmt)),
+        "shell_kv_arbiter": ("m_axi_kv read arbiter: program fetch + the units' row readers",
+                             lambda hp, fmt: AxiReadArbiter(clients=3, addr_width=ADDR_BITS)),
+        "row_dma": ("row movers of an execution unit: 2 row readers + 1 row writer",
+                    lambda hp, fmt: RowDMA(readers=2, lanes=lanes(hp), fmt=fmt,
+                                           addr_width=ADDR_BITS)),
+        "ew_unit": ("element-wise execution unit (RESIDUAL, GATED_ACT): row movers + blocks",
+                    lambda hp, fmt: EwUnit(lanes=lanes(hp), fmt=fmt, addr_width=ADDR_BITS)),
     }

@@ -1,0 +1,161 @@
+"""Row movers of the execution units (docs/hw/top.md): stream-format rows from DDR into a
+block, and the block's rows back to DDR.
+
+An ``act`` buffer row is ``cols`` packed little-endian elements at a stride of
+``align64(cols * bytes)`` (spec/memory_map.py ``row_stride``). ``RowDMA`` reads ``readers``
+operand rows per output row, each with a burst reader (the weight streamer's AXI master and
+gearbox with ``lanes``-element vectors), and writes the output row with the KV writer's AXI
+master (byte accumulator and strobes).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, ResetInserter, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from tellme.spec.memory_map import ADDR_BITS
+from tellme.spec.numerics import StreamFormat, stream_format
+
+from .attention.kv_dma import KVWriter
+from .elementwise.common import row_layout
+from .weight_stream import WeightStreamer
+
+__all__ = ["RowDMA", "row_command_layout", "axi_members", "connect_axi"]
+
+
+def row_command_layout(readers: int, addr_width: int, count_width: int) -> data.StructLayout:
+    """``rows`` rows; operand k of row r at ``src[k] + r * stride``, output row at ``dst + r *
+    stride``; ``beats`` beats of ``lanes`` elements per row."""
+    return data.StructLayout({
+        "rows": unsigned(32), "beats": unsigned(count_width), "stride": unsigned(addr_width),
+        "src": data.ArrayLayout(unsigned(addr_width), readers), "dst": unsigned(addr_width)})
+
+
+def axi_members(sub, prefix: str) -> dict:
+    """``sub``'s ``m_axi_*`` members renamed ``<prefix>_*`` (same flows and widths)."""
+    return {f"{prefix}_{n[len('m_axi_'):]}": mem for n, mem in sub.signature.members.items()
+            if n.startswith("m_axi_")}
+
+
+def connect_axi(m: Module, outer, prefix: str, sub, sub_prefix: str = "m_axi") -> None:
+    """Join ``sub``'s ``<sub_prefix>_*`` AXI members to ``outer``'s ``<prefix>_*``."""
+    for n, mem in sub.signature.members.items():
+        if n.startswith(sub_prefix + "_"):
+            mine, theirs = getattr(outer, f"{prefix}_{n[len(sub_prefix) + 1:]}"), getattr(sub, n)
+            m.d.comb += (mine.eq(theirs) if mem.flow == Out else theirs.eq(mine))
+
+
+class RowDMA(wiring.Component):
+    """``readers`` operand rows in, one row out, per row of a command.
+
+    Members
+    -------
+    i_cmd : In(stream row_command_layout)  accepted while idle (``busy`` low).
+    o_<k> (k < readers) : Out(stream row_layout(lanes, fmt))  operand k's rows, ``beats``
+        beats each, ``last`` on a row's final beat.
+    i : In(stream row_layout(lanes, fmt))  the output rows, ``beats`` beats each (``last`` is
+        not used: the command's geometry decides).
+    done : Out(1)  one-cycle pulse after the last row's last write response.
+    axi_error : Out(1)  instead of ``done``: a read or write response of this command was
+        not OKAY (the command still ran to its end, so the masters are quiet).
+    busy : Out(1)
+    r<k>_ar* / r<k>_r*  AXI4 read masters; w_aw* / w_w* / w_b*  the AXI4 write master.
+
+    Timing: each reader takes its next row's command as soon as it can (it runs ahead by its
+    command queue and R FIFO); the writer takes one row at a time (a command when idle), so
+    a row's last write response precedes the next row's first AW. Throughput: one beat per
+    cycle per stream while the memory keeps up.
+    """
+
+    def __init__(self, *, readers: int = 2, lanes: int = 2, fmt: StreamFormat | None = None,
+                 addr_width: int = ADDR_BITS, data_width: int = 128, count_width: int = 16):
+        self.fmt = fmt = stream_format(fmt)
+        self.readers, self.lanes = readers, lanes
+        self.addr_width, self.count_width = addr_width, count_width
+        # rows are short (at most a few hundred beats): two bursts of 16 beats in flight per
+        # reader keep a row streaming, and the R FIFO holds exactly those
+        self._readers = [WeightStreamer(t=1, lanes=1, vector_bits=fmt.bits * lanes,
+                                        data_width=data_width, addr_width=addr_width,
+                                        max_burst=16, max_outstanding=2, jobs=2,
+                                        count_width=count_width + 1) for _ in range(readers)]
+        self._writer = KVWriter(beat=lanes, data_width=data_width, addr_width=addr_width,
+                                count_width=count_width, max_burst=16, max_outstanding=2,
+                                fmt=fmt)
+        lay = row_layout(lanes, fmt)
+        members = {"i_cmd": In(stream.Signature(row_command_layout(readers, addr_width,
+                                                                   count_width))),
+                   "i": In(stream.Signature(lay)),
+                   "done": Out(1), "axi_error": Out(1), "busy": Out(1)}
+        for k, ws in enumerate(self._readers):
+            members[f"o_{k}"] = Out(stream.Signature(lay))
+            members.update(axi_members(ws, f"r{k}"))
+        members.update(axi_members(self._writer, "w"))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        readers, wr = self._readers, self._writer
+        AW = self.addr_width
+        # the movers' error flags are sticky: a command starts them from reset (they are idle
+        # then: the previous command ended with its last write response)
+        clear = Signal()
+        for k, ws in enumerate(readers):
+            m.submodules[f"reader{k}"] = ResetInserter(clear)(ws)
+            connect_axi(m, self, f"r{k}", ws)
+        m.submodules.writer = ResetInserter(clear)(wr)
+        connect_axi(m, self, "w", wr)
+
+        c = self.i_cmd.payload
+        rows, beats, stride = Signal(32), Signal(self.count_width), Signal(AW)
+        running = Signal()
+        m.d.comb += self.i_cmd.ready.eq(~self.busy)
+        accept = self.i_cmd.valid & self.i_cmd.ready
+        m.d.comb += clear.eq(accept)
+        issued = [Signal(32, name=f"rd{k}_rows") for k in range(len(readers))]
+        rd_addr = [Signal(AW, name=f"rd{k}_addr") for k in range(len(readers))]
+        wr_rows, wr_done = Signal(32), Signal(32)
+        w_addr = Signal(AW)
+        m.d.sync += [self.done.eq(0), self.axi_error.eq(0)]
+        with m.If(accept):
+            m.d.sync += [rows.eq(c.rows), beats.eq(c.beats), stride.eq(c.stride),
+                         running.eq(c.rows != 0), w_addr.eq(c.dst),
+                         wr_rows.eq(0), wr_done.eq(0)]
+            m.d.sync += [a.eq(0) for a in issued]
+            m.d.sync += [rd_addr[k].eq(c.src[k]) for k in range(len(readers))]
+            with m.If(c.rows == 0):
+                m.d.sync += self.done.eq(1)
+
+        for k, ws in enumerate(readers):
+            m.d.comb += [ws.i_cmd.payload.addr.eq(rd_addr[k]), ws.i_cmd.payload.first.eq(0),
+                         ws.i_cmd.payload.count.eq(beats),
+                         ws.i_cmd.valid.eq(running & (issued[k] < rows))]
+            with m.If(ws.i_cmd.valid & ws.i_cmd.ready):
+                m.d.sync += [issued[k].eq(issued[k] + 1), rd_addr[k].eq(rd_addr[k] + stride)]
+            o = getattr(self, f"o_{k}")
+            m.d.comb += [o.payload.data.as_value().eq(ws.o.payload.vectors[0]),
+                         o.payload.last.eq(ws.o.payload.last), o.valid.eq(ws.o.valid),
+                         ws.o.ready.eq(o.ready)]
+        m.d.comb += [wr.i_cmd.payload.addr.eq(w_addr), wr.i_cmd.payload.beats.eq(beats),
+                     wr.i_cmd.valid.eq(running & (wr_rows < rows)),
+                     wr.i.payload.as_value().eq(self.i.payload.data.as_value()),
+                     wr.i.valid.eq(self.i.valid), self.i.ready.eq(wr.i.ready)]
+        with m.If(wr.i_cmd.valid & wr.i_cmd.ready):
+            m.d.sync += [wr_rows.eq(wr_rows + 1), w_addr.eq(w_addr + stride)]
+
+        errors = wr.error
+        for ws in readers:
+            errors = errors | ws.error
+        with m.If(wr.done & running):
+            m.d.sync += wr_done.eq(wr_done + 1)
+            with m.If(wr_done + 1 == rows):
+                m.d.sync += running.eq(0)
+                with m.If(errors):
+                    m.d.sync += self.axi_error.eq(1)
+                with m.Else():
+                    m.d.sync += self.done.eq(1)
+        busy = running | wr.busy
+        for ws in readers:
+            busy = busy | ws.busy
+        m.d.comb += self.busy.eq(busy)
+        return m

@@ -47,6 +47,9 @@ def register(sub) -> None:
     r.add_argument("--budget", action="store_true",
                    help="report every counted block against its budget line and the totals "
                         "(hw/budget.py, docs/hw/budget.md); exit 2 when over")
+    r.add_argument("--plot", nargs="?", const="", metavar="DIR",
+                   help="with --budget: also write a PNG of each line against its limit "
+                        "(matplotlib) to DIR (default build/perf/)")
     r.set_defaults(func=_report)
 
     from tellme.hw import regs_cli  # tellme hw regs (spec/registers.py)
@@ -99,6 +102,8 @@ def _report(args) -> int:
     from tellme.hw.blocks import DEFAULT_REPORT
 
     fmt = STREAM_FORMATS[args.fmt] if args.fmt else None
+    if args.plot is not None and not args.budget:
+        raise CliError("--plot draws the budget check: add --budget")
     if args.budget:
         if args.block:
             raise CliError("--budget reports every counted block; drop --block")
@@ -116,12 +121,27 @@ def _report(args) -> int:
             print(report.format_table(reports, args.target))
         return 0
     result = hwbudget.check(reports, args.target, names)
+    plot = None
+    if args.plot is not None:
+        from pathlib import Path
+
+        from tellme.hw.toolchain import build_dir
+        from tellme.sim.perf import plot_budget
+
+        try:
+            plot = plot_budget(result, Path(args.plot) if args.plot else build_dir("perf"))
+        except ImportError as e:
+            raise CliError(str(e)) from None
     if args.json:
         result["blocks"] = [r.to_dict() for r in reports]
+        if plot:
+            result["plot"] = str(plot)
         print(json.dumps(result, indent=2))
     else:
         print(hwbudget.format_budget(result))
         print("\n".join(report.timing_lines(reports)))
+        if plot:
+            print(f"plot: {plot}")
     if not result["ok"]:
         raise CliError(hwbudget.failure_message(result))
     return 0

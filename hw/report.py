@@ -196,6 +196,20 @@ def load_block(target: str, block: str, fmt=None) -> BlockReport | None:
                        d["fmt"], d.get("timing"))
 
 
+def cached_budget(target: str, fmt=None) -> tuple[dict | None, list[str]]:
+    """The budget check (``hw.budget.check``) from the cached block reports of ``target``:
+    (result, []) when every counted block has one, else (None, the blocks missing)."""
+    from . import budget as hwbudget
+
+    names = list(registry())
+    blocks = hwbudget.counted_blocks(names, target)
+    reports = [(b, load_block(target, b, fmt)) for b in blocks]
+    missing = [b for b, r in reports if r is None]
+    if missing:
+        return None, missing
+    return hwbudget.check([r for _, r in reports], target, names), []
+
+
 def format_table(reports: list[BlockReport], target: str) -> str:
     part = target_record(target).part
     part, cap = part.name, part.capacity

@@ -91,7 +91,7 @@ def _main(args) -> int:
                               else ())
     except ValueError as e:
         raise CliError(str(e)) from None
-    files = []
+    files, notes = [], []
     if args.plot is not None:
         if args.plot:
             out_dir = Path(args.plot)
@@ -103,13 +103,25 @@ def _main(args) -> int:
             files = perf.plot(report, out_dir)
         except ImportError as e:
             raise CliError(str(e)) from None
+        from tellme.hw.report import cached_budget
+
+        result, missing = cached_budget(args.target)
+        if result is not None:
+            files.append(perf.plot_budget(result, out_dir))
+        else:
+            notes.append(f"budget plot skipped: no cached synthesis of {', '.join(missing)}; "
+                         f"make it with: tellme hw report --target {args.target} --budget")
     if args.json:
         out = perf.to_json(report)
         if files:
             out["plots"] = [str(f) for f in files]
+        if notes:
+            out["plot_notes"] = notes
         print(json.dumps(out, indent=1))
     else:
         print(perf.format_report(report))
         for f in files:
             print(f"plot: {f}")
+        for n in notes:
+            print(n)
     return 0

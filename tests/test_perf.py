@@ -204,14 +204,22 @@ def test_bad_weight_file(tmp_path, capsys):
     assert "not a tellme weight file" in capsys.readouterr().err
 
 
-def test_plot_writes_files(tmp_path, capsys):
+def test_plot_writes_files(tmp_path, capsys, monkeypatch):
+    """Without cached synthesis results the budget plot is skipped with a note naming the
+    command (CI has none); the two projection plots are written."""
     pytest.importorskip("matplotlib", reason="matplotlib not installed (extra 'plot')")
+    import tellme.hw.report
+
+    monkeypatch.setattr(tellme.hw.report, "cached_budget", lambda target: (None, ["tlmm"]))
     assert main(["perf", "--model", "bitnet_b1_58-large", "--context", "128",
                  "--plot", str(tmp_path)]) == 0
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == ["bitnet_b1_58-large-kv260-blocks.png", "bitnet_b1_58-large-kv260-decode.png"]
     assert all((tmp_path / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
-    assert "plot: " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "plot: " in out
+    assert "budget plot skipped: no cached synthesis of tlmm; make it with: tellme hw report " \
+        "--target kv260 --budget" in out
 
 
 def test_plot_without_matplotlib(tmp_path, monkeypatch, capsys):
@@ -220,3 +228,28 @@ def test_plot_without_matplotlib(tmp_path, monkeypatch, capsys):
                  "--plot", str(tmp_path)]) == 2
     assert "needs matplotlib" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_budget_plot(tmp_path):
+    """The resource plot of `tellme hw report --budget --plot` and `tellme perf --plot`: one
+    PNG from a budget check (two hand-made block reports; the other lines are not built)."""
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (extra 'plot')")
+    from tellme.hw.budget import check
+    from tellme.sim.perf import plot_budget
+
+    class Rep:
+        def __init__(self, block, lut, dsp):
+            self.block, self._t = block, {"LUT": lut, "DSP": dsp, "BRAM36": 1, "URAM": 0}
+
+        def totals(self):
+            return self._t
+
+    result = check([Rep("regs", 800, 0), Rep("attention_int", 20_000, 296)], "kv260")
+    assert result["over_lines"] == ["attention"]          # drawn red, still drawn
+    path = plot_budget(result, tmp_path)
+    assert path.name == "budget-kv260.png" and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_plot_needs_budget(capsys):
+    assert main(["hw", "report", "--target", "kv260", "--cached", "--plot"]) == 2
+    assert "--plot draws the budget check: add --budget" in capsys.readouterr().err

@@ -74,6 +74,22 @@ def embed(table: np.ndarray, ids: np.ndarray, *, fmt: StreamFormat | None = None
     return stream_format(fmt).round(np.asarray(table)[np.asarray(ids)])
 
 
+def float_to_stream(raw: np.ndarray, dtype: str, *, fmt: StreamFormat | None = None
+                    ) -> np.ndarray:
+    """Stream-format bits (int64) of weight-file floats: ``raw`` the storage words (uint32 for
+    "float32", uint16 for "float16" / "bfloat16"), each RN_fmt of its exact value (the values
+    EMBED and NORM take from the file; hw/convert.py ``FloatToStream``). NaN is refused."""
+    from tellme.quant.format import unpack_float
+
+    f = stream_format(fmt)
+    view = {"float32": "<f4", "float16": "<f2", "bfloat16": "<u2"}[dtype]
+    x = unpack_float(np.asarray(raw).astype(np.uint32 if dtype == "float32" else np.uint16)
+                     .view(view), dtype)
+    if np.isnan(x).any():
+        raise ValueError("NaN has no stream-format value")
+    return f.to_bits(f.round(x))
+
+
 def rms_scale(x16: np.ndarray, eps, *, fmt: StreamFormat | None = None) -> np.ndarray:
     """Per-row r = RN32(1 / sqrt(sum(x^2) / n + eps)), float32 [rows].
 

@@ -11,7 +11,8 @@ edges from the edge that accepts the first input beat of a block's ``i`` (or ``i
   repacker (a cycle-exact simulation of its accept-or-emit rule is below).
 * Scalar unit: normalisation (16-bit or 1-bit steps, both operands in parallel) + one cycle per
   quotient bit (26, or 51/52 for a square root) + 26 square-root steps + fixed overhead.
-* RMSNorm: pass 1 (n/lanes) + drain/start (5) + rsqrt + pass 2 (n/lanes) + EMIT_LATENCY.
+* RMSNorm: pass 1 (n/lanes) + drain/start (``norm_start``, 7) + rsqrt + pass 2 (n/lanes) +
+  EMIT_LATENCY.
 * TLMM output buffer ("ob"): a FIFO of Q-wide beats drained ``lanes`` per cycle:
   ``beats * Q/lanes - 1 + outbuf.LATENCY`` stall-free; ``outbuf_run`` simulates it cycle by
   cycle for any arrival pattern and backpressure (the TLMM's bursts: ``tlmm_burst_arrivals``).
@@ -29,7 +30,14 @@ import numpy as np
 
 SCALAR_FIXED = 4          # accept->NORM, DIV->SQRT_OR_ROUND, ROUND, OUT
 SQRT_EXTRA = 27           # 26 square-root steps + SQRT_DONE
-NORM_START = 6            # last pass-1 beat accepted -> scalar unit accepts the rsqrt
+
+
+def norm_start() -> int:
+    """Edges from the last pass-1 beat's acceptance to the scalar unit accepting the rsqrt:
+    the square pipeline drains (rmsnorm.SQ_STAGES), then DRAIN (eps * n), SUM, RSQRT (7)."""
+    from tellme.hw.elementwise.rmsnorm import SQ_STAGES
+
+    return SQ_STAGES + 3
 
 
 def _latency(block: str) -> int:
@@ -101,7 +109,7 @@ def rmsnorm_cycles(x16_rows, lanes: int, eps, fmt=None) -> int:
         beats = n // lanes
         num, den = rsqrt_operands(row, eps, fmt)
         c = scalar_cycles(num, den, 2 * fmt.frac, True, acc_bits(fmt))
-        row_cycles = (beats - 1) + NORM_START + c + beats + _latency("norm")
+        row_cycles = (beats - 1) + norm_start() + c + beats + _latency("norm")
         total += row_cycles + (1 if k else 0)
     return total
 

@@ -9,9 +9,17 @@ from amaranth.lib.wiring import In, Out
 from tellme.hw.tlmm import out_layout
 
 from .common import check_lanes, row_layout, row_scale_pipe
-from .stream_fp import ROUND_FP_LATENCY, abs_signed, fmt_of, round_fp, unpack32
+from .stream_fp import (
+    MUL_LATENCY,
+    ROUND_FP_STAGES,
+    abs_signed,
+    fmt_of,
+    pipe_mul,
+    round_fp,
+    unpack32,
+)
 
-LATENCY = 1 + ROUND_FP_LATENCY
+LATENCY = 1 + MUL_LATENCY + ROUND_FP_STAGES
 
 
 class Dequantize(wiring.Component):
@@ -40,8 +48,9 @@ class Dequantize(wiring.Component):
         y = RN_fmt(acc*s_tok): |acc| times the 24-bit significand (<= 53 bits, exact), one
         rounding; acc = 0 gives +0.
 
-    Timing: LATENCY (4) cycles, one beat per cycle, global stall on ``o``; a row's beats wait
-    for its scale.
+    Timing: LATENCY (7) cycles (|acc|, the product's partial products, their sum, the
+    four-stage rounder), one beat per cycle, global stall on ``o``; a row's beats wait for
+    its scale.
     """
 
     def __init__(self, *, lanes: int, acc_width: int, fmt=None):
@@ -60,8 +69,9 @@ class Dequantize(wiring.Component):
         sm, se = unpack32(scale)
         for lane in range(self._lanes):
             neg, mag = abs_signed(m, self.i.payload.acc[lane])
-            prod = sp.reg(mag * sm)
-            y = round_fp(sp, sp.reg(neg), prod, sp.reg(se), self._fmt)
+            prod = pipe_mul(sp, sp.reg(mag), sp.reg(sm))
+            y = round_fp(sp, sp.delay(neg, 1 + MUL_LATENCY), prod,
+                         sp.delay(se, 1 + MUL_LATENCY), self._fmt, stages=ROUND_FP_STAGES)
             m.d.comb += self.o.payload.data[lane].eq(y)
         m.d.comb += self.o.payload.last.eq(sp.delay(self.i.payload.last, LATENCY))
         sp.finish(self.o, LATENCY)

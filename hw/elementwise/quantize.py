@@ -8,9 +8,17 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import check_lanes, row_layout, row_scale_pipe
-from .stream_fp import ROUND_INT8_LATENCY, fmt_of, round_int8, unpack, unpack32
+from .stream_fp import (
+    MUL_LATENCY,
+    ROUND_INT8_LATENCY,
+    fmt_of,
+    pipe_mul,
+    round_int8,
+    unpack,
+    unpack32,
+)
 
-LATENCY = 1 + ROUND_INT8_LATENCY
+LATENCY = MUL_LATENCY + ROUND_INT8_LATENCY
 
 
 def int8_row_layout(lanes: int) -> data.StructLayout:
@@ -87,7 +95,8 @@ class Quantize(wiring.Component):
         q = clamp(RNE(h*s_q), -128, 127), element k of a row at lane k % out_lanes of beat
         k // out_lanes; the last beat of a row is zero-padded.
 
-    Timing: the multiply/round pipeline has LATENCY (3) cycles at one beat per cycle; the
+    Timing: the multiply/round pipeline (partial products, their sum, the three-stage int8
+    rounder) has LATENCY (5) cycles at one beat per cycle; the
     repacker then limits a row of n to n/lanes + ceil(n/out_lanes) cycles (far above the
     TLMM's consumption of one activation beat per K block, >= 28 cycles at T=28).
     """
@@ -106,10 +115,14 @@ class Quantize(wiring.Component):
         m.submodules.repack = rp = Repack(in_lanes=L, out_lanes=self._out_lanes)
         scale, sp = row_scale_pipe(m, self.i_scale, self.i)
         sm, se = unpack32(scale)
+        se1 = sp.reg(se)
         for lane in range(L):
-            sign, sig, sh = unpack(self.i.payload.data[lane], self._fmt)
-            prod = sp.reg(sig * sm)
-            exp = sp.reg(sh - self._fmt.frac + se)
+            h = self.i.payload.data[lane]
+            _, sig, _ = unpack(h, self._fmt)
+            prod = pipe_mul(sp, sig, sm)
+            # the exponent from a registered copy (no logic shared with the DSP inputs)
+            sign, _, sh = unpack(sp.reg(h), self._fmt)
+            exp = sp.reg(sh - self._fmt.frac + se1)
             q = round_int8(sp, sp.reg(sign), prod, exp)
             m.d.comb += rp.i.payload.data[lane].eq(q)
         m.d.comb += rp.i.payload.last.eq(sp.delay(self.i.payload.last, LATENCY))

@@ -8,10 +8,10 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import StallPipe, check_lanes, row_layout
-from .stream_fp import ROUND_FP_LATENCY, ceil_log2, fmt_of, round_fp, unpack, wire
+from .stream_fp import ROUND_FP_STAGES, fmt_of, round_fp, unpack, wire
 
 GUARD = 3                      # guard, round and sticky positions below the significand
-LATENCY = 2 + ROUND_FP_LATENCY
+LATENCY = 3 + ROUND_FP_STAGES
 
 
 class ResidualAdd(wiring.Component):
@@ -38,8 +38,9 @@ class ResidualAdd(wiring.Component):
         is the correctly rounded sum (a cancellation of more than one bit only happens for
         exponent differences <= 1, where nothing is shifted out).
 
-    Timing: latency ``LATENCY`` (5) cycles, one beat per cycle, global stall on ``o``
-    backpressure (a beat enters when both inputs are valid and ``o`` is not stalled).
+    Timing: latency ``LATENCY`` (7) cycles (order and exponent difference, alignment, add,
+    the four-stage rounder), one beat per cycle, global stall on ``o`` backpressure (a beat
+    enters when both inputs are valid and ``o`` is not stalled).
     """
 
     def __init__(self, *, lanes: int, fmt=None):
@@ -60,32 +61,37 @@ class ResidualAdd(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         fmt = self._fmt
-        nb, W = fmt.bits - 1, fmt.sig_bits + GUARD      # magnitude bits; aligned width
+        M, nb, W = fmt.man, fmt.bits - 1, fmt.sig_bits + GUARD  # magnitude bits; aligned width
         sp = StallPipe(m, [self.i_x, self.i_y])
         for lane in range(self._lanes):
             a = self.i_x.payload.data[lane]
             b = self.i_y.payload.data[lane]
-            swap = b[:nb] > a[:nb]                          # |y| > |x|
-            big = Mux(swap, b, a)
-            small = Mux(swap, a, b)
+            # stage 1: order by magnitude; exponent difference (both orders, then chosen)
+            swap = wire(m, b[:nb] > a[:nb])                 # |y| > |x|
+            ea, eb = (v[M:M + 5] | (v[M:M + 5] == 0) for v in (a, b))   # shift + 1
+            d = sp.reg(Mux(swap, eb - ea, ea - eb)[:5])     # >= 0
+            big = sp.reg(Mux(swap, b, a))
+            small = sp.reg(Mux(swap, a, b))
+            negzero = sp.reg(a[nb] & b[nb])
             sb, sigb, shb = unpack(big, fmt)
-            ss, sigs, shs = unpack(small, fmt)
-            d = (shb - shs).as_unsigned()[:5]               # >= 0
-            # stage 1: aligned operands
+            ss, sigs, _ = unpack(small, fmt)
+            # stage 2: aligned operands: the small one shifted right by d, the bits shifted
+            # out ORed into its LSB (sticky)
             full = Cat(C(0, GUARD), sigs)                   # W bits
-            dc = Mux(d > W, W, d)[:ceil_log2(W + 1)]
-            lost = (full & ((C(1, W + 1) << dc) - 1)[:W]) != 0
-            al = sp.reg((full >> dc) | lost)
+            lost = Cat(*(full[j] & (d > j) for j in range(W))).any()
+            al = sp.reg((full >> d) | lost)
             bg = sp.reg(Cat(C(0, GUARD), sigb))
             sub = sp.reg(sb ^ ss)
             sign1 = sp.reg(sb)
-            negzero = sp.reg(a[nb] & b[nb])
+            negzero2 = sp.reg(negzero)
             exp1 = sp.reg(shb - fmt.frac - GUARD)
-            # stage 2: add / subtract (the big operand dominates: z >= 0)
+            # stage 3: add / subtract (the big operand dominates: z >= 0); an exact zero sum
+            # (told by comparing the operands, beside the adder)
             z = wire(m, Mux(sub, bg - al, bg + al)[:W + 1])
-            sign = sp.reg(Mux(z == 0, negzero, sign1))
+            zero = Mux(sub, bg == al, (bg | al) == 0)
+            sign = sp.reg(Mux(zero, negzero2, sign1))
             mag = sp.reg(z)
-            out = round_fp(sp, sign, mag, sp.reg(exp1), fmt)
+            out = round_fp(sp, sign, mag, sp.reg(exp1), fmt, stages=ROUND_FP_STAGES)
             m.d.comb += self.o.payload.data[lane].eq(out)
         m.d.comb += self.o.payload.last.eq(sp.delay(self.i_x.payload.last, LATENCY))
         sp.finish(self.o, LATENCY)

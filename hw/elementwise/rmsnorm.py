@@ -11,23 +11,35 @@ pass 1  the row's beats are written to an on-chip row buffer while their squares
         count does not change the result).
 scalar  r = RN32(1/sqrt(S*2**-2F/n + eps)) = RN32(sqrt(n*2**2F / V)), V = S + n*eps*2**2F, on
         the sequential :class:`~.scalar.ScalarUnit` (W = acc_bits(fmt)).
-pass 2  the row is read back with the norm weight stream; h = RN_fmt(x*g*r) (2S-bit x*g
-        product, times the 24-bit significand of r: 2S + 24 bits exact, one rounding);
-        amax = max|h| is reported with the row's last beat.
+pass 2  the row is read back with the norm weight stream; h = RN_fmt(x*g*r) (the S-bit g
+        times the 24-bit significand of r while x is read, then x times that: 2S + 24 bits
+        exact, one rounding); amax = max|h| is reported with the row's last beat.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .common import StallPipe, check_lanes, row_layout
 from .scalar import ScalarUnit
-from .stream_fp import ROUND_FP_LATENCY, fmt_of, mag_max, round_fp, unpack, unpack32
+from .stream_fp import (
+    MUL_LATENCY,
+    ROUND_FP_STAGES,
+    Pipe,
+    fmt_of,
+    mag_max,
+    pipe_mul,
+    round_fp,
+    unpack,
+    unpack32,
+)
 
-SQ_STAGES = 3                      # square, shift, lane tree (then accumulate)
-EMIT_LATENCY = 3 + ROUND_FP_LATENCY  # row-buffer read + g, x*g, *r, rounder
+SQ_STAGES = MUL_LATENCY + 2        # square (partial products, sum), shift, lane tree
+# row-buffer read with g*r's partial products, x registered with g*r's sum, x*(g*r)'s
+# partial products, their sum, rounder, h with the beat's max|h|
+EMIT_LATENCY = 2 + MUL_LATENCY + ROUND_FP_STAGES + 1
 
 
 def acc_bits(fmt=None) -> int:
@@ -137,14 +149,14 @@ class RMSNormAbsmax(wiring.Component):
         for k in range(1, SQ_STAGES):
             m.d.sync += sv[k].eq(sv[k - 1])
         shifted = []
+        p1 = Pipe(m, 1)
         for lane in range(L):
-            _, sig, sh = unpack(self.i.payload.data[lane], fmt)
-            sq = Signal(2 * S, name=f"sq{lane}")
-            sh2 = Signal(6, name=f"sh2_{lane}")
-            m.d.sync += [sq.eq(sig * sig), sh2.eq(sh << 1)]
-            s = Signal(2 * S + 58, name=f"sqs{lane}")
-            m.d.sync += s.eq(sq << sh2)
-            shifted.append(s)
+            x = self.i.payload.data[lane]
+            _, sig, _ = unpack(x, fmt)
+            sq = pipe_mul(p1, sig, sig)
+            _, _, sh = unpack(p1.reg(x), fmt)               # (no logic shared with the DSP)
+            sh2 = p1.reg(sh << 1)
+            shifted.append(p1.reg((sq << sh2)[:2 * S + 58], name=f"sqs{lane}"))
         tree = shifted
         while len(tree) > 1:
             nxt = [a + b for a, b in zip(tree[0::2], tree[1::2], strict=False)]
@@ -153,16 +165,19 @@ class RMSNormAbsmax(wiring.Component):
             tree = nxt
         beat_sum = Signal(AB)
         m.d.sync += beat_sum.eq(tree[0])
-        with m.If(sv[2]):
+        with m.If(sv[-1]):
             m.d.sync += acc.eq(acc + beat_sum)
 
         # ---- V = S + n*eps*2**2F: eps = em * 2**(E-150), so n*eps*2**2F = em*n << (E-E_min)
         em, _ = unpack32(self.eps)
         eexp = self.eps[23:31]
         emin = eps_min_exp(fmt)
-        esh = Mux(eexp >= emin, eexp - emin, 0)[:5 if F == 24 else 6]
+        esh = Signal(5 if F == 24 else 6)       # eps is static: its shift registered
+        m.d.sync += esh.eq(Mux(eexp >= emin, eexp - emin, 0))
         n_elems = Signal(range(self._n_max + 1))
         m.d.comb += n_elems.eq(nbeats * L)
+        epsm = Signal(24 + len(n_elems))         # em * n, registered (valid 1 cycle after n)
+        m.d.sync += epsm.eq(em * n_elems)
         epsn = Signal(AB)
 
         # ---- pass 2: read back, h = RN_fmt(x*g*r), absmax
@@ -175,19 +190,29 @@ class RMSNormAbsmax(wiring.Component):
         rm, re = unpack32(r)
         hs = []
         for lane in range(L):
-            g = sp.reg(self.i_g.payload[lane])
-            sx, sigx, shx = unpack(rd.data[B * lane:B * lane + B], fmt)
-            sg, sigg, shg = unpack(g, fmt)
-            xg = sp.reg(sigx * sigg)
-            sign = sp.reg(sx ^ sg)
-            e = sp.reg(shx + shg - 2 * F + re)
-            prod = sp.reg(xg * rm)
-            h = round_fp(sp, sp.reg(sign), prod, sp.reg(e), fmt)
+            # stage 1: the row buffer read; g*r's partial products
+            g = self.i_g.payload[lane]
+            _, sigg, _ = unpack(g, fmt)
+            gr = pipe_mul(sp, sigg, rm)
+            g1 = sp.reg(g)
+            # stage 2: x registered (its significand apart: no logic shared with the DSP
+            # inputs); g*r summed
+            xb = rd.data[B * lane:B * lane + B]
+            _, sigx, _ = unpack(xb, fmt)
+            sigx2, x2 = sp.reg(sigx), sp.reg(xb)
+            sg1, _, shg1 = unpack(g1, fmt)
+            sg2, eg2 = sp.reg(sg1), sp.reg(shg1 - 2 * F + re)
+            # stages 3-4: x*(g*r)
+            prod = pipe_mul(sp, sigx2, gr)
+            sx2, _, shx2 = unpack(x2, fmt)
+            sign = sp.delay(sx2 ^ sg2, MUL_LATENCY)
+            e = sp.delay(shx2 + eg2, MUL_LATENCY)
+            h = round_fp(sp, sign, prod, e, fmt, stages=ROUND_FP_STAGES)
             hs.append(h)
-            m.d.comb += self.o.payload.data[lane].eq(h)
+            m.d.comb += self.o.payload.data[lane].eq(sp.reg(h))
         last = sp.delay(issued == nbeats - 1, EMIT_LATENCY)
         sp.finish(self.o, EMIT_LATENCY)
-        beat_max = mag_max(hs, fmt)
+        beat_max = sp.reg(mag_max(hs, fmt))      # the beat's max|h|, beside h's last stage
         amax = Mux(beat_max > run_max, beat_max, run_max)
         m.d.comb += [self.o.payload.last.eq(last), self.o.payload.amax.eq(amax)]
         with m.If(self.o.valid & self.o.ready):
@@ -202,8 +227,8 @@ class RMSNormAbsmax(wiring.Component):
                         m.d.sync += nbeats.eq(cnt + 1)
                         m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(~(sv[0] | sv[1] | sv[2])):
-                    m.d.sync += epsn.eq((em * n_elems) << esh)
+                with m.If(~Cat(*sv).any()):
+                    m.d.sync += epsn.eq(epsm << esh)
                     m.next = "SUM"
             with m.State("SUM"):
                 m.d.sync += vden.eq(acc + epsn)

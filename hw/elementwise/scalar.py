@@ -23,7 +23,7 @@ from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .stream_fp import fmt_of, unpack, unpack32
+from .stream_fp import Pipe, fmt_of, pipe_mul, unpack, unpack32
 
 EXP_BITS = 12
 SQRT_STEPS = 26
@@ -194,20 +194,23 @@ class TokenScale(wiring.Component):
         # code is its value in units of 2**-F.
         eps_grid = math.ceil(Fraction(float(QUANT_EPS)) * 2 ** fmt.frac)
         assert eps_grid <= 1 << fmt.man
-        amax = Signal(fmt.bits)
         s_q = Signal(32)
+        amax = self.i.payload
         _, sig, sh = unpack(amax, fmt)
         below = (amax[:fmt.bits - 1] < eps_grid)
         em, ee = unpack32(C(eps_bits, 32))
-        # max(amax, eps) = dm * 2**de
-        dm = Mux(below, em, sig)
-        de = Mux(below, ee, sh - fmt.frac)
+        # max(amax, eps) = dm * 2**de, registered when amax is taken
+        dm = Signal(24)
+        de = Signal(signed(EXP_BITS))
         wm, we = unpack32(self.ws)
+        # dm * wm for the second operation: partial products, sum (ready two cycles after dm;
+        # the first operation takes more than 26)
+        num_t = pipe_mul(Pipe(m, 1), dm, wm)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.sync += amax.eq(self.i.payload)
+                    m.d.sync += [dm.eq(Mux(below, em, sig)), de.eq(Mux(below, ee, sh - fmt.frac))]
                     m.next = "Q"
             with m.State("Q"):
                 m.d.comb += [su.i.valid.eq(1), su.i.payload.num.eq(127),
@@ -221,7 +224,7 @@ class TokenScale(wiring.Component):
                     m.d.sync += s_q.eq(su.o.payload)
                     m.next = "T"
             with m.State("T"):
-                m.d.comb += [su.i.valid.eq(1), su.i.payload.num.eq(dm * wm),
+                m.d.comb += [su.i.valid.eq(1), su.i.payload.num.eq(num_t),
                              su.i.payload.den.eq(127), su.i.payload.exp.eq(de + we),
                              su.i.payload.sqrt.eq(0)]
                 with m.If(su.i.ready):

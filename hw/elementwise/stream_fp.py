@@ -17,7 +17,17 @@ Every rounder takes an exact value ``mag * 2**exp`` (``mag`` an unsigned integer
 
 Rounding needs the position of the leading one (a log-depth priority tree, :func:`msb_index`),
 one right shift, and the sticky bit, taken from the trailing-zero count (:func:`lsb_index`)
-instead of a second shifter.
+instead of a second shifter. At 250 MHz (the timing proxy, docs/hw/timing.md) a rounder
+takes a register cut inside the priority trees (:func:`index_halves`: the trees of the two
+halves, then the last level), the shift with the sticky compare in a stage of its own, and the
+increment with the packing in the last: :func:`round_fp` 4 stages (``stages=ROUND_FP_STAGES``;
+its default of 3 merges the first two, for the attention KV quantiser that holds its inputs
+two cycles per stage), :func:`round32` and :func:`round_int8` 3.
+
+Multiplies wider than one DSP48E2 multiplier go through :func:`pipe_mul`: the partial
+products (each one DSP, <= DSP_A x DSP_B bits) are registered, their sum is the next stage.
+(yosys does not pack registers into the DSP48E2 here, so a product is registered in fabric
+right after the DSP; Vivado would absorb these as MREG/PREG.)
 
 Pipelining: :class:`Pipe` registers values under a shared advance enable (``en = ~stall``):
 every stage moves together, so a fixed-latency datapath plus a chain of valid bits forms a
@@ -47,9 +57,12 @@ def sat_code(fmt) -> int:
     return (0x1E << fmt.man) | ((1 << fmt.man) - 1)
 
 
-ROUND_FP_LATENCY = 3           # round_fp, every stream format
-ROUND32_LATENCY = 2
-ROUND_INT8_LATENCY = 2
+ROUND_FP_LATENCY = 3           # round_fp's default (every stream format)
+ROUND_FP_STAGES = 4            # round_fp(..., stages=ROUND_FP_STAGES): the element-wise blocks
+ROUND32_LATENCY = 3
+ROUND_INT8_LATENCY = 3
+MUL_LATENCY = 2                # pipe_mul: partial products, sum
+DSP_A, DSP_B = 26, 17          # unsigned operand bits of one DSP48E2 multiplier (27 x 18 signed)
 
 
 class Pipe:
@@ -82,7 +95,7 @@ def unpack(bits, fmt=None) -> tuple[Value, Value, Value]:
     M = fmt.man
     bits = Value.cast(bits)
     e = bits[M:M + 5]
-    normal = e != 0
+    normal = e.any()
     sig = Cat(bits[:M], normal)
     sh = Mux(normal, e - 1, 0)[:5]
     return bits[M + 5], sig, sh
@@ -104,108 +117,194 @@ def _abs_signed(m: Module, v) -> tuple[Value, Value]:
     return neg, mag
 
 
-def _round_fp_core(m: Module, reg, sign, mag, exp, fmt) -> Value:
-    """RN_fmt of ``(-1)**sign * mag * 2**exp`` -> stream bits, in three stages separated by
-    ``reg`` (a pipeline register, or the identity for the combinational form)."""
+def index_halves(m: Module, reg, v) -> tuple[Value, Value, Value]:
+    """(any bit set, index of the highest set bit, index of the lowest set bit) of unsigned
+    ``v``, with ``reg`` (a pipeline register, or the identity) cut into the trees: the
+    :func:`msb_index` / :func:`lsb_index` trees of its two halves (split at a power of two),
+    ``reg``, then the last tree level (one mux per result). Unused results cost nothing."""
+    v = Value.cast(v)
+    w = len(v)
+    if w < 4:
+        nz, hi = msb_index(m, v)
+        _, lo = lsb_index(m, v)
+        return reg(nz), reg(hi), reg(lo)
+    half = 1 << (ceil_log2(w) - 1)
+    parts = []
+    for part in (v[:half], v[half:]):
+        nz, hi = msb_index(m, part)
+        _, lo = lsb_index(m, part)
+        parts.append((reg(nz), reg(hi), reg(lo)))
+    (nz_l, hi_l, lo_l), (nz_h, hi_h, lo_h) = parts
+    return (wire(m, nz_l | nz_h), wire(m, Mux(nz_h, hi_h + half, hi_l)),
+            wire(m, Mux(nz_l, lo_l, lo_h + half)))
+
+
+def _round_fp_core(m: Module, regs, sign, mag, exp, fmt) -> Value:
+    """RN_fmt of ``(-1)**sign * mag * 2**exp`` -> stream bits, in four stages separated by the
+    three functions ``regs`` (each a pipeline register, or the identity to merge two
+    stages)."""
+    reg1, reg2, reg3 = regs
     M, S, F = fmt.man, fmt.sig_bits, fmt.frac
     mag = wire(m, mag)
     exp = wire(m, exp)
     w = len(mag)
-    # stage 1: leading/trailing one; shift amount.  mag' = mag << S, exp' = exp - S: then the
-    # shift is always a right shift by sh >= 1 (the round bit exists).
-    nz, pmsb = msb_index(m, mag)
-    _, tz = lsb_index(m, mag)
-    sh_norm = pmsb + 1                                # keeps S significant bits
-    sh_sub = (S - F - exp).as_signed()                # keeps the LSB at 2**-F (subnormal)
-    sh_sub = wire(m, sh_sub)
-    use_norm = wire(m, sh_norm >= sh_sub)
+    # mag' = mag << S, exp' = exp - S: the result is mag' shifted right by sh >= 1 (the round
+    # bit exists), sh = pmsb + 1 (keeps S significant bits) or, for a subnormal result, the
+    # shift that puts the LSB at 2**-F, whichever is larger; capped at shmax (only the sticky
+    # bit is left).
     shmax = w + S + 1
-    sh = Mux(use_norm, sh_norm, Mux(sh_sub > shmax, shmax, sh_sub))
-    e_lsb = Mux(use_norm, exp + pmsb - M, -F)         # exponent of the significand's LSB
-    s1 = dict(sign=reg(sign), mag=reg(mag), nz=reg(nz), tz=reg(tz),
-              sh=reg(sh[:ceil_log2(shmax + 1)]), e_lsb=reg(e_lsb))
-    # stage 2: shift, round and sticky bits
-    magx = Cat(C(0, S), s1["mag"])
-    t = wire(m, magx >> (s1["sh"] - 1).as_unsigned()[:len(s1["sh"])])
+    # stage 1: leading/trailing one of each half (log-depth priority trees); terms of the
+    # exponent alone
+    nz, pmsb, tz = index_halves(m, reg1, mag)
+    subm1 = wire(m, (S - F - 1 - exp).as_signed())    # subnormal shift - 1
+    subm1c = Mux(subm1 > shmax - 1, shmax - 1, subm1)[:ceil_log2(shmax)]
+    s1 = dict(sign=reg1(sign), mag=reg1(mag), nz=nz, pmsb=pmsb, tz=tz,
+              subm1=reg1(subm1), subm1c=reg1(subm1c), ef=reg1(exp + (F - M)))
+    # stage 2: the halves combined; normal or subnormal result: shift amount; exponent field
+    # and its overflow
+    use_norm = wire(m, s1["pmsb"] >= s1["subm1"])    # pmsb + 1 >= subnormal shift
+    shm1 = Mux(use_norm, s1["pmsb"], s1["subm1c"])    # sh - 1 (subm1c > pmsb if used)
+    ebig = wire(m, s1["ef"] + s1["pmsb"])             # e_lsb + F: field before the sig carry
+    big = Mux(use_norm, ebig, 0)                      # (0 for a subnormal result)
+    s2 = dict(sign=reg2(s1["sign"]), mag=reg2(s1["mag"]), nz=reg2(s1["nz"]),
+              tzs=reg2(s1["tz"] + S), shm1=reg2(shm1), big=reg2(big.as_unsigned()[:6]),
+              big_sat=reg2(use_norm & (ebig > 29)))
+    # stage 3: shift, round and sticky bits
+    magx = Cat(C(0, S), s2["mag"])
+    t = wire(m, magx >> s2["shm1"])
     sig = t[1:S + 1]
     rnd = t[0]
-    sticky = s1["nz"] & ((s1["tz"] + S) < (s1["sh"] - 1))
-    s2 = dict(sign=reg(s1["sign"]), sig=reg(sig), rnd=reg(rnd), sticky=reg(sticky),
-              e_lsb=reg(s1["e_lsb"]), nz=reg(s1["nz"]))
-    # stage 3: nearest-even increment, pack (the significand carry runs into the exponent),
+    sticky = s2["nz"] & (s2["tzs"] < s2["shm1"])
+    s3 = dict(sign=reg3(s2["sign"]), sig=reg3(sig), rnd=reg3(rnd), sticky=reg3(sticky),
+              big=reg3(s2["big"]), big_sat=reg3(s2["big_sat"]), nz=reg3(s2["nz"]))
+    # stage 4: nearest-even increment, pack (the significand carry runs into the exponent),
     # saturate
-    inc = s2["rnd"] & (s2["sticky"] | s2["sig"][0])
-    big = s2["e_lsb"] + F
-    packed = wire(m, (big.as_unsigned()[:6] << M) + s2["sig"] + inc)
-    sat = (big > 29) | (packed >= (0x1F << M))
-    mbits = Mux(~s2["nz"], 0, Mux(sat, sat_code(fmt), packed[:M + 5]))
-    return Cat(mbits[:M + 5], s2["sign"])
+    inc = s3["rnd"] & (s3["sticky"] | s3["sig"][0])
+    packed = wire(m, (s3["big"] << M) + s3["sig"] + inc)
+    sat = s3["big_sat"] | (packed >= (0x1F << M))
+    mbits = Mux(~s3["nz"], 0, Mux(sat, sat_code(fmt), packed[:M + 5]))
+    return Cat(mbits[:M + 5], s3["sign"])
 
 
-def round_fp(p: Pipe, sign, mag, exp, fmt=None) -> Signal:
-    """RN_fmt of ``(-1)**sign * mag * 2**exp`` -> stream bits (``fmt.bits`` wide). Latency
-    ROUND_FP_LATENCY (3) registers, for every format.
+def round_fp(p: Pipe, sign, mag, exp, fmt=None, *, stages: int = ROUND_FP_LATENCY) -> Signal:
+    """RN_fmt of ``(-1)**sign * mag * 2**exp`` -> stream bits (``fmt.bits`` wide), ``stages``
+    registers for every format: ROUND_FP_STAGES (4, the element-wise blocks: priority trees |
+    shift amount | shift and sticky | increment and pack, each within the 250 MHz period) or
+    ROUND_FP_LATENCY (3, the default: the first two stages merged, as the attention KV
+    quantiser uses it with two cycles per stage).
 
     A zero ``mag`` gives a zero with the given sign (IEEE sign rules are the caller's). Values
     beyond the largest finite value after rounding saturate to it (golden ``fmt.round`` clips
     after rounding; every value that rounds beyond the maximum maps to it).
     """
-    return p.reg(_round_fp_core(p.m, p.reg, sign, mag, exp, fmt_of(fmt)))
+    if stages not in (ROUND_FP_LATENCY, ROUND_FP_STAGES):
+        raise ValueError(f"round_fp has {ROUND_FP_LATENCY} or {ROUND_FP_STAGES} stages, "
+                         f"got {stages}")
+    regs = (p.reg if stages == ROUND_FP_STAGES else _same, p.reg, p.reg)
+    return p.reg(_round_fp_core(p.m, regs, sign, mag, exp, fmt_of(fmt)))
+
+
+def _same(v):
+    return v
 
 
 def rn_fmt(m: Module, mm, width: int, ee, fmt, name: str = "rn"):
     """The combinational form of :func:`round_fp` for a positive value: RN_fmt of the exact
     ``mm * 2**ee`` (unsigned ``mm`` < 2**width, signed ``ee``) -> the ``fmt.bits - 1``-bit
     magnitude pattern (sign handled by the caller)."""
-    bits = _round_fp_core(m, lambda v: v, C(0, 1), Value.cast(mm)[:width], ee, fmt_of(fmt))
+    bits = _round_fp_core(m, (_same,) * 3, C(0, 1), Value.cast(mm)[:width], ee, fmt_of(fmt))
     return wire(m, bits, name=f"{name}_mag")[:fmt_of(fmt).bits - 1]
 
 
 def round32(p: Pipe, mag, exp) -> tuple[Signal, Signal]:
     """RN32 significand of ``mag * 2**exp`` (mag > 0 assumed; zero gives m = 0) -> (m, e) with
     value ``m * 2**e``, ``m`` in [2**23, 2**24] (2**24 after a rounding carry). Unbounded
-    exponent: callers guarantee the normal FP32 range. Latency ROUND32_LATENCY (2)."""
+    exponent: callers guarantee the normal FP32 range. Latency ROUND32_LATENCY (3): priority
+    trees | shift and sticky | increment."""
     mag = wire(p.m, mag)
     exp = wire(p.m, exp)
-    w = len(mag)
-    nz, pmsb = msb_index(p.m, mag)
-    _, tz = lsb_index(p.m, mag)
+    nz, pmsb, tz = index_halves(p.m, p.reg, mag)
     # mag' = mag << 24: right shift by pmsb + 1 leaves 24 bits
-    s1 = dict(mag=p.reg(mag), pmsb=p.reg(pmsb), tz=p.reg(tz), nz=p.reg(nz),
-              e=p.reg((exp + pmsb - 23).as_signed()))
+    s1 = dict(mag=p.reg(mag), pmsb=pmsb, tz=tz, nz=nz, e=p.reg((exp - 23).as_signed()))
     magx = Cat(C(0, 24), s1["mag"])
     t = wire(p.m, magx >> s1["pmsb"])                 # sh - 1 = pmsb
     m = t[1:25]
     rnd = t[0]
     sticky = s1["nz"] & ((s1["tz"] + 24) < s1["pmsb"])
     inc = rnd & (sticky | m[0])
-    del w
-    return p.reg(m + inc), p.reg(s1["e"])
+    m2, inc2, e2 = p.reg(m), p.reg(inc), p.reg(s1["e"] + s1["pmsb"])
+    return p.reg(m2 + inc2), p.reg(e2)
 
 
 def round_int8(p: Pipe, sign, mag, exp) -> Signal:
-    """clamp(RNE((-1)**sign * mag * 2**exp), -128, 127) -> signed(8). Latency 2."""
+    """clamp(RNE((-1)**sign * mag * 2**exp), -128, 127) -> signed(8). Latency
+    ROUND_INT8_LATENCY (3): priority trees | shift, sticky and overflow | increment, clamp,
+    sign."""
     mag = wire(p.m, mag)
     exp = wire(p.m, exp)
     w = len(mag)
-    nz, _ = msb_index(p.m, mag)
-    _, tz = lsb_index(p.m, mag)
+    nz, pmsb, tz = index_halves(p.m, p.reg, mag)
     k = wire(p.m, (-exp).as_signed())                 # right shift to the integer LSB
-    huge = nz & (k <= 0)
     kmax = w + 1
-    kc = Mux(k > kmax, kmax, Mux(k < 1, 1, k))[:ceil_log2(kmax + 1)]
-    s1 = dict(sign=p.reg(sign), mag=p.reg(mag), nz=p.reg(nz), tz=p.reg(tz), k=p.reg(kc),
-              huge=p.reg(huge))
-    t = wire(p.m, s1["mag"] >> (s1["k"] - 1).as_unsigned()[:len(s1["k"])])
-    q = t[1:]
+    kb = ceil_log2(kmax + 1)
+    kc = wire(p.m, Mux(k > kmax, kmax, Mux(k < 1, 1, k))[:kb])
+    s1 = dict(sign=p.reg(sign), mag=p.reg(mag), nz=nz, tz=tz, pmsb=pmsb,
+              km1=p.reg((kc - 1)[:kb]), k8=p.reg(kc + 8), k0=p.reg(k <= 0))
+    # q = floor(|v|) = mag >> k: its low 8 bits, and whether it is >= 256 (leading one of
+    # mag at k + 8 or above)
+    t = wire(p.m, s1["mag"] >> s1["km1"])
+    q8 = Cat(t, C(0, 9))[1:9]
     rnd = t[0]
-    sticky = s1["nz"] & (s1["tz"] < (s1["k"] - 1))
-    inc = rnd & (sticky | q[0])
-    qi = wire(p.m, q + inc)
-    lim = Mux(s1["sign"], 128, 127)
-    mag8 = Mux(s1["huge"] | (qi > lim), lim, qi)[:8]
-    out = Mux(s1["sign"], -mag8, mag8)
-    return p.reg(out.as_signed()[:8].as_signed())
+    sticky = s1["nz"] & (s1["tz"] < s1["km1"])
+    over = s1["nz"] & (s1["k0"] | (s1["pmsb"] >= s1["k8"]))
+    s2 = dict(sign=p.reg(s1["sign"]), q8=p.reg(q8), inc=p.reg(rnd & (sticky | q8[0])),
+              over=p.reg(over))
+    # +-(q8 + inc) in one adder (-(q + i) = ~q + ~i in 8 bits); q8 + inc beyond 127 (128 for
+    # a negative value) saturates
+    sg, q8, inc = s2["sign"], s2["q8"], s2["inc"]
+    val = wire(p.m, (q8 ^ sg.replicate(len(q8))) + (inc ^ sg))
+    sat = s2["over"] | Mux(sg, q8[7] & (q8[:7].any() | inc), q8[7] | (q8[:7].all() & inc))
+    out = Mux(sat, Mux(sg, 0x80, 0x7F), val[:8])
+    return p.reg(out[:8].as_signed())
+
+
+def pipe_mul(p: Pipe, a, b, addend=None) -> Signal:
+    """``a * b (+ addend)`` in MUL_LATENCY (2) stages: the partial products, each one DSP48E2
+    multiplier (pieces of at most DSP_A x DSP_B unsigned bits, the split with the fewest
+    pieces), registered; then their sum (with ``addend``, registered alongside them).
+    ``b`` is unsigned; a signed ``a`` (at most DSP_A + 1 bits) is kept whole and ``b`` cut in
+    DSP_B-bit pieces. The result is ``len(a) + len(b)`` bits (one more with an addend), signed
+    if ``a`` or ``addend`` is."""
+    a, b = Value.cast(a), Value.cast(b)
+    if b.shape().signed:
+        raise TypeError("pipe_mul: b must be unsigned")
+    sa = a.shape().signed
+
+    def pieces(v, n):
+        return [(lo, v[lo:min(lo + n, len(v))]) for lo in range(0, len(v), n)]
+
+    if sa:
+        if len(a) > DSP_A + 1:
+            raise ValueError(f"pipe_mul: a signed a has at most {DSP_A + 1} bits")
+        a_parts, b_parts = [(0, a)], pieces(b, DSP_B)
+    else:
+        def count(x, y):
+            return -(-len(x) // DSP_A) * -(-len(y) // DSP_B)
+        if count(b, a) < count(a, b):
+            a, b = b, a
+        a_parts, b_parts = pieces(a, DSP_A), pieces(b, DSP_B)
+    terms = [(p.reg(ap * bp), alo + blo) for alo, ap in a_parts for blo, bp in b_parts]
+    width = len(a) + len(b)
+    if addend is not None:
+        addend = Value.cast(addend)
+        terms.append((p.reg(addend), 0))
+        width = max(width, len(addend)) + 1
+    total = terms[0][0] << terms[0][1]
+    for v, off in terms[1:]:
+        total = total + (v << off)
+    signed_out = sa or (addend is not None and addend.shape().signed)
+    total = total[:width]
+    return p.reg(total.as_signed() if signed_out else total)
 
 
 def abs_signed(m: Module, v):
@@ -225,7 +324,8 @@ def mag_max(values, fmt=None) -> Value:
     return vals[0]
 
 
-__all__ = ["Pipe", "ROUND_FP_LATENCY", "ROUND32_LATENCY", "ROUND_INT8_LATENCY", "abs_signed",
-           "ceil_log2", "fmt_of", "lsb_index", "mag_max", "msb_index", "rn_fmt", "round32",
-           "round_fp",
-           "round_int8", "sat_code", "unpack", "unpack32", "signed", "unsigned", "wire"]
+__all__ = ["DSP_A", "DSP_B", "MUL_LATENCY", "Pipe", "ROUND32_LATENCY", "ROUND_FP_LATENCY",
+           "ROUND_FP_STAGES", "ROUND_INT8_LATENCY", "abs_signed", "ceil_log2", "fmt_of",
+           "index_halves", "lsb_index", "mag_max", "msb_index", "pipe_mul", "rn_fmt", "round32",
+           "round_fp", "round_int8", "sat_code", "unpack", "unpack32", "signed", "unsigned",
+           "wire"]

@@ -5,9 +5,11 @@ Exact for the RTL when every input is offered without gaps and the output is nev
 calls at once; :func:`calls_cycles` runs their per-call recurrence (cycle 0 = the first command
 accepted, the result = cycles to the last output, inclusive):
 
-* loader (call t): command accepted at a_t; q load nq * head_dim / q_beat cycles, g nq
-  cycles, then the hand-off to the quantiser at hl_t = max(a_t + load + nq + 1, k_{t-1} + 1)
-  (the quantiser is free the cycle after the stream unit took call t-1); a_{t+1} = hl_t + 1.
+* loader (call t): command accepted at a_t; q load nq * head_dim / q_beat cycles, L_MAX
+  cycles until the last beat's max|q| is in, g nq cycles (one lane per cycle into a G_LAT-stage
+  pipeline), then the hand-off to the quantiser at hl_t = max(a_t + load + L_MAX + nq + G_LAT
+  + 1, k_{t-1} + 1) (the quantiser is free the cycle after the stream unit took call t-1);
+  a_{t+1} = hl_t + 1.
 * quantiser (call t): from hl_t + 1, bpr = ceil(head_dim / beat) words of ``beat`` elements,
   one element per cycle; a word starts only in an allowed cycle of the stream unit's current
   call t-1 (:func:`stream_plan`: K rows with more than ``k_margin`` rows left, a V segment
@@ -30,10 +32,19 @@ from __future__ import annotations
 
 from tellme.spec.attention import kv_schedule, layer_calls
 
-DIV = 27             # start (hand-off or emitter take) -> next 1/L held: init, 24 steps, round
-TAIL = 3             # last issue -> last output (N1, N2, output register)
-Q_READY = 5          # last quantiser issue -> call may be taken (QLAT = 4 stages drained)
-W_READY = 7          # last key issued -> its block may stream (P1..P6 and the ready count)
+DIV = 29             # start (hand-off or emitter take) -> next 1/L held: L and L - 1, the
+#                      leading one of L - 1, beta and the normalised L, 24 steps, the rounding
+#                      step (its increment is added at the emitter's take)
+TAIL = 11            # last issue -> last output (N1 .. N11: A read, |A|, RN32 (3), product
+#                      (2), RN_fmt (4, the output register))
+Q_READY = 9          # last quantiser issue -> call may be taken (QLAT = 8 stages drained)
+W_READY = 10         # last key issued -> its block may stream (P1..P9 and the ready count)
+L_MAX = 2            # last q beat accepted -> first g issue (the beat's register, the max tree)
+G_LAT = 4            # last g issue -> hand-off to the quantiser (G1..G4: the last g written)
+K_TAIL = 6           # K beat: tree sum (stage T) -> logit (S, S * mk parts, S * mk, rounding
+#                      in three stages)
+Q_CHAIN = 7          # quantiser issue -> element into the operand shift chain
+W_CHAIN = 8          # weight issue -> weight into the operand shift chain
 BANKS = 3            # weight banks
 
 
@@ -42,16 +53,17 @@ def tree_levels(beat: int) -> int:
 
 
 def drain(beat: int) -> int:
-    """Cycles from the last beat of a segment to the next segment (stages 0..T+3, T = 1 +
+    """Cycles from the last beat of a segment to the next segment (stages 0..T+K_TAIL, T = 1 +
     tree levels, then one cycle to see the pipeline empty)."""
-    return tree_levels(beat) + 6
+    return 1 + tree_levels(beat) + K_TAIL + 2
 
 
 def k_margin(beat: int, bpr: int) -> int:
     """A quantiser word may start in a K segment while more than this many rows are left
-    (the word's last element must be in the shift chain before the next V segment's first
-    weight: beat - T - 7 beats, T = 1 + tree levels)."""
-    gap = max(0, beat - (1 + tree_levels(beat)) - 8)
+    (the word's last element, Q_CHAIN cycles after its issue, must be in the shift chain before
+    the next V segment's first weight, W_CHAIN cycles after that segment's first issue, which
+    comes ``drain`` cycles after the K segment's last beat)."""
+    gap = max(0, beat + Q_CHAIN - W_CHAIN - drain(beat) - 1)
     return -(-gap // bpr)
 
 
@@ -106,7 +118,7 @@ def front_cycles(n: int, nq: int, *, head_dim: int, beat: int, depth: int,
     bpr = -(-head_dim // beat)
     s, _ = stream_plan(n, head_dim=head_dim, beat=beat, depth=depth)
     # hand-off to the quantiser, its words back to back, take, stream
-    return 1 + nq * head_dim // ql + nq + 1 + bpr * beat - 1 + Q_READY + 1 + s
+    return 1 + nq * head_dim // ql + L_MAX + nq + G_LAT + 1 + bpr * beat - 1 + Q_READY + 1 + s
 
 
 def calls_cycles(calls, *, head_dim: int, beat: int, depth: int,
@@ -120,7 +132,7 @@ def calls_cycles(calls, *, head_dim: int, beat: int, depth: int,
     win, s_end = [], 0        # the previous call's quantiser windows (absolute), hand-off state
     xfree, last = 0, 0
     for n, nq in calls:
-        hl = a + nq * head_dim // ql + nq + 1
+        hl = a + nq * head_dim // ql + L_MAX + nq + G_LAT + 1
         if k_prev is not None:
             hl = max(hl, k_prev + 1)
         a = hl + 1

@@ -15,19 +15,21 @@ run ahead): the loader (call t+2), the quantiser (t+1), the stream unit (t: pass
 and the finishing unit (t-1).
 
 * q (once per call): the loader takes the command and the lanes' rows (``q_beat`` elements
-  per beat) into one of two raw-q banks, keeping max|q| per lane, then g per lane (one lane
-  per cycle); it hands the call to the quantiser when that is free. The quantiser (one per
-  lane, shared control) turns one element per cycle into q_int (int14 against the
-  power-of-two scale of max|q * C|) and writes it to one of two q banks of the operand
-  memory (slot c mod beat, word c / beat; zeros past hd up to the last K beat, so a head_dim
-  that is not a multiple of ``beat``, such as bitnet_b1_58-large's 96, streams K rows padded
-  with anything). Its words share the operand shift chain (and write port) with the weight
-  preparation of the stream unit's V segments, so a word (beat consecutive elements) starts
-  only where it is surely in the chain before the next weight: while the stream unit waits,
-  in a V segment once all its weights are written (or its drain), or in a K segment with more
-  than ceil((beat - T - 8) / bpr) rows left (T = 1 + tree levels: 0 below beat 16, 25 rows
-  at beat 64 and bpr 2). The stream unit takes a quantised call (n, nq, lim, hd, each lane's
-  g for the logit shift, the q bank) at its hand-off, or as soon as it is ready when idle.
+  per beat, registered) into one of two raw-q banks, keeping max|q| per lane (a max tree of
+  two levels per stage), then g per lane (one lane per cycle into a G_LAT-stage pipeline:
+  max|q| * C in DSP parts, its leading one); it hands the call to the quantiser when that is
+  free. The quantiser (one per lane, shared control) turns one element per cycle into q_int
+  (int14 against the power-of-two scale of max|q * C|) and writes it to one of two q banks of
+  the operand memory (slot c mod beat, word c / beat; zeros past hd up to the last K beat, so
+  a head_dim that is not a multiple of ``beat``, such as bitnet_b1_58-large's 96, streams K
+  rows padded with anything). Its words share the operand shift chain (and write port) with
+  the weight preparation of the stream unit's V segments, so a word (beat consecutive
+  elements) starts only where it is surely in the chain before the next weight: while the
+  stream unit waits, in a V segment once all its weights are written (or its drain), or in a
+  K segment with more than ceil((beat - T - 10) / bpr) rows left (``k_gap``; T = 1 + tree
+  levels: 0 below beat 16, 24 rows at beat 64 and bpr 2). The stream unit takes a quantised
+  call (n, nq, lim, hd, each lane's g for the logit shift, the q bank) at its hand-off, or as
+  soon as it is ready when idle.
 * pass 1, K rows (row-major: ``bpr`` beats of ``beat`` channels per key): slot s multiplies
   q_int of its channel by k_int; the tree sums the beat, the lane accumulates the row's beats
   into S, folds the K row scale once (S * mk and one rounding shift) into the Q.16 logit t,
@@ -42,9 +44,19 @@ and the finishing unit (t-1).
   A[c] += sum (a read-modify-write in the lane's accumulator memory).
 * finish: a second unit with its own accumulator bank (the next call streams into the other
   bank meanwhile): per lane 1/L by a 24-step restoring division, then one output per cycle
-  (RN32(A), the 24 x 25-bit product, one rounding to the stream format). The divider works
-  one lane ahead of the emitter, which keeps its own copy of the lane's 1/L; the normaliser
-  stages carry 1/L and the exponent offset with each element, so lanes follow back to back.
+  into an N_LAT (11) stage normaliser (A read, |A|, RN32(A) by ``round32``, the 25 x 25-bit
+  product by ``pipe_mul``, one rounding to the stream format by ``round_fp``; all stages
+  advance together under the output's backpressure). The divider works one lane ahead of the
+  emitter, which keeps its own copy of the lane's 1/L; the normaliser stages carry 1/L and
+  the exponent offset with each element, so lanes follow back to back.
+
+Pipelining (250 MHz, the timing proxy of docs/hw/timing.md): every multiply wider than one
+DSP48E2 is registered in parts and summed a stage later (``pipe_mul``); the logit and q
+round-and-clamps are split (the shift's clamps | half added | shift | clamp), the weight's
+rounding half rides in p * mv's sum and its shift feeds the operand chain; table lookups,
+priority trees and carry chains each get their own stage. Depths: quantiser QLAT, weight
+preparation WLAT, K tail K_TAIL, loader G_LAT, normaliser N_LAT (the constants below;
+sim/cycles_attn_int.py mirrors them).
 
 Scores of up to ``depth`` keys per lane stay on chip; longer contexts follow ``kv_schedule``
 (K of every tile but the last is re-streamed); V segments are whole blocks (tiles are
@@ -70,13 +82,14 @@ busy  : Out(1)
 
 Throughput: one K/V beat per cycle (``beat`` MACs per lane) once a V block's weights are
 ready; backpressure on ``o`` stalls only the finishing unit. Back to back, a call costs its
-stream (K rows * bpr + V blocks * hd beats, the first block's weight preparation, a drain
-of T + 5 cycles per segment) when the next call's q preparation fits in its windows (decode:
-the q load, nq * hd / q_beat cycles, and bpr * beat quantiser cycles within the K segment;
-otherwise the quantiser finishes at the hand-off) and its finish, 27 + (nq - 1) *
-max(27, hd) + hd cycles, is not longer. Latency of one call alone: command, q load, g, the
-quantiser (bpr * beat + 6), the stream, the finish, 3 cycles of normaliser. Exact timing (zero
-stalls): ``calls_cycles`` in sim/cycles_attn_int.py.
+stream (K rows * bpr + V blocks * hd beats, the first block's weight preparation, beat + 9
+cycles, a drain of T + 8 cycles per segment) when the next call's q preparation fits in its
+windows (decode: the q load, nq * hd / q_beat cycles, and bpr * beat quantiser cycles within
+the K segment; otherwise the quantiser finishes at the hand-off) and its finish, 29 + (nq - 1)
+* max(29, hd) + hd cycles, is not longer. Latency of one call alone: command, q load, 2
+cycles to the last max|q|, g (nq + 4), the quantiser (bpr * beat + 10), the stream, the
+finish, 11 cycles of normaliser. Exact timing (zero stalls): ``calls_cycles`` in
+sim/cycles_attn_int.py.
 """
 
 from __future__ import annotations
@@ -97,13 +110,40 @@ from tellme.spec.attention_int import (
 )
 from tellme.spec.numerics import EXP2_TABLE, StreamFormat, stream_format
 
-from ..arith import bit_length, rne_shr
-from ..elementwise.stream_fp import rn_fmt, unpack
+from ..arith import msb_index, wire
+from ..elementwise.stream_fp import (
+    DSP_A,
+    DSP_B,
+    MUL_LATENCY,
+    ROUND32_LATENCY,
+    ROUND_FP_STAGES,
+    Pipe,
+    abs_signed,
+    pipe_mul,
+    round32,
+    round_fp,
+    unpack,
+)
 
 C_BITS = 20            # score-scale register width
 DIV_STEPS = 24
 BANKS = 3              # weight banks: preparation up to two blocks ahead of the stream
-QLAT = 4               # quantiser: read, multiply, round, shift in; then the word write
+# pipeline depths (registers after the issue cycle; docs/hw/attention.md, sim/cycles_attn_int.py)
+QLAT = 8               # quantiser: Q1 element, Q2 q * C parts, Q3 q * C, Q4-Q6 rounding,
+#                        Q7 into the operand chain, Q8 the word write
+Q_CHAIN = QLAT - 1
+WLAT = 9               # weight preparation: P1 m - t, P2 exp2 table, P3 interpolation
+#                        product, P4 e, P5 p, P6 p * mv parts (L += p), P7 p * mv + half,
+#                        P8 w (shifted) into the operand chain, P9 the word write
+W_CHAIN = WLAT - 1
+K_TAIL = 6             # K beat after the tree sum (stage T): S, S * mk parts, S * mk,
+#                        rounding (3): the logit at T + K_TAIL
+G_LAT = 4              # loader g per lane: select, max|q| * C parts, the product, bit length,
+#                        then g written
+N_LAT = 2 + ROUND32_LATENCY + MUL_LATENCY + ROUND_FP_STAGES   # finish normaliser: A read,
+#                        |A|, RN32, the product (DSP parts, sum), RN_fmt (its last register is
+#                        the output register)
+assert MUL_LATENCY == 2, "QLAT, WLAT, K_TAIL and G_LAT count a pipe_mul as two stages"
 
 
 def operand_bits(q_bits: int = Q_BITS) -> int:
@@ -132,33 +172,74 @@ def tree_levels(beat: int) -> int:
     return (beat - 1).bit_length()
 
 
+def k_gap(beat: int) -> int:
+    """K beats a quantiser word needs left in a K segment when it starts: its last element
+    enters the operand chain (issue + Q_CHAIN) before the next V segment's first weight does
+    (that segment's first weight issue comes drain = T + K_TAIL + 2 cycles after the K
+    segment's last beat, T = 1 + tree levels, and enters W_CHAIN cycles later)."""
+    t = 1 + tree_levels(beat)
+    return max(0, beat + Q_CHAIN - W_CHAIN - (t + K_TAIL) - 3)
+
+
 def _half(s, width: int):
     """2**(s - 1) for an unsigned shift ``s >= 1`` (the round-half-up constant)."""
     return Const(1, width) << (s - 1).as_unsigned()[:len(s)]
 
 
-def _round_sat(m: Module, x, width: int, sh, left_max: int, limit: int, name: str):
-    """clamp(rnd(x * 2**-sh), +-limit) for a signed ``x`` of ``width`` bits, a signed shift
-    ``sh`` and ``limit = 2**k - 1``: round half up for sh >= 1, a left shift of at most
-    ``left_max`` for sh <= 0 (golden ``rnd_shift`` / ``logits`` / ``quantize_q``). The left
-    branch shifts only the low k + 1 bits: x << sl is within +-limit iff |x| <= limit >> sl,
-    so the overflow test is a comparison, not a (width + left_max)-bit shifter."""
+def _reg(m: Module, v, name: str) -> Signal:
+    """``v`` registered (no enable)."""
+    r = Signal(Value.cast(v).shape(), name=name)
+    m.d.sync += r.eq(v)
+    return r
+
+
+def _sat_shift(m: Module, sh, width: int, left_max: int, limit: int, name: str) -> list:
+    """The shift terms of :func:`_round_sat` for a signed shift ``sh`` (a stage ahead of the
+    value; the caller registers them): [right = sh >= 1, the right shift sr = clamp(sh, 1,
+    width + 2), the left shift sl = clamp(-sh, 0, left_max), +-(limit >> sl)]."""
+    k = limit.bit_length()
+    right = Signal(name=f"{name}_rt")
+    sr = Signal(range(width + 3), name=f"{name}_sr")
+    sl = Signal(range(left_max + 1), name=f"{name}_sl")
+    bound = Signal(k, name=f"{name}_bd")
+    nbound = Signal(signed(k + 1), name=f"{name}_nbd")
+    assert k <= left_max
+    # limit >> sl = 2**(k - sl) - 1 and its negation, bit by bit from sh (sl < k iff sh > -k)
+    inside = sh > -k
+    m.d.comb += [right.eq(sh >= 1),
+                 sr.eq(Mux(sh > width + 2, width + 2, Mux(sh < 1, 1, sh))),
+                 sl.eq(Mux(sh < -left_max, left_max, Mux(sh < 0, -sh, 0))),
+                 bound.eq(Cat(*(sh > b - k for b in range(k)))),
+                 nbound.eq(Cat(inside, *(inside & (sh <= b - k) for b in range(1, k)), inside))]
+    return [right, sr, sl, bound, nbound]
+
+
+def _round_sat(m: Module, x, width: int, shifts, limit: int, name: str):
+    """clamp(rnd(x * 2**-sh), +-limit) for a signed ``x`` of ``width`` bits, ``shifts`` the
+    registered :func:`_sat_shift` of a signed shift ``sh``, and ``limit = 2**k - 1``: round
+    half up for sh >= 1, a left shift of at most ``left_max`` for sh <= 0 (golden
+    ``rnd_shift`` / ``logits`` / ``quantize_q``). Three stages, two registered here: the
+    half added and the left branch whole | the right shift | the clamp and the branch select
+    (the caller registers the result). The left branch shifts only the low k + 1 bits:
+    x << sl is within +-limit iff |x| <= limit >> sl, so the overflow test is a comparison,
+    not a (width + left_max)-bit shifter."""
     k = limit.bit_length()
     assert limit == 2 ** k - 1, limit
-    sr = Signal(range(width + 3), name=f"{name}_sr")
-    m.d.comb += sr.eq(Mux(sh > width + 2, width + 2, Mux(sh < 1, 1, sh)))
-    r = Signal(signed(width + 3), name=f"{name}_r")
-    m.d.comb += r.eq((x + _half(sr, width + 3)) >> sr)
-    rs = Mux(r > limit, limit, Mux(r < -limit, -limit, r))
-    sl = Signal(range(left_max + 1), name=f"{name}_sl")
-    m.d.comb += sl.eq(Mux(sh < -left_max, left_max, Mux(sh < 0, -sh, 0)))
-    bound = Signal(k, name=f"{name}_bd")
-    m.d.comb += bound.eq(Const(limit, k) >> sl)
+    right, sr, sl, bound, nbound = shifts
+    xh = Signal(signed(width + 3), name=f"{name}_xh")   # |x| + 2**(width + 1) fits
+    m.d.comb += xh.eq(x + _half(sr, width + 3))
     xs = Value.cast(x).as_signed()
     low = Signal(signed(k + 1), name=f"{name}_lo")
     m.d.comb += low.eq(xs[:k + 1].as_signed() << sl)
-    ls = Mux(xs > bound, limit, Mux(xs < -bound, -limit, low))
-    return Mux(sh >= 1, rs, ls)
+    ls = Mux(xs > bound, limit, Mux(xs < nbound, -limit, low))
+    xh2, sr2, right2, ls2 = (_reg(m, v, f"{name}_{nm}") for v, nm in
+                             ((xh, "xh2"), (sr, "sr2"), (right, "rt2"), (ls, "ls2")))
+    r = Signal(signed(width + 3), name=f"{name}_r")
+    m.d.comb += r.eq(xh2 >> sr2)
+    r3, right3, ls3 = (_reg(m, v, f"{name}_{nm}") for v, nm in
+                       ((r, "r3"), (right2, "rt3"), (ls2, "ls3")))
+    rs = Mux(r3 > limit, limit, Mux(r3 < -limit, -limit, r3))
+    return Mux(right3, rs, ls3)
 
 
 def kv_beat_bits(beat: int, fmt: StreamFormat | None = None) -> int:
@@ -239,6 +320,7 @@ class IntAttentionEngine(wiring.Component):
         NB = CB + 1 - LOG2W + 1       # block-index width
         OPW, PRODW = operand_bits(QB), product_bits(QB)
         TSW = PRODW + LEV             # tree sum
+        free = Pipe(m, Const(1, 1))   # registers of the pipelines that never stall
 
         # ---- the call as each unit holds it: the loader (i_cmd, i_q, g per lane), the
         # quantiser (one call behind), the stream unit (the call it streams; copied at the take,
@@ -254,6 +336,7 @@ class IntAttentionEngine(wiring.Component):
         qn_ = Signal(CB + 1, name="qn")
         qnq = Signal(range(NQ + 1))
         cval = Signal(C_BITS)
+        cneg = Signal(signed(C_BITS + 1))                            # -C
         qhd = Signal(range(HD + 1))
         qlim = [Signal(CB, name=f"qlim{i}") for i in range(NQ)]
         gq = [Signal(8, name=f"gq{i}") for i in range(NQ)]
@@ -263,12 +346,11 @@ class IntAttentionEngine(wiring.Component):
         m.d.comb += qbpr.eq((qhd + W - 1) >> LOG2W)
         n = Signal(CB + 1)
         nact = Signal(range(NQ + 1))
-        bpr = Signal(range(BPR + 1))
+        bpr = Signal(range(BPR + 1))  # K beats per row (ceil(hd / beat), set at the take)
         hd = Signal(range(HD + 1))
         lim = [Signal(CB, name=f"lim{i}") for i in range(NQ)]
         sg = [Signal(8, name=f"sg{i}") for i in range(NQ)]
         sqb = Signal()                # q operand bank of the streaming call
-        m.d.comb += bpr.eq((hd + W - 1) >> LOG2W)
 
         # ---- per-lane state
         mx = [Signal(signed(TW), name=f"m{i}") for i in range(NQ)]
@@ -286,6 +368,8 @@ class IntAttentionEngine(wiring.Component):
         sacc = [Signal(signed(SW), name=f"s{i}") for i in range(NQ)]
 
         qraws, opms, amems, roms = [], [], [], []
+        EXP2 = [int(v) for v in EXP2_TABLE]
+        EXP2D = [(EXP2[a] - EXP2[a + 1]) & (2 ** 17 - 1) for a in range(64)]
         for i in range(NQ):
             qraw = memory.Memory(shape=unsigned(EB * QL), depth=2 * QRD, init=[])   # 2 banks
             m.submodules[f"qraw{i}"] = qraw
@@ -296,9 +380,12 @@ class IntAttentionEngine(wiring.Component):
             amem = memory.Memory(shape=signed(AW), depth=2 * HD, init=[])    # 2 banks
             m.submodules[f"acc{i}"] = amem
             amems.append((amem.write_port(), amem.read_port(), amem.read_port()))
-            rom = memory.Memory(shape=unsigned(24), depth=65, init=[int(v) for v in EXP2_TABLE])
+            # exp2 table (UQ1.23 at 64 points) and the difference to the next point
+            rom = memory.Memory(shape=unsigned(24), depth=64, init=EXP2[:64])
             m.submodules[f"exp2_{i}"] = rom
-            roms.append((rom.read_port(domain="comb"), rom.read_port(domain="comb")))
+            drom = memory.Memory(shape=unsigned(17), depth=64, init=EXP2D)
+            m.submodules[f"exp2d_{i}"] = drom
+            roms.append((rom.read_port(domain="comb"), drom.read_port(domain="comb")))
         # score buffer: every lane's logit t and the key's V scale in one word (the lanes
         # write a K row's scores in the same cycle and read a key's in the same cycle), so a
         # deep tile is one wide memory (kv260: 4096 x 152 bits = 3 URAM288)
@@ -311,7 +398,7 @@ class IntAttentionEngine(wiring.Component):
         # ---- segment control
         seg = Signal(2)               # 0: K pass 1, 1: V last tile, 2: K tile, 3: V tile
         row = Signal(CB + 1)          # K: next row
-        row_end = Signal(CB + 1)
+        rleft = Signal(CB + 1)        # K: rows left in the segment (the current one included)
         blk = Signal(NB)              # V: block being streamed
         blk0 = Signal(NB)             # V: first block of the segment
         blk_end = Signal(NB)
@@ -341,18 +428,16 @@ class IntAttentionEngine(wiring.Component):
         wkey = Signal(CB + 2)
         m.d.comb += wkey.eq(Cat(wp_key, wp_blk))
         m.d.comb += [sc_rp.addr.eq(wkey[:LOG2D]), sc_rp.en.eq(1)]
-        # P1 (buffers read) .. P5 (w into the operand shift chain), P6 (word write)
-        wv = _delay(m, issue_w, 6, "wv")
-        wk = _delay(m, wkey, 4, "wk")
-        wslot = _delay(m, wp_key, 6, "wslot")
-        wbk = _delay(m, wp_bank, 6, "wbank")
+        # P1 (buffers read) .. P8 (w into the operand shift chain), P9 (word write)
+        wv = _delay(m, issue_w, WLAT, "wv")
+        wk = _delay(m, wkey, 5, "wk")
+        wslot = _delay(m, wp_key, WLAT, "wslot")
+        wbk = _delay(m, wp_bank, WLAT, "wbank")
         wword = Signal()
-        m.d.comb += wword.eq(wv[6] & (wslot[6] == W - 1))
+        m.d.comb += wword.eq(wv[WLAT] & (wslot[WLAT] == W - 1))
         with m.If(wword):
             m.d.sync += rdy.eq(rdy + 1)
-        vsP2 = Signal(EB, name="vsP2")
-        vsP3 = Signal(EB, name="vsP3")
-        m.d.sync += [vsP2.eq(vs_rp), vsP3.eq(vsP2)]
+        vsP = _delay(m, vs_rp, 4, "vsP")          # the key's V scale at P1 .. P5
 
         # ---- K/V beat pipeline: stage 0 = accepted beat; products at 1; tree sum at T
         T = 1 + LEV
@@ -371,7 +456,7 @@ class IntAttentionEngine(wiring.Component):
                 row0.eq(row), ch0.eq(bcnt),
                 codes0.eq(self.i_kv.payload[:8 * W]), sc0.eq(self.i_kv.payload[8 * W:]),
             ]
-        NS = T + 3
+        NS = T + K_TAIL
         v = _delay(m, v0, NS, "v")
         isv = _delay(m, isv0, NS, "isv")
         p1 = _delay(m, p1_0, NS, "p1")
@@ -403,7 +488,7 @@ class IntAttentionEngine(wiring.Component):
         qv = _delay(m, qiss, QLAT, "qv")
         qel = _delay(m, qe, QLAT, "qe")
         qword = Signal()
-        m.d.comb += qword.eq(qv[4] & (qel[4][:LOG2W] == W - 1))
+        m.d.comb += qword.eq(qv[QLAT] & (qel[QLAT][:LOG2W] == W - 1))
 
         for i in range(NQ):
             (owp, orp), (awp, arp, afp) = opms[i], amems[i]
@@ -411,60 +496,74 @@ class IntAttentionEngine(wiring.Component):
             lane_on = Signal(name=f"on{i}")
             m.d.comb += lane_on.eq(i < nact)
 
-            # -- weight preparation: P1 t and V scale read; exp2 lookup of m - t
-            dlt = Signal(TW + 1, name=f"d{i}")
-            m.d.comb += dlt.eq(mx[i] - t_rd)
+            # -- weight preparation: P1 t and V scale read, d = m - t
+            dltB = Signal(TW + 1, name=f"d{i}")
+            m.d.sync += dltB.eq(mx[i] - t_rd)
+            # P2: exp2 table of the fraction of d at its 64-entry point, the step to the next
             r0, r1 = roms[i]
-            m.d.comb += [r0.addr.eq(dlt[10:16]), r1.addr.eq(dlt[10:16] + 1)]
-            kB = Signal(range(32), name=f"k{i}")
-            kbigB = Signal(name=f"kbig{i}")
-            rB = Signal(10, name=f"r{i}")
-            t0B = Signal(24, name=f"t0_{i}")
-            dfB = Signal(17, name=f"df{i}")
-            m.d.sync += [kB.eq(dlt[16:21]), kbigB.eq(dlt[16:] >= P_ZERO_OCTAVES),
-                         rB.eq(dlt[0:10]), t0B.eq(r0.data), dfB.eq(r0.data - r1.data)]
-            # P2: p (0 for keys the lane does not see)
-            e = Signal(24, name=f"e{i}")
-            m.d.comb += e.eq(t0B - ((dfB * rB + 512) >> 10))
-            pC = Signal(24, name=f"p{i}")
-            visB = (wk[2] <= lim[i]) & lane_on
-            m.d.sync += pC.eq(Mux(kbigB | ~visB, 0, e >> kB))
-            # P3: p * mv, the weight shift, L
-            mv, vh = scale(vsP3)
-            pmD = Signal(PMW, name=f"pm{i}")
-            shwD = Signal(signed(8), name=f"shw{i}")
-            m.d.sync += [pmD.eq(pC * mv), shwD.eq(W_SHIFT + yh[i] - vh)]
-            with m.If(wv[3]):
-                m.d.sync += lsum[i].eq(lsum[i] + pC)
-            # P4: w = rnd(pm * 2**-shw)
-            swc = Signal(range(PMW + 2), name=f"wsh{i}")
-            m.d.comb += swc.eq(Mux(shwD > PMW + 1, PMW + 1, Mux(shwD < 1, 1, shwD)))
-            wE = Signal(W_BITS + 1, name=f"w{i}")
-            m.d.sync += wE.eq((pmD + _half(swc, PMW + 2)) >> swc)
+            m.d.comb += [r0.addr.eq(dltB[10:16]), r1.addr.eq(dltB[10:16])]
+            kC = Signal(range(32), name=f"k{i}")
+            kbigC = Signal(name=f"kbig{i}")
+            rC = Signal(10, name=f"r{i}")
+            t0C = Signal(24, name=f"t0_{i}")
+            dfC = Signal(17, name=f"df{i}")
+            m.d.sync += [kC.eq(dltB[16:21]), kbigC.eq(dltB[16:] >= P_ZERO_OCTAVES),
+                         rC.eq(dltB[0:10]), t0C.eq(r0.data), dfC.eq(r1.data)]
+            # P3: the interpolation product; P4: e (the fraction's exp2)
+            ipD = Signal(27, name=f"ip{i}")
+            m.d.sync += ipD.eq(dfC * rC)
+            t0D, kD, kbigD = (_reg(m, x, f"{x.name}d") for x in (t0C, kC, kbigC))
+            eE = Signal(24, name=f"e{i}")
+            m.d.sync += eE.eq(t0D - ((ipD + 512) >> 10))
+            kE, kbigE = (_reg(m, x, f"{x.name}e") for x in (kD, kbigD))
+            # P5: p (0 for keys the lane does not see)
+            pF = Signal(24, name=f"p{i}")
+            visE = (wk[5] <= lim[i]) & lane_on
+            m.d.sync += pF.eq(Mux(kbigE | ~visE, 0, eE >> kE))
+            mv, vh = scale(vsP[4])
+            mvF = _reg(m, mv, f"mv{i}")
+            shwF = _reg(m, W_SHIFT + yh[i] - vh, f"shw{i}")
+            # P6: p * mv (DSP parts) with the rounding half of the weight shift, L; P7: the sum
+            swcG = Signal(range(PMW + 2), name=f"wsh{i}")
+            m.d.comb += swcG.eq(Mux(shwF > PMW + 1, PMW + 1, Mux(shwF < 1, 1, shwF)))
+            pmH = pipe_mul(free, pF, mvF, addend=_half(swcG, PMW + 2))
+            swcH = _delay(m, swcG, MUL_LATENCY, f"wsh{i}")[MUL_LATENCY]
+            with m.If(wv[6]):
+                m.d.sync += lsum[i].eq(lsum[i] + pF)
+            # P8: w = rnd(pm * 2**-shw) (into the chain)
+            wH = Signal(W_BITS + 1, name=f"w{i}")
+            m.d.comb += wH.eq(pmH >> swcH)
 
-            # -- q quantiser: Q1 raw element, Q2 q * C and the shift, Q3 rounded, Q4 write
+            # -- q quantiser: Q1 raw element (unpacked, the shift, +-C), Q2 q * C parts and the
+            # shift's clamps, Q3 q * C, Q4 half added, Q5 shifted, Q6 clamped, Q7 in the chain
             qwp, qrp = qraws[i]
             m.d.comb += [qrp.addr.eq(raw_addr(qe >> (QL.bit_length() - 1), qrb)), qrp.en.eq(1)]
             qsel = qel[1][:QL.bit_length() - 1]
             qraw_el = (Array(qrp.data[EB * k:EB * (k + 1)] for k in range(QL))[qsel]
                        if QL > 1 else qrp.data)
             sq, gs, hs = unpack(qraw_el, fmt)
-            qx = Signal(signed(QX + 1), name=f"qx{i}")
+            qcB = Signal(signed(C_BITS + 1), name=f"qc{i}")
+            qgB = Signal(SB, name=f"qg{i}")
             qsh = Signal(signed(9), name=f"qsh{i}")   # g - e = bitlen - 1 + hmax - h - QTOP
-            m.d.sync += [qx.eq(Mux(sq, -(gs * cval), gs * cval)),
+            m.d.sync += [qcB.eq(Mux(sq, cneg, cval)), qgB.eq(gs),
                          qsh.eq(gq[i] - hs - 1 - QTOP)]
+            qx = pipe_mul(free, qcB, qgB)             # q * C (QX + 1 bits, signed)
+            qshC = [_reg(m, x, f"{x.name}C") for x in _sat_shift(m, qsh, QX + 1, 15, QMAX,
+                                                                   f"q{i}")]
+            qshD = [_reg(m, x, f"{x.name}D") for x in qshC]
             qint = Signal(signed(QB), name=f"qi{i}")
-            m.d.sync += qint.eq(Mux(qel[2] < qhd,
-                                    _round_sat(m, qx, QX + 1, qsh, 15, QMAX, f"q{i}"), 0))
+            m.d.sync += qint.eq(Mux(qel[6] < qhd,
+                                    _round_sat(m, qx, QX + 1, qshD, QMAX, f"q{i}"), 0))
 
             # -- operand memory: whole words from a shift chain that collects q elements
             # (quantiser) or weights (preparation) in slot order; the two never overlap
             chain = [Signal(OPW, name=f"oc{i}_{k}") for k in range(W)]
-            with m.If(wv[5] | qv[3]):
-                m.d.sync += [chain[0].eq(Mux(wv[5], wE, qint)[:OPW]),
+            with m.If(wv[W_CHAIN] | qv[Q_CHAIN]):
+                m.d.sync += [chain[0].eq(Mux(wv[W_CHAIN], wH, qint)[:OPW]),
                              *(chain[k].eq(chain[k - 1]) for k in range(1, W))]
             m.d.comb += [
-                owp.addr.eq(Mux(wword, WADDR + wbk[6], Cat((qel[4] >> LOG2W)[:BPRB], qob))),
+                owp.addr.eq(Mux(wword, WADDR + wbk[WLAT],
+                                Cat((qel[QLAT] >> LOG2W)[:BPRB], qob))),
                 owp.data.eq(Cat(*reversed(chain))),
                 owp.en.eq(wword | qword),
                 orp.addr.eq(opaddr), orp.en.eq(accept),
@@ -489,25 +588,36 @@ class IntAttentionEngine(wiring.Component):
             tsum = level[0]
             assert len(tsum) <= TSW
 
-            # -- K (stage T+1): row score; (T+2) S * mk and the logit shift; (T+3) t
+            # -- K (stage T+1): row score, the K scale; (T+2) S * mk parts and the logit shift;
+            # (T+3) S * mk and the shift's clamps; (T+4) half added; (T+5) shifted; (T+6) t
             with m.If(v[T] & ~isv[T]):
                 m.d.sync += sacc[i].eq(Mux(first[T], 0, sacc[i]) + tsum)
-            mk, kh = scale(scp[T + 1], 0)
-            prodI = Signal(signed(SW + SB + 1), name=f"sk{i}")
+            mk, kh = (_reg(m, x, f"{nm}{i}") for x, nm in zip(scale(scp[T], 0), ("mk", "kh"),
+                                                              strict=True))
+            if SW <= DSP_A + 1:                       # S whole on the DSPs' A port
+                prodJ = pipe_mul(free, sacc[i], mk)
+            else:                                     # (pipe_mul takes an unsigned b) mk on
+                assert SW <= 2 * DSP_B + 1            # A, S in two B pieces, the top signed
+                prodJ = free.reg((free.reg(mk * sacc[i][:DSP_B])
+                                  + free.reg(mk * sacc[i][DSP_B:].as_signed())
+                                  .shift_left(DSP_B))
+                                 [:SW + SB + 1].as_signed())
+            assert len(prodJ) <= SW + SB + 1, len(prodJ)
             shtI = Signal(signed(9), name=f"sht{i}")
-            m.d.sync += [prodI.eq(sacc[i] * mk),
-                         shtI.eq(3 + QTOP + 2 * F - sg[i] - kh)]
-            tJ = Signal(signed(TW), name=f"t{i}")
-            m.d.sync += tJ.eq(_round_sat(m, prodI, SW + SB + 1, shtI, 31, T_SAT, f"t{i}"))
-            # -- (NS = T+3) score -> buffer, maximum, Y
-            _, vhJ = scale(scp[NS], 1)
+            m.d.sync += shtI.eq(3 + QTOP + 2 * F - sg[i] - kh)
+            shtJ = [_reg(m, x, f"{x.name}J") for x in _sat_shift(m, shtI, SW + SB + 1, 31,
+                                                                   T_SAT, f"t{i}")]
+            tL = Signal(signed(TW), name=f"t{i}")
+            m.d.sync += tL.eq(_round_sat(m, prodJ, SW + SB + 1, shtJ, T_SAT, f"t{i}"))
+            # -- (NS = T + K_TAIL) score -> buffer, maximum, Y
+            _, vhL = scale(scp[NS], 1)
             kdone = v[NS] & ~isv[NS] & last[NS]
-            m.d.comb += sc_wp.data[i * TW:(i + 1) * TW].eq(tJ)
+            m.d.comb += sc_wp.data[i * TW:(i + 1) * TW].eq(tL)
             with m.If(kdone & p1[NS] & (rowp[NS] <= lim[i])):
-                with m.If(~mvalid[i] | (tJ > mx[i])):
-                    m.d.sync += [mx[i].eq(tJ), mvalid[i].eq(1)]
-                with m.If(vhJ > yh[i]):
-                    m.d.sync += yh[i].eq(vhJ)
+                with m.If(~mvalid[i] | (tL > mx[i])):
+                    m.d.sync += [mx[i].eq(tL), mvalid[i].eq(1)]
+                with m.If(vhL > yh[i]):
+                    m.d.sync += yh[i].eq(vhL)
 
             # -- V (stage T): A[c] += tree sum (read at T-1; channels of consecutive beats
             # differ, so the write at T never meets the read of the next beat)
@@ -525,22 +635,57 @@ class IntAttentionEngine(wiring.Component):
         flane = Signal(range(NQ + 1))
         qb = Signal(range(QRD + 1))
         qin = self.i_q.payload.as_value()
-        bmax = qin[0:EB - 1]
-        for k in range(1, QL):            # a chain of signals (a nested Mux expression would
-            x = qin[EB * k:EB * k + EB - 1]   # duplicate bmax at every level when emitted)
-            nxt = Signal(EB - 1, name=f"qmax{k}")
-            m.d.comb += nxt.eq(Mux(x > bmax, x, bmax))
-            bmax = nxt
-        cur_qmx = Array(qmx)[flane]
-        _, gmax, hmax = unpack(Cat(cur_qmx, 0), fmt)
-        mq = Signal(QX, name="qmc")
-        m.d.comb += mq.eq(gmax * lc)
-        blq = bit_length(m, mq, QX, "qbl")
-        cur_g = Array(lg)[flane]
+        q_acc = Signal()
+        m.d.comb += q_acc.eq(self.i_q.valid & self.i_q.ready)
+        # R: the accepted beat, registered (raw-q write; max|q| tree, two levels per stage,
+        # the last level with the lane's running maximum)
+        qrv, qrl, qrw, qrd = (Signal(name="qrv"), Signal(range(NQ + 1), name="qrl"),
+                              Signal(range(QRD + 1), name="qrw"), Signal(EB * QL, name="qrd"))
+        m.d.sync += qrv.eq(q_acc)
+        with m.If(q_acc):
+            m.d.sync += [qrl.eq(flane), qrw.eq(qb), qrd.eq(qin)]
         for i in range(NQ):
             qwp, _ = qraws[i]
-            m.d.comb += [qwp.addr.eq(raw_addr(qb, lbank)), qwp.data.eq(qin),
-                         qwp.en.eq(self.i_q.valid & self.i_q.ready & (flane == i))]
+            m.d.comb += [qwp.addr.eq(raw_addr(qrw, lbank)), qwp.data.eq(qrd),
+                         qwp.en.eq(qrv & (qrl == i))]
+
+        def max_level(vals, tag):             # one level of the max|q| tree (magnitude codes
+            out = []                          # order like integers)
+            for j, (a, b) in enumerate(zip(vals[0::2], vals[1::2], strict=False)):
+                x = Signal(EB - 1, name=f"qmax{tag}_{j}")
+                m.d.comb += x.eq(Mux(b > a, b, a))
+                out.append(x)
+            return out + vals[len(vals) & ~1:]
+
+        vals = [qrd[EB * k:EB * k + EB - 1] for k in range(QL)]
+        for lv_ in range(max(0, (QL - 1).bit_length() - 1)):
+            vals = max_level(vals, lv_)
+        qmv, qml = Signal(name="qmv"), Signal(range(NQ + 1), name="qml")
+        m.d.sync += [qmv.eq(qrv), qml.eq(qrl)]
+        mregs = [Signal(EB - 1, name=f"qmr{j}") for j in range(len(vals))]
+        m.d.sync += [r.eq(x) for r, x in zip(mregs, vals, strict=True)]
+        vals = mregs
+        while len(vals) > 1:
+            vals = max_level(vals, "f")
+        cur_qmx = Array(qmx)[qml]
+        with m.If(qmv & (vals[0] > cur_qmx)):
+            m.d.sync += cur_qmx.eq(vals[0])
+        mx_busy = qrv | qmv
+        # g per lane, one lane per cycle: G0 the lane's max|q| (unpacked), G1 max|q| * C parts,
+        # G2 max|q| * C, G3 its bit length, G4 g written
+        g_iss = Signal()
+        gv = _delay(m, g_iss, G_LAT, "gv")
+        gl = _delay(m, flane, G_LAT, "gl")
+        _, gmax, hmax = unpack(Cat(Array(qmx)[flane], 0), fmt)
+        gmB = Signal(SB, name="gm")
+        m.d.sync += gmB.eq(gmax)
+        ghm = _delay(m, wire(m, hmax, "ghm"), G_LAT, "ghm")
+        mqD = pipe_mul(free, lc, gmB)              # max|q| * C (QX bits)
+        gnz, gidx = msb_index(m, mqD)
+        gnzE, gidxE = _reg(m, gnz, "qnz"), _reg(m, gidx, "qbl")
+        with m.If(gv[G_LAT]):                 # g = bitlen(max|q| * C) + hmax
+            m.d.sync += Array(lg)[gl[G_LAT]].eq(Mux(gnzE, gidxE + 1, 0) + ghm[G_LAT])
+        g_busy = Cat(*gv[1:]).any()
 
         l_busy, l_hand, q_idle, q_busy, q_ready, take = (
             Signal(name=x) for x in ("l_busy", "l_hand", "q_idle", "q_busy", "q_ready", "take"))
@@ -558,47 +703,48 @@ class IntAttentionEngine(wiring.Component):
                 m.d.comb += [self.i_q.ready.eq(1), l_busy.eq(1)]
                 with m.If(self.i_q.valid):
                     m.d.sync += qb.eq(qb + 1)
-                    with m.If(bmax > cur_qmx):
-                        m.d.sync += cur_qmx.eq(bmax)
                     with m.If(qb == (lhd >> (QL.bit_length() - 1)) - 1):
                         m.d.sync += [qb.eq(0), flane.eq(flane + 1)]
                         with m.If(flane + 1 == lnq):
                             m.d.sync += flane.eq(0)
                             m.next = "QG"
-            # -- each lane's g from max|q| * C (one lane per cycle)
+            # -- each lane into the g pipeline (one per cycle) once the last beat's max|q| is in
             with m.State("QG"):
                 m.d.comb += l_busy.eq(1)
-                m.d.sync += [cur_g.eq(blq + hmax), flane.eq(flane + 1)]
-                with m.If(flane + 1 == lnq):
-                    m.next = "LHAND"
-            with m.State("LHAND"):
-                m.d.comb += [l_busy.eq(1), l_hand.eq(q_idle)]
-                with m.If(q_idle):
+                with m.If(~mx_busy):
+                    m.d.comb += g_iss.eq(1)
+                    m.d.sync += flane.eq(flane + 1)
+                    with m.If(flane + 1 == lnq):
+                        m.next = "LHAND"
+            with m.State("LHAND"):               # the last g written: hand the call over
+                m.d.comb += [l_busy.eq(1), l_hand.eq(q_idle & ~g_busy)]
+                with m.If(l_hand):
                     m.d.sync += lbank.eq(~lbank)
                     m.next = "LIDLE"
 
         # ---- quantiser: all lanes one element per cycle into the q operand bank ``qob``.
         # The operand shift chain is shared with the weight preparation, so a word (beat
-        # consecutive elements, each in the chain 3 cycles after issue) starts only if it is
-        # in the chain before the stream unit's next V segment can shift its first weight (5
-        # cycles after its first issue): while the stream unit waits (idle or hand-off), in a
-        # V segment or its drain once all its weights are written (the next V segment is at
-        # least a K tile of depth >= beat beats away, or follows a take, which waits for this
-        # quantiser), or in a K segment with at least W - T - 7 beats left, each at least a
-        # cycle, then >= T + 6 cycles to the V segment's first weight issue: so with more than
-        # ceil((W - T - 8) / bpr) rows left (the current row has >= 1 beat left).
+        # consecutive elements, each in the chain Q_CHAIN cycles after issue) starts only if it
+        # is in the chain before the stream unit's next V segment can shift its first weight
+        # (W_CHAIN cycles after its first issue): while the stream unit waits (idle or
+        # hand-off), in a V segment or its drain once all its weights are written (the next V
+        # segment is at least a K tile of depth >= beat beats away, or follows a take, which
+        # waits for this quantiser), or in a K segment with at least KGAP beats left after the
+        # current one, each at least a cycle, then a drain of NS + 2 cycles to the V segment's
+        # first weight issue (``k_gap``): so with more than ceil(KGAP / bpr) rows left (the
+        # current row has >= 1 beat left).
         s_wait = Signal()             # stream unit idle or at the hand-off
-        KGAP = max(0, W - T - 8)
-        thr = Array(Const(-(-KGAP // max(b, 1)), CB + 1) for b in range(BPR + 1))[bpr]
+        KGAP = k_gap(W)
+        thr = Signal(CB + 1)          # rows the streaming call's K segments keep (at the take)
         q_ok = Signal()
         m.d.comb += q_ok.eq(s_wait | (in_v & (rdy == blk_end))
-                            | (stream_on & ~in_v & (row_end - row > thr)))
+                            | (stream_on & ~in_v & (rleft > thr)))
         with m.FSM(name="quant"):
             with m.State("QIDLE"):
                 m.d.comb += q_idle.eq(1)
                 with m.If(l_hand):
-                    m.d.sync += [qn_.eq(ln), qnq.eq(lnq), cval.eq(lc), qhd.eq(lhd),
-                                 qrb.eq(lbank), qe.eq(0)]
+                    m.d.sync += [qn_.eq(ln), qnq.eq(lnq), cval.eq(lc), cneg.eq(-lc),
+                                 qhd.eq(lhd), qrb.eq(lbank), qe.eq(0)]
                     m.d.sync += [qlim[i].eq(llim[i]) for i in range(NQ)]
                     m.d.sync += [gq[i].eq(lg[i]) for i in range(NQ)]
                     m.next = "QUANT"
@@ -625,6 +771,11 @@ class IntAttentionEngine(wiring.Component):
         # 2**(beta+23) by L, beta = bitlen(L - 1)) runs one lane ahead of the emitter (lane el,
         # one element per cycle into the normaliser, with its own copy of 1/L)
         beta = Signal(range(LW + 1))
+        dlv = Signal(LW, name="dlv")                # L of lane dl, and L - 1
+        dlm1 = Signal(LW, name="dlm1")
+        bnz = Signal(name="bnz")                    # L - 1 > 0, and its leading one
+        bidx = Signal(range(LW), name="bidx")
+        rge = Signal()                              # the 25th step: 1/L rounds up or ties
         dn = Signal(LW + 1)
         rem = Signal(LW + 2)
         quo = Signal(25)
@@ -636,58 +787,57 @@ class IntAttentionEngine(wiring.Component):
         obeta = Signal(range(LW + 1))
         el = Signal(range(NQ + 1))
         xc = Signal(range(HD + 1))
-        # normaliser pipeline: issue (el, xc; 1/L and the exponent offset of the lane go
-        # along) -> N1 (RN32(A)) -> N2 (product, rounding) -> o
-        s1v, s2v, ov = Signal(), Signal(), Signal()
-        xl1 = Signal(range(NQ + 1))
-        q1, q2 = Signal(25), Signal(25)
-        e1, e2 = Signal(signed(8)), Signal(signed(8))
-        qa = Signal(25)
-        sa = Signal(range(64))
-        neg = Signal()
-        obits = Signal(EB)
+        # normaliser pipeline (every stage advances on ``adv``): issue (el, xc; 1/L and the
+        # exponent offset of the lane go along) -> N1 A read -> N2 |A| -> N3, N4 RN32(|A|)
+        # (round32) -> N5 the 25 x 25-bit product's DSP parts -> N6 the product -> N7 .. N9
+        # RN_fmt (round_fp; N9 is the output register) -> o
         adv = Signal()
         issue = Signal()
-        m.d.comb += adv.eq(~ov | self.o.ready)
+        pn = Pipe(m, adv)
+        nv = [issue]
+        for k in range(N_LAT):
+            nv.append(pn.reg(nv[-1], f"nv{k + 1}"))
+        m.d.comb += adv.eq(~nv[N_LAT] | self.o.ready)
         for i in range(NQ):
             afp = amems[i][2]
             m.d.comb += [afp.addr.eq(Cat(xc[:HD.bit_length() - 1], xbank)
                                      if HD & (HD - 1) == 0 else xc + xbank * HD),
                          afp.en.eq(adv)]
-        with m.If(adv):
-            m.d.sync += [s1v.eq(issue), s2v.eq(s1v), ov.eq(s2v),
-                         xl1.eq(el), q1.eq(oquo), e1.eq(Array(xyh)[el] - obeta),
-                         q2.eq(q1), e2.eq(e1)]
+        # N1: the lane's A word; 1/L and the result's exponent offset (Y - beta + W_SHIFT - 23,
+        # the RN32 significand's and 1/L's binary points)
+        xl1 = pn.reg(el, "xl1")
+        q1 = pn.reg(oquo, "q1")
+        e0 = Signal(signed(10), name="n0_e")
+        m.d.comb += e0.eq(Array(xyh)[el] - obeta + (W_SHIFT - F - 23))
+        e1 = pn.reg(e0, "e1")
         av = Signal(signed(AW), name="n1_a")
         m.d.comb += av.eq(Array(mm[2].data for mm in amems)[xl1])
-        amag = Signal(AW, name="n1_mag")
-        m.d.comb += amag.eq(Mux(av < 0, -av, av))
-        abl = bit_length(m, amag, AW, "n1")
-        shv = Signal(range(AW), name="n1_sh")
-        m.d.comb += shv.eq(Mux(abl > 24, abl - 24, 0))
-        arnd = rne_shr(m, amag, Mux(shv == 0, 1, shv), AW, "n1r")
-        with m.If(adv):
-            m.d.sync += [qa.eq(Mux(shv == 0, amag, arnd)), sa.eq(shv), neg.eq(av < 0)]
-        mm_ = Signal(50, name="n2_m")
-        m.d.comb += mm_.eq(qa * q2)
-        ee = Signal(signed(10), name="n2_e")
-        m.d.comb += ee.eq(sa + e2 + W_SHIFT - F - 23)
-        omag = rn_fmt(m, mm_, 50, ee, fmt, "n2")
-        with m.If(adv):
-            m.d.sync += obits.eq(Cat(omag, neg))
-        m.d.comb += [self.o.valid.eq(ov), self.o.payload.eq(obits)]
+        neg1, amag1 = abs_signed(m, av)
+        # N2: |A|; N3, N4: RN32(|A|) = qa * 2**ea (qa < 2**25, the exponent offset folded in)
+        neg2, amag2, q2, e2 = (pn.reg(x, nm) for x, nm in
+                               ((neg1, "neg2"), (amag1, "amag2"), (q1, "q2"), (e1, "e2")))
+        qa, ea = round32(pn, amag2, e2)
+        negr = pn.delay(neg2, ROUND32_LATENCY, "negr")
+        qm = pn.delay(q2, ROUND32_LATENCY, "qm")
+        # then qa * 1/L (pipe_mul: DSP parts, sum) and one rounding to the format (round_fp)
+        mm_ = pipe_mul(pn, qa, qm)
+        obits = round_fp(pn, pn.delay(negr, MUL_LATENCY, "negm"), mm_,
+                         pn.delay(ea, MUL_LATENCY, "em"), fmt, stages=ROUND_FP_STAGES)
+        m.d.comb += [self.o.valid.eq(nv[N_LAT]), self.o.payload.eq(obits)]
 
         # ---- stream unit: takes a quantised call, streams its K/V segments, hands the sums
         # to the finishing unit
         stream_busy = Signal()
         m.d.comb += xbusy.eq(d_busy | e_emit)
-        m.d.comb += self.busy.eq(l_busy | q_busy | stream_busy | xbusy | s1v | s2v | ov)
+        m.d.comb += self.busy.eq(l_busy | q_busy | stream_busy | xbusy | Cat(*nv[1:]).any())
         m.d.comb += self.i_kv.ready.eq(stream_on & Mux(in_v, rdy > blk, 1))
 
         def take_call():
             m.d.comb += take.eq(1)
-            m.d.sync += [n.eq(qn_), nact.eq(qnq), hd.eq(qhd), sqb.eq(qob), bcnt.eq(0),
-                         seg.eq(0), row.eq(0), row_end.eq(qn_)]
+            m.d.sync += [n.eq(qn_), nact.eq(qnq), hd.eq(qhd), bpr.eq(qbpr), sqb.eq(qob),
+                         bcnt.eq(0), seg.eq(0), row.eq(0), rleft.eq(qn_),
+                         thr.eq(Array(Const(-(-KGAP // max(b, 1)), CB + 1)
+                                      for b in range(BPR + 1))[qbpr])]
             m.d.sync += [lim[i].eq(qlim[i]) for i in range(NQ)]
             m.d.sync += [sg[i].eq(gq[i]) for i in range(NQ)]
             m.d.sync += [mvalid[i].eq(0) for i in range(NQ)]
@@ -712,8 +862,8 @@ class IntAttentionEngine(wiring.Component):
                                 m.next = "DRAIN"
                     with m.Else():
                         with m.If(bcnt == bpr - 1):
-                            m.d.sync += [bcnt.eq(0), row.eq(row + 1)]
-                            with m.If(row + 1 == row_end):
+                            m.d.sync += [bcnt.eq(0), row.eq(row + 1), rleft.eq(rleft - 1)]
+                            with m.If(rleft == 1):
                                 m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += stream_busy.eq(1)
@@ -731,14 +881,14 @@ class IntAttentionEngine(wiring.Component):
                         with m.Case(0):
                             m.d.sync += [seg.eq(1), *v_seg(last_start, n)]
                         with m.Case(1):
-                            m.d.sync += [seg.eq(2), tile.eq(0), row.eq(0), row_end.eq(D)]
+                            m.d.sync += [seg.eq(2), tile.eq(0), row.eq(0), rleft.eq(D)]
                             with m.If(last_start == 0):
                                 m.next = "HANDOFF"
                         with m.Case(2):
                             m.d.sync += [seg.eq(3), *v_seg(tile, tile + D)]
                         with m.Case(3):
                             m.d.sync += [seg.eq(2), tile.eq(tile + D), row.eq(tile + D),
-                                         row_end.eq(tile + 2 * D)]
+                                         rleft.eq(D)]
                             with m.If(tile + D == last_start):
                                 m.next = "HANDOFF"
             # -- hand the sums to the finishing unit (once it is free) and take the next
@@ -760,44 +910,54 @@ class IntAttentionEngine(wiring.Component):
             with m.State("DIDLE"):
                 with m.If(xstart):
                     m.d.sync += dl.eq(0)
-                    m.next = "DIV_INIT"
-            with m.State("DIV_INIT"):
+                    m.next = "DIV_SEL"
+            with m.State("DIV_SEL"):                 # the lane's L and L - 1
                 m.d.comb += d_busy.eq(1)
                 lv = Array(xlsum)[dl]
-                lvm1 = Signal(LW, name="lvm1")
-                m.d.comb += lvm1.eq(lv - 1)
-                b = bit_length(m, lvm1, LW, "lm1")
+                m.d.sync += [dlv.eq(lv), dlm1.eq(lv - 1)]
+                m.next = "DIV_BL"
+            with m.State("DIV_BL"):                  # the leading one of L - 1
+                m.d.comb += d_busy.eq(1)
+                lnz, lidx = msb_index(m, dlm1)
+                m.d.sync += [bnz.eq(lnz), bidx.eq(lidx)]
+                m.next = "DIV_NORM"
+            with m.State("DIV_NORM"):                # beta = bitlen(L - 1); L normalised to
+                m.d.comb += d_busy.eq(1)             # [2**(LW-1), 2**LW]
                 nsh = Signal(range(LW + 1), name="nsh")
-                m.d.comb += nsh.eq(LW - b)
-                m.d.sync += [beta.eq(b), dn.eq(lv << nsh), rem.eq(1 << (LW - 1)),
-                             quo.eq(0), it.eq(0)]
+                m.d.comb += nsh.eq(Mux(bnz, LW - 1 - bidx, LW))
+                m.d.sync += [beta.eq(Mux(bnz, bidx + 1, 0)), dn.eq(dlv << nsh),
+                             rem.eq(1 << (LW - 1)), quo.eq(0), it.eq(0)]
                 m.next = "DIV"
             with m.State("DIV"):
                 m.d.comb += d_busy.eq(1)
                 r2 = rem << 1
-                with m.If(r2 >= dn):
-                    m.d.sync += [rem.eq(r2 - dn), quo.eq((quo << 1) | 1)]
+                dif = Signal(LW + 4, name="ddif")    # r2 - dn; the top bit: r2 < dn
+                m.d.comb += dif.eq(r2 - dn)
+                with m.If(~dif[-1]):
+                    m.d.sync += [rem.eq(dif), quo.eq((quo << 1) | 1)]
                 with m.Else():
                     m.d.sync += [rem.eq(r2), quo.eq(quo << 1)]
                 m.d.sync += it.eq(it + 1)
                 with m.If(it == DIV_STEPS - 1):
                     m.next = "DIV_ROUND"
-            with m.State("DIV_ROUND"):
-                m.d.comb += d_busy.eq(1)
-                r2 = rem << 1
-                m.d.sync += quo.eq(quo + ((r2 > dn) | ((r2 == dn) & quo[0])))
+            with m.State("DIV_ROUND"):               # a 25th step for the rounding: up if the
+                m.d.comb += d_busy.eq(1)             # remainder is >= dn, on a tie (0 left)
+                dif = Signal(LW + 4, name="rdif")    # to even (added at the emitter take)
+                m.d.comb += dif.eq((rem << 1) - dn)
+                m.d.sync += [rge.eq(~dif[-1]), rem.eq(dif)]
                 m.next = "DHOLD"
             with m.State("DHOLD"):                   # 1/L of lane dl ready for the emitter
                 m.d.comb += [d_busy.eq(1), d_hold.eq(1)]
                 with m.If(e_take):
                     m.d.sync += dl.eq(dl + 1)
-                    m.next = "DIV_INIT"
+                    m.next = "DIV_SEL"
                     with m.If(dl + 1 == xnact):
                         m.next = "DIDLE"
 
         def emitter_take():
             m.d.comb += e_take.eq(1)
-            m.d.sync += [oquo.eq(quo), obeta.eq(beta), el.eq(dl), xc.eq(0)]
+            rup = rge & (rem.any() | quo[0])
+            m.d.sync += [oquo.eq(quo + rup), obeta.eq(beta), el.eq(dl), xc.eq(0)]
             m.next = "EMIT"
 
         with m.FSM(name="emitter"):

@@ -12,18 +12,17 @@ from __future__ import annotations
 import sys
 
 MUTANTS = {
-    "rnd_trunc": ("m.d.comb += r.eq((x + _half(sr, width + 3)) >> sr)",
-                  "m.d.comb += r.eq(x >> sr)"),                  # q quantiser and logits
-    "no_sat": ("rs = Mux(r > limit, limit, Mux(r < -limit, -limit, r))", "rs = r"),
-    "left_no_sat": ("ls = Mux(xs > bound, limit, Mux(xs < -bound, -limit, low))", "ls = low"),
-    "w_trunc": ("wE.eq((pmD + _half(swc, PMW + 2)) >> swc)", "wE.eq(pmD >> swc)"),
-    "y_first": ("with m.If(vhJ > yh[i]):", "with m.If(yh[i] == 0):"),
-    "exp2_noround": ("e.eq(t0B - ((dfB * rB + 512) >> 10))", "e.eq(t0B - ((dfB * rB) >> 10))"),
-    "recip_trunc": ("m.d.sync += quo.eq(quo + ((r2 > dn) | ((r2 == dn) & quo[0])))",
-                    "m.d.sync += quo.eq(quo)"),
+    "rnd_trunc": ("m.d.comb += xh.eq(x + _half(sr, width + 3))",
+                  "m.d.comb += xh.eq(x)"),                       # q quantiser and logits
+    "no_sat": ("rs = Mux(r3 > limit, limit, Mux(r3 < -limit, -limit, r3))", "rs = r3"),
+    "left_no_sat": ("ls = Mux(xs > bound, limit, Mux(xs < nbound, -limit, low))", "ls = low"),
+    "w_trunc": ("addend=_half(swcG, PMW + 2)", "addend=None"),   # the weight's rounding half
+    "y_first": ("with m.If(vhL > yh[i]):", "with m.If(yh[i] == 0):"),
+    "exp2_noround": ("eE.eq(t0D - ((ipD + 512) >> 10))", "eE.eq(t0D - (ipD >> 10))"),
+    "recip_trunc": ("oquo.eq(quo + rup)", "oquo.eq(quo)"),
     "one_bank": ("xbank.eq(cbank),", "xbank.eq(~cbank),"),
     "no_init": ("anew.eq(Mux(init[T], 0, arp.data) + tsum)", "anew.eq(arp.data + tsum)"),
-    "no_mask": ("visB = (wk[2] <= lim[i]) & lane_on", "visB = lane_on"),
+    "no_mask": ("visE = (wk[5] <= lim[i]) & lane_on", "visE = lane_on"),
     "early_ready": ("Mux(in_v, rdy > blk, 1)", "Mux(in_v, rdy >= blk, 1)"),
     # the overlap of a call's q preparation with the previous call's stream
     "q_in_prep": ("s_wait | (in_v & (rdy == blk_end))", "s_wait | in_v"),   # chain shared
@@ -32,15 +31,18 @@ MUTANTS = {
     "g_live": ("- sg[i] - kh)", "- gq[i] - kh)"),           # stream reads the quantiser's g
     "early_take": ("q_ready.eq(~Cat(*qv[1:]).any())", "q_ready.eq(1)"),
     # the finishing unit's 1/L of the next lane overlapping the outputs of this one
-    "quo_live": ("mm_.eq(qa * q2)", "mm_.eq(qa * oquo)"),
+    "quo_live": ('qm = pn.delay(q2, ROUND32_LATENCY, "qm")', "qm = oquo"),
 }
 # on a beat-16 build with 64-key tiles and head_dim 64: the quantiser's K-segment margin is
 # not zero, V segments have 4 blocks (more than the weight banks) that stream longer than
 # 3 blocks' preparation, and |A| reaches 2**24 (RN32 rounds); the sim build has none of these
 MID_MUTANTS = {
-    "a_trunc": ("qa.eq(Mux(shv == 0, amag, arnd))", "qa.eq(Mux(shv == 0, amag, amag >> shv))"),
+    # RN32(A) truncated: |A| cut to its 24 leading bits before round32 (exact from then on)
+    "a_trunc": ("qa, ea = round32(pn, amag2, e2)",
+                "qa, ea = round32(pn, (lambda s: ((amag2 >> s) << s)[:AW])(Mux("
+                "msb_index(m, amag2)[1] > 23, msb_index(m, amag2)[1] - 23, 0).as_unsigned()), e2)"),
     "bank_overrun": ("(wp_blk < blk + BANKS))", "(wp_blk < blk + BANKS + 1))"),
-    "k_margin_short": ("KGAP = max(0, W - T - 8)", "KGAP = max(0, W - T - 9)"),
+    "k_margin_short": ("KGAP = k_gap(W)", "KGAP = max(0, k_gap(W) - 1)"),
 }
 PARAMS = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12, q_beat=2)
 MID = dict(head_dim=64, lanes=4, beat=16, depth=64, ctx_bits=9, q_beat=4)

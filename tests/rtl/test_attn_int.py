@@ -6,9 +6,11 @@ exact cycles, random idle/backpressure, prefill, edge values, run-time head_dim,
 quantiser's windows. ``slow``: more seeds, the FP16 build, an int8-q build (``q_bits=8``, the
 measured alternative), a beat-16 build with 64-key tiles (the quantiser's K-segment margin is
 not zero, V segments have more blocks than weight banks and stream longer than 3 blocks'
-preparation, |A| reaches 2**24, and head_dim 64 > the 27 cycles of 1/L, so the finishing
-unit emits lanes back to back), and a wider build
-(head_dim 32, 4 lanes, beat 8, tile 64) past 1024 keys.
+preparation, |A| reaches 2**24, and head_dim 64 > the 29 cycles of 1/L, so the finishing
+unit emits lanes back to back), a wider build
+(head_dim 32, 4 lanes, beat 8, tile 64) past 1024 keys, and a head_dim-128 build (the kv260
+preset's head_dim: the exact score S is 28 bits, wider than a DSP48E2's A port, so S * mk
+takes S in two DSP pieces).
 """
 
 import pytest
@@ -20,6 +22,7 @@ from tellme.spec.numerics import STREAM_FORMATS as FORMATS
 SMALL = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12, q_beat=2)
 MID = dict(head_dim=64, lanes=4, beat=16, depth=64, ctx_bits=9, q_beat=4)
 WIDE = dict(head_dim=32, lanes=4, beat=8, depth=64, ctx_bits=13)
+HD128 = dict(head_dim=128, lanes=4, beat=8, depth=16, ctx_bits=8, q_beat=8)
 
 
 def _run(params, fmt, testcase=None, seed=1, extra=None):
@@ -55,8 +58,30 @@ def test_attn_int_beat16():
 
 @pytest.mark.rtl
 @pytest.mark.slow
+def test_attn_int_hd128():
+    _run(HD128, "fp24")
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
 def test_attn_int_long_context():
     _run(WIDE, "fp24", testcase="test_long_context", extra={"LONG_N": "1100"})
+
+
+def test_cycle_model_mirrors_rtl_depths():
+    """The cycle model's pipeline constants are the RTL's (the normaliser's depth follows the
+    shared rounders' and multiplier's latencies of hw/elementwise/stream_fp.py)."""
+    from tellme.hw.attention import int_engine as ie
+    from tellme.sim import cycles_attn_int as cm
+
+    assert cm.TAIL == ie.N_LAT
+    assert (cm.Q_READY, cm.Q_CHAIN) == (ie.QLAT + 1, ie.Q_CHAIN)
+    assert (cm.W_READY, cm.W_CHAIN) == (ie.WLAT + 1, ie.W_CHAIN)
+    assert (cm.K_TAIL, cm.G_LAT) == (ie.K_TAIL, ie.G_LAT)
+    for beat in (2, 4, 8, 16, 32, 64, 128):
+        assert cm.drain(beat) == 1 + ie.tree_levels(beat) + ie.K_TAIL + 2
+        for bpr in (1, 2, 3):
+            assert cm.k_margin(beat, bpr) == -(-ie.k_gap(beat) // bpr)
 
 
 def test_int_engine_rejects_bad_params():

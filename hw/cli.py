@@ -126,10 +126,9 @@ def _report(args) -> int:
         from pathlib import Path
 
         from tellme.hw.toolchain import build_dir
-        from tellme.sim.perf import plot_budget
 
         try:
-            plot = plot_budget(result, Path(args.plot) if args.plot else build_dir("perf"))
+            plot = hwbudget.plot_budget(result, Path(args.plot) if args.plot else build_dir("perf"))
         except ImportError as e:
             raise CliError(str(e)) from None
     if args.json:

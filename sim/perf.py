@@ -895,59 +895,12 @@ def format_report(r: dict) -> str:
 
 # --------------------------------------------------------------------------- plots
 
-def _pyplot():
-    """matplotlib's pyplot on the Agg backend (ImportError naming the extra when missing)."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install 'tellme[plot]' "
-                          "(or pip install matplotlib)") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_budget(result: dict, out_dir) -> Path:
-    """Resource use of every budget line against its limit (``hw.budget.check``'s result),
-    one panel per metric; a PNG in ``out_dir``."""
-    plt = _pyplot()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lines = [ln for ln in result["lines"] if ln["line"] != "margin"]
-    fig, axes = plt.subplots(1, len(result["metrics"]), figsize=(11, 4.2), sharey=True)
-    ys = range(len(lines))
-    for ax, m in zip(axes, result["metrics"], strict=True):
-        lim = [ln["limits"][m] for ln in lines]
-        used = [ln["used"][m] if ln["built"] else 0 for ln in lines]
-        ax.barh(ys, lim, color="lightgray", label="line limit")
-        ax.barh(ys, used, height=0.5,
-                color=["tab:red" if m in ln["over"] else "tab:blue" for ln in lines],
-                label="used (yosys)")
-        tot = result["total"]
-        ax.set_title(f"{m}: {tot['used'][m]:,.0f} / {tot['limits'][m]:,.0f} "
-                     "(used + reserved)", fontsize=8)
-        ax.tick_params(axis="x", labelsize=7)
-    import textwrap
-
-    axes[0].set_yticks(list(ys), ["\n".join(textwrap.wrap(
-        ln["title"] + ("" if ln["built"] else " (not built)"), 26)) for ln in lines],
-        fontsize=7)
-    axes[0].invert_yaxis()
-    axes[-1].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"{result['target']}: resources per budget line (docs/hw/budget.md; yosys "
-                 f"estimates, margin line not drawn)", fontsize=9)
-    fig.tight_layout()
-    path = out_dir / f"budget-{result['target']}.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def plot(report: dict, out_dir) -> list:
     """decode tok/s vs context (with the DDR roofline and TeLLMe) and stacked per-block time
     per token; PNGs in ``out_dir``. Needs matplotlib (the ``plot`` extra)."""
-    plt = _pyplot()
+    from tellme.plotting import pyplot
+
+    plt = pyplot()
     import matplotlib.ticker
 
     out_dir = Path(out_dir)

@@ -103,11 +103,12 @@ def _main(args) -> int:
             files = perf.plot(report, out_dir)
         except ImportError as e:
             raise CliError(str(e)) from None
+        from tellme.hw.budget import plot_budget
         from tellme.hw.report import cached_budget
 
         result, missing = cached_budget(args.target)
         if result is not None:
-            files.append(perf.plot_budget(result, out_dir))
+            files.append(plot_budget(result, out_dir))
         else:
             notes.append(f"budget plot skipped: no cached synthesis of {', '.join(missing)}; "
                          f"make it with: tellme hw report --target {args.target} --budget")

@@ -234,8 +234,7 @@ def test_budget_plot(tmp_path):
     """The resource plot of `tellme hw report --budget --plot` and `tellme perf --plot`: one
     PNG from a budget check (two hand-made block reports; the other lines are not built)."""
     pytest.importorskip("matplotlib", reason="matplotlib not installed (extra 'plot')")
-    from tellme.hw.budget import check
-    from tellme.sim.perf import plot_budget
+    from tellme.hw.budget import check, plot_budget
 
     class Rep:
         def __init__(self, block, lut, dsp):

@@ -22,7 +22,7 @@ from tellme.spec.program import ERROR_CODES, OPS
 
 from .elementwise.gated_act import GatedAct
 from .elementwise.residual import ResidualAdd
-from .row_dma import RowDMA, connect_axi
+from .row_dma import RowDMA, axi_members, connect_axi
 from .sequencer import command_layout
 
 __all__ = ["EwUnit"]
@@ -69,7 +69,7 @@ class EwUnit(wiring.Component):
                    "done": Out(1), "error": Out(8), "axi_error": Out(1), "busy": Out(1),
                    "stall": Out(1)}
         for prefix in ("r0", "r1", "w"):
-            members.update(axi_members_of(self._dma, prefix))
+            members.update(axi_members(self._dma, prefix, prefix))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -133,8 +133,3 @@ class EwUnit(wiring.Component):
         m.d.comb += [self.busy.eq(pending | dma.busy),
                      self.stall.eq(self.busy & ~(dma.i.valid & dma.i.ready))]
         return m
-
-
-def axi_members_of(dma: RowDMA, prefix: str) -> dict:
-    """The row movers' AXI members ``<prefix>_*`` (``r0``, ``r1``, ``w``), same names here."""
-    return {n: mem for n, mem in dma.signature.members.items() if n.startswith(prefix + "_")}

@@ -32,10 +32,10 @@ def row_command_layout(readers: int, addr_width: int, count_width: int) -> data.
         "src": data.ArrayLayout(unsigned(addr_width), readers), "dst": unsigned(addr_width)})
 
 
-def axi_members(sub, prefix: str) -> dict:
-    """``sub``'s ``m_axi_*`` members renamed ``<prefix>_*`` (same flows and widths)."""
-    return {f"{prefix}_{n[len('m_axi_'):]}": mem for n, mem in sub.signature.members.items()
-            if n.startswith("m_axi_")}
+def axi_members(sub, prefix: str, sub_prefix: str = "m_axi") -> dict:
+    """``sub``'s ``<sub_prefix>_*`` members renamed ``<prefix>_*`` (same flows and widths)."""
+    return {f"{prefix}_{n[len(sub_prefix) + 1:]}": mem
+            for n, mem in sub.signature.members.items() if n.startswith(sub_prefix + "_")}
 
 
 def connect_axi(m: Module, outer, prefix: str, sub, sub_prefix: str = "m_axi") -> None:

@@ -19,7 +19,7 @@ from tellme.spec.codes import CODE_BITS
 
 from .weight_buffer import fill_layout
 
-__all__ = ["WeightStreamer", "StreamCommand", "stream_plan"]
+__all__ = ["WeightStreamer", "StreamCommand", "stream_plan", "split_bursts"]
 
 
 def _is_pow2(v: int) -> bool:
@@ -59,12 +59,18 @@ def stream_plan(*, addr: int, first: int, count: int, t: int | None = None, lane
     a0 = (start_bit // data_width) * nbytes
     skip = start_bit % data_width
     beats = -(-(skip + words * lanes * vector_bits) // data_width) if words else 0
+    return split_bursts(a0, beats, nbytes=nbytes, max_burst=max_burst)
+
+
+def split_bursts(addr: int, beats: int, *, nbytes: int, max_burst: int
+                 ) -> list[tuple[int, int]]:
+    """``beats`` beats of ``nbytes`` bytes from the beat-aligned byte ``addr`` as INCR bursts:
+    [(byte address, beats)], at most ``max_burst`` beats each, never across a 4 KB page."""
     out = []
-    cur = a0
     while beats:
-        n = min(beats, max_burst, (4096 - cur % 4096) // nbytes)
-        out.append((cur, n))
-        cur += n * nbytes
+        n = min(beats, max_burst, (4096 - addr % 4096) // nbytes)
+        out.append((addr, n))
+        addr += n * nbytes
         beats -= n
     return out
 

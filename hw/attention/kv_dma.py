@@ -34,7 +34,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from tellme.hw.weight_stream import WeightStreamer, stream_plan
+from tellme.hw.axi_arbiter import read_port_members
+from tellme.hw.weight_stream import WeightStreamer, split_bursts, stream_plan
 from tellme.spec.attention import kv_schedule
 from tellme.spec.numerics import StreamFormat, stream_format
 
@@ -125,17 +126,9 @@ def reader_plan(cmd: dict, *, depth: int, beat: int, data_width: int,
     the ranges of :func:`int8_blocks`)."""
     if "hd" in cmd:
         nb = data_width // 8
-        mb = min(max_burst, 4096 // nb)
-        out = []
-        for _, addr, beats, _ in int8_blocks(cmd, depth=depth, beat=beat,
-                                             data_width=data_width, fmt=fmt):
-            a = addr // nb * nb
-            while beats:
-                n = min(beats, mb, (4096 - a % 4096) // nb)
-                out.append((a, n))
-                a += n * nb
-                beats -= n
-        return out
+        return [b for _, addr, beats, _ in int8_blocks(cmd, depth=depth, beat=beat,
+                                                       data_width=data_width, fmt=fmt)
+                for b in split_bursts(addr // nb * nb, beats, nbytes=nb, max_burst=max_burst)]
     vb = _format(fmt).bits * beat
     out = []
     for kind, first, rows in kv_schedule(cmd["n"], depth):
@@ -383,15 +376,6 @@ class KVReader(wiring.Component):
         return m
 
 
-def _axi_read_ports(addr_width: int, data_width: int) -> dict:
-    return {"m_axi_arid": Out(1), "m_axi_araddr": Out(addr_width), "m_axi_arlen": Out(8),
-            "m_axi_arsize": Out(3), "m_axi_arburst": Out(2), "m_axi_arlock": Out(1),
-            "m_axi_arcache": Out(4), "m_axi_arprot": Out(3), "m_axi_arqos": Out(4),
-            "m_axi_arvalid": Out(1), "m_axi_arready": In(1), "m_axi_rid": In(1),
-            "m_axi_rdata": In(data_width), "m_axi_rresp": In(2), "m_axi_rlast": In(1),
-            "m_axi_rvalid": In(1), "m_axi_rready": Out(1)}
-
-
 class KVInt8Reader(wiring.Component):
     """AXI4 reader of the int8 KV layout: one command per call of the integer engine -> the
     ``IntAttentionEngine.i_kv`` beats of the call (:func:`reader_beats_int8`).
@@ -461,7 +445,7 @@ class KVInt8Reader(wiring.Component):
         sig = {"i_cmd": In(stream.Signature(read_command_layout(addr_width, ctx_bits, True))),
                "o": Out(stream.Signature(unsigned(8 * beat + 2 * fmt.bits))),
                "busy": Out(1), "done": Out(1), "error": Out(1)}
-        sig.update(_axi_read_ports(addr_width, data_width))
+        sig.update(read_port_members("m_axi", addr_width, data_width, master=True))
         super().__init__(sig)
 
     def elaborate(self, platform):

@@ -10,7 +10,8 @@ BUILD_HASH and CAP_* with the manifest and the weight file. Every input is a par
 :class:`BoardEnv` (meminfo path, versions, the pynq module), so tests run it on a PYNQ-shaped
 fake backed by the GoldenDevice. ``reset`` attaches to the loaded design, soft-resets it
 and prints the register dump. ``deploy`` copies the bitstream, the weight file and a wheel of
-this package to a board over ssh/scp and runs ``check`` there. NumPy only; pynq lazily.
+this package to a board over ssh/scp and runs ``check`` there, in the PYNQ environment (the
+image's profile scripts sourced, as root). NumPy only; pynq lazily.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ NUMPY_MAJOR = 1                 # PYNQ 3.0.1's compiled parts are built against 
 MEMINFO = "/proc/meminfo"
 #: the PYNQ virtual environment Kria-PYNQ installs (docs/board.md)
 BOARD_PYTHON = "/usr/local/share/pynq-venv/bin/python"
+#: what `source /etc/profile.d/pynq_venv.sh` gives an interactive root shell: the venv, and
+#: XILINX_XRT=/usr, BOARD (Kria-PYNQ writes them there; the PYNQ SD images set XILINX_XRT in
+#: xrt_setup.sh). Sourced, when present, before pip and `board check` run on the board.
+BOARD_PROFILE = ("/etc/profile.d/pynq_venv.sh", "/etc/profile.d/xrt_setup.sh")
+#: the board's address when ``deploy`` is given none
+BOARD_ENV_VAR = "TELLME_BOARD"
 
 
 class BoardError(Exception):
@@ -405,6 +412,7 @@ class DeployPlan:
     local: list                # commands run here (the wheel build)
     remote: list               # ssh/scp commands
     wheel: Path
+    target: str = ""           # [user@]host
 
     def lines(self) -> list:
         return [shlex.join(c) for c in self.local + self.remote]
@@ -416,10 +424,44 @@ def wheel_name() -> str:
     return f"tellme-{__version__}-py3-none-any.whl"
 
 
-def plan_deploy(host: str, bitstream, model, user: str | None = None,
+def board_command(cmd: list, sudo: bool = True) -> str:
+    """The remote shell command that runs ``cmd`` on the board in the PYNQ environment:
+    ``[sudo -n] bash -c '<source the profile scripts>; exec <cmd>'`` (PYNQ needs root and
+    XILINX_XRT)."""
+    prelude = "; ".join(f"if [ -f {f} ]; then . {f}; fi" for f in BOARD_PROFILE)
+    inner = f"{prelude}; exec {shlex.join(cmd)}"
+    return shlex.join((["sudo", "-n"] if sudo else []) + ["bash", "-c", inner])
+
+
+def check_host(host: str | None, user: str | None = None) -> str:
+    """``[user@]host`` for ssh, from ``host`` or $TELLME_BOARD; BoardError (one line) when
+    there is none or it is not an address (empty, whitespace, '/', a leading '-' that ssh
+    would read as an option)."""
+    host = host or os.environ.get(BOARD_ENV_VAR, "")
+    if not host.strip():
+        raise BoardError(f"no board to deploy to: give its ssh address (tellme board deploy "
+                         f"HOST ...) or set {BOARD_ENV_VAR}")
+    for what, v in (("host", host), ("user", user or "")):
+        if v.startswith("-") or any(ch.isspace() for ch in v) or "/" in v or (
+                what == "user" and ("@" in v or ":" in v)):
+            raise BoardError(f"{what} {v!r} is not an ssh {what} name")
+    if user and "@" in host:
+        raise BoardError(f"give the user once: --user {user} or {host}")
+    return f"{user}@{host}" if user else host
+
+
+def _scp_target(at: str) -> str:
+    """scp's ``[user@]host`` (an IPv6 address in brackets, or scp reads its ':' as the path)."""
+    user, sep, host = at.rpartition("@")
+    return f"{user}{sep}[{host}]" if ":" in host and not host.startswith("[") else at
+
+
+def plan_deploy(host: str | None, bitstream, model, user: str | None = None,
                 dest: str = "tellme", python: str = BOARD_PYTHON, sudo: bool = True,
                 max_context: int | None = None, root: Path | None = None) -> DeployPlan:
-    """The commands that build the wheel, copy everything and run ``check`` on ``host``."""
+    """The commands that build the wheel, copy everything and run ``check`` on ``host``
+    (None: $TELLME_BOARD)."""
+    at = check_host(host, user)
     bit, model = Path(bitstream), Path(model)
     for p in (bit, bit.with_suffix(".hwh"), bit.with_suffix(".json"), model):
         if not p.is_file():
@@ -430,26 +472,25 @@ def plan_deploy(host: str, bitstream, model, user: str | None = None,
     wheel = wheel_dir / wheel_name()
     local = [[sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
               "-w", str(wheel_dir), str(root)]]
-    at = f"{user}@{host}" if user else host
     rb, rm = f"{dest}/bitstreams", f"{dest}/models"
+    sat = _scp_target(at)
     files = [str(bit), str(bit.with_suffix(".hwh")), str(bit.with_suffix(".json"))]
     extra = [str(p) for p in (model.parent / "tokenizer.json",) if p.is_file()]
-    sudo_ = ["sudo", "-n"] if sudo else []
-    install = sudo_ + [python, "-m", "pip", "install", "--no-deps", "--force-reinstall",
-                       f"{dest}/{wheel.name}"]
-    check = sudo_ + [python, "-m", "tellme.cli", "board", "check", "--bitstream",
-                     f"{rb}/{bit.name}", "--model", f"{rm}/{model.name}"]
+    install = [python, "-m", "pip", "install", "--no-deps", "--force-reinstall",
+               f"{dest}/{wheel.name}"]
+    check = [python, "-m", "tellme.cli", "board", "check", "--bitstream",
+             f"{rb}/{bit.name}", "--model", f"{rm}/{model.name}"]
     if max_context is not None:
         check += ["--max-context", str(max_context)]
     remote = [
         ["ssh", *SSH_OPTS, at, shlex.join(["mkdir", "-p", rb, rm])],
-        ["scp", *SSH_OPTS, *files, f"{at}:{rb}/"],
-        ["scp", *SSH_OPTS, str(model), *extra, f"{at}:{rm}/"],
-        ["scp", *SSH_OPTS, str(wheel), f"{at}:{dest}/"],
-        ["ssh", *SSH_OPTS, at, shlex.join(install)],
-        ["ssh", *SSH_OPTS, at, shlex.join(check)],
+        ["scp", *SSH_OPTS, *files, f"{sat}:{rb}/"],
+        ["scp", *SSH_OPTS, str(model), *extra, f"{sat}:{rm}/"],
+        ["scp", *SSH_OPTS, str(wheel), f"{sat}:{dest}/"],
+        ["ssh", *SSH_OPTS, at, board_command(install, sudo)],
+        ["ssh", *SSH_OPTS, at, board_command(check, sudo)],
     ]
-    return DeployPlan(local, remote, wheel)
+    return DeployPlan(local, remote, wheel, at)
 
 
 def run_deploy(plan: DeployPlan, dry_run: bool = False, which=shutil.which,
@@ -476,9 +517,8 @@ def run_deploy(plan: DeployPlan, dry_run: bool = False, which=shutil.which,
             raise BoardError(f"{cmd[0]} failed to start: {e}") from None
         rc = res.returncode
         if rc == 255 and cmd[0] in ("ssh", "scp"):
-            host = next(a for a in cmd[len(SSH_OPTS) + 1:] if not a.startswith("-"))
-            raise BoardError(f"cannot reach the board ({cmd[0]} exit 255, {host}): check the "
-                             f"address, that sshd runs, and that key login works "
+            raise BoardError(f"cannot reach the board ({cmd[0]} exit 255, {plan.target}): "
+                             f"check the address, that sshd runs, and that key login works "
                              f"(BatchMode: no password prompts; ssh-copy-id)")
         if rc and not last:
             raise BoardError(f"step failed (exit {rc}): {shlex.join(cmd)}")
@@ -488,5 +528,5 @@ def run_deploy(plan: DeployPlan, dry_run: bool = False, which=shutil.which,
 
 
 __all__ = ["BoardEnv", "BoardError", "Check", "Report", "run_check", "run_reset",
-           "plan_deploy", "run_deploy", "DeployPlan", "read_meminfo", "session_bytes",
-           "OK", "WARN", "FAIL"]
+           "plan_deploy", "run_deploy", "DeployPlan", "board_command", "check_host",
+           "read_meminfo", "session_bytes", "OK", "WARN", "FAIL"]

@@ -41,10 +41,12 @@ def register(sub) -> None:
                                  "build/board/), copies it with the bitstream pair, manifest "
                                  "and weight file (and tokenizer.json beside it) to "
                                  "HOST:DEST, installs it with --no-deps into the PYNQ "
-                                 "environment and runs `tellme board check` there. ssh/scp "
-                                 "in BatchMode: key login needed; sudo -n: passwordless "
-                                 "sudo or --user root.")
-    d.add_argument("host", help="the board's address")
+                                 "environment and runs `tellme board check` there (as root, "
+                                 "with /etc/profile.d/pynq_venv.sh sourced). ssh/scp in "
+                                 "BatchMode: key login needed; sudo -n: passwordless sudo "
+                                 "or --user root.")
+    d.add_argument("host", nargs="?", default=None,
+                   help="the board's ssh address (default $TELLME_BOARD)")
     d.add_argument("--user", default=None, help="ssh user (default: ssh's)")
     d.add_argument("--dest", default="tellme",
                    help="folder on the board, relative to the home (default tellme)")

@@ -2,7 +2,9 @@
 group by hw/cli.py. Light imports only.
 
     tellme hw bitstream --target kv260 [--clock-fallback] [--jobs 4]
-        -> bitstreams/<target>/tellme_<target>_<hash>.{bit,hwh,json} + reports
+        -> bitstreams/<target>/tellme_<target>_<build hash>_<source hash>.{bit,hwh,json}
+           + reports (nothing is written when vivado 2022.1 is missing or the top's ports
+           differ from spec/shell.py; nothing is published when timing fails)
     tellme hw bitstream --target kv260 --tcl-only [--out DIR]
         -> the Tcl, wrapper and constraints for inspection (no Vivado, no top needed)
 """
@@ -51,6 +53,6 @@ def _bitstream(args) -> int:
     except (ToolMissing, vivado.FlowError) as e:
         raise CliError(str(e)) from None
     m = res.manifest
-    print(f"{res.out_dir / res.stem}.bit: {m['clock_mhz']['actual']} MHz, "
+    print(f"{res.out_dir / res.stem}.bit (.hwh, .json): {m['clock_mhz']['actual']} MHz, "
           f"WNS {m['wns_ns']} ns, build hash {m['build_hash']}")
     return 0

@@ -191,6 +191,8 @@ def test_tcl_read_back(target):
                   bd)
     assert m and int(m.group(1), 16) == shell.CONTROL_BASE
     assert m.group(2) == f"{(1 << registers.ADDR_WIDTH) >> 10}K"
+    window = 1 << registers.ADDR_WIDTH                   # every register inside the window
+    assert max(r.offset + 4 * r.words for r in registers.REGISTERS) <= window
     assert f"-offset {shell.INTC_BASE:#010x} -range 64K" in bd
     assert "connect_bd_net [get_bd_pins axi_intc_0/irq] [get_bd_pins $ps/pl_ps_irq0]" in bd
     assert "[get_bd_pins tellme_0/interrupt] [get_bd_pins axi_intc_0/intr]" in bd
@@ -201,7 +203,8 @@ def test_tcl_read_back(target):
     v, lib, name, _ = shell.IP_VLNV
     assert f"-vendor {v} -library {lib}" in pkg and f"set_property name {name}" in pkg
     for i in shell.INTERFACES:
-        assert re.search(rf"^\s+{i.name} {i.mode}$", pkg, re.M)
+        assert re.search(rf"^\s+{i.name} {i.mode} {i.protocol}$", pkg, re.M)
+    assert {i.protocol for i in shell.INTERFACES} == {"AXI4LITE", "AXI4"}
     # the build: non-project flow, reports, timing check, unique names
     for step in ("create_project -in_memory", "synth_design", "opt_design", "place_design",
                  "route_design", "report_utilization", "report_timing_summary",
@@ -219,30 +222,71 @@ def test_tcl_read_back(target):
 
 # --------------------------------------------------------------------------- tclsh
 
+# Stub Vivado commands for tclsh: every unknown command is recorded and returns ""; the ones
+# whose results the scripts use answer from STUB_* environment variables (defaults: a build
+# that passes), and the ones that write files write small stand-ins.
 STUBS = r"""
 set ::calls {}
+proc env_or {name default} {
+    if {[info exists ::env($name)]} {return $::env($name)}
+    return $default
+}
 proc unknown {args} { lappend ::calls $args; return "" }
-proc version {args} { return $::stub_version }
+proc version {args} { return [env_or STUB_VERSION 2022.1] }
 namespace eval ipx {}
 proc ipx::get_bus_interfaces {name args} {
     lappend ::calls [list ipx::get_bus_interfaces $name]
     return $name
 }
 proc ipx::get_memory_maps {name args} { return $name }
-proc ipx::get_bus_parameters {args} { return pol }
+proc ipx::get_bus_parameters {name args} { return [list param $name [lindex $args end]] }
 proc get_timing_paths {args} { if {"-hold" in $args} {return hold}; return setup }
 proc make_wrapper {args} { return wrapper.v }
 proc get_files {args} { return [lindex $args end] }
+proc generate_target {args} {
+    lappend ::calls [concat generate_target $args]
+    file mkdir [file join bd @BD@ hw_handoff]
+    set fh [open [file join bd @BD@ hw_handoff @BD@.hwh] w]
+    puts -nonewline $fh "<hwh/>"
+    close $fh
+}
+proc write_bitstream {args} {
+    lappend ::calls [concat write_bitstream $args]
+    set fh [open [lindex $args end] w]; puts $fh bit; close $fh
+}
+proc report_utilization {args} {
+    lappend ::calls [concat report_utilization $args]
+    set i [lsearch $args -file]
+    set fh [open [lindex $args [expr {$i + 1}]] w]
+    puts $fh [env_or STUB_UTIL "no table"]
+    close $fh
+}
+proc report_timing_summary {args} {
+    lappend ::calls [concat report_timing_summary $args]
+    return [env_or STUB_SUMMARY "Design Timing Summary\n@MET@\n"]
+}
 proc get_property {name obj} {
     lappend ::calls [list get_property $name $obj]
     switch -glob -- $name {
-        *ACT_FREQMHZ { return $::stub_act }
-        SLACK { return [dict get $::stub_slack $obj] }
-        STARTPOINT_PIN { return "tellme_bd_i/tellme_0/inst/top/tlmm/acc_reg/C" }
-        ENDPOINT_PIN { return "tellme_bd_i/tellme_0/inst/top/ew/norm_reg/D" }
+        *ACT_FREQMHZ { return [env_or STUB_ACT 249.997498] }
+        SLACK {
+            if {$obj eq "hold"} {return [env_or STUB_WHS 0.02]}
+            return [env_or STUB_WNS 0.125]
+        }
+        STARTPOINT_PIN { return "@BD@_i/@IP@/inst/top/tlmm/acc_reg/C" }
+        ENDPOINT_PIN { return "@BD@_i/@IP@/inst/top/ew/norm_reg/D" }
         INTERFACE_MODE {
             if {[string match m_* $obj] || $obj eq "interrupt"} { return master }
             return slave
+        }
+        value {
+            if {[lrange $obj 0 1] eq {param PROTOCOL}} {
+                set bi [lindex $obj 2]
+                set var STUB_PROTOCOL_[string toupper $bi]
+                if {[info exists ::env($var)]} {return $::env($var)}
+                if {$bi eq "@CTRL@"} {return AXI4LITE}
+                return AXI4
+            }
         }
     }
     return ""
@@ -253,28 +297,29 @@ proc dump {} {
     close $fh
 }
 set script [lindex $argv 0]
-set ::stub_version [lindex $argv 1]
-set ::stub_act [lindex $argv 2]
-set ::stub_slack [dict create setup [lindex $argv 3] hold 0.02]
 if {[catch {source $script} msg]} { dump; puts stderr "ERR: $msg"; exit 1 }
 dump
 exit 0
-"""
+""".replace("@BD@", shell.BD_NAME).replace("@IP@", shell.IP_INSTANCE) \
+   .replace("@CTRL@", shell.CONTROL.name).replace("@MET@", vivado.TIMING_MET)
 
 
-def _run_stubbed(tmp_path, target, version="2022.1", act="249.997498", slack="0.125",
-                 fallback=False):
+def _stub_env(**stub) -> dict:
+    env = dict(os.environ)
+    env.update({f"STUB_{k.upper()}": str(v) for k, v in stub.items()})
+    return env
+
+
+def _run_stubbed(tmp_path, target, fallback=False, **stub):
+    """build.tcl (sourcing the other two) under tclsh with the stubs, in ``tmp_path``."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     for name, text in _scripts(target).items():
         (tmp_path / name).write_text(text)
     if fallback:
         (tmp_path / "build.tcl").write_text(vivado.build_tcl(target, 0x1234ABCD, True))
-    hw = tmp_path / "bd" / shell.BD_NAME / "hw_handoff"
-    hw.mkdir(parents=True, exist_ok=True)
-    (hw / f"{shell.BD_NAME}.hwh").write_text("<hwh/>")
     (tmp_path / "stubs.tcl").write_text(STUBS)
-    r = subprocess.run([TCLSH, "stubs.tcl", str(tmp_path / "build.tcl"), version, act, slack],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([TCLSH, "stubs.tcl", str(tmp_path / "build.tcl")], cwd=tmp_path,
+                       env=_stub_env(**stub), capture_output=True, text=True, timeout=60)
     calls = (tmp_path / "calls.txt").read_text() if (tmp_path / "calls.txt").exists() else ""
     return r, calls
 
@@ -301,47 +346,201 @@ def test_tcl_runs_under_stubs(target, tmp_path):
     assert "tellme: built tellme_" in r.stdout
     order = ["ipx::package_project", "ipx::save_core", "create_project -in_memory",
              "create_bd_design", "apply_bd_automation", "validate_bd_design",
-             "generate_target", "synth_design", "route_design", "write_bitstream"]
+             "generate_target", "synth_design", "route_design", "report_timing_summary",
+             "write_bitstream"]
     pos = [calls.find(step) for step in order]
     assert all(p >= 0 for p in pos) and pos == sorted(pos), list(zip(order, pos, strict=True))
+    # every interface's mode and protocol was read back after inference
+    for i in shell.INTERFACES:
+        assert f"get_property value {{param PROTOCOL {i.name}}}" in calls
     assert (tmp_path / "out" / f"tellme_{target}_1234abcd.hwh").read_text() == "<hwh/>"
     assert float((tmp_path / "out" / "clock.txt").read_text()) == pytest.approx(249.997498)
     timing = vivado.parse_timing((tmp_path / "out" / "timing.txt").read_text())
     assert float(timing["wns"]) == 0.125 and vivado.timing_failure(timing) is None
+    assert vivado.TIMING_MET in (tmp_path / "reports" / "timing_summary.rpt").read_text()
+    assert not (tmp_path / "error.txt").exists()
 
 
 @needs_tclsh
-def test_tcl_stops_on_version_clock_and_timing(tmp_path):
+def test_tcl_stops_on_version_clock_protocol_and_timing(tmp_path):
     r, _ = _run_stubbed(tmp_path / "v", "kv260", version="2023.2")
     assert r.returncode == 1 and "Vivado 2022.1 is required" in r.stderr
+    assert "Vivado 2022.1 is required" in (tmp_path / "v" / "error.txt").read_text()
+    r, _ = _run_stubbed(tmp_path / "u", "kv260", version="2022.1.2")      # an update: fine
+    assert r.returncode == 0, r.stderr
     r, calls = _run_stubbed(tmp_path / "c", "kv260", act="187.5")
     assert r.returncode == 1
     assert "asked for 250 MHz, the PS dividers give 187.5 MHz" in r.stderr
     assert "synth_design" not in calls
     r, calls = _run_stubbed(tmp_path / "f", "kv260", act="187.5", fallback=True)
     assert r.returncode == 0 and "fallback accepted" in r.stdout
-    r, calls = _run_stubbed(tmp_path / "t", "kv260", slack="-0.213")
-    assert r.returncode == 1 and "timing failed: WNS -0.213 ns" in r.stderr
-    assert "tlmm/acc_reg/C" in r.stderr and "write_bitstream" not in calls
+    r, calls = _run_stubbed(tmp_path / "p", "kv260", protocol_m_axi_w1="AXI4LITE")
+    assert r.returncode == 1
+    assert "m_axi_w1 was inferred as AXI4LITE, expected AXI4" in r.stderr
+    assert "create_bd_design" not in calls
+    r, calls = _run_stubbed(tmp_path / "t", "kv260", wns="-0.213")
+    assert r.returncode == 1 and "write_bitstream" not in calls
+    want = "timing failed (setup): WNS -0.213 ns on the path from tlmm to ew"
+    assert want in r.stderr                              # Tcl names the blocks, in the log
     timing = vivado.parse_timing((tmp_path / "t" / "out" / "timing.txt").read_text())
-    msg = vivado.timing_failure(timing)
-    assert msg.startswith("timing failed (setup): WNS -0.213 ns on the path from tlmm to ew")
+    assert vivado.timing_failure(timing).startswith(want)   # and so does Python
+    r, calls = _run_stubbed(tmp_path / "h", "kv260", whs="-0.004")
+    assert r.returncode == 1 and "timing failed (hold): WHS -0.004 ns" in r.stderr
+    r, calls = _run_stubbed(tmp_path / "w", "kv260", summary="Timing constraints are not met.")
+    assert r.returncode == 1 and "write_bitstream" not in calls
+    assert "does not say 'All user specified timing constraints are met.'" in r.stderr
+
+
+# --------------------------------------------------------------------------- the flow, up to
+# Vivado: a `vivado` on PATH that answers -version and runs build.tcl under tclsh with the
+# stubs, and a small top (a fixture with the contract's ports, not hw/top.py: the real top's
+# stamp and sources are covered by tests/rtl/test_top.py)
+
+FIXTURE_HASH = 0xC0FFEE01
+
+
+@pytest.fixture
+def fake_flow(tmp_path, monkeypatch):
+    if TCLSH is None:
+        pytest.skip("tclsh not installed (Debian package tcl): the flow is not run")
+    from tellme.hw import regs
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "stubs.tcl").write_text(STUBS)
+    exe = bindir / "vivado"
+    exe.write_text("#!/bin/sh\n"
+                   'if [ "$1" = -version ]; then echo "Vivado v${STUB_VERSION:-2022.1} '
+                   '(64-bit)"; exit 0; fi\n'
+                   'while [ $# -gt 0 ]; do [ "$1" = -source ] && s="$2"; shift; done\n'
+                   f'exec {TCLSH} {bindir / "stubs.tcl"} "$s"\n')
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("TELLME_BUILD_DIR", str(tmp_path / "build"))
+    monkeypatch.setenv("TELLME_BITSTREAM_DIR", str(tmp_path / "bitstreams"))
+    monkeypatch.setenv("STUB_UTIL", UTIL)
+    verilog = _amaranth_style(shell.top_ports())
+    monkeypatch.setattr(regs, "stamp", lambda make, name: (verilog, FIXTURE_HASH))
+    return tmp_path
+
+
+def test_flow_publishes_the_bitstream_pair_reports_and_manifest(fake_flow):
+    res = vivado.run("kv260", log=lambda *_: None)
+    prefix = f"tellme_kv260_{FIXTURE_HASH:08x}_"
+    assert res.stem.startswith(prefix) and len(res.stem) == len(prefix) + 6
+    out = fake_flow / "bitstreams" / "kv260"
+    assert res.out_dir == out
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{res.stem}{ext}" for ext in (".bit", ".hwh", ".json", ".utilization.rpt",
+                                       ".utilization_hier.rpt", ".timing_summary.rpt"))
+    assert (out / f"{res.stem}.hwh").read_text() == "<hwh/>"
+    man = json.loads((out / f"{res.stem}.json").read_text())
+    assert man == res.manifest
+    words = registers.const_words("kv260", FIXTURE_HASH)
+    assert int(man["build_hash"], 16) == words["BUILD_HASH"] == FIXTURE_HASH
+    assert int(man["registers"]["BUILD_HASH"], 16) == FIXTURE_HASH
+    assert man["files"] == {"bit": f"{res.stem}.bit", "hwh": f"{res.stem}.hwh"}
+    assert man["stem"] == res.stem and man["vivado_version"] == "2022.1"
+    assert man["clock_mhz"] == {"target": 250.0, "actual": 249.997498, "fallback": False}
+    assert man["tiling"] == {"name": "kv260", "t": 28, "q": 16}
+    assert man["resources"]["LUT"] == {"used": 81234, "available": 117120}
+    assert (man["wns_ns"], man["whs_ns"]) == (0.125, 0.02)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", man["built"])
+    # the manifest's addresses are the block design's
+    bd = (fake_flow / "build" / "vivado" / "kv260" / "block_design.tcl").read_text()
+    offsets = re.findall(r"assign_bd_address -offset (\S+) ", bd)
+    assert [int(o, 16) for o in offsets] == [int(man["control_base"], 16),
+                                             int(man["intc_base"], 16)]
+
+
+@pytest.mark.parametrize("stub,match", [
+    (dict(STUB_WNS="-0.213"), r"^timing failed \(setup\): WNS -0.213 ns on the path from tlmm "
+                              r"to ew \(tellme_bd_i/tellme_0/inst/top/tlmm/acc_reg/C -> "),
+    (dict(STUB_ACT="187.5"), r"^vivado stopped: pl_clk0: asked for 250 MHz, the PS dividers "
+                             r"give 187.5 MHz; .*--clock-fallback"),
+    (dict(STUB_SUMMARY="violations"), r"^vivado stopped: timing failed: the timing summary "
+                                      r"does not say"),
+])
+def test_flow_failures_publish_nothing(fake_flow, monkeypatch, stub, match):
+    for k, v in stub.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(vivado.FlowError, match=match) as e:
+        vivado.run("kv260", log=lambda *_: None)
+    assert "nothing was published" in str(e.value) and "\n" not in str(e.value)
+    assert not (fake_flow / "bitstreams").exists()
+
+
+def test_flow_clock_fallback(fake_flow, monkeypatch):
+    """--clock-fallback: the lower frequency the dividers give is accepted and recorded, and
+    the build is named apart from one without the fallback."""
+    monkeypatch.setenv("STUB_ACT", "187.5")
+    res = vivado.run("kv260", clock_fallback=True, log=lambda *_: None)
+    assert res.manifest["clock_mhz"] == {"target": 250.0, "actual": 187.5, "fallback": True}
+    verilog = _amaranth_style(shell.top_ports())
+    assert res.stem == vivado.build_stem("kv260", verilog, FIXTURE_HASH, clock_fallback=True)
+    assert res.stem != vivado.build_stem("kv260", verilog, FIXTURE_HASH)
+
+
+def test_flow_with_another_vivado_writes_nothing(fake_flow, monkeypatch):
+    from tellme.hw.toolchain import ToolMissing
+
+    monkeypatch.setenv("STUB_VERSION", "2023.2")
+    with pytest.raises(ToolMissing, match=r"is 2023\.2, the flow is pinned to Vivado 2022\.1"):
+        vivado.run("zcu104")
+    assert not (fake_flow / "build").exists() and not (fake_flow / "bitstreams").exists()
+
+
+def test_build_stem_is_unique_per_build_input(monkeypatch):
+    """Same inputs, same name; a change Vivado sees but the Verilog (BUILD_HASH) does not
+    (the KV master's PS port, the clock fallback) gives another name; --jobs does not."""
+    import dataclasses
+
+    v = _amaranth_style(shell.top_ports())
+    base = vivado.build_stem("kv260", v, 7)
+    assert base == vivado.build_stem("kv260", v, 7)
+    assert base != vivado.build_stem("kv260", v, 7, clock_fallback=True)
+    assert base != vivado.build_stem("zcu104", v, 7)
+    kv = dataclasses.replace(shell.IFACES["m_axi_kv"], ps_port="HP2")
+    monkeypatch.setattr(shell, "INTERFACES", shell.INTERFACES[:-1] + (kv,))
+    assert vivado.build_stem("kv260", v, 7) != base
+    assert vivado.build_stem("kv260", v, 7).startswith("tellme_kv260_00000007_")
+
+
+def test_write_sources_names_the_build_and_ignores_jobs(tmp_path):
+    v = _amaranth_style(shell.top_ports())
+    stem = vivado.build_stem("kv260", v, 7)
+    a = vivado.write_sources("kv260", v, 7, tmp_path / "a", jobs=2).read_text()
+    b = vivado.write_sources("kv260", v, 7, tmp_path / "b", jobs=8).read_text()
+    assert f"set tellme_stem {{{stem}}}" in a and f"set tellme_stem {{{stem}}}" in b
+    assert a.replace("maxThreads 2", "maxThreads 8") == b
+    with pytest.raises(ValueError, match="missing port irq"):
+        bad = dict(shell.top_ports())
+        del bad["irq"]
+        vivado.write_sources("kv260", _amaranth_style(bad), 7, tmp_path / "c")
+    assert not (tmp_path / "c").exists()
 
 
 # --------------------------------------------------------------------------- no Vivado
 
 
-def _env_without_vivado(tmp_path) -> dict:
+def _env_without_vivado(tmp_path=None) -> dict:
+    """This environment without any `vivado` on PATH; with ``tmp_path``, build/ and
+    bitstreams/ moved there."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
                                   if p and not (Path(p) / "vivado").exists())
-    env["TELLME_BUILD_DIR"] = str(tmp_path / "build")
-    env["TELLME_BITSTREAM_DIR"] = str(tmp_path / "bitstreams")
+    for k in ("TELLME_BUILD_DIR", "TELLME_BITSTREAM_DIR"):
+        env.pop(k, None)
+    if tmp_path is not None:
+        env["TELLME_BUILD_DIR"] = str(tmp_path / "build")
+        env["TELLME_BITSTREAM_DIR"] = str(tmp_path / "bitstreams")
     return env
 
 
 def _snapshot() -> set:
-    return set((REPO / "bitstreams").rglob("*")) | set((REPO / "build" / "vivado").rglob("*"))
+    """What the flow could write in the repository: bitstreams/ and build/vivado/."""
+    return {(p, p.stat().st_mtime_ns) for d in (REPO / "bitstreams", REPO / "build" / "vivado")
+            for p in [d, *d.rglob("*")] if p.exists()}
 
 
 def test_missing_vivado_fails_in_one_line_and_writes_nothing(tmp_path):
@@ -355,34 +554,35 @@ def test_missing_vivado_fails_in_one_line_and_writes_nothing(tmp_path):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1, r.stderr
         assert lines[0].startswith("tellme: error: vivado not found on PATH")
-        assert "Vivado 2022.1" in lines[0] and "settings64.sh" in lines[0]
+        assert "Vivado 2022.1" in lines[0] and "PYNQ 3.0.1" in lines[0]
+        assert "Unified Installer 2022.1" in lines[0] and "settings64.sh" in lines[0]
     assert list(tmp_path.iterdir()) == []
     assert _snapshot() == before
 
 
-def test_make_bitstream_without_vivado(tmp_path):
+def test_make_bitstream_without_vivado():
+    """`make bitstream TARGET=kv260` itself, with the repository's own build/ and bitstreams/
+    (no redirection): exit status non-zero, the one line, nothing written there."""
     if shutil.which("make") is None:
         pytest.skip("make not installed")
-    env = _env_without_vivado(tmp_path)
     if not (REPO / ".venv" / "bin" / "tellme").exists():
         pytest.skip("no .venv: `make setup` has not run")
     before = _snapshot()
     # -o setup: use the venv as it is (the test must not install packages)
     r = subprocess.run(["make", "-s", "-o", "setup", "bitstream", "TARGET=kv260"], cwd=REPO,
-                       env=env, capture_output=True, text=True, timeout=120)
+                       env=_env_without_vivado(), capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
-    assert "tellme: error: vivado not found on PATH" in r.stderr
-    assert not (tmp_path / "build").exists() and not (tmp_path / "bitstreams").exists()
+    tellme_lines = [ln for ln in r.stderr.splitlines() if ln.startswith("tellme:")]
+    assert len(tellme_lines) == 1, r.stderr
+    assert tellme_lines[0].startswith("tellme: error: vivado not found on PATH: `tellme hw "
+                                      "bitstream` needs Vivado 2022.1 (the version Kria-PYNQ "
+                                      "/ PYNQ 3.0.1 is built with); install it with the Xilinx "
+                                      "Unified Installer 2022.1")
     assert _snapshot() == before
 
 
 def test_missing_top_is_reported_after_the_vivado_check(tmp_path, monkeypatch):
-    try:
-        import tellme.hw.top  # noqa: F401
-    except ModuleNotFoundError:
-        pass
-    else:
-        pytest.skip("hw/top.py exists: the flow's own tests cover it")
+    monkeypatch.setitem(sys.modules, "tellme.hw.top", None)     # import fails: no top
     monkeypatch.setenv("TELLME_BUILD_DIR", str(tmp_path / "build"))
     monkeypatch.setenv("TELLME_BITSTREAM_DIR", str(tmp_path / "bitstreams"))
     monkeypatch.setattr(vivado, "check_vivado", lambda: ("vivado", "2022.1"))
@@ -399,6 +599,7 @@ def test_check_vivado_version_pin():
     from tellme.hw.toolchain import ToolMissing
     with pytest.raises(ToolMissing, match=r"is 2023\.2, the flow is pinned to Vivado 2022\.1"):
         vivado.check_vivado(which, fake_run("2023.2"))
+    assert vivado.check_vivado(which, fake_run("2022.1.2"))[1] == "2022.1"     # an update
 
 
 # --------------------------------------------------------------------------- reports
@@ -437,8 +638,10 @@ def test_utilization_timing_and_manifest():
     words = registers.const_words("kv260", 0xDEADBEEF)
     assert int(man["registers"]["BUILD_HASH"], 16) == words["BUILD_HASH"] == 0xDEADBEEF
     assert man["tiling"] == {"name": "kv260", "t": 28, "q": 16}
-    assert man["clock_mhz"] == {"target": 250.0, "actual": 249.997498}
+    assert man["clock_mhz"] == {"target": 250.0, "actual": 249.997498, "fallback": False}
     assert man["wns_ns"] == 0.051 and man["vivado_version"] == "2022.1"
+    low = vivado.manifest("kv260", 1, "2022.1", 187.5, util, timing, {}, clock_fallback=True)
+    assert low["clock_mhz"] == {"target": 250.0, "actual": 187.5, "fallback": True}
     assert man["ps_ports"]["m_axi_w2"] == "HP3"
     assert vivado.path_block("tellme_bd_i/tellme_0/inst/top/attn/x_reg/C") == "attn"
     assert vivado.path_block("tellme_bd_i/smc_ctrl/inst/x/C") == "tellme_bd_i/smc_ctrl/inst/x/C"
@@ -467,4 +670,8 @@ def test_vivado_flow(target, tmp_path, monkeypatch):
     assert man["wns_ns"] >= 0 and man["whs_ns"] >= 0
     assert (res.out_dir / man["files"]["bit"]).exists()
     assert (res.out_dir / man["files"]["hwh"]).exists()
-    assert res.stem.endswith(man["build_hash"][2:])
+    assert res.stem.startswith(f"tellme_{target}_{man['build_hash'][2:]}_")
+    assert man["clock_mhz"]["actual"] == pytest.approx(man["clock_mhz"]["target"], rel=0.005)
+    assert man["vivado_version"] == "2022.1" and man["resources"]["LUT"]["used"] > 0
+    hwh = (res.out_dir / man["files"]["hwh"]).read_text()     # what PYNQ will parse
+    assert shell.IP_INSTANCE in hwh and "axi_intc_0" in hwh and "pl_ps_irq0" in hwh

@@ -7,8 +7,9 @@ with the bundled demo model and a manifest from hw/vivado.py's writer); each fai
 version, NumPy 2, CMA, manifest/weight-file target, missing .hwh, ID and BUILD_HASH after the
 load) is a FAIL line naming the numbers and exit status 2; reset prints the dump and leaves
 the device idle after a hang; deploy's dry run prints the exact ssh/scp commands and a
-missing ssh is a clear error. Nothing contacts a network address. Not proven: anything on a
-real board (none on hand).
+missing ssh, a missing or malformed ssh target and an unreachable board are clear one-line
+errors, and the remote command's quoting survives a real shell. Nothing contacts a network
+address. Not proven: anything on a real board (none on hand).
 """
 
 from __future__ import annotations
@@ -230,11 +231,31 @@ def test_deploy_dry_run_commands(tmp_path, sim_setup, capsys):
     assert cmds[3] == ["scp", *opts, str(model), f"{at}:tellme/models/"]
     assert cmds[4][:-2] == ["scp", *opts] and cmds[4][-2].endswith(f"build/board/{wheel}")
     assert cmds[4][-1] == f"{at}:tellme/"
-    assert cmds[5] == ["ssh", *opts, at, f"sudo -n {board.BOARD_PYTHON} -m pip install "
-                                         f"--no-deps --force-reinstall tellme/{wheel}"]
-    assert cmds[6] == ["ssh", *opts, at, f"sudo -n {board.BOARD_PYTHON} -m tellme.cli board "
-                                         f"check --bitstream tellme/bitstreams/{bit.name} "
-                                         f"--model tellme/models/tiny.tlm --max-context 64"]
+    # pip and check run as root in the PYNQ environment (the image's profile scripts)
+    prelude = ("if [ -f /etc/profile.d/pynq_venv.sh ]; then . /etc/profile.d/pynq_venv.sh; "
+               "fi; if [ -f /etc/profile.d/xrt_setup.sh ]; then . /etc/profile.d/xrt_setup.sh;"
+               " fi; exec ")
+    assert cmds[5][:-1] == ["ssh", *opts, at]
+    assert shlex.split(cmds[5][-1]) == [
+        "sudo", "-n", "bash", "-c", f"{prelude}{board.BOARD_PYTHON} -m pip install --no-deps "
+                                    f"--force-reinstall tellme/{wheel}"]
+    assert shlex.split(cmds[6][-1]) == [
+        "sudo", "-n", "bash", "-c", f"{prelude}{board.BOARD_PYTHON} -m tellme.cli board check "
+                                    f"--bitstream tellme/bitstreams/{bit.name} --model "
+                                    f"tellme/models/tiny.tlm --max-context 64"]
+
+
+def test_board_command_runs_in_a_shell(tmp_path):
+    """What ssh hands the board's login shell: the quoting survives a real sh (no sudo, the
+    profile scripts absent here), and the command's exit status comes back."""
+    import subprocess
+    import sys
+
+    arg = "it's \"quoted\" $HOME"
+    cmd = board.board_command([sys.executable, "-c", "import sys; print(sys.argv[1]); "
+                               "sys.exit(3)", arg], sudo=False)
+    r = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (3, arg + "\n")
 
 
 def test_deploy_errors(tmp_path, sim_setup):
@@ -266,3 +287,28 @@ def test_deploy_errors(tmp_path, sim_setup):
     assert seen == [plan.local[0][0], "ssh"]
     with pytest.raises(BoardError, match=r"nope.bit: no such file"):
         plan_deploy("board", tmp_path / "nope.bit", model)
+
+
+def test_deploy_needs_an_ssh_target(sim_setup, monkeypatch, capsys):
+    """No HOST and no $TELLME_BOARD: one line, exit 2, nothing run or built; $TELLME_BOARD is
+    the default; what ssh would read as an option is refused."""
+    import subprocess
+
+    bit, model = sim_setup
+    monkeypatch.delenv("TELLME_BOARD", raising=False)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail(f"ran {a}"))
+    rc = cli.main(["board", "deploy", "--bitstream", str(bit), "--model", str(model)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["tellme: error: no board to deploy to: give its ssh address "
+                               "(tellme board deploy HOST ...) or set TELLME_BOARD"]
+    monkeypatch.setenv("TELLME_BOARD", "kv260.lan")
+    plan = plan_deploy(None, bit, model, user="ubuntu")
+    assert plan.target == "ubuntu@kv260.lan" and plan.remote[0][-2] == "ubuntu@kv260.lan"
+    for host, user in (("-oProxyCommand=x", None), ("a b", None), ("kv", "-l"), ("kv", "u@x")):
+        with pytest.raises(BoardError, match="is not an ssh"):
+            plan_deploy(host, bit, model, user=user)
+    with pytest.raises(BoardError, match="give the user once"):
+        plan_deploy("root@kv", bit, model, user="ubuntu")
+    v6 = plan_deploy("fe80::1", bit, model, user="ubuntu")        # scp needs the brackets
+    assert v6.remote[0][-2] == "ubuntu@fe80::1"
+    assert v6.remote[1][-1] == "ubuntu@[fe80::1]:tellme/bitstreams/"

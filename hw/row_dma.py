@@ -2,10 +2,10 @@
 block, and the block's rows back to DDR.
 
 An ``act`` buffer row is ``cols`` packed little-endian elements at a stride of
-``align64(cols * bytes)`` (spec/memory_map.py ``row_stride``). ``RowDMA`` reads ``readers``
-operand rows per output row, each with a burst reader (the weight streamer's AXI master and
-gearbox with ``lanes``-element vectors), and writes the output row with the KV writer's AXI
-master (byte accumulator and strobes).
+``align64(cols * bytes)`` (spec/memory_map.py ``row_stride``). ``RowDMA`` reads up to
+``readers`` operand rows per output row, each with a byte-granular ``RowReader`` (elements of
+2, 3 or 4 bytes, chosen per command: stream-format rows, weight-file floats, token ids), and
+writes the output row with the KV writer's AXI master (byte accumulator and strobes).
 """
 
 from __future__ import annotations
@@ -18,18 +18,23 @@ from tellme.spec.memory_map import ADDR_BITS
 from tellme.spec.numerics import StreamFormat, stream_format
 
 from .attention.kv_dma import KVWriter
+from .convert import float_row_layout
 from .elementwise.common import row_layout
-from .weight_stream import WeightStreamer
+from .row_reader import RowReader
 
 __all__ = ["RowDMA", "row_command_layout", "axi_members", "connect_axi"]
 
 
 def row_command_layout(readers: int, addr_width: int, count_width: int) -> data.StructLayout:
-    """``rows`` rows; operand k of row r at ``src[k] + r * stride``, output row at ``dst + r *
-    stride``; ``beats`` beats of ``lanes`` elements per row."""
+    """``rows`` rows; operand k of row r at ``src[k] + r * stride`` with elements of
+    ``ebytes[k]`` bytes (read only where bit k of ``use`` is set), output row at ``dst + r *
+    stride`` (written only when ``write`` is set); ``beats`` beats of ``lanes`` elements per
+    row."""
     return data.StructLayout({
         "rows": unsigned(32), "beats": unsigned(count_width), "stride": unsigned(addr_width),
-        "src": data.ArrayLayout(unsigned(addr_width), readers), "dst": unsigned(addr_width)})
+        "src": data.ArrayLayout(unsigned(addr_width), readers), "dst": unsigned(addr_width),
+        "ebytes": data.ArrayLayout(unsigned(3), readers), "use": unsigned(readers),
+        "write": unsigned(1)})
 
 
 def axi_members(sub, prefix: str, sub_prefix: str = "m_axi") -> dict:
@@ -52,11 +57,13 @@ class RowDMA(wiring.Component):
     Members
     -------
     i_cmd : In(stream row_command_layout)  accepted while idle (``busy`` low).
-    o_<k> (k < readers) : Out(stream row_layout(lanes, fmt))  operand k's rows, ``beats``
-        beats each, ``last`` on a row's final beat.
+    o_<k> (k < readers) : Out(stream float_row_layout(lanes))  operand k's rows, ``beats``
+        beats each, ``last`` on a row's final beat; element i in the low ``8 * ebytes[k]``
+        bits of word i (``RowReader``).
     i : In(stream row_layout(lanes, fmt))  the output rows, ``beats`` beats each (``last`` is
         not used: the command's geometry decides).
-    done : Out(1)  one-cycle pulse after the last row's last write response.
+    done : Out(1)  one-cycle pulse after the last row's last write response (a command
+        without ``write``: once its readers have delivered every row and are idle).
     axi_error : Out(1)  instead of ``done``: a read or write response of this command was
         not OKAY (the command still ran to its end, so the masters are quiet).
     busy : Out(1)
@@ -75,10 +82,9 @@ class RowDMA(wiring.Component):
         self.addr_width, self.count_width = addr_width, count_width
         # rows are short (at most a few hundred beats): two bursts of 16 beats in flight per
         # reader keep a row streaming, and the R FIFO holds exactly those
-        self._readers = [WeightStreamer(t=1, lanes=1, vector_bits=fmt.bits * lanes,
-                                        data_width=data_width, addr_width=addr_width,
-                                        max_burst=16, max_outstanding=2, jobs=2,
-                                        count_width=count_width + 1) for _ in range(readers)]
+        self._readers = [RowReader(lanes=lanes, data_width=data_width, addr_width=addr_width,
+                                   count_width=count_width, max_burst=16, max_outstanding=2,
+                                   jobs=2) for _ in range(readers)]
         self._writer = KVWriter(beat=lanes, data_width=data_width, addr_width=addr_width,
                                 count_width=count_width, max_burst=16, max_outstanding=2,
                                 fmt=fmt)
@@ -88,7 +94,7 @@ class RowDMA(wiring.Component):
                    "i": In(stream.Signature(lay)),
                    "done": Out(1), "axi_error": Out(1), "busy": Out(1)}
         for k, ws in enumerate(self._readers):
-            members[f"o_{k}"] = Out(stream.Signature(lay))
+            members[f"o_{k}"] = Out(stream.Signature(float_row_layout(lanes)))
             members.update(axi_members(ws, f"r{k}"))
         members.update(axi_members(self._writer, "w"))
         super().__init__(members)
@@ -108,6 +114,9 @@ class RowDMA(wiring.Component):
 
         c = self.i_cmd.payload
         rows, beats, stride = Signal(32), Signal(self.count_width), Signal(AW)
+        ebytes = [Signal(3, name=f"rd{k}_ebytes") for k in range(len(readers))]
+        use = Signal(len(readers))
+        write = Signal()
         running = Signal()
         m.d.comb += self.i_cmd.ready.eq(~self.busy)
         accept = self.i_cmd.valid & self.i_cmd.ready
@@ -123,21 +132,21 @@ class RowDMA(wiring.Component):
                          wr_rows.eq(0), wr_done.eq(0)]
             m.d.sync += [a.eq(0) for a in issued]
             m.d.sync += [rd_addr[k].eq(c.src[k]) for k in range(len(readers))]
+            m.d.sync += [ebytes[k].eq(c.ebytes[k]) for k in range(len(readers))]
+            m.d.sync += [use.eq(c.use), write.eq(c.write)]
             with m.If(c.rows == 0):
                 m.d.sync += self.done.eq(1)
 
         for k, ws in enumerate(readers):
-            m.d.comb += [ws.i_cmd.payload.addr.eq(rd_addr[k]), ws.i_cmd.payload.first.eq(0),
+            m.d.comb += [ws.i_cmd.payload.addr.eq(rd_addr[k]),
+                         ws.i_cmd.payload.ebytes.eq(ebytes[k]),
                          ws.i_cmd.payload.count.eq(beats),
-                         ws.i_cmd.valid.eq(running & (issued[k] < rows))]
+                         ws.i_cmd.valid.eq(running & use[k] & (issued[k] < rows))]
             with m.If(ws.i_cmd.valid & ws.i_cmd.ready):
                 m.d.sync += [issued[k].eq(issued[k] + 1), rd_addr[k].eq(rd_addr[k] + stride)]
-            o = getattr(self, f"o_{k}")
-            m.d.comb += [o.payload.data.as_value().eq(ws.o.payload.vectors[0]),
-                         o.payload.last.eq(ws.o.payload.last), o.valid.eq(ws.o.valid),
-                         ws.o.ready.eq(o.ready)]
+            wiring.connect(m, ws.o, wiring.flipped(getattr(self, f"o_{k}")))
         m.d.comb += [wr.i_cmd.payload.addr.eq(w_addr), wr.i_cmd.payload.beats.eq(beats),
-                     wr.i_cmd.valid.eq(running & (wr_rows < rows)),
+                     wr.i_cmd.valid.eq(running & write & (wr_rows < rows)),
                      wr.i.payload.as_value().eq(self.i.payload.data.as_value()),
                      wr.i.valid.eq(self.i.valid), self.i.ready.eq(wr.i.ready)]
         with m.If(wr.i_cmd.valid & wr.i_cmd.ready):
@@ -146,14 +155,21 @@ class RowDMA(wiring.Component):
         errors = wr.error
         for ws in readers:
             errors = errors | ws.error
+        finish = Signal()
         with m.If(wr.done & running):
             m.d.sync += wr_done.eq(wr_done + 1)
-            with m.If(wr_done + 1 == rows):
-                m.d.sync += running.eq(0)
-                with m.If(errors):
-                    m.d.sync += self.axi_error.eq(1)
-                with m.Else():
-                    m.d.sync += self.done.eq(1)
+            m.d.comb += finish.eq(wr_done + 1 == rows)
+        read_only_end = running & ~write
+        for k, ws in enumerate(readers):
+            read_only_end = read_only_end & ~ws.busy & (~use[k] | (issued[k] == rows))
+        with m.If(read_only_end):
+            m.d.comb += finish.eq(1)
+        with m.If(finish):
+            m.d.sync += running.eq(0)
+            with m.If(errors):
+                m.d.sync += self.axi_error.eq(1)
+            with m.Else():
+                m.d.sync += self.done.eq(1)
         busy = running | wr.busy
         for ws in readers:
             busy = busy | ws.busy

@@ -464,7 +464,6 @@ class KVInt8Reader(wiring.Component):
         lr = R.bit_length() - 1
         MBPR = -(-self.max_head_dim // B)
         mb, MO = self.max_burst, self.max_outstanding
-        FD = mb * MO
 
         # ---- call registers and per-call geometry (run-time hd)
         c = self.i_cmd.payload
@@ -547,33 +546,9 @@ class KVInt8Reader(wiring.Component):
                             m.d.sync += active.eq(0)
 
         # ---- burst master: INCR bursts <= max_burst, never across 4 KiB, FIFO space reserved
-        m.submodules.rfifo = rf = fifo.SyncFIFOBuffered(width=dw, depth=FD)
-        reserved = Signal(range(FD + 1))
-        outstanding = Signal(range(MO + 1))
-        blen = _burst_len(m, r_addr, r_beats, mb, lnb, NB, "ar")
-        r_last = Signal()
-        issue = Signal()
         pop = Signal()
-        m.d.comb += [
-            r_last.eq(self.m_axi_rvalid & self.m_axi_rready & self.m_axi_rlast),
-            issue.eq(~self.m_axi_arvalid & (r_beats != 0)
-                     & ((outstanding < MO) | r_last) & (reserved + blen <= FD)),
-        ]
-        m.d.sync += [reserved.eq(reserved + Mux(issue, blen, 0) - pop),
-                     outstanding.eq(outstanding + issue - r_last)]
-        with m.If(issue):
-            m.d.sync += [self.m_axi_arvalid.eq(1), self.m_axi_araddr.eq(r_addr),
-                         self.m_axi_arlen.eq(blen - 1), r_addr.eq(r_addr + (blen << lnb)),
-                         r_beats.eq(r_beats - blen)]
-        with m.Elif(self.m_axi_arready):
-            m.d.sync += self.m_axi_arvalid.eq(0)
-        m.d.comb += [
-            self.m_axi_arsize.eq(lnb), self.m_axi_arburst.eq(1), self.m_axi_arcache.eq(0b0011),
-            rf.w_data.eq(self.m_axi_rdata), rf.w_en.eq(self.m_axi_rvalid),
-            self.m_axi_rready.eq(rf.w_rdy), rf.r_en.eq(pop),
-        ]
-        with m.If(self.m_axi_rvalid & self.m_axi_rready & (self.m_axi_rresp != 0)):
-            m.d.sync += self.error.eq(1)
+        rf = burst_read_master(m, self, "m_axi", addr=r_addr, beats=r_beats, pop=pop,
+                               max_burst=mb, max_outstanding=MO, error=self.error)
 
         # ---- data side: header beats -> scale LUTRAM; code beats -> engine beats
         g_active = Signal()
@@ -686,6 +661,51 @@ def _burst_len(m, addr, left, max_burst, lg_bytes, nbytes, name):
     with m.Else():
         m.d.comb += blen.eq(max_burst)
     return blen
+
+
+def burst_read_master(m: Module, comp, prefix: str, *, addr: Signal, beats: Signal, pop: Signal,
+                      max_burst: int, max_outstanding: int, error: Signal) -> fifo.SyncFIFOBuffered:
+    """The read side of an in-order AXI4 reader, shared by the KV and row readers: requests the
+    ``beats`` AXI beats from ``addr`` (beat-aligned; both advance as bursts are issued, the
+    caller loads a new range while ``beats`` is 0) as INCR bursts of at most ``max_burst``
+    beats that never cross 4 KiB, each only once its beats have room in the R FIFO (so
+    ``rready`` stays high), at most ``max_outstanding`` in flight. Returns the R FIFO
+    (``max_burst * max_outstanding`` beats); the caller reads ``r_data``/``r_rdy`` and drives
+    ``pop``. A non-OKAY RRESP sets ``error`` (sticky). ``comp``'s ``<prefix>_ar*``/``_r*``
+    members are the AXI channels (``axi_arbiter.read_port_members``)."""
+    def ax(name):
+        return getattr(comp, f"{prefix}_{name}")
+
+    dw = len(ax("rdata"))
+    NB = dw // 8
+    lnb = NB.bit_length() - 1
+    FD = max_burst * max_outstanding
+    m.submodules.rfifo = rf = fifo.SyncFIFOBuffered(width=dw, depth=FD)
+    reserved = Signal(range(FD + 1))
+    outstanding = Signal(range(max_outstanding + 1))
+    blen = _burst_len(m, addr, beats, max_burst, lnb, NB, "ar")
+    r_last = Signal()
+    issue = Signal()
+    m.d.comb += [
+        r_last.eq(ax("rvalid") & ax("rready") & ax("rlast")),
+        issue.eq(~ax("arvalid") & (beats != 0)
+                 & ((outstanding < max_outstanding) | r_last) & (reserved + blen <= FD)),
+    ]
+    m.d.sync += [reserved.eq(reserved + Mux(issue, blen, 0) - pop),
+                 outstanding.eq(outstanding + issue - r_last)]
+    with m.If(issue):
+        m.d.sync += [ax("arvalid").eq(1), ax("araddr").eq(addr), ax("arlen").eq(blen - 1),
+                     addr.eq(addr + (blen << lnb)), beats.eq(beats - blen)]
+    with m.Elif(ax("arready")):
+        m.d.sync += ax("arvalid").eq(0)
+    m.d.comb += [
+        ax("arsize").eq(lnb), ax("arburst").eq(1), ax("arcache").eq(0b0011),
+        rf.w_data.eq(ax("rdata")), rf.w_en.eq(ax("rvalid")),
+        ax("rready").eq(rf.w_rdy), rf.r_en.eq(pop),
+    ]
+    with m.If(ax("rvalid") & ax("rready") & (ax("rresp") != 0)):
+        m.d.sync += error.eq(1)
+    return rf
 
 
 class KVWriter(wiring.Component):

@@ -32,9 +32,42 @@ NOT_COUNTED = {
     "tlmm_core": "tlmm + weight_buffer in one module (counted as its parts)",
     "top": "the accelerator top: regs + sequencer + shell_kv_arbiter + the execution units "
            "in one module (counted as its parts)",
-    "ew_unit": "the element-wise execution unit: ew_residual + ew_gated + row_dma in one "
-               "module (counted as its parts)",
+    "ew_unit": "the row execution unit: ew_residual + ew_gated + row_dma + row_convert + "
+               "row_unit_glue in one module (counted as those)",
 }
+
+# logic that exists only inside a unit, measured as the unit minus its registry parts:
+# {name: (superset block, its parts, what it is)}; the superset is synthesised for the budget
+DERIVED = {
+    "row_unit_glue": ("ew_unit", ("ew_residual", "ew_gated", "row_dma", "row_convert"),
+                      "the row execution unit's own logic: command decode and checks, EMBED's "
+                      "id pass, ids RAM and address multiply, the stream multiplexers"),
+}
+
+
+@dataclass(frozen=True)
+class DerivedReport:
+    """``superset - parts`` (metrics floored at 0); the superset's timing summary."""
+    block: str
+    _totals: dict
+    timing: dict | None = None
+
+    def totals(self) -> dict:
+        return dict(self._totals)
+
+
+def derived_reports(by_name: dict) -> list:
+    """The :data:`DERIVED` entries whose superset and parts are all in ``by_name``."""
+    out = []
+    for name, (sup, parts, _) in DERIVED.items():
+        if sup in by_name and all(p in by_name for p in parts):
+            t = by_name[sup].totals()
+            for p in parts:
+                pt = by_name[p].totals()
+                t = {k: v - pt.get(k, 0) for k, v in t.items()}
+            out.append(DerivedReport(name, {k: max(v, 0) for k, v in t.items()},
+                                     getattr(by_name[sup], "timing", None)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -74,7 +107,8 @@ _LINES = (
      ("weight_stream_",), ""),
     ("tlmm", "TLMM + weight buffer + second accumulator bank",
      ("tlmm", "weight_buffer", "tlmm_outbuf"), ("tlmm_",), ""),
-    ("buffers", "activation and row buffers", ("act_buffer", "row_buffer", "row_dma"),
+    ("buffers", "activation and row buffers", ("act_buffer", "row_buffer", "row_dma",
+                                               "row_convert", "row_unit_glue"),
      ("act_buf", "row_buf", "actbuf", "rowbuf"), ""),
     ("elementwise", "element-wise set", (), ("ew_",), ""),
     ("attention", "attention (both passes)", ("attention", "attention_int"),
@@ -96,24 +130,25 @@ _LIMITS = {
         # and the row movers of the execution units (row_dma: 3.7K LUT / 5 DSP, not in the
         # first drawing) went into the buffers line: +1.8K LUT from the weight streamers'
         # arbitration reserve (-0.9K) and the LM-head line (-0.9K), +5 DSP from the LM head
+        # and EMBED (the head class's gather) runs in the row unit: +0.4K LUT from the LM head
         "weight_stream": _lim(9_600, 4, 8, 0),
         "tlmm": _lim(16_500, 0, 10, 32),
-        "buffers": _lim(3_800, 5, 13, 5),
+        "buffers": _lim(4_200, 5, 13, 5),
         "elementwise": _lim(13_000, 64, 8, 0),
         "attention": _lim(18_000, 520, 4, 3),
         "kv_dma": _lim(3_000, 8, 3, 0),
-        "lm_head": _lim(2_100, 59, 4, 0),
+        "lm_head": _lim(1_700, 59, 4, 0),
         "margin": _lim(10_000, 0, 0, 0),
     },
     "zcu104": {
         "shell": _lim(6_000, 4, 2, 0),
         "weight_stream": _lim(10_100, 4, 8, 0),
         "tlmm": _lim(40_000, 0, 28, 48),
-        "buffers": _lim(3_800, 5, 27, 9),
+        "buffers": _lim(4_200, 5, 27, 9),
         "elementwise": _lim(32_000, 92, 22, 0),
         "attention": _lim(37_000, 747, 17, 3),
         "kv_dma": _lim(5_500, 8, 4, 0),
-        "lm_head": _lim(2_100, 59, 4, 0),
+        "lm_head": _lim(1_700, 59, 4, 0),
         "margin": _lim(24_500, 0, 0, 0),
     },
 }
@@ -148,8 +183,10 @@ def line_of(name: str, bud: Budget) -> Line | None:
 
 def counted_blocks(names, target: str = "kv260") -> list:
     """The names (registry order) ``--budget`` synthesises: everything but NOT_COUNTED
-    (unassigned blocks included, so that the check can fail on them)."""
-    return [n for n in names if n not in NOT_COUNTED]
+    (unassigned blocks included, so that the check can fail on them), and the supersets the
+    :data:`DERIVED` entries are measured from."""
+    sups = {sup for sup, _, _ in DERIVED.values()}
+    return [n for n in names if n not in NOT_COUNTED or n in sups]
 
 
 def check(reports, target: str, registry_names=None) -> dict:
@@ -162,6 +199,9 @@ def check(reports, target: str, registry_names=None) -> dict:
     bud = budget(target)
     by_name = {r.block: r for r in reports}
     names = list(registry_names) if registry_names is not None else list(by_name)
+    for d in derived_reports(by_name):
+        by_name[d.block] = d
+        names.append(d.block)
     lines, unassigned = [], []
     members = {ln.key: [] for ln in bud.lines}
     for name in names:

@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 from tellme.spec.numerics import StreamFormat, stream_format
 
 from .elementwise.common import StallPipe, row_layout
-from .elementwise.stream_fp import ROUND_FP_LATENCY, round_fp
+from .elementwise.stream_fp import ROUND_FP_STAGES, round_fp
 
 __all__ = ["FloatToStream", "FLOAT_FIELDS", "float_row_layout"]
 
@@ -43,7 +43,8 @@ class FloatToStream(wiring.Component):
     finite value. Infinities saturate; a NaN has no stream value and gives the saturated value
     of its sign (the golden function refuses NaN: weight files hold finite values).
 
-    Timing: latency 1 + ROUND_FP_LATENCY cycles, one beat per cycle, global stall on ``o``.
+    Timing: latency 1 + ROUND_FP_STAGES cycles (the 250 MHz rounder), one beat per cycle,
+    global stall on ``o``.
     """
 
     def __init__(self, *, lanes: int = 2, fmt: StreamFormat | None = None):
@@ -68,10 +69,11 @@ class FloatToStream(wiring.Component):
                         exp.eq(Mux(normal, e - (bias + fb), 1 - bias - fb)),
                     ]
             s1, g1, x1 = sp.reg(sign), sp.reg(mag), sp.reg(exp)
-            m.d.comb += self.o.payload.data[lane].eq(round_fp(sp, s1, g1, x1, self.fmt))
+            m.d.comb += self.o.payload.data[lane].eq(round_fp(sp, s1, g1, x1, self.fmt,
+                                                              stages=ROUND_FP_STAGES))
         last = sp.reg(self.i.payload.last)
-        for _ in range(ROUND_FP_LATENCY):
+        for _ in range(ROUND_FP_STAGES):
             last = sp.reg(last)
         m.d.comb += self.o.payload.last.eq(last)
-        sp.finish(self.o, 1 + ROUND_FP_LATENCY)
+        sp.finish(self.o, 1 + ROUND_FP_STAGES)
         return m

@@ -1,25 +1,30 @@
-"""The element-wise execution unit of the top (docs/hw/top.md): class ``ew`` commands from the
-sequencer, rows from DDR, the element-wise blocks, rows back to DDR.
+"""The row execution unit of the top (docs/hw/top.md): class ``ew`` and ``head`` commands
+from the sequencer, rows from DDR through one set of row movers, the element-wise blocks, rows
+back to DDR. The sequencer runs one record at a time, so the two classes share the movers.
 
-This build executes the two-operand row ops:
+This build executes:
 
 * ``RESIDUAL``: dst = RN(x + y) (``ResidualAdd``);
 * ``GATED_ACT``: dst = act(gate) * up, one rounding (``GatedAct``, ``act`` 0 SiLU, 1 ReLU^2);
+* ``EMBED``: dst[r] = RN(table[ids[r]]) from a float32, float16 or bfloat16 table
+  (``FloatToStream``);
 
-and answers the class's other ops (NORM, QUANT, ROPE) with UNSUPPORTED_OP, so a program stops
-at them cleanly. Semantics are golden ``program_exec``'s ``_residual`` / ``_gated_act``.
+and answers the classes' other ops (NORM, QUANT, ROPE, LM_HEAD) with UNSUPPORTED_OP, so a
+program stops at them cleanly. Semantics are golden ``program_exec``'s ``_residual``,
+``_gated_act`` and ``_embed``.
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Const, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from tellme.spec.memory_map import ADDR_BITS, ROW_ALIGN
 from tellme.spec.numerics import StreamFormat, stream_format
 from tellme.spec.program import ERROR_CODES, OPS
 
+from .convert import FloatToStream
 from .elementwise.gated_act import GatedAct
 from .elementwise.residual import ResidualAdd
 from .row_dma import RowDMA, axi_members, connect_axi
@@ -28,44 +33,59 @@ from .sequencer import command_layout
 __all__ = ["EwUnit"]
 
 _RESIDUAL, _GATED = OPS["RESIDUAL"].code, OPS["GATED_ACT"].code
+_EMBED = OPS["EMBED"].code
 
 
 class EwUnit(wiring.Component):
-    """Element-wise execution unit: RESIDUAL and GATED_ACT over ``rows`` rows of ``cols``.
+    """Row execution unit: RESIDUAL and GATED_ACT (class ``ew``) and EMBED (class ``head``)
+    over ``rows`` rows of ``cols`` elements.
 
     Parameters: ``lanes`` (elements per beat: the target's ew_lanes), ``fmt`` (stream format),
-    ``addr_width``, ``data_width`` (AXI), ``count_width`` (beats per row).
+    ``addr_width``, ``data_width`` (AXI), ``count_width`` (beats per row), ``max_rows`` (token
+    ids an EMBED holds: the target's tokens per call).
 
     Members
     -------
-    i_cmd : In(stream command_layout("ew"))  accepted while idle.
+    i_cmd : In(stream command_layout("ew")); i_head : In(stream command_layout("head"))
+        accepted while idle (one of them at a time: the sequencer's record in flight).
     done : Out(1)  one-cycle pulse once every row's last write response is in.
     error : Out(8)  one-cycle program error code instead of ``done``: UNSUPPORTED_OP (11) for
-        NORM, QUANT and ROPE; LIMIT (10) when ``cols`` is 0, not a multiple of ``lanes`` (rows
-        are read and written in whole beats) or over ``2**count_width`` beats.
+        NORM, QUANT, ROPE and LM_HEAD; LIMIT (10) when ``cols`` is 0, not a multiple of
+        ``lanes`` (rows are read and written in whole beats) or over ``2**count_width``
+        beats, or an EMBED has more than ``max_rows`` ids; BAD_FIELD (8) when a token id is
+        >= ``vocab`` (all ids are checked before any row is written: nothing is written then).
     axi_error : Out(1)  one-cycle pulse instead of ``done`` when a read or write response of
         this unit was not OKAY (the top raises ERR_FLAGS.AXI_SLVERR; SLVERR and DECERR are not
-        told apart). The command still runs to its last write response, so the unit is idle
+        told apart). The movers' command in flight still runs to its end, so the unit is idle
         and its masters quiet when it reports.
     busy : Out(1)  a command is in progress; stall : Out(1)  busy and no beat written this
         cycle (the EW counters of docs/hw/registers.md).
-    r0_* / r1_*  AXI4 read masters (x / gate rows, y / up rows); w_aw*, w_w*, w_b*: AXI4 write
-        master (dst rows).
+    r0_* / r1_*  AXI4 read masters (x / gate rows, token ids; y / up rows, table rows);
+        w_aw*, w_w*, w_b*: AXI4 write master (dst rows).
 
-    Dataflow per row r (``RowDMA``): operand rows at x + r * stride and y + r * stride
-    (stride = align64(cols * bytes per element)), ``cols / lanes`` beats each, combined beat
-    by beat by the op's block, the result stored at dst + r * stride. ``dst`` may be an
-    operand: a row is read before it is written. Throughput: one beat per cycle while the
-    memory keeps up, plus the writer's per-row turnaround (``RowDMA``).
+    Dataflow of RESIDUAL / GATED_ACT, per row r (``RowDMA``): operand rows at x + r * stride
+    and y + r * stride (stride = align64(cols * bytes per element)), ``cols / lanes`` beats
+    each, combined beat by beat by the op's block, the result stored at dst + r * stride.
+    ``dst`` may be an operand: a row is read before it is written. Throughput: one beat per
+    cycle while the memory keeps up, plus the writer's per-row turnaround (``RowDMA``).
+
+    EMBED: pass 1 reads the ``rows`` u32 ids (reader 0, ``lanes`` per vector) into a RAM and
+    checks them against ``vocab``; pass 2, per row, forms ``table + id * cols * dtype bytes``
+    (a shift-and-add multiply, one cycle per id bit) and moves that table row (reader 1,
+    2- or 4-byte elements) through ``FloatToStream`` to dst + r * stride, one mover command per
+    row.
     """
 
     def __init__(self, *, lanes: int = 2, fmt: StreamFormat | None = None,
-                 addr_width: int = ADDR_BITS, data_width: int = 128, count_width: int = 16):
+                 addr_width: int = ADDR_BITS, data_width: int = 128, count_width: int = 16,
+                 max_rows: int = 1024):
         fmt = stream_format(fmt)
         self.lanes, self.fmt, self.count_width = lanes, fmt, count_width
+        self.max_rows = max_rows
         self._dma = RowDMA(readers=2, lanes=lanes, fmt=fmt, addr_width=addr_width,
                            data_width=data_width, count_width=count_width)
         members = {"i_cmd": In(stream.Signature(command_layout("ew", addr_width))),
+                   "i_head": In(stream.Signature(command_layout("head", addr_width))),
                    "done": Out(1), "error": Out(8), "axi_error": Out(1), "busy": Out(1),
                    "stall": Out(1)}
         for prefix in ("r0", "r1", "w"):
@@ -74,15 +94,24 @@ class EwUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        L, CW = self.lanes, self.count_width
+        L, CW, R = self.lanes, self.count_width, self.max_rows
         eb = self.fmt.bits // 8
         m.submodules.dma = dma = self._dma
         for prefix in ("r0", "r1", "w"):
             connect_axi(m, self, prefix, dma, prefix)
         m.submodules.res = res = ResidualAdd(lanes=L, fmt=self.fmt)
         m.submodules.gated = gated = GatedAct(lanes=L, fmt=self.fmt)
+        m.submodules.conv = conv = FloatToStream(lanes=L, fmt=self.fmt)
 
-        # ---- the command: decode, check, hand the geometry to the row movers
+        def stride_of(cols):
+            # cols * eb by shifts and adds (a constant multiply would take a DSP slice)
+            prod = sum(cols << k for k in range(eb.bit_length()) if eb >> k & 1)
+            return (prod + ROW_ALIGN - 1) & ~Const(ROW_ALIGN - 1, 32)
+
+        def fits(cols):
+            return (cols != 0) & (cols % L == 0) & (cols // L < 2 ** CW)
+
+        # ---- class ew: decode, check, hand the geometry to the row movers
         c = self.i_cmd.payload
         is_gated = c.opcode == _GATED
         r, g = c.args.residual, c.args.gated_act
@@ -91,24 +120,30 @@ class EwUnit(wiring.Component):
         op = Signal(8)
         act = Signal()
         err = Signal(8)
-        pending = Signal()                    # a command handed to the movers, not yet done
+        pending = Signal()                    # an ew command handed to the movers, not done
+        emb = Signal()                        # an EMBED in progress
+        idle = ~pending & ~emb & (err == 0)
         dc = dma.i_cmd.payload
-        m.d.comb += [dc.rows.eq(r.rows), dc.beats.eq(cols // L),
-                     dc.stride.eq((cols * eb + ROW_ALIGN - 1) & ~Const(ROW_ALIGN - 1, 32)),
-                     dc.src[0].eq(Mux(is_gated, g.gate, r.x)),
-                     dc.src[1].eq(Mux(is_gated, g.up, r.y)),
-                     dc.dst.eq(Mux(is_gated, g.dst, r.dst))]
+        ew_cmd = Signal()                     # this cycle's mover command is the ew op's
+        m.d.comb += ew_cmd.eq(self.i_cmd.valid & idle)
+        with m.If(ew_cmd):
+            m.d.comb += [dc.rows.eq(r.rows), dc.beats.eq(cols // L), dc.stride.eq(stride_of(cols)),
+                         dc.src[0].eq(Mux(is_gated, g.gate, r.x)),
+                         dc.src[1].eq(Mux(is_gated, g.up, r.y)),
+                         dc.dst.eq(Mux(is_gated, g.dst, r.dst)),
+                         dc.ebytes[0].eq(eb), dc.ebytes[1].eq(eb), dc.use.eq(0b11),
+                         dc.write.eq(1)]
         known = (c.opcode == _RESIDUAL) | is_gated
-        fits = (cols != 0) & (cols % L == 0) & (cols // L < 2 ** CW)
-        m.d.comb += [self.i_cmd.ready.eq(~pending & (err == 0) & dma.i_cmd.ready),
-                     dma.i_cmd.valid.eq(self.i_cmd.valid & self.i_cmd.ready & known & fits)]
+        m.d.comb += self.i_cmd.ready.eq(idle & dma.i_cmd.ready)
         accept = self.i_cmd.valid & self.i_cmd.ready
+        ew_go = Signal()
+        m.d.comb += ew_go.eq(accept & known & fits(cols))
         m.d.sync += [self.error.eq(0), self.done.eq(dma.done & pending),
                      self.axi_error.eq(dma.axi_error & pending)]
         with m.If(accept):
             with m.If(~known):
                 m.d.sync += err.eq(ERROR_CODES["UNSUPPORTED_OP"])
-            with m.Elif(~fits):
+            with m.Elif(~fits(cols)):
                 m.d.sync += err.eq(ERROR_CODES["LIMIT"])
             with m.Else():
                 m.d.sync += [op.eq(c.opcode), act.eq(g.act[0]), pending.eq(1)]
@@ -117,19 +152,128 @@ class EwUnit(wiring.Component):
         with m.If(dma.done | dma.axi_error):
             m.d.sync += pending.eq(0)
 
+        # ---- class head: EMBED (two passes, see the class docstring)
+        h = self.i_head.payload
+        e = h.args.embed
+        rows, row = Signal(range(R + 1)), Signal(range(R + 1))    # row: pass 2's row
+        vocab = Signal(32)
+        beats = Signal(CW)                    # of a table row
+        table, dst = Signal(len(e.table)), Signal(len(e.dst))
+        dtype = Signal(2)
+        stride = Signal(32)
+        row_bytes = Signal(CW + 5)            # cols * dtype bytes
+        n_ids = Signal(range(R + L))          # ids taken in pass 1
+        bad = Signal()
+        mul_a, mul_b = Signal(32), Signal(len(e.table))   # shift-and-add: id bits, row bytes
+        src = Signal(len(e.table))
+        ids_addr = Signal(len(e.ids))
+        lgl = L.bit_length() - 1
+        m.submodules.ids = ids = memory.Memory(shape=32 * L, depth=-(-R // L), init=[])
+        ids_w = ids.write_port()                      # one vector of ids per word
+        ids_r = ids.read_port()                       # synchronous: a block RAM
+        m.d.comb += ids_r.addr.eq(row >> lgl)
+        the_id = ids_r.data.word_select(row[:lgl], 32) if L > 1 else ids_r.data
+        m.d.comb += conv.dtype.eq(dtype)
+        e_go = Signal()
+        m.d.comb += self.i_head.ready.eq(idle)
+        with m.FSM(name="embed"):
+            with m.State("IDLE"):
+                with m.If(self.i_head.valid & idle):
+                    with m.If(h.opcode != _EMBED):
+                        m.d.sync += err.eq(ERROR_CODES["UNSUPPORTED_OP"])
+                    with m.Elif(~fits(e.cols) | (e.rows > R)):
+                        m.d.sync += err.eq(ERROR_CODES["LIMIT"])
+                    with m.Elif(e.rows == 0):
+                        m.d.sync += self.done.eq(1)
+                    with m.Else():
+                        m.d.sync += [rows.eq(e.rows), vocab.eq(e.vocab), beats.eq(e.cols // L),
+                                     table.eq(e.table), dst.eq(e.dst), dtype.eq(e.dtype),
+                                     stride.eq(stride_of(e.cols)),
+                                     row_bytes.eq(Mux(e.dtype == 0, e.cols << 2, e.cols << 1)),
+                                     n_ids.eq(0), bad.eq(0), row.eq(0), emb.eq(1)]
+                        m.d.comb += e_go.eq(1)
+                        m.next = "IDS"
+            with m.State("IDS"):                       # pass 1: the ids, one read command
+                m.d.comb += [dma.i_cmd.valid.eq(1), dc.rows.eq(1),
+                             dc.beats.eq((rows + L - 1) // L), dc.src[0].eq(ids_addr),
+                             dc.ebytes[0].eq(4), dc.use.eq(0b01), dc.write.eq(0)]
+                with m.If(dma.i_cmd.ready):
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.comb += dma.o_0.ready.eq(1)
+                with m.If(dma.o_0.valid):
+                    m.d.sync += n_ids.eq(n_ids + L)
+                    for j in range(L):
+                        word = dma.o_0.payload.data[j]
+                        with m.If(n_ids + j < rows):
+                            with m.If(word >= vocab):
+                                m.d.sync += bad.eq(1)
+                m.d.comb += [ids_w.addr.eq(n_ids >> lgl),
+                             ids_w.data.eq(dma.o_0.payload.data.as_value()),
+                             ids_w.en.eq(dma.o_0.valid)]
+                with m.If(dma.axi_error):
+                    m.d.sync += [self.axi_error.eq(1), emb.eq(0)]
+                    m.next = "IDLE"
+                with m.Elif(dma.done):
+                    with m.If(bad):
+                        m.d.sync += [err.eq(ERROR_CODES["BAD_FIELD"]), emb.eq(0)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "ADDR"
+            with m.State("ADDR"):                     # pass 2, per row: its id is read
+                m.next = "LOAD"
+            with m.State("LOAD"):                     # ... and its table address formed
+                m.d.sync += [mul_a.eq(the_id), mul_b.eq(row_bytes), src.eq(table)]
+                m.next = "MUL"
+            with m.State("MUL"):
+                with m.If(mul_a[0]):
+                    m.d.sync += src.eq(src + mul_b)
+                m.d.sync += [mul_a.eq(mul_a >> 1), mul_b.eq(mul_b << 1)]
+                with m.If(mul_a == 0):
+                    m.next = "ROW"
+            with m.State("ROW"):
+                m.d.comb += [dma.i_cmd.valid.eq(1), dc.rows.eq(1), dc.beats.eq(beats),
+                             dc.src[1].eq(src), dc.dst.eq(dst),
+                             dc.ebytes[1].eq(Mux(dtype == 0, 4, 2)), dc.use.eq(0b10),
+                             dc.write.eq(1)]
+                with m.If(dma.i_cmd.ready):
+                    m.next = "MOVE"
+            with m.State("MOVE"):
+                with m.If(dma.axi_error):
+                    m.d.sync += [self.axi_error.eq(1), emb.eq(0)]
+                    m.next = "IDLE"
+                with m.Elif(dma.done):
+                    m.d.sync += [row.eq(row + 1), dst.eq(dst + stride)]
+                    with m.If(row + 1 == rows):
+                        m.d.sync += [self.done.eq(1), emb.eq(0)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "ADDR"
+        with m.If(e_go):
+            m.d.sync += ids_addr.eq(e.ids)
+        with m.If(ew_go):
+            m.d.comb += dma.i_cmd.valid.eq(1)
+
         # ---- data: movers -> the op's block -> movers
         m.d.comb += gated.act.eq(act)
         blocks = {_RESIDUAL: (res.i_x, res.i_y, res.o), _GATED: (gated.i_gate, gated.i_up,
                                                                  gated.o)}
         for code, (ia, ib, o) in blocks.items():
-            on = op == code
+            on = pending & (op == code)
             for k, i in enumerate((ia, ib)):
-                src = getattr(dma, f"o_{k}")
-                m.d.comb += [i.payload.eq(src.payload), i.valid.eq(src.valid & on)]
+                src_k = getattr(dma, f"o_{k}")
+                m.d.comb += [i.payload.last.eq(src_k.payload.last), i.valid.eq(src_k.valid & on)]
+                m.d.comb += [i.payload.data[j].eq(src_k.payload.data[j][:self.fmt.bits])
+                             for j in range(L)]
             m.d.comb += o.ready.eq(dma.i.ready & on)
             with m.If(on):
                 m.d.comb += [dma.o_0.ready.eq(ia.ready), dma.o_1.ready.eq(ib.ready),
                              dma.i.payload.eq(o.payload), dma.i.valid.eq(o.valid)]
-        m.d.comb += [self.busy.eq(pending | dma.busy),
+        m.d.comb += [conv.i.payload.eq(dma.o_1.payload), conv.i.valid.eq(dma.o_1.valid & emb),
+                     conv.o.ready.eq(dma.i.ready & emb)]
+        with m.If(emb):
+            m.d.comb += [dma.o_1.ready.eq(conv.i.ready), dma.i.payload.eq(conv.o.payload),
+                         dma.i.valid.eq(conv.o.valid)]
+        m.d.comb += [self.busy.eq(pending | emb | dma.busy),
                      self.stall.eq(self.busy & ~(dma.i.valid & dma.i.ready))]
         return m

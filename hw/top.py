@@ -50,6 +50,7 @@ __all__ = ["Top", "NoExecUnit", "make_top", "report_blocks", "EXECUTION_UNITS"]
 #: class's commands are answered UNSUPPORTED_OP)
 EXECUTION_UNITS = dict.fromkeys(CLASSES)
 EXECUTION_UNITS["ew"] = "EwUnit (hw/exec_ew.py): RESIDUAL, GATED_ACT"
+EXECUTION_UNITS["head"] = "EwUnit (hw/exec_ew.py): EMBED (the row movers are shared)"
 _KV_PORT = 3                      # ERR_INFO.PORT "kv/act" (spec.registers.PORTS)
 _JOINED = ("prog_addr", "win_base", "win_size", "err_addr")     # 64-bit LO/HI pairs
 
@@ -113,8 +114,9 @@ class Top(wiring.Component):
         m.submodules.noexec = noexec = NoExecUnit(addr_width=ADDR_BITS)
         from tellme.spec.targets import TARGETS
 
-        m.submodules.ew = ew = EwUnit(lanes=TARGETS[self._target].ew_lanes, fmt=self._fmt,
-                                      addr_width=ADDR_BITS)
+        tgt = TARGETS[self._target]
+        m.submodules.ew = ew = EwUnit(lanes=tgt.ew_lanes, fmt=self._fmt, addr_width=ADDR_BITS,
+                                      max_rows=tgt.tlmm["tok_max"])
         # m_axi_kv's read channel: program fetch (client 0), the EW unit's two row readers
         m.submodules.kv_rd = arb = AxiReadArbiter(clients=3, addr_width=ADDR_BITS)
 
@@ -161,15 +163,15 @@ class Top(wiring.Component):
                         m.d.comb += getattr(self, f"{i.top_prefix}_{sig}").eq(0)
 
         # -- command streams: the execution units, else the "no execution unit" responder -------
-        units = {"ew": ew}
+        units = {"ew": (ew, ew.i_cmd), "head": (ew, ew.i_head)}
         for cls in CLASSES:
-            unit = units.get(cls)
+            unit, port = units.get(cls, (None, None))
             if unit is None:
                 wiring.connect(m, getattr(seq, f"o_{cls}"), getattr(noexec, f"i_{cls}"))
                 m.d.comb += [getattr(seq, f"{cls}_done").eq(getattr(noexec, f"{cls}_done")),
                              getattr(seq, f"{cls}_error").eq(getattr(noexec, f"{cls}_error"))]
             else:
-                wiring.connect(m, getattr(seq, f"o_{cls}"), unit.i_cmd)
+                wiring.connect(m, getattr(seq, f"o_{cls}"), port)
                 m.d.comb += [getattr(seq, f"{cls}_done").eq(unit.done),
                              getattr(seq, f"{cls}_error").eq(unit.error)]
                 noexec_in = getattr(noexec, f"i_{cls}")
@@ -200,6 +202,7 @@ def report_blocks() -> dict:
     """``{name: (description, maker(HwPreset, StreamFormat))}`` for the block registry."""
     from tellme.spec.targets import TARGETS
 
+    from .convert import FloatToStream
     from .row_dma import RowDMA
 
     def lanes(hp):
@@ -213,6 +216,9 @@ def report_blocks() -> dict:
         "row_dma": ("row movers of an execution unit: 2 row readers + 1 row writer",
                     lambda hp, fmt: RowDMA(readers=2, lanes=lanes(hp), fmt=fmt,
                                            addr_width=ADDR_BITS)),
-        "ew_unit": ("element-wise execution unit (RESIDUAL, GATED_ACT): row movers + blocks",
-                    lambda hp, fmt: EwUnit(lanes=lanes(hp), fmt=fmt, addr_width=ADDR_BITS)),
+        "ew_unit": ("row execution unit (RESIDUAL, GATED_ACT, EMBED): row movers + blocks",
+                    lambda hp, fmt: EwUnit(lanes=lanes(hp), fmt=fmt, addr_width=ADDR_BITS,
+                                           max_rows=TARGETS[hp.name].tlmm["tok_max"])),
+        "row_convert": ("weight-file floats to the stream format (EMBED rows, NORM gains)",
+                        lambda hp, fmt: FloatToStream(lanes=lanes(hp), fmt=fmt)),
     }

@@ -85,6 +85,26 @@ def test_check_sums_lines_and_reserves_unbuilt_ones():
     assert res["not_counted"] == [{"block": "tlmm_half", "why": "alternative to tlmm"}]
 
 
+def test_derived_glue_is_the_unit_minus_its_parts():
+    t = {"delay_ns": 2.5, "over": False}
+    reps = [_rep("ew_unit", lut=7_000, dsp=15, bram36=2, timing_summary=t),
+            _rep("ew_residual", lut=900), _rep("ew_gated", lut=1_800, dsp=14, bram36=1),
+            _rep("row_dma", lut=2_700, dsp=1), _rep("row_convert", lut=500)]
+    assert "ew_unit" in hwbudget.counted_blocks(["ew_unit", "top", "row_dma"])
+    assert "top" not in hwbudget.counted_blocks(["ew_unit", "top", "row_dma"])
+    res = hwbudget.check(reps, "kv260")
+    lines = {ln["line"]: ln for ln in res["lines"]}
+    blocks = {b["block"]: b for b in lines["buffers"]["blocks"]}
+    assert blocks["row_unit_glue"]["totals"] == {"LUT": 1_100, "DSP": 0, "BRAM36": 1,
+                                                 "URAM": 0}
+    assert blocks["row_unit_glue"]["timing"] == t          # the unit's estimate
+    assert lines["buffers"]["used"]["LUT"] == 2_700 + 500 + 1_100
+    assert {"block": "ew_unit", "why": hwbudget.NOT_COUNTED["ew_unit"]} in res["not_counted"]
+    # without the superset there is nothing to derive
+    res = hwbudget.check(reps[1:], "kv260")
+    assert all(b["block"] != "row_unit_glue" for ln in res["lines"] for b in ln["blocks"])
+
+
 def test_check_flags_a_line_over_and_names_it():
     reps = [_rep("ew_norm", lut=9_000, dsp=70), _rep("ew_quant", lut=5_000)]
     res = hwbudget.check(reps, "kv260")

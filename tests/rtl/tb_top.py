@@ -3,8 +3,10 @@
 ``cocotb.task.bridge`` thread, MMIO is AXI4-Lite, device memory a sparse DDR behind AxiRam on
 all four masters. Launched by tests/rtl/test_top.py (target ``sim``).
 
-Until the execution units exist, a valid program must end in the named "no execution unit"
-error (BAD_PROGRAM code UNSUPPORTED_OP at its first record) and idle, never a hang.
+Until every execution unit exists, a model's program must end in the named "no execution
+unit" error (BAD_PROGRAM code UNSUPPORTED_OP at its first record without a unit: NORM, after
+EMBED ran) and idle, never a hang. The units that exist are checked against the golden
+sequencer on programs of their own records.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def _raises(fn, pattern: str) -> str:
 
 
 NO_UNIT = (r"BAD_PROGRAM code 11 UNSUPPORTED_OP \(this build has no execution unit for the "
-           r"op.*\) at record 0 \(EMBED\)")
+           r"op.*\) at record 1 \(NORM, layer 0\)")
 
 
 def _no_exec_unit(drv: Driver) -> str:
@@ -67,7 +69,7 @@ def _no_exec_unit(drv: Driver) -> str:
 @cocotb.test()
 async def test_identity_and_no_execution_unit(dut):
     """ID/VERSION/CAP read back; the sim weight file loads; a kv260 file is refused; a valid
-    program ends in UNSUPPORTED_OP at record 0 (EMBED) with the register dump."""
+    program runs EMBED and ends in UNSUPPORTED_OP at record 1 (NORM) with the register dump."""
     dev = await RtlDevice.start(dut)
 
     def body():
@@ -256,5 +258,80 @@ async def test_ew_unit_bit_exact(dut):
         ddr.mem[:] = drv.buf.host[:drv.buf.nbytes]
         execute(ddr, addr, drv.mmap)
         _compare_rows(drv, ddr, outs2, n)
+
+    await dev.run(body)
+
+
+# --------------------------------------------------------------------------- the head unit
+
+def _weights_dtype(dtype: str) -> Path:
+    """The tiny model with its embedding exactly in ``dtype`` (stored as ``dtype``)."""
+    from tellme.quant.random_models import round_to
+
+    path = Path(_TMP.name) / f"sim-{dtype}.tlm"
+    if not path.exists():
+        model = random_model(tiny_config(intermediate_size=96), seed=3)
+        model.embed = round_to(model.embed, dtype)
+        model.meta["checkpoint_dtype"] = dtype
+        write_weight_file(model, path, TILINGS["sim"], meta={"target": "sim"})
+    return path
+
+
+def _embed_run(drv: Driver, ids) -> None:
+    """EMBED of ``ids`` through the top against the golden sequencer (bytes of the x rows)."""
+    from tellme.sim.golden.program_exec import Ddr, execute
+    from tellme.spec.program import Record, build_program
+
+    n = len(ids)
+    tok = drv.mmap.buffer("tokens").addr
+    drv.buf.write(tok - drv.base, np.asarray(ids, dtype="<u4"))
+    drv.buf.sync_to_device(tok - drv.base, 4 * n)
+    prog = build_program(drv.config, drv.mmap, "prefill", 0, n, weights=drv.info,
+                         score_c=drv.score_c)
+    emb = next(r for r in prog.records if r.op == "EMBED")
+    prog.records = [emb, Record("END")]
+    addr = drv.execute(prog, "embedding program")
+    ddr = Ddr(drv.base, drv.buf.nbytes)
+    ddr.mem[:] = drv.buf.host[:drv.buf.nbytes]
+    execute(ddr, addr, drv.mmap)
+    _compare_rows(drv, ddr, {"x": drv.config.hidden_size}, n)
+    return emb
+
+
+@cocotb.test()
+async def test_head_unit_embed(dut):
+    """EMBED gathers and rounds embedding rows (float32, bfloat16 and float16 tables) bit-exact
+    against the golden sequencer, under random stalls; an id >= vocab stops the run with
+    BAD_FIELD before any row is written, and the next run works."""
+    import random
+
+    from tellme.sim.drivers import pause_generator
+
+    dev = await RtlDevice.start(dut)
+    prng = random.Random(11)
+    ram = dev.rams["m_axi_kv"]
+    for ch in (ram.read_if.ar_channel, ram.read_if.r_channel, ram.write_if.aw_channel,
+               ram.write_if.w_channel, ram.write_if.b_channel):
+        ch.set_pause_generator(pause_generator(prng, 0.3))
+
+    def body():
+        drv = Driver(dev, _weights("sim"), max_context=32, timeout_s=120)
+        vocab = drv.config.vocab_size
+        _embed_run(drv, [0, vocab - 1, 17, 5, 200])
+        x = drv.mmap.buffer("x")
+        span = 4 * x.stride
+        drv.buf.sync_from_device(x.addr - drv.base, span)
+        before = drv.buf.read(x.addr - drv.base, span).copy()
+        _raises(lambda: _embed_run(drv, [3, vocab, 4]),
+                r"BAD_PROGRAM code 8 BAD_FIELD .* at record 0 \(EMBED\)")
+        drv.buf.sync_from_device(x.addr - drv.base, span)
+        assert (drv.buf.read(x.addr - drv.base, span) == before).all(), "rows written"
+        _embed_run(drv, [9, 8, 7])
+        drv.close()
+        for dtype in ("bfloat16", "float16"):
+            d2 = Driver(dev, _weights_dtype(dtype), max_context=32, timeout_s=120)
+            emb = _embed_run(d2, [1, 255, 128, 64])
+            assert emb["dtype"] == {"bfloat16": 2, "float16": 1}[dtype], emb
+            d2.close()
 
     await dev.run(body)

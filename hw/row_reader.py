@@ -72,9 +72,11 @@ class RowReader(wiring.Component):
     def __init__(self, *, lanes: int = 2, data_width: int = 128, addr_width: int = ADDR_BITS,
                  count_width: int = 16, max_burst: int = 16, max_outstanding: int = 2,
                  jobs: int = 2):
-        if data_width not in (128, 256):
-            raise ValueError(f"RowReader data_width must be 128 or 256, not {data_width!r}")
-        if lanes < 1 or lanes & (lanes - 1) or 32 * lanes > data_width:
+        if data_width not in (128, 256) or lanes < 1 or lanes & (lanes - 1) \
+                or 32 * lanes > data_width:
+            self._MustUse__silence = True           # never elaborated: no warning for it
+            if data_width not in (128, 256):
+                raise ValueError(f"RowReader data_width must be 128 or 256, not {data_width!r}")
             raise ValueError(f"RowReader lanes must be a power of two <= {data_width // 32}, "
                              f"not {lanes!r}")
         self.lanes, self.data_width, self.addr_width = lanes, data_width, addr_width

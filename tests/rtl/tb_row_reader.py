@@ -13,13 +13,12 @@ import os
 import random
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import RisingEdge
 from cocotbext.axi import AxiRamRead, AxiReadBus
 
 from tellme.hw.row_reader import row_read_beats
 from tellme.hw.weight_stream import split_bursts
-from tellme.sim.drivers import AxiReadMonitor, pause_generator
+from tellme.sim.drivers import AxiReadMonitor, pause_generator, start_clock_and_reset
 from tellme.sim.runner import cocotb_params
 
 
@@ -43,7 +42,6 @@ async def test_row_reader(dut):
     ram = AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=size)
     mon = AxiReadMonitor(dut, "m_axi", data_width=dw, max_burst=p["max_burst"],
                          max_outstanding=p["max_outstanding"])
-    cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
     seed = int(os.environ.get("SEED", "1"))
     rng = random.Random(seed)
     mem = bytes(rng.getrandbits(8) for _ in range(size))
@@ -68,12 +66,9 @@ async def test_row_reader(dut):
                 assert pending is None, "valid dropped before the transfer"
             dut.o__ready.value = int(rng.random() < ready_p[0])
 
-    dut.rst.value = 1
     dut.i_cmd__valid.value = 0
     dut.o__ready.value = 0
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 2)
+    await start_clock_and_reset(dut)
     cocotb.start_soon(sink())
 
     stalls = [(0.0, 0.0, 1.0), (0.3, 0.3, 0.6), (0.0, 0.5, 0.9), (0.5, 0.0, 0.3)]

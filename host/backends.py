@@ -11,7 +11,7 @@ Registered backends, in order of preference for ``--backend auto``:
 
 * ``board``   the accelerator on a KV260/ZCU104: the host driver over the PYNQ device
   (``tellme.host.driver``, ``tellme.host.pynq_device``), bitstream in ``TELLME_BITSTREAM``;
-* ``rtl-sim`` the accelerator's Verilog in Verilator, same host driver     (needs hw/top.py);
+* ``rtl-sim`` the accelerator's Verilog in Verilator, same host driver (needs the top's units);
 * ``golden``  the NumPy golden model (``tellme.sim.golden.model``), ``float`` or ``hw`` numerics.
 
 A backend joins by subclassing :class:`Backend` and calling :func:`register`; ``available()``
@@ -136,8 +136,10 @@ class _Unavailable(Backend):
 class RtlSimBackend(_Unavailable):
     name = "rtl-sim"
     priority = 10
-    reason = ("the RTL simulation device needs the accelerator top (hw/top.py), which is not "
-              "built yet; the host driver runs today on the GoldenDevice (docs/driver.md)")
+    reason = ("the accelerator top (hw/top.py) does not run a whole model yet: its row unit "
+              "executes EMBED, RESIDUAL and GATED_ACT and a model's program stops at NORM "
+              "(docs/hw/top.md); the host driver runs today on the GoldenDevice "
+              "(docs/driver.md)")
 
 
 class BoardBackend(Backend):

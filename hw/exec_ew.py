@@ -8,10 +8,12 @@ This build executes:
 * ``GATED_ACT``: dst = act(gate) * up, one rounding (``GatedAct``, ``act`` 0 SiLU, 1 ReLU^2);
 * ``EMBED``: dst[r] = RN(table[ids[r]]) from a float32, float16 or bfloat16 table
   (``FloatToStream``);
+* ``NORM``: h = RN(x * g * r) and amax = max|h| per row (``RMSNormAbsmax``, the gain through
+  ``FloatToStream``);
 
-and answers the classes' other ops (NORM, QUANT, ROPE, LM_HEAD) with UNSUPPORTED_OP, so a
-program stops at them cleanly. Semantics are golden ``program_exec``'s ``_residual``,
-``_gated_act`` and ``_embed``.
+and answers the classes' other ops (QUANT, ROPE, LM_HEAD) with UNSUPPORTED_OP, so a program
+stops at them cleanly. Semantics are golden ``program_exec``'s ``_residual``, ``_gated_act``,
+``_embed`` and ``_norm``.
 """
 
 from __future__ import annotations
@@ -27,22 +29,24 @@ from tellme.spec.program import ERROR_CODES, OPS
 from .convert import FloatToStream
 from .elementwise.gated_act import GatedAct
 from .elementwise.residual import ResidualAdd
+from .elementwise.rmsnorm import RMSNormAbsmax
 from .row_dma import RowDMA, axi_members, connect_axi
 from .sequencer import command_layout
 
 __all__ = ["EwUnit"]
 
 _RESIDUAL, _GATED = OPS["RESIDUAL"].code, OPS["GATED_ACT"].code
-_EMBED = OPS["EMBED"].code
+_EMBED, _NORM = OPS["EMBED"].code, OPS["NORM"].code
 
 
 class EwUnit(wiring.Component):
-    """Row execution unit: RESIDUAL and GATED_ACT (class ``ew``) and EMBED (class ``head``)
-    over ``rows`` rows of ``cols`` elements.
+    """Row execution unit: NORM, RESIDUAL and GATED_ACT (class ``ew``) and EMBED (class
+    ``head``) over ``rows`` rows of ``cols`` elements.
 
     Parameters: ``lanes`` (elements per beat: the target's ew_lanes), ``fmt`` (stream format),
-    ``addr_width``, ``data_width`` (AXI), ``count_width`` (beats per row), ``max_rows`` (token
-    ids an EMBED holds: the target's tokens per call).
+    ``addr_width``, ``data_width`` (AXI), ``count_width`` (beats per row), ``max_rows`` (rows
+    an EMBED or NORM holds ids or absmaxes of: the target's tokens per call), ``max_cols``
+    (NORM's row buffer: the target's row_max).
 
     Members
     -------
@@ -50,18 +54,19 @@ class EwUnit(wiring.Component):
         accepted while idle (one of them at a time: the sequencer's record in flight).
     done : Out(1)  one-cycle pulse once every row's last write response is in.
     error : Out(8)  one-cycle program error code instead of ``done``: UNSUPPORTED_OP (11) for
-        NORM, QUANT, ROPE and LM_HEAD; LIMIT (10) when ``cols`` is 0, not a multiple of
-        ``lanes`` (rows are read and written in whole beats) or over ``2**count_width``
-        beats, or an EMBED has more than ``max_rows`` ids; BAD_FIELD (8) when a token id is
-        >= ``vocab`` (all ids are checked before any row is written: nothing is written then).
+        QUANT, ROPE and LM_HEAD; LIMIT (10) when ``cols`` is 0, not a multiple of ``lanes``
+        (rows are read and written in whole beats) or over ``2**count_width`` beats, a NORM
+        row is over ``max_cols``, or an EMBED or NORM has more than ``max_rows`` rows;
+        BAD_FIELD (8) when a token id is >= ``vocab`` (all ids are checked before any row is
+        written: nothing is written then).
     axi_error : Out(1)  one-cycle pulse instead of ``done`` when a read or write response of
         this unit was not OKAY (the top raises ERR_FLAGS.AXI_SLVERR; SLVERR and DECERR are not
         told apart). The movers' command in flight still runs to its end, so the unit is idle
         and its masters quiet when it reports.
     busy : Out(1)  a command is in progress; stall : Out(1)  busy and no beat written this
         cycle (the EW counters of docs/hw/registers.md).
-    r0_* / r1_*  AXI4 read masters (x / gate rows, token ids; y / up rows, table rows);
-        w_aw*, w_w*, w_b*: AXI4 write master (dst rows).
+    r0_* / r1_*  AXI4 read masters (x / gate rows, token ids; y / up rows, table rows, the
+        norm gain); w_aw*, w_w*, w_b*: AXI4 write master (dst rows, the absmax row).
 
     Dataflow of RESIDUAL / GATED_ACT, per row r (``RowDMA``): operand rows at x + r * stride
     and y + r * stride (stride = align64(cols * bytes per element)), ``cols / lanes`` beats
@@ -74,14 +79,20 @@ class EwUnit(wiring.Component):
     (a shift-and-add multiply, one cycle per id bit) and moves that table row (reader 1,
     2- or 4-byte elements) through ``FloatToStream`` to dst + r * stride, one mover command per
     row.
+
+    NORM: one mover command for the rows (x on reader 0; the gain on reader 1 with its address
+    held, through ``FloatToStream``) into ``RMSNormAbsmax``; h rows to dst, each row's absmax
+    into a RAM lane; then one write of the ``rows`` absmaxes to ``amax``, its last beat cut to
+    ``rows % lanes`` elements by the writer's ``tail``. Per row: the norm block's two passes
+    (docs/hw/elementwise.md), one beat per cycle each, the rsqrt between them.
     """
 
     def __init__(self, *, lanes: int = 2, fmt: StreamFormat | None = None,
                  addr_width: int = ADDR_BITS, data_width: int = 128, count_width: int = 16,
-                 max_rows: int = 1024):
+                 max_rows: int = 1024, max_cols: int = 256):
         fmt = stream_format(fmt)
         self.lanes, self.fmt, self.count_width = lanes, fmt, count_width
-        self.max_rows = max_rows
+        self.max_rows, self.max_cols = max_rows, max_cols
         self._dma = RowDMA(readers=2, lanes=lanes, fmt=fmt, addr_width=addr_width,
                            data_width=data_width, count_width=count_width)
         members = {"i_cmd": In(stream.Signature(command_layout("ew", addr_width))),
@@ -102,6 +113,10 @@ class EwUnit(wiring.Component):
         m.submodules.res = res = ResidualAdd(lanes=L, fmt=self.fmt)
         m.submodules.gated = gated = GatedAct(lanes=L, fmt=self.fmt)
         m.submodules.conv = conv = FloatToStream(lanes=L, fmt=self.fmt)
+        m.submodules.norm = norm = RMSNormAbsmax(lanes=L, n_max=self.max_cols, fmt=self.fmt)
+        lgl = L.bit_length() - 1
+        dtype = Signal(2)                     # weight-file float storage (EMBED, NORM)
+        m.d.comb += conv.dtype.eq(dtype)
 
         def stride_of(cols):
             # cols * eb by shifts and adds (a constant multiply would take a DSP slice)
@@ -113,10 +128,10 @@ class EwUnit(wiring.Component):
 
         # ---- class ew: decode, check, hand the geometry to the row movers
         c = self.i_cmd.payload
-        is_gated = c.opcode == _GATED
-        r, g = c.args.residual, c.args.gated_act
+        is_gated, is_norm = c.opcode == _GATED, c.opcode == _NORM
+        r, g, nr = c.args.residual, c.args.gated_act, c.args.norm
         cols = Signal(32)
-        m.d.comb += cols.eq(Mux(is_gated, g.cols, r.cols))
+        m.d.comb += cols.eq(Mux(is_gated, g.cols, Mux(is_norm, nr.cols, r.cols)))
         op = Signal(8)
         act = Signal()
         err = Signal(8)
@@ -128,29 +143,78 @@ class EwUnit(wiring.Component):
         m.d.comb += ew_cmd.eq(self.i_cmd.valid & idle)
         with m.If(ew_cmd):
             m.d.comb += [dc.rows.eq(r.rows), dc.beats.eq(cols // L), dc.stride.eq(stride_of(cols)),
-                         dc.src[0].eq(Mux(is_gated, g.gate, r.x)),
-                         dc.src[1].eq(Mux(is_gated, g.up, r.y)),
-                         dc.dst.eq(Mux(is_gated, g.dst, r.dst)),
-                         dc.ebytes[0].eq(eb), dc.ebytes[1].eq(eb), dc.use.eq(0b11),
-                         dc.write.eq(1)]
-        known = (c.opcode == _RESIDUAL) | is_gated
+                         dc.src[0].eq(Mux(is_gated, g.gate, Mux(is_norm, nr.src, r.x))),
+                         dc.src[1].eq(Mux(is_gated, g.up, Mux(is_norm, nr.gain, r.y))),
+                         dc.dst.eq(Mux(is_gated, g.dst, Mux(is_norm, nr.dst, r.dst))),
+                         dc.ebytes[0].eq(eb),
+                         dc.ebytes[1].eq(Mux(is_norm, Mux(nr.dtype == 0, 4, 2), eb)),
+                         dc.use.eq(0b11), dc.hold.eq(Mux(is_norm, 0b10, 0)), dc.write.eq(1)]
+        known = (c.opcode == _RESIDUAL) | is_gated | is_norm
+        ok = fits(cols) & (~is_norm | ((cols <= self.max_cols) & (r.rows <= R)))
         m.d.comb += self.i_cmd.ready.eq(idle & dma.i_cmd.ready)
         accept = self.i_cmd.valid & self.i_cmd.ready
         ew_go = Signal()
-        m.d.comb += ew_go.eq(accept & known & fits(cols))
-        m.d.sync += [self.error.eq(0), self.done.eq(dma.done & pending),
+        m.d.comb += ew_go.eq(accept & known & ok)
+
+        # NORM: phase 1 the rows (h out, each row's absmax into a RAM), phase 2 the absmax row
+        n_p1 = Signal()                       # NORM rows in flight
+        n_p2 = Signal()                       # NORM absmax row in flight
+        n_cmd = Signal()                      # the absmax row's mover command is due
+        n_rows = Signal(range(R + 1))
+        n_amax = Signal(len(nr.amax))
+        n_eps = Signal(32)
+        m.d.comb += norm.eps.eq(n_eps)
+        norm_more = n_p1 & (n_rows != 0)      # phase 1 ends in phase 2
+        m.d.sync += [self.error.eq(0), self.done.eq(dma.done & pending & ~norm_more),
                      self.axi_error.eq(dma.axi_error & pending)]
         with m.If(accept):
             with m.If(~known):
                 m.d.sync += err.eq(ERROR_CODES["UNSUPPORTED_OP"])
-            with m.Elif(~fits(cols)):
+            with m.Elif(~ok):
                 m.d.sync += err.eq(ERROR_CODES["LIMIT"])
             with m.Else():
                 m.d.sync += [op.eq(c.opcode), act.eq(g.act[0]), pending.eq(1)]
+                with m.If(is_norm):
+                    m.d.sync += [n_p1.eq(1), n_rows.eq(nr.rows), n_amax.eq(nr.amax),
+                                 n_eps.eq(nr.eps), dtype.eq(nr.dtype)]
         with m.If(err != 0):                          # report it, then idle
             m.d.sync += [self.error.eq(err), err.eq(0)]
-        with m.If(dma.done | dma.axi_error):
-            m.d.sync += pending.eq(0)
+        with m.If(dma.axi_error | (dma.done & ~norm_more)):
+            m.d.sync += [pending.eq(0), n_p1.eq(0), n_p2.eq(0)]
+        with m.Elif(dma.done):
+            m.d.sync += [n_p1.eq(0), n_cmd.eq(1)]
+        with m.If(n_cmd):
+            m.d.comb += [dma.i_cmd.valid.eq(1), dc.rows.eq(1),
+                         dc.beats.eq((n_rows + L - 1) >> lgl), dc.dst.eq(n_amax),
+                         dc.write.eq(1), dc.tail.eq(n_rows[:lgl] if L > 1 else 0)]
+            with m.If(dma.i_cmd.ready):
+                m.d.sync += [n_cmd.eq(0), n_p2.eq(1)]
+
+        # the absmaxes: one lane of a RAM word per row, read back as the absmax row
+        words = -(-R // L)
+        m.submodules.amax_ram = amax_ram = memory.Memory(shape=self.fmt.bits * L, depth=words,
+                                                         init=[])
+        a_w = amax_ram.write_port(granularity=self.fmt.bits)
+        a_r = amax_ram.read_port()
+        a_cnt = Signal(range(R + 1))          # absmaxes written (phase 1)
+        a_ra = Signal(range(words + 1))       # next word to read (phase 2)
+        a_valid = Signal()
+        n_on = pending & (op == _NORM) & n_p1
+        with m.If(accept):
+            m.d.sync += [a_cnt.eq(0), a_ra.eq(0), a_valid.eq(0)]
+        row_end = n_on & norm.o.valid & norm.o.ready & norm.o.payload.last
+        m.d.comb += [a_w.addr.eq(a_cnt >> lgl),
+                     a_w.data.eq(norm.o.payload.amax.replicate(L)),
+                     a_w.en.eq(Mux(row_end, Const(1, L) << (a_cnt[:lgl] if L > 1 else 0), 0))]
+        with m.If(row_end):
+            m.d.sync += a_cnt.eq(a_cnt + 1)
+        nvec = (n_rows + L - 1) >> lgl
+        advance = n_p2 & (~a_valid | dma.i.ready)
+        m.d.comb += [a_r.addr.eq(a_ra), a_r.en.eq(advance)]
+        with m.If(advance):
+            m.d.sync += a_valid.eq(a_ra < nvec)
+            with m.If(a_ra < nvec):
+                m.d.sync += a_ra.eq(a_ra + 1)
 
         # ---- class head: EMBED (two passes, see the class docstring)
         h = self.i_head.payload
@@ -159,7 +223,6 @@ class EwUnit(wiring.Component):
         vocab = Signal(32)
         beats = Signal(CW)                    # of a table row
         table, dst = Signal(len(e.table)), Signal(len(e.dst))
-        dtype = Signal(2)
         stride = Signal(32)
         row_bytes = Signal(CW + 5)            # cols * dtype bytes
         n_ids = Signal(range(R + L))          # ids taken in pass 1
@@ -167,13 +230,11 @@ class EwUnit(wiring.Component):
         mul_a, mul_b = Signal(32), Signal(len(e.table))   # shift-and-add: id bits, row bytes
         src = Signal(len(e.table))
         ids_addr = Signal(len(e.ids))
-        lgl = L.bit_length() - 1
         m.submodules.ids = ids = memory.Memory(shape=32 * L, depth=-(-R // L), init=[])
         ids_w = ids.write_port()                      # one vector of ids per word
         ids_r = ids.read_port()                       # synchronous: a block RAM
         m.d.comb += ids_r.addr.eq(row >> lgl)
         the_id = ids_r.data.word_select(row[:lgl], 32) if L > 1 else ids_r.data
-        m.d.comb += conv.dtype.eq(dtype)
         e_go = Signal()
         m.d.comb += self.i_head.ready.eq(idle)
         with m.FSM(name="embed"):
@@ -269,11 +330,27 @@ class EwUnit(wiring.Component):
             with m.If(on):
                 m.d.comb += [dma.o_0.ready.eq(ia.ready), dma.o_1.ready.eq(ib.ready),
                              dma.i.payload.eq(o.payload), dma.i.valid.eq(o.valid)]
-        m.d.comb += [conv.i.payload.eq(dma.o_1.payload), conv.i.valid.eq(dma.o_1.valid & emb),
-                     conv.o.ready.eq(dma.i.ready & emb)]
+        conv_on = emb | n_on
+        m.d.comb += [conv.i.payload.eq(dma.o_1.payload), conv.i.valid.eq(dma.o_1.valid & conv_on),
+                     conv.o.ready.eq(Mux(emb, dma.i.ready, norm.i_g.ready) & conv_on)]
         with m.If(emb):
             m.d.comb += [dma.o_1.ready.eq(conv.i.ready), dma.i.payload.eq(conv.o.payload),
                          dma.i.valid.eq(conv.o.valid)]
+        # NORM: x -> norm.i, gain -> conv -> norm.i_g, h -> the writer; then the absmax row
+        m.d.comb += [norm.i.payload.last.eq(dma.o_0.payload.last),
+                     norm.i.valid.eq(dma.o_0.valid & n_on),
+                     norm.i_g.payload.as_value().eq(conv.o.payload.data.as_value()),
+                     norm.i_g.valid.eq(conv.o.valid & n_on),
+                     norm.o.ready.eq(dma.i.ready & n_on)]
+        m.d.comb += [norm.i.payload.data[j].eq(dma.o_0.payload.data[j][:self.fmt.bits])
+                     for j in range(L)]
+        with m.If(n_on):
+            m.d.comb += [dma.o_0.ready.eq(norm.i.ready), dma.o_1.ready.eq(conv.i.ready),
+                         dma.i.payload.data.as_value().eq(norm.o.payload.data.as_value()),
+                         dma.i.payload.last.eq(norm.o.payload.last),
+                         dma.i.valid.eq(norm.o.valid)]
+        with m.If(n_p2):
+            m.d.comb += [dma.i.payload.data.as_value().eq(a_r.data), dma.i.valid.eq(a_valid)]
         m.d.comb += [self.busy.eq(pending | emb | dma.busy),
                      self.stall.eq(self.busy & ~(dma.i.valid & dma.i.ready))]
         return m

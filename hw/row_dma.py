@@ -26,15 +26,16 @@ __all__ = ["RowDMA", "row_command_layout", "axi_members", "connect_axi"]
 
 
 def row_command_layout(readers: int, addr_width: int, count_width: int) -> data.StructLayout:
-    """``rows`` rows; operand k of row r at ``src[k] + r * stride`` with elements of
-    ``ebytes[k]`` bytes (read only where bit k of ``use`` is set), output row at ``dst + r *
-    stride`` (written only when ``write`` is set); ``beats`` beats of ``lanes`` elements per
-    row."""
+    """``rows`` rows; operand k of row r at ``src[k] + r * stride`` (at ``src[k]`` for every
+    row where bit k of ``hold`` is set) with elements of ``ebytes[k]`` bytes (read only where
+    bit k of ``use`` is set), output row at ``dst + r * stride`` (written only when ``write``
+    is set); ``beats`` beats of ``lanes`` elements per row, of the last beat of an output row
+    only ``tail`` elements stored when ``tail`` is not 0."""
     return data.StructLayout({
         "rows": unsigned(32), "beats": unsigned(count_width), "stride": unsigned(addr_width),
         "src": data.ArrayLayout(unsigned(addr_width), readers), "dst": unsigned(addr_width),
         "ebytes": data.ArrayLayout(unsigned(3), readers), "use": unsigned(readers),
-        "write": unsigned(1)})
+        "hold": unsigned(readers), "write": unsigned(1), "tail": unsigned(8)})
 
 
 def axi_members(sub, prefix: str, sub_prefix: str = "m_axi") -> dict:
@@ -115,8 +116,9 @@ class RowDMA(wiring.Component):
         c = self.i_cmd.payload
         rows, beats, stride = Signal(32), Signal(self.count_width), Signal(AW)
         ebytes = [Signal(3, name=f"rd{k}_ebytes") for k in range(len(readers))]
-        use = Signal(len(readers))
+        use, hold = Signal(len(readers)), Signal(len(readers))
         write = Signal()
+        tail = Signal(8)
         running = Signal()
         m.d.comb += self.i_cmd.ready.eq(~self.busy)
         accept = self.i_cmd.valid & self.i_cmd.ready
@@ -133,7 +135,7 @@ class RowDMA(wiring.Component):
             m.d.sync += [a.eq(0) for a in issued]
             m.d.sync += [rd_addr[k].eq(c.src[k]) for k in range(len(readers))]
             m.d.sync += [ebytes[k].eq(c.ebytes[k]) for k in range(len(readers))]
-            m.d.sync += [use.eq(c.use), write.eq(c.write)]
+            m.d.sync += [use.eq(c.use), hold.eq(c.hold), write.eq(c.write), tail.eq(c.tail)]
             with m.If(c.rows == 0):
                 m.d.sync += self.done.eq(1)
 
@@ -143,9 +145,12 @@ class RowDMA(wiring.Component):
                          ws.i_cmd.payload.count.eq(beats),
                          ws.i_cmd.valid.eq(running & use[k] & (issued[k] < rows))]
             with m.If(ws.i_cmd.valid & ws.i_cmd.ready):
-                m.d.sync += [issued[k].eq(issued[k] + 1), rd_addr[k].eq(rd_addr[k] + stride)]
+                m.d.sync += issued[k].eq(issued[k] + 1)
+                with m.If(~hold[k]):
+                    m.d.sync += rd_addr[k].eq(rd_addr[k] + stride)
             wiring.connect(m, ws.o, wiring.flipped(getattr(self, f"o_{k}")))
         m.d.comb += [wr.i_cmd.payload.addr.eq(w_addr), wr.i_cmd.payload.beats.eq(beats),
+                     wr.i_cmd.payload.tail.eq(tail),
                      wr.i_cmd.valid.eq(running & write & (wr_rows < rows)),
                      wr.i.payload.as_value().eq(self.i.payload.data.as_value()),
                      wr.i.valid.eq(self.i.valid), self.i.ready.eq(wr.i.ready)]

@@ -30,7 +30,7 @@ written by ``KVQuantWriter`` (hw/attention/kv_quant.py) and read by ``KVInt8Read
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -630,10 +630,13 @@ class KVInt8Reader(wiring.Component):
         return m
 
 
-def write_command_layout(addr_width: int, count_width: int) -> data.StructLayout:
+def write_command_layout(addr_width: int, count_width: int, beat: int = 1
+                         ) -> data.StructLayout:
     """``addr``: byte address of the first engine beat (any byte); ``beats``: engine beats that
-    follow on ``i``."""
-    return data.StructLayout({"addr": unsigned(addr_width), "beats": unsigned(count_width)})
+    follow on ``i``; ``tail``: elements of the last engine beat that are stored (0: all of
+    them; the others are masked off, so a range need not be a whole number of beats)."""
+    return data.StructLayout({"addr": unsigned(addr_width), "beats": unsigned(count_width),
+                              "tail": unsigned(max(1, (beat - 1).bit_length()))})
 
 
 def writer_commands(layout, layer: int, start: int, count: int, beat: int) -> list[dict]:
@@ -721,7 +724,8 @@ class KVWriter(wiring.Component):
     i_cmd : In(stream write_command_layout)  accepted when idle (``busy`` low).
     i     : In(stream ArrayLayout(unsigned(fmt.bits), beat))  ``beats`` engine beats per
             command, stored back to back from byte ``addr`` (element 0 at the lowest address,
-            ``fmt.bits // 8`` bytes per element, little-endian).
+            ``fmt.bits // 8`` bytes per element, little-endian); of the last one only the
+            first ``tail`` elements when ``tail`` is not 0 (the rest strobed off).
     busy, done (one-cycle pulse once the last B response is in), error (sticky: non-OKAY B).
     m_axi_aw* / m_axi_w* / m_axi_b*  AXI4 write channels (``AxiWriteBus.from_prefix(dut,
             "m_axi")``): INCR bursts that never cross a 4 KB page, bytes outside the range
@@ -763,7 +767,7 @@ class KVWriter(wiring.Component):
         self.max_burst = min(max_burst, 4096 // (data_width // 8))
         self.max_outstanding = max_outstanding
         super().__init__({
-            "i_cmd": In(stream.Signature(write_command_layout(addr_width, count_width))),
+            "i_cmd": In(stream.Signature(write_command_layout(addr_width, count_width, beat))),
             "i": In(stream.Signature(data.ArrayLayout(unsigned(fmt.bits), beat))),
             "busy": Out(1),
             "done": Out(1),
@@ -814,6 +818,16 @@ class KVWriter(wiring.Component):
         c = self.i_cmd.payload
         accept = Signal()
         skip = Signal(lg_bytes)
+        tail = Signal(len(c.tail))
+        beat_strb = Signal(eb)               # strobes of the engine beat taken
+        m.d.comb += beat_strb.eq((1 << eb) - 1)
+        ebe = self.fmt.bits // 8
+        if self.beat > 1 and self.fmt.bits % 8 == 0:
+            with m.If((e_left == 1) & (tail != 0)):
+                with m.Switch(tail):
+                    for t in range(1, self.beat):
+                        with m.Case(t):
+                            m.d.comb += beat_strb.eq((1 << (t * ebe)) - 1)
         m.d.comb += [
             self.i_cmd.ready.eq(~self.busy),
             accept.eq(self.i_cmd.valid & self.i_cmd.ready),
@@ -860,7 +874,7 @@ class KVWriter(wiring.Component):
         sh = fill_e[:lg_bytes]               # < nbytes whenever an engine beat is taken
         with m.If(take):
             m.d.sync += [acc.eq(acc_e | (self.i.payload.as_value() << (sh * 8))),
-                         acc_strb.eq(strb_e | (Const((1 << eb) - 1, eb) << sh)),
+                         acc_strb.eq(strb_e | (beat_strb << sh)),
                          fill.eq(fill_e + eb), e_left.eq(e_left - 1)]
         with m.Else():
             m.d.sync += [acc.eq(acc_e), acc_strb.eq(strb_e), fill.eq(fill_e)]
@@ -883,6 +897,7 @@ class KVWriter(wiring.Component):
             none = c.beats == 0
             m.d.sync += [aw_addr.eq(base), w_addr.eq(base), aw_left.eq(Mux(none, 0, nb)),
                          w_left.eq(Mux(none, 0, nb)), w_cnt.eq(0), e_left.eq(c.beats),
+                         tail.eq(c.tail),
                          fill.eq(Mux(none, 0, skip)), acc.eq(0), acc_strb.eq(0)]
 
         m.d.comb += self.busy.eq((e_left != 0) | (fill != 0) | (aw_left != 0)

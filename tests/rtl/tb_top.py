@@ -4,9 +4,9 @@
 all four masters. Launched by tests/rtl/test_top.py (target ``sim``).
 
 Until every execution unit exists, a model's program must end in the named "no execution
-unit" error (BAD_PROGRAM code UNSUPPORTED_OP at its first record without a unit: NORM, after
-EMBED ran) and idle, never a hang. The units that exist are checked against the golden
-sequencer on programs of their own records.
+unit" error (BAD_PROGRAM code UNSUPPORTED_OP at its first record without a unit: QUANT,
+after EMBED and NORM ran) and idle, never a hang. The units that exist are checked against
+the golden sequencer on programs of their own records.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _raises(fn, pattern: str) -> str:
 
 
 NO_UNIT = (r"BAD_PROGRAM code 11 UNSUPPORTED_OP \(this build has no execution unit for the "
-           r"op.*\) at record 1 \(NORM, layer 0\)")
+           r"op.*\) at record 2 \(QUANT, layer 0\)")
 
 
 def _no_exec_unit(drv: Driver) -> str:
@@ -69,7 +69,8 @@ def _no_exec_unit(drv: Driver) -> str:
 @cocotb.test()
 async def test_identity_and_no_execution_unit(dut):
     """ID/VERSION/CAP read back; the sim weight file loads; a kv260 file is refused; a valid
-    program runs EMBED and ends in UNSUPPORTED_OP at record 1 (NORM) with the register dump."""
+    program runs EMBED and NORM and ends in UNSUPPORTED_OP at record 2 (QUANT) with the
+    register dump."""
     dev = await RtlDevice.start(dut)
 
     def body():
@@ -209,7 +210,7 @@ def _compare_rows(drv: Driver, ddr, outs: dict, n: int) -> None:
 async def test_ew_unit_bit_exact(dut):
     """RESIDUAL and GATED_ACT (SiLU, ReLU^2, in place and out of place) through the sequencer,
     the read arbiter and the EW unit, with random stalls on every channel of m_axi_kv: every
-    written row equals the golden sequencer's bytes; a NORM record then stops the run with
+    written row equals the golden sequencer's bytes; a QUANT record then stops the run with
     UNSUPPORTED_OP, and the next run works."""
     import random
 
@@ -237,12 +238,12 @@ async def test_ew_unit_bit_exact(dut):
         ddr.mem[:] = drv.buf.host[:drv.buf.nbytes]      # the image the run started from
         execute(ddr, addr, drv.mmap)
         _compare_rows(drv, ddr, outs, n)
-        # NORM has no unit yet: a clean UNSUPPORTED_OP at that record, then a working run
+        # QUANT has no unit yet: a clean UNSUPPORTED_OP at that record, then a working run
         full = build_program(drv.config, drv.mmap, "prefill", 0, n, weights=drv.info,
                              score_c=drv.score_c)
-        prog.records = [next(r for r in full.records if r.op == "NORM"), Record("END")]
-        _raises(lambda: drv.execute(prog, "norm program"),
-                r"BAD_PROGRAM code 11 UNSUPPORTED_OP .* at record 0 \(NORM, layer 0\)")
+        prog.records = [next(r for r in full.records if r.op == "QUANT"), Record("END")]
+        _raises(lambda: drv.execute(prog, "quant program"),
+                r"BAD_PROGRAM code 11 UNSUPPORTED_OP .* at record 0 \(QUANT, layer 0\)")
         # SLVERR on a y row: AXI_SLVERR on port kv/act at the RESIDUAL record, then a clean run
         prog2, outs2 = _ew_program(drv, rng, n)
         y1 = drv.mmap.buffer("y").addr + 64
@@ -262,23 +263,28 @@ async def test_ew_unit_bit_exact(dut):
     await dev.run(body)
 
 
-# --------------------------------------------------------------------------- the head unit
+# --------------------------------------------------------------------------- EMBED and NORM
 
 def _weights_dtype(dtype: str) -> Path:
-    """The tiny model with its embedding exactly in ``dtype`` (stored as ``dtype``)."""
+    """The tiny model with its embedding and norm gains exactly in ``dtype`` (stored as
+    ``dtype``)."""
     from tellme.quant.random_models import round_to
 
     path = Path(_TMP.name) / f"sim-{dtype}.tlm"
     if not path.exists():
         model = random_model(tiny_config(intermediate_size=96), seed=3)
         model.embed = round_to(model.embed, dtype)
+        for layer in model.layers:
+            layer.norms = {k: round_to(v, dtype) for k, v in layer.norms.items()}
         model.meta["checkpoint_dtype"] = dtype
         write_weight_file(model, path, TILINGS["sim"], meta={"target": "sim"})
     return path
 
 
-def _embed_run(drv: Driver, ids) -> None:
-    """EMBED of ``ids`` through the top against the golden sequencer (bytes of the x rows)."""
+def _embed_run(drv: Driver, ids, records: int = 1) -> list:
+    """The first ``records`` records of the prefill program of ``ids`` (EMBED, then the first
+    NORM) through the top against the golden sequencer: the bytes of the x rows and, with
+    the NORM, of the h rows and of the ``len(ids)`` absmaxes."""
     from tellme.sim.golden.program_exec import Ddr, execute
     from tellme.spec.program import Record, build_program
 
@@ -288,21 +294,32 @@ def _embed_run(drv: Driver, ids) -> None:
     drv.buf.sync_to_device(tok - drv.base, 4 * n)
     prog = build_program(drv.config, drv.mmap, "prefill", 0, n, weights=drv.info,
                          score_c=drv.score_c)
-    emb = next(r for r in prog.records if r.op == "EMBED")
-    prog.records = [emb, Record("END")]
+    recs = prog.records[:records]
+    prog.records = [*recs, Record("END")]
+    a = drv.mmap.buffer("amax").addr - drv.base       # a pattern no absmax run leaves there
+    nb = n * (drv.fmt.bits // 8) + 16
+    drv.buf.write(a, np.full(nb, 0xA5, np.uint8))
+    drv.buf.sync_to_device(a, nb)
     addr = drv.execute(prog, "embedding program")
     ddr = Ddr(drv.base, drv.buf.nbytes)
     ddr.mem[:] = drv.buf.host[:drv.buf.nbytes]
     execute(ddr, addr, drv.mmap)
-    _compare_rows(drv, ddr, {"x": drv.config.hidden_size}, n)
-    return emb
+    d = drv.config.hidden_size
+    _compare_rows(drv, ddr, {"x": d, "h": d} if records > 1 else {"x": d}, n)
+    if records > 1:                                   # the absmaxes and the bytes after them
+        drv.buf.sync_from_device(a, nb)
+        got, want = drv.buf.read(a, nb), ddr.read(a + drv.base, nb)
+        assert (got == want).all(), f"absmaxes differ: {got} != {want}"
+    return recs
 
 
 @cocotb.test()
-async def test_head_unit_embed(dut):
-    """EMBED gathers and rounds embedding rows (float32, bfloat16 and float16 tables) bit-exact
-    against the golden sequencer, under random stalls; an id >= vocab stops the run with
-    BAD_FIELD before any row is written, and the next run works."""
+async def test_row_unit_embed_norm(dut):
+    """EMBED gathers and rounds embedding rows, and the first NORM normalises them and writes
+    the rows' absmaxes (float32, bfloat16 and float16 tables and gains; 5, 3 and 4 rows: the
+    absmax row ends on a partial beat), bit-exact against the golden sequencer under random
+    stalls; an id >= vocab stops the run with BAD_FIELD before any row is written, and the
+    next run works."""
     import random
 
     from tellme.sim.drivers import pause_generator
@@ -317,7 +334,7 @@ async def test_head_unit_embed(dut):
     def body():
         drv = Driver(dev, _weights("sim"), max_context=32, timeout_s=120)
         vocab = drv.config.vocab_size
-        _embed_run(drv, [0, vocab - 1, 17, 5, 200])
+        _embed_run(drv, [0, vocab - 1, 17, 5, 200], records=2)     # odd: a partial beat
         x = drv.mmap.buffer("x")
         span = 4 * x.stride
         drv.buf.sync_from_device(x.addr - drv.base, span)
@@ -326,12 +343,14 @@ async def test_head_unit_embed(dut):
                 r"BAD_PROGRAM code 8 BAD_FIELD .* at record 0 \(EMBED\)")
         drv.buf.sync_from_device(x.addr - drv.base, span)
         assert (drv.buf.read(x.addr - drv.base, span) == before).all(), "rows written"
-        _embed_run(drv, [9, 8, 7])
+        _embed_run(drv, [9, 8, 7], records=2)
         drv.close()
         for dtype in ("bfloat16", "float16"):
             d2 = Driver(dev, _weights_dtype(dtype), max_context=32, timeout_s=120)
-            emb = _embed_run(d2, [1, 255, 128, 64])
-            assert emb["dtype"] == {"bfloat16": 2, "float16": 1}[dtype], emb
+            emb, nrm = _embed_run(d2, [1, 255, 128, 64], records=2)
+            code = {"bfloat16": 2, "float16": 1}[dtype]
+            assert emb.op == "EMBED" and nrm.op == "NORM", (emb, nrm)
+            assert emb["dtype"] == code and nrm["dtype"] == code, (emb, nrm)
             d2.close()
 
     await dev.run(body)

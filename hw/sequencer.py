@@ -232,7 +232,10 @@ class Sequencer(wiring.Component):
         # -- latched at START -----------------------------------------------------------------
         prog = Signal(64)
         win_base, win_size = Signal(64), Signal(64)
+        win_end = Signal(65)                  # win_base + win_size
+        win_on = Signal()                     # win_size != 0
         count = Signal(32)                    # header's record count
+        count_m1 = Signal(32)                 # count - 1 (mod 2**32)
         hdr_crc = Signal(32)
         rec_i = Signal(16)                    # record being received / executed
         rec_addr = Signal(64)                 # its DDR address
@@ -244,15 +247,21 @@ class Sequencer(wiring.Component):
         r_addr = Signal(64)                   # address of the next R beat (error reports)
         beat = Signal(range(_BEATS))          # position of the next beat within a record
         rec = Signal(rec_bits)                # beats of the record (or header) being received
-        to_page = Signal(range(4096 // nbytes + 1))
-        blen = Signal(range(self._max_burst + 1))
-        m.d.comb += to_page.eq((4096 - f_addr[:12]) >> 4)
-        with m.If((f_left <= self._max_burst) & (f_left <= to_page)):
-            m.d.comb += blen.eq(f_left)
-        with m.Elif(to_page <= self._max_burst):
-            m.d.comb += blen.eq(to_page)
-        with m.Else():
-            m.d.comb += blen.eq(self._max_burst)
+        mb = self._max_burst
+
+        def burst_len(addr, left):
+            """Beats of the next burst at ``addr``: ``left``, at most ``max_burst`` and not
+            across a 4 KiB page."""
+            to_page = Signal(range(4096 // nbytes + 1))
+            m.d.comb += to_page.eq((4096 - addr[:12]) >> 4)
+            return Mux((left <= mb) & (left <= to_page), left, Mux(to_page <= mb, to_page, mb))
+
+        # burst_len(f_addr, f_left), registered: computed from last cycle's f_addr and f_left,
+        # which are this cycle's whenever a burst can issue (no issue the cycle after an
+        # issue: ARVALID is high), except the cycle after the state machine sets them: there
+        # it sets blen too (``next_record``, HEADER_CHECK)
+        blen = Signal(range(mb + 1))
+        m.d.sync += blen.eq(burst_len(f_addr, f_left))
         ar_hs = Signal()
         r_hs = Signal()
         r_last = Signal()
@@ -263,7 +272,10 @@ class Sequencer(wiring.Component):
                      self.m_axi_arid.eq(0), self.m_axi_arsize.eq(4),
                      self.m_axi_arburst.eq(1), self.m_axi_arcache.eq(0b0011)]
         issue = Signal()
-        stop_fetch = Signal()                 # an error or abort this cycle: no new burst
+        # an AXI error, the watchdog or an abort this cycle: no new burst. The other errors
+        # are raised in states whose fetch is complete (f_left == 0: a record's 4 beats are
+        # in only once its bursts are all issued), so they need not stop it.
+        stop_fetch = Signal()
         m.d.comb += issue.eq(~self.m_axi_arvalid & (f_left != 0) & ~stop_fetch
                              & ((outstanding < self._max_out) | r_last))
         with m.If(issue):
@@ -290,10 +302,14 @@ class Sequencer(wiring.Component):
         crc = Signal(32, init=0xFFFFFFFF)
         crc_in = Signal(_BEAT)
         crc_field = 16 * 8                    # header bytes 16..19 = bits 0..31 of beat 1
-        hdr_beat1 = Signal()
+        hdr_beat1 = Signal()                  # registered: header beat 1 is the next beat
         m.d.comb += crc_in.eq(Mux(hdr_beat1, self.m_axi_rdata & ~Const(0xFFFFFFFF, _BEAT),
                                   self.m_axi_rdata))
         assert crc_field == _BEAT, "the CRC field opens header beat 1"
+        # VERDICT's checks, registered every cycle (crc, hdr_crc and count are settled at
+        # least two cycles before VERDICT)
+        crc_bad, count_zero = Signal(), Signal()
+        m.d.sync += [crc_bad.eq(~crc != hdr_crc), count_zero.eq(count == 0)]
 
         # -- header checks (on ``rec`` once the 4 header beats are in) --------------------------
         hoffs, off = {}, 0
@@ -307,69 +323,105 @@ class Sequencer(wiring.Component):
             o, size = hoffs[name]
             return rec[o * 8:(o + size) * 8]
 
+        # Registered every cycle from beats 0..2 of ``rec``: in HEADER_CHECK (the cycle after
+        # the header's last beat) they hold the header's; beat 3 (reserved bytes) is checked
+        # there directly.
         mans = [f.man for f in STREAM_FORMATS.values()]
+        tail = 3 * _BEAT
+        assert all(o + n <= tail // 8 for o, n in hoffs.values()), "header fields in beats 0..2"
+        bad_magic, bad_version, bad_header_lo, over_limit = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [
+            bad_magic.eq(hfield("magic") != int.from_bytes(MAGIC, "little")),
+            bad_version.eq(hfield("version") != PROGRAM_VERSION),
+            over_limit.eq(hfield("count") > self._max_rec),
+            bad_header_lo.eq(
+                (hfield("header_bytes") != PROGRAM_HEADER_BYTES)
+                | (hfield("record_bytes") != PROGRAM_RECORD_BYTES)
+                | (hfield("kind") >= len(KINDS)) | (hfield("kv_dtype") >= len(KV_DTYPES))
+                | (hfield("output") >= len(OUTPUTS))
+                | ~Cat(*(hfield("fmt_man") == v for v in mans)).any()
+                | (rec[head_used * 8:tail] != 0)
+                | (hfield("tiling_t") == 0) | (hfield("tiling_q") == 0)
+                | (hfield("num_layers") == 0) | (hfield("n_tokens") == 0))]
+        tail_nz = Signal()                    # last cycle's R beat (the header's beat 3) != 0
+        m.d.sync += tail_nz.eq(self.m_axi_rdata != 0)
         bad_header = Signal()
-        m.d.comb += bad_header.eq(
-            (hfield("header_bytes") != PROGRAM_HEADER_BYTES)
-            | (hfield("record_bytes") != PROGRAM_RECORD_BYTES)
-            | (hfield("kind") >= len(KINDS)) | (hfield("kv_dtype") >= len(KV_DTYPES))
-            | (hfield("output") >= len(OUTPUTS))
-            | ~Cat(*(hfield("fmt_man") == v for v in mans)).any()
-            | (rec[head_used * 8:PROGRAM_HEADER_BYTES * 8] != 0)
-            | (hfield("tiling_t") == 0) | (hfield("tiling_q") == 0)
-            | (hfield("num_layers") == 0) | (hfield("n_tokens") == 0))
+        m.d.comb += bad_header.eq(bad_header_lo | tail_nz)
 
-        # -- record checks (pass 1, one cycle after a record completes, on ``chk``) -------------
-        chk = Signal(rec_bits)
+        # -- record checks (pass 1) ---------------------------------------------------------------
+        # Three steps, the record's last beat at cycle t:
+        # t    the field conditions (``conds``: a byte is not zero, an enumeration out of range,
+        #      a size zero, ...), the opcode one-hot and the address-window checks, from
+        #      ``full``, registered with the record (``chk_*``, ``chk_v``);
+        # t+1  the record's op selects its conditions: the error codes, registered (``chk2_*``);
+        # t+2  the first format and address errors are recorded (``fmt_err``, ``adr_err``).
+        # CHECK ends once ``chk_v`` is low (t+2 for the last record), so VERDICT (t+3 at the
+        # earliest) sees every record's errors.
         chk_v = Signal()
         chk_i = Signal(16)
         chk_addr = Signal(64)
-        opcode = chk[:8]
+        op_list = list(OPS.values())
+        conds: dict = {}                      # condition key -> (index, expression on full)
+
+        def cond(key, expr):
+            if key not in conds:
+                conds[key] = (len(conds), expr)
+            return conds[key][0]
+
+        op_conds = []
+        for op in op_list:
+            used = set(range(4))
+            ks = [cond(("nz", 1), full[8:16] != 0)]                      # flags
+            for name, t, off in op.layout:
+                size = _TYPE_BITS[t] // 8
+                used |= set(range(off, off + size))
+                f = full[off * 8:(off + size) * 8]
+                if name in ENUM_FIELDS:
+                    n = len(ENUM_FIELDS[name])
+                    ks.append(cond(("ge", off, size, n), f >= n))
+                if name in NONZERO_FIELDS:
+                    ks.append(cond(("zero", off, size), f == 0))
+                if name == "head_dim":
+                    ks.append(cond(("odd", off), f[0]))
+            fld = {n: (off, full[off * 8:(off + _TYPE_BITS[t] // 8) * 8])
+                   for n, t, off in op.layout}
+            if op.name == "ATTENTION":                               # decode attention: one row
+                (mo, mode), (ro, rows) = fld["mode"], fld["rows"]
+                ks.append(cond(("decode_rows", mo, ro), (mode == 1) & (rows != 1)))
+            for byte in sorted(set(range(PROGRAM_RECORD_BYTES)) - used):
+                ks.append(cond(("nz", byte), full[byte * 8:byte * 8 + 8] != 0))
+            op_conds.append(ks)
+        chk_c = Signal(len(conds))
+        pre_c = Signal(len(conds))
+        m.d.comb += pre_c.eq(Cat(*(e for _, e in sorted(conds.values(), key=lambda v: v[0]))))
+        chk_op = Signal(len(op_list))
+        pre_op = Signal(len(op_list))
+        m.d.comb += pre_op.eq(Cat(*(full[:8] == op.code for op in op_list)))
+        addr_offs = sorted({off for op in op_list for _, t, off in op.layout if t == "addr"})
+        assert all(off + 8 <= tail // 8 for off in addr_offs), "addresses in beats 0..2"
+        chk_slot = Signal(len(addr_offs))
+        pre_slot = Signal(len(addr_offs))
+        chk_val = Signal(64 * len(addr_offs))
+        for j, off in enumerate(addr_offs):
+            a = full[off * 8:off * 8 + 64]
+            outside = (a < win_base) | (a >= win_end)
+            m.d.comb += pre_slot[j].eq((a[aw:] != 0) | (win_on & outside))
         known, bad_field, addr_bad = Signal(), Signal(), Signal()
         bad_addr_val = Signal(64)
-        addr_offs = sorted({off for op in OPS.values() for _, t, off in op.layout
-                            if t == "addr"})
-        slot_bad = {}
-        win_end = Signal(65)
-        m.d.comb += win_end.eq(win_base + win_size)
-        for off in addr_offs:
-            a = chk[off * 8:off * 8 + 64]
-            b = Signal(name=f"addr_bad_{off}")
-            outside = (a < win_base) | (a >= win_end)
-            m.d.comb += b.eq((a[aw:] != 0) | ((win_size != 0) & outside))
-            slot_bad[off] = b
-        with m.Switch(opcode):
-            for op in OPS.values():
-                with m.Case(op.code):
-                    m.d.comb += known.eq(1)
-                    used = set(range(4))
-                    conds = [chk[8:16] != 0]                      # flags
-                    for name, t, off in op.layout:
-                        size = _TYPE_BITS[t] // 8
-                        used |= set(range(off, off + size))
-                        f = chk[off * 8:(off + size) * 8]
-                        if name in ENUM_FIELDS:
-                            conds.append(f >= len(ENUM_FIELDS[name]))
-                        if name in NONZERO_FIELDS:
-                            conds.append(f == 0)
-                        if name == "head_dim":
-                            conds.append(f[0])
-                    fld = {n: chk[off * 8:(off + _TYPE_BITS[t] // 8) * 8]
-                           for n, t, off in op.layout}
-                    if op.name == "ATTENTION":                   # decode attention: one row
-                        conds.append((fld["mode"] == 1) & (fld["rows"] != 1))
-                    for byte in sorted(set(range(PROGRAM_RECORD_BYTES)) - used):
-                        conds.append(chk[byte * 8:byte * 8 + 8] != 0)
-                    m.d.comb += bad_field.eq(Cat(*conds).any())
-                    offs = [off for _, t, off in op.layout if t == "addr"]
-                    for off in reversed(offs):                  # first failing field wins
-                        with m.If(slot_bad[off]):
-                            m.d.comb += [addr_bad.eq(1),
-                                         bad_addr_val.eq(chk[off * 8:off * 8 + 64])]
+        m.d.comb += [known.eq(chk_op.any()),
+                     bad_field.eq(Cat(*(chk_op[k] & Cat(*(chk_c[i] for i in ks)).any()
+                                        for k, ks in enumerate(op_conds))).any())]
+        for k, op in enumerate(op_list):
+            offs = [off for _, t, off in op.layout if t == "addr"]
+            with m.If(chk_op[k]):
+                for off in reversed(offs):                  # first failing field wins
+                    j = addr_offs.index(off)
+                    with m.If(chk_slot[j]):
+                        m.d.comb += [addr_bad.eq(1), bad_addr_val.eq(chk_val[64 * j:64 * j + 64])]
         is_end = Signal()
-        m.d.comb += is_end.eq(opcode == OPS["END"].code)
+        m.d.comb += is_end.eq(chk_op[op_list.index(OPS["END"])])
         last = Signal()
-        m.d.comb += last.eq(chk_i == count - 1)
+        m.d.comb += last.eq(chk_i == count_m1)
         fmt_code = Signal(8)
         with m.If(~known):
             m.d.comb += fmt_code.eq(ERROR_CODES["BAD_OPCODE"])
@@ -377,6 +429,11 @@ class Sequencer(wiring.Component):
             m.d.comb += fmt_code.eq(ERROR_CODES["BAD_FIELD"])
         with m.Elif(is_end != last):
             m.d.comb += fmt_code.eq(ERROR_CODES["COUNT"])
+        chk2_v, chk2_code, chk2_i, chk2_addr = Signal(), Signal(8), Signal(16), Signal(64)
+        chk2_addr_bad, chk2_bad_val = Signal(), Signal(64)
+        m.d.sync += [chk2_v.eq(chk_v), chk2_code.eq(fmt_code), chk2_i.eq(chk_i),
+                     chk2_addr.eq(chk_addr), chk2_addr_bad.eq(addr_bad),
+                     chk2_bad_val.eq(bad_addr_val)]
         fmt_err = Signal()                    # first format error so far (code, record, addr)
         fmt_err_code, fmt_err_rec = Signal(8), Signal(16)
         fmt_err_addr = Signal(64)
@@ -384,21 +441,28 @@ class Sequencer(wiring.Component):
         adr_err_rec, adr_err_addr = Signal(16), Signal(64)
 
         # -- execution decode (pass 2, on ``rec``) ----------------------------------------------
+        # The class select and END are registered every cycle from the opcode (beat 0): in
+        # ISSUE, the cycle after the record's last beat, they hold the record's.
         x_op = rec[:8]
         x_layer = rec[16:32]
         cls_sel = {cls: Signal(name=f"sel_{cls}") for cls in CLASSES}
-        x_known = Signal()
+        x_known, x_end = Signal(), Signal()
         for cls, ops in CLASSES.items():
             port = getattr(self, f"o_{cls}")
             p = port.payload
             m.d.comb += [p.record.eq(rec_i), p.layer.eq(x_layer), p.opcode.eq(x_op)]
+            m.d.sync += cls_sel[cls].eq(Cat(*(x_op == OPS[name].code for name in ops)).any())
             with m.Switch(x_op):
                 for name in ops:
                     vals = [rec[off * 8:off * 8 + (_TYPE_BITS[t] if t != "addr" else aw)]
                             for _, t, off in OPS[name].layout]
                     with m.Case(OPS[name].code):
-                        m.d.comb += [p.args.as_value().eq(Cat(*vals)), cls_sel[cls].eq(1)]
-        m.d.comb += x_known.eq(Cat(*cls_sel.values()).any())
+                        m.d.comb += p.args.as_value().eq(Cat(*vals))
+        x_last = Signal()                     # the record in flight is the count's last
+        m.d.sync += [x_last.eq(rec_i + 1 >= count),
+                     x_known.eq(Cat(*(x_op == op.code for op in OPS.values()
+                                      if op.name != "END")).any()),
+                     x_end.eq(x_op == OPS["END"].code)]
         cur = Signal(len(CLASSES))            # one-hot class of the command in flight
         cmd_hs = Signal()
         dones = Cat(*(getattr(self, f"{cls}_done") for cls in CLASSES))
@@ -410,21 +474,27 @@ class Sequencer(wiring.Component):
                                     for c in CLASSES)).any())
 
         # -- watchdog ---------------------------------------------------------------------------
+        # expired = (timeout != 0) & (wd >= timeout), registered a cycle ahead: wd counts up by
+        # one from 0 while busy without progress, so next cycle's wd >= timeout is this
+        # cycle's wd + 1 >= timeout, i.e. wd >= timeout - 1 (timeout is latched while idle).
         wd = Signal(32)
-        timeout = Signal(32)
+        timeout_m1 = Signal(32)               # timeout - 1
+        timeout_on = Signal()                 # timeout != 0
         prog_evt = Signal()
         m.d.comb += prog_evt.eq(ar_hs | r_hs | cmd_hs | dones.any() | self.progress)
         expired = Signal()
-        m.d.comb += expired.eq((timeout != 0) & (wd >= timeout))
 
         # -- error reporting ----------------------------------------------------------------------
-        def fail(flag, code, record, addr, port=0):
+        def fail(flag, code, record, addr, port=0, fetching=False):
+            """Raise an error; ``fetching``: in a state whose fetch may be unfinished (the
+            others have f_left == 0 and no burst to stop)."""
             m.d.sync += [getattr(self, f"err_flags_{flag}_set").eq(1),
                          self.irq_status_error_set.eq(1), self.status_error.eq(1),
                          self.err_info_code.eq(code), self.err_info_record.eq(record),
-                         self.err_info_port.eq(port), self.err_addr.eq(addr),
-                         f_left.eq(0)]
-            m.d.comb += stop_fetch.eq(1)
+                         self.err_info_port.eq(port), self.err_addr.eq(addr)]
+            if fetching:
+                m.d.sync += f_left.eq(0)
+                m.d.comb += stop_fetch.eq(1)
 
         for s in ("irq_status_done_set", "irq_status_error_set", "err_flags_axi_slverr_set",
                   "err_flags_axi_decerr_set", "err_flags_bad_program_set",
@@ -437,9 +507,9 @@ class Sequencer(wiring.Component):
         m.d.comb += [self.busy_seq_inc.eq(busy), self.stall_seq_inc.eq(stall),
                      self.status_busy.eq(busy)]
         with m.If(busy & ~prog_evt):
-            m.d.sync += wd.eq(wd + 1)
+            m.d.sync += [wd.eq(wd + 1), expired.eq(timeout_on & (wd >= timeout_m1))]
         with m.Else():
-            m.d.sync += wd.eq(0)
+            m.d.sync += [wd.eq(0), expired.eq(0)]
 
         def bad_program(name_or_code, record, addr):
             code = ERROR_CODES[name_or_code] if isinstance(name_or_code, str) else name_or_code
@@ -447,16 +517,16 @@ class Sequencer(wiring.Component):
 
         def axi_fail():
             with m.If(self.m_axi_rresp[0]):
-                fail("axi_decerr", 0, rec_i, r_addr, AXI_PORT_PROGRAM)
+                fail("axi_decerr", 0, rec_i, r_addr, AXI_PORT_PROGRAM, fetching=True)
             with m.Else():
-                fail("axi_slverr", 0, rec_i, r_addr, AXI_PORT_PROGRAM)
+                fail("axi_slverr", 0, rec_i, r_addr, AXI_PORT_PROGRAM, fetching=True)
 
         def common(draining=False):
             """Every busy state ends with this: the watchdog, then a soft reset (later
             statements win)."""
             with m.If(expired & ~self.cmd_soft_reset):
                 if not draining:
-                    fail("timeout", 0, rec_i, rec_addr)
+                    fail("timeout", 0, rec_i, rec_addr, fetching=True)
                 m.d.comb += stop_fetch.eq(1)
                 m.d.sync += [outstanding.eq(0), self.m_axi_arvalid.eq(0), f_left.eq(0)]
                 m.next = "IDLE"
@@ -479,13 +549,20 @@ class Sequencer(wiring.Component):
             common()
 
         def next_record(addr_expr):
-            m.d.sync += [f_addr.eq(addr_expr), f_left.eq(_BEATS), beat.eq(0)]
+            """Fetch the record at ``addr_expr`` (64-byte aligned: one burst of min(4,
+            max_burst) beats within its page)."""
+            m.d.sync += [f_addr.eq(addr_expr), f_left.eq(_BEATS), beat.eq(0),
+                         blen.eq(min(_BEATS, mb))]
 
         with m.FSM(name="seq"):
             with m.State("IDLE"):
                 with m.If(self.cmd_start & ~self.cmd_soft_reset):
                     m.d.sync += [prog.eq(self.prog_addr), win_base.eq(self.win_base),
-                                 win_size.eq(self.win_size), timeout.eq(self.timeout_cycles),
+                                 win_size.eq(self.win_size),
+                                 win_end.eq(self.win_base + self.win_size),
+                                 win_on.eq(self.win_size != 0),
+                                 timeout_m1.eq(self.timeout_cycles - 1),
+                                 timeout_on.eq(self.timeout_cycles != 0),
                                  self.status_done.eq(0), self.status_error.eq(0),
                                  self.err_info_code.eq(0), self.err_info_record.eq(0),
                                  self.err_info_port.eq(0), self.err_addr.eq(0),
@@ -495,40 +572,42 @@ class Sequencer(wiring.Component):
                     m.next = "START"
             with m.State("START"):
                 m.d.comb += busy.eq(1)
-                p_end = Signal(65)
-                m.d.comb += p_end.eq(win_base + win_size)
                 bad_pa = (prog[:6] != 0) | (prog[aw:] != 0) | (
-                    (win_size != 0) & ((prog < win_base) | (prog >= p_end)))
+                    win_on & ((prog < win_base) | (prog >= win_end)))
                 with m.If(bad_pa):
                     bad_program("ADDRESS", HEADER_RECORD, prog)
                     m.next = "IDLE"
                 with m.Else():
                     next_record(prog)
+                    m.d.sync += hdr_beat1.eq(0)
                     m.next = "HEADER"
                 common()
             with m.State("HEADER"):
-                m.d.comb += hdr_beat1.eq(beat == 1)
                 with m.If(r_hs):
-                    m.d.sync += crc.eq(_crc_step(crc, crc_in))
+                    m.d.sync += [crc.eq(_crc_step(crc, crc_in)), hdr_beat1.eq(beat == 0)]
                 receive("HEADER_CHECK")
             with m.State("HEADER_CHECK"):
                 m.d.comb += busy.eq(1)
-                m.d.sync += [count.eq(hfield("count")), hdr_crc.eq(hfield("crc32"))]
-                with m.If(hfield("magic") != int.from_bytes(MAGIC, "little")):
+                left0 = Signal.like(f_left)
+                m.d.comb += left0.eq(hfield("count") * _BEATS)
+                m.d.sync += [count.eq(hfield("count")), count_m1.eq(hfield("count") - 1),
+                             hdr_crc.eq(hfield("crc32")),
+                             blen.eq(burst_len(prog + PROGRAM_HEADER_BYTES, left0))]
+                with m.If(bad_magic):
                     bad_program("BAD_MAGIC", HEADER_RECORD, prog)
                     m.next = "IDLE"
-                with m.Elif(hfield("version") != PROGRAM_VERSION):
+                with m.Elif(bad_version):
                     bad_program("BAD_VERSION", HEADER_RECORD, prog)
                     m.next = "IDLE"
                 with m.Elif(bad_header):
                     bad_program("BAD_HEADER", HEADER_RECORD, prog)
                     m.next = "IDLE"
-                with m.Elif(hfield("count") > self._max_rec):
+                with m.Elif(over_limit):
                     bad_program("LIMIT", HEADER_RECORD, prog)
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [f_addr.eq(prog + PROGRAM_HEADER_BYTES),
-                                 f_left.eq(hfield("count") * _BEATS), beat.eq(0),
+                                 f_left.eq(left0), beat.eq(0),
                                  rec_addr.eq(prog + PROGRAM_HEADER_BYTES)]
                     m.next = "CHECK"
                 common()
@@ -537,18 +616,20 @@ class Sequencer(wiring.Component):
                 with m.If(r_hs):
                     m.d.sync += crc.eq(_crc_step(crc, crc_in))
                 with m.If(rec_done):
-                    m.d.sync += [chk.eq(full), chk_v.eq(1), chk_i.eq(rec_i),
+                    m.d.sync += [chk_c.eq(pre_c), chk_op.eq(pre_op), chk_slot.eq(pre_slot),
+                                 chk_val.eq(Cat(*(full[o * 8:o * 8 + 64] for o in addr_offs))),
+                                 chk_v.eq(1), chk_i.eq(rec_i),
                                  chk_addr.eq(rec_addr), rec_i.eq(rec_i + 1),
                                  rec_addr.eq(rec_addr + PROGRAM_RECORD_BYTES)]
                 with m.Else():
                     m.d.sync += chk_v.eq(0)
-                with m.If(chk_v):
-                    with m.If((fmt_code != 0) & ~fmt_err):
-                        m.d.sync += [fmt_err.eq(1), fmt_err_code.eq(fmt_code),
-                                     fmt_err_rec.eq(chk_i), fmt_err_addr.eq(chk_addr)]
-                    with m.If(addr_bad & ~adr_err):
-                        m.d.sync += [adr_err.eq(1), adr_err_rec.eq(chk_i),
-                                     adr_err_addr.eq(bad_addr_val)]
+                with m.If(chk2_v):
+                    with m.If((chk2_code != 0) & ~fmt_err):
+                        m.d.sync += [fmt_err.eq(1), fmt_err_code.eq(chk2_code),
+                                     fmt_err_rec.eq(chk2_i), fmt_err_addr.eq(chk2_addr)]
+                    with m.If(chk2_addr_bad & ~adr_err):
+                        m.d.sync += [adr_err.eq(1), adr_err_rec.eq(chk2_i),
+                                     adr_err_addr.eq(chk2_bad_val)]
                 with m.If(axi_err):
                     axi_fail()
                     m.next = "DRAIN"
@@ -557,13 +638,13 @@ class Sequencer(wiring.Component):
                 common()
             with m.State("VERDICT"):
                 m.d.comb += busy.eq(1)
-                with m.If(~crc != hdr_crc):
+                with m.If(crc_bad):
                     bad_program("BAD_CHECKSUM", HEADER_RECORD, prog)
                     m.next = "IDLE"
                 with m.Elif(fmt_err):
                     bad_program(fmt_err_code, fmt_err_rec, fmt_err_addr)
                     m.next = "IDLE"
-                with m.Elif(count == 0):
+                with m.Elif(count_zero):
                     bad_program("COUNT", HEADER_RECORD, prog)
                     m.next = "IDLE"
                 with m.Elif(adr_err):
@@ -579,7 +660,7 @@ class Sequencer(wiring.Component):
                 receive("ISSUE")
             with m.State("ISSUE"):
                 m.d.comb += busy.eq(1)
-                with m.If(x_op == OPS["END"].code):
+                with m.If(x_end):
                     m.d.sync += [self.status_done.eq(1), self.irq_status_done_set.eq(1)]
                     m.next = "IDLE"
                 with m.Elif(~x_known):
@@ -604,7 +685,7 @@ class Sequencer(wiring.Component):
                     fail("axi_slverr", 0, rec_i, rec_addr, self.unit_axi_port)
                     m.next = "IDLE"
                 with m.Elif((dones & cur).any()):
-                    with m.If(rec_i + 1 >= count):
+                    with m.If(x_last):
                         bad_program("COUNT", rec_i, rec_addr)
                         m.next = "IDLE"
                     with m.Else():

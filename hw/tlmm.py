@@ -62,13 +62,19 @@ def act_layout(*, t: int) -> data.ArrayLayout:
     return data.ArrayLayout(signed(8), G * t)
 
 
+def _pairs(values):
+    """One level of an adder tree: neighbours summed, an odd last value passed on."""
+    values = list(values)
+    nxt = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
+    if len(values) % 2:
+        nxt.append(values[-1])
+    return nxt
+
+
 def _tree_sum(values):
     values = list(values)
     while len(values) > 1:
-        nxt = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
-        if len(values) % 2:
-            nxt.append(values[-1])
-        values = nxt
+        values = _pairs(values)
     return values[0]
 
 
@@ -170,6 +176,11 @@ class TLMM(wiring.Component):
         n_tok = Signal.like(self.i_cmd.payload.n_tokens)
         n_kb = Signal.like(self.i_cmd.payload.kb)
         n_nbt = Signal.like(self.i_cmd.payload.nbt)
+        # the counts minus one, registered with them: the last-index compares are equalities
+        # of two registers (no subtract in front of the issue and builder logic)
+        n_tok_m1 = Signal(signed(len(n_tok) + 1))
+        n_kb_m1 = Signal(signed(len(n_kb) + 1))
+        n_nbt_m1 = Signal(signed(len(n_nbt) + 1))
         sweeping = Signal()         # sweeper has ops left to issue
         b_left = Signal()           # builder has activation beats left to consume
         in_flight = Signal()        # some op in S1..S3
@@ -198,11 +209,11 @@ class TLMM(wiring.Component):
             m.d.sync += [b_left.eq(1), b_tok.eq(0), b_kb.eq(0)]
         with m.If(self.i_act.valid & self.i_act.ready):
             m.d.sync += [groups.eq(self.i_act.payload), writing.eq(1), entry.eq(0)]
-            last_kb = b_kb == n_kb - 1
+            last_kb = b_kb == n_kb_m1
             m.d.sync += b_kb.eq(Mux(last_kb, 0, b_kb + 1))
             with m.If(last_kb):
                 m.d.sync += b_tok.eq(b_tok + 1)
-                with m.If(b_tok == n_tok - 1):
+                with m.If(b_tok == n_tok_m1):
                     m.d.sync += b_left.eq(0)
         with m.If(writing):
             m.d.sync += entry.eq(entry + 1)
@@ -256,14 +267,17 @@ class TLMM(wiring.Component):
         m.d.comb += issue.eq(sweeping & adv & self.w.tile_valid & bank_full.bit_select(rbank, 1))
         m.d.comb += [self.w.addr.eq(addr), self.w.en.eq(adv)]
 
-        last_nb = s_nb == n_nbt - 1
-        last_kbi = s_kb == n_kb - 1
-        last_tok = s_tok == n_tok - 1
+        last_nb = s_nb == n_nbt_m1
+        last_kbi = s_kb == n_kb_m1
+        last_tok = s_tok == n_tok_m1
 
         with m.If(cmd_go):
             m.d.sync += [
                 n_tok.eq(self.i_cmd.payload.n_tokens), n_kb.eq(self.i_cmd.payload.kb),
                 n_nbt.eq(self.i_cmd.payload.nbt),
+                n_tok_m1.eq(self.i_cmd.payload.n_tokens - 1),
+                n_kb_m1.eq(self.i_cmd.payload.kb - 1),
+                n_nbt_m1.eq(self.i_cmd.payload.nbt - 1),
                 sweeping.eq(1), s_tok.eq(0), s_kb.eq(0), s_nb.eq(0), addr.eq(0),
             ]
         with m.If(issue):
@@ -297,9 +311,10 @@ class TLMM(wiring.Component):
         with m.If(adv & s1.valid & s1.release):
             m.d.comb += clr_full.bit_select(s1.bank, 1).eq(1)
 
+        # S1 registers the first level of each reader's adder tree: the sums of neighbouring
+        # lookups (an odd last one alone), so S2 sums ceil(T/2) terms
         lk_width = TABLE_BITS
-        lookups = [[Signal(signed(lk_width), name=f"lk{qi}_{ti}") for ti in range(t)]
-                   for qi in range(q)]
+        values = [[None] * t for _ in range(q)]
         for qi in range(q):
             vec = self.w.data[qi]
             for ti in range(t):
@@ -313,28 +328,42 @@ class TLMM(wiring.Component):
                     hcode = Mux(is_neg, code - (HALF_ENTRIES - 1), code)
                     m.d.comb += rp.addr.eq(Cat(hcode[:ebits], s1.bank))
                     value = Mux(is_neg, -rp.data, rp.data)
-                with m.If(adv):
-                    m.d.sync += lookups[qi][ti].eq(value)
-
-        # ------------------------------------------------------------ S2: adder trees
-        sum_width = lk_width + addr_bits(t) + (1 if t > 1 else 0)
-        sums = [Signal(signed(sum_width), name=f"sum{qi}") for qi in range(q)]
+                values[qi][ti] = value
+        pair_width = lk_width + (1 if t > 1 else 0)
+        lookups = [[Signal(signed(pair_width), name=f"lk{qi}_{j}") for j in range(-(-t // 2))]
+                   for qi in range(q)]
         with m.If(adv):
             for qi in range(q):
-                m.d.sync += sums[qi].eq(_tree_sum(lookups[qi]))
+                for reg, v in zip(lookups[qi], _pairs(values[qi]), strict=True):
+                    m.d.sync += reg.eq(v)
 
+        # ------------------------------------------------------------ S2: adder trees
+        # each reader's pair sums in two halves (the last addition is S3's)
+        sum_width = lk_width + addr_bits(t) + (1 if t > 1 else 0)
+        halves = [[Signal(signed(sum_width), name=f"sum{qi}_{h}") for h in range(2)]
+                  for qi in range(q)]
+        with m.If(adv):
+            for qi in range(q):
+                n = len(lookups[qi])
+                parts = [lookups[qi][:(n + 1) // 2], lookups[qi][(n + 1) // 2:]]
+                for h in range(2):
+                    m.d.sync += halves[qi][h].eq(_tree_sum(parts[h]) if parts[h] else 0)
+
+        # The accumulators of the tile's column blocks, and one more row, never written (zero):
+        # the first K block of a token reads it instead of its column block's accumulators, so
+        # S3 adds without a select in front of its adder
         acc_shape = data.ArrayLayout(signed(self._acc_width), q)
-        accmem = memory.Memory(shape=acc_shape, depth=self._nbt_max, init=[])
+        zero_row = self._nbt_max
+        accmem = memory.Memory(shape=acc_shape, depth=self._nbt_max + 1, init=[])
         m.submodules.accmem = accmem
         acc_wp = accmem.write_port()
         acc_rp = accmem.read_port(domain="sync", transparent_for=(acc_wp,))
-        m.d.comb += [acc_rp.addr.eq(s2.nb), acc_rp.en.eq(adv)]
+        m.d.comb += [acc_rp.addr.eq(Mux(s2.first, zero_row, s2.nb)), acc_rp.en.eq(adv)]
 
         # ------------------------------------------------------------ S3: accumulate / emit
         new = Signal(acc_shape)
         for qi in range(q):
-            old = Mux(s3.first, 0, acc_rp.data[qi])
-            m.d.comb += new[qi].eq(old + sums[qi])
+            m.d.comb += new[qi].eq(acc_rp.data[qi] + halves[qi][0] + halves[qi][1])
         m.d.comb += [
             acc_wp.addr.eq(s3.nb),
             acc_wp.data.eq(new),

@@ -11,7 +11,8 @@ first input beat's transfer. Per row r (bank r % 2, ``bpr`` beats):
   registers);
 * scale: starts at ``max(last in beat + max_stages + 1, previous row's ready)``, ready
   ``KVQuantizer.scale_cycles(fmt)`` cycles later (ceil((sig_bits + 8) / 7) base-128 digits,
-  ``round_fp`` held for twice its 3-stage latency, 2 cycles of hand-over: FP24 12, FP16 11);
+  ``round_fp``'s inputs held ``KVQuantizer.ROUND_HOLD`` (6) cycles, 2 cycles of hand-over:
+  FP24 12, FP16 11);
 * out: ``bpr * beat / lanes`` issue cycles from ``max(ready, previous row's last issue + 1)``;
   a beat leaves ``LATENCY`` (11) cycles after the issue of its last lane group.
 

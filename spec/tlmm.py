@@ -5,7 +5,8 @@
 * :data:`TABLE_ENTRIES`: entries per lookup table by table kind: ``full`` is TeLLMe's 27-entry
   table, ``half`` stores code 0 and the 13 positive patterns and negates on read.
 * :data:`PIPELINE_LATENCY`: cycles from an op's issue (weight read) to its output beat: issue ->
-  lookup -> adder tree and accumulator read -> accumulate / emit.
+  lookups and pair sums -> adder tree (two halves) and accumulator read -> accumulate (the
+  tree's last addition with the accumulator) / emit.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from tellme.spec.numerics import StreamFormat, stream_format
 
 from ..elementwise.stream_fp import (
     ROUND_FP_LATENCY,
+    ROUND_FP_STAGES,
     Pipe,
     ceil_log2,
     mag_max,
@@ -155,11 +156,11 @@ class KVQuantizer(wiring.Component):
     divided by 127 one base-128 digit per cycle (128 = 1 mod 127: digit = r + c, remainder
     r + d - 127c, c = [r + d >= 127]) and rounded by ``round_fp``; the row is ready
     ``scale_cycles(fmt)`` cycles after the scale unit starts (FP24 12, FP16 11: ``round_fp``
-    is given two cycles per stage, its inputs held). Out: ``lanes`` elements per cycle from
-    the bank through a global-stall pipeline of :attr:`LATENCY` (11) stages: read, lane
-    select, unpack and shift amount, shift, 9 non-restoring division steps (2 per stage),
-    round and clamp, beat register (sign applied). The next row streams into the other bank
-    meanwhile.
+    in 4 stages of one cycle, its inputs held :attr:`ROUND_HOLD` (6) cycles). Out: ``lanes``
+    elements per cycle from the bank through a global-stall pipeline of :attr:`LATENCY` (11)
+    stages: read, lane select, unpack and shift amount, shift, 9 non-restoring division steps
+    (2 per stage), round and clamp, beat register (sign applied). The next row streams into
+    the other bank meanwhile.
 
     Latency (empty block, no stalls): the first code beat ``bpr + max_stages(beat) +
     scale_cycles(fmt) + beat/lanes - 1 + LATENCY`` cycles after the row's first input beat.
@@ -196,6 +197,9 @@ class KVQuantizer(wiring.Component):
     # out pipeline from a lane group's issue to its beat on ``o``: read, lane select, unpack,
     # shift, division, round, beat register
     LATENCY = 4 + -(-Q_STEPS // Q_STEPS_PER_STAGE) + 2
+    # cycles the scale's round_fp inputs are held: its 4 stages (ROUND_FP_STAGES) and 2 more,
+    # the hold of the former 3-stage round_fp at two cycles per stage (the scale's timing kept)
+    ROUND_HOLD = 2 * ROUND_FP_LATENCY
 
     def max_stages(self) -> int:
         """Cycles from a beat's transfer to the running max including it (extra registers
@@ -205,10 +209,10 @@ class KVQuantizer(wiring.Component):
     @staticmethod
     def scale_cycles(fmt: StreamFormat | None = None) -> int:
         """Cycles from the scale unit's start (the cycle after the row's max is in) to the row
-        being ready to send: base-128 digits of sig * 2**8, ``round_fp`` with its inputs held for
-        twice its latency (each of its stages may take two cycles), capture."""
+        being ready to send: base-128 digits of sig * 2**8, ``round_fp`` with its inputs held
+        for :attr:`ROUND_HOLD` cycles, capture."""
         s = _format(fmt).sig_bits
-        return -(-(s + SCALE_P) // 7) + 2 * ROUND_FP_LATENCY + 2
+        return -(-(s + SCALE_P) // 7) + KVQuantizer.ROUND_HOLD + 2
 
     def elaborate(self, platform):
         m = Module()
@@ -275,8 +279,10 @@ class KVQuantizer(wiring.Component):
                         m.d.sync += amax[b].eq(newmax)
         m.d.comb += sets["have"].eq(Mux(mt["last"], bank_bit(mt["b"]), 0))
 
-        # ---- scale: Q = floor(sig * 2**P / 127), one base-128 digit per cycle; round_fp
-        RL = 2 * ROUND_FP_LATENCY         # round_fp's inputs held: every stage has 2 cycles
+        # ---- scale: Q = floor(sig * 2**P / 127), one base-128 digit per cycle; round_fp in
+        # its 4 single-cycle stages (ROUND_FP_STAGES), inputs held for RL cycles
+        RL = self.ROUND_HOLD
+        assert RL >= ROUND_FP_STAGES
         ndig = -(-(S + SCALE_P) // 7)
         sbank = Signal()
         nreg, qreg = Signal(7 * ndig), Signal(7 * ndig)
@@ -296,9 +302,9 @@ class KVQuantizer(wiring.Component):
             with m.If(scnt > RL + 1):
                 m.d.sync += [nreg.eq(nreg << 7), qreg.eq(Cat((rreg + carry)[:7], qreg)),
                              rreg.eq((dsum[:7] + carry)[:7])]
-        sp = Pipe(m, C(1, 1))     # inputs held for 2 x its latency: a 2-cycle path per stage
+        sp = Pipe(m, C(1, 1))     # free-running; its inputs are held
         s_new = round_fp(sp, C(0, 1), Cat(rreg != 0, qreg),
-                         shreg + C(-(F + SCALE_P + 1), signed(8)), fmt)
+                         shreg + C(-(F + SCALE_P + 1), signed(8)), fmt, stages=ROUND_FP_STAGES)
         with m.If(scnt == 1):
             m.d.sync += sbank.eq(~sbank)
             for b in range(2):

@@ -137,7 +137,8 @@ class RtlSimBackend(_Unavailable):
     name = "rtl-sim"
     priority = 10
     reason = ("the accelerator top (hw/top.py) does not run a whole model yet: its row unit "
-              "executes EMBED, NORM, RESIDUAL and GATED_ACT and a model's program stops at QUANT "
+              "executes EMBED, NORM, QUANT, RESIDUAL and GATED_ACT and a model's program stops at "
+              "LINEAR "
               "(docs/hw/top.md); the host driver runs today on the GoldenDevice "
               "(docs/driver.md)")
 

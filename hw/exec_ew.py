@@ -10,15 +10,17 @@ This build executes:
   (``FloatToStream``);
 * ``NORM``: h = RN(x * g * r) and amax = max|h| per row (``RMSNormAbsmax``, the gain through
   ``FloatToStream``);
+* ``QUANT``: int8 q = clamp(RNE(h * s_q)), s_q = RN32(127 / amax) per row (``TokenScale``,
+  ``Quantize``), rows zero-padded to ``kpad`` bytes;
 
-and answers the classes' other ops (QUANT, ROPE, LM_HEAD) with UNSUPPORTED_OP, so a program
-stops at them cleanly. Semantics are golden ``program_exec``'s ``_residual``, ``_gated_act``,
-``_embed`` and ``_norm``.
+and answers the classes' other ops (ROPE, LM_HEAD) with UNSUPPORTED_OP, so a program stops at
+them cleanly. Semantics are golden ``program_exec``'s ``_residual``, ``_gated_act``,
+``_embed``, ``_norm`` and ``_quant``.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -28,19 +30,21 @@ from tellme.spec.program import ERROR_CODES, OPS
 
 from .convert import FloatToStream
 from .elementwise.gated_act import GatedAct
+from .elementwise.quantize import Quantize
 from .elementwise.residual import ResidualAdd
 from .elementwise.rmsnorm import RMSNormAbsmax
+from .elementwise.scalar import TokenScale
 from .row_dma import RowDMA, axi_members, connect_axi
 from .sequencer import command_layout
 
 __all__ = ["EwUnit"]
 
 _RESIDUAL, _GATED = OPS["RESIDUAL"].code, OPS["GATED_ACT"].code
-_EMBED, _NORM = OPS["EMBED"].code, OPS["NORM"].code
+_EMBED, _NORM, _QUANT = OPS["EMBED"].code, OPS["NORM"].code, OPS["QUANT"].code
 
 
 class EwUnit(wiring.Component):
-    """Row execution unit: NORM, RESIDUAL and GATED_ACT (class ``ew``) and EMBED (class
+    """Row execution unit: NORM, QUANT, RESIDUAL and GATED_ACT (class ``ew``) and EMBED (class
     ``head``) over ``rows`` rows of ``cols`` elements.
 
     Parameters: ``lanes`` (elements per beat: the target's ew_lanes), ``fmt`` (stream format),
@@ -54,9 +58,11 @@ class EwUnit(wiring.Component):
         accepted while idle (one of them at a time: the sequencer's record in flight).
     done : Out(1)  one-cycle pulse once every row's last write response is in.
     error : Out(8)  one-cycle program error code instead of ``done``: UNSUPPORTED_OP (11) for
-        QUANT, ROPE and LM_HEAD; LIMIT (10) when ``cols`` is 0, not a multiple of ``lanes``
-        (rows are read and written in whole beats) or over ``2**count_width`` beats, a NORM
-        row is over ``max_cols``, or an EMBED or NORM has more than ``max_rows`` rows;
+        ROPE and LM_HEAD; LIMIT (10) when ``cols`` is 0, not a multiple of ``lanes`` (rows are
+        read and written in whole beats) or over ``2**count_width`` beats, a NORM row is over
+        ``max_cols``, an EMBED, NORM or QUANT has more than ``max_rows`` rows, or a QUANT's
+        ``kpad`` is below ``cols``, not a multiple of the writer's beat (``lanes`` stream
+        elements' bytes: 6 at FP24 with 2 lanes) or over 2**16;
         BAD_FIELD (8) when a token id is >= ``vocab`` (all ids are checked before any row is
         written: nothing is written then).
     axi_error : Out(1)  one-cycle pulse instead of ``done`` when a read or write response of
@@ -85,6 +91,13 @@ class EwUnit(wiring.Component):
     into a RAM lane; then one write of the ``rows`` absmaxes to ``amax``, its last beat cut to
     ``rows % lanes`` elements by the writer's ``tail``. Per row: the norm block's two passes
     (docs/hw/elementwise.md), one beat per cycle each, the rsqrt between them.
+
+    QUANT: a read-only command brings the absmax row into the same RAM while two long
+    divisions by the writer's beat D (one quotient bit a cycle) give ``kpad / D`` and
+    ``ceil(cols / D)``; then one mover command for the rows: h on reader 0 into ``Quantize``
+    (int8 repacked to D per beat), its s_q per row from the RAM through ``TokenScale`` (about
+    70 cycles a row, ahead of the row's first beat), and zero beats after each row's
+    ``ceil(cols / D)`` up to ``kpad / D``, to dst + r * align64(kpad).
     """
 
     def __init__(self, *, lanes: int = 2, fmt: StreamFormat | None = None,
@@ -114,6 +127,9 @@ class EwUnit(wiring.Component):
         m.submodules.gated = gated = GatedAct(lanes=L, fmt=self.fmt)
         m.submodules.conv = conv = FloatToStream(lanes=L, fmt=self.fmt)
         m.submodules.norm = norm = RMSNormAbsmax(lanes=L, n_max=self.max_cols, fmt=self.fmt)
+        D = L * eb                            # int8 per written beat (the writer's width)
+        m.submodules.tscale = tscale = TokenScale(fmt=self.fmt)
+        m.submodules.quant = quant = Quantize(lanes=L, out_lanes=D, fmt=self.fmt)
         lgl = L.bit_length() - 1
         dtype = Signal(2)                     # weight-file float storage (EMBED, NORM)
         m.d.comb += conv.dtype.eq(dtype)
@@ -128,33 +144,37 @@ class EwUnit(wiring.Component):
 
         # ---- class ew: decode, check, hand the geometry to the row movers
         c = self.i_cmd.payload
-        is_gated, is_norm = c.opcode == _GATED, c.opcode == _NORM
-        r, g, nr = c.args.residual, c.args.gated_act, c.args.norm
+        is_gated, is_norm, is_quant = c.opcode == _GATED, c.opcode == _NORM, c.opcode == _QUANT
+        r, g, nr, qr = c.args.residual, c.args.gated_act, c.args.norm, c.args.quant
         cols = Signal(32)
-        m.d.comb += cols.eq(Mux(is_gated, g.cols, Mux(is_norm, nr.cols, r.cols)))
+        m.d.comb += cols.eq(Mux(is_gated, g.cols, Mux(is_norm, nr.cols,
+                                                      Mux(is_quant, qr.cols, r.cols))))
         op = Signal(8)
         act = Signal()
         err = Signal(8)
         pending = Signal()                    # an ew command handed to the movers, not done
         emb = Signal()                        # an EMBED in progress
-        idle = ~pending & ~emb & (err == 0)
+        qz = Signal()                         # a QUANT in progress
+        idle = ~pending & ~emb & ~qz & (err == 0)
         dc = dma.i_cmd.payload
         ew_cmd = Signal()                     # this cycle's mover command is the ew op's
         m.d.comb += ew_cmd.eq(self.i_cmd.valid & idle)
         with m.If(ew_cmd):
             m.d.comb += [dc.rows.eq(r.rows), dc.beats.eq(cols // L), dc.stride.eq(stride_of(cols)),
+                         dc.wbeats.eq(cols // L), dc.wstride.eq(stride_of(cols)),
                          dc.src[0].eq(Mux(is_gated, g.gate, Mux(is_norm, nr.src, r.x))),
                          dc.src[1].eq(Mux(is_gated, g.up, Mux(is_norm, nr.gain, r.y))),
                          dc.dst.eq(Mux(is_gated, g.dst, Mux(is_norm, nr.dst, r.dst))),
                          dc.ebytes[0].eq(eb),
                          dc.ebytes[1].eq(Mux(is_norm, Mux(nr.dtype == 0, 4, 2), eb)),
                          dc.use.eq(0b11), dc.hold.eq(Mux(is_norm, 0b10, 0)), dc.write.eq(1)]
-        known = (c.opcode == _RESIDUAL) | is_gated | is_norm
-        ok = fits(cols) & (~is_norm | ((cols <= self.max_cols) & (r.rows <= R)))
+        known = (c.opcode == _RESIDUAL) | is_gated | is_norm | is_quant
+        ok = fits(cols) & (~is_norm | ((cols <= self.max_cols) & (r.rows <= R))) \
+            & (~is_quant | ((r.rows <= R) & (qr.kpad >= qr.cols) & (qr.kpad < 2 ** 16)))
         m.d.comb += self.i_cmd.ready.eq(idle & dma.i_cmd.ready)
         accept = self.i_cmd.valid & self.i_cmd.ready
         ew_go = Signal()
-        m.d.comb += ew_go.eq(accept & known & ok)
+        m.d.comb += ew_go.eq(accept & known & ok & ~is_quant)
 
         # NORM: phase 1 the rows (h out, each row's absmax into a RAM), phase 2 the absmax row
         n_p1 = Signal()                       # NORM rows in flight
@@ -173,7 +193,7 @@ class EwUnit(wiring.Component):
             with m.Elif(~ok):
                 m.d.sync += err.eq(ERROR_CODES["LIMIT"])
             with m.Else():
-                m.d.sync += [op.eq(c.opcode), act.eq(g.act[0]), pending.eq(1)]
+                m.d.sync += [op.eq(c.opcode), act.eq(g.act[0]), pending.eq(~is_quant)]
                 with m.If(is_norm):
                     m.d.sync += [n_p1.eq(1), n_rows.eq(nr.rows), n_amax.eq(nr.amax),
                                  n_eps.eq(nr.eps), dtype.eq(nr.dtype)]
@@ -186,6 +206,7 @@ class EwUnit(wiring.Component):
         with m.If(n_cmd):
             m.d.comb += [dma.i_cmd.valid.eq(1), dc.rows.eq(1),
                          dc.beats.eq((n_rows + L - 1) >> lgl), dc.dst.eq(n_amax),
+                         dc.wbeats.eq((n_rows + L - 1) >> lgl),
                          dc.write.eq(1), dc.tail.eq(n_rows[:lgl] if L > 1 else 0)]
             with m.If(dma.i_cmd.ready):
                 m.d.sync += [n_cmd.eq(0), n_p2.eq(1)]
@@ -215,6 +236,118 @@ class EwUnit(wiring.Component):
             m.d.sync += a_valid.eq(a_ra < nvec)
             with m.If(a_ra < nvec):
                 m.d.sync += a_ra.eq(a_ra + 1)
+
+        # ---- QUANT: the absmax row into the RAM, then the rows: s_q per row (TokenScale) and
+        # the int8 rows of kpad bytes, D per written beat, zero beats up to kpad
+        q_rows = Signal(range(R + 1))
+        q_src, q_amax, q_dst = Signal(len(qr.src)), Signal(len(qr.amax)), Signal(len(qr.dst))
+        q_beats = Signal(CW)                  # h beats per row
+        q_stride, q_wstride = Signal(32), Signal(32)
+        q_kpad, q_colsd = Signal(16), Signal(17)             # kpad; cols + D - 1
+        dv_k, dv_c = Signal(17), Signal(17)   # remainders of the two divisions by D
+        q_wb, q_qb = Signal(17), Signal(17)   # kpad / D, ceil(cols / D)
+        dv_i = Signal(range(18))              # quotient bits still to decide (0: done)
+        dv_d = Signal(17 + D.bit_length())    # D << (dv_i - 1)
+        dv_q = Signal(17)                     # 1 << (dv_i - 1)
+        q_wc = Signal(range(words + 1))       # absmax words taken
+        with m.If(dv_i != 0):                 # long division by the constant D, one bit a cycle
+            m.d.sync += [dv_i.eq(dv_i - 1), dv_d.eq(dv_d >> 1), dv_q.eq(dv_q >> 1)]
+            with m.If(dv_k >= dv_d):
+                m.d.sync += [dv_k.eq(dv_k - dv_d), q_wb.eq(q_wb | dv_q)]
+            with m.If(dv_c >= dv_d):
+                m.d.sync += [dv_c.eq(dv_c - dv_d), q_qb.eq(q_qb | dv_q)]
+        q_feed = Signal()                     # rows running: s_q fed, int8 rows written
+        f_r = Signal(range(R + 1))            # next row whose absmax is read
+        f_lane = Signal(max(1, lgl))
+        f_valid = Signal()
+        pb = Signal(17)                       # written beat within the row
+        with m.FSM(name="quant"):
+            with m.State("IDLE"):
+                with m.If(accept & is_quant & ok):
+                    m.d.sync += [qz.eq(1), q_rows.eq(qr.rows), q_src.eq(qr.src),
+                                 q_amax.eq(qr.amax), q_dst.eq(qr.dst), q_beats.eq(qr.cols // L),
+                                 q_stride.eq(stride_of(qr.cols)),
+                                 q_wstride.eq((qr.kpad + ROW_ALIGN - 1)
+                                              & ~Const(ROW_ALIGN - 1, 32)),
+                                 q_kpad.eq(qr.kpad), q_colsd.eq(qr.cols + D - 1),
+                                 q_wc.eq(0), f_r.eq(0), f_valid.eq(0), pb.eq(0)]
+                    with m.If(qr.rows == 0):
+                        m.d.sync += [qz.eq(0), self.done.eq(1)]
+                    with m.Else():
+                        m.next = "AMAX"
+            with m.State("AMAX"):             # also: start the divisions
+                m.d.sync += [dv_k.eq(q_kpad), dv_c.eq(q_colsd), q_wb.eq(0), q_qb.eq(0),
+                             dv_i.eq(17), dv_d.eq(D << 16), dv_q.eq(1 << 16)]
+                m.d.comb += [dma.i_cmd.valid.eq(1), dc.rows.eq(1),
+                             dc.beats.eq((q_rows + L - 1) >> lgl), dc.src[0].eq(q_amax),
+                             dc.ebytes[0].eq(eb), dc.use.eq(0b01), dc.write.eq(0)]
+                with m.If(dma.i_cmd.ready):
+                    m.next = "AMAX_WAIT"
+            with m.State("AMAX_WAIT"):
+                m.d.comb += dma.o_0.ready.eq(1)
+                with m.If(dma.o_0.valid):
+                    m.d.sync += q_wc.eq(q_wc + 1)
+                with m.If(dma.axi_error):
+                    m.d.sync += [self.axi_error.eq(1), qz.eq(0)]
+                    m.next = "IDLE"
+                with m.Elif(dma.done):
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                with m.If(dv_i == 0):
+                    with m.If((dv_k != 0) | (q_wb >= 2 ** CW)):
+                        m.d.sync += [err.eq(ERROR_CODES["LIMIT"]), qz.eq(0)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "ROWS"
+            with m.State("ROWS"):
+                m.d.comb += [dma.i_cmd.valid.eq(1), dc.rows.eq(q_rows), dc.beats.eq(q_beats),
+                             dc.stride.eq(q_stride), dc.src[0].eq(q_src), dc.ebytes[0].eq(eb),
+                             dc.use.eq(0b01), dc.write.eq(1), dc.wbeats.eq(q_wb),
+                             dc.wstride.eq(q_wstride), dc.dst.eq(q_dst)]
+                with m.If(dma.i_cmd.ready):
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += q_feed.eq(1)
+                with m.If(dma.axi_error):
+                    m.d.sync += [self.axi_error.eq(1), qz.eq(0)]
+                    m.next = "IDLE"
+                with m.Elif(dma.done):
+                    m.d.sync += [self.done.eq(1), qz.eq(0)]
+                    m.next = "IDLE"
+        # absmax words from reader 0 into the RAM (the whole word: L rows)
+        with m.If(qz & (q_wc < words) & ~q_feed):
+            m.d.comb += [a_w.addr.eq(q_wc),
+                         a_w.data.eq(Cat(*(dma.o_0.payload.data[j][:self.fmt.bits]
+                                           for j in range(L)))),
+                         a_w.en.eq(Mux(dma.o_0.valid & dma.o_0.ready, (1 << L) - 1, 0))]
+        # s_q per row: the RAM (synchronous read) -> TokenScale -> Quantize.i_scale
+        f_adv = q_feed & (~f_valid | tscale.i.ready)
+        with m.If(q_feed):
+            m.d.comb += [a_r.addr.eq(f_r >> lgl), a_r.en.eq(f_adv)]
+        with m.If(f_adv):
+            m.d.sync += [f_valid.eq(f_r < q_rows), f_lane.eq(f_r[:lgl] if L > 1 else 0)]
+            with m.If(f_r < q_rows):
+                m.d.sync += f_r.eq(f_r + 1)
+        m.d.comb += [tscale.ws.eq(0), tscale.i.valid.eq(f_valid),
+                     tscale.i.payload.eq(a_r.data.word_select(f_lane, self.fmt.bits)
+                                         if L > 1 else a_r.data),
+                     quant.i_scale.valid.eq(tscale.o.valid),
+                     quant.i_scale.payload.eq(tscale.o.payload.s_q),
+                     tscale.o.ready.eq(quant.i_scale.ready)]
+        # h rows -> Quantize -> D-byte beats, zero beats from ceil(cols / D) up to kpad / D
+        m.d.comb += [quant.i.payload.last.eq(dma.o_0.payload.last),
+                     quant.i.valid.eq(dma.o_0.valid & q_feed)]
+        m.d.comb += [quant.i.payload.data[j].eq(dma.o_0.payload.data[j][:self.fmt.bits])
+                     for j in range(L)]
+        from_q = pb < q_qb
+        with m.If(q_feed):
+            m.d.comb += [dma.o_0.ready.eq(quant.i.ready),
+                         dma.i.payload.data.as_value().eq(Mux(from_q,
+                                                              quant.o.payload.as_value(), 0)),
+                         dma.i.valid.eq(Mux(from_q, quant.o.valid, 1)),
+                         quant.o.ready.eq(dma.i.ready & from_q)]
+            with m.If(dma.i.valid & dma.i.ready):
+                m.d.sync += pb.eq(Mux(pb == q_wb - 1, 0, pb + 1))
 
         # ---- class head: EMBED (two passes, see the class docstring)
         h = self.i_head.payload
@@ -294,6 +427,7 @@ class EwUnit(wiring.Component):
                     m.next = "ROW"
             with m.State("ROW"):
                 m.d.comb += [dma.i_cmd.valid.eq(1), dc.rows.eq(1), dc.beats.eq(beats),
+                             dc.wbeats.eq(beats),
                              dc.src[1].eq(src), dc.dst.eq(dst),
                              dc.ebytes[1].eq(Mux(dtype == 0, 4, 2)), dc.use.eq(0b10),
                              dc.write.eq(1)]
@@ -351,6 +485,6 @@ class EwUnit(wiring.Component):
                          dma.i.valid.eq(norm.o.valid)]
         with m.If(n_p2):
             m.d.comb += [dma.i.payload.data.as_value().eq(a_r.data), dma.i.valid.eq(a_valid)]
-        m.d.comb += [self.busy.eq(pending | emb | dma.busy),
+        m.d.comb += [self.busy.eq(pending | emb | qz | dma.busy),
                      self.stall.eq(self.busy & ~(dma.i.valid & dma.i.ready))]
         return m

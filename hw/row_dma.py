@@ -28,11 +28,12 @@ __all__ = ["RowDMA", "row_command_layout", "axi_members", "connect_axi"]
 def row_command_layout(readers: int, addr_width: int, count_width: int) -> data.StructLayout:
     """``rows`` rows; operand k of row r at ``src[k] + r * stride`` (at ``src[k]`` for every
     row where bit k of ``hold`` is set) with elements of ``ebytes[k]`` bytes (read only where
-    bit k of ``use`` is set), output row at ``dst + r * stride`` (written only when ``write``
-    is set); ``beats`` beats of ``lanes`` elements per row, of the last beat of an output row
-    only ``tail`` elements stored when ``tail`` is not 0."""
+    bit k of ``use`` is set), ``beats`` beats of ``lanes`` elements per operand row; output row
+    r at ``dst + r * wstride`` (written only when ``write`` is set), ``wbeats`` beats of the
+    writer's width, of its last beat only ``tail`` elements stored when ``tail`` is not 0."""
     return data.StructLayout({
         "rows": unsigned(32), "beats": unsigned(count_width), "stride": unsigned(addr_width),
+        "wbeats": unsigned(count_width), "wstride": unsigned(addr_width),
         "src": data.ArrayLayout(unsigned(addr_width), readers), "dst": unsigned(addr_width),
         "ebytes": data.ArrayLayout(unsigned(3), readers), "use": unsigned(readers),
         "hold": unsigned(readers), "write": unsigned(1), "tail": unsigned(8)})
@@ -61,7 +62,7 @@ class RowDMA(wiring.Component):
     o_<k> (k < readers) : Out(stream float_row_layout(lanes))  operand k's rows, ``beats``
         beats each, ``last`` on a row's final beat; element i in the low ``8 * ebytes[k]``
         bits of word i (``RowReader``).
-    i : In(stream row_layout(lanes, fmt))  the output rows, ``beats`` beats each (``last`` is
+    i : In(stream row_layout(lanes, fmt))  the output rows, ``wbeats`` beats each (``last`` is
         not used: the command's geometry decides).
     done : Out(1)  one-cycle pulse after the last row's last write response (a command
         without ``write``: once its readers have delivered every row and are idle).
@@ -115,6 +116,7 @@ class RowDMA(wiring.Component):
 
         c = self.i_cmd.payload
         rows, beats, stride = Signal(32), Signal(self.count_width), Signal(AW)
+        wbeats, wstride = Signal(self.count_width), Signal(AW)
         ebytes = [Signal(3, name=f"rd{k}_ebytes") for k in range(len(readers))]
         use, hold = Signal(len(readers)), Signal(len(readers))
         write = Signal()
@@ -130,6 +132,7 @@ class RowDMA(wiring.Component):
         m.d.sync += [self.done.eq(0), self.axi_error.eq(0)]
         with m.If(accept):
             m.d.sync += [rows.eq(c.rows), beats.eq(c.beats), stride.eq(c.stride),
+                         wbeats.eq(c.wbeats), wstride.eq(c.wstride),
                          running.eq(c.rows != 0), w_addr.eq(c.dst),
                          wr_rows.eq(0), wr_done.eq(0)]
             m.d.sync += [a.eq(0) for a in issued]
@@ -149,13 +152,13 @@ class RowDMA(wiring.Component):
                 with m.If(~hold[k]):
                     m.d.sync += rd_addr[k].eq(rd_addr[k] + stride)
             wiring.connect(m, ws.o, wiring.flipped(getattr(self, f"o_{k}")))
-        m.d.comb += [wr.i_cmd.payload.addr.eq(w_addr), wr.i_cmd.payload.beats.eq(beats),
+        m.d.comb += [wr.i_cmd.payload.addr.eq(w_addr), wr.i_cmd.payload.beats.eq(wbeats),
                      wr.i_cmd.payload.tail.eq(tail),
                      wr.i_cmd.valid.eq(running & write & (wr_rows < rows)),
                      wr.i.payload.as_value().eq(self.i.payload.data.as_value()),
                      wr.i.valid.eq(self.i.valid), self.i.ready.eq(wr.i.ready)]
         with m.If(wr.i_cmd.valid & wr.i_cmd.ready):
-            m.d.sync += [wr_rows.eq(wr_rows + 1), w_addr.eq(w_addr + stride)]
+            m.d.sync += [wr_rows.eq(wr_rows + 1), w_addr.eq(w_addr + wstride)]
 
         errors = wr.error
         for ws in readers:

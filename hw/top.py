@@ -49,7 +49,7 @@ __all__ = ["Top", "NoExecUnit", "make_top", "report_blocks", "EXECUTION_UNITS"]
 #: class -> the unit that executes it in this build (docs/hw/top.md); None: not yet (the
 #: class's commands are answered UNSUPPORTED_OP)
 EXECUTION_UNITS = dict.fromkeys(CLASSES)
-EXECUTION_UNITS["ew"] = "EwUnit (hw/exec_ew.py): NORM, RESIDUAL, GATED_ACT"
+EXECUTION_UNITS["ew"] = "EwUnit (hw/exec_ew.py): NORM, QUANT, RESIDUAL, GATED_ACT"
 EXECUTION_UNITS["head"] = "EwUnit (hw/exec_ew.py): EMBED (the row movers are shared)"
 _KV_PORT = 3                      # ERR_INFO.PORT "kv/act" (spec.registers.PORTS)
 _JOINED = ("prog_addr", "win_base", "win_size", "err_addr")     # 64-bit LO/HI pairs
@@ -216,7 +216,7 @@ def report_blocks() -> dict:
         "row_dma": ("row movers of an execution unit: 2 row readers + 1 row writer",
                     lambda hp, fmt: RowDMA(readers=2, lanes=lanes(hp), fmt=fmt,
                                            addr_width=ADDR_BITS)),
-        "ew_unit": ("row execution unit (NORM, RESIDUAL, GATED_ACT, EMBED): movers + blocks",
+        "ew_unit": ("row unit (EMBED, NORM, QUANT, RESIDUAL, GATED_ACT): movers + blocks",
                     lambda hp, fmt: EwUnit(lanes=lanes(hp), fmt=fmt, addr_width=ADDR_BITS,
                                            max_rows=TARGETS[hp.name].tlmm["tok_max"],
                                            max_cols=TARGETS[hp.name].row_max)),

@@ -88,7 +88,8 @@ def test_check_sums_lines_and_reserves_unbuilt_ones():
 def test_derived_glue_is_the_unit_minus_its_parts():
     t = {"delay_ns": 2.5, "over": False}
     reps = [_rep("ew_unit", lut=10_000, dsp=30, bram36=8, timing_summary=t),
-            _rep("ew_norm", lut=3_000, dsp=15, bram36=6),
+            _rep("ew_norm", lut=2_000, dsp=11, bram36=6), _rep("ew_scale", lut=600, dsp=2),
+            _rep("ew_quant", lut=400, dsp=2),
             _rep("ew_residual", lut=900), _rep("ew_gated", lut=1_800, dsp=14, bram36=1),
             _rep("row_dma", lut=2_700, dsp=1), _rep("row_convert", lut=500)]
     assert "ew_unit" in hwbudget.counted_blocks(["ew_unit", "top", "row_dma"])

@@ -116,6 +116,13 @@ class EwHarness(wiring.Component):
         return m
 
 
+def _quant_as_built(name: str, fmt):
+    from .quantize import Quantize
+
+    lanes = EW_LANES[name]
+    return Quantize(lanes=lanes, out_lanes=lanes * fmt.bits // 8, fmt=fmt)
+
+
 def report_blocks() -> dict:
     """``{name: (description, maker(HwPreset, StreamFormat))}`` for tellme.hw.report (yosys
     estimates)."""
@@ -126,7 +133,10 @@ def report_blocks() -> dict:
         "ew_norm": ("RMSNorm + absmax (row buffer, exact sum of squares, rsqrt unit)",
                     mk("norm")),
         "ew_scale": ("per-token scales s_q, s_tok (sequential RN32 divider)", mk("ts")),
-        "ew_quant": ("int8 quantiser + repack to 3T", mk("quant")),
+        # as the row unit (hw/exec_ew.py) builds it: int8 repacked to the row writer's beat
+        # (ew_lanes stream elements' bytes), since QUANT writes the int8 rows to DDR
+        "ew_quant": ("int8 quantiser + repack to the row writer's beat",
+                     lambda hp, fmt: _quant_as_built(hp.name, fmt)),
         "ew_dequant": ("dequantiser (ew_lanes lanes, fed by tlmm_outbuf)", mk("dq")),
         "ew_residual": ("residual adder", mk("res")),
         "ew_gated": ("gated activation SiLU-PWL / ReLU^2", mk("ga")),

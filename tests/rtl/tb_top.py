@@ -4,8 +4,8 @@
 all four masters. Launched by tests/rtl/test_top.py (target ``sim``).
 
 Until every execution unit exists, a model's program must end in the named "no execution
-unit" error (BAD_PROGRAM code UNSUPPORTED_OP at its first record without a unit: QUANT,
-after EMBED and NORM ran) and idle, never a hang. The units that exist are checked against
+unit" error (BAD_PROGRAM code UNSUPPORTED_OP at its first record without a unit: LINEAR,
+after EMBED, NORM and QUANT ran) and idle, never a hang. The units that exist are checked against
 the golden sequencer on programs of their own records.
 """
 
@@ -51,7 +51,7 @@ def _raises(fn, pattern: str) -> str:
 
 
 NO_UNIT = (r"BAD_PROGRAM code 11 UNSUPPORTED_OP \(this build has no execution unit for the "
-           r"op.*\) at record 2 \(QUANT, layer 0\)")
+           r"op.*\) at record 3 \(LINEAR, layer 0\)")
 
 
 def _no_exec_unit(drv: Driver) -> str:
@@ -69,8 +69,8 @@ def _no_exec_unit(drv: Driver) -> str:
 @cocotb.test()
 async def test_identity_and_no_execution_unit(dut):
     """ID/VERSION/CAP read back; the sim weight file loads; a kv260 file is refused; a valid
-    program runs EMBED and NORM and ends in UNSUPPORTED_OP at record 2 (QUANT) with the
-    register dump."""
+    program runs EMBED, NORM and QUANT and ends in UNSUPPORTED_OP at record 3 (LINEAR) with
+    the register dump."""
     dev = await RtlDevice.start(dut)
 
     def body():
@@ -210,7 +210,7 @@ def _compare_rows(drv: Driver, ddr, outs: dict, n: int) -> None:
 async def test_ew_unit_bit_exact(dut):
     """RESIDUAL and GATED_ACT (SiLU, ReLU^2, in place and out of place) through the sequencer,
     the read arbiter and the EW unit, with random stalls on every channel of m_axi_kv: every
-    written row equals the golden sequencer's bytes; a QUANT record then stops the run with
+    written row equals the golden sequencer's bytes; a LINEAR record then stops the run with
     UNSUPPORTED_OP, and the next run works."""
     import random
 
@@ -238,12 +238,12 @@ async def test_ew_unit_bit_exact(dut):
         ddr.mem[:] = drv.buf.host[:drv.buf.nbytes]      # the image the run started from
         execute(ddr, addr, drv.mmap)
         _compare_rows(drv, ddr, outs, n)
-        # QUANT has no unit yet: a clean UNSUPPORTED_OP at that record, then a working run
+        # LINEAR has no unit yet: a clean UNSUPPORTED_OP at that record, then a working run
         full = build_program(drv.config, drv.mmap, "prefill", 0, n, weights=drv.info,
                              score_c=drv.score_c)
-        prog.records = [next(r for r in full.records if r.op == "QUANT"), Record("END")]
-        _raises(lambda: drv.execute(prog, "quant program"),
-                r"BAD_PROGRAM code 11 UNSUPPORTED_OP .* at record 0 \(QUANT, layer 0\)")
+        prog.records = [next(r for r in full.records if r.op == "LINEAR"), Record("END")]
+        _raises(lambda: drv.execute(prog, "linear program"),
+                r"BAD_PROGRAM code 11 UNSUPPORTED_OP .* at record 0 \(LINEAR, layer 0\)")
         # SLVERR on a y row: AXI_SLVERR on port kv/act at the RESIDUAL record, then a clean run
         prog2, outs2 = _ew_program(drv, rng, n)
         y1 = drv.mmap.buffer("y").addr + 64
@@ -283,8 +283,9 @@ def _weights_dtype(dtype: str) -> Path:
 
 def _embed_run(drv: Driver, ids, records: int = 1) -> list:
     """The first ``records`` records of the prefill program of ``ids`` (EMBED, then the first
-    NORM) through the top against the golden sequencer: the bytes of the x rows and, with
-    the NORM, of the h rows and of the ``len(ids)`` absmaxes."""
+    NORM and QUANT) through the top against the golden sequencer: the bytes of the x rows,
+    with the NORM of the h rows and of the ``len(ids)`` absmaxes, with the QUANT of the int8
+    rows (kpad bytes each, the padding included)."""
     from tellme.sim.golden.program_exec import Ddr, execute
     from tellme.spec.program import Record, build_program
 
@@ -310,16 +311,27 @@ def _embed_run(drv: Driver, ids, records: int = 1) -> list:
         drv.buf.sync_from_device(a, nb)
         got, want = drv.buf.read(a, nb), ddr.read(a + drv.base, nb)
         assert (got == want).all(), f"absmaxes differ: {got} != {want}"
+    if records > 2:
+        from tellme.spec.memory_map import row_stride
+
+        kpad = recs[2]["kpad"]
+        st = row_stride(kpad, 1)
+        q = drv.mmap.buffer("q8").addr
+        drv.buf.sync_from_device(q - drv.base, n * st)
+        got = drv.buf.read(q - drv.base, n * st).reshape(n, st)[:, :kpad]
+        want = ddr.read(q, n * st).reshape(n, st)[:, :kpad]
+        bad = np.nonzero((got != want).any(axis=1))[0]
+        assert bad.size == 0, f"int8 rows {bad.tolist()} differ from golden"
     return recs
 
 
 @cocotb.test()
-async def test_row_unit_embed_norm(dut):
-    """EMBED gathers and rounds embedding rows, and the first NORM normalises them and writes
-    the rows' absmaxes (float32, bfloat16 and float16 tables and gains; 5, 3 and 4 rows: the
-    absmax row ends on a partial beat), bit-exact against the golden sequencer under random
-    stalls; an id >= vocab stops the run with BAD_FIELD before any row is written, and the
-    next run works."""
+async def test_row_unit_embed_norm_quant(dut):
+    """EMBED gathers and rounds embedding rows, the first NORM normalises them and writes the
+    rows' absmaxes, and QUANT turns them into int8 rows of kpad bytes (float32, bfloat16 and
+    float16 tables and gains; 5, 3 and 4 rows: the absmax row ends on a partial beat),
+    bit-exact against the golden sequencer under random stalls; an id >= vocab stops the run
+    with BAD_FIELD before any row is written, and the next run works."""
     import random
 
     from tellme.sim.drivers import pause_generator
@@ -334,7 +346,7 @@ async def test_row_unit_embed_norm(dut):
     def body():
         drv = Driver(dev, _weights("sim"), max_context=32, timeout_s=120)
         vocab = drv.config.vocab_size
-        _embed_run(drv, [0, vocab - 1, 17, 5, 200], records=2)     # odd: a partial beat
+        _embed_run(drv, [0, vocab - 1, 17, 5, 200], records=3)     # odd: a partial beat
         x = drv.mmap.buffer("x")
         span = 4 * x.stride
         drv.buf.sync_from_device(x.addr - drv.base, span)
@@ -343,13 +355,13 @@ async def test_row_unit_embed_norm(dut):
                 r"BAD_PROGRAM code 8 BAD_FIELD .* at record 0 \(EMBED\)")
         drv.buf.sync_from_device(x.addr - drv.base, span)
         assert (drv.buf.read(x.addr - drv.base, span) == before).all(), "rows written"
-        _embed_run(drv, [9, 8, 7], records=2)
+        _embed_run(drv, [9, 8, 7], records=3)
         drv.close()
         for dtype in ("bfloat16", "float16"):
             d2 = Driver(dev, _weights_dtype(dtype), max_context=32, timeout_s=120)
-            emb, nrm = _embed_run(d2, [1, 255, 128, 64], records=2)
+            emb, nrm, qnt = _embed_run(d2, [1, 255, 128, 64], records=3)
             code = {"bfloat16": 2, "float16": 1}[dtype]
-            assert emb.op == "EMBED" and nrm.op == "NORM", (emb, nrm)
+            assert (emb.op, nrm.op, qnt.op) == ("EMBED", "NORM", "QUANT"), (emb, nrm, qnt)
             assert emb["dtype"] == code and nrm["dtype"] == code, (emb, nrm)
             d2.close()
 

@@ -32,20 +32,22 @@ NOT_COUNTED = {
     "tlmm_core": "tlmm + weight_buffer in one module (counted as its parts)",
     "top": "the accelerator top: regs + sequencer + shell_kv_arbiter + the execution units "
            "in one module (counted as its parts)",
-    "ew_unit": "the row execution unit: ew_norm + ew_scale + ew_quant + ew_residual + "
-               "ew_gated + row_dma + row_convert + row_unit_glue in one module (counted as "
-               "those)",
+    "ew_unit": "the row execution unit: tlmm + weight_buffer + weight_stream (its "
+               "LinearUnit) + tlmm_outbuf + ew_dequant + ew_norm + ew_scale + ew_quant + "
+               "ew_residual + ew_gated + row_dma + row_convert + row_unit_glue in one module "
+               "(counted as those)",
 }
 
 # logic that exists only inside a unit, measured as the unit minus its registry parts:
 # {name: (superset block, its parts, what it is)}; the superset is synthesised for the budget
 DERIVED = {
-    "row_unit_glue": ("ew_unit", ("ew_norm", "ew_scale", "ew_quant", "ew_residual",
-                                  "ew_gated", "row_dma", "row_convert"),
+    "row_unit_glue": ("ew_unit", ("tlmm", "weight_buffer", "weight_stream", "tlmm_outbuf",
+                                  "ew_dequant", "ew_norm", "ew_scale", "ew_quant",
+                                  "ew_residual", "ew_gated", "row_dma", "row_convert"),
                       "the row execution unit's own logic: command decode and checks, EMBED's "
                       "id pass, ids RAM and address multiply, NORM's absmax RAM and row, "
-                      "QUANT's divisions, scale feed and zero padding, the stream "
-                      "multiplexers"),
+                      "QUANT's divisions, scale feed and zero padding, LINEAR's activation "
+                      "assembly, tile walk and column trim, the stream multiplexers"),
 }
 
 

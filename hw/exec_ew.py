@@ -20,7 +20,7 @@ them cleanly. Semantics are golden ``program_exec``'s ``_residual``, ``_gated_ac
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,11 +29,15 @@ from tellme.spec.numerics import StreamFormat, stream_format
 from tellme.spec.program import ERROR_CODES, OPS
 
 from .convert import FloatToStream
+from .elementwise.dequantize import Dequantize
 from .elementwise.gated_act import GatedAct
+from .elementwise.outbuf import TlmmOutBuffer
 from .elementwise.quantize import Quantize
 from .elementwise.residual import ResidualAdd
 from .elementwise.rmsnorm import RMSNormAbsmax
 from .elementwise.scalar import TokenScale
+from .linear import LinearUnit
+from .presets import HwPreset
 from .row_dma import RowDMA, axi_members, connect_axi
 from .sequencer import command_layout
 
@@ -102,18 +106,27 @@ class EwUnit(wiring.Component):
 
     def __init__(self, *, lanes: int = 2, fmt: StreamFormat | None = None,
                  addr_width: int = ADDR_BITS, data_width: int = 128, count_width: int = 16,
-                 max_rows: int = 1024, max_cols: int = 256):
+                 max_rows: int = 1024, max_cols: int = 256, preset: HwPreset | None = None):
         fmt = stream_format(fmt)
         self.lanes, self.fmt, self.count_width = lanes, fmt, count_width
         self.max_rows, self.max_cols = max_rows, max_cols
+        self.preset = preset
+        if preset is not None and preset.t % lanes:
+            raise ValueError(f"LINEAR needs lanes={lanes} to divide T={preset.t} (activation "
+                             f"beats of 3T int8 from vectors of 3 * lanes bytes)")
         self._dma = RowDMA(readers=2, lanes=lanes, fmt=fmt, addr_width=addr_width,
                            data_width=data_width, count_width=count_width)
+        self._lin = (LinearUnit(preset, data_width=data_width, addr_width=addr_width)
+                     if preset is not None else None)
         members = {"i_cmd": In(stream.Signature(command_layout("ew", addr_width))),
                    "i_head": In(stream.Signature(command_layout("head", addr_width))),
-                   "done": Out(1), "error": Out(8), "axi_error": Out(1), "busy": Out(1),
-                   "stall": Out(1)}
+                   "i_linear": In(stream.Signature(command_layout("linear", addr_width))),
+                   "done": Out(1), "error": Out(8), "axi_error": Out(1), "axi_port": Out(4),
+                   "busy": Out(1), "stall": Out(1)}
         for prefix in ("r0", "r1", "w"):
             members.update(axi_members(self._dma, prefix, prefix))
+        if self._lin is not None:
+            members.update(axi_members(self._lin, "wt"))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -257,14 +270,74 @@ class EwUnit(wiring.Component):
             with m.If(dv_c >= dv_d):
                 m.d.sync += [dv_c.eq(dv_c - dv_d), q_qb.eq(q_qb | dv_q)]
         q_feed = Signal()                     # rows running: s_q fed, int8 rows written
+        f_cb = Signal(16)                     # LINEAR: first column block of the fed tile
+        l_scale_ready = Signal()
+        dma_err_seen = Signal()               # LINEAR: a mover error, reported at the end
         f_r = Signal(range(R + 1))            # next row whose absmax is read
         f_lane = Signal(max(1, lgl))
         f_valid = Signal()
         pb = Signal(17)                       # written beat within the row
+        # ---- class linear: the LinearUnit (weights on the wt_* master), activations and
+        # outputs through the row movers, one mover command per tile
+        lc = self.i_linear.payload
+        la = lc.args
+        lin = Signal()                        # the amax-row op in progress is a LINEAR
+        l_go = Signal()
+        p = self.preset
+        if p is not None:
+            lu = self._lin                    # (its sticky flags cleared by each LINEAR)
+            m.submodules.linear = ResetInserter(l_go)(lu)
+            connect_axi(m, self, "wt", lu)
+            acc_w = lu.acc_width
+            m.submodules.outbuf = outbuf = TlmmOutBuffer(q=p.q, lanes=L, acc_width=acc_w,
+                                                         depth=2 * p.nbt_max)
+            m.submodules.deq = deq = Dequantize(lanes=L, acc_width=acc_w, fmt=self.fmt)
+            lgq = p.q.bit_length() - 1
+            l_ok = ((la.rows != 0) & (la.rows <= min(R, p.tok_max)) & (la.kb != 0)
+                    & (la.kb <= p.kb_max) & (la.tile_nb != 0) & (la.tile_nb <= p.nbt_max)
+                    & (la.tile_nb * la.kb <= p.half_depth) & (la.nb != 0)
+                    & (la.n <= (la.nb << lgq)) & (la.n != 0))
+        else:
+            l_ok = Const(0)
+        m.d.comb += self.i_linear.ready.eq(idle)
+        l_acc = self.i_linear.valid & idle
+        with m.If(l_acc):
+            with m.If(Const(p is None) | ~l_ok):
+                m.d.sync += err.eq(ERROR_CODES["UNSUPPORTED_OP"] if p is None
+                                   else ERROR_CODES["LIMIT"])
+        l_src, l_dst, l_wts = Signal(len(la.src)), Signal(len(la.dst)), Signal(len(la.weights))
+        l_n, l_nb, l_kb, l_tnb = Signal(32), Signal(16), Signal(16), Signal(16)
+        l_scale = Signal(32)
+        l_rbeats = Signal(CW)                 # activation vectors per row: kb * T / lanes
+        l_stride, l_wstride = Signal(32), Signal(32)
+        l_cb = Signal(16)                     # first column block of the tile
+        l_left = Signal(32)                   # output columns from the tile's first on
+        l_tcols = Signal(32)                  # columns of a whole tile: tile_nb * Q
+        l_valid = Signal(32)                  # columns of this tile
+        m.d.comb += l_valid.eq(Mux(l_left < l_tcols, l_left, l_tcols))
+        l_feed = Signal()
+
+        def times(x, k):                      # x * k by shifts and adds
+            return sum(x << j for j in range(k.bit_length()) if k >> j & 1)
+
         with m.FSM(name="quant"):
             with m.State("IDLE"):
+                with m.If(l_acc & l_ok):
+                    m.d.comb += l_go.eq(1)
+                    m.d.sync += [qz.eq(1), lin.eq(1), q_rows.eq(la.rows), q_amax.eq(la.amax),
+                                 l_src.eq(la.src), l_dst.eq(la.dst), l_wts.eq(la.weights),
+                                 l_n.eq(la.n), l_nb.eq(la.nb), l_kb.eq(la.kb),
+                                 l_tnb.eq(la.tile_nb), l_scale.eq(la.scale),
+                                 q_wc.eq(0), f_r.eq(0), f_valid.eq(0)]
+                    if p is not None:
+                        m.d.sync += [l_rbeats.eq(times(la.kb, p.t) >> lgl),
+                                     l_stride.eq((times(la.kb, 3 * p.t) + ROW_ALIGN - 1)
+                                                 & ~Const(ROW_ALIGN - 1, 32)),
+                                     l_wstride.eq(stride_of(la.n)),
+                                     l_tcols.eq(la.tile_nb << lgq)]
+                    m.next = "AMAX"
                 with m.If(accept & is_quant & ok):
-                    m.d.sync += [qz.eq(1), q_rows.eq(qr.rows), q_src.eq(qr.src),
+                    m.d.sync += [qz.eq(1), lin.eq(0), q_rows.eq(qr.rows), q_src.eq(qr.src),
                                  q_amax.eq(qr.amax), q_dst.eq(qr.dst), q_beats.eq(qr.cols // L),
                                  q_stride.eq(stride_of(qr.cols)),
                                  q_wstride.eq((qr.kpad + ROW_ALIGN - 1)
@@ -290,6 +363,9 @@ class EwUnit(wiring.Component):
                 with m.If(dma.axi_error):
                     m.d.sync += [self.axi_error.eq(1), qz.eq(0)]
                     m.next = "IDLE"
+                with m.Elif(dma.done & lin):
+                    m.d.sync += [l_cb.eq(0), l_left.eq(l_n), f_cb.eq(0)]
+                    m.next = "L_CMD"
                 with m.Elif(dma.done):
                     m.next = "CHECK"
             with m.State("CHECK"):
@@ -314,6 +390,43 @@ class EwUnit(wiring.Component):
                 with m.Elif(dma.done):
                     m.d.sync += [self.done.eq(1), qz.eq(0)]
                     m.next = "IDLE"
+            if p is not None:
+                lcmd = lu.i_cmd.payload
+                with m.State("L_CMD"):        # the LinearUnit walks the tiles' weights
+                    m.d.comb += [lu.i_cmd.valid.eq(1), lcmd.addr.eq(l_wts),
+                                 lcmd.n_tokens.eq(q_rows), lcmd.kb.eq(l_kb), lcmd.nb.eq(l_nb),
+                                 lcmd.tile_nb.eq(l_tnb), l_feed.eq(1)]
+                    with m.If(lu.i_cmd.ready):
+                        m.next = "L_TILE"
+                with m.State("L_TILE"):       # per tile: activations in, the tile's columns out
+                    m.d.comb += [l_feed.eq(1), dma.i_cmd.valid.eq(1), dc.rows.eq(q_rows),
+                                 dc.beats.eq(l_rbeats), dc.stride.eq(l_stride),
+                                 dc.src[0].eq(l_src), dc.ebytes[0].eq(3), dc.use.eq(0b01),
+                                 dc.write.eq(1), dc.wbeats.eq((l_valid + L - 1) >> lgl),
+                                 dc.wstride.eq(l_wstride), dc.dst.eq(l_dst),
+                                 dc.tail.eq(l_valid[:lgl] if L > 1 else 0)]
+                    with m.If(dma.i_cmd.ready):
+                        m.next = "L_RUN"
+                with m.State("L_RUN"):       # (after a mover error the tiles still run, so
+                    m.d.comb += l_feed.eq(1)  # the LinearUnit ends idle; reported at L_END)
+                    with m.If(dma.done | dma.axi_error):
+                        m.d.sync += [l_cb.eq(l_cb + l_tnb), l_left.eq(l_left - l_tcols),
+                                     l_dst.eq(l_dst + times(l_tcols, eb))]
+                        with m.If(l_cb + l_tnb < l_nb):
+                            m.next = "L_TILE"
+                        with m.Else():
+                            m.next = "L_END"
+                with m.State("L_END"):        # the LinearUnit idle: done, or its error
+                    m.d.comb += l_feed.eq(1)
+                    with m.If(~lu.busy):
+                        m.d.sync += [qz.eq(0), lin.eq(0)]
+                        with m.If(lu.error | dma_err_seen):
+                            m.d.sync += self.axi_error.eq(1)
+                        with m.Elif(lu.overflow):
+                            m.d.sync += err.eq(ERROR_CODES["LIMIT"])
+                        with m.Else():
+                            m.d.sync += self.done.eq(1)
+                        m.next = "IDLE"
         # absmax words from reader 0 into the RAM (the whole word: L rows)
         with m.If(qz & (q_wc < words) & ~q_feed):
             m.d.comb += [a_w.addr.eq(q_wc),
@@ -321,19 +434,23 @@ class EwUnit(wiring.Component):
                                            for j in range(L)))),
                          a_w.en.eq(Mux(dma.o_0.valid & dma.o_0.ready, (1 << L) - 1, 0))]
         # s_q per row: the RAM (synchronous read) -> TokenScale -> Quantize.i_scale
-        f_adv = q_feed & (~f_valid | tscale.i.ready)
-        with m.If(q_feed):
+        # (LINEAR: s_tok per token, again for every tile)
+        feeding = q_feed | l_feed
+        f_adv = feeding & (~f_valid | tscale.i.ready)
+        with m.If(feeding):
             m.d.comb += [a_r.addr.eq(f_r >> lgl), a_r.en.eq(f_adv)]
         with m.If(f_adv):
             m.d.sync += [f_valid.eq(f_r < q_rows), f_lane.eq(f_r[:lgl] if L > 1 else 0)]
             with m.If(f_r < q_rows):
                 m.d.sync += f_r.eq(f_r + 1)
-        m.d.comb += [tscale.ws.eq(0), tscale.i.valid.eq(f_valid),
+            with m.Elif(l_feed & (f_cb + l_tnb < l_nb)):      # the next tile's tokens
+                m.d.sync += [f_r.eq(0), f_cb.eq(f_cb + l_tnb)]
+        m.d.comb += [tscale.ws.eq(Mux(lin, l_scale, 0)), tscale.i.valid.eq(f_valid),
                      tscale.i.payload.eq(a_r.data.word_select(f_lane, self.fmt.bits)
                                          if L > 1 else a_r.data),
-                     quant.i_scale.valid.eq(tscale.o.valid),
+                     quant.i_scale.valid.eq(tscale.o.valid & ~lin),
                      quant.i_scale.payload.eq(tscale.o.payload.s_q),
-                     tscale.o.ready.eq(quant.i_scale.ready)]
+                     tscale.o.ready.eq(Mux(lin, l_scale_ready, quant.i_scale.ready))]
         # h rows -> Quantize -> D-byte beats, zero beats from ceil(cols / D) up to kpad / D
         m.d.comb += [quant.i.payload.last.eq(dma.o_0.payload.last),
                      quant.i.valid.eq(dma.o_0.valid & q_feed)]
@@ -348,6 +465,47 @@ class EwUnit(wiring.Component):
                          quant.o.ready.eq(dma.i.ready & from_q)]
             with m.If(dma.i.valid & dma.i.ready):
                 m.d.sync += pb.eq(Mux(pb == q_wb - 1, 0, pb + 1))
+        with m.If(l_go):
+            m.d.sync += dma_err_seen.eq(0)
+        with m.If(lin & dma.axi_error):
+            m.d.sync += dma_err_seen.eq(1)
+        m.d.comb += self.axi_port.eq(3)               # kv/act (spec.registers.PORTS)
+        if p is not None:
+            with m.If(lin & lu.error):
+                m.d.comb += self.axi_port.eq(0)       # weights0
+            # activations: vectors of 3 * L bytes (L words of 3) -> beats of 3T int8
+            AV = p.t // L
+            parts = [Signal(24 * L, name=f"act{i}") for i in range(AV - 1)]
+            ac = Signal(range(max(AV, 2)))
+            vec = Cat(*(dma.o_0.payload.data[j][:24] for j in range(L)))
+            m.d.comb += [lu.i_act.payload.as_value().eq(Cat(*parts, vec)),
+                         lu.i_act.valid.eq(dma.o_0.valid & l_feed & (ac == AV - 1))]
+            with m.If(l_feed):
+                m.d.comb += dma.o_0.ready.eq((ac != AV - 1) | lu.i_act.ready)
+                with m.If(dma.o_0.valid & dma.o_0.ready):
+                    m.d.sync += ac.eq(Mux(ac == AV - 1, 0, ac + 1))
+                    for i, part in enumerate(parts):
+                        with m.If(ac == i):
+                            m.d.sync += part.eq(vec)
+            with m.If(l_go):
+                m.d.sync += ac.eq(0)
+            # accumulators -> outbuf -> Dequantize (s_tok per token and tile) -> the tile's
+            # columns of each row (beats past them dropped)
+            wiring.connect(m, lu.o, outbuf.i)
+            wiring.connect(m, outbuf.o, deq.i)
+            m.d.comb += [deq.i_scale.valid.eq(tscale.o.valid & lin),
+                         deq.i_scale.payload.eq(tscale.o.payload.s_tok),
+                         l_scale_ready.eq(deq.i_scale.ready)]
+            tb = Signal(17)                   # beat within the token's tile segment
+            keep = tb < ((l_valid + L - 1) >> lgl)
+            with m.If(l_feed):
+                m.d.comb += [dma.i.payload.eq(deq.o.payload),
+                             dma.i.valid.eq(deq.o.valid & keep),
+                             deq.o.ready.eq(Mux(keep, dma.i.ready, 1))]
+                with m.If(deq.o.valid & deq.o.ready):
+                    m.d.sync += tb.eq(Mux(deq.o.payload.last, 0, tb + 1))
+            with m.If(l_go):
+                m.d.sync += tb.eq(0)
 
         # ---- class head: EMBED (two passes, see the class docstring)
         h = self.i_head.payload

@@ -101,6 +101,11 @@ class LinearUnit(wiring.Component):
             ports[f"m_axi_{name}"] = member
         super().__init__(ports)
 
+    @property
+    def acc_width(self) -> int:
+        """Bits of one output accumulator."""
+        return self._core.engine.acc_width
+
     def elaborate(self, platform):
         m = Module()
         p = self._p

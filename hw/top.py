@@ -1,6 +1,6 @@
 """The accelerator top (docs/hw/top.md): the shell of ``tellme.spec.shell`` around the
-register file, the sequencer and the execution units built so far (the element-wise unit's
-RESIDUAL and GATED_ACT).
+register file, the sequencer and the execution units built so far (the row unit: EMBED,
+NORM, QUANT, LINEAR, RESIDUAL, GATED_ACT).
 
 ``make_top(target, build_hash=0)`` is what the Vivado flow (``hw/vivado.py`` through
 ``hw.regs.stamp``) and the RTL simulation device (``sim/rtl_device.py``) elaborate; its
@@ -13,8 +13,9 @@ What is inside:
 * ``Sequencer`` (``hw/sequencer.py``) fetching programs through the read channel of
   ``m_axi_kv``; its ports meet the register file's by name, the 64-bit values as the LO/HI
   pairs joined;
-* ``EwUnit`` (``hw/exec_ew.py``) on the ``ew`` command stream: RESIDUAL and GATED_ACT rows
-  through ``RowDMA`` (``hw/row_dma.py``); NORM, QUANT and ROPE answered UNSUPPORTED_OP;
+* ``EwUnit`` (``hw/exec_ew.py``), the row unit, on the ``ew``, ``head`` and ``linear``
+  command streams: rows through ``RowDMA`` (``hw/row_dma.py``), LINEAR's codes through its
+  ``LinearUnit`` on ``m_axi_w0``; ROPE and LM_HEAD answered UNSUPPORTED_OP;
 * ``AxiReadArbiter`` (``hw/axi_arbiter.py``) on the read channel of ``m_axi_kv``: the
   sequencer's program fetch and the EW unit's two row readers; the write channel is the EW
   unit's row writer;
@@ -23,8 +24,8 @@ What is inside:
   UNSUPPORTED_OP (``spec.program.ERRORS``): a run on this build stops at its first record of
   such a class with ``ERR_FLAGS.BAD_PROGRAM``, ``ERR_INFO.CODE`` 11 and the record's index,
   and is idle again. Nothing is dropped or faked;
-* the weight masters ``m_axi_w0..2`` idle: every output driven to 0 (no VALID ever rises), so
-  the interconnect sees a legal, silent master;
+* the weight masters ``m_axi_w1`` and ``m_axi_w2`` idle: every output driven to 0 (no VALID
+  ever rises), so the interconnect sees a legal, silent master;
 * ``irq``: a register, OR(IRQ_STATUS & CTRL enables).
 """
 
@@ -41,6 +42,7 @@ from tellme.spec.registers import const_values
 
 from .axi_arbiter import AR_SIGNALS, R_SIGNALS, AxiReadArbiter
 from .exec_ew import EwUnit
+from .presets import preset
 from .regs import RegisterFile
 from .sequencer import CLASSES, Sequencer, command_layout
 
@@ -50,8 +52,8 @@ __all__ = ["Top", "NoExecUnit", "make_top", "report_blocks", "EXECUTION_UNITS"]
 #: class's commands are answered UNSUPPORTED_OP)
 EXECUTION_UNITS = dict.fromkeys(CLASSES)
 EXECUTION_UNITS["ew"] = "EwUnit (hw/exec_ew.py): NORM, QUANT, RESIDUAL, GATED_ACT"
+EXECUTION_UNITS["linear"] = "EwUnit (hw/exec_ew.py): LINEAR through its LinearUnit on m_axi_w0"
 EXECUTION_UNITS["head"] = "EwUnit (hw/exec_ew.py): EMBED (the row movers are shared)"
-_KV_PORT = 3                      # ERR_INFO.PORT "kv/act" (spec.registers.PORTS)
 _JOINED = ("prog_addr", "win_base", "win_size", "err_addr")     # 64-bit LO/HI pairs
 
 
@@ -116,7 +118,8 @@ class Top(wiring.Component):
 
         tgt = TARGETS[self._target]
         m.submodules.ew = ew = EwUnit(lanes=tgt.ew_lanes, fmt=self._fmt, addr_width=ADDR_BITS,
-                                      max_rows=tgt.tlmm["tok_max"], max_cols=tgt.row_max)
+                                      max_rows=tgt.tlmm["tok_max"], max_cols=tgt.row_max,
+                                      preset=preset(self._target))
         # m_axi_kv's read channel: program fetch (client 0), the EW unit's two row readers
         m.submodules.kv_rd = arb = AxiReadArbiter(clients=3, addr_width=ADDR_BITS)
 
@@ -155,15 +158,19 @@ class Top(wiring.Component):
                 m.d.comb += getattr(arb, f"s{k}_{sig}").eq(getattr(client, f"{prefix}_{sig}"))
             for sig in [s for s, _ in R_SIGNALS] + ["arready", "rvalid"]:
                 m.d.comb += getattr(client, f"{prefix}_{sig}").eq(getattr(arb, f"s{k}_{sig}"))
-        # -- weight masters idle -------------------------------------------------------------
+        # -- weight masters: w0 the LinearUnit's streamer, w1 and w2 idle ----------------------
         for i in shell.INTERFACES:
-            if i.name.startswith("m_axi_w"):
+            if i.name == "m_axi_w0":
+                for sig, _, d in i.signals():
+                    top, sub = getattr(self, f"{i.top_prefix}_{sig}"), getattr(ew, f"wt_{sig}")
+                    m.d.comb += (top.eq(sub) if d == "out" else sub.eq(top))
+            elif i.name.startswith("m_axi_w"):
                 for sig, _, d in i.signals():
                     if d == "out":
                         m.d.comb += getattr(self, f"{i.top_prefix}_{sig}").eq(0)
 
         # -- command streams: the execution units, else the "no execution unit" responder -------
-        units = {"ew": (ew, ew.i_cmd), "head": (ew, ew.i_head)}
+        units = {"ew": (ew, ew.i_cmd), "head": (ew, ew.i_head), "linear": (ew, ew.i_linear)}
         for cls in CLASSES:
             unit, port = units.get(cls, (None, None))
             if unit is None:
@@ -176,8 +183,9 @@ class Top(wiring.Component):
                              getattr(seq, f"{cls}_error").eq(unit.error)]
                 noexec_in = getattr(noexec, f"i_{cls}")
                 m.d.comb += noexec_in.valid.eq(0)
-        m.d.comb += [seq.unit_axi_error.eq(ew.axi_error), seq.unit_axi_port.eq(_KV_PORT),
+        m.d.comb += [seq.unit_axi_error.eq(ew.axi_error), seq.unit_axi_port.eq(ew.axi_port),
                      seq.progress.eq(arb.active[1:].any()
+                                     | (self.m_axi_w0_rvalid & self.m_axi_w0_rready)
                                      | (self.m_axi_kv_wvalid & self.m_axi_kv_wready)
                                      | (self.m_axi_kv_bvalid & self.m_axi_kv_bready)),
                      regs.busy_ew_inc.eq(ew.busy), regs.stall_ew_inc.eq(ew.stall)]
@@ -216,10 +224,11 @@ def report_blocks() -> dict:
         "row_dma": ("row movers of an execution unit: 2 row readers + 1 row writer",
                     lambda hp, fmt: RowDMA(readers=2, lanes=lanes(hp), fmt=fmt,
                                            addr_width=ADDR_BITS)),
-        "ew_unit": ("row unit (EMBED, NORM, QUANT, RESIDUAL, GATED_ACT): movers + blocks",
+        "ew_unit": ("row unit (EMBED, NORM, QUANT, LINEAR, RESIDUAL, GATED_ACT): movers, "
+                    "LinearUnit, blocks",
                     lambda hp, fmt: EwUnit(lanes=lanes(hp), fmt=fmt, addr_width=ADDR_BITS,
                                            max_rows=TARGETS[hp.name].tlmm["tok_max"],
-                                           max_cols=TARGETS[hp.name].row_max)),
+                                           max_cols=TARGETS[hp.name].row_max, preset=hp)),
         "row_convert": ("weight-file floats to the stream format (EMBED rows, NORM gains)",
                         lambda hp, fmt: FloatToStream(lanes=lanes(hp), fmt=fmt)),
     }

@@ -4,9 +4,9 @@
 all four masters. Launched by tests/rtl/test_top.py (target ``sim``).
 
 Until every execution unit exists, a model's program must end in the named "no execution
-unit" error (BAD_PROGRAM code UNSUPPORTED_OP at its first record without a unit: LINEAR,
-after EMBED, NORM and QUANT ran) and idle, never a hang. The units that exist are checked against
-the golden sequencer on programs of their own records.
+unit" error (BAD_PROGRAM code UNSUPPORTED_OP at its first record without a unit: ROPE,
+after EMBED, NORM, QUANT and the q/k/v LINEARs ran) and idle, never a hang. The units that
+exist are checked against the golden sequencer on programs of their own records.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _raises(fn, pattern: str) -> str:
 
 
 NO_UNIT = (r"BAD_PROGRAM code 11 UNSUPPORTED_OP \(this build has no execution unit for the "
-           r"op.*\) at record 3 \(LINEAR, layer 0\)")
+           r"op.*\) at record 6 \(ROPE, layer 0\)")
 
 
 def _no_exec_unit(drv: Driver) -> str:
@@ -69,8 +69,8 @@ def _no_exec_unit(drv: Driver) -> str:
 @cocotb.test()
 async def test_identity_and_no_execution_unit(dut):
     """ID/VERSION/CAP read back; the sim weight file loads; a kv260 file is refused; a valid
-    program runs EMBED, NORM and QUANT and ends in UNSUPPORTED_OP at record 3 (LINEAR) with
-    the register dump."""
+    program runs EMBED, NORM, QUANT and three LINEARs and ends in UNSUPPORTED_OP at record 6
+    (ROPE) with the register dump."""
     dev = await RtlDevice.start(dut)
 
     def body():
@@ -210,7 +210,7 @@ def _compare_rows(drv: Driver, ddr, outs: dict, n: int) -> None:
 async def test_ew_unit_bit_exact(dut):
     """RESIDUAL and GATED_ACT (SiLU, ReLU^2, in place and out of place) through the sequencer,
     the read arbiter and the EW unit, with random stalls on every channel of m_axi_kv: every
-    written row equals the golden sequencer's bytes; a LINEAR record then stops the run with
+    written row equals the golden sequencer's bytes; a ROPE record then stops the run with
     UNSUPPORTED_OP, and the next run works."""
     import random
 
@@ -238,12 +238,12 @@ async def test_ew_unit_bit_exact(dut):
         ddr.mem[:] = drv.buf.host[:drv.buf.nbytes]      # the image the run started from
         execute(ddr, addr, drv.mmap)
         _compare_rows(drv, ddr, outs, n)
-        # LINEAR has no unit yet: a clean UNSUPPORTED_OP at that record, then a working run
+        # ROPE has no unit yet: a clean UNSUPPORTED_OP at that record, then a working run
         full = build_program(drv.config, drv.mmap, "prefill", 0, n, weights=drv.info,
                              score_c=drv.score_c)
-        prog.records = [next(r for r in full.records if r.op == "LINEAR"), Record("END")]
-        _raises(lambda: drv.execute(prog, "linear program"),
-                r"BAD_PROGRAM code 11 UNSUPPORTED_OP .* at record 0 \(LINEAR, layer 0\)")
+        prog.records = [next(r for r in full.records if r.op == "ROPE"), Record("END")]
+        _raises(lambda: drv.execute(prog, "rope program"),
+                r"BAD_PROGRAM code 11 UNSUPPORTED_OP .* at record 0 \(ROPE, layer 0\)")
         # SLVERR on a y row: AXI_SLVERR on port kv/act at the RESIDUAL record, then a clean run
         prog2, outs2 = _ew_program(drv, rng, n)
         y1 = drv.mmap.buffer("y").addr + 64
@@ -322,6 +322,10 @@ def _embed_run(drv: Driver, ids, records: int = 1) -> list:
         want = ddr.read(q, n * st).reshape(n, st)[:, :kpad]
         bad = np.nonzero((got != want).any(axis=1))[0]
         assert bad.size == 0, f"int8 rows {bad.tolist()} differ from golden"
+    by_addr = {b.addr: name for name, b in drv.mmap.buffers.items()}
+    for rec in recs[3:]:                              # the LINEARs' output rows
+        assert rec.op == "LINEAR", rec
+        _compare_rows(drv, ddr, {by_addr[rec["dst"]]: rec["n"]}, n)
     return recs
 
 
@@ -346,7 +350,7 @@ async def test_row_unit_embed_norm_quant(dut):
     def body():
         drv = Driver(dev, _weights("sim"), max_context=32, timeout_s=120)
         vocab = drv.config.vocab_size
-        _embed_run(drv, [0, vocab - 1, 17, 5, 200], records=3)     # odd: a partial beat
+        _embed_run(drv, [0, vocab - 1, 17, 5, 200], records=6)     # odd: a partial beat
         x = drv.mmap.buffer("x")
         span = 4 * x.stride
         drv.buf.sync_from_device(x.addr - drv.base, span)
@@ -355,7 +359,7 @@ async def test_row_unit_embed_norm_quant(dut):
                 r"BAD_PROGRAM code 8 BAD_FIELD .* at record 0 \(EMBED\)")
         drv.buf.sync_from_device(x.addr - drv.base, span)
         assert (drv.buf.read(x.addr - drv.base, span) == before).all(), "rows written"
-        _embed_run(drv, [9, 8, 7], records=3)
+        _embed_run(drv, [9, 8, 7], records=6)
         drv.close()
         for dtype in ("bfloat16", "float16"):
             d2 = Driver(dev, _weights_dtype(dtype), max_context=32, timeout_s=120)

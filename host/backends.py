@@ -137,8 +137,8 @@ class RtlSimBackend(_Unavailable):
     name = "rtl-sim"
     priority = 10
     reason = ("the accelerator top (hw/top.py) does not run a whole model yet: its row unit "
-              "executes EMBED, NORM, QUANT, LINEAR, RESIDUAL and GATED_ACT and a model's program "
-              "stops at its first ROPE "
+              "executes EMBED, NORM, QUANT, LINEAR, ROPE, RESIDUAL and GATED_ACT and a model's "
+              "program stops at its first KV_WRITE "
               "(docs/hw/top.md); the host driver runs today on the GoldenDevice "
               "(docs/driver.md)")
 

@@ -1,6 +1,7 @@
-"""The row execution unit of the top (docs/hw/top.md): class ``ew`` and ``head`` commands
-from the sequencer, rows from DDR through one set of row movers, the element-wise blocks, rows
-back to DDR. The sequencer runs one record at a time, so the two classes share the movers.
+"""The row execution unit of the top (docs/hw/top.md): class ``ew``, ``head`` and ``linear``
+commands from the sequencer, rows from DDR through one set of row movers, the element-wise
+blocks and the linear unit, rows back to DDR. The sequencer runs one record at a time, so
+the classes share the movers.
 
 This build executes:
 
@@ -12,10 +13,14 @@ This build executes:
   ``FloatToStream``);
 * ``QUANT``: int8 q = clamp(RNE(h * s_q)), s_q = RN32(127 / amax) per row (``TokenScale``,
   ``Quantize``), rows zero-padded to ``kpad`` bytes;
+* ``ROPE``: adjacent pairs (x[2i], x[2i+1]) rotated by the position's table row (``RoPE``);
+* ``LINEAR`` (class ``linear``, with a ``preset``): y = RN(acc * s_tok) of the int8 rows and
+  the ternary codes (``LinearUnit`` on its own weight master, ``TlmmOutBuffer``,
+  ``Dequantize``);
 
-and answers the classes' other ops (ROPE, LM_HEAD) with UNSUPPORTED_OP, so a program stops at
-them cleanly. Semantics are golden ``program_exec``'s ``_residual``, ``_gated_act``,
-``_embed``, ``_norm`` and ``_quant``.
+and answers LM_HEAD with UNSUPPORTED_OP, so a program stops at it cleanly. Semantics are
+golden ``program_exec``'s ``_residual``, ``_gated_act``, ``_embed``, ``_norm``, ``_quant``,
+``_rope`` and ``_linear``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 
 from tellme.spec.memory_map import ADDR_BITS, ROW_ALIGN
 from tellme.spec.numerics import StreamFormat, stream_format
-from tellme.spec.program import ERROR_CODES, OPS
+from tellme.spec.program import ERROR_CODES, OPS, PAIRINGS
 
 from .convert import FloatToStream
 from .elementwise.dequantize import Dequantize
@@ -35,6 +40,7 @@ from .elementwise.outbuf import TlmmOutBuffer
 from .elementwise.quantize import Quantize
 from .elementwise.residual import ResidualAdd
 from .elementwise.rmsnorm import RMSNormAbsmax
+from .elementwise.rope import RoPE
 from .elementwise.scalar import TokenScale
 from .linear import LinearUnit
 from .presets import HwPreset
@@ -45,11 +51,13 @@ __all__ = ["EwUnit"]
 
 _RESIDUAL, _GATED = OPS["RESIDUAL"].code, OPS["GATED_ACT"].code
 _EMBED, _NORM, _QUANT = OPS["EMBED"].code, OPS["NORM"].code, OPS["QUANT"].code
+_ROPE = OPS["ROPE"].code
+_ADJACENT = PAIRINGS.index("adjacent")
 
 
 class EwUnit(wiring.Component):
-    """Row execution unit: NORM, QUANT, RESIDUAL and GATED_ACT (class ``ew``) and EMBED (class
-    ``head``) over ``rows`` rows of ``cols`` elements.
+    """Row execution unit: NORM, QUANT, ROPE, RESIDUAL and GATED_ACT (class ``ew``), EMBED
+    (class ``head``) and LINEAR (class ``linear``) over ``rows`` rows of ``cols`` elements.
 
     Parameters: ``lanes`` (elements per beat: the target's ew_lanes), ``fmt`` (stream format),
     ``addr_width``, ``data_width`` (AXI), ``count_width`` (beats per row), ``max_rows`` (rows
@@ -62,13 +70,16 @@ class EwUnit(wiring.Component):
         accepted while idle (one of them at a time: the sequencer's record in flight).
     done : Out(1)  one-cycle pulse once every row's last write response is in.
     error : Out(8)  one-cycle program error code instead of ``done``: UNSUPPORTED_OP (11) for
-        ROPE and LM_HEAD; LIMIT (10) when ``cols`` is 0, not a multiple of ``lanes`` (rows are
-        read and written in whole beats) or over ``2**count_width`` beats, a NORM row is over
-        ``max_cols``, an EMBED, NORM or QUANT has more than ``max_rows`` rows, or a QUANT's
-        ``kpad`` is below ``cols``, not a multiple of the writer's beat (``lanes`` stream
-        elements' bytes: 6 at FP24 with 2 lanes) or over 2**16;
-        BAD_FIELD (8) when a token id is >= ``vocab`` (all ids are checked before any row is
-        written: nothing is written then).
+        LM_HEAD, and for LINEAR without a ``preset``; LIMIT (10) for a ROPE of split-half
+        pairing (``pairing`` 0: the weight file must hold its q/k rows in adjacent-pair
+        order), 0 or 256+ heads, a head_dim not a multiple of ``lanes`` or over 1023, a
+        start position over 65535, and when ``cols`` is 0,
+        not a multiple of ``lanes`` (rows are read and written in whole beats) or over
+        ``2**count_width`` beats, a NORM row is over ``max_cols``, an EMBED, NORM or QUANT
+        has more than ``max_rows`` rows, or a QUANT's ``kpad`` is below ``cols``, not a
+        multiple of the writer's beat (``lanes`` stream elements' bytes: 6 at FP24 with 2
+        lanes) or over 2**16; BAD_FIELD (8) when a token id is >= ``vocab`` (all ids are
+        checked before any row is written: nothing is written then).
     axi_error : Out(1)  one-cycle pulse instead of ``done`` when a read or write response of
         this unit was not OKAY (the top raises ERR_FLAGS.AXI_SLVERR; SLVERR and DECERR are not
         told apart). The movers' command in flight still runs to its end, so the unit is idle
@@ -102,6 +113,26 @@ class EwUnit(wiring.Component):
     (int8 repacked to D per beat), its s_q per row from the RAM through ``TokenScale`` (about
     70 cycles a row, ahead of the row's first beat), and zero beats after each row's
     ``ceil(cols / D)`` up to ``kpad / D``, to dst + r * align64(kpad).
+
+    ROPE: per token row one mover command whose rows are the heads: x on reader 0 (head h at
+    src + r * stride + h * head_dim * bytes), the table row of position start + r on reader 1
+    with its address held (replayed for every head), through ``RoPE`` to the same places
+    under dst.
+
+    LINEAR (``preset`` given: the TLMM geometry): the absmax row into the RAM as for QUANT; one
+    ``LinearUnit`` command (it streams every tile's codes on ``wt_*`` into its ping-pong buffer
+    ahead of the engine); then per tile one mover command: the int8 rows (``kb * 3T`` bytes at
+    align64) on reader 0 as vectors of ``lanes`` 3-byte words, ``T / lanes`` of them per 3T
+    activation beat, and the tile's columns of each output row written at dst + r * stride +
+    (first column) * bytes, its last beat cut by ``tail`` (the accumulators of columns past
+    ``n`` dropped). s_tok = RN32(amax * scale / 127) per token and tile from ``TokenScale``.
+    The next tile's activations start when the previous tile's rows are written (the engine
+    waits a read latency per tile).
+
+    Members for LINEAR: ``i_linear`` (In(stream command_layout("linear"))); ``wt_*`` the
+    LinearUnit's AXI4 read master; ``axi_port`` (Out(4)): ERR_INFO.PORT of ``axi_error``, 0
+    (weights0) for a weight read error, else 3 (kv/act). LIMIT for rows 0 or over the tokens
+    per call, kb or tile_nb 0 or over the preset, a tile over the buffer half, or n over nb * Q.
     """
 
     def __init__(self, *, lanes: int = 2, fmt: StreamFormat | None = None,
@@ -158,7 +189,9 @@ class EwUnit(wiring.Component):
         # ---- class ew: decode, check, hand the geometry to the row movers
         c = self.i_cmd.payload
         is_gated, is_norm, is_quant = c.opcode == _GATED, c.opcode == _NORM, c.opcode == _QUANT
+        is_rope = c.opcode == _ROPE
         r, g, nr, qr = c.args.residual, c.args.gated_act, c.args.norm, c.args.quant
+        rr = c.args.rope
         cols = Signal(32)
         m.d.comb += cols.eq(Mux(is_gated, g.cols, Mux(is_norm, nr.cols,
                                                       Mux(is_quant, qr.cols, r.cols))))
@@ -167,8 +200,9 @@ class EwUnit(wiring.Component):
         err = Signal(8)
         pending = Signal()                    # an ew command handed to the movers, not done
         emb = Signal()                        # an EMBED in progress
-        qz = Signal()                         # a QUANT in progress
-        idle = ~pending & ~emb & ~qz & (err == 0)
+        qz = Signal()                         # a QUANT or LINEAR in progress
+        rp = Signal()                         # a ROPE in progress
+        idle = ~pending & ~emb & ~qz & ~rp & (err == 0)
         dc = dma.i_cmd.payload
         ew_cmd = Signal()                     # this cycle's mover command is the ew op's
         m.d.comb += ew_cmd.eq(self.i_cmd.valid & idle)
@@ -181,13 +215,18 @@ class EwUnit(wiring.Component):
                          dc.ebytes[0].eq(eb),
                          dc.ebytes[1].eq(Mux(is_norm, Mux(nr.dtype == 0, 4, 2), eb)),
                          dc.use.eq(0b11), dc.hold.eq(Mux(is_norm, 0b10, 0)), dc.write.eq(1)]
-        known = (c.opcode == _RESIDUAL) | is_gated | is_norm | is_quant
-        ok = fits(cols) & (~is_norm | ((cols <= self.max_cols) & (r.rows <= R))) \
-            & (~is_quant | ((r.rows <= R) & (qr.kpad >= qr.cols) & (qr.kpad < 2 ** 16)))
+        known = (c.opcode == _RESIDUAL) | is_gated | is_norm | is_quant | is_rope
+        # ROPE: adjacent pairs only (a weight file with split-half q/k rows is permuted when it
+        # is converted for the accelerator); whole beats per head
+        rope_ok = ((rr.pairing == _ADJACENT) & (rr.heads != 0) & (rr.heads < 256)
+                   & fits(rr.head_dim) & (rr.head_dim < 1024) & (rr.start < 2 ** 16))
+        ok = Mux(is_rope, rope_ok,
+                 fits(cols) & (~is_norm | ((cols <= self.max_cols) & (r.rows <= R)))
+                 & (~is_quant | ((r.rows <= R) & (qr.kpad >= qr.cols) & (qr.kpad < 2 ** 16))))
         m.d.comb += self.i_cmd.ready.eq(idle & dma.i_cmd.ready)
         accept = self.i_cmd.valid & self.i_cmd.ready
         ew_go = Signal()
-        m.d.comb += ew_go.eq(accept & known & ok & ~is_quant)
+        m.d.comb += ew_go.eq(accept & known & ok & ~is_quant & ~is_rope)
 
         # NORM: phase 1 the rows (h out, each row's absmax into a RAM), phase 2 the absmax row
         n_p1 = Signal()                       # NORM rows in flight
@@ -206,7 +245,8 @@ class EwUnit(wiring.Component):
             with m.Elif(~ok):
                 m.d.sync += err.eq(ERROR_CODES["LIMIT"])
             with m.Else():
-                m.d.sync += [op.eq(c.opcode), act.eq(g.act[0]), pending.eq(~is_quant)]
+                m.d.sync += [op.eq(c.opcode), act.eq(g.act[0]),
+                             pending.eq(~is_quant & ~is_rope)]
                 with m.If(is_norm):
                     m.d.sync += [n_p1.eq(1), n_rows.eq(nr.rows), n_amax.eq(nr.amax),
                                  n_eps.eq(nr.eps), dtype.eq(nr.dtype)]
@@ -293,10 +333,10 @@ class EwUnit(wiring.Component):
                                                          depth=2 * p.nbt_max)
             m.submodules.deq = deq = Dequantize(lanes=L, acc_width=acc_w, fmt=self.fmt)
             lgq = p.q.bit_length() - 1
+            # (tile_nb * kb against the buffer half: checked from registers in L_CMD)
             l_ok = ((la.rows != 0) & (la.rows <= min(R, p.tok_max)) & (la.kb != 0)
                     & (la.kb <= p.kb_max) & (la.tile_nb != 0) & (la.tile_nb <= p.nbt_max)
-                    & (la.tile_nb * la.kb <= p.half_depth) & (la.nb != 0)
-                    & (la.n <= (la.nb << lgq)) & (la.n != 0))
+                    & (la.nb != 0) & (la.n <= (la.nb << lgq)) & (la.n != 0))
         else:
             l_ok = Const(0)
         m.d.comb += self.i_linear.ready.eq(idle)
@@ -365,7 +405,8 @@ class EwUnit(wiring.Component):
                     m.next = "IDLE"
                 with m.Elif(dma.done & lin):
                     m.d.sync += [l_cb.eq(0), l_left.eq(l_n), f_cb.eq(0)]
-                    m.next = "L_CMD"
+                    if p is not None:
+                        m.next = "L_CHECK"
                 with m.Elif(dma.done):
                     m.next = "CHECK"
             with m.State("CHECK"):
@@ -392,6 +433,12 @@ class EwUnit(wiring.Component):
                     m.next = "IDLE"
             if p is not None:
                 lcmd = lu.i_cmd.payload
+                with m.State("L_CHECK"):      # a tile within a buffer half
+                    with m.If(l_tnb * l_kb > p.half_depth):
+                        m.d.sync += [err.eq(ERROR_CODES["LIMIT"]), qz.eq(0), lin.eq(0)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "L_CMD"
                 with m.State("L_CMD"):        # the LinearUnit walks the tiles' weights
                     m.d.comb += [lu.i_cmd.valid.eq(1), lcmd.addr.eq(l_wts),
                                  lcmd.n_tokens.eq(q_rows), lcmd.kb.eq(l_kb), lcmd.nb.eq(l_nb),
@@ -506,6 +553,72 @@ class EwUnit(wiring.Component):
                     m.d.sync += tb.eq(Mux(deq.o.payload.last, 0, tb + 1))
             with m.If(l_go):
                 m.d.sync += tb.eq(0)
+
+        # ---- ROPE: one mover command per token row, its heads as the mover's rows: x on reader
+        # 0, the position's table row on reader 1 (held: replayed for every head)
+        m.submodules.rope = rope = RoPE(lanes=L, fmt=self.fmt)
+        r_rows, r_row = Signal(32), Signal(32)
+        r_heads, r_hd = Signal(8), Signal(10)      # (within one DSP multiplier each)
+        r_src, r_dst, r_tab = Signal(len(rr.src)), Signal(len(rr.dst)), Signal(len(rr.table))
+        r_start, r_pos = Signal(16), Signal(26)      # r_pos: start * head_dim
+        r_width = Signal(32)                  # heads * head_dim
+        r_stride, r_hdeb = Signal(32), Signal(32)    # row stride; head_dim * element bytes
+        r_on = Signal()
+        with m.FSM(name="rope"):
+            with m.State("IDLE"):
+                with m.If(accept & is_rope & ok):
+                    m.d.sync += [rp.eq(1), r_rows.eq(rr.rows), r_row.eq(0),
+                                 r_heads.eq(rr.heads), r_hd.eq(rr.head_dim), r_src.eq(rr.src),
+                                 r_dst.eq(rr.dst), r_tab.eq(rr.table), r_start.eq(rr.start)]
+                    with m.If(rr.rows == 0):
+                        m.d.sync += [rp.eq(0), self.done.eq(1)]
+                    with m.Else():
+                        m.next = "SIZE"
+            with m.State("SIZE"):             # products of registered fields (DSP slices)
+                m.d.sync += [r_width.eq(r_heads * r_hd), r_hdeb.eq(times(r_hd, eb)),
+                             r_pos.eq(r_start * r_hd)]
+                m.next = "TABLE"
+            with m.State("TABLE"):
+                m.d.sync += r_tab.eq(r_tab + times(r_pos, eb))
+                m.next = "STRIDE"
+            with m.State("STRIDE"):
+                m.d.sync += r_stride.eq(stride_of(r_width))
+                m.next = "ROW"
+            with m.State("ROW"):
+                m.d.comb += [dma.i_cmd.valid.eq(1), dc.rows.eq(r_heads),
+                             dc.beats.eq(r_hd >> lgl), dc.stride.eq(r_hdeb),
+                             dc.src[0].eq(r_src), dc.src[1].eq(r_tab), dc.ebytes[0].eq(eb),
+                             dc.ebytes[1].eq(eb), dc.use.eq(0b11), dc.hold.eq(0b10),
+                             dc.write.eq(1), dc.wbeats.eq(r_hd >> lgl), dc.wstride.eq(r_hdeb),
+                             dc.dst.eq(r_dst), r_on.eq(1)]
+                with m.If(dma.i_cmd.ready):
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                m.d.comb += r_on.eq(1)
+                with m.If(dma.axi_error):
+                    m.d.sync += [self.axi_error.eq(1), rp.eq(0)]
+                    m.next = "IDLE"
+                with m.Elif(dma.done):
+                    m.d.sync += [r_row.eq(r_row + 1), r_src.eq(r_src + r_stride),
+                                 r_dst.eq(r_dst + r_stride), r_tab.eq(r_tab + r_hdeb)]
+                    with m.If(r_row + 1 == r_rows):
+                        m.d.sync += [self.done.eq(1), rp.eq(0)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "ROW"
+        m.d.comb += [rope.i.payload.last.eq(dma.o_0.payload.last),
+                     rope.i.valid.eq(dma.o_0.valid & r_on),
+                     rope.i_cs.valid.eq(dma.o_1.valid & r_on),
+                     rope.o.ready.eq(dma.i.ready & r_on)]
+        m.d.comb += [rope.i.payload.data[j].eq(dma.o_0.payload.data[j][:self.fmt.bits])
+                     for j in range(L)]
+        for j in range(L // 2):               # table element 2j: cos, 2j + 1: sin
+            m.d.comb += [rope.i_cs.payload[j].cos.eq(dma.o_1.payload.data[2 * j][:self.fmt.bits]),
+                         rope.i_cs.payload[j].sin.eq(
+                             dma.o_1.payload.data[2 * j + 1][:self.fmt.bits])]
+        with m.If(r_on):
+            m.d.comb += [dma.o_0.ready.eq(rope.i.ready), dma.o_1.ready.eq(rope.i_cs.ready),
+                         dma.i.payload.eq(rope.o.payload), dma.i.valid.eq(rope.o.valid)]
 
         # ---- class head: EMBED (two passes, see the class docstring)
         h = self.i_head.payload
@@ -643,6 +756,6 @@ class EwUnit(wiring.Component):
                          dma.i.valid.eq(norm.o.valid)]
         with m.If(n_p2):
             m.d.comb += [dma.i.payload.data.as_value().eq(a_r.data), dma.i.valid.eq(a_valid)]
-        m.d.comb += [self.busy.eq(pending | emb | qz | dma.busy),
+        m.d.comb += [self.busy.eq(pending | emb | qz | rp | dma.busy),
                      self.stall.eq(self.busy & ~(dma.i.valid & dma.i.ready))]
         return m

@@ -1,6 +1,6 @@
 """The accelerator top (docs/hw/top.md): the shell of ``tellme.spec.shell`` around the
 register file, the sequencer and the execution units built so far (the row unit: EMBED,
-NORM, QUANT, LINEAR, RESIDUAL, GATED_ACT).
+NORM, QUANT, LINEAR, ROPE, RESIDUAL, GATED_ACT).
 
 ``make_top(target, build_hash=0)`` is what the Vivado flow (``hw/vivado.py`` through
 ``hw.regs.stamp``) and the RTL simulation device (``sim/rtl_device.py``) elaborate; its
@@ -15,7 +15,7 @@ What is inside:
   pairs joined;
 * ``EwUnit`` (``hw/exec_ew.py``), the row unit, on the ``ew``, ``head`` and ``linear``
   command streams: rows through ``RowDMA`` (``hw/row_dma.py``), LINEAR's codes through its
-  ``LinearUnit`` on ``m_axi_w0``; ROPE and LM_HEAD answered UNSUPPORTED_OP;
+  ``LinearUnit`` on ``m_axi_w0``; LM_HEAD answered UNSUPPORTED_OP;
 * ``AxiReadArbiter`` (``hw/axi_arbiter.py``) on the read channel of ``m_axi_kv``: the
   sequencer's program fetch and the EW unit's two row readers; the write channel is the EW
   unit's row writer;
@@ -51,7 +51,7 @@ __all__ = ["Top", "NoExecUnit", "make_top", "report_blocks", "EXECUTION_UNITS"]
 #: class -> the unit that executes it in this build (docs/hw/top.md); None: not yet (the
 #: class's commands are answered UNSUPPORTED_OP)
 EXECUTION_UNITS = dict.fromkeys(CLASSES)
-EXECUTION_UNITS["ew"] = "EwUnit (hw/exec_ew.py): NORM, QUANT, RESIDUAL, GATED_ACT"
+EXECUTION_UNITS["ew"] = "EwUnit (hw/exec_ew.py): NORM, QUANT, ROPE, RESIDUAL, GATED_ACT"
 EXECUTION_UNITS["linear"] = "EwUnit (hw/exec_ew.py): LINEAR through its LinearUnit on m_axi_w0"
 EXECUTION_UNITS["head"] = "EwUnit (hw/exec_ew.py): EMBED (the row movers are shared)"
 _JOINED = ("prog_addr", "win_base", "win_size", "err_addr")     # 64-bit LO/HI pairs
@@ -224,8 +224,8 @@ def report_blocks() -> dict:
         "row_dma": ("row movers of an execution unit: 2 row readers + 1 row writer",
                     lambda hp, fmt: RowDMA(readers=2, lanes=lanes(hp), fmt=fmt,
                                            addr_width=ADDR_BITS)),
-        "ew_unit": ("row unit (EMBED, NORM, QUANT, LINEAR, RESIDUAL, GATED_ACT): movers, "
-                    "LinearUnit, blocks",
+        "ew_unit": ("row unit (EMBED, NORM, QUANT, LINEAR, ROPE, RESIDUAL, GATED_ACT): "
+                    "movers, LinearUnit, blocks",
                     lambda hp, fmt: EwUnit(lanes=lanes(hp), fmt=fmt, addr_width=ADDR_BITS,
                                            max_rows=TARGETS[hp.name].tlmm["tok_max"],
                                            max_cols=TARGETS[hp.name].row_max, preset=hp)),

@@ -393,4 +393,10 @@ def report_blocks() -> dict:
         "weight_stream": ("AXI4 weight streamer, 512-bit, gearbox to v vectors/cycle",
                           lambda hp, fmt: WeightStreamer(t=hp.t, lanes=hp.v, data_width=512,
                                                     max_burst=16, max_outstanding=8)),
+        # the top's LinearUnit today: one 128-bit HP port (hw/linear.py's defaults)
+        "weight_stream_hp0": ("AXI4 weight streamer on one 128-bit port, as the top's "
+                              "LinearUnit builds it",
+                              lambda hp, fmt: WeightStreamer(t=hp.t, lanes=hp.v,
+                                                             data_width=128, max_burst=16,
+                                                             max_outstanding=8)),
     }

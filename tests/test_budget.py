@@ -87,9 +87,10 @@ def test_check_sums_lines_and_reserves_unbuilt_ones():
 
 def test_derived_glue_is_the_unit_minus_its_parts():
     t = {"delay_ns": 2.5, "over": False}
-    reps = [_rep("ew_unit", lut=31_014, dsp=30, bram36=18, uram=32, timing_summary=t),
+    reps = [_rep("ew_unit", lut=34_014, dsp=38, bram36=18, uram=32, timing_summary=t),
+            _rep("ew_rope", lut=3_000, dsp=8),
             _rep("tlmm", lut=15_000, bram36=5), _rep("weight_buffer", lut=14, uram=32),
-            _rep("weight_stream", lut=5_000, bram36=5), _rep("tlmm_outbuf", lut=100),
+            _rep("weight_stream_hp0", lut=5_000, bram36=5), _rep("tlmm_outbuf", lut=100),
             _rep("ew_dequant", lut=900),
             _rep("ew_norm", lut=2_000, dsp=11, bram36=6), _rep("ew_scale", lut=600, dsp=2),
             _rep("ew_quant", lut=400, dsp=2),

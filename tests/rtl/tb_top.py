@@ -4,9 +4,10 @@
 all four masters. Launched by tests/rtl/test_top.py (target ``sim``).
 
 Until every execution unit exists, a model's program must end in the named "no execution
-unit" error (BAD_PROGRAM code UNSUPPORTED_OP at its first record without a unit: ROPE,
-after EMBED, NORM, QUANT and the q/k/v LINEARs ran) and idle, never a hang. The units that
-exist are checked against the golden sequencer on programs of their own records.
+unit" error (BAD_PROGRAM code UNSUPPORTED_OP at its first record without a unit: KV_WRITE,
+after EMBED, NORM, QUANT, the q/k/v LINEARs and the two ROPEs ran) and idle, never a hang.
+The units that exist are checked against the golden sequencer on programs of their own
+records.
 """
 
 from __future__ import annotations
@@ -32,10 +33,16 @@ IDS = [5, 17, 200]
 _TMP = tempfile.TemporaryDirectory(prefix="tellme-tb-top-")
 
 
-def _weights(target: str) -> Path:
-    path = Path(_TMP.name) / f"{target}.tlm"
+def _weights(target: str, pairing: str = "adjacent") -> Path:
+    """The tiny model for ``target``; its q/k rows in adjacent-pair RoPE order (as a weight file
+    converted for the accelerator: the RoPE unit rotates adjacent pairs) or split-half."""
+    from tellme.quant.random_models import permute_qk_adjacent
+
+    path = Path(_TMP.name) / f"{target}-{pairing}.tlm"
     if not path.exists():
         model = random_model(tiny_config(intermediate_size=96), seed=3)
+        if pairing == "adjacent":
+            model = permute_qk_adjacent(model)
         write_weight_file(model, path, TILINGS[target], meta={"target": target})
     return path
 
@@ -51,7 +58,7 @@ def _raises(fn, pattern: str) -> str:
 
 
 NO_UNIT = (r"BAD_PROGRAM code 11 UNSUPPORTED_OP \(this build has no execution unit for the "
-           r"op.*\) at record 6 \(ROPE, layer 0\)")
+           r"op.*\) at record 8 \(KV_WRITE, layer 0\)")
 
 
 def _no_exec_unit(drv: Driver) -> str:
@@ -69,8 +76,8 @@ def _no_exec_unit(drv: Driver) -> str:
 @cocotb.test()
 async def test_identity_and_no_execution_unit(dut):
     """ID/VERSION/CAP read back; the sim weight file loads; a kv260 file is refused; a valid
-    program runs EMBED, NORM, QUANT and three LINEARs and ends in UNSUPPORTED_OP at record 6
-    (ROPE) with the register dump."""
+    program runs EMBED, NORM, QUANT, three LINEARs and two ROPEs and ends in UNSUPPORTED_OP at
+    record 8 (KV_WRITE) with the register dump."""
     dev = await RtlDevice.start(dut)
 
     def body():
@@ -210,8 +217,8 @@ def _compare_rows(drv: Driver, ddr, outs: dict, n: int) -> None:
 async def test_ew_unit_bit_exact(dut):
     """RESIDUAL and GATED_ACT (SiLU, ReLU^2, in place and out of place) through the sequencer,
     the read arbiter and the EW unit, with random stalls on every channel of m_axi_kv: every
-    written row equals the golden sequencer's bytes; a ROPE record then stops the run with
-    UNSUPPORTED_OP, and the next run works."""
+    written row equals the golden sequencer's bytes; a KV_WRITE record then stops the run with
+    UNSUPPORTED_OP, a ROPE of a split-half weight file with LIMIT, and the next run works."""
     import random
 
     from tellme.sim.drivers import pause_generator
@@ -238,12 +245,18 @@ async def test_ew_unit_bit_exact(dut):
         ddr.mem[:] = drv.buf.host[:drv.buf.nbytes]      # the image the run started from
         execute(ddr, addr, drv.mmap)
         _compare_rows(drv, ddr, outs, n)
-        # ROPE has no unit yet: a clean UNSUPPORTED_OP at that record, then a working run
+        # KV_WRITE has no unit yet: a clean UNSUPPORTED_OP at that record, then a working run
         full = build_program(drv.config, drv.mmap, "prefill", 0, n, weights=drv.info,
                              score_c=drv.score_c)
-        prog.records = [next(r for r in full.records if r.op == "ROPE"), Record("END")]
+        prog.records = [next(r for r in full.records if r.op == "KV_WRITE"), Record("END")]
+        _raises(lambda: drv.execute(prog, "kv program"),
+                r"BAD_PROGRAM code 11 UNSUPPORTED_OP .* at record 0 \(KV_WRITE, layer 0\)")
+        # the RoPE unit rotates adjacent pairs: a split-half file's ROPE is refused (LIMIT)
+        rope = next(r for r in full.records if r.op == "ROPE")
+        rope.args["pairing"] = 0
+        prog.records = [rope, Record("END")]
         _raises(lambda: drv.execute(prog, "rope program"),
-                r"BAD_PROGRAM code 11 UNSUPPORTED_OP .* at record 0 \(ROPE, layer 0\)")
+                r"BAD_PROGRAM code 10 LIMIT .* at record 0 \(ROPE, layer 0\)")
         # SLVERR on a y row: AXI_SLVERR on port kv/act at the RESIDUAL record, then a clean run
         prog2, outs2 = _ew_program(drv, rng, n)
         y1 = drv.mmap.buffer("y").addr + 64
@@ -323,9 +336,10 @@ def _embed_run(drv: Driver, ids, records: int = 1) -> list:
         bad = np.nonzero((got != want).any(axis=1))[0]
         assert bad.size == 0, f"int8 rows {bad.tolist()} differ from golden"
     by_addr = {b.addr: name for name, b in drv.mmap.buffers.items()}
-    for rec in recs[3:]:                              # the LINEARs' output rows
-        assert rec.op == "LINEAR", rec
-        _compare_rows(drv, ddr, {by_addr[rec["dst"]]: rec["n"]}, n)
+    for rec in recs[3:]:                              # the LINEARs' and ROPEs' output rows
+        assert rec.op in ("LINEAR", "ROPE"), rec
+        cols = rec["n"] if rec.op == "LINEAR" else rec["heads"] * rec["head_dim"]
+        _compare_rows(drv, ddr, {by_addr[rec["dst"]]: cols}, n)
     return recs
 
 
@@ -350,7 +364,7 @@ async def test_row_unit_embed_norm_quant(dut):
     def body():
         drv = Driver(dev, _weights("sim"), max_context=32, timeout_s=120)
         vocab = drv.config.vocab_size
-        _embed_run(drv, [0, vocab - 1, 17, 5, 200], records=6)     # odd: a partial beat
+        _embed_run(drv, [0, vocab - 1, 17, 5, 200], records=8)     # odd: a partial beat
         x = drv.mmap.buffer("x")
         span = 4 * x.stride
         drv.buf.sync_from_device(x.addr - drv.base, span)
@@ -359,7 +373,7 @@ async def test_row_unit_embed_norm_quant(dut):
                 r"BAD_PROGRAM code 8 BAD_FIELD .* at record 0 \(EMBED\)")
         drv.buf.sync_from_device(x.addr - drv.base, span)
         assert (drv.buf.read(x.addr - drv.base, span) == before).all(), "rows written"
-        _embed_run(drv, [9, 8, 7], records=6)
+        _embed_run(drv, [9, 8, 7], records=8)
         drv.close()
         for dtype in ("bfloat16", "float16"):
             d2 = Driver(dev, _weights_dtype(dtype), max_context=32, timeout_s=120)

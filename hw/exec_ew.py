@@ -178,6 +178,18 @@ class EwUnit(wiring.Component):
         dtype = Signal(2)                     # weight-file float storage (EMBED, NORM)
         m.d.comb += conv.dtype.eq(dtype)
 
+        dc = dma.i_cmd.payload
+
+        def mover(**f):
+            """Comb statements that offer one mover command: ``RowDMA`` fields by name,
+            ``src0``/``src1`` and ``eb0``/``eb1`` the readers' addresses and element bytes."""
+            out = [dma.i_cmd.valid.eq(1)]
+            for k, v in f.items():
+                field = (dc.src[int(k[3])] if k.startswith("src") else
+                         dc.ebytes[int(k[2])] if k.startswith("eb") else getattr(dc, k))
+                out.append(field.eq(v))
+            return out
+
         def stride_of(cols):
             # cols * eb by shifts and adds (a constant multiply would take a DSP slice)
             prod = sum(cols << k for k in range(eb.bit_length()) if eb >> k & 1)
@@ -203,7 +215,6 @@ class EwUnit(wiring.Component):
         qz = Signal()                         # a QUANT or LINEAR in progress
         rp = Signal()                         # a ROPE in progress
         idle = ~pending & ~emb & ~qz & ~rp & (err == 0)
-        dc = dma.i_cmd.payload
         ew_cmd = Signal()                     # this cycle's mover command is the ew op's
         m.d.comb += ew_cmd.eq(self.i_cmd.valid & idle)
         with m.If(ew_cmd):
@@ -257,10 +268,9 @@ class EwUnit(wiring.Component):
         with m.Elif(dma.done):
             m.d.sync += [n_p1.eq(0), n_cmd.eq(1)]
         with m.If(n_cmd):
-            m.d.comb += [dma.i_cmd.valid.eq(1), dc.rows.eq(1),
-                         dc.beats.eq((n_rows + L - 1) >> lgl), dc.dst.eq(n_amax),
-                         dc.wbeats.eq((n_rows + L - 1) >> lgl),
-                         dc.write.eq(1), dc.tail.eq(n_rows[:lgl] if L > 1 else 0)]
+            m.d.comb += mover(rows=1, beats=(n_rows + L - 1) >> lgl, dst=n_amax,
+                              wbeats=(n_rows + L - 1) >> lgl, write=1,
+                              tail=n_rows[:lgl] if L > 1 else 0)
             with m.If(dma.i_cmd.ready):
                 m.d.sync += [n_cmd.eq(0), n_p2.eq(1)]
 
@@ -391,9 +401,8 @@ class EwUnit(wiring.Component):
             with m.State("AMAX"):             # also: start the divisions
                 m.d.sync += [dv_k.eq(q_kpad), dv_c.eq(q_colsd), q_wb.eq(0), q_qb.eq(0),
                              dv_i.eq(17), dv_d.eq(D << 16), dv_q.eq(1 << 16)]
-                m.d.comb += [dma.i_cmd.valid.eq(1), dc.rows.eq(1),
-                             dc.beats.eq((q_rows + L - 1) >> lgl), dc.src[0].eq(q_amax),
-                             dc.ebytes[0].eq(eb), dc.use.eq(0b01), dc.write.eq(0)]
+                m.d.comb += mover(rows=1, beats=(q_rows + L - 1) >> lgl, src0=q_amax, eb0=eb,
+                                  use=0b01, write=0)
                 with m.If(dma.i_cmd.ready):
                     m.next = "AMAX_WAIT"
             with m.State("AMAX_WAIT"):
@@ -417,10 +426,9 @@ class EwUnit(wiring.Component):
                     with m.Else():
                         m.next = "ROWS"
             with m.State("ROWS"):
-                m.d.comb += [dma.i_cmd.valid.eq(1), dc.rows.eq(q_rows), dc.beats.eq(q_beats),
-                             dc.stride.eq(q_stride), dc.src[0].eq(q_src), dc.ebytes[0].eq(eb),
-                             dc.use.eq(0b01), dc.write.eq(1), dc.wbeats.eq(q_wb),
-                             dc.wstride.eq(q_wstride), dc.dst.eq(q_dst)]
+                m.d.comb += mover(rows=q_rows, beats=q_beats, stride=q_stride, src0=q_src,
+                                  eb0=eb, use=0b01, write=1, wbeats=q_wb, wstride=q_wstride,
+                                  dst=q_dst)
                 with m.If(dma.i_cmd.ready):
                     m.next = "RUN"
             with m.State("RUN"):
@@ -446,12 +454,11 @@ class EwUnit(wiring.Component):
                     with m.If(lu.i_cmd.ready):
                         m.next = "L_TILE"
                 with m.State("L_TILE"):       # per tile: activations in, the tile's columns out
-                    m.d.comb += [l_feed.eq(1), dma.i_cmd.valid.eq(1), dc.rows.eq(q_rows),
-                                 dc.beats.eq(l_rbeats), dc.stride.eq(l_stride),
-                                 dc.src[0].eq(l_src), dc.ebytes[0].eq(3), dc.use.eq(0b01),
-                                 dc.write.eq(1), dc.wbeats.eq((l_valid + L - 1) >> lgl),
-                                 dc.wstride.eq(l_wstride), dc.dst.eq(l_dst),
-                                 dc.tail.eq(l_valid[:lgl] if L > 1 else 0)]
+                    m.d.comb += l_feed.eq(1)
+                    m.d.comb += mover(rows=q_rows, beats=l_rbeats, stride=l_stride, src0=l_src,
+                                      eb0=3, use=0b01, write=1,
+                                      wbeats=(l_valid + L - 1) >> lgl, wstride=l_wstride,
+                                      dst=l_dst, tail=l_valid[:lgl] if L > 1 else 0)
                     with m.If(dma.i_cmd.ready):
                         m.next = "L_RUN"
                 with m.State("L_RUN"):       # (after a mover error the tiles still run, so
@@ -585,12 +592,10 @@ class EwUnit(wiring.Component):
                 m.d.sync += r_stride.eq(stride_of(r_width))
                 m.next = "ROW"
             with m.State("ROW"):
-                m.d.comb += [dma.i_cmd.valid.eq(1), dc.rows.eq(r_heads),
-                             dc.beats.eq(r_hd >> lgl), dc.stride.eq(r_hdeb),
-                             dc.src[0].eq(r_src), dc.src[1].eq(r_tab), dc.ebytes[0].eq(eb),
-                             dc.ebytes[1].eq(eb), dc.use.eq(0b11), dc.hold.eq(0b10),
-                             dc.write.eq(1), dc.wbeats.eq(r_hd >> lgl), dc.wstride.eq(r_hdeb),
-                             dc.dst.eq(r_dst), r_on.eq(1)]
+                m.d.comb += r_on.eq(1)
+                m.d.comb += mover(rows=r_heads, beats=r_hd >> lgl, stride=r_hdeb, src0=r_src,
+                                  src1=r_tab, eb0=eb, eb1=eb, use=0b11, hold=0b10, write=1,
+                                  wbeats=r_hd >> lgl, wstride=r_hdeb, dst=r_dst)
                 with m.If(dma.i_cmd.ready):
                     m.next = "WAIT"
             with m.State("WAIT"):
@@ -659,9 +664,8 @@ class EwUnit(wiring.Component):
                         m.d.comb += e_go.eq(1)
                         m.next = "IDS"
             with m.State("IDS"):                       # pass 1: the ids, one read command
-                m.d.comb += [dma.i_cmd.valid.eq(1), dc.rows.eq(1),
-                             dc.beats.eq((rows + L - 1) // L), dc.src[0].eq(ids_addr),
-                             dc.ebytes[0].eq(4), dc.use.eq(0b01), dc.write.eq(0)]
+                m.d.comb += mover(rows=1, beats=(rows + L - 1) // L, src0=ids_addr, eb0=4,
+                                  use=0b01, write=0)
                 with m.If(dma.i_cmd.ready):
                     m.next = "CHECK"
             with m.State("CHECK"):
@@ -697,11 +701,8 @@ class EwUnit(wiring.Component):
                 with m.If(mul_a == 0):
                     m.next = "ROW"
             with m.State("ROW"):
-                m.d.comb += [dma.i_cmd.valid.eq(1), dc.rows.eq(1), dc.beats.eq(beats),
-                             dc.wbeats.eq(beats),
-                             dc.src[1].eq(src), dc.dst.eq(dst),
-                             dc.ebytes[1].eq(Mux(dtype == 0, 4, 2)), dc.use.eq(0b10),
-                             dc.write.eq(1)]
+                m.d.comb += mover(rows=1, beats=beats, wbeats=beats, src1=src, dst=dst,
+                                  eb1=Mux(dtype == 0, 4, 2), use=0b10, write=1)
                 with m.If(dma.i_cmd.ready):
                     m.next = "MOVE"
             with m.State("MOVE"):

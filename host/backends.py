@@ -161,7 +161,7 @@ class BoardBackend(Backend):
         bit = os.environ.get("TELLME_BITSTREAM", "")
         if not bit:
             return False, "no bitstream: set TELLME_BITSTREAM to bitstreams/<target>/" \
-                          "tellme_<target>_<hash>.bit (docs/driver.md)"
+                          "tellme_<target>_<hash>_<src>.bit (docs/driver.md)"
         if not os.path.isfile(bit):
             return False, f"TELLME_BITSTREAM={bit}: no such file"
         return True, ""

@@ -1,7 +1,7 @@
 """The host driver: one weight file on one accelerator device, prefill and decode calls
 (docs/driver.md). NumPy only; runs on the board (Python 3.10, NumPy 1.x).
 
->>> dev = GoldenDevice("kv260")                  # or PynqDevice("tellme_kv260_<hash>.bit")
+>>> dev = GoldenDevice("kv260")                  # or PynqDevice("tellme_kv260_<hash>_<src>.bit")
 >>> drv = Driver(dev, "host/models/demo/model.tlm", max_context=256)
 >>> logits = drv.prefill([5, 17, 300])           # float32 [vocab] of the last position
 >>> logits = drv.decode(42)                      # the next position

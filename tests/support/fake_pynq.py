@@ -1,5 +1,6 @@
-"""A PYNQ-shaped layer backed by the GoldenDevice, so ``tellme.host.pynq_device`` runs its own
-code in CI: ``Overlay`` (needs the .bit and .hwh pair, "programs" the board from the fake
+"""A PYNQ-shaped layer backed by the GoldenDevice (or, with ``FakeBoard(device=...)``, by
+another device: the RTL top in Verilator), so ``tellme.host.pynq_device`` runs its own code
+in CI: ``Overlay`` (needs the .bit and .hwh pair, "programs" the board from the fake
 bitstream's JSON: target and build hash), ``MMIO`` (32-bit reads/writes of the control window
 at spec.shell.CONTROL_BASE go to the device's registers; anything else raises), ``allocate``
 (a ``PynqBuffer``: an ndarray over the device's DDR with ``device_address``, ``flush``,
@@ -25,14 +26,23 @@ from tellme.spec.registers import ADDR_WIDTH
 
 
 class FakeBoard:
-    """The board: which design is loaded, PYNQ's cached state, the calls seen."""
+    """The board: which design is loaded, PYNQ's cached state, the calls seen. ``device``: the
+    design "in the PL" (a started device whose target and BUILD_HASH a loaded bitstream must
+    name); None: a GoldenDevice of each loaded bitstream's target and hash."""
 
-    def __init__(self, memory_bytes: int = 64 << 20):
+    def __init__(self, memory_bytes: int = 64 << 20, device=None):
         self.memory_bytes = memory_bytes
+        self.fixed = device
         self.device: GoldenDevice | None = None
         self.loaded: str | None = None    # name of the bitstream in the PL
         self.cached: dict = {}            # PYNQ's global state: bitstream name -> hwh
         self.log: list = []
+
+    def program(self, design: dict):
+        if self.fixed is None:
+            return GoldenDevice(design["target"], design["build_hash"],
+                                memory_bytes=self.memory_bytes)
+        return self.fixed
 
 
 def write_bitstream(folder: Path, target: str, build_hash: int, stem: str | None = None,
@@ -73,8 +83,7 @@ def make_module(board: FakeBoard) -> types.ModuleType:
             board.log.append(("load", self.bit.name))
             board.cached[self.bit.name] = "hwh"
             board.loaded = self.bit.name
-            board.device = GoldenDevice(design["target"], design["build_hash"],
-                                        memory_bytes=board.memory_bytes)
+            board.device = board.program(design)
 
         def is_loaded(self):
             return board.device is not None and board.loaded == self.bit.name

@@ -190,10 +190,26 @@ class EwUnit(wiring.Component):
                 out.append(field.eq(v))
             return out
 
-        def stride_of(cols):
-            # cols * eb by shifts and adds (a constant multiply would take a DSP slice)
-            prod = sum(cols << k for k in range(eb.bit_length()) if eb >> k & 1)
-            return (prod + ROW_ALIGN - 1) & ~Const(ROW_ALIGN - 1, 32)
+        def times(x, k):
+            # x * k by shifts and adds (a constant multiply would take a DSP slice)
+            return sum(x << j for j in range(k.bit_length()) if k >> j & 1)
+
+        def align(nbytes):                    # up to a whole row stride (ROW_ALIGN bytes)
+            return (nbytes + ROW_ALIGN - 1) & ~Const(ROW_ALIGN - 1, 32)
+
+        def stride_of(cols):                  # spec.memory_map.row_stride of a stream row
+            return align(times(cols, eb))
+
+        def vecs(n):                          # beats of ``lanes`` elements holding n
+            return (n + L - 1) >> lgl
+
+        def lane(i):                          # element i's lane within its beat
+            return i[:lgl] if L > 1 else 0
+
+        def stream_words(dst, src):
+            """A stream beat from a reader's vector: each word's low ``fmt.bits`` bits."""
+            return [dst.payload.data[j].eq(src.payload.data[j][:self.fmt.bits])
+                    for j in range(L)]
 
         def fits(cols):
             return (cols != 0) & (cols % L == 0) & (cols // L < 2 ** CW)
@@ -268,9 +284,8 @@ class EwUnit(wiring.Component):
         with m.Elif(dma.done):
             m.d.sync += [n_p1.eq(0), n_cmd.eq(1)]
         with m.If(n_cmd):
-            m.d.comb += mover(rows=1, beats=(n_rows + L - 1) >> lgl, dst=n_amax,
-                              wbeats=(n_rows + L - 1) >> lgl, write=1,
-                              tail=n_rows[:lgl] if L > 1 else 0)
+            m.d.comb += mover(rows=1, beats=vecs(n_rows), dst=n_amax, wbeats=vecs(n_rows),
+                              write=1, tail=lane(n_rows))
             with m.If(dma.i_cmd.ready):
                 m.d.sync += [n_cmd.eq(0), n_p2.eq(1)]
 
@@ -289,10 +304,10 @@ class EwUnit(wiring.Component):
         row_end = n_on & norm.o.valid & norm.o.ready & norm.o.payload.last
         m.d.comb += [a_w.addr.eq(a_cnt >> lgl),
                      a_w.data.eq(norm.o.payload.amax.replicate(L)),
-                     a_w.en.eq(Mux(row_end, Const(1, L) << (a_cnt[:lgl] if L > 1 else 0), 0))]
+                     a_w.en.eq(Mux(row_end, Const(1, L) << lane(a_cnt), 0))]
         with m.If(row_end):
             m.d.sync += a_cnt.eq(a_cnt + 1)
-        nvec = (n_rows + L - 1) >> lgl
+        nvec = vecs(n_rows)
         advance = n_p2 & (~a_valid | dma.i.ready)
         m.d.comb += [a_r.addr.eq(a_ra), a_r.en.eq(advance)]
         with m.If(advance):
@@ -367,9 +382,6 @@ class EwUnit(wiring.Component):
         m.d.comb += l_valid.eq(Mux(l_left < l_tcols, l_left, l_tcols))
         l_feed = Signal()
 
-        def times(x, k):                      # x * k by shifts and adds
-            return sum(x << j for j in range(k.bit_length()) if k >> j & 1)
-
         with m.FSM(name="quant"):
             with m.State("IDLE"):
                 with m.If(l_acc & l_ok):
@@ -381,8 +393,7 @@ class EwUnit(wiring.Component):
                                  q_wc.eq(0), f_r.eq(0), f_valid.eq(0)]
                     if p is not None:
                         m.d.sync += [l_rbeats.eq(times(la.kb, p.t) >> lgl),
-                                     l_stride.eq((times(la.kb, 3 * p.t) + ROW_ALIGN - 1)
-                                                 & ~Const(ROW_ALIGN - 1, 32)),
+                                     l_stride.eq(align(times(la.kb, 3 * p.t))),
                                      l_wstride.eq(stride_of(la.n)),
                                      l_tcols.eq(la.tile_nb << lgq)]
                     m.next = "AMAX"
@@ -390,8 +401,7 @@ class EwUnit(wiring.Component):
                     m.d.sync += [qz.eq(1), lin.eq(0), q_rows.eq(qr.rows), q_src.eq(qr.src),
                                  q_amax.eq(qr.amax), q_dst.eq(qr.dst), q_beats.eq(qr.cols // L),
                                  q_stride.eq(stride_of(qr.cols)),
-                                 q_wstride.eq((qr.kpad + ROW_ALIGN - 1)
-                                              & ~Const(ROW_ALIGN - 1, 32)),
+                                 q_wstride.eq(align(qr.kpad)),
                                  q_kpad.eq(qr.kpad), q_colsd.eq(qr.cols + D - 1),
                                  q_wc.eq(0), f_r.eq(0), f_valid.eq(0), pb.eq(0)]
                     with m.If(qr.rows == 0):
@@ -401,7 +411,7 @@ class EwUnit(wiring.Component):
             with m.State("AMAX"):             # also: start the divisions
                 m.d.sync += [dv_k.eq(q_kpad), dv_c.eq(q_colsd), q_wb.eq(0), q_qb.eq(0),
                              dv_i.eq(17), dv_d.eq(D << 16), dv_q.eq(1 << 16)]
-                m.d.comb += mover(rows=1, beats=(q_rows + L - 1) >> lgl, src0=q_amax, eb0=eb,
+                m.d.comb += mover(rows=1, beats=vecs(q_rows), src0=q_amax, eb0=eb,
                                   use=0b01, write=0)
                 with m.If(dma.i_cmd.ready):
                     m.next = "AMAX_WAIT"
@@ -457,8 +467,8 @@ class EwUnit(wiring.Component):
                     m.d.comb += l_feed.eq(1)
                     m.d.comb += mover(rows=q_rows, beats=l_rbeats, stride=l_stride, src0=l_src,
                                       eb0=3, use=0b01, write=1,
-                                      wbeats=(l_valid + L - 1) >> lgl, wstride=l_wstride,
-                                      dst=l_dst, tail=l_valid[:lgl] if L > 1 else 0)
+                                      wbeats=vecs(l_valid), wstride=l_wstride, dst=l_dst,
+                                      tail=lane(l_valid))
                     with m.If(dma.i_cmd.ready):
                         m.next = "L_RUN"
                 with m.State("L_RUN"):       # (after a mover error the tiles still run, so
@@ -494,7 +504,7 @@ class EwUnit(wiring.Component):
         with m.If(feeding):
             m.d.comb += [a_r.addr.eq(f_r >> lgl), a_r.en.eq(f_adv)]
         with m.If(f_adv):
-            m.d.sync += [f_valid.eq(f_r < q_rows), f_lane.eq(f_r[:lgl] if L > 1 else 0)]
+            m.d.sync += [f_valid.eq(f_r < q_rows), f_lane.eq(lane(f_r))]
             with m.If(f_r < q_rows):
                 m.d.sync += f_r.eq(f_r + 1)
             with m.Elif(l_feed & (f_cb + l_tnb < l_nb)):      # the next tile's tokens
@@ -508,8 +518,7 @@ class EwUnit(wiring.Component):
         # h rows -> Quantize -> D-byte beats, zero beats from ceil(cols / D) up to kpad / D
         m.d.comb += [quant.i.payload.last.eq(dma.o_0.payload.last),
                      quant.i.valid.eq(dma.o_0.valid & q_feed)]
-        m.d.comb += [quant.i.payload.data[j].eq(dma.o_0.payload.data[j][:self.fmt.bits])
-                     for j in range(L)]
+        m.d.comb += stream_words(quant.i, dma.o_0)
         from_q = pb < q_qb
         with m.If(q_feed):
             m.d.comb += [dma.o_0.ready.eq(quant.i.ready),
@@ -551,7 +560,7 @@ class EwUnit(wiring.Component):
                          deq.i_scale.payload.eq(tscale.o.payload.s_tok),
                          l_scale_ready.eq(deq.i_scale.ready)]
             tb = Signal(17)                   # beat within the token's tile segment
-            keep = tb < ((l_valid + L - 1) >> lgl)
+            keep = tb < vecs(l_valid)
             with m.If(l_feed):
                 m.d.comb += [dma.i.payload.eq(deq.o.payload),
                              dma.i.valid.eq(deq.o.valid & keep),
@@ -615,8 +624,7 @@ class EwUnit(wiring.Component):
                      rope.i.valid.eq(dma.o_0.valid & r_on),
                      rope.i_cs.valid.eq(dma.o_1.valid & r_on),
                      rope.o.ready.eq(dma.i.ready & r_on)]
-        m.d.comb += [rope.i.payload.data[j].eq(dma.o_0.payload.data[j][:self.fmt.bits])
-                     for j in range(L)]
+        m.d.comb += stream_words(rope.i, dma.o_0)
         for j in range(L // 2):               # table element 2j: cos, 2j + 1: sin
             m.d.comb += [rope.i_cs.payload[j].cos.eq(dma.o_1.payload.data[2 * j][:self.fmt.bits]),
                          rope.i_cs.payload[j].sin.eq(
@@ -664,7 +672,7 @@ class EwUnit(wiring.Component):
                         m.d.comb += e_go.eq(1)
                         m.next = "IDS"
             with m.State("IDS"):                       # pass 1: the ids, one read command
-                m.d.comb += mover(rows=1, beats=(rows + L - 1) // L, src0=ids_addr, eb0=4,
+                m.d.comb += mover(rows=1, beats=vecs(rows), src0=ids_addr, eb0=4,
                                   use=0b01, write=0)
                 with m.If(dma.i_cmd.ready):
                     m.next = "CHECK"
@@ -730,8 +738,7 @@ class EwUnit(wiring.Component):
             for k, i in enumerate((ia, ib)):
                 src_k = getattr(dma, f"o_{k}")
                 m.d.comb += [i.payload.last.eq(src_k.payload.last), i.valid.eq(src_k.valid & on)]
-                m.d.comb += [i.payload.data[j].eq(src_k.payload.data[j][:self.fmt.bits])
-                             for j in range(L)]
+                m.d.comb += stream_words(i, src_k)
             m.d.comb += o.ready.eq(dma.i.ready & on)
             with m.If(on):
                 m.d.comb += [dma.o_0.ready.eq(ia.ready), dma.o_1.ready.eq(ib.ready),
@@ -748,8 +755,7 @@ class EwUnit(wiring.Component):
                      norm.i_g.payload.as_value().eq(conv.o.payload.data.as_value()),
                      norm.i_g.valid.eq(conv.o.valid & n_on),
                      norm.o.ready.eq(dma.i.ready & n_on)]
-        m.d.comb += [norm.i.payload.data[j].eq(dma.o_0.payload.data[j][:self.fmt.bits])
-                     for j in range(L)]
+        m.d.comb += stream_words(norm.i, dma.o_0)
         with m.If(n_on):
             m.d.comb += [dma.o_0.ready.eq(norm.i.ready), dma.o_1.ready.eq(conv.i.ready),
                          dma.i.payload.data.as_value().eq(norm.o.payload.data.as_value()),

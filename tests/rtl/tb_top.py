@@ -33,16 +33,22 @@ IDS = [5, 17, 200]
 _TMP = tempfile.TemporaryDirectory(prefix="tellme-tb-top-")
 
 
-def _weights(target: str, pairing: str = "adjacent") -> Path:
+def _weights(target: str, pairing: str = "adjacent", dtype: str = "float32") -> Path:
     """The tiny model for ``target``; its q/k rows in adjacent-pair RoPE order (as a weight file
-    converted for the accelerator: the RoPE unit rotates adjacent pairs) or split-half."""
-    from tellme.quant.random_models import permute_qk_adjacent
+    converted for the accelerator: the RoPE unit rotates adjacent pairs) or split-half; its
+    embedding and norm gains exactly in ``dtype`` and stored as ``dtype``."""
+    from tellme.quant.random_models import permute_qk_adjacent, round_to
 
-    path = Path(_TMP.name) / f"{target}-{pairing}.tlm"
+    path = Path(_TMP.name) / f"{target}-{pairing}-{dtype}.tlm"
     if not path.exists():
         model = random_model(tiny_config(intermediate_size=96), seed=3)
         if pairing == "adjacent":
             model = permute_qk_adjacent(model)
+        if dtype != "float32":
+            model.embed = round_to(model.embed, dtype)
+            for layer in model.layers:
+                layer.norms = {k: round_to(v, dtype) for k, v in layer.norms.items()}
+            model.meta["checkpoint_dtype"] = dtype
         write_weight_file(model, path, TILINGS[target], meta={"target": target})
     return path
 
@@ -276,29 +282,14 @@ async def test_ew_unit_bit_exact(dut):
     await dev.run(body)
 
 
-# --------------------------------------------------------------------------- EMBED and NORM
+# ------------------------------------------------------------- the program's first records
 
-def _weights_dtype(dtype: str) -> Path:
-    """The tiny model with its embedding and norm gains exactly in ``dtype`` (stored as
-    ``dtype``)."""
-    from tellme.quant.random_models import round_to
-
-    path = Path(_TMP.name) / f"sim-{dtype}.tlm"
-    if not path.exists():
-        model = random_model(tiny_config(intermediate_size=96), seed=3)
-        model.embed = round_to(model.embed, dtype)
-        for layer in model.layers:
-            layer.norms = {k: round_to(v, dtype) for k, v in layer.norms.items()}
-        model.meta["checkpoint_dtype"] = dtype
-        write_weight_file(model, path, TILINGS["sim"], meta={"target": "sim"})
-    return path
-
-
-def _embed_run(drv: Driver, ids, records: int = 1) -> list:
-    """The first ``records`` records of the prefill program of ``ids`` (EMBED, then the first
-    NORM and QUANT) through the top against the golden sequencer: the bytes of the x rows,
-    with the NORM of the h rows and of the ``len(ids)`` absmaxes, with the QUANT of the int8
-    rows (kpad bytes each, the padding included)."""
+def _program_run(drv: Driver, ids, records: int = 1) -> list:
+    """The first ``records`` records of the prefill program of ``ids`` (EMBED, NORM, QUANT,
+    the q/k/v LINEARs, the q and k ROPEs) through the top against the golden sequencer: the
+    bytes of the x rows, with the NORM of the h rows and of the ``len(ids)`` absmaxes, with
+    the QUANT of the int8 rows (kpad bytes each, the padding included), with each LINEAR and
+    ROPE of the rows it writes."""
     from tellme.sim.golden.program_exec import Ddr, execute
     from tellme.spec.program import Record, build_program
 
@@ -344,7 +335,7 @@ def _embed_run(drv: Driver, ids, records: int = 1) -> list:
 
 
 @cocotb.test()
-async def test_row_unit_embed_norm_quant(dut):
+async def test_row_unit_program_records(dut):
     """EMBED gathers and rounds embedding rows, the first NORM normalises them and writes the
     rows' absmaxes, and QUANT turns them into int8 rows of kpad bytes (float32, bfloat16 and
     float16 tables and gains; 5, 3 and 4 rows: the absmax row ends on a partial beat),
@@ -364,20 +355,20 @@ async def test_row_unit_embed_norm_quant(dut):
     def body():
         drv = Driver(dev, _weights("sim"), max_context=32, timeout_s=120)
         vocab = drv.config.vocab_size
-        _embed_run(drv, [0, vocab - 1, 17, 5, 200], records=8)     # odd: a partial beat
+        _program_run(drv, [0, vocab - 1, 17, 5, 200], records=8)     # odd: a partial beat
         x = drv.mmap.buffer("x")
         span = 4 * x.stride
         drv.buf.sync_from_device(x.addr - drv.base, span)
         before = drv.buf.read(x.addr - drv.base, span).copy()
-        _raises(lambda: _embed_run(drv, [3, vocab, 4]),
+        _raises(lambda: _program_run(drv, [3, vocab, 4]),
                 r"BAD_PROGRAM code 8 BAD_FIELD .* at record 0 \(EMBED\)")
         drv.buf.sync_from_device(x.addr - drv.base, span)
         assert (drv.buf.read(x.addr - drv.base, span) == before).all(), "rows written"
-        _embed_run(drv, [9, 8, 7], records=8)
+        _program_run(drv, [9, 8, 7], records=8)
         drv.close()
         for dtype in ("bfloat16", "float16"):
-            d2 = Driver(dev, _weights_dtype(dtype), max_context=32, timeout_s=120)
-            emb, nrm, qnt = _embed_run(d2, [1, 255, 128, 64], records=3)
+            d2 = Driver(dev, _weights("sim", dtype=dtype), max_context=32, timeout_s=120)
+            emb, nrm, qnt = _program_run(d2, [1, 255, 128, 64], records=3)
             code = {"bfloat16": 2, "float16": 1}[dtype]
             assert (emb.op, nrm.op, qnt.op) == ("EMBED", "NORM", "QUANT"), (emb, nrm, qnt)
             assert emb["dtype"] == code and nrm["dtype"] == code, (emb, nrm)

@@ -33,6 +33,7 @@ from tellme.spec.memory_map import MEMORY_MAP_VERSION, MemoryMapError, memory_ma
 from tellme.spec.numerics import STREAM_FORMATS
 from tellme.spec.program import (
     ERRORS,
+    KV_DTYPES,
     PROGRAM_VERSION,
     Program,
     WeightInfo,
@@ -93,6 +94,10 @@ def check_identity(dev: Device, tiling: Tiling, file_target: str | None = None):
         raise DriverError(f"device stream format with {build['FMT_MAN']} fraction bits is "
                           f"unknown to this host")
     fmt = fmts[build["FMT_MAN"]]
+    kv = [name for i, name in enumerate(KV_DTYPES) if build["KV_FORMATS"] >> i & 1]
+    if "int8" not in kv:
+        raise DriverError(f"device KV formats {', '.join(kv) or 'none'}: this host's programs "
+                          f"(format v{PROGRAM_VERSION}) keep an int8 KV cache")
     expect = const_words(tname, dev.reg("BUILD_HASH"), fmt)
     for name in CAP_REGISTERS:
         got = dev.reg(name)

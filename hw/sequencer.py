@@ -4,11 +4,13 @@ dispatches its records, one at a time, as commands on one stream per block class
 Two passes over the program, as the format prescribes:
 
 * **pass 1 (check)**: the 64-byte header (magic, version, sizes, enumerations, reserved bytes,
-  record count within the build's ``max_records``), then every record streamed at one 128-bit
-  beat per cycle: CRC-32 (zlib's) computed in hardware over header (CRC field as 0) and records,
-  opcode known, flags/padding zero, enumerations in range, no zero size, decode attention of
-  one row, even head_dim, END exactly last, every address field inside the DDR window
-  (``WIN_BASE``/``WIN_SIZE``) and below ``2**addr_width``. Errors are reported in the golden
+  ``kv_beat`` a power of two; LIMIT: record count within the build's ``max_records``, the KV
+  cache int8 and, when the build names it, ``kv_beat`` its integer engine's), then every
+  record streamed at one 128-bit beat per cycle: CRC-32 (zlib's) computed in hardware over
+  header (CRC field as 0) and records, opcode known, flags/padding zero, enumerations in
+  range, no zero size, decode attention of one row, even head_dim, END exactly last, every
+  address field inside the DDR window (``WIN_BASE``/``WIN_SIZE``) and below
+  ``2**addr_width``. Errors are reported in the golden
   decoder's order (header, CRC, first format error, first address error).
 * **pass 2 (execute)**: record i is fetched (one 4-beat burst), decoded with fixed bit slices
   and issued on its class's stream; the sequencer waits for that class's ``done`` before it
@@ -63,6 +65,7 @@ HEADER_RECORD = 0xFFFF          # ERR_INFO.RECORD of a header error
 _TYPE_BITS = {"u32": 32, "u16": 16, "u8": 8, "f32": 32, "addr": 64}
 _BEAT = 128
 _BEATS = PROGRAM_RECORD_BYTES * 8 // _BEAT      # 4 beats per record and per header
+KV_INT8 = KV_DTYPES.index("int8")               # the header's kv_dtype a build runs
 
 
 def command_fields(op: str, addr_width: int = 40) -> list[tuple[str, int]]:
@@ -126,6 +129,10 @@ class Sequencer(wiring.Component):
         Longest pass-1 read burst in beats (INCR, never across a 4 KiB page).
     max_outstanding : int
         Pass-1 read bursts in flight at most (R is always accepted: no FIFO needed).
+    kv_beat : int or None
+        The build's int8 KV block (keys per block, the integer attention engine's beat,
+        ``spec.targets`` ``attention_int["beat"]``): a header with another ``kv_beat`` is LIMIT.
+        None: not checked here (the power-of-two rule and ``kv_dtype`` int8 always are).
 
     Members
     -------
@@ -174,13 +181,13 @@ class Sequencer(wiring.Component):
     """
 
     def __init__(self, *, addr_width: int = 40, max_records: int = 4096, max_burst: int = 16,
-                 max_outstanding: int = 4):
+                 max_outstanding: int = 4, kv_beat: int | None = None):
         try:
-            self._check(addr_width, max_records, max_burst, max_outstanding)
+            self._check(addr_width, max_records, max_burst, max_outstanding, kv_beat)
         except ValueError:
             self._MustUse__silence = True      # not elaborated: do not warn about it
             raise
-        self._aw, self._max_rec = addr_width, max_records
+        self._aw, self._max_rec, self._kv_beat = addr_width, max_records, kv_beat
         self._max_burst, self._max_out = max_burst, max_outstanding
         members = {
             "cmd_start": In(1), "cmd_soft_reset": In(1),
@@ -211,7 +218,7 @@ class Sequencer(wiring.Component):
         super().__init__(members)
 
     @staticmethod
-    def _check(addr_width, max_records, max_burst, max_outstanding):
+    def _check(addr_width, max_records, max_burst, max_outstanding, kv_beat):
         if not 13 <= addr_width <= 64:
             raise ValueError(f"addr_width must be 13..64, not {addr_width}")
         if not 2 <= max_records <= 0xFFFE:
@@ -220,9 +227,14 @@ class Sequencer(wiring.Component):
             raise ValueError(f"max_burst must be 1..256, not {max_burst}")
         if max_outstanding < 1:
             raise ValueError(f"max_outstanding must be >= 1, not {max_outstanding}")
+        if kv_beat is not None and not (isinstance(kv_beat, int) and 1 <= kv_beat < 1 << 16
+                                        and not kv_beat & (kv_beat - 1)):
+            raise ValueError(f"kv_beat must be a power of two below 2**16 or None, not "
+                             f"{kv_beat!r}")
 
     addr_width = property(lambda self: self._aw)
     max_records = property(lambda self: self._max_rec)
+    kv_beat = property(lambda self: self._kv_beat)
 
     def elaborate(self, platform):
         m = Module()
@@ -330,10 +342,16 @@ class Sequencer(wiring.Component):
         tail = 3 * _BEAT
         assert all(o + n <= tail // 8 for o, n in hoffs.values()), "header fields in beats 0..2"
         bad_magic, bad_version, bad_header_lo, over_limit = Signal(), Signal(), Signal(), Signal()
+        kv_beat = hfield("kv_beat")
+        # LIMIT: the record count, a KV cache other than int8 (the only one a build stores),
+        # another block size than the build's engine (when the build names it)
+        limit = (hfield("count") > self._max_rec) | (hfield("kv_dtype") != KV_INT8)
+        if self._kv_beat is not None:
+            limit = limit | (kv_beat != self._kv_beat)
         m.d.sync += [
             bad_magic.eq(hfield("magic") != int.from_bytes(MAGIC, "little")),
             bad_version.eq(hfield("version") != PROGRAM_VERSION),
-            over_limit.eq(hfield("count") > self._max_rec),
+            over_limit.eq(limit),
             bad_header_lo.eq(
                 (hfield("header_bytes") != PROGRAM_HEADER_BYTES)
                 | (hfield("record_bytes") != PROGRAM_RECORD_BYTES)
@@ -342,7 +360,8 @@ class Sequencer(wiring.Component):
                 | ~Cat(*(hfield("fmt_man") == v for v in mans)).any()
                 | (rec[head_used * 8:tail] != 0)
                 | (hfield("tiling_t") == 0) | (hfield("tiling_q") == 0)
-                | (hfield("num_layers") == 0) | (hfield("n_tokens") == 0))]
+                | (hfield("num_layers") == 0) | (hfield("n_tokens") == 0)
+                | (kv_beat == 0) | ((kv_beat & (kv_beat - 1)) != 0))]
         tail_nz = Signal()                    # last cycle's R beat (the header's beat 3) != 0
         m.d.sync += tail_nz.eq(self.m_axi_rdata != 0)
         bad_header = Signal()

@@ -4,9 +4,9 @@ The host allocates one physically contiguous buffer (PYNQ ``allocate``: CMA) and
 each region starting on a 4 KiB page::
 
     weights   the weight file, byte for byte (sections at 64-byte multiples of the file)  RO
-    program   ``program_slots`` sequencer programs (docs/hw/sequencer.md)                RO
+    program   ``program_slots`` sequencer programs (docs/hw/sequencer.md)                 RO
     rope      RoPE table: per position p, head_dim/2 pairs (cos, sin), stream format      RO
-    kv        the KV cache (:class:`~tellme.spec.kv_layout.KVLayout`, base = this region) RW
+    kv        the int8 KV cache (:func:`kv_layout`: codes + stream-format row scales)     RW
     act       token ids, scratch rows of one call, and the output (logits or hidden)      RW
 
 RO/RW is the accelerator's view: it never writes weights, program or rope. Every address the
@@ -108,10 +108,23 @@ def kpad(k: int, t: int) -> int:
     return align(k, G * t)
 
 
+def kv_layout(config: ModelConfig, tgt: Target, max_context: int, fmt=None,
+              base: int = 0) -> KVLayout:
+    """The KV cache of a session: the int8 layout the integer attention engine reads and the
+    quantising writer stores (spec/kv_layout.py), blocks of the engine's ``beat`` keys, row
+    scales in the stream format ``fmt`` (None: the contract's)."""
+    return KVLayout(config.num_layers, config.num_kv_heads, config.head_dim, max_context,
+                    dtype="int8", beat=tgt.attention_int["beat"], fmt=stream_format(fmt),
+                    base=base)
+
+
 def check_model_fits(config: ModelConfig, tgt: Target, max_context: int,
                      max_tokens: int) -> None:
-    """MemoryMapError unless the build's fixed limits hold the model and the call size."""
+    """MemoryMapError unless the build's fixed limits hold the model and the call size (the
+    integer attention engine's and the KV quantiser's as ``spec.program.check_limits`` checks
+    them per record)."""
     t, a, tl = tgt.tiling, tgt.attention, tgt.tlmm
+    ai, kq = tgt.attention_int, tgt.kv_quant
     problems = []
     widths = {"hidden_size": config.hidden_size, "q width (heads*head_dim)": config.q_size,
               "intermediate_size": config.intermediate_size}
@@ -129,6 +142,19 @@ def check_model_fits(config: ModelConfig, tgt: Target, max_context: int,
     ctx_max = 2 ** a["ctx_bits"] - 1
     if max_context > ctx_max:
         problems.append(f"max context {max_context} > the attention engine's {ctx_max}")
+    if config.head_dim > ai["head_dim"]:
+        problems.append(f"head_dim {config.head_dim} > the integer attention engine's "
+                        f"{ai['head_dim']}")
+    for what, b in (("KV quantiser's beat", kq["beat"]),
+                    ("integer attention engine's q beat", ai["q_beat"])):
+        if config.head_dim % b:
+            problems.append(f"head_dim {config.head_dim} is not a multiple of the {what} {b}")
+    if group > ai["lanes"]:
+        problems.append(f"GQA group {group} > the integer attention engine's {ai['lanes']} "
+                        f"lanes")
+    if max_context > 2 ** ai["ctx_bits"] - 1:
+        problems.append(f"max context {max_context} > the integer attention engine's "
+                        f"{2 ** ai['ctx_bits'] - 1}")
     if max_tokens > tl["tok_max"]:
         problems.append(f"{max_tokens} tokens per call > the TLMM's {tl['tok_max']}")
     if problems:
@@ -248,10 +274,11 @@ def memory_map(config: ModelConfig, target: str | Target, max_context: int | Non
     ``out_rows``: output rows kept per call (default: 1 for logits, the last position's, a
     vocabulary-wide float32 row each; max_tokens for hidden); ``output``: "logits" (float32
     [out_rows, vocab]) or "hidden" (final-norm output rows, stream format); ``fmt``: stream
-    format of activations, KV and RoPE table (None: the contract's); ``base``: physical
-    address of the buffer (4 KiB aligned); ``budget``: bytes available (-1: the target's
-    default CMA size, None: unlimited). Raises :class:`MemoryMapError` when the model does
-    not fit the target's limits, the budget or the :data:`ADDR_BITS` address space.
+    format of activations, int8 KV row scales and RoPE table (None: the contract's);
+    ``base``: physical address of the buffer (4 KiB aligned); ``budget``: bytes available
+    (-1: the target's default CMA size, None: unlimited). Raises :class:`MemoryMapError` when
+    the model does not fit the target's limits, the budget or the :data:`ADDR_BITS` address
+    space.
     """
     tgt = target if isinstance(target, Target) else get_target(target)
     fmt = stream_format(fmt)
@@ -285,8 +312,7 @@ def memory_map(config: ModelConfig, target: str | Target, max_context: int | Non
     sizes = {"weights": align(weights_nbytes, PAGE),
              "program": program_slots * program_slot_bytes(c),
              "rope": align(max_context * c.head_dim * eb, PAGE)}
-    kv_probe = KVLayout(c.num_layers, c.num_kv_heads, c.head_dim, max_context, fmt=fmt)
-    sizes["kv"] = align(kv_probe.total_bytes, PAGE)
+    sizes["kv"] = align(kv_layout(c, tgt, max_context, fmt).total_bytes, PAGE)
 
     n = max_tokens
     kmax = max(kpad(k, t) for _, k in c.linear_shapes().values())
@@ -336,12 +362,11 @@ def memory_map(config: ModelConfig, target: str | Target, max_context: int | Non
     act = regions["act"].addr
     buffers = {name: Buffer(name, act + offs[name], rows, cols, e, packed, doc)
                for name, rows, cols, e, packed, doc in specs}
-    kv = KVLayout(c.num_layers, c.num_kv_heads, c.head_dim, max_context,
-                  base=regions["kv"].addr, fmt=fmt)
+    kv = kv_layout(c, tgt, max_context, fmt, base=regions["kv"].addr)
     return MemoryMap(base, tgt.name, c, fmt, max_context, max_tokens, out_rows, output,
                      regions, buffers, kv, program_slots)
 
 
 __all__ = ["MemoryMap", "MemoryMapError", "Region", "Buffer", "memory_map", "row_stride",
-           "kpad", "check_model_fits", "weights_nbytes_estimate", "program_slot_bytes",
+           "kpad", "kv_layout", "check_model_fits", "weights_nbytes_estimate", "program_slot_bytes",
            "MEMORY_MAP_VERSION", "PAGE", "ROW_ALIGN", "ADDR_BITS"]

@@ -4,8 +4,12 @@
 A program is a 64-byte header and 64-byte records, little-endian::
 
     header  magic "TLMP", version, sizes, record count, CRC-32, call (kind, start, n_tokens),
-            stream format, KV dtype, output kind, tiling, layers
-    record  u8 opcode | u8 flags (0 in v1) | u16 layer (0xFFFF: none) | fields of the op
+            stream format, KV dtype (int8), output kind, tiling, layers, KV beat
+    record  u8 opcode | u8 flags (0) | u16 layer (0xFFFF: none) | fields of the op
+
+The KV cache is the int8 layout of :mod:`tellme.spec.kv_layout` (codes + stream-format row
+scales, blocks of ``kv_beat`` keys): KV_WRITE quantises the call's rows into it, ATTENTION
+reads codes and scales (the integer attention engine; docs/numerics.md §4.1).
 
 Every model dimension, address, scale and mode is a record field, so one bitstream runs any
 model that fits its buffers (:func:`tellme.spec.memory_map.check_model_fits`). The host builds
@@ -25,6 +29,7 @@ import numpy as np
 
 from .codes import G
 from .config import LINEAR_NAMES, ModelConfig
+from .kv_layout import KVLayout
 from .memory_map import (
     PROGRAM_HEADER_BYTES,
     PROGRAM_RECORD_BYTES,
@@ -37,10 +42,10 @@ from .numerics import STREAM_FORMATS
 from .targets import Target, target as get_target
 from .tiling import Tiling
 
-PROGRAM_VERSION = 1
+PROGRAM_VERSION = 2
 MAGIC = b"TLMP"
 NO_LAYER = 0xFFFF
-HEADER_FIELDS = (        # (name, struct code, meaning); bytes 38..63 are reserved (0)
+HEADER_FIELDS = (        # (name, struct code, meaning); bytes 40..63 are reserved (0)
     ("magic", "4s", "`TLMP`"),
     ("version", "I", f"program format version ({PROGRAM_VERSION})"),
     ("header_bytes", "H", f"{PROGRAM_HEADER_BYTES}"),
@@ -49,13 +54,15 @@ HEADER_FIELDS = (        # (name, struct code, meaning); bytes 38..63 are reserv
     ("crc32", "I", "CRC-32 (zlib) of the header with this field 0, then of the records"),
     ("kind", "B", "0 prefill, 1 decode"),
     ("fmt_man", "B", "stream format fraction bits: 10 FP16, 18 FP24"),
-    ("kv_dtype", "B", "0 fp16, 1 fp24, 2 int8 (the KV cache rows)"),
+    ("kv_dtype", "B", "KV cache: 2 int8 (codes + stream-format row scales); 0 fp16, 1 fp24 "
+                      "(stream-format rows) are refused (LIMIT)"),
     ("output", "B", "0 logits, 1 final hidden rows"),
     ("start", "I", "position of the call's first token"),
     ("n_tokens", "I", "tokens of the call"),
     ("tiling_t", "H", "T the code sections are laid out for"),
     ("tiling_q", "H", "Q the code sections are laid out for"),
     ("num_layers", "H", "decoder layers"),
+    ("kv_beat", "H", "keys per int8 KV block (the integer engine's beat; a power of two)"),
 )
 _HEAD_FMT = "<" + "".join(code for _, code, _ in HEADER_FIELDS)
 HEADER = struct.Struct(_HEAD_FMT + f"{PROGRAM_HEADER_BYTES - struct.calcsize(_HEAD_FMT)}x")
@@ -75,7 +82,7 @@ KINDS = ("prefill", "decode")
 ERRORS = {
     1: ("BAD_MAGIC", "the header does not start with TLMP"),
     2: ("BAD_VERSION", "program format version not implemented"),
-    3: ("BAD_HEADER", "header sizes, enumerations or reserved bytes are wrong"),
+    3: ("BAD_HEADER", "header sizes, enumerations, kv_beat or reserved bytes are wrong"),
     4: ("BAD_CHECKSUM", "CRC-32 of header and records does not match"),
     5: ("TRUNCATED", "fewer bytes than the header's record count"),
     6: ("BAD_OPCODE", "a record's opcode is unknown"),
@@ -167,18 +174,23 @@ OPS = {op.name: op for op in (
         ("start", "u32", "position of row 0"), ("heads", "u16", "heads per row"),
         ("head_dim", "u16", "head dimension"),
         ("pairing", "u8", "0 half (x[i], x[i+hd/2]), 1 adjacent (x[2i], x[2i+1])"))),
-    Op("KV_WRITE", 0x07, "store K and V rows of the call at positions start..", (
-        _ROWS, ("k_src", "addr", "key rows (kv_heads*head_dim)"),
-        ("v_src", "addr", "value rows"), ("k_dst", "addr", "layer's K region, head 0 row 0"),
-        ("v_dst", "addr", "layer's V region, head 0 row 0"),
-        ("head_stride", "u32", "bytes from one KV head's region to the next"),
-        ("start", "u32", "position of row 0"), ("kv_heads", "u16", "KV heads"),
+    Op("KV_WRITE", 0x07, "quantise the call's K and V rows (int8 codes + a scale per row and "
+        "KV head) into the int8 KV cache at keys start..", (
+        _ROWS, ("k_src", "addr", "key rows (kv_heads*head_dim, stream format, after RoPE)"),
+        ("v_src", "addr", "value rows"),
+        ("k_dst", "addr", "layer's K region of KV head 0 (block 0's scale header)"),
+        ("v_dst", "addr", "layer's V region of KV head 0"),
+        ("k_stride", "u32", "bytes from one KV head's K region to the next"),
+        ("v_stride", "u32", "bytes from one KV head's V region to the next"),
+        ("start", "u32", "key (position) of row 0"), ("kv_heads", "u16", "KV heads"),
         ("head_dim", "u16", "head dimension"))),
-    Op("ATTENTION", 0x08, "causal softmax attention of the call's queries over keys 0..pos", (
+    Op("ATTENTION", 0x08, "causal softmax attention of the call's queries over keys 0..pos "
+       "(integer engine over the int8 KV cache)", (
         _ROWS, ("q", "addr", "query rows (heads*head_dim, after RoPE)"),
-        ("k", "addr", "layer's K region, head 0 row 0"),
-        ("v", "addr", "layer's V region, head 0 row 0"), ("dst", "addr", "output rows"),
-        ("head_stride", "u32", "bytes between KV head regions"),
+        ("k", "addr", "layer's K region of KV head 0 (block 0's scale header)"),
+        ("v", "addr", "layer's V region of KV head 0"), ("dst", "addr", "output rows"),
+        ("k_stride", "u32", "bytes from one KV head's K region to the next"),
+        ("v_stride", "u32", "bytes from one KV head's V region to the next"),
         ("start", "u32", "position of row 0"), ("heads", "u16", "query heads"),
         ("kv_heads", "u16", "KV heads (GQA group = heads / kv_heads)"),
         ("head_dim", "u16", "head dimension"), ("mode", "u8", "0 prefill, 1 decode"),
@@ -220,7 +232,8 @@ class Program:
     start: int
     n_tokens: int
     fmt: str                    # stream format name (fp16 | fp24)
-    kv_dtype: str
+    kv_dtype: str               # KV_DTYPES; programs run int8 only (check_limits)
+    kv_beat: int                # keys per int8 KV block (spec/kv_layout.py ``beat``)
     output: str
     tiling: Tiling
     num_layers: int
@@ -229,6 +242,12 @@ class Program:
     @property
     def elem_bytes(self) -> int:
         return STREAM_FORMATS[self.fmt].bits // 8
+
+    def kv_geometry(self, head_dim: int, keys: int) -> KVLayout:
+        """One KV head's int8 layout for ``keys`` keys (the block sizes a KV_WRITE or
+        ATTENTION record's regions use: header ``kv_beat``, the stream format's scales)."""
+        return KVLayout(1, 1, head_dim, max(keys, 1), dtype="int8", beat=self.kv_beat,
+                        fmt=STREAM_FORMATS[self.fmt])
 
 
 # --------------------------------------------------------------------------- encode / decode
@@ -251,7 +270,7 @@ def encode_program(p: Program) -> bytes:
                            len(p.records), crc, KINDS.index(p.kind),
                            STREAM_FORMATS[p.fmt].man, KV_DTYPES.index(p.kv_dtype),
                            OUTPUTS.index(p.output), p.start, p.n_tokens, p.tiling.t,
-                           p.tiling.q, p.num_layers)
+                           p.tiling.q, p.num_layers, p.kv_beat)
 
     return head(zlib.crc32(body, zlib.crc32(head(0)))) + body
 
@@ -262,7 +281,7 @@ def decode_header(blob: bytes) -> dict:
     if len(blob) < HEADER.size:
         raise ProgramError("TRUNCATED", f"{len(blob)} bytes, the header alone is {HEADER.size}")
     (magic, version, hb, rb, count, crc, kind, man, kvd, out, start, n, t, q,
-     layers) = HEADER.unpack(blob[:HEADER.size])
+     layers, kv_beat) = HEADER.unpack(blob[:HEADER.size])
     if magic != MAGIC:
         raise ProgramError("BAD_MAGIC", f"magic {magic!r}, expected {MAGIC!r}")
     if version != PROGRAM_VERSION:
@@ -280,11 +299,13 @@ def decode_header(blob: bytes) -> dict:
         bad.append("reserved header bytes are not zero")
     if not t or not q or not layers or not n:
         bad.append("zero tiling, layer count or token count")
+    if not kv_beat or kv_beat & (kv_beat - 1):
+        bad.append(f"kv_beat {kv_beat} is not a power of two")
     if bad:
         raise ProgramError("BAD_HEADER", "; ".join(bad))
     return dict(count=count, crc=crc, kind=KINDS[kind], fmt=fmts[man],
-                kv_dtype=KV_DTYPES[kvd], output=OUTPUTS[out], start=start, n_tokens=n,
-                tiling=Tiling(t, q), num_layers=layers)
+                kv_dtype=KV_DTYPES[kvd], kv_beat=kv_beat, output=OUTPUTS[out], start=start,
+                n_tokens=n, tiling=Tiling(t, q), num_layers=layers)
 
 
 def _decode_record(raw: bytes, i: int) -> Record:
@@ -358,8 +379,8 @@ def decode_program(blob: bytes, mmap: MemoryMap | None = None,
         recs.append(r)
     if not recs:
         raise ProgramError("COUNT", "no records (a program ends with END)")
-    p = Program(h["kind"], h["start"], h["n_tokens"], h["fmt"], h["kv_dtype"], h["output"],
-                h["tiling"], h["num_layers"], recs)
+    p = Program(h["kind"], h["start"], h["n_tokens"], h["fmt"], h["kv_dtype"], h["kv_beat"],
+                h["output"], h["tiling"], h["num_layers"], recs)
     if mmap is not None:
         check_addresses(p, mmap)
     if target is not None:
@@ -404,17 +425,21 @@ def accesses(r: Record, p: Program) -> list[tuple[str, int, int, bool]]:
         return [("src", a["src"], _rows(n, w, eb), False),
                 ("table", a["table"], (a["start"] + n) * a["head_dim"] * eb, False),
                 ("dst", a["dst"], _rows(n, w, eb), True)]
-    if op in ("KV_WRITE", "ATTENTION"):     # head 0 row 0 .. last head's row start+n-1
-        kv_span = (a["kv_heads"] - 1) * a["head_stride"] + (a["start"] + n) * a["head_dim"] * eb
+    if op in ("KV_WRITE", "ATTENTION"):
+        # head 0's region start .. the end of the last block holding a key < start+n in the
+        # last head's region (K and V blocks differ in size; the int8 geometry of the header)
+        lay = p.kv_geometry(a["head_dim"], a["start"] + n)
+        k_span = (a["kv_heads"] - 1) * a["k_stride"] + lay.blocks * lay.k_block_bytes
+        v_span = (a["kv_heads"] - 1) * a["v_stride"] + lay.blocks * lay.v_block_bytes
     if op == "KV_WRITE":
         w = a["kv_heads"] * a["head_dim"]
         return [("k_src", a["k_src"], _rows(n, w, eb), False),
                 ("v_src", a["v_src"], _rows(n, w, eb), False),
-                ("k_dst", a["k_dst"], kv_span, True), ("v_dst", a["v_dst"], kv_span, True)]
+                ("k_dst", a["k_dst"], k_span, True), ("v_dst", a["v_dst"], v_span, True)]
     if op == "ATTENTION":
         w = a["heads"] * a["head_dim"]
-        return [("q", a["q"], _rows(n, w, eb), False), ("k", a["k"], kv_span, False),
-                ("v", a["v"], kv_span, False), ("dst", a["dst"], _rows(n, w, eb), True)]
+        return [("q", a["q"], _rows(n, w, eb), False), ("k", a["k"], k_span, False),
+                ("v", a["v"], v_span, False), ("dst", a["dst"], _rows(n, w, eb), True)]
     if op == "RESIDUAL":
         return [(f, a[f], _rows(n, a["cols"], eb), f == "dst") for f in ("x", "y", "dst")]
     if op == "GATED_ACT":
@@ -442,15 +467,19 @@ def check_addresses(p: Program, mmap: MemoryMap) -> None:
 
 
 def check_limits(p: Program, target: str | Target) -> None:
-    """ProgramError LIMIT unless ``p`` fits the build of ``target`` (tiling, rows, head
-    dimension, GQA group, context, tokens per call, TLMM blocks and tiles)."""
+    """ProgramError LIMIT unless ``p`` fits the build of ``target`` (tiling, the int8 KV cache
+    of the integer attention engine's beat, rows, head dimension, GQA group, context, tokens
+    per call, TLMM blocks and tiles)."""
     tgt = target if isinstance(target, Target) else get_target(target)
-    tl, at = tgt.tlmm, tgt.attention
+    tl, ai, kq = tgt.tlmm, tgt.attention_int, tgt.kv_quant
     if p.tiling != tgt.tiling:
         raise ProgramError("LIMIT", f"tiling {p.tiling} != the build's {tgt.tiling}")
-    if p.kv_dtype != p.fmt:
-        raise ProgramError("LIMIT", f"KV dtype {p.kv_dtype}: this version stores stream-format "
-                                    f"({p.fmt}) rows only")
+    if p.kv_dtype != "int8":
+        raise ProgramError("LIMIT", f"KV dtype {p.kv_dtype}: the build's KV cache is int8 "
+                                    f"(kv_dtype {KV_DTYPES.index('int8')}) only")
+    if p.kv_beat != ai["beat"]:
+        raise ProgramError("LIMIT", f"kv_beat {p.kv_beat} != the build's int8 KV block of "
+                                    f"{ai['beat']} keys (the integer engine's beat)")
     for i, r in enumerate(p.records):
         a, bad = r.args, []
         if a.get("rows", 0) > tl["tok_max"]:
@@ -458,12 +487,18 @@ def check_limits(p: Program, target: str | Target) -> None:
         for f in ("n", "k") if r.op == "LINEAR" else ("cols",):
             if a.get(f, 0) > tgt.row_max:
                 bad.append(f"{f} {a[f]} > row buffer {tgt.row_max}")
-        if a.get("head_dim", 0) > at["head_dim"]:
-            bad.append(f"head_dim {a['head_dim']} > {at['head_dim']}")
-        if r.op == "ATTENTION" and a["heads"] // a["kv_heads"] > at["lanes"]:
-            bad.append(f"GQA group {a['heads'] // a['kv_heads']} > {at['lanes']} lanes")
-        if a.get("start", 0) + a.get("rows", 0) > 2 ** at["ctx_bits"] - 1:
-            bad.append(f"positions up to {a['start'] + a['rows'] - 1} > context limit")
+        if a.get("head_dim", 0) > ai["head_dim"]:
+            bad.append(f"head_dim {a['head_dim']} > {ai['head_dim']}")
+        if r.op in ("KV_WRITE", "ATTENTION"):
+            for what, b in (("KV quantiser's beat", kq["beat"]),
+                            ("integer engine's q beat", ai["q_beat"])):
+                if a["head_dim"] % b:
+                    bad.append(f"head_dim {a['head_dim']} not a multiple of the {what} {b}")
+        if r.op == "ATTENTION" and a["heads"] // a["kv_heads"] > ai["lanes"]:
+            bad.append(f"GQA group {a['heads'] // a['kv_heads']} > {ai['lanes']} lanes")
+        if a.get("start", 0) + a.get("rows", 0) > 2 ** ai["ctx_bits"] - 1:
+            bad.append(f"positions up to {a['start'] + a['rows'] - 1} > context limit "
+                       f"{2 ** ai['ctx_bits'] - 2}")
         if r.op == "LINEAR" and (a["kb"] > tl["kb_max"] or a["tile_nb"] > tl["nbt_max"]
                                  or a["tile_nb"] * a["kb"] > tl["half_depth"]):
             bad.append(f"kb {a['kb']} x tile {a['tile_nb']} does not fit the weight buffer")
@@ -543,6 +578,9 @@ def build_program(config: ModelConfig, mmap: MemoryMap, kind: str, start: int,
     b = {name: buf.addr for name, buf in mmap.buffers.items()}
     n, d, f = n_tokens, c.hidden_size, c.intermediate_size
     T, tl, kv = tgt.tiling.t, tgt.tlmm, mmap.kv
+    if not kv.int8 or kv.beat != tgt.attention_int["beat"]:
+        raise ValueError(f"the memory map's KV cache ({kv.dtype}, beat {kv.beat}) is not the "
+                         f"int8 layout of target {tgt.name} (memory_map builds it)")
     eps = float(np.float32(c.rms_norm_eps))
     recs: list[Record] = []
 
@@ -574,8 +612,9 @@ def build_program(config: ModelConfig, mmap: MemoryMap, kind: str, start: int,
         add("EMBED", ids=b["tokens"], table=t_addr, dst=b["x"], vocab=c.vocab_size, cols=d,
             dtype=dt)
     pairing = PAIRINGS.index(weights.rope_pairing)
+    ks, vs = kv.kind_head_bytes("K"), kv.kind_head_bytes("V")
     for li in range(c.num_layers):
-        kd, vd = kv.row_addr(li, "K", 0, 0), kv.row_addr(li, "V", 0, 0)
+        kd, vd = kv.region_addr(li, "K", 0), kv.region_addr(li, "V", 0)
         norm(li, "input_norm", b["x"], d, b["h"])
         quant(li, d)
         for name, dst in (("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v")):
@@ -583,10 +622,9 @@ def build_program(config: ModelConfig, mmap: MemoryMap, kind: str, start: int,
         for dst, heads in (("q", c.num_heads), ("k", c.num_kv_heads)):
             add("ROPE", li, src=b[dst], dst=b[dst], table=mmap.rope_row(0), start=start,
                 heads=heads, head_dim=c.head_dim, pairing=pairing)
-        add("KV_WRITE", li, k_src=b["k"], v_src=b["v"], k_dst=kd, v_dst=vd,
-            head_stride=kv.head_bytes, start=start, kv_heads=c.num_kv_heads,
-            head_dim=c.head_dim)
-        add("ATTENTION", li, q=b["q"], k=kd, v=vd, dst=b["attn"], head_stride=kv.head_bytes,
+        add("KV_WRITE", li, k_src=b["k"], v_src=b["v"], k_dst=kd, v_dst=vd, k_stride=ks,
+            v_stride=vs, start=start, kv_heads=c.num_kv_heads, head_dim=c.head_dim)
+        add("ATTENTION", li, q=b["q"], k=kd, v=vd, dst=b["attn"], k_stride=ks, v_stride=vs,
             start=start, heads=c.num_heads, kv_heads=c.num_kv_heads, head_dim=c.head_dim,
             mode=MODES.index(kind), score_c=score_c)
         norm(li, "attn_sub_norm", b["attn"], c.q_size, b["h"])
@@ -611,7 +649,7 @@ def build_program(config: ModelConfig, mmap: MemoryMap, kind: str, start: int,
         add("LM_HEAD", rows=n_out, src=b["h"], head=head, dst=b["out"], vocab=c.vocab_size,
             cols=d, dtype=dt)
     recs.append(Record("END"))
-    p = Program(kind, start, n_tokens, mmap.fmt.name, mmap.kv.dtype, mmap.output,
+    p = Program(kind, start, n_tokens, mmap.fmt.name, kv.dtype, kv.beat, mmap.output,
                 tgt.tiling, c.num_layers, recs)
     size = PROGRAM_HEADER_BYTES + PROGRAM_RECORD_BYTES * len(recs)
     if size > mmap.program_slot_bytes:
@@ -631,7 +669,7 @@ def ops_markdown() -> str:
         off += struct.calcsize("<" + code)
     out += [f"| {off}..{PROGRAM_HEADER_BYTES - 1} | reserved | | 0 |", "",
             "| byte | record head | type | meaning |", "|---|---|---|---|",
-            "| 0 | `opcode` | u8 | the op (table below) |", "| 1 | `flags` | u8 | 0 in v1 |",
+            "| 0 | `opcode` | u8 | the op (table below) |", "| 1 | `flags` | u8 | 0 |",
             "| 2 | `layer` | u16 | decoder layer of the record, 0xFFFF none (tracing) |", "",
             "| opcode | op | what |", "|---|---|---|"]
     out += [f"| `{op.code:#04x}` | `{op.name}` | {op.doc} |" for op in OPS.values()]

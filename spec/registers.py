@@ -233,12 +233,12 @@ def decode(reg: str | Register, word: int) -> dict:
 def const_values(target: str | Target, build_hash: int = 0,
                  fmt: StreamFormat | None = None, kv_dtypes=None) -> dict:
     """{(register, field): value} of every constant field for a build of ``target`` in
-    stream format ``fmt`` (None: the contract's) with KV dtypes ``kv_dtypes`` (default: the
-    stream format's own rows)."""
+    stream format ``fmt`` (None: the contract's) with KV dtypes ``kv_dtypes`` (default: int8,
+    the cache every build stores and program format 2 names)."""
     tgt = target if isinstance(target, Target) else get_target(target)
     fmt = stream_format(fmt)
-    kv = (fmt.name,) if kv_dtypes is None else tuple(kv_dtypes)
-    tl, at = tgt.tlmm, tgt.attention
+    kv = ("int8",) if kv_dtypes is None else tuple(kv_dtypes)
+    tl, at = tgt.tlmm, tgt.attention_int      # the engine in the top
     vals = {
         ("ID", "MAGIC"): ID_MAGIC,
         ("VERSION", "REGMAP"): REGMAP_VERSION, ("VERSION", "PROGRAM"): PROGRAM_VERSION,
@@ -346,7 +346,7 @@ def markdown() -> str:
     out += ["Counters (RO, field VALUE; input port `<name>_inc`, all cleared by "
             "`counters_clear`): " + ", ".join(f"`{r.name}`" for r in cnt) + ".", "",
             "## Capabilities per target", "",
-            "Contract stream format, KV in the stream format, BUILD_HASH 0.", "",
+            "Contract stream format, int8 KV cache, BUILD_HASH 0.", "",
             "| register | " + " | ".join(TARGET_NAMES) + " |",
             "|---|" + "---|" * len(TARGET_NAMES)]
     words = {t: const_words(t) for t in TARGET_NAMES}

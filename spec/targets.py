@@ -37,7 +37,14 @@ class Target:
     ``tlmm``: TLMM engine and weight-buffer preset (``v`` index vectors per fill beat,
     ``kb_max`` largest K block count, ``nbt_max`` largest tile in column blocks, ``tok_max``
     tokens per command, ``half_depth`` words per bank in a ping-pong half). ``attention``:
-    attention-engine preset (head_dim, lanes, beat, score-tile depth, context bits).
+    the FP attention engine's preset (hw/attention/engine.py: head_dim, lanes, beat,
+    score-tile depth, context bits).
+    ``attention_int``: the integer attention engine's preset (hw/attention/int_engine.py:
+    head_dim, lanes, ``beat`` = keys per int8 KV block and codes per K beat, score-tile
+    ``depth``, ``ctx_bits``, ``q_beat`` q elements per load beat, optional ``score_ram``): the
+    engine the programs run, so its beat is the int8 KV layout's (memory map, program header
+    ``kv_beat``). ``kv_quant``: the quantising KV writer's preset (hw/attention/kv_quant.py:
+    ``beat`` stream elements per beat, ``lanes`` codes per cycle, ``max_head_dim``).
     ``row_max``: the longest row the element-wise row buffers hold. ``ew_lanes``: elements per
     beat of the element-wise streams (every element-wise block and the TLMM output buffer's
     drain side), sized from the rate analysis (``tellme hw rates``: the worst per-block rate of
@@ -56,6 +63,8 @@ class Target:
     tiling: Tiling
     tlmm: dict = field(hash=False)
     attention: dict = field(hash=False)
+    attention_int: dict = field(default_factory=dict, hash=False)
+    kv_quant: dict = field(default_factory=dict, hash=False)
     row_max: int = 0
     cma_bytes: int | None = None   # contiguous memory the board's Linux gives the driver
     ew_lanes: int = 0              # element-wise stream lanes (0: unset; every record sets it)
@@ -64,27 +73,38 @@ class Target:
 # kv260/zcu104: TeLLMe's T=28, Q=16; the buffer is 16 banks x 2 URAM288 wide x 1 deep = 32 URAM
 # (a 2048-word half each); kb_max=96 covers K=6912 (2B4T down_proj: 83 K blocks); nbt_max=128
 # covers the largest tile of a 2048-word half (d_model=1536: 19 K blocks -> 107 column
-# blocks); attention: head_dim up to 128 (2B4T; 96 and 100 for the 1bitLLM models), 8 lanes,
-# 8 elements per beat, 1024-key score tiles; rows up to 2B4T's d_ffn = 6912 (FFN sub-norm).
+# blocks); attention (the FP engine): head_dim up to 128 (2B4T; 96 and 100 for the 1bitLLM
+# models), 8 lanes, 8 elements per beat, 1024-key score tiles; rows up to 2B4T's d_ffn = 6912
+# (FFN sub-norm).
 # ew_lanes: kv260/zcu104 2 (worst per-block rate 0.80 elements/cycle: RMSNorm's two passes,
 # bitnet_b1_58-large prefill; docs/hw/elementwise.md); sim 2 (the default-tier RTL harness).
 # sim: small enough for ~10 s Verilator builds; still exercises ragged K/N, several tiles and
 # both table banks.
+# attention_int: kv260/zcu104 build one integer engine of 4 lanes x 64 MAC slots (the 4 q
+# heads of a 2B4T GQA group, or 4 prefill rows; docs/hw/attention.md gives the rates), q loaded
+# 8 elements per beat, 4096-key score tiles in URAM (3 URAM288: 4 lanes x 32-bit logits + the V
+# scale), so K is read once up to 4096 keys. kv_quant: the engines' FP24 beat of 8 (192 bits),
+# 2 codes per cycle (rate: sim/cycles_kv_quant.py), rows up to head_dim 128.
 _BOARD_TLMM = dict(v=4, kb_max=96, nbt_max=128, tok_max=1024, half_depth=2048)
 _BOARD_ATTN = dict(head_dim=128, lanes=8, beat=8, depth=1024, ctx_bits=13)
+_BOARD_ATTN_INT = dict(head_dim=128, lanes=4, beat=64, depth=4096, ctx_bits=13, q_beat=8,
+                       score_ram="ultra")
+_BOARD_KV_QUANT = dict(beat=8, lanes=2, max_head_dim=128)
 
 TARGETS = {
     "sim": Target("sim", "RTL simulation (reported against the KV260 part)", PARTS["XCK26"],
                   17.1, 250.0, TILINGS["sim"],
                   dict(v=2, kb_max=8, nbt_max=8, tok_max=15, half_depth=64),
-                  dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12), row_max=256,
-                  ew_lanes=2),
+                  dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12),
+                  attention_int=dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12,
+                                     q_beat=2),
+                  kv_quant=dict(beat=4, lanes=2, max_head_dim=16), row_max=256, ew_lanes=2),
     "kv260": Target("kv260", "Kria KV260", PARTS["XCK26"], 17.1, 250.0, TILINGS["kv260"],
-                    _BOARD_TLMM, _BOARD_ATTN, row_max=6912, cma_bytes=1000 << 20,
-                    ew_lanes=2),
+                    _BOARD_TLMM, _BOARD_ATTN, _BOARD_ATTN_INT, _BOARD_KV_QUANT, row_max=6912,
+                    cma_bytes=1000 << 20, ew_lanes=2),
     "zcu104": Target("zcu104", "ZCU104", PARTS["XCZU7EV"], 19.2, 250.0, TILINGS["zcu104"],
-                     _BOARD_TLMM, _BOARD_ATTN, row_max=6912, cma_bytes=512 << 20,
-                     ew_lanes=2),
+                     _BOARD_TLMM, _BOARD_ATTN, _BOARD_ATTN_INT, _BOARD_KV_QUANT, row_max=6912,
+                     cma_bytes=512 << 20, ew_lanes=2),
 }
 TARGET_NAMES = tuple(TARGETS)
 

@@ -86,9 +86,12 @@ def test_generation_equals_the_golden_backend(bundle, drv, params, seed):
 @pytest.mark.parametrize("dev,match", [
     (GoldenDevice("sim"), r"tiling T=28 Q=16 \(converted for kv260\).*sim build with "
                           r"tiling T=4 Q=4"),
-    (GoldenDevice("kv260", const_overrides={"VERSION": encode("VERSION", REGMAP=1, PROGRAM=2,
+    (GoldenDevice("kv260", const_overrides={"VERSION": encode("VERSION", REGMAP=1, PROGRAM=1,
                                                               MEMORY_MAP=1)}),
-     r"device program v2 \(host v1\)"),
+     r"device program v1 \(host v2\)"),
+    (GoldenDevice("kv260", const_overrides={"CAP_BUILD": const_words("kv260", 0, None,
+                                                                     ("fp24",))["CAP_BUILD"]}),
+     r"device KV formats fp24: this host's programs \(format v2\) keep an int8 KV cache"),
     (GoldenDevice("kv260", const_overrides={"ID": 0x12345678}),
      r"ID reads 0x12345678, expected 0x544c4d45"),
     (GoldenDevice("kv260", const_overrides={"CAP_ROWS": 0x100}),

@@ -3,10 +3,12 @@ sequencer (sim/golden/program_exec.py).
 
 The main claim: a program built from the weight file's header and the memory map, executed
 record by record over a byte-level DDR image with the golden hw block functions, reproduces
-``GoldenModel(numerics="hw")`` bit for bit (logits, final hidden rows and the KV cache) for a
+``GoldenModel(numerics="hw")`` bit for bit (logits, final hidden rows and the int8 KV cache:
+codes and scales equal ``kv_quant_int8`` of the golden model's stream-format cache rows) for a
 prefill and several decode steps, on the demo model and on random models of both families. So
-the program carries everything the hardware needs. Then: the encoding round-trips, every
-malformed program is refused with its error code, and the memory map's rules and errors.
+the program carries everything the hardware needs. Then: a KV_WRITE record's bytes are the int8
+layout the hardware writer stores, the encoding round-trips, every malformed program is
+refused with its error code, and the memory map's rules and errors.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import pytest
 
 from tellme.quant.format import read_weight_file, write_weight_file
 from tellme.quant.random_models import random_model, tiny_config
+from tellme.sim.golden.attention_hw import kv_quant_int8
 from tellme.sim.golden.model import GoldenModel
 from tellme.sim.golden.program_exec import Ddr, DdrError, Sequencer, Session
 from tellme.spec import program as P
+from tellme.spec.kv_layout import KVLayout
 from tellme.spec.memory_map import PAGE, ROW_ALIGN, MemoryMapError, memory_map
 from tellme.spec.models import model_config
 from tellme.spec.numerics import FP16, STREAM_FORMATS
@@ -53,10 +57,14 @@ def _run_and_compare(path: Path, target: str, calls, fmt=None, max_context=48):
         start = cache.length
         want = gm.forward(ids, cache)
         _same(s.call(ids, start), want, f"call {j} logits")
-    n = cache.length
+    n, f = cache.length, s.mmap.fmt
     for layer in range(s.config.num_layers):
-        _same(s.kv(layer, "K", n), cache.keys(layer, n), f"layer {layer} K cache")
-        _same(s.kv(layer, "V", n), cache.values(layer, n), f"layer {layer} V cache")
+        for kind, rows in (("K", cache.keys(layer, n)), ("V", cache.values(layer, n))):
+            codes, scales = s.kv(layer, kind, n)
+            want_codes, want_scales = kv_quant_int8(rows, fmt=f)
+            assert np.array_equal(codes, want_codes), f"layer {layer} {kind} codes"
+            assert np.array_equal(f.to_bits(scales), f.to_bits(want_scales)), \
+                f"layer {layer} {kind} scales"
     return s
 
 
@@ -142,6 +150,137 @@ def test_encoding_round_trips(demo):
         assert all(off % 8 == 0 for _, typ, off in op.layout if typ == "addr")
 
 
+def test_v2_header_and_kv_records(demo):
+    """Format 2: the header names the int8 KV cache and its beat; KV_WRITE and ATTENTION
+    point at head 0's K and V regions with the regions' strides; their accesses span whole
+    blocks of the int8 geometry."""
+    s, prog = demo
+    blob = P.encode_program(prog)
+    h = P.decode_header(blob)
+    kv = s.mmap.kv
+    assert struct.unpack_from("<I", blob, 4)[0] == P.PROGRAM_VERSION == 2
+    assert (h["kv_dtype"], h["kv_beat"]) == ("int8", 64) and kv.int8 and kv.beat == 64
+    assert [n for n, _, _ in P.OPS["KV_WRITE"].fields] == [
+        "rows", "k_src", "v_src", "k_dst", "v_dst", "k_stride", "v_stride", "start",
+        "kv_heads", "head_dim"]
+    assert [n for n, _, _ in P.OPS["ATTENTION"].fields] == [
+        "rows", "q", "k", "v", "dst", "k_stride", "v_stride", "start", "heads", "kv_heads",
+        "head_dim", "mode", "score_c"]
+    back = P.decode_program(blob, s.mmap, "kv260")
+    for op in ("KV_WRITE", "ATTENTION"):
+        r = next(r for r in back.records if r.op == op and r.layer == 1)
+        k, v = ("k_dst", "v_dst") if op == "KV_WRITE" else ("k", "v")
+        assert (r[k], r[v]) == (kv.region_addr(1, "K", 0), kv.region_addr(1, "V", 0))
+        assert (r["k_stride"], r["v_stride"]) == (kv.kind_head_bytes("K"),
+                                                  kv.kind_head_bytes("V"))
+        spans = {name: n for name, _, n, _ in P.accesses(r, back)}
+        last = kv.kind_head_bytes("K") * (kv.num_kv_heads - 1)
+        assert spans[k] == last + kv.k_block_bytes           # 4 keys: block 0 only
+        assert spans[v] == kv.kind_head_bytes("V") * (kv.num_kv_heads - 1) + kv.v_block_bytes
+        assert kv.region_addr(1, "K", 1) + kv.k_block_bytes == r[k] + spans[k]
+
+
+def _header_patch(blob: bytes, name: str, value) -> bytes:
+    off, code = 0, None
+    for n, c, _ in P.HEADER_FIELDS:
+        if n == name:
+            code = c
+            break
+        off += struct.calcsize("<" + c)
+    return _reseal(blob[:off] + struct.pack("<" + code, value)
+                   + blob[off + struct.calcsize("<" + code):])
+
+
+def test_kv_cache_limits(demo):
+    """A stream-format KV cache (a v1 program's) or another block size than the build's
+    integer engine is LIMIT; a kv_beat that is not a power of two is BAD_HEADER; the integer
+    engine's GQA lanes and the quantiser's beat bound the model."""
+    s, prog = demo
+    blob = P.encode_program(prog)
+    fp24 = _header_patch(blob, "kv_dtype", P.KV_DTYPES.index("fp24"))
+    assert P.decode_program(fp24, s.mmap).kv_dtype == "fp24"       # well-formed, but
+    with pytest.raises(P.ProgramError, match=r"LIMIT: header: KV dtype fp24.*int8"):
+        P.decode_program(fp24, s.mmap, "kv260")
+    with pytest.raises(P.ProgramError, match=r"LIMIT: header: kv_beat 32 != .* 64 keys"):
+        P.decode_program(_header_patch(blob, "kv_beat", 32), s.mmap, "kv260")
+    with pytest.raises(P.ProgramError, match=r"BAD_HEADER.*kv_beat 48 is not a power of two"):
+        P.decode_program(_header_patch(blob, "kv_beat", 48))
+    att = next(i for i, r in enumerate(prog.records) if r.op == "ATTENTION")
+    heads = {n: off for n, _, off in P.OPS["ATTENTION"].layout}["heads"]
+    with pytest.raises(P.ProgramError, match=r"LIMIT: record \d+: ATTENTION: GQA group 5 > 4"):
+        P.decode_program(_record_patch(blob, att, heads, "<H", 10), target="kv260")
+    with pytest.raises(MemoryMapError, match="head_dim 20 is not a multiple of the KV "
+                                             "quantiser's beat 8"):
+        memory_map(tiny_config(head_dim=20), "kv260", 64)
+    with pytest.raises(MemoryMapError, match="GQA group 8 > the integer attention engine's 4"):
+        memory_map(tiny_config(num_heads=8, num_kv_heads=1), "kv260", 64)
+
+
+@pytest.mark.parametrize("fmt", ["fp24", "fp16"])
+def test_kv_write_stores_the_writers_int8_layout(fmt):
+    """KV_WRITE over a DDR of random bytes: after keys 0..5 and then keys 6..10 (a call that
+    crosses blocks), every byte of keys 0..10 (the padded K row, the scale pair with its zero
+    padding, the V code of each channel) is that of ``encode_k_region`` /
+    ``encode_v_region`` of ``kv_quant_int8`` of the rows, the second call changed no byte but
+    its keys', and ATTENTION's reader gets the codes and scales back."""
+    f = STREAM_FORMATS[fmt]
+    rng = np.random.default_rng(7)
+    kvh, hd, beat, keys = 2, 20, 8, 11                    # K rows padded 20 -> 24 bytes
+    lay = KVLayout(1, kvh, hd, 24, dtype="int8", beat=beat, fmt=f, base=0x1000)
+    src = lay.base + lay.total_bytes
+    stride = ROW_ALIGN * -(-kvh * hd * f.bits // 8 // ROW_ALIGN)
+    ddr = Ddr(0, src + 2 * keys * stride)
+    ddr.mem[:] = rng.integers(0, 256, ddr.mem.size, dtype=np.uint8)
+    rows = {kind: f.round(rng.normal(0, 2, (keys, kvh, hd)) * rng.choice([1e-3, 1, 30],
+                                                                       (keys, kvh, 1)))
+            for kind in "KV"}
+    rows["K"][3, 1] = 0                                      # an all-zero row: scale 0
+    seq = Sequencer(ddr)
+
+    def write(start, n):
+        for j, kind in enumerate("KV"):
+            seq.fmt = f
+            seq.put_stream(src + j * keys * stride, rows[kind][start:start + n])
+        args = dict(rows=n, k_src=src, v_src=src + keys * stride,
+                    k_dst=lay.region_addr(0, "K", 0), v_dst=lay.region_addr(0, "V", 0),
+                    k_stride=lay.kind_head_bytes("K"), v_stride=lay.kind_head_bytes("V"),
+                    start=start, kv_heads=kvh, head_dim=hd)
+        seq.run(P.Program("prefill", start, n, fmt, "int8", beat, "hidden", TILINGS["sim"],
+                          1, [P.Record("KV_WRITE", 0, args), P.Record("END")]))
+        return args
+
+    write(0, 6)
+    before = ddr.mem.copy()
+    args = write(6, 5)
+    kq, ks = kv_quant_int8(rows["K"], fmt=f)
+    vq, vs = kv_quant_int8(rows["V"], fmt=f)
+    assert ks[3, 1] == 0 and not kq[3, 1].any()
+    new = np.zeros(ddr.mem.size, bool)                       # bytes of keys 6..10, and
+    new[src:] = True                                         # the source rows
+    for h in range(kvh):
+        k0, v0 = lay.region_addr(0, "K", h), lay.region_addr(0, "V", h)
+        kimg = np.frombuffer(lay.encode_k_region(kq[:, h], f.to_bits(ks[:, h]),
+                                                 f.to_bits(vs[:, h])), np.uint8)
+        vimg = np.frombuffer(lay.encode_v_region(vq[:, h]), np.uint8)
+        for p in range(keys):
+            at = [np.arange(lay.row_addr(0, "K", h, p), lay.row_addr(0, "K", h, p)
+                            + lay.k_row_bytes),
+                  np.arange(lay.scale_addr(0, "K", h, p), lay.scale_addr(0, "K", h, p)
+                            + lay.pair_bytes)]
+            for a in at:
+                assert np.array_equal(ddr.mem[a], kimg[a - k0]), (h, p)
+            va = np.array([lay.v_addr(0, h, p, c) for c in range(hd)])
+            assert np.array_equal(ddr.mem[va], vimg[va - v0]), (h, p)
+            if p >= 6:
+                for a in at + [va]:
+                    new[a] = True
+    assert np.array_equal(ddr.mem[~new], before[~new]), "KV_WRITE changed bytes of other keys"
+    got = seq.cache(dict(args, k=args["k_dst"], v=args["v_dst"]), keys, beat)
+    for g, w in zip(got, (kq, ks, vq, vs), strict=True):
+        assert np.array_equal(g, w) if g.dtype == np.int8 else \
+            np.array_equal(f.to_bits(g), f.to_bits(w))
+
+
 def _reseal(blob: bytes) -> bytes:
     """Recompute the CRC of a tampered program (so the later checks are reached)."""
     import zlib
@@ -167,7 +306,7 @@ def test_malformed_programs_are_refused_with_their_codes(demo):
     gated = next(i for i, r in enumerate(prog.records) if r.op == "GATED_ACT")
     cases = {
         "BAD_MAGIC": b"XXXX" + blob[4:],
-        "BAD_VERSION": _reseal(blob[:4] + struct.pack("<I", 2) + blob[8:]),
+        "BAD_VERSION": _reseal(blob[:4] + struct.pack("<I", 1) + blob[8:]),
         "BAD_HEADER": _reseal(blob[:40] + b"\1" + blob[41:]),
         "BAD_CHECKSUM": blob[:100] + bytes([blob[100] ^ 1]) + blob[101:],
         "TRUNCATED": blob[:-64],
@@ -275,7 +414,8 @@ def test_memory_map_errors():
     with pytest.raises(MemoryMapError, match="16 tokens per call > the TLMM's 15"):
         memory_map(tiny_config(hidden_size=48, intermediate_size=96), "sim", 64, max_tokens=16)
     mm = memory_map(large, "kv260", 1024, fmt=FP16)
-    assert mm.kv.dtype == "fp16" and mm.buffer("out").cols == large.vocab_size
+    assert (mm.kv.dtype, mm.kv.fmt, mm.kv.pair_bytes) == ("int8", FP16, 4)   # FP16 scales
+    assert mm.buffer("out").cols == large.vocab_size
 
 
 def test_new_spec_modules_and_the_golden_sequencer_are_numpy_only():

@@ -41,6 +41,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from tellme.spec.numerics import StreamFormat, stream_format
+from tellme.spec.targets import TARGETS
 
 from ..elementwise.stream_fp import (
     ROUND_FP_LATENCY,
@@ -61,13 +62,9 @@ SCALE_P = 8            # fraction bits of the quotient amax / 127 (exhaustively 
 Q_STEPS = 9            # division steps of a code: 2x/s < 381 < 2**9
 Q_STEPS_PER_STAGE = 2  # of them per pipeline stage
 
-# kv260 / zcu104: the engines' FP24 beat of 8 (192 bits), 2 codes per cycle (rate: module
-# docstring of sim/cycles_kv_quant.py), rows up to head_dim 128; sim: the cocotb build
-KV_QUANT_PRESETS = {
-    "sim": dict(beat=4, lanes=2, max_head_dim=16),
-    "kv260": dict(beat=8, lanes=2, max_head_dim=128),
-    "zcu104": dict(beat=8, lanes=2, max_head_dim=128),
-}
+# The quantiser's preset per target is the target table's ``kv_quant`` (spec/targets.py says
+# why: beat, lanes, max_head_dim); this is a view of it by target name.
+KV_QUANT_PRESETS = {name: tg.kv_quant for name, tg in TARGETS.items()}
 
 
 def _format(fmt) -> StreamFormat:
@@ -779,7 +776,7 @@ def make_kv_quant(target: str, fmt: StreamFormat | None = None) -> KVQuantizer:
 
 def make_kv_writer(target: str, fmt: StreamFormat | None = None) -> KVInt8Writer:
     """The int8 KV writer behind the quantiser of ``target``: its beat in, the layout of the
-    target's integer engine (``INT_PRESETS`` beat) out."""
+    target's integer engine (``attention_int`` beat of spec/targets.py) out."""
     from .presets import INT_PRESETS
 
     params = KV_QUANT_PRESETS[target]
@@ -788,7 +785,7 @@ def make_kv_writer(target: str, fmt: StreamFormat | None = None) -> KVInt8Writer
 
 def make_kv_reader(target: str, fmt: StreamFormat | None = None):
     """The int8 KV reader feeding the integer engine of ``target`` (its beat, tile, head_dim
-    and context; hw/attention/presets.py ``INT_PRESETS``)."""
+    and context; spec/targets.py ``attention_int``)."""
     from .kv_dma import KVInt8Reader
     from .presets import INT_PRESETS
 

@@ -1,4 +1,6 @@
-"""Attention-engine configurations per target (engine parameters; model dims are run-time).
+"""Attention-engine configurations per target (engine parameters; model dims are run-time),
+views of the target table (spec/targets.py: ``attention`` for the FP engine below,
+``attention_int`` for the integer engine, ``INT_PRESETS``). The FP engine:
 
 * ``sim``: the cocotb default build (head_dim 16, 8 lanes, 4 elements per beat, 8-key tiles).
 * ``kv260`` / ``zcu104``: head_dim up to 128 (2B4T; 96 and 100 for the 1bitLLM models),
@@ -32,18 +34,10 @@ def make_attention(target: str, fmt: StreamFormat | None = None) -> AttentionEng
     return AttentionEngine(**attention_params(target), fmt=fmt)
 
 
-# The integer engine (hw/attention/int_engine.py, issue 11 item 3; not yet in the target
-# table): kv260/zcu104 build one engine of 4 lanes x 64 MAC slots (the 4 q heads of a 2B4T
-# GQA group, or 4 prefill rows; docs/hw/attention.md gives the rates), q loaded 8 elements per
-# beat, 4096-key score tiles in URAM (3 URAM288: 4 lanes x 32-bit logits + the V scale), so
-# K is read once up to 4096 keys; ``sim`` is the cocotb default build.
-INT_PRESETS = {
-    "sim": dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12, q_beat=2),
-    "kv260": dict(head_dim=128, lanes=4, beat=64, depth=4096, ctx_bits=13, q_beat=8,
-                  score_ram="ultra"),
-    "zcu104": dict(head_dim=128, lanes=4, beat=64, depth=4096, ctx_bits=13, q_beat=8,
-                   score_ram="ultra"),
-}
+# The integer engine (hw/attention/int_engine.py), the one programs run: its preset is the
+# target table's ``attention_int`` (spec/targets.py, which says why these numbers); this is a
+# view of it by target name.
+INT_PRESETS = {name: tg.attention_int for name, tg in TARGETS.items()}
 
 
 def int_cycle_params(target: str) -> dict:

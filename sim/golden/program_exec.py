@@ -3,8 +3,12 @@ tellme.spec.memory_map, with the hw-numerics block functions. NumPy only.
 
 This is the executable specification of the accelerator top: every value a record reads comes
 from DDR bytes (weight sections as the file stores them, stream-format rows, int8 rows, the
-host's RoPE table), and every result goes back to DDR bytes, so a program that reproduces
-``GoldenModel(numerics="hw")`` here carries everything the hardware needs.
+host's RoPE table, the int8 KV cache), and every result goes back to DDR bytes, so a program
+that reproduces ``GoldenModel(numerics="hw")`` here carries everything the hardware needs.
+KV_WRITE quantises K/V rows on write into the int8 layout (spec/kv_layout.py) as the
+quantising KV writer does; ATTENTION reads codes and scales back (the integer engine). The
+golden model quantises its stream-format cache on read instead: ``kv_quant_int8`` is a function
+of the row, so both give the same bits.
 
 >>> s = Session("model.tlm", "kv260", max_context=256, out_rows=8)
 >>> logits = s.call([1, 2, 3], start=0)            # prefill: float32 [3, vocab]
@@ -25,7 +29,7 @@ import numpy as np
 
 from tellme.quant.format import read_weight_file, unpack_float
 from tellme.spec.codes import unlayout_codes, unpack_codes
-from tellme.spec.kv_layout import decode_elems, encode_elems
+from tellme.spec.kv_layout import KVLayout, decode_elems, encode_elems
 from tellme.spec.memory_map import MemoryMap, memory_map, row_stride
 from tellme.spec.numerics import STREAM_FORMATS, check_float_environment
 from tellme.spec.program import (
@@ -44,8 +48,8 @@ from tellme.spec.program import (
     encode_program,
 )
 
-from . import hw_numerics as hw
-from .attention_int import IntAttnOps
+from . import attention_int, hw_numerics as hw
+from .attention_hw import kv_quant_int8
 from .tlmm import ternary_matmul
 
 _STORAGE = {"float32": "<f4", "float16": "<f2", "bfloat16": "<u2"}
@@ -149,14 +153,10 @@ class Sequencer:
     # -- run --------------------------------------------------------------------------------
 
     def run(self, p: Program) -> ExecStats:
-        """Execute a decoded program record by record."""
-        if p.kv_dtype != p.fmt:
-            raise ProgramError("LIMIT", f"KV dtype {p.kv_dtype}: the golden sequencer stores "
-                                        f"stream-format ({p.fmt}) KV rows only")
+        """Execute a decoded program record by record (the KV cache is int8 whatever the
+        header's ``kv_dtype`` says: ``check_limits`` refuses any other)."""
         self.fmt = STREAM_FORMATS[p.fmt]
-        # the integer attention contract over the stream-format rows it stores (quantised on
-        # read, which equals the hardware's quantising on write: GoldenModel does the same)
-        self.ops = IntAttnOps(hw.bound(self.fmt), self.fmt)
+        self.ops = hw.bound(self.fmt)
         stats = ExecStats()
         for i, r in enumerate(p.records):
             if r.op == "END":
@@ -210,31 +210,72 @@ class Sequencer:
         self.put_stream(a["dst"], self.ops.rope(x, cs[..., 0], cs[..., 1],
                                                 PAIRINGS[a["pairing"]]))
 
-    def _kv_write(self, a, p, i):
-        n, hd, eb = a["rows"], a["head_dim"], self.fmt.bits // 8
-        for src, dst in (("k_src", "k_dst"), ("v_src", "v_dst")):
-            rows = self.rows(a[src], n, a["kv_heads"] * hd, eb)
-            for h in range(a["kv_heads"]):
-                self.ddr.write(a[dst] + h * a["head_stride"] + a["start"] * hd * eb,
-                               rows[:, h * hd * eb:(h + 1) * hd * eb].tobytes())
+    # -- int8 KV cache (spec/kv_layout.py; the record's regions and strides, the header's beat)
 
-    def cache(self, base: int, a: dict, keys: int) -> np.ndarray:
-        """Keys 0..keys-1 of every KV head from the region of head 0 at ``base``."""
-        eb = self.fmt.bits // 8
+    def _kv_offsets(self, lay: KVLayout, pos: np.ndarray) -> dict:
+        """Byte offsets inside one KV head's K / V region of keys ``pos``: ``k_row`` [n,
+        k_row_bytes] (codes and the row's zero padding), ``pair`` [n, pair_bytes] (K scale,
+        V scale, zeros), ``v`` [n, head_dim] (the key's code of each channel)."""
+        B = lay.beat
+        blk, j = (pos // B)[:, None], (pos % B)[:, None]
+        kb = blk * lay.k_block_bytes
+        return {"k_row": kb + lay.k_header_bytes + j * lay.k_row_bytes
+                + np.arange(lay.k_row_bytes),
+                "pair": kb + j * lay.pair_bytes + np.arange(lay.pair_bytes),
+                "v": blk * lay.v_block_bytes + np.arange(lay.head_dim) * B + j}
+
+    def _kv_write(self, a, p, i):
+        """Quantise the call's rows (``kv_quant_int8``, per row and KV head) and store keys
+        start..start+rows-1 as the hardware writer does: per key the padded K row, the whole
+        scale pair (K scale, V scale, zero padding) and the key's V code of every channel;
+        nothing else in the regions changes."""
+        n, hd, kvh, start = a["rows"], a["head_dim"], a["kv_heads"], a["start"]
+        lay = p.kv_geometry(hd, start + n)
+        k = self.stream(a["k_src"], n, kvh * hd).reshape(n, kvh, hd)
+        v = self.stream(a["v_src"], n, kvh * hd).reshape(n, kvh, hd)
+        (kq, ks), (vq, vs) = kv_quant_int8(k, fmt=self.fmt), kv_quant_int8(v, fmt=self.fmt)
+        off = self._kv_offsets(lay, start + np.arange(n))
+        sb = lay.scale_bytes
+        rows = np.zeros((n, kvh, lay.k_row_bytes), np.uint8)
+        rows[..., :hd] = kq.view(np.uint8)
+        pair = np.zeros((n, kvh, lay.pair_bytes), np.uint8)
+        for at, sc in ((0, ks), (sb, vs)):
+            raw = encode_elems(self.fmt.to_bits(sc), sb)
+            pair[..., at:at + sb] = np.frombuffer(raw, np.uint8).reshape(n, kvh, sb)
+        k_span, v_span = lay.blocks * lay.k_block_bytes, lay.blocks * lay.v_block_bytes
+        for h in range(kvh):
+            kb = self.ddr._off(a["k_dst"] + h * a["k_stride"], k_span)
+            vb = self.ddr._off(a["v_dst"] + h * a["v_stride"], v_span)
+            self.ddr.mem[kb + off["k_row"]] = rows[:, h]
+            self.ddr.mem[kb + off["pair"]] = pair[:, h]
+            self.ddr.mem[vb + off["v"]] = vq[:, h].view(np.uint8)
+
+    def cache(self, a: dict, keys: int, beat: int) -> tuple[np.ndarray, ...]:
+        """Keys 0..keys-1 of every KV head from the int8 regions of head 0 at ``a["k"]`` /
+        ``a["v"]`` (strides ``k_stride`` / ``v_stride``, blocks of ``beat`` keys): (K codes
+        int8 [keys, kv_heads, hd], K scales [keys, kv_heads] (stream format), V codes, V
+        scales)."""
         hd = a["head_dim"]
-        heads = [self.fmt.from_bits(decode_elems(
-            self.ddr.read(base + h * a["head_stride"], keys * hd * eb).tobytes(), eb))
-            .reshape(keys, hd) for h in range(a["kv_heads"])]
-        return np.stack(heads, axis=1)                              # [keys, kv_heads, hd]
+        lay = KVLayout(1, 1, hd, keys, dtype="int8", beat=beat, fmt=self.fmt)
+        out = []
+        for h in range(a["kv_heads"]):
+            kimg = self.ddr.read(a["k"] + h * a["k_stride"], lay.blocks * lay.k_block_bytes)
+            vimg = self.ddr.read(a["v"] + h * a["v_stride"], lay.blocks * lay.v_block_bytes)
+            kq, ks, vs = lay.decode_k_region(kimg)
+            out.append((kq[:keys], ks[:keys], lay.decode_v_region(vimg)[:keys], vs[:keys]))
+        kq, ks, vq, vs = (np.stack(x, axis=1) for x in zip(*out, strict=True))
+        return kq, self.fmt.from_bits(ks), vq, self.fmt.from_bits(vs)
 
     def _attention(self, a, p, i):
         n, hd, start = a["rows"], a["head_dim"], a["start"]
         q = self.stream(a["q"], n, a["heads"] * hd).reshape(n, a["heads"], hd)
-        kc, vc = self.cache(a["k"], a, start + n), self.cache(a["v"], a, start + n)
+        kq, ks, vq, vs = self.cache(a, start + n, p.kv_beat)
         if a["mode"] == 1:
-            o = self.ops.attention_decode(q[0], kc, vc, a["score_c"])[None]
+            o = attention_int.attention_decode(q[0], kq, ks, vq, vs, a["score_c"],
+                                               fmt=self.fmt)[None]
         else:
-            o = self.ops.attention_prefill(q, kc, vc, start, a["score_c"])
+            o = attention_int.attention_prefill(q, kq, ks, vq, vs, start, a["score_c"],
+                                                fmt=self.fmt)
         self.put_stream(a["dst"], o)
 
     def _residual(self, a, p, i):
@@ -322,12 +363,17 @@ class Session:
         self.stats.write_bytes += st.write_bytes
         return self.output(1 if last_only else ids.size)
 
-    def kv(self, layer: int, kind: str, n: int) -> np.ndarray:
-        """Positions 0..n-1 of the KV cache in DDR: stream values [n, kv_heads, head_dim]."""
+    def kv(self, layer: int, kind: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Keys 0..n-1 of the int8 KV cache in DDR: ``kind``'s codes (int8 [n, kv_heads,
+        head_dim]) and row scales ([n, kv_heads], stream format), i.e. ``kv_quant_int8`` of
+        the rows the golden model caches."""
         lay = self.mmap.kv
-        a = dict(head_dim=lay.head_dim, kv_heads=lay.num_kv_heads, head_stride=lay.head_bytes)
+        a = dict(head_dim=lay.head_dim, kv_heads=lay.num_kv_heads,
+                 k=lay.region_addr(layer, "K", 0), v=lay.region_addr(layer, "V", 0),
+                 k_stride=lay.kind_head_bytes("K"), v_stride=lay.kind_head_bytes("V"))
         self.seq.fmt = self.mmap.fmt
-        return self.seq.cache(lay.row_addr(layer, kind, 0, 0), a, n)
+        kq, ks, vq, vs = self.seq.cache(a, n, lay.beat)
+        return (kq, ks) if kind == "K" else (vq, vs)
 
     def output(self, rows: int) -> np.ndarray:
         out = self.mmap.buffer("out")

@@ -201,6 +201,17 @@ def _patch(blob: bytes, i: int, off: int, fmt: str, value) -> bytes:
     return _reseal(blob[:at] + struct.pack(fmt, value) + blob[at + struct.calcsize(fmt):])
 
 
+def _hpatch(blob: bytes, name: str, value) -> bytes:
+    """Header field ``name`` set to ``value`` (CRC resealed)."""
+    off = 0
+    for n, code, _ in P.HEADER_FIELDS:
+        size = struct.calcsize("<" + code)
+        if n == name:
+            return _reseal(blob[:off] + struct.pack("<" + code, value) + blob[off + size:])
+        off += size
+    raise KeyError(name)
+
+
 def _only(flags: dict, *names: str):
     for f in FLAGS:
         want = 1 if f in names else 0
@@ -271,8 +282,11 @@ async def test_faults(dut):
     tb.ready_p, tb.max_delay = 0.8, 2
     cases = [
         ("BAD_MAGIC", b"XXXX" + prefill[4:], HEADER_RECORD),
-        ("BAD_VERSION", _reseal(prefill[:4] + struct.pack("<I", 2) + prefill[8:]),
+        ("BAD_VERSION", _reseal(prefill[:4] + struct.pack("<I", 1) + prefill[8:]),
          HEADER_RECORD),
+        ("BAD_HEADER", _hpatch(prefill, "kv_beat", 48), HEADER_RECORD),    # not a power of 2
+        ("LIMIT", _hpatch(prefill, "kv_dtype", P.KV_DTYPES.index("fp24")), HEADER_RECORD),
+        ("LIMIT", _hpatch(prefill, "kv_beat", 32), HEADER_RECORD),         # not the build's
         ("BAD_HEADER", _reseal(prefill[:40] + b"\1" + prefill[41:]), HEADER_RECORD),
         ("BAD_CHECKSUM", prefill[:100] + bytes([prefill[100] ^ 1]) + prefill[101:],
          HEADER_RECORD),
@@ -283,10 +297,10 @@ async def test_faults(dut):
         ("LIMIT", _reseal(prefill[:12] + struct.pack("<I", tb.p["max_records"] + 1)
                           + prefill[16:]), HEADER_RECORD),
     ]
-    for name, bad, record in cases:
-        if name != "LIMIT":            # the build's record limit is the hardware's own check
+    for k, (name, bad, record) in enumerate(cases):
+        if k != len(cases) - 1:        # the build's record limit is the hardware's own check
             try:
-                P.decode_program(bad, s.mmap)
+                P.decode_program(bad, s.mmap, "kv260" if name == "LIMIT" else None)
                 raise AssertionError(f"{name}: the golden decoder accepts the program")
             except P.ProgramError as e:
                 assert e.name == name, (name, e.name)

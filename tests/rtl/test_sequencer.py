@@ -11,7 +11,8 @@ import pytest
 from tellme.hw.sequencer import CLASSES, Sequencer, command_layout, crc32_matrices
 from tellme.spec.program import OPS
 
-PARAMS = dict(addr_width=40, max_records=1024, max_burst=16, max_outstanding=4)
+PARAMS = dict(addr_width=40, max_records=1024, max_burst=16, max_outstanding=4,
+              kv_beat=64)                  # the demo programs' (kv260's integer engine)
 
 
 @pytest.mark.rtl
@@ -71,3 +72,5 @@ def test_command_layouts_follow_the_record_tables():
         assert lay.size == 16 + 16 + 8 + args, cls
     with pytest.raises(ValueError, match="max_records"):
         Sequencer(max_records=1)
+    with pytest.raises(ValueError, match="kv_beat must be a power of two"):
+        Sequencer(kv_beat=48)

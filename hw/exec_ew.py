@@ -42,6 +42,7 @@ from .elementwise.residual import ResidualAdd
 from .elementwise.rmsnorm import RMSNormAbsmax
 from .elementwise.rope import RoPE
 from .elementwise.scalar import TokenScale
+from .exec_attn import AttnCtl
 from .linear import LinearUnit
 from .presets import HwPreset
 from .row_dma import RowDMA, axi_members, connect_axi
@@ -137,7 +138,8 @@ class EwUnit(wiring.Component):
 
     def __init__(self, *, lanes: int = 2, fmt: StreamFormat | None = None,
                  addr_width: int = ADDR_BITS, data_width: int = 128, count_width: int = 16,
-                 max_rows: int = 1024, max_cols: int = 256, preset: HwPreset | None = None):
+                 max_rows: int = 1024, max_cols: int = 256, preset: HwPreset | None = None,
+                 attn: dict | None = None):
         fmt = stream_format(fmt)
         self.lanes, self.fmt, self.count_width = lanes, fmt, count_width
         self.max_rows, self.max_cols = max_rows, max_cols
@@ -158,11 +160,23 @@ class EwUnit(wiring.Component):
             members.update(axi_members(self._dma, prefix, prefix))
         if self._lin is not None:
             members.update(axi_members(self._lin, "wt"))
+        self._attn = (AttnCtl(lanes=lanes, fmt=fmt, addr_width=addr_width,
+                              count_width=count_width, **attn) if attn is not None else None)
+        if self._attn is not None:
+            sig = self._attn.signature.members
+            for name in ("i_kv", "i_attn", "kvq_cmd", "kvq", "kvq_busy", "kvq_error", "kv_sel",
+                         "eng_cmd", "eng_q", "eng_o", "kvr_cmd", "kvr_error"):
+                members[name] = sig[name]
+            members["kv_clear"] = Out(1)
         super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         L, CW, R = self.lanes, self.count_width, self.max_rows
+        done_r, error_r, axi_error_r = Signal(), Signal(8), Signal()    # the row ops' reports
+        ctl = self._attn
+        if ctl is not None:
+            m.submodules.attn_ctl = ctl
         eb = self.fmt.bits // 8
         m.submodules.dma = dma = self._dma
         for prefix in ("r0", "r1", "w"):
@@ -231,6 +245,8 @@ class EwUnit(wiring.Component):
         qz = Signal()                         # a QUANT or LINEAR in progress
         rp = Signal()                         # a ROPE in progress
         idle = ~pending & ~emb & ~qz & ~rp & (err == 0)
+        if ctl is not None:
+            idle = idle & ~ctl.busy
         ew_cmd = Signal()                     # this cycle's mover command is the ew op's
         m.d.comb += ew_cmd.eq(self.i_cmd.valid & idle)
         with m.If(ew_cmd):
@@ -264,8 +280,8 @@ class EwUnit(wiring.Component):
         n_eps = Signal(32)
         m.d.comb += norm.eps.eq(n_eps)
         norm_more = n_p1 & (n_rows != 0)      # phase 1 ends in phase 2
-        m.d.sync += [self.error.eq(0), self.done.eq(dma.done & pending & ~norm_more),
-                     self.axi_error.eq(dma.axi_error & pending)]
+        m.d.sync += [error_r.eq(0), done_r.eq(dma.done & pending & ~norm_more),
+                     axi_error_r.eq(dma.axi_error & pending)]
         with m.If(accept):
             with m.If(~known):
                 m.d.sync += err.eq(ERROR_CODES["UNSUPPORTED_OP"])
@@ -278,7 +294,7 @@ class EwUnit(wiring.Component):
                     m.d.sync += [n_p1.eq(1), n_rows.eq(nr.rows), n_amax.eq(nr.amax),
                                  n_eps.eq(nr.eps), dtype.eq(nr.dtype)]
         with m.If(err != 0):                          # report it, then idle
-            m.d.sync += [self.error.eq(err), err.eq(0)]
+            m.d.sync += [error_r.eq(err), err.eq(0)]
         with m.If(dma.axi_error | (dma.done & ~norm_more)):
             m.d.sync += [pending.eq(0), n_p1.eq(0), n_p2.eq(0)]
         with m.Elif(dma.done):
@@ -405,7 +421,7 @@ class EwUnit(wiring.Component):
                                  q_kpad.eq(qr.kpad), q_colsd.eq(qr.cols + D - 1),
                                  q_wc.eq(0), f_r.eq(0), f_valid.eq(0), pb.eq(0)]
                     with m.If(qr.rows == 0):
-                        m.d.sync += [qz.eq(0), self.done.eq(1)]
+                        m.d.sync += [qz.eq(0), done_r.eq(1)]
                     with m.Else():
                         m.next = "AMAX"
             with m.State("AMAX"):             # also: start the divisions
@@ -420,7 +436,7 @@ class EwUnit(wiring.Component):
                 with m.If(dma.o_0.valid):
                     m.d.sync += q_wc.eq(q_wc + 1)
                 with m.If(dma.axi_error):
-                    m.d.sync += [self.axi_error.eq(1), qz.eq(0)]
+                    m.d.sync += [axi_error_r.eq(1), qz.eq(0)]
                     m.next = "IDLE"
                 with m.Elif(dma.done & lin):
                     m.d.sync += [l_cb.eq(0), l_left.eq(l_n), f_cb.eq(0)]
@@ -444,10 +460,10 @@ class EwUnit(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += q_feed.eq(1)
                 with m.If(dma.axi_error):
-                    m.d.sync += [self.axi_error.eq(1), qz.eq(0)]
+                    m.d.sync += [axi_error_r.eq(1), qz.eq(0)]
                     m.next = "IDLE"
                 with m.Elif(dma.done):
-                    m.d.sync += [self.done.eq(1), qz.eq(0)]
+                    m.d.sync += [done_r.eq(1), qz.eq(0)]
                     m.next = "IDLE"
             if p is not None:
                 lcmd = lu.i_cmd.payload
@@ -485,11 +501,11 @@ class EwUnit(wiring.Component):
                     with m.If(~lu.busy):
                         m.d.sync += [qz.eq(0), lin.eq(0)]
                         with m.If(lu.error | dma_err_seen):
-                            m.d.sync += self.axi_error.eq(1)
+                            m.d.sync += axi_error_r.eq(1)
                         with m.Elif(lu.overflow):
                             m.d.sync += err.eq(ERROR_CODES["LIMIT"])
                         with m.Else():
-                            m.d.sync += self.done.eq(1)
+                            m.d.sync += done_r.eq(1)
                         m.next = "IDLE"
         # absmax words from reader 0 into the RAM (the whole word: L rows)
         with m.If(qz & (q_wc < words) & ~q_feed):
@@ -587,7 +603,7 @@ class EwUnit(wiring.Component):
                                  r_heads.eq(rr.heads), r_hd.eq(rr.head_dim), r_src.eq(rr.src),
                                  r_dst.eq(rr.dst), r_tab.eq(rr.table), r_start.eq(rr.start)]
                     with m.If(rr.rows == 0):
-                        m.d.sync += [rp.eq(0), self.done.eq(1)]
+                        m.d.sync += [rp.eq(0), done_r.eq(1)]
                     with m.Else():
                         m.next = "SIZE"
             with m.State("SIZE"):             # products of registered fields (DSP slices)
@@ -610,13 +626,13 @@ class EwUnit(wiring.Component):
             with m.State("WAIT"):
                 m.d.comb += r_on.eq(1)
                 with m.If(dma.axi_error):
-                    m.d.sync += [self.axi_error.eq(1), rp.eq(0)]
+                    m.d.sync += [axi_error_r.eq(1), rp.eq(0)]
                     m.next = "IDLE"
                 with m.Elif(dma.done):
                     m.d.sync += [r_row.eq(r_row + 1), r_src.eq(r_src + r_stride),
                                  r_dst.eq(r_dst + r_stride), r_tab.eq(r_tab + r_hdeb)]
                     with m.If(r_row + 1 == r_rows):
-                        m.d.sync += [self.done.eq(1), rp.eq(0)]
+                        m.d.sync += [done_r.eq(1), rp.eq(0)]
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "ROW"
@@ -662,7 +678,7 @@ class EwUnit(wiring.Component):
                     with m.Elif(~fits(e.cols) | (e.rows > R)):
                         m.d.sync += err.eq(ERROR_CODES["LIMIT"])
                     with m.Elif(e.rows == 0):
-                        m.d.sync += self.done.eq(1)
+                        m.d.sync += done_r.eq(1)
                     with m.Else():
                         m.d.sync += [rows.eq(e.rows), vocab.eq(e.vocab), beats.eq(e.cols // L),
                                      table.eq(e.table), dst.eq(e.dst), dtype.eq(e.dtype),
@@ -689,7 +705,7 @@ class EwUnit(wiring.Component):
                              ids_w.data.eq(dma.o_0.payload.data.as_value()),
                              ids_w.en.eq(dma.o_0.valid)]
                 with m.If(dma.axi_error):
-                    m.d.sync += [self.axi_error.eq(1), emb.eq(0)]
+                    m.d.sync += [axi_error_r.eq(1), emb.eq(0)]
                     m.next = "IDLE"
                 with m.Elif(dma.done):
                     with m.If(bad):
@@ -715,12 +731,12 @@ class EwUnit(wiring.Component):
                     m.next = "MOVE"
             with m.State("MOVE"):
                 with m.If(dma.axi_error):
-                    m.d.sync += [self.axi_error.eq(1), emb.eq(0)]
+                    m.d.sync += [axi_error_r.eq(1), emb.eq(0)]
                     m.next = "IDLE"
                 with m.Elif(dma.done):
                     m.d.sync += [row.eq(row + 1), dst.eq(dst + stride)]
                     with m.If(row + 1 == rows):
-                        m.d.sync += [self.done.eq(1), emb.eq(0)]
+                        m.d.sync += [done_r.eq(1), emb.eq(0)]
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "ADDR"
@@ -763,6 +779,30 @@ class EwUnit(wiring.Component):
                          dma.i.valid.eq(norm.o.valid)]
         with m.If(n_p2):
             m.d.comb += [dma.i.payload.data.as_value().eq(a_r.data), dma.i.valid.eq(a_valid)]
-        m.d.comb += [self.busy.eq(pending | emb | qz | rp | dma.busy),
+        busy = pending | emb | qz | rp | dma.busy
+        m.d.comb += [self.done.eq(done_r), self.error.eq(error_r),
+                     self.axi_error.eq(axi_error_r)]
+
+        # ---- KV_WRITE and ATTENTION: AttnCtl drives the movers while it runs a record
+        if ctl is not None:
+            for name in ("i_kv", "i_attn", "kvq_cmd", "kvq", "eng_cmd", "eng_q", "eng_o",
+                         "kvr_cmd"):
+                wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(ctl, name))
+            m.d.comb += [ctl.kvq_busy.eq(self.kvq_busy), ctl.kvq_error.eq(self.kvq_error),
+                         ctl.kvr_error.eq(self.kvr_error), self.kv_sel.eq(ctl.kv_sel),
+                         self.kv_clear.eq(ctl.clear),
+                         ctl.rd.payload.eq(dma.o_0.payload), ctl.rd.valid.eq(dma.o_0.valid),
+                         ctl.mv_done.eq(dma.done & ctl.active),
+                         ctl.mv_error.eq(dma.axi_error & ctl.active),
+                         self.done.eq(done_r | ctl.done), self.error.eq(error_r | ctl.error),
+                         self.axi_error.eq(axi_error_r | ctl.axi_error)]
+            with m.If(ctl.active):
+                m.d.comb += [dma.i_cmd.payload.eq(ctl.mv.payload),
+                             dma.i_cmd.valid.eq(ctl.mv.valid), ctl.mv.ready.eq(dma.i_cmd.ready),
+                             dma.o_0.ready.eq(ctl.rd.ready), dma.o_1.ready.eq(0),
+                             dma.i.payload.eq(ctl.wr.payload), dma.i.valid.eq(ctl.wr.valid),
+                             ctl.wr.ready.eq(dma.i.ready)]
+            busy = busy | ctl.busy
+        m.d.comb += [self.busy.eq(busy),
                      self.stall.eq(self.busy & ~(dma.i.valid & dma.i.ready))]
         return m

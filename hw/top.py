@@ -31,7 +31,7 @@ What is inside:
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module
+from amaranth.hdl import Cat, Module, Mux, ResetInserter
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import Flow, In, Out
 
@@ -40,6 +40,10 @@ from tellme.spec.memory_map import ADDR_BITS
 from tellme.spec.program import ERROR_CODES
 from tellme.spec.registers import const_values
 
+from .attention.int_engine import IntAttentionEngine
+from .attention.kv_dma import KVInt8Reader
+from .attention.kv_quant import KV_QUANT_PRESETS, KVQuantWriter
+from .attention.presets import INT_PRESETS
 from .axi_arbiter import AR_SIGNALS, R_SIGNALS, AxiReadArbiter
 from .exec_ew import EwUnit
 from .presets import preset
@@ -54,7 +58,29 @@ EXECUTION_UNITS = dict.fromkeys(CLASSES)
 EXECUTION_UNITS["ew"] = "EwUnit (hw/exec_ew.py): NORM, QUANT, ROPE, RESIDUAL, GATED_ACT"
 EXECUTION_UNITS["linear"] = "EwUnit (hw/exec_ew.py): LINEAR through its LinearUnit on m_axi_w0"
 EXECUTION_UNITS["head"] = "EwUnit (hw/exec_ew.py): EMBED (the row movers are shared)"
+EXECUTION_UNITS["kv"] = "EwUnit's AttnCtl (hw/exec_attn.py): KV_WRITE through KVQuantWriter"
+EXECUTION_UNITS["attn"] = ("EwUnit's AttnCtl (hw/exec_attn.py): ATTENTION through KVInt8Reader "
+                           "and IntAttentionEngine")
 _JOINED = ("prog_addr", "win_base", "win_size", "err_addr")     # 64-bit LO/HI pairs
+_ENGINE_KEYS = ("lanes", "beat", "head_dim", "ctx_bits", "q_beat")
+
+
+def attn_params(target: str) -> dict:
+    """The row unit's ``attn`` parameters for ``target``: the integer engine's (INT_PRESETS)
+    and the KV quantiser's (KV_QUANT_PRESETS) geometry."""
+    e, q = INT_PRESETS[target], KV_QUANT_PRESETS[target]
+    return {"engine": {k: e[k] for k in _ENGINE_KEYS},
+            "quant": {"beat": q["beat"], "max_head_dim": q["max_head_dim"]}}
+
+
+def ew_unit(target: str, fmt=None) -> EwUnit:
+    """The row unit of ``target``'s top (also the ``ew_unit`` of the block registry)."""
+    from tellme.spec.targets import TARGETS
+
+    tgt = TARGETS[target]
+    return EwUnit(lanes=tgt.ew_lanes, fmt=fmt, addr_width=ADDR_BITS,
+                  max_rows=tgt.tlmm["tok_max"], max_cols=tgt.row_max, preset=preset(target),
+                  attn=attn_params(target))
 
 
 def _shell_members() -> dict:
@@ -112,16 +138,34 @@ class Top(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.regs = regs = RegisterFile(self._consts)
-        m.submodules.seq = seq = Sequencer(addr_width=ADDR_BITS, max_records=self._max_records)
+        m.submodules.seq = seq = Sequencer(addr_width=ADDR_BITS, max_records=self._max_records,
+                                           kv_beat=INT_PRESETS[self._target]["beat"])
         m.submodules.noexec = noexec = NoExecUnit(addr_width=ADDR_BITS)
-        from tellme.spec.targets import TARGETS
-
-        tgt = TARGETS[self._target]
-        m.submodules.ew = ew = EwUnit(lanes=tgt.ew_lanes, fmt=self._fmt, addr_width=ADDR_BITS,
-                                      max_rows=tgt.tlmm["tok_max"], max_cols=tgt.row_max,
-                                      preset=preset(self._target))
-        # m_axi_kv's read channel: program fetch (client 0), the EW unit's two row readers
-        m.submodules.kv_rd = arb = AxiReadArbiter(clients=3, addr_width=ADDR_BITS)
+        m.submodules.ew = ew = ew_unit(self._target, self._fmt)
+        # KV_WRITE and ATTENTION blocks; the row unit's AttnCtl drives them. The writer's and
+        # reader's sticky error flags are cleared at each of its records.
+        t = self._target
+        q, e = KV_QUANT_PRESETS[t], INT_PRESETS[t]
+        kvq = KVQuantWriter(beat=q["beat"], kv_beat=e["beat"], lanes=q["lanes"],
+                            max_head_dim=q["max_head_dim"], addr_width=ADDR_BITS, fmt=self._fmt)
+        kvr = KVInt8Reader(beat=e["beat"], depth=e["depth"], max_head_dim=e["head_dim"],
+                           ctx_bits=e["ctx_bits"], addr_width=ADDR_BITS, fmt=self._fmt)
+        m.submodules.kv_writer = ResetInserter(ew.kv_clear)(kvq)
+        m.submodules.kv_reader = ResetInserter(ew.kv_clear)(kvr)
+        m.submodules.attn = eng = IntAttentionEngine(**e, fmt=self._fmt)
+        wiring.connect(m, ew.kvq_cmd, kvq.i_cmd)
+        wiring.connect(m, ew.kvq, kvq.i)
+        wiring.connect(m, ew.eng_cmd, eng.i_cmd)
+        wiring.connect(m, ew.eng_q, eng.i_q)
+        wiring.connect(m, eng.o, ew.eng_o)
+        wiring.connect(m, ew.kvr_cmd, kvr.i_cmd)
+        m.d.comb += [eng.i_kv.payload.eq(kvr.o.payload), eng.i_kv.valid.eq(kvr.o.valid),
+                     kvr.o.ready.eq(eng.i_kv.ready),
+                     ew.kvq_busy.eq(kvq.busy), ew.kvq_error.eq(kvq.error),
+                     ew.kvr_error.eq(kvr.error)]
+        # m_axi_kv's read channel: program fetch (client 0), the row unit's two row readers,
+        # the KV reader
+        m.submodules.kv_rd = arb = AxiReadArbiter(clients=4, addr_width=ADDR_BITS)
 
         # -- AXI4-Lite slave: the register file's own port names --------------------------------
         for name, _, d in shell.CONTROL.signals():
@@ -145,15 +189,27 @@ class Top(wiring.Component):
             else:
                 m.d.comb += getattr(seq, name).eq(Cat(lo, hi))
 
-        # -- m_axi_kv: reads through the arbiter, writes from the EW unit -------------------------
+        # -- m_axi_kv: reads through the arbiter; writes from the row unit's writer, or from the
+        # KV writer during a KV_WRITE (the row writer is idle then: the record only reads rows)
         kv = shell.IFACES["m_axi_kv"]
         read_sigs = {s for s, _, _ in kv.signals() if s[:2] == "ar" or s[0] == "r"}
+        sel = ew.kv_sel
         for sig, _, d in kv.signals():
             top = getattr(self, f"m_axi_kv_{sig}")
-            sub = getattr(arb, f"m_axi_{sig}") if sig in read_sigs else getattr(ew, f"w_{sig}")
-            m.d.comb += (top.eq(sub) if d == "out" else sub.eq(top))
+            if sig in read_sigs:
+                sub = getattr(arb, f"m_axi_{sig}")
+                m.d.comb += (top.eq(sub) if d == "out" else sub.eq(top))
+                continue
+            row, kvw = getattr(ew, f"w_{sig}"), getattr(kvq, f"m_axi_{sig}")
+            if d == "out":
+                m.d.comb += top.eq(Mux(sel, kvw, row))
+            elif sig.endswith(("ready", "valid")):
+                m.d.comb += [kvw.eq(top & sel), row.eq(top & ~sel)]
+            else:
+                m.d.comb += [kvw.eq(top), row.eq(top)]
         rd_sigs = [s for s, _ in AR_SIGNALS] + ["arvalid", "rready"]
-        for k, (client, prefix) in enumerate(((seq, "m_axi"), (ew, "r0"), (ew, "r1"))):
+        for k, (client, prefix) in enumerate(((seq, "m_axi"), (ew, "r0"), (ew, "r1"),
+                                              (kvr, "m_axi"))):
             for sig in rd_sigs:
                 m.d.comb += getattr(arb, f"s{k}_{sig}").eq(getattr(client, f"{prefix}_{sig}"))
             for sig in [s for s, _ in R_SIGNALS] + ["arready", "rvalid"]:
@@ -170,7 +226,8 @@ class Top(wiring.Component):
                         m.d.comb += getattr(self, f"{i.top_prefix}_{sig}").eq(0)
 
         # -- command streams: the execution units, else the "no execution unit" responder -------
-        units = {"ew": (ew, ew.i_cmd), "head": (ew, ew.i_head), "linear": (ew, ew.i_linear)}
+        units = {"ew": (ew, ew.i_cmd), "head": (ew, ew.i_head), "linear": (ew, ew.i_linear),
+                 "kv": (ew, ew.i_kv), "attn": (ew, ew.i_attn)}
         for cls in CLASSES:
             unit, port = units.get(cls, (None, None))
             if unit is None:
@@ -224,11 +281,9 @@ def report_blocks() -> dict:
         "row_dma": ("row movers of an execution unit: 2 row readers + 1 row writer",
                     lambda hp, fmt: RowDMA(readers=2, lanes=lanes(hp), fmt=fmt,
                                            addr_width=ADDR_BITS)),
-        "ew_unit": ("row unit (EMBED, NORM, QUANT, LINEAR, ROPE, RESIDUAL, GATED_ACT): "
-                    "movers, LinearUnit, blocks",
-                    lambda hp, fmt: EwUnit(lanes=lanes(hp), fmt=fmt, addr_width=ADDR_BITS,
-                                           max_rows=TARGETS[hp.name].tlmm["tok_max"],
-                                           max_cols=TARGETS[hp.name].row_max, preset=hp)),
+        "ew_unit": ("row unit (EMBED, NORM, QUANT, LINEAR, ROPE, RESIDUAL, GATED_ACT; KV_WRITE "
+                    "and ATTENTION control): movers, LinearUnit, blocks",
+                    lambda hp, fmt: ew_unit(hp.name, fmt)),
         "row_convert": ("weight-file floats to the stream format (EMBED rows, NORM gains)",
                         lambda hp, fmt: FloatToStream(lanes=lanes(hp), fmt=fmt)),
     }

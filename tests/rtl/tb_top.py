@@ -3,11 +3,11 @@
 ``cocotb.task.bridge`` thread, MMIO is AXI4-Lite, device memory a sparse DDR behind AxiRam on
 all four masters. Launched by tests/rtl/test_top.py (target ``sim``).
 
-Until every execution unit exists, a model's program must end in the named "no execution
-unit" error (BAD_PROGRAM code UNSUPPORTED_OP at its first record without a unit: KV_WRITE,
-after EMBED, NORM, QUANT, the q/k/v LINEARs and the two ROPEs ran) and idle, never a hang.
-The units that exist are checked against the golden sequencer on programs of their own
-records.
+Every op but LM_HEAD has its unit: a model's program with the final hidden rows as output
+runs whole (prefill and decode, bit-exact against the golden model), and one with logits
+output ends in the named "no execution unit" error (BAD_PROGRAM code UNSUPPORTED_OP at its
+LM_HEAD record) and idles, never a hang. The units are also checked record by record against
+the golden sequencer (every byte of the activation and KV regions).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _raises(fn, pattern: str) -> str:
 
 
 NO_UNIT = (r"BAD_PROGRAM code 11 UNSUPPORTED_OP \(this build has no execution unit for the "
-           r"op.*\) at record 8 \(KV_WRITE, layer 0\)")
+           r"op.*\) at record \d+ \(LM_HEAD\)")
 
 
 def _no_exec_unit(drv: Driver) -> str:
@@ -82,8 +82,8 @@ def _no_exec_unit(drv: Driver) -> str:
 @cocotb.test()
 async def test_identity_and_no_execution_unit(dut):
     """ID/VERSION/CAP read back; the sim weight file loads; a kv260 file is refused; a valid
-    program runs EMBED, NORM, QUANT, three LINEARs and two ROPEs and ends in UNSUPPORTED_OP at
-    record 8 (KV_WRITE) with the register dump."""
+    program with logits output runs every layer and ends in UNSUPPORTED_OP at its LM_HEAD
+    record with the register dump."""
     dev = await RtlDevice.start(dut)
 
     def body():
@@ -223,7 +223,7 @@ def _compare_rows(drv: Driver, ddr, outs: dict, n: int) -> None:
 async def test_ew_unit_bit_exact(dut):
     """RESIDUAL and GATED_ACT (SiLU, ReLU^2, in place and out of place) through the sequencer,
     the read arbiter and the EW unit, with random stalls on every channel of m_axi_kv: every
-    written row equals the golden sequencer's bytes; a KV_WRITE record then stops the run with
+    written row equals the golden sequencer's bytes; an LM_HEAD record then stops the run with
     UNSUPPORTED_OP, a ROPE of a split-half weight file with LIMIT, and the next run works."""
     import random
 
@@ -251,12 +251,12 @@ async def test_ew_unit_bit_exact(dut):
         ddr.mem[:] = drv.buf.host[:drv.buf.nbytes]      # the image the run started from
         execute(ddr, addr, drv.mmap)
         _compare_rows(drv, ddr, outs, n)
-        # KV_WRITE has no unit yet: a clean UNSUPPORTED_OP at that record, then a working run
+        # LM_HEAD has no unit yet: a clean UNSUPPORTED_OP at that record, then a working run
         full = build_program(drv.config, drv.mmap, "prefill", 0, n, weights=drv.info,
                              score_c=drv.score_c)
-        prog.records = [next(r for r in full.records if r.op == "KV_WRITE"), Record("END")]
-        _raises(lambda: drv.execute(prog, "kv program"),
-                r"BAD_PROGRAM code 11 UNSUPPORTED_OP .* at record 0 \(KV_WRITE, layer 0\)")
+        prog.records = [next(r for r in full.records if r.op == "LM_HEAD"), Record("END")]
+        _raises(lambda: drv.execute(prog, "head program"),
+                r"BAD_PROGRAM code 11 UNSUPPORTED_OP .* at record 0 \(LM_HEAD\)")
         # the RoPE unit rotates adjacent pairs: a split-half file's ROPE is refused (LIMIT)
         rope = next(r for r in full.records if r.op == "ROPE")
         rope.args["pairing"] = 0
@@ -373,6 +373,94 @@ async def test_row_unit_program_records(dut):
             assert (emb.op, nrm.op, qnt.op) == ("EMBED", "NORM", "QUANT"), (emb, nrm, qnt)
             assert emb["dtype"] == code and nrm["dtype"] == code, (emb, nrm)
             d2.close()
+
+    await dev.run(body)
+
+
+# ------------------------------------------------------- KV_WRITE, ATTENTION, the whole model
+
+def _same_regions(drv: Driver, ddr, what: str) -> None:
+    """Every byte of the device's writable regions (activations, KV cache) equals the golden
+    sequencer's image: nothing written that golden does not write, nothing missing."""
+    for name in ("act", "kv"):
+        reg = drv.mmap.region(name)
+        off = reg.addr - drv.base
+        drv.buf.sync_from_device(off, reg.size)
+        got, want = drv.buf.read(off, reg.size), ddr.read(reg.addr, reg.size)
+        bad = np.flatnonzero(got != want)
+        assert bad.size == 0, (f"{what}: {bad.size} bytes of the {name} region differ from "
+                               f"golden, the first at {reg.addr + int(bad[0]):#x}")
+
+
+def _records_vs_golden(drv: Driver, ids, start: int, ops) -> None:
+    """The call's program (ids at ``start``) up to and including the last record whose op is
+    in ``ops`` through the top; then the activation and KV regions against the golden
+    sequencer run on the image the top started from."""
+    from tellme.sim.golden.program_exec import Ddr, execute
+    from tellme.spec.program import Record, build_program
+
+    n = len(ids)
+    tok = drv.mmap.buffer("tokens").addr
+    drv.buf.write(tok - drv.base, np.asarray(ids, dtype="<u4"))
+    drv.buf.sync_to_device(tok - drv.base, 4 * n)
+    kind = "decode" if n == 1 and start > 0 else "prefill"
+    prog = build_program(drv.config, drv.mmap, kind, start, n, weights=drv.info,
+                         score_c=drv.score_c)
+    last = max(i for i, r in enumerate(prog.records) if r.op in ops)
+    prog.records = [*prog.records[:last + 1], Record("END")]
+    drv.buf.sync_from_device()              # the host copy = the device's memory, then
+    addr = drv.execute(prog, f"program up to record {last}")      # + the program it wrote
+    ddr = Ddr(drv.base, drv.buf.nbytes)
+    ddr.mem[:] = drv.buf.host[:drv.buf.nbytes]
+    execute(ddr, addr, drv.mmap)
+    _same_regions(drv, ddr, f"{kind} of {n} at {start}, records 0..{last}")
+
+
+@cocotb.test()
+async def test_kv_write_attention_and_the_whole_model(dut):
+    """KV_WRITE (the quantising writer into the int8 layout) and ATTENTION (the KV reader and
+    the integer engine; GQA group 2, calls of 4 rows and 1) of layer 0, record by record
+    against the golden sequencer (every byte of the activation and KV regions) with 30 %
+    stalls on every channel of m_axi_kv; then the whole model through the top with the final
+    hidden rows as output (the host's LM head): a 9-token prefill (two score tiles of 8 keys)
+    and decode steps, each position's logits bit-exact against GoldenModel(numerics="hw")."""
+    import random
+
+    from tellme.quant.format import read_weight_file
+    from tellme.sim.drivers import pause_generator
+    from tellme.sim.golden.model import GoldenModel
+
+    dev = await RtlDevice.start(dut)
+    prng = random.Random(13)
+    ram = dev.rams["m_axi_kv"]
+    for ch in (ram.read_if.ar_channel, ram.read_if.r_channel, ram.write_if.aw_channel,
+               ram.write_if.w_channel, ram.write_if.b_channel):
+        ch.set_pause_generator(pause_generator(prng, 0.3))
+
+    def body():
+        path = _weights("sim")
+        drv = Driver(dev, path, max_context=32, output="hidden", timeout_s=300)
+        _records_vs_golden(drv, [3, 1, 4, 1, 5], 0, ("KV_WRITE",))
+        _records_vs_golden(drv, [3, 1, 4, 1, 5], 0, ("ATTENTION",))
+        _records_vs_golden(drv, [9], 5, ("ATTENTION",))          # decode: one call per head
+        gm = GoldenModel(read_weight_file(path).to_model(), numerics="hw")
+        cache = gm.new_cache(32)
+        ids = [7, 200, 13, 0, 255, 42, 42, 8, 100]
+        c0 = dev.sim_cycles
+        got = drv.prefill(ids)
+        want = gm.forward(ids, cache)[-1]
+        dut._log.info("whole model: prefill of %d tokens in %d cycles", len(ids),
+                      dev.sim_cycles - c0)
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), "prefill logits"
+        for tok in (5, 77):
+            c0 = dev.sim_cycles
+            got = drv.decode(tok)
+            want = gm.forward([tok], cache)[-1]
+            dut._log.info("whole model: decode at %d in %d cycles", drv.length - 1,
+                          dev.sim_cycles - c0)
+            assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), \
+                f"decode logits at {drv.length - 1}"
+        drv.close()
 
     await dev.run(body)
 

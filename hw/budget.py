@@ -131,7 +131,6 @@ _LINES = (
 
 _LIMITS = {
     "kv260": {
-        "shell": _lim(6_000, 4, 2, 0),
         # traded 2026-12-03 (docs/hw/budget.md, "Trades"): attention +3K LUT / +1 BRAM36 from
         # the KV DMA line (its gearbox-free int8 reader and writer: -2.5K / -1) and the weight
         # streamers (-0.5K)
@@ -144,12 +143,15 @@ _LIMITS = {
         # NORM's absmax row: +0.2K from the weight streamers; QUANT: +1.0K more from them
         # (their output shifter went from 9.1K to 7.0K); LINEAR and ROPE in the row unit:
         # +1.5K LUT from the TLMM line (-1.0K; its adder tree went from 16.2K to 15.0K) and
-        # the element-wise line (-0.5K), +4 DSP from the element-wise line
-        "weight_stream": _lim(8_400, 4, 8, 0),
+        # the element-wise line (-0.5K), +4 DSP from the element-wise line; KV_WRITE and
+        # ATTENTION's control (AttnCtl) in the row unit: +2.1K LUT from the weight streamers
+        # (-0.7K), the shell (-0.6K) and the element-wise line (-0.8K), +7 DSP from attention
+        "shell": _lim(5_400, 4, 2, 0),
+        "weight_stream": _lim(7_700, 4, 8, 0),
         "tlmm": _lim(15_500, 0, 10, 32),
-        "buffers": _lim(6_900, 9, 13, 5),
-        "elementwise": _lim(12_500, 60, 8, 0),
-        "attention": _lim(18_000, 520, 4, 3),
+        "buffers": _lim(9_000, 16, 13, 5),
+        "elementwise": _lim(11_700, 60, 8, 0),
+        "attention": _lim(18_000, 513, 4, 3),
         "kv_dma": _lim(3_000, 8, 3, 0),
         "lm_head": _lim(1_700, 59, 4, 0),
         "margin": _lim(10_000, 0, 0, 0),
@@ -158,9 +160,9 @@ _LIMITS = {
         "shell": _lim(6_000, 4, 2, 0),
         "weight_stream": _lim(8_900, 4, 8, 0),
         "tlmm": _lim(39_000, 0, 28, 48),
-        "buffers": _lim(6_900, 9, 27, 9),
-        "elementwise": _lim(31_500, 88, 22, 0),
-        "attention": _lim(37_000, 747, 17, 3),
+        "buffers": _lim(9_000, 16, 27, 9),
+        "elementwise": _lim(29_400, 88, 22, 0),
+        "attention": _lim(37_000, 740, 17, 3),
         "kv_dma": _lim(5_500, 8, 4, 0),
         "lm_head": _lim(1_700, 59, 4, 0),
         "margin": _lim(24_500, 0, 0, 0),

@@ -276,8 +276,9 @@ def report_blocks() -> dict:
     return {
         "top": ("accelerator top: AXI shell, registers, sequencer, the EW unit",
                 lambda hp, fmt: Top(hp.name, fmt=fmt)),
-        "shell_kv_arbiter": ("m_axi_kv read arbiter: program fetch + the units' row readers",
-                             lambda hp, fmt: AxiReadArbiter(clients=3, addr_width=ADDR_BITS)),
+        "shell_kv_arbiter": ("m_axi_kv read arbiter: program fetch, the row readers, the KV "
+                             "reader",
+                             lambda hp, fmt: AxiReadArbiter(clients=4, addr_width=ADDR_BITS)),
         "row_dma": ("row movers of an execution unit: 2 row readers + 1 row writer",
                     lambda hp, fmt: RowDMA(readers=2, lanes=lanes(hp), fmt=fmt,
                                            addr_width=ADDR_BITS)),

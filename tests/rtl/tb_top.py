@@ -421,7 +421,9 @@ async def test_kv_write_attention_and_the_whole_model(dut):
     """KV_WRITE (the quantising writer into the int8 layout) and ATTENTION (the KV reader and
     the integer engine; GQA group 2, calls of 4 rows and 1) of layer 0, record by record
     against the golden sequencer (every byte of the activation and KV regions) with 30 %
-    stalls on every channel of m_axi_kv; then the whole model through the top with the final
+    stalls on every channel of m_axi_kv; a KV_WRITE of a head_dim the quantiser cannot split
+    ends in LIMIT, SLVERR on the K cache in AXI_SLVERR at the ATTENTION record; then the whole
+    model through the top with the final
     hidden rows as output (the host's LM head): a 9-token prefill (two score tiles of 8 keys)
     and decode steps, each position's logits bit-exact against GoldenModel(numerics="hw")."""
     import random
@@ -443,6 +445,25 @@ async def test_kv_write_attention_and_the_whole_model(dut):
         _records_vs_golden(drv, [3, 1, 4, 1, 5], 0, ("KV_WRITE",))
         _records_vs_golden(drv, [3, 1, 4, 1, 5], 0, ("ATTENTION",))
         _records_vs_golden(drv, [9], 5, ("ATTENTION",))          # decode: one call per head
+        # faults: a head_dim the quantiser cannot split is LIMIT at the KV_WRITE; SLVERR on the
+        # K cache is AXI_SLVERR at the first ATTENTION; then the model runs (below)
+        from tellme.spec.program import Record, build_program
+
+        prog = build_program(drv.config, drv.mmap, "prefill", 0, 2, weights=drv.info,
+                             score_c=drv.score_c)
+        kvw = next(r for r in prog.records if r.op == "KV_WRITE")
+        kvw.args["head_dim"] = 6
+        prog.records = [kvw, Record("END")]
+        _raises(lambda: drv.execute(prog, "kv program"),
+                r"BAD_PROGRAM code 10 LIMIT .* at record 0 \(KV_WRITE, layer 0\)")
+        k0 = drv.mmap.kv.region_addr(0, "K", 0)
+        dev.fail_reads((k0, k0 + 16))
+        try:
+            _raises(lambda: drv.prefill([1, 2, 3]),
+                    r"AXI_SLVERR on port kv/act at record \d+ \(ATTENTION, layer 0\)")
+        finally:
+            dev.fail_reads()
+        assert not dev.fields("STATUS")["BUSY"]
         gm = GoldenModel(read_weight_file(path).to_model(), numerics="hw")
         cache = gm.new_cache(32)
         ids = [7, 200, 13, 0, 255, 42, 42, 8, 100]

@@ -38,6 +38,8 @@ NOT_COUNTED = {
                "one module (counted as those; the weight line counts weight_stream)",
     "weight_stream_hp0": "the one-port streamer inside ew_unit today; the weight streamers' "
                          "line counts the 512-bit weight_stream the rates are sized for",
+    "kv_quant_writer": "the top's quantising KV writer: kv_quant + kv_writer and their row "
+                       "gate (counted as its parts)",
 }
 
 # logic that exists only inside a unit, measured as the unit minus its registry parts:
@@ -111,7 +113,8 @@ def _lim(lut, dsp, bram, uram) -> dict:
 
 # (key, title, blocks, prefixes, note); limits per target below
 _LINES = (
-    ("shell", "AXI4-Lite control shell + sequencer", ("regs", "sequencer", "shell"),
+    ("shell", "AXI4-Lite control shell + sequencer", ("regs", "sequencer", "shell",
+                                                       "top_glue"),
      ("regs_", "seq_", "shell_"), "issue 12"),
     ("weight_stream", "weight streamers + HP-port arbitration", ("weight_stream",),
      ("weight_stream_",), ""),
@@ -291,6 +294,49 @@ def failure_message(result: dict) -> str:
         parts.append("blocks with no budget line (add them to hw/budget.py): " +
                      ", ".join(b["block"] for b in result["unassigned"]))
     return f"{result['target']}: " + "; ".join(parts)
+
+
+def accelerator_check(reports, target: str, registry_names) -> dict:
+    """``tellme hw report --block accelerator``: the top as built, its parts' reports summed
+    (``hw.top.ACCELERATOR_BLOCKS``: each child module of the top synthesised alone, and the
+    top's own logic with them black-boxed), plus the limits of the budget lines nothing in
+    the registry is built for yet (reserved, as ``--budget`` counts them), against the totals.
+    ``registry_names``: every block of the registry."""
+    bud = budget(target)
+    built = {m: sum(r.totals()[m] for r in reports) for m in BUDGET_METRICS}
+    names = [n for n in registry_names if n not in NOT_COUNTED] + \
+        [n for n, (sup, _, _) in DERIVED.items() if sup in registry_names]
+    claimed = {ln.key for ln in (line_of(n, bud) for n in names) if ln is not None}
+    reserved = [{"line": ln.key, "title": ln.title, "limits": dict(ln.limits)}
+                for ln in bud.lines if ln.key not in claimed]
+    total = {m: built[m] + sum(r["limits"][m] for r in reserved) for m in BUDGET_METRICS}
+    over = [m for m in BUDGET_METRICS if total[m] > bud.totals[m]]
+    return {"target": target, "basis": bud.basis, "metrics": list(BUDGET_METRICS),
+            "parts": [{"block": r.block, "totals": {m: r.totals()[m] for m in BUDGET_METRICS}}
+                      for r in reports],
+            "built": built, "reserved": reserved, "total": total,
+            "limits": dict(bud.totals), "over": over, "ok": not over}
+
+
+def format_accelerator(result: dict) -> str:
+    """The text table of :func:`accelerator_check`'s result."""
+    ms = result["metrics"]
+    out = [f"accelerator {result['target']} ({result['basis']}): the top's parts, each "
+           f"synthesised alone", f"{'part':<42}" + "".join(f"{m:>12}" for m in ms)]
+
+    def row(name, vals):
+        return f"{name[:41]:<42}" + "".join(f"{_fmt(vals[m], m):>12}" for m in ms)
+
+    for p in result["parts"]:
+        out.append(row("  " + p["block"], p["totals"]))
+    out.append(row("built", result["built"]))
+    for r in result["reserved"]:
+        out.append(row(f"  reserved: {r['title']}", r["limits"]))
+    out.append(row("total (built + reserved)", result["total"]))
+    out.append(row("budget", result["limits"]))
+    out.append("accelerator: " + ("PASS" if result["ok"] else
+                                  "FAIL: over the budget in " + ", ".join(result["over"])))
+    return "\n".join(out)
 
 
 def _fmt(v: float, metric: str) -> str:

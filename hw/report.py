@@ -124,6 +124,10 @@ def report_dir(target: str, fmt=None) -> Path:
     return build_dir("report", target, stream_format(fmt).name)
 
 
+#: blocks synthesised with their child modules as black boxes (their own logic only)
+BLACKBOX_CHILDREN = frozenset({"top_glue"})
+
+
 def synth_block(target: str, block: str, *, fmt=None, verbose: bool = False) -> BlockReport:
     """Elaborate and synthesise one block of one target in stream format ``fmt`` (default: the
     contract's); write the outputs under :func:`report_dir`; return the report."""
@@ -148,7 +152,10 @@ def synth_block(target: str, block: str, *, fmt=None, verbose: bool = False) -> 
     net_json = out / f"{block}.net.json"
     stat_json.unlink(missing_ok=True)
     net_json.unlink(missing_ok=True)
-    script = (f"read_rtlil {il.name}; synth_xilinx -family xcup -top {top} -noiopad -noclkbuf; "
+    # a block's own logic only: every module under it a black box (the top's glue)
+    boxes = f"hierarchy -top {top}; blackbox {top} %n; " if block in BLACKBOX_CHILDREN else ""
+    script = (f"read_rtlil {il.name}; {boxes}"
+              f"synth_xilinx -family xcup -top {top} -noiopad -noclkbuf; "
               f"tee -q -o {stat_json.name} stat -json; stat; "
               f"select {top}; write_json -selected {net_json.name}")
     cmd = yosys_command() + ["-q", "-l", log.name, "-p", script]

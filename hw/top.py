@@ -50,7 +50,8 @@ from .presets import preset
 from .regs import RegisterFile
 from .sequencer import CLASSES, Sequencer, command_layout
 
-__all__ = ["Top", "NoExecUnit", "make_top", "report_blocks", "EXECUTION_UNITS"]
+__all__ = ["Top", "NoExecUnit", "make_top", "report_blocks", "EXECUTION_UNITS",
+           "ACCELERATOR_BLOCKS"]
 
 #: class -> the unit that executes it in this build (docs/hw/top.md); None: not yet (the
 #: class's commands are answered UNSUPPORTED_OP)
@@ -62,6 +63,12 @@ EXECUTION_UNITS["kv"] = "EwUnit's AttnCtl (hw/exec_attn.py): KV_WRITE through KV
 EXECUTION_UNITS["attn"] = ("EwUnit's AttnCtl (hw/exec_attn.py): ATTENTION through KVInt8Reader "
                            "and IntAttentionEngine")
 _JOINED = ("prog_addr", "win_base", "win_size", "err_addr")     # 64-bit LO/HI pairs
+#: the top's child modules as registry blocks (``tellme hw report --block accelerator`` sums
+#: them), with ``top_glue``, the top's own logic: submodule name -> block
+ACCELERATOR_BLOCKS = {"": "top_glue", "regs": "regs", "seq": "sequencer",
+                      "kv_rd": "shell_kv_arbiter", "ew": "ew_unit",
+                      "kv_writer": "kv_quant_writer", "kv_reader": "kv_reader",
+                      "attn": "attention_int", "noexec": None}      # noexec: tied off
 _ENGINE_KEYS = ("lanes", "beat", "head_dim", "ctx_bits", "q_beat")
 
 
@@ -145,9 +152,8 @@ class Top(wiring.Component):
         # KV_WRITE and ATTENTION blocks; the row unit's AttnCtl drives them. The writer's and
         # reader's sticky error flags are cleared at each of its records.
         t = self._target
-        q, e = KV_QUANT_PRESETS[t], INT_PRESETS[t]
-        kvq = KVQuantWriter(beat=q["beat"], kv_beat=e["beat"], lanes=q["lanes"],
-                            max_head_dim=q["max_head_dim"], addr_width=ADDR_BITS, fmt=self._fmt)
+        e = INT_PRESETS[t]
+        kvq = _kv_quant_writer(t, self._fmt)
         kvr = KVInt8Reader(beat=e["beat"], depth=e["depth"], max_head_dim=e["head_dim"],
                            ctx_bits=e["ctx_bits"], addr_width=ADDR_BITS, fmt=self._fmt)
         m.submodules.kv_writer = ResetInserter(ew.kv_clear)(kvq)
@@ -263,6 +269,12 @@ def make_top(target: str, build_hash: int = 0, fmt=None) -> Top:
     return Top(target, build_hash, fmt)
 
 
+def _kv_quant_writer(target: str, fmt=None) -> KVQuantWriter:
+    q, e = KV_QUANT_PRESETS[target], INT_PRESETS[target]
+    return KVQuantWriter(beat=q["beat"], kv_beat=e["beat"], lanes=q["lanes"],
+                         max_head_dim=q["max_head_dim"], addr_width=ADDR_BITS, fmt=fmt)
+
+
 def report_blocks() -> dict:
     """``{name: (description, maker(HwPreset, StreamFormat))}`` for the block registry."""
     from tellme.spec.targets import TARGETS
@@ -274,8 +286,13 @@ def report_blocks() -> dict:
         return TARGETS[hp.name].ew_lanes
 
     return {
-        "top": ("accelerator top: AXI shell, registers, sequencer, the EW unit",
+        "top": ("accelerator top: AXI shell, registers, sequencer, the execution units",
                 lambda hp, fmt: Top(hp.name, fmt=fmt)),
+        "top_glue": ("the top's own logic (its submodules black boxes): the m_axi_kv write "
+                     "multiplexer, the irq register, the wiring",
+                     lambda hp, fmt: Top(hp.name, fmt=fmt)),
+        "kv_quant_writer": ("the top's quantising KV writer (kv_quant + kv_writer)",
+                            lambda hp, fmt: _kv_quant_writer(hp.name, fmt)),
         "shell_kv_arbiter": ("m_axi_kv read arbiter: program fetch, the row readers, the KV "
                              "reader",
                              lambda hp, fmt: AxiReadArbiter(clients=4, addr_width=ADDR_BITS)),

@@ -278,3 +278,38 @@ def test_proxy_hand_netlist_arithmetic():
     assert (t["lut_levels"], t["carry_cells"], t["cells"]) == (2, 2, 5)
     assert t["start"] == "FDRE q0" and t["end"] == "FDRE.D q0"
     assert t["unknown_types"] == ["FROB"] and not t["over"]
+
+
+# ---- the accelerator as built (`tellme hw report --block accelerator`) -----------------------
+
+def test_accelerator_blocks_are_the_tops_children():
+    """Every child module of the top is a registry block (or tied off), so the sum of
+    ``ACCELERATOR_BLOCKS`` with the top's own logic is the whole top."""
+    import re
+
+    from tellme.hw.blocks import registry
+    from tellme.hw.top import ACCELERATOR_BLOCKS, Top
+
+    il = report.elaborate_rtlil(Top("sim"), "top_glue")
+    children = {m[len("top_glue."):] for m in re.findall(r"^module \\(\S+)", il, re.M)
+                if m.startswith("top_glue.") and "." not in m[len("top_glue."):]}
+    assert children == set(ACCELERATOR_BLOCKS) - {""}
+    names = registry()
+    assert all(b in names for b in ACCELERATOR_BLOCKS.values() if b)
+    assert "top_glue" in report.BLACKBOX_CHILDREN
+
+
+def test_accelerator_check_adds_the_reserved_lines():
+    from tellme.hw.blocks import registry
+
+    parts = [_rep("top_glue", 200), _rep("ew_unit", 40_000, 60), _rep("attention_int", 18_000,
+                                                                        290, 4, 3)]
+    res = hwbudget.accelerator_check(parts, "kv260", list(registry()))
+    reserved = {r["line"] for r in res["reserved"]}
+    assert reserved == {"lm_head", "margin"}                 # nothing built for them yet
+    assert res["built"]["LUT"] == 58_200
+    assert res["total"]["LUT"] == 58_200 + 1_700 + 10_000 and res["ok"]
+    text = hwbudget.format_accelerator(res)
+    assert "reserved: LM-head unit" in text and text.endswith("accelerator: PASS")
+    res = hwbudget.accelerator_check(parts + [_rep("big", 20_000)], "kv260", list(registry()))
+    assert not res["ok"] and res["over"] == ["LUT"]

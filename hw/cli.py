@@ -38,7 +38,8 @@ def register(sub) -> None:
     r.add_argument("--target", choices=TARGET_NAMES, default="kv260")
     r.add_argument("--block", action="append", metavar="NAME",
                    help="block to synthesise (repeatable; default: tlmm, tlmm_half, "
-                        "weight_buffer; see `tellme hw blocks`)")
+                        "weight_buffer; see `tellme hw blocks`); `accelerator`: the whole "
+                        "top, its parts synthesised one by one and summed")
     r.add_argument("--cached", action="store_true",
                    help="print the last results under build/report/ instead of synthesising")
     r.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -104,9 +105,15 @@ def _report(args) -> int:
     fmt = STREAM_FORMATS[args.fmt] if args.fmt else None
     if args.plot is not None and not args.budget:
         raise CliError("--plot draws the budget check: add --budget")
+    if args.block and "accelerator" in args.block:
+        return _report_accelerator(args, fmt)
     if args.budget:
         if args.block:
             raise CliError("--budget reports every counted block; drop --block")
+        try:
+            hwbudget.budget(args.target)     # before any synthesis: sim-demo has no budget
+        except ValueError as e:
+            raise CliError(str(e)) from None
         names = list(_checked_blocks(()))
         blocks = hwbudget.counted_blocks(names, args.target)
     else:
@@ -143,6 +150,34 @@ def _report(args) -> int:
             print(f"plot: {plot}")
     if not result["ok"]:
         raise CliError(hwbudget.failure_message(result))
+    return 0
+
+
+def _report_accelerator(args, fmt) -> int:
+    """``--block accelerator``: the top's parts (hw.top.ACCELERATOR_BLOCKS), each synthesised
+    alone (the WebAssembly yosys has 4 GiB: the whole top at kv260 sizes is split), summed
+    with the lines not built yet; with ``--budget``, exit 2 when the sum is over the totals."""
+    import json
+
+    from tellme.hw import budget as hwbudget
+    from tellme.hw.top import ACCELERATOR_BLOCKS
+
+    if args.block != ["accelerator"]:
+        raise CliError("--block accelerator stands alone (it is the top's blocks summed)")
+    try:
+        hwbudget.budget(args.target)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    blocks = [b for b in ACCELERATOR_BLOCKS.values() if b]
+    reports = _block_reports(args, blocks, fmt)
+    result = hwbudget.accelerator_check(reports, args.target, list(_checked_blocks(())))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(hwbudget.format_accelerator(result))
+    if args.budget and not result["ok"]:
+        raise CliError(f"{args.target}: the accelerator is over the budget in "
+                       f"{', '.join(result['over'])}")
     return 0
 
 

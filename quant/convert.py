@@ -51,7 +51,7 @@ def count_params(model) -> tuple[int, int]:
 def convert(checkpoint, out_path, tiling, progress=True) -> ConvertResult:
     """Read ``checkpoint`` (a HF folder, or an existing weight file to re-lay for another
     tiling), write the weight file ``out_path`` laid out for ``tiling`` (a :class:`Tiling` or a
-    target name: sim, kv260, zcu104).
+    target name: sim, kv260, zcu104, sim-demo).
 
     ``progress``: True for stderr progress bars, False for none. Errors propagate as
     ``CheckpointError`` / ``WeightFileError`` (bad input) or OSError (cannot write); ``out_path``

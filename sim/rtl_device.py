@@ -30,9 +30,17 @@ import numpy as np
 from tellme.spec.device import Device, DeviceBuffer, DeviceError
 from tellme.spec.memory_map import ADDR_BITS, PAGE, align
 
-__all__ = ["RtlDevice", "RtlBuffer", "CLOCK_NS"]
+__all__ = ["RtlDevice", "RtlBuffer", "CLOCK_NS", "TOP_BUILD_ARGS", "TOP_MAKEFLAGS", "run_top"]
 
 CLOCK_NS = 4                    # 250 MHz, the targets' clock (spec/targets.py)
+#: Verilator options of every top build: cocotb's runner makes every signal VPI-visible
+#: (``--public-flat-rw``), which keeps Verilator from optimising the datapaths (the sim-demo
+#: build's (T, Q) = (28, 16) TLMM above all); RtlDevice touches only the top's ports, so only
+#: depth 1 is public. With the C++ at -O1 (``TOP_MAKEFLAGS``, not the wheel's -Os: no slower
+#: to simulate here) the demo test went from 345 s to about 75 s cold on 2 cores (simulation
+#: 6.1K -> 17K cycles/s; the C++ build about 100 s -> 65 s).
+TOP_BUILD_ARGS = ("--no-public-flat-rw", "--public-depth", "1")
+TOP_MAKEFLAGS = "OPT_FAST=-O1"
 MASTERS = ("m_axi_w0", "m_axi_w1", "m_axi_w2", "m_axi_kv")
 
 
@@ -211,3 +219,21 @@ class RtlDevice(Device):
             if self.max_wait_cycles is not None and \
                     self.sim_cycles - start >= self.max_wait_cycles:
                 return False
+
+
+def run_top(target: str, test_module: str, *, params: dict | None = None, **kw):
+    """``run_cocotb`` of ``make_top(target)`` with :data:`TOP_BUILD_ARGS` and
+    :data:`TOP_MAKEFLAGS` (every launcher of the top builds it the same way, so they share
+    one Verilator build per design). ``params``: extra keys of the build directory."""
+    import os
+
+    from tellme.hw.top import make_top
+    from tellme.sim.runner import run_cocotb
+    from tellme.spec import shell
+
+    flags = os.environ.get("MAKEFLAGS", "")
+    if TOP_MAKEFLAGS not in flags:
+        os.environ["MAKEFLAGS"] = f"{flags} {TOP_MAKEFLAGS}".strip()
+    return run_cocotb(lambda: make_top(target), name=shell.TOP_MODULE,
+                      params=dict(target=target, build_hash=0, **(params or {})),
+                      test_module=test_module, build_args=list(TOP_BUILD_ARGS), **kw)

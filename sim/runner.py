@@ -43,12 +43,13 @@ def write_verilog(make_dut: Callable[[], object], name: str, params: dict) -> tu
 
 def run_cocotb(make_dut: Callable[[], object], *, name: str, params: dict, test_module: str,
                testcase: str | list[str] | None = None, extra_env: dict | None = None,
-               build_args: list[str] | None = None) -> Path:
+               build_args: list[str] | None = None, log_file: Path | None = None) -> Path:
     """Build (if needed) and run cocotb ``test_module`` against the elaborated component.
 
     ``params`` must determine the design completely (it keys the build dir). ``extra_env`` is
     passed to the cocotb process (use it for test parameters: the testbench reads os.environ).
-    Raises on any failing cocotb test. Returns the results.xml path.
+    Raises on any failing cocotb test. Returns the results.xml path. ``log_file``: the build's
+    and the simulation's output go there instead of stdout.
     """
     from cocotb_tools.runner import get_runner
 
@@ -61,7 +62,8 @@ def run_cocotb(make_dut: Callable[[], object], *, name: str, params: dict, test_
         args.append("--trace-fst")
     runner.build(sources=[vfile], hdl_toplevel=name, build_dir=work / "sim_build",
                  always=False, build_args=args + list(build_args or []),
-                 timescale=("1ns", "1ps"), waves=waves)
+                 timescale=("1ns", "1ps"), waves=waves,
+                 log_file=None if log_file is None else Path(log_file).with_suffix(".build.log"))
     env = dict(extra_env or {})
     # cocotb passes this process's sys.path on as PYTHONPATH: make the test modules importable.
     if str(REPO_ROOT) not in sys.path:
@@ -69,7 +71,7 @@ def run_cocotb(make_dut: Callable[[], object], *, name: str, params: dict, test_
     env.setdefault("TELLME_PARAMS", json.dumps(params, sort_keys=True, default=str))
     results = runner.test(hdl_toplevel=name, test_module=test_module, testcase=testcase,
                           build_dir=work / "sim_build", test_dir=work, extra_env=env,
-                          waves=waves)
+                          waves=waves, log_file=log_file)
     from cocotb_tools.runner import get_results
 
     n_tests, n_failed = get_results(Path(results))

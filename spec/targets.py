@@ -1,8 +1,9 @@
 """The target table: one record per build target, read by every ``--target`` choice.
 
 A target names a board (its part, the part's capacities, its DDR) and the presets the hardware
-generators build for it. ``sim`` is the small configuration of the RTL tests; it is reported
-against the KV260's part. Capacities are AMD's product-table figures (LUT, FF, DSP48E2,
+generators build for it. ``sim`` is the small configuration of the RTL tests; ``sim-demo`` the
+RTL simulation build sized to hold the demo model (host/models/demo) and nothing more; both are
+reported against the KV260's part. Capacities are AMD's product-table figures (LUT, FF, DSP48E2,
 RAMB36, URAM288); DDR peaks are the figures TeLLMe reports for the KV260 (2133 MT/s x 64 bit)
 and the ZCU104's PS DDR4-2400 x 64 bit.
 """
@@ -90,6 +91,15 @@ _BOARD_ATTN = dict(head_dim=128, lanes=8, beat=8, depth=1024, ctx_bits=13)
 _BOARD_ATTN_INT = dict(head_dim=128, lanes=4, beat=64, depth=4096, ctx_bits=13, q_beat=8,
                        score_ram="ultra")
 _BOARD_KV_QUANT = dict(beat=8, lanes=2, max_head_dim=128)
+# sim-demo: the demo model (hidden 256, d_ffn 640, head_dim 64, 4 heads / 2 KV heads) through
+# the RTL top in Verilator, nothing larger. The kv260 tiling (T=28, Q=16) so the bundled file
+# (converted for kv260) runs as is; TLMM: K <= 640 -> kb <= ceil(640 / 84) = 8 (kb_max 8);
+# 64-word halves as sim (q/k/v/o and gate/up at kb 4 take 16-block tiles: gate/up 3 tiles;
+# down_proj at kb 8 two 8-block tiles), nbt_max 16 (= 64 / 4, the largest tile a half holds);
+# tok_max 15 as sim, v=4 as kv260. Rows up to d_ffn 640. Attention: sim's engines (8 lanes,
+# beat 4, 8-key score tiles, 12 context bits, q beat 2) at head_dim 64; the KV quantiser's
+# beat 4 as sim.
+_SIM_DEMO_TLMM = dict(v=4, kb_max=8, nbt_max=16, tok_max=15, half_depth=64)
 
 TARGETS = {
     "sim": Target("sim", "RTL simulation (reported against the KV260 part)", PARTS["XCK26"],
@@ -105,6 +115,15 @@ TARGETS = {
     "zcu104": Target("zcu104", "ZCU104", PARTS["XCZU7EV"], 19.2, 250.0, TILINGS["zcu104"],
                      _BOARD_TLMM, _BOARD_ATTN, _BOARD_ATTN_INT, _BOARD_KV_QUANT, row_max=6912,
                      cma_bytes=512 << 20, ew_lanes=2),
+    # appended: CAP_BUILD.TARGET is the index in this table, so earlier entries keep theirs
+    "sim-demo": Target("sim-demo", "RTL simulation sized for the demo model (reported against "
+                       "the KV260 part)", PARTS["XCK26"], 17.1, 250.0, TILINGS["sim-demo"],
+                       _SIM_DEMO_TLMM,
+                       dict(head_dim=64, lanes=8, beat=4, depth=8, ctx_bits=12),
+                       attention_int=dict(head_dim=64, lanes=8, beat=4, depth=8, ctx_bits=12,
+                                          q_beat=2),
+                       kv_quant=dict(beat=4, lanes=2, max_head_dim=64), row_max=640,
+                       ew_lanes=2),
 }
 TARGET_NAMES = tuple(TARGETS)
 

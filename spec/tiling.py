@@ -23,11 +23,14 @@ class Tiling:
 
 
 # kv260/zcu104 start from TeLLMe's released point (T=28, Q=16: a 140-bit vector in a 2-URAM
-# 144-bit word). "sim" is small enough for fast RTL tests.
+# 144-bit word). "sim" is small enough for fast RTL tests. "sim-demo" (the RTL simulation
+# build sized for the demo model) has the kv260 tiling, so a file converted for kv260 runs on
+# it as is (tilings compare by value).
 TILINGS = {
     "sim": Tiling(t=4, q=4),
     "kv260": Tiling(t=28, q=16),
     "zcu104": Tiling(t=28, q=16),
+    "sim-demo": Tiling(t=28, q=16),
 }
 
 

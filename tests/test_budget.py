@@ -313,3 +313,28 @@ def test_accelerator_check_adds_the_reserved_lines():
     assert "reserved: LM-head unit" in text and text.endswith("accelerator: PASS")
     res = hwbudget.accelerator_check(parts + [_rep("big", 20_000)], "kv260", list(registry()))
     assert not res["ok"] and res["over"] == ["LUT"]
+
+
+def test_cli_accelerator_sums_the_tops_parts(tmp_path, monkeypatch, capsys):
+    """`tellme hw report --block accelerator --budget --cached`: the top's parts summed with
+    the reserved lines; over the totals it exits 2 naming the metric; it stands alone."""
+    from tellme.hw.top import ACCELERATOR_BLOCKS
+
+    monkeypatch.setenv("TELLME_BUILD_DIR", str(tmp_path))
+    out = report.report_dir("kv260")
+
+    def cache(figures):
+        for n in filter(None, ACCELERATOR_BLOCKS.values()):
+            (out / f"{n}.json").write_text(json.dumps(_rep(n, **figures.get(n, {})).to_dict()))
+
+    cache({"ew_unit": {"lut": 40_000, "dsp": 64}, "attention_int": {"lut": 18_000}})
+    argv = ["hw", "report", "--target", "kv260", "--block", "accelerator", "--budget", "--cached"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "  kv_quant_writer" in text and "  top_glue" in text and "accelerator: PASS" in text
+    assert "total (built + reserved)" in text and "69.7K" in text      # 58K + 1.7K + 10K
+    cache({"ew_unit": {"lut": 60_000}, "attention_int": {"lut": 18_000}})
+    assert main(argv) == 2
+    assert "the accelerator is over the budget in LUT" in capsys.readouterr().err
+    assert main(["hw", "report", "--block", "accelerator", "--block", "tlmm", "--cached"]) == 2
+    assert "stands alone" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 hw/vivado.py's port reader), and the real host driver on the Verilator build through the RTL
 simulation device (tests/rtl/tb_top.py): identity, refusal of a kv260 file, a corrupted
 program, an AXI error on the program fetch, and the "no execution unit" error of a valid
-program, each followed by a working next run."""
+program, each followed by a working next run; and the bundled demo model's prefill and decode
+on the ``sim-demo`` build (tests/rtl/tb_top_demo.py), bit-exact against the golden model."""
 
 from __future__ import annotations
 
@@ -71,8 +72,26 @@ def test_no_execution_unit_answers_every_class_with_unsupported_op():
 
 @pytest.mark.rtl
 def test_top_rtl_with_the_host_driver():
-    from tellme.hw.top import make_top
-    from tellme.sim.runner import run_cocotb
+    from tellme.sim.rtl_device import run_top
 
-    run_cocotb(lambda: make_top("sim"), name=shell.TOP_MODULE,
-               params=dict(target="sim", build_hash=0), test_module="tests.rtl.tb_top")
+    run_top("sim", "tests.rtl.tb_top")
+
+
+@pytest.mark.rtl
+def test_top_rtl_runs_the_demo_model():
+    """The bundled demo model's prefill and decode through the ``sim-demo`` top (the kv260
+    tiling, sized for the demo) with the host driver, bit-exact against the golden model
+    (tests/rtl/tb_top_demo.py)."""
+    from tellme.sim.rtl_device import run_top
+
+    run_top("sim-demo", "tests.rtl.tb_top_demo")
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_top_random_families():
+    """Random 2B4T-style and 1bitLLM-style models through the ``sim`` top, prefill in chunks
+    and decode, bit-exact against the golden model (tests/rtl/tb_top_families.py)."""
+    from tellme.sim.rtl_device import run_top
+
+    run_top("sim", "tests.rtl.tb_top_families")

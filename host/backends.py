@@ -11,7 +11,8 @@ Registered backends, in order of preference for ``--backend auto``:
 
 * ``board``   the accelerator on a KV260/ZCU104: the host driver over the PYNQ device
   (``tellme.host.driver``, ``tellme.host.pynq_device``), bitstream in ``TELLME_BITSTREAM``;
-* ``rtl-sim`` the accelerator's Verilog in Verilator, same host driver (needs the top's units);
+* ``rtl-sim`` the accelerator's Verilog in Verilator, same host driver (a child process;
+  slow, never chosen by ``auto``);
 * ``golden``  the NumPy golden model (``tellme.sim.golden.model``), ``float`` or ``hw`` numerics.
 
 A backend joins by subclassing :class:`Backend` and calling :func:`register`; ``available()``
@@ -118,29 +119,71 @@ class GoldenBackend(Backend):
         return self._forward(tokens)
 
 
-class _Unavailable(Backend):
-    """Placeholder registration so the names are reserved and the error says why."""
+class RtlSimBackend(Backend):
+    """The accelerator top in Verilator (``tellme.sim.rtl_remote.RemoteRtlDevice``, a child
+    process) under the same host driver as the board: the smallest simulation build that holds
+    the model (``sim``, else ``sim-demo``), the final hidden rows out and the LM head on the host
+    (no PL LM head yet). Slow: thousands of simulated cycles per second; never chosen by
+    ``auto``."""
 
-    reason = ""
+    name = "rtl-sim"
+    priority = -10
 
     @classmethod
     def available(cls):
-        return False, cls.reason
+        sim = _simulation()
+        if sim is None:
+            return False, "the simulation layer (tellme.sim) is not importable here"
+        return sim.rtl_sim_available()
 
-    def reset(self, max_len):  # pragma: no cover - never constructed
-        raise BackendError(self.reason)
+    def __new__(cls, model, numerics="hw"):
+        from .driver import DeviceBackend
+
+        target = sim_target(model.config)
+        dev = _simulation().RemoteRtlDevice(target)
+        try:
+            be = DeviceBackend(model, device=dev, output="hidden")
+        except BaseException:
+            dev.close()
+            raise
+        be.name = f"{cls.name}:{target}"
+        return be
+
+    def reset(self, max_len):  # pragma: no cover - __new__ returns a DeviceBackend
+        raise NotImplementedError
 
     prefill = decode = reset
 
 
-class RtlSimBackend(_Unavailable):
-    name = "rtl-sim"
-    priority = 10
-    reason = ("the simulated accelerator top (hw/top.py, target sim) runs whole models only "
-              "as small as its build (head_dim 16, rows of 256; tests/rtl/tb_top.py), and "
-              "LM_HEAD has no unit yet: a simulation build that holds the demo model comes "
-              "next (docs/hw/top.md); the host driver runs today on the GoldenDevice "
-              "(docs/driver.md)")
+def _simulation():
+    """``tellme.sim.rtl_remote`` (the RTL simulation device), looked up by name: the host layer
+    runs on the board image without the simulation layer (Verilator, cocotb, the hardware
+    generators), which builds on it, not the other way round. None when it cannot be
+    imported."""
+    import importlib
+
+    try:
+        return importlib.import_module("tellme.sim.rtl_remote")
+    except ImportError:
+        return None
+
+
+def sim_target(config, max_context: int | None = None) -> str:
+    """The smallest RTL simulation build that holds ``config`` (``sim``, then ``sim-demo``);
+    BackendError naming both builds' limits otherwise."""
+    from tellme.spec.memory_map import MemoryMapError, check_model_fits
+    from tellme.spec.targets import TARGETS
+
+    ctx = config.max_context if max_context is None else max_context
+    why = []
+    for name in ("sim", "sim-demo"):
+        tgt = TARGETS[name]
+        try:
+            check_model_fits(config, tgt, ctx, min(tgt.tlmm["tok_max"], ctx))
+            return name
+        except MemoryMapError as e:
+            why.append(f"{name}: {e}")
+    raise BackendError("no RTL simulation build holds this model (" + "; ".join(why) + ")")
 
 
 class BoardBackend(Backend):

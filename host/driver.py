@@ -128,11 +128,16 @@ def session_sizes(tgt, max_context: int, max_tokens: int | None = None,
 
 
 def _weights_path(weights, tiling: Tiling, tmp: list) -> Path:
-    """A weight-file path for ``weights`` (a path, or a TernaryModel written at ``tiling``)."""
+    """A weight-file path for ``weights`` (a path, or a TernaryModel written at ``tiling`` with
+    its q/k rows in adjacent-pair RoPE order: the accelerator's RoPE unit rotates adjacent
+    pairs, and the permutation leaves every logit unchanged, quant/rope_permute.py)."""
     if isinstance(weights, TernaryModel):
+        from tellme.quant.rope_permute import to_adjacent
+
         d = tempfile.TemporaryDirectory(prefix="tellme-driver-")
         tmp.append(d)
-        return Path(write_weight_file(weights, Path(d.name) / "model.tlm", tiling))
+        return Path(write_weight_file(to_adjacent(weights), Path(d.name) / "model.tlm",
+                                      tiling))
     path = Path(weights)
     if not path.is_file():
         raise DriverError(f"weight file not found: {path}")
@@ -391,6 +396,11 @@ class DeviceBackend(Backend):
 
     def logits(self, tokens) -> np.ndarray:
         return self.driver.logits(tokens)
+
+    def close(self) -> None:
+        """Free the session's buffers and release the device."""
+        self.driver.close()
+        self.driver.dev.close()
 
 
 __all__ = ["Driver", "DriverError", "DeviceBackend", "check_identity", "session_sizes",

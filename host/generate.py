@@ -75,9 +75,14 @@ class Generation:
     def metrics_line(self) -> str:
         rate = self.decode_tok_s
         rate_s = f"{rate:.1f} tok/s" if np.isfinite(rate) else "n/a"
+        sim = ""
+        if "sim_cycles" in self.extra:            # a simulated device: its clock, not the wall
+            c, mhz = self.extra["sim_cycles"], self.extra["clock_mhz"]
+            sim = (f" | simulated {c:,} cycles = {c / (mhz * 1e3):.2f} ms at {mhz:g} MHz "
+                   f"(this simulation build)")
         return (f"[prompt {self.prompt_tokens} tokens | TTFT {self.ttft_s * 1e3:.1f} ms | "
                 f"decode {len(self.tokens)} tokens, {rate_s} | backend {self.backend} "
-                f"({self.numerics} numerics) | stop: {self.stop_reason}]")
+                f"({self.numerics} numerics){sim} | stop: {self.stop_reason}]")
 
 
 class _Streamer:

@@ -1,4 +1,5 @@
-"""Subcommands ``generate``, ``eval`` and ``demo`` of the ``tellme`` CLI (see tellme.cli).
+"""Subcommands ``generate``, ``eval``, ``demo`` and ``logits`` of the ``tellme`` CLI (see
+tellme.cli).
 
 Keep imports at module level light: heavy packages are imported inside handlers.
 """
@@ -55,6 +56,24 @@ def register(sub) -> None:
                         "head scale) and report its agreement with hw")
     e.set_defaults(func=_eval)
 
+    lg = sub.add_parser(
+        "logits", help="run a model on token ids and save the logits (.npy)",
+        description="Run a model over a token sequence on a fresh KV cache and write float32 "
+                    "logits [tokens, vocab] as .npy: the golden model (docs/numerics.md; "
+                    "default) or the accelerator (--backend rtl-sim | board, hw numerics).")
+    lg.add_argument("--model", required=True, metavar="PATH",
+                    help="HF checkpoint folder or tellme weight file")
+    lg.add_argument("--tokens", required=True, metavar="IDS",
+                    help="comma-separated token ids, e.g. 1,2,3")
+    lg.add_argument("--numerics", choices=("float", "hw"), default="float",
+                    help="float: fp32 HF semantics; hw: the accelerator's arithmetic "
+                         "(default: float; the accelerator backends are always hw)")
+    lg.add_argument("--backend", default="golden",
+                    help="golden (default) | rtl-sim | board: where the logits are computed")
+    lg.add_argument("--out", required=True, metavar="FILE.npy",
+                    help="where to write the logits")
+    lg.set_defaults(func=_logits)
+
     d = sub.add_parser("demo", help="generate from the bundled demo model (fixed prompt, seed)")
     d.add_argument("--backend", default="auto", help="see `tellme generate --help`")
     d.add_argument("--numerics", choices=("float", "hw"), default="hw",
@@ -64,13 +83,15 @@ def register(sub) -> None:
 
 def _errors():
     from tellme.cli import CliError
+    from tellme.spec.device import DeviceError
 
     from .backends import BackendError
+    from .driver import DriverError
     from .generate import GenerateError
     from .tokenizer import TokenizerError
 
-    return CliError, (BackendError, GenerateError, TokenizerError, ValueError,
-                      FileNotFoundError)
+    return CliError, (BackendError, GenerateError, TokenizerError, DriverError, DeviceError,
+                      ValueError, FileNotFoundError)
 
 
 def run_generate(model_path, prompt, backend="auto", numerics="float", max_new_tokens=64,
@@ -86,12 +107,25 @@ def run_generate(model_path, prompt, backend="auto", numerics="float", max_new_t
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
     model, tok = load_model_and_tokenizer(model_path)
     be = create(backend, model, numerics=numerics)
-    out.write(prompt)
-    out.flush()
-    g = generate(be, tok, prompt, max_new_tokens=max_new_tokens, params=params, seed=seed,
-                 stop=list(stop), stream=out, add_bos=bos)
-    out.write("\n" + g.metrics_line() + "\n")
-    out.flush()
+    # a simulated device counts its clock cycles: the metrics line reports them
+    dev = getattr(getattr(be, "driver", None), "dev", None)
+    c0 = getattr(dev, "sim_cycles", None)
+    try:
+        out.write(prompt)
+        out.flush()
+        g = generate(be, tok, prompt, max_new_tokens=max_new_tokens, params=params, seed=seed,
+                     stop=list(stop), stream=out, add_bos=bos)
+        if c0 is not None:
+            from tellme.spec.targets import target as get_target
+
+            g.extra["sim_cycles"] = dev.sim_cycles - c0
+            g.extra["clock_mhz"] = get_target(be.driver.target).clock_mhz
+        out.write("\n" + g.metrics_line() + "\n")
+        out.flush()
+    finally:
+        close = getattr(be, "close", None)
+        if close is not None:
+            close()
     return g
 
 
@@ -177,4 +211,79 @@ def _demo(args) -> int:
                      **DEMO_ARGS)
     except errs as e:
         raise CliError(str(e)) from e
+    return 0
+
+
+def parse_token_list(text: str) -> list[int]:
+    """'1, 2,3' -> [1, 2, 3]; ValueError naming the bad item."""
+    items = [t.strip() for t in text.split(",")]
+    if not text.strip() or all(not t for t in items):
+        raise ValueError("--tokens is empty: give at least one token id, e.g. --tokens 1,2,3")
+    ids = []
+    for i, t in enumerate(items):
+        if not t:
+            raise ValueError(f"--tokens: empty item at position {i} in {text!r}")
+        try:
+            ids.append(int(t))
+        except ValueError:
+            raise ValueError(f"--tokens: {t!r} (position {i}) is not an integer") from None
+    return ids
+
+
+def _logits(args) -> int:
+    import os
+    from pathlib import Path
+
+    import numpy as np
+
+    from tellme.quant.loader import load_model
+    from tellme.sim.golden.model import forward
+
+    from .backends import create
+
+    CliError, errs = _errors()
+
+    out = Path(args.out)
+    if out.suffix != ".npy":
+        raise CliError(f"--out {out}: expected a .npy file name")
+    try:
+        ids = parse_token_list(args.tokens)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    try:
+        model = load_model(args.model)
+    except (OSError, ValueError) as e:
+        raise CliError(f"cannot load model: {e}") from None
+    c = model.config
+    bad = [t for t in ids if not 0 <= t < c.vocab_size]
+    if bad:
+        raise CliError(f"token id {bad[0]} is out of range for vocab size {c.vocab_size} "
+                       f"(valid ids: 0..{c.vocab_size - 1})")
+    if len(ids) > c.max_context:
+        raise CliError(f"{len(ids)} tokens exceed the model's max_context {c.max_context}")
+    numerics = args.numerics
+    try:
+        if args.backend == "golden":
+            logits = forward(model, np.asarray(ids, dtype=np.int64), numerics=numerics)
+        else:
+            be = create(args.backend, model, numerics="hw")
+            numerics = "hw"
+            try:
+                logits = be.logits(ids)
+            finally:
+                close = getattr(be, "close", None)
+                if close is not None:
+                    close()
+    except errs as e:
+        raise CliError(str(e)) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}.npy")
+    try:
+        np.save(tmp, np.asarray(logits, dtype=np.float32))
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    print(f"logits {logits.shape[0]}x{logits.shape[1]} float32 ({numerics} numerics, "
+          f"{args.backend}) -> {out}")
     return 0

@@ -237,7 +237,10 @@ def test_pynq_device_refuses_missing_files_stale_designs_and_cma_shortage(tmp_pa
 def test_rtl_sim_and_board_say_what_is_missing(monkeypatch):
     ok, _ = backends.resolve("golden").available()
     assert ok
-    with pytest.raises(backends.BackendError, match=r"hw/top.py"):
+    import tellme.sim.rtl_remote as rr
+
+    monkeypatch.setattr(rr, "rtl_sim_available", lambda: (False, "cocotb is not installed"))
+    with pytest.raises(backends.BackendError, match=r"cocotb is not installed"):
         backends.resolve("rtl-sim")
     monkeypatch.delenv("TELLME_BITSTREAM", raising=False)
     with pytest.raises(backends.BackendError, match=r"pynq is not importable|TELLME_BITSTREAM"):

@@ -15,6 +15,7 @@ from tellme.host.backends import BackendError, create
 from tellme.host.generate import DEFAULT_MODEL, generate, load_model_and_tokenizer
 from tellme.host.sampling import SamplingParams, sample
 from tellme.host.tokenizer import Tokenizer, TokenizerError
+from tellme.quant.format import read_weight_file
 
 DEMO = DEFAULT_MODEL.parent
 PROMPT = "And it came to pass"
@@ -125,7 +126,6 @@ def test_cli_generate_streams_and_prints_metrics(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--prompt", ""], "empty prompt"),
     (["--prompt", "x", "--backend", "gpu"], "unknown backend 'gpu'"),
-    (["--prompt", "x", "--backend", "rtl-sim"], "backend 'rtl-sim' is not available"),
     (["--prompt", "x", "--top-p", "1.5"], "top-p must be in"),
     (["--prompt", "x", "--max-new-tokens", "0"], "max-new-tokens must be >= 1"),
 ])
@@ -155,7 +155,8 @@ def test_missing_tokenizer_and_model(tmp_path, capsys):
 
 def test_backend_registry():
     assert backends.names()[0] == "board" and "golden" in backends.names()
-    assert backends.resolve("auto") is backends.GoldenBackend
+    assert backends.resolve("auto") is backends.GoldenBackend      # rtl-sim: only by name
+    assert backends.names()[-1] == "rtl-sim"
     with pytest.raises(BackendError, match="numerics"):
         create("golden", None, numerics="fp8")
 
@@ -181,3 +182,21 @@ def test_demo_command_is_reproducible(capsys):
     b = capsys.readouterr().out
     strip = lambda s: s.strip().rsplit("\n", 1)[0]   # noqa: E731  (drop the timing line)
     assert strip(a) == strip(b) and "And the LORD said unto Moses," in a
+
+
+def test_rtl_sim_backend_unavailable_and_build_choice(monkeypatch, capsys):
+    """rtl-sim names what is missing; it runs a model on the smallest simulation build that
+    holds it and refuses one no build holds, naming both builds' limits."""
+    import tellme.sim.rtl_remote as rr
+    from tellme.quant.random_models import tiny_config
+    from tellme.spec.models import model_config
+
+    monkeypatch.setattr(rr, "rtl_sim_available", lambda: (False, "Verilator: not found"))
+    assert main(["generate", "--prompt", "x", "--backend", "rtl-sim"]) == 2
+    err = capsys.readouterr().err
+    assert "backend 'rtl-sim' is not available" in err and "Verilator: not found" in err
+    assert backends.sim_target(tiny_config(intermediate_size=96)) == "sim"
+    demo = read_weight_file(DEFAULT_MODEL, verify=False).config
+    assert backends.sim_target(demo) == "sim-demo"
+    with pytest.raises(BackendError, match=r"sim: .*sim-demo: "):
+        backends.sim_target(model_config("bitnet-b1.58-2B-4T"))

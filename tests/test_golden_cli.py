@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from tellme.cli import main
+from tellme.host.run_cli import parse_token_list
 from tellme.quant.format import write_weight_file
 from tellme.quant.random_models import random_model, tiny_config
-from tellme.sim.cli import parse_token_list
 from tellme.sim.golden.model import forward
 from tellme.spec.tiling import tiling_for
 

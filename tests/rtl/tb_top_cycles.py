@@ -12,7 +12,9 @@ generator, the model's ``SIM_MEMORY``.
   NORM of a file with bfloat16 tables and gains. A record's RTL figure is the CYCLES of its
   program minus that of an END-only program; the model's is ``record_cycles``.
 * Per call: a 9-token prefill and two decode steps with ``Driver(..., output="hidden")``
-  against ``program_cycles`` of the driver's programs.
+  against ``program_cycles`` of the driver's programs; a 5-token prefill and a decode step
+  of each random family of tests/rtl/tb_top_families.py (2B4T-style, 1bitLLM-style). The
+  demo model's calls are checked the same way in tests/rtl/tb_top_demo.py.
 
 Every figure must be within 5 % (``TOLERANCE``); the table (record, model, RTL, error) goes
 to the log and to ``cycles_table.txt`` in the test directory (the launcher prints it).
@@ -111,6 +113,23 @@ async def test_cycle_model_against_the_top(dut):
             model = ct.program_cycles(_program(drv, [tok], pos), "sim", ids=[tok])["total"]
             rows.append((f"call: decode at {pos}", model, dev.reg("CYCLES")))
         drv.close()
+        # whole calls of the random families (tests/rtl/tb_top_families.py), split-half files
+        # the driver converts: a 5-token prefill and a decode step each
+        from tellme.quant.random_models import random_model
+        from tests.rtl.tb_top_families import FAMILIES
+
+        for name, (cfg, dtype, seed) in FAMILIES.items():
+            model = random_model(cfg, seed=seed, float_dtype=dtype,
+                                 head_std=None if cfg.tie_word_embeddings else 3.0)
+            fd = Driver(dev, model, max_context=32, output="hidden", timeout_s=300)
+            ids = [int(v) % cfg.vocab_size for v in (11, 3, 150, 7, 42)]
+            fd.prefill(ids)
+            model_c = ct.program_cycles(_program(fd, ids, 0), "sim", ids=ids)["total"]
+            rows.append((f"call: {name} prefill of {len(ids)}", model_c, dev.reg("CYCLES")))
+            fd.decode(9)
+            model_c = ct.program_cycles(_program(fd, [9], len(ids)), "sim", ids=[9])["total"]
+            rows.append((f"call: {name} decode at {len(ids)}", model_c, dev.reg("CYCLES")))
+            fd.close()
         text = _format(rows)
         TABLE.write_text(text + "\n")
         dut._log.info("cycle model against the RTL top (%s):\n%s", ct.SIM_MEMORY.name, text)

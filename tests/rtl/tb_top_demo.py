@@ -9,8 +9,10 @@ adjacent-pair RoPE order (``permute_qk_adjacent``; the RoPE unit rotates adjacen
 written for the sim-demo target. The driver asks for the final hidden rows (the host applies
 the LM head: no PL LM head yet). A prefill of a real prompt and greedy decode steps; every
 returned logits vector is bit-exact against GoldenModel(numerics="hw") of the ORIGINAL
-split-half model, so the permutation's exactness is checked too. No AXI stalls (tb_top.py
-covers them): this test is about the demo's sizes, and it is kept fast.
+split-half model, so the permutation's exactness is checked too; and each call's CYCLES within
+5 % of the whole-step cycle model (sim/cycles_top.py). No AXI stalls (tb_top.py covers them,
+and the cycle model's memory is the stall-free simulation memory): this test is about the
+demo's sizes, and it is kept fast.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import cocotb
 import numpy as np
 
 from tellme.host.driver import Driver
+from tellme.sim import cycles_top as ct
 from tellme.sim.rtl_device import RtlDevice
+from tellme.spec.program import build_program
 
 TARGET = "sim-demo"
 DEMO_DIR = Path(__file__).resolve().parents[2] / "host/models/demo"
@@ -75,14 +79,21 @@ async def test_demo_model_prefill_and_decode(dut):
 
         def call(kind, fn, golden_ids):
             c0, t0 = dev.sim_cycles, time.monotonic()
+            start = drv.length
             got = fn()
             dc, dt = dev.sim_cycles - c0, time.monotonic() - t0
             want = gm.forward(golden_ids, cache)[-1]
             stats.append((kind, len(golden_ids), dc, dt))
-            dut._log.info("%s of %d token(s) at %d: %d cycles, %.2f s wall (%.0f cycles/s)",
-                          kind, len(golden_ids), drv.length - len(golden_ids), dc, dt,
-                          dc / dt)
+            # the whole-step cycle model against the top's CYCLES register (one program)
+            prog = build_program(drv.config, drv.mmap, kind, start, len(golden_ids),
+                                 weights=drv.info, score_c=drv.score_c, last_only=True)
+            model, rtl = ct.program_cycles(prog, TARGET, ids=golden_ids)["total"], \
+                dev.reg("CYCLES")
+            dut._log.info("%s of %d token(s) at %d: %d cycles (CYCLES %d, cycle model %d, "
+                          "%+.2f %%), %.2f s wall (%.0f cycles/s)", kind, len(golden_ids),
+                          start, dc, rtl, model, 100 * (model - rtl) / rtl, dt, dc / dt)
             assert _same(got, want), f"{kind} logits at position {drv.length - 1} differ"
+            assert abs(model - rtl) <= 0.05 * rtl, f"cycle model {model} vs CYCLES {rtl}"
             return int(np.argmax(got))
 
         nxt = call("prefill", lambda: drv.prefill(ids), ids)

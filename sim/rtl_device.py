@@ -30,7 +30,8 @@ import numpy as np
 from tellme.spec.device import Device, DeviceBuffer, DeviceError
 from tellme.spec.memory_map import ADDR_BITS, PAGE, align
 
-__all__ = ["RtlDevice", "RtlBuffer", "CLOCK_NS", "TOP_BUILD_ARGS", "TOP_MAKEFLAGS", "run_top"]
+__all__ = ["RtlDevice", "RtlBuffer", "CopyBuffer", "CLOCK_NS", "TOP_BUILD_ARGS", "TOP_MAKEFLAGS",
+           "run_top"]
 
 CLOCK_NS = 4                    # 250 MHz, the targets' clock (spec/targets.py)
 #: Verilator options of every top build: cocotb's runner makes every signal VPI-visible
@@ -44,10 +45,11 @@ TOP_MAKEFLAGS = "OPT_FAST=-O1"
 MASTERS = ("m_axi_w0", "m_axi_w1", "m_axi_w2", "m_axi_kv")
 
 
-class RtlBuffer(DeviceBuffer):
-    """A buffer in the simulated DDR; ``host`` is a separate copy (syncs copy)."""
+class CopyBuffer(DeviceBuffer):
+    """A buffer in a simulated DDR whose ``host`` view is a separate NumPy copy: the syncs copy
+    through :meth:`_put` / :meth:`_get` (device address, bytes)."""
 
-    def __init__(self, dev: RtlDevice, addr: int, nbytes: int):
+    def __init__(self, dev, addr: int, nbytes: int):
         self.dev, self.device_address, self.nbytes = dev, addr, nbytes
         self._host = np.zeros(nbytes, dtype=np.uint8)
 
@@ -57,12 +59,28 @@ class RtlBuffer(DeviceBuffer):
 
     def sync_to_device(self, offset=0, nbytes=None):
         off, n = self.span(offset, nbytes)
-        self.dev.mem.write(self.device_address + off, self._host[off:off + n].tobytes())
+        self._put(self.device_address + off, self._host[off:off + n].tobytes())
 
     def sync_from_device(self, offset=0, nbytes=None):
         off, n = self.span(offset, nbytes)
-        self._host[off:off + n] = np.frombuffer(
-            self.dev.mem.read(self.device_address + off, n), dtype=np.uint8)
+        self._host[off:off + n] = np.frombuffer(self._get(self.device_address + off, n),
+                                                dtype=np.uint8)
+
+    def _put(self, addr: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _get(self, addr: int, n: int) -> bytes:
+        raise NotImplementedError
+
+
+class RtlBuffer(CopyBuffer):
+    """A buffer in the simulated DDR of an :class:`RtlDevice`."""
+
+    def _put(self, addr, data):
+        self.dev.mem.write(addr, data)
+
+    def _get(self, addr, n):
+        return self.dev.mem.read(addr, n)
 
     def free(self):
         self.dev._free(self)
@@ -137,6 +155,19 @@ class RtlDevice(Device):
             return await orig(address, length)
 
         read_if._read = _read
+
+    def stall_kv(self, prob: float, seed: int) -> None:
+        """Random pauses (probability ``prob`` per cycle, ``random.Random(seed)``) on every
+        channel of ``m_axi_kv``'s memory model (AR, R, AW, W, B)."""
+        import random
+
+        from tellme.sim.drivers import pause_generator
+
+        prng = random.Random(seed)
+        ram = self.rams["m_axi_kv"]
+        for ch in (ram.read_if.ar_channel, ram.read_if.r_channel, ram.write_if.aw_channel,
+                   ram.write_if.w_channel, ram.write_if.b_channel):
+            ch.set_pause_generator(pause_generator(prng, prob))
 
     def fail_reads(self, *ranges: tuple[int, int]) -> None:
         """Reads of beats whose address lies in one of the [lo, hi) ``ranges`` answer SLVERR

@@ -22,9 +22,8 @@ import time
 from multiprocessing.connection import Listener
 from pathlib import Path
 
-import numpy as np
-
-from tellme.spec.device import Device, DeviceBuffer, DeviceError
+from tellme.sim.rtl_device import CopyBuffer
+from tellme.spec.device import Device, DeviceError
 
 __all__ = ["RemoteRtlDevice", "rtl_sim_available"]
 
@@ -51,25 +50,14 @@ def rtl_sim_available() -> tuple[bool, str]:
     return True, ""
 
 
-class RemoteBuffer(DeviceBuffer):
+class RemoteBuffer(CopyBuffer):
     """A buffer in the child's simulated DDR; ``host`` is this process's copy."""
 
-    def __init__(self, dev: RemoteRtlDevice, addr: int, nbytes: int):
-        self.dev, self.device_address, self.nbytes = dev, addr, nbytes
-        self._host = np.zeros(nbytes, dtype=np.uint8)
+    def _put(self, addr, data):
+        self.dev._call("write_mem", addr, data)
 
-    @property
-    def host(self) -> np.ndarray:
-        return self._host
-
-    def sync_to_device(self, offset=0, nbytes=None):
-        off, n = self.span(offset, nbytes)
-        self.dev._call("write_mem", self.device_address + off, self._host[off:off + n].tobytes())
-
-    def sync_from_device(self, offset=0, nbytes=None):
-        off, n = self.span(offset, nbytes)
-        raw = self.dev._call("read_mem", self.device_address + off, n)
-        self._host[off:off + n] = np.frombuffer(raw, dtype=np.uint8)
+    def _get(self, addr, n):
+        return self.dev._call("read_mem", addr, n)
 
     def free(self):
         if self.dev._conn is not None:

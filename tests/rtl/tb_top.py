@@ -225,19 +225,13 @@ async def test_ew_unit_bit_exact(dut):
     the read arbiter and the EW unit, with random stalls on every channel of m_axi_kv: every
     written row equals the golden sequencer's bytes; an LM_HEAD record then stops the run with
     UNSUPPORTED_OP, a ROPE of a split-half weight file with LIMIT, and the next run works."""
-    import random
 
-    from tellme.sim.drivers import pause_generator
     from tellme.sim.golden.program_exec import Ddr, execute
     from tellme.spec.program import Record, build_program
 
     dev = await RtlDevice.start(dut)
     rng = np.random.default_rng(7)
-    prng = random.Random(7)
-    ram = dev.rams["m_axi_kv"]                         # random stalls on every channel
-    for ch in (ram.read_if.ar_channel, ram.read_if.r_channel, ram.write_if.aw_channel,
-               ram.write_if.w_channel, ram.write_if.b_channel):
-        ch.set_pause_generator(pause_generator(prng, 0.3))
+    dev.stall_kv(0.3, seed=7)                       # every channel of m_axi_kv
 
     def body():
         drv = Driver(dev, _weights("sim"), max_context=32, timeout_s=120)
@@ -341,16 +335,10 @@ async def test_row_unit_program_records(dut):
     float16 tables and gains; 5, 3 and 4 rows: the absmax row ends on a partial beat),
     bit-exact against the golden sequencer under random stalls; an id >= vocab stops the run
     with BAD_FIELD before any row is written, and the next run works."""
-    import random
 
-    from tellme.sim.drivers import pause_generator
 
     dev = await RtlDevice.start(dut)
-    prng = random.Random(11)
-    ram = dev.rams["m_axi_kv"]
-    for ch in (ram.read_if.ar_channel, ram.read_if.r_channel, ram.write_if.aw_channel,
-               ram.write_if.w_channel, ram.write_if.b_channel):
-        ch.set_pause_generator(pause_generator(prng, 0.3))
+    dev.stall_kv(0.3, seed=11)                       # every channel of m_axi_kv
 
     def body():
         drv = Driver(dev, _weights("sim"), max_context=32, timeout_s=120)
@@ -426,18 +414,12 @@ async def test_kv_write_attention_and_the_whole_model(dut):
     model through the top with the final
     hidden rows as output (the host's LM head): a 9-token prefill (two score tiles of 8 keys)
     and decode steps, each position's logits bit-exact against GoldenModel(numerics="hw")."""
-    import random
 
     from tellme.quant.format import read_weight_file
-    from tellme.sim.drivers import pause_generator
     from tellme.sim.golden.model import GoldenModel
 
     dev = await RtlDevice.start(dut)
-    prng = random.Random(13)
-    ram = dev.rams["m_axi_kv"]
-    for ch in (ram.read_if.ar_channel, ram.read_if.r_channel, ram.write_if.aw_channel,
-               ram.write_if.w_channel, ram.write_if.b_channel):
-        ch.set_pause_generator(pause_generator(prng, 0.3))
+    dev.stall_kv(0.3, seed=13)                       # every channel of m_axi_kv
 
     def body():
         path = _weights("sim")

@@ -15,7 +15,6 @@ decode steps, 20 % stalls on every channel of ``m_axi_kv``.
 
 from __future__ import annotations
 
-import random
 import tempfile
 from pathlib import Path
 
@@ -41,14 +40,9 @@ FAMILIES = {
 
 @cocotb.test()
 async def test_random_families_whole_model(dut):
-    from tellme.sim.drivers import pause_generator
 
     dev = await RtlDevice.start(dut)
-    prng = random.Random(17)
-    ram = dev.rams["m_axi_kv"]
-    for ch in (ram.read_if.ar_channel, ram.read_if.r_channel, ram.write_if.aw_channel,
-               ram.write_if.w_channel, ram.write_if.b_channel):
-        ch.set_pause_generator(pause_generator(prng, 0.2))
+    dev.stall_kv(0.2, seed=17)                       # every channel of m_axi_kv
     tmp = tempfile.TemporaryDirectory(prefix="tellme-tb-families-")
 
     def body():

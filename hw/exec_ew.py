@@ -86,7 +86,8 @@ class EwUnit(wiring.Component):
         told apart). The movers' command in flight still runs to its end, so the unit is idle
         and its masters quiet when it reports.
     busy : Out(1)  a command is in progress; stall : Out(1)  busy and no beat written this
-        cycle (the EW counters of docs/hw/registers.md).
+        cycle (the EW counters of docs/hw/registers.md); linear_busy : Out(1)  the
+        LinearUnit (weight streamer, buffer, TLMM) has work.
     r0_* / r1_*  AXI4 read masters (x / gate rows, token ids; y / up rows, table rows, the
         norm gain); w_aw*, w_w*, w_b*: AXI4 write master (dst rows, the absmax row).
 
@@ -155,7 +156,7 @@ class EwUnit(wiring.Component):
                    "i_head": In(stream.Signature(command_layout("head", addr_width))),
                    "i_linear": In(stream.Signature(command_layout("linear", addr_width))),
                    "done": Out(1), "error": Out(8), "axi_error": Out(1), "axi_port": Out(4),
-                   "busy": Out(1), "stall": Out(1)}
+                   "busy": Out(1), "stall": Out(1), "linear_busy": Out(1)}
         for prefix in ("r0", "r1", "w"):
             members.update(axi_members(self._dma, prefix, prefix))
         if self._lin is not None:
@@ -367,6 +368,7 @@ class EwUnit(wiring.Component):
         p = self.preset
         if p is not None:
             lu = self._lin                    # (its sticky flags cleared by each LINEAR)
+            m.d.comb += self.linear_busy.eq(lu.busy)
             m.submodules.linear = ResetInserter(l_go)(lu)
             connect_axi(m, self, "wt", lu)
             acc_w = lu.acc_width

@@ -256,8 +256,19 @@ class Top(wiring.Component):
         # -- counters and the interrupt --------------------------------------------------------
         r_hs = self.m_axi_kv_rvalid & self.m_axi_kv_rready
         w_hs = self.m_axi_kv_wvalid & self.m_axi_kv_wready
-        m.d.comb += [regs.cycles_inc.eq(seq.status_busy), regs.rd_beats_inc.eq(r_hs),
-                     regs.wr_beats_inc.eq(w_hs)]
+        w0_hs = self.m_axi_w0_rvalid & self.m_axi_w0_rready
+        kv_busy = kvq.busy | kvr.busy
+        m.d.comb += [regs.cycles_inc.eq(seq.status_busy), regs.rd_beats_inc.eq(r_hs + w0_hs),
+                     regs.wr_beats_inc.eq(w_hs),
+                     # stall: busy and no beat moved on the block's streams or its AXI port
+                     regs.busy_attn_inc.eq(eng.busy),
+                     regs.stall_attn_inc.eq(eng.busy & ~(eng.i_kv.valid & eng.i_kv.ready)
+                                            & ~(eng.o.valid & eng.o.ready)),
+                     regs.busy_kvdma_inc.eq(kv_busy),
+                     regs.stall_kvdma_inc.eq(kv_busy & ~(kvr.m_axi_rvalid & kvr.m_axi_rready)
+                                             & ~(kvq.m_axi_wvalid & kvq.m_axi_wready)),
+                     regs.busy_wstream_inc.eq(ew.linear_busy),
+                     regs.stall_wstream_inc.eq(ew.linear_busy & ~w0_hs)]
         m.d.sync += self.irq.eq((regs.irq_status_done & regs.ctrl_irq_en_done)
                                 | (regs.irq_status_error & regs.ctrl_irq_en_error))
         return m

@@ -32,9 +32,11 @@ def test_rtl_sim_generates_the_golden_text(capsys, sampling):
 
 
 def _family_file(tmp_path, family):
-    """The demo weight file, or a random model of the family (split-half RoPE pairs, as a
-    checkpoint converts: the driver permutes them for the device) at the kv260 tiling (the
-    driver re-writes it at the device's)."""
+    """The demo weight file; a committed HF checkpoint fixture (2B4T-style: GQA 3/1, ReLU²,
+    untied head, bf16 master; 1bitLLM-style: MHA, SiLU), converted when it is loaded; or a
+    random model of the family (split-half RoPE pairs, as a checkpoint converts: the driver
+    permutes them for the device) at the kv260 tiling (the driver re-writes it at the
+    device's)."""
     from pathlib import Path
 
     from tellme.quant.format import write_weight_file
@@ -42,15 +44,19 @@ def _family_file(tmp_path, family):
     from tellme.spec.tiling import TILINGS
     from tests.rtl.tb_top_families import FAMILIES
 
+    here = Path(__file__).resolve().parent
     if family == "demo":
-        return Path(__file__).resolve().parent.parent / "host/models/demo/model.tlm"
+        return here.parent / "host/models/demo/model.tlm"
+    if family.startswith("hf:"):                  # an HF checkpoint, converted on load
+        return here / "fixtures/hf" / family[3:]
     cfg, dtype, seed = FAMILIES[family]
     model = random_model(cfg, seed=seed, float_dtype=dtype,
                          head_std=None if cfg.tie_word_embeddings else 3.0)
     return write_weight_file(model, tmp_path / f"{family}.tlm", TILINGS["kv260"])
 
 
-@pytest.mark.parametrize("family", ["demo", "2b4t", "1bitllm"])
+@pytest.mark.parametrize("family", ["demo", "2b4t", "1bitllm", "hf:ms2b4t_bf16",
+                                    "hf:onebit_llama"])
 def test_rtl_sim_logits_equal_golden_hw(tmp_path, capsys, family):
     """`tellme logits --backend rtl-sim` writes the same bits as `tellme logits --numerics hw`
     (every position: prefill chunks through the RTL top, the host's LM head)."""

@@ -455,6 +455,12 @@ async def test_kv_write_attention_and_the_whole_model(dut):
         dut._log.info("whole model: prefill of %d tokens in %d cycles", len(ids),
                       dev.sim_cycles - c0)
         assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), "prefill logits"
+        # the blocks' counters of that run: each block had work, none longer than the run
+        cyc = dev.reg64("CYCLES")
+        for blk in ("EW", "WSTREAM", "ATTN", "KVDMA"):
+            busy, stall = dev.reg(f"BUSY_{blk}"), dev.reg(f"STALL_{blk}")
+            assert 0 < busy <= cyc and stall < busy, (blk, busy, stall, cyc)
+        assert dev.reg("RD_BEATS") > dev.reg("WR_BEATS") > 0
         for tok in (5, 77):
             c0 = dev.sim_cycles
             got = drv.decode(tok)

@@ -38,28 +38,36 @@ class CommandTiming:
         return self.lookups / self.last_output
 
 
-def command_timing(*, table: str, kb: int, nbt: int, n_tokens: int) -> CommandTiming:
-    """Exact stall-free timing of one engine command (see module docstring)."""
-    for name, v in (("kb", kb), ("nbt", nbt), ("n_tokens", n_tokens)):
-        if v < 1:
-            raise ValueError(f"{name} must be >= 1, got {v}")
+def sweep_issues(*, table: str, kb: int, nbt: int, n_tokens: int, first: int = 1,
+                 valid: int = 0) -> list[int]:
+    """The engine's recurrence (module docstring): the edge of each sweep's last issue
+    (``L_k``, k over n_tokens * kb sweeps), the first table fill starting at edge ``first``
+    and the first sweep held until edge ``valid`` (the tile's codes usable)."""
     e = table_entries(table)
-    sweeps = kb * n_tokens
-    a_prev = None
+    a_prev = first
     last = []                      # L_k
-    for k in range(sweeps):
+    for k in range(kb * n_tokens):
         if k == 0:
-            a = 1
+            a = first
         else:
             a = a_prev + e + 1
             if k >= 2:
                 a = max(a, last[k - 2] + 2)
         f = a + e
-        s = f + 1 if k == 0 else max(f + 1, last[k - 1] + 1)
+        s = max(f + 1, valid) if k == 0 else max(f + 1, last[k - 1] + 1)
         last.append(s + nbt - 1)
         a_prev = a
+    return last
+
+
+def command_timing(*, table: str, kb: int, nbt: int, n_tokens: int) -> CommandTiming:
+    """Exact stall-free timing of one engine command (see module docstring)."""
+    for name, v in (("kb", kb), ("nbt", nbt), ("n_tokens", n_tokens)):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    last = sweep_issues(table=table, kb=kb, nbt=nbt, n_tokens=n_tokens)
     return CommandTiming(issue_done=last[-1], last_output=last[-1] + PIPELINE_LATENCY,
-                         lookups=sweeps * nbt)
+                         lookups=kb * n_tokens * nbt)
 
 
 def expected_cycles(*, table: str, kb: int, nbt: int, n_tokens: int) -> int:

@@ -304,24 +304,10 @@ def _engine(kb: int, nbt: int, n_tok: int, valid: int, table: str) -> tuple[int,
     """The TLMM engine's sweeps (``sim.cycles.command_timing``'s recurrence) from its first
     activation beat at cycle 0, its first sweep held until the tile's codes are usable at
     ``valid``; returns (last issue, last issue of each token's last sweep)."""
-    from tellme.spec.tlmm import table_entries
+    from .cycles import sweep_issues
 
-    e = table_entries(table)
-    last, tok_last = [], []
-    a_prev = 0
-    for k in range(kb * n_tok):
-        if k == 0:
-            a = 0
-        else:
-            a = a_prev + e + 1
-            if k >= 2:
-                a = max(a, last[k - 2] + 2)
-        f = a + e
-        s = max(f + 1, valid) if k == 0 else max(f + 1, last[k - 1] + 1)
-        last.append(s + nbt - 1)
-        a_prev = a
-        if k % kb == kb - 1:
-            tok_last.append(last[-1])
+    last = sweep_issues(table=table, kb=kb, nbt=nbt, n_tokens=n_tok, first=0, valid=valid)
+    tok_last = [last[k] for k in range(kb - 1, kb * n_tok, kb)]
     return last[-1], tuple(tok_last)
 
 

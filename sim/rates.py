@@ -253,8 +253,16 @@ def _main(args) -> int:
     tg = target(args.target)
     a = Assumptions(clock_mhz=args.clock_mhz or tg.clock_mhz, ddr_peak_gbps=tg.ddr_peak_gbps,
                     ddr_efficiency=args.ddr_efficiency)
+    from tellme.cli import CliError
+
     names = args.model or ["bitnet_b1_58-large", "bitnet-b1.58-2B-4T"]
-    reports = [analyse(n, MODELS[n], tg, a) for n in names]
+    reports = []
+    for n in names:
+        try:
+            reports.append(analyse(n, MODELS[n], tg, a))
+        except ValueError as e:                   # a simulation build cannot hold the model
+            raise CliError(f"{n} does not fit target {tg.name}: {e} (the rates are for the "
+                           f"board targets: --target kv260 or zcu104)") from None
     if args.json:
         print(json.dumps(reports, indent=2))
     else:

@@ -59,3 +59,11 @@ def test_ew_lanes_cover_the_rates(tname):
     assert tg.ew_lanes == max(2, need)        # no more than needed
     p = EwParams.from_preset(tname)
     assert p.lanes == tg.ew_lanes and p.q % p.lanes == 0
+
+
+def test_rates_cli_names_a_model_the_target_cannot_hold(capsys):
+    from tellme.cli import main
+
+    assert main(["hw", "rates", "--target", "sim", "--model", "bitnet_b1_58-large"]) == 2
+    err = capsys.readouterr().err
+    assert "bitnet_b1_58-large does not fit target sim:" in err and "kv260" in err

@@ -42,7 +42,7 @@ from .elementwise.residual import ResidualAdd
 from .elementwise.rmsnorm import RMSNormAbsmax
 from .elementwise.rope import RoPE
 from .elementwise.scalar import TokenScale
-from .exec_attn import AttnCtl
+from .exec_attn import AttnCtl, Regroup
 from .linear import LinearUnit
 from .presets import HwPreset
 from .row_dma import RowDMA, axi_members, connect_axi
@@ -555,21 +555,16 @@ class EwUnit(wiring.Component):
             with m.If(lin & lu.error):
                 m.d.comb += self.axi_port.eq(0)       # weights0
             # activations: vectors of 3 * L bytes (L words of 3) -> beats of 3T int8
-            AV = p.t // L
-            parts = [Signal(24 * L, name=f"act{i}") for i in range(AV - 1)]
-            ac = Signal(range(max(AV, 2)))
-            vec = Cat(*(dma.o_0.payload.data[j][:24] for j in range(L)))
-            m.d.comb += [lu.i_act.payload.as_value().eq(Cat(*parts, vec)),
-                         lu.i_act.valid.eq(dma.o_0.valid & l_feed & (ac == AV - 1))]
+            # (restarted by each LINEAR)
+            acts = Regroup(24, L, p.t)
+            m.submodules.acts = ResetInserter(l_go)(acts)
+            m.d.comb += [acts.i.payload.as_value().eq(
+                             Cat(*(dma.o_0.payload.data[j][:24] for j in range(L)))),
+                         acts.i.valid.eq(dma.o_0.valid & l_feed),
+                         lu.i_act.payload.as_value().eq(acts.o.payload.as_value()),
+                         lu.i_act.valid.eq(acts.o.valid), acts.o.ready.eq(lu.i_act.ready)]
             with m.If(l_feed):
-                m.d.comb += dma.o_0.ready.eq((ac != AV - 1) | lu.i_act.ready)
-                with m.If(dma.o_0.valid & dma.o_0.ready):
-                    m.d.sync += ac.eq(Mux(ac == AV - 1, 0, ac + 1))
-                    for i, part in enumerate(parts):
-                        with m.If(ac == i):
-                            m.d.sync += part.eq(vec)
-            with m.If(l_go):
-                m.d.sync += ac.eq(0)
+                m.d.comb += dma.o_0.ready.eq(acts.i.ready)
             # accumulators -> outbuf -> Dequantize (s_tok per token and tile) -> the tile's
             # columns of each row (beats past them dropped)
             wiring.connect(m, lu.o, outbuf.i)

@@ -60,6 +60,9 @@ class Backend(ABC):
         self.reset(len(tokens))
         return np.stack([self.decode(t) for t in tokens])
 
+    def close(self) -> None:  # noqa: B027 - optional, most backends hold no device
+        """Release what the backend holds (a device session); default: nothing."""
+
     def _check_room(self, n: int, cap: int) -> None:
         if self.length + n > cap:
             raise BackendError(f"sequence of {self.length + n} tokens exceeds the "
@@ -174,12 +177,14 @@ def sim_target(config, max_context: int | None = None) -> str:
     from tellme.spec.memory_map import MemoryMapError, check_model_fits
     from tellme.spec.targets import TARGETS
 
+    from .driver import session_sizes
+
     ctx = config.max_context if max_context is None else max_context
     why = []
     for name in ("sim", "sim-demo"):
         tgt = TARGETS[name]
         try:
-            check_model_fits(config, tgt, ctx, min(tgt.tlmm["tok_max"], ctx))
+            check_model_fits(config, tgt, ctx, session_sizes(tgt, ctx)[0])
             return name
         except MemoryMapError as e:
             why.append(f"{name}: {e}")

@@ -123,9 +123,7 @@ def run_generate(model_path, prompt, backend="auto", numerics="float", max_new_t
         out.write("\n" + g.metrics_line() + "\n")
         out.flush()
     finally:
-        close = getattr(be, "close", None)
-        if close is not None:
-            close()
+        be.close()
     return g
 
 
@@ -271,9 +269,7 @@ def _logits(args) -> int:
             try:
                 logits = be.logits(ids)
             finally:
-                close = getattr(be, "close", None)
-                if close is not None:
-                    close()
+                be.close()
     except errs as e:
         raise CliError(str(e)) from None
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from . import NUMERICS
+
 
 class BackendError(Exception):
     """Unknown or unavailable backend, or a sequence that does not fit."""
@@ -70,8 +72,10 @@ class Backend(ABC):
 
 
 class GoldenBackend(Backend):
-    """The NumPy golden model; ``numerics`` is ``float`` (HF semantics) or ``hw`` (bit-exact
-    specification of the accelerator's arithmetic)."""
+    """The NumPy golden model; ``numerics`` is ``float`` (HF semantics), ``hw`` (bit-exact
+    specification of the accelerator's arithmetic, the host's LM head on its hidden rows) or
+    ``hw-pl`` (``hw`` with the PL LM head's int8 numerics: what a device with an LM-head unit
+    returns)."""
 
     name = "golden"
     priority = 0
@@ -80,7 +84,9 @@ class GoldenBackend(Backend):
         super().__init__(model, numerics)
         from tellme.sim.golden.model import GoldenModel
 
-        self.gm = GoldenModel(model, numerics=numerics)
+        hw = numerics in ("hw", "hw-pl")
+        self.gm = GoldenModel(model, numerics="hw" if hw else numerics,
+                              head="pl" if numerics == "hw-pl" else "host")
         self.cache = None
         self.cap = 0
 
@@ -145,7 +151,7 @@ class RtlSimBackend(Backend):
         target = sim_target(model.config)
         dev = _simulation().RemoteRtlDevice(target)
         try:
-            be = DeviceBackend(model, device=dev, output="hidden")
+            be = DeviceBackend(model, device=dev)     # logits from the PL head if it fits
         except BaseException:
             dev.close()
             raise
@@ -220,10 +226,9 @@ class BoardBackend(Backend):
         from .driver import DeviceBackend
         from .pynq_device import PynqDevice
 
-        # the bitstream has no LM-head unit yet: the device returns the final hidden rows and
-        # the host applies the head (TeLLMe runs it on the A53 cores too)
-        be = DeviceBackend(model, device=PynqDevice(os.environ["TELLME_BITSTREAM"]),
-                           output="hidden")
+        # logits from the PL LM head when the build has one for this hidden size, else the
+        # final hidden rows and the host's head (driver.pl_head_fits)
+        be = DeviceBackend(model, device=PynqDevice(os.environ["TELLME_BITSTREAM"]))
         be.name = cls.name
         return be
 
@@ -267,6 +272,6 @@ def resolve(name: str = "auto") -> type[Backend]:
 
 
 def create(name: str, model, numerics: str = "float") -> Backend:
-    if numerics not in ("float", "hw"):
-        raise BackendError(f"numerics must be 'float' or 'hw', got {numerics!r}")
+    if numerics not in NUMERICS:
+        raise BackendError(f"numerics must be one of {', '.join(NUMERICS)}, got {numerics!r}")
     return resolve(name)(model, numerics=numerics)

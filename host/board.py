@@ -247,17 +247,24 @@ def check_manifest(man: dict, wf, rep: Report, out=None) -> bool:
 
 
 def session_bytes(wf, nbytes: int, target: str, max_context: int | None) -> int:
-    """Contiguous bytes the driver allocates for this weight file (its default call sizes)."""
+    """Contiguous bytes the driver allocates for this weight file (its default call sizes and
+    output: logits through the PL LM head when the target's build has one for this hidden
+    size, as ``driver.pl_head_fits`` decides on the device)."""
+    from tellme.spec.lm_head import Q_BEAT
     from tellme.spec.memory_map import memory_map
     from tellme.spec.targets import target as get_target
 
     from .driver import session_sizes
 
     tgt = get_target(target)
-    ctx = wf.config.max_context if max_context is None else int(max_context)
-    mt, rows = session_sizes(tgt, ctx)
-    return memory_map(wf.config, tgt, ctx, weights_nbytes=nbytes, max_tokens=mt,
-                      out_rows=rows, budget=None).total_bytes
+    c = wf.config
+    pl = tgt.lm_head.get("lanes", 0) and c.hidden_size % Q_BEAT == 0 \
+        and c.hidden_size <= tgt.lm_head["max_d"]
+    output = "logits" if pl else "hidden"
+    ctx = c.max_context if max_context is None else int(max_context)
+    mt, rows = session_sizes(tgt, ctx, output=output)
+    return memory_map(c, tgt, ctx, weights_nbytes=nbytes, max_tokens=mt, out_rows=rows,
+                      output=output, budget=None).total_bytes
 
 
 def check_cma(env: BoardEnv, need: int | None, what: str, rep: Report, out=None) -> None:

@@ -27,9 +27,10 @@ import numpy as np
 from tellme.quant.format import read_weight_file, write_weight_file
 from tellme.quant.model import TernaryModel
 from tellme.sim.golden import hw_numerics as hw
+from tellme.sim.golden.lm_head_int import refine_top_k
 from tellme.sim.golden.program_exec import rope_table_bytes
 from tellme.spec.kv_layout import decode_elems
-from tellme.spec.memory_map import MEMORY_MAP_VERSION, MemoryMapError, memory_map
+from tellme.spec.memory_map import MEMORY_MAP_VERSION, MemoryMapError, memory_map, row_stride
 from tellme.spec.numerics import STREAM_FORMATS
 from tellme.spec.program import (
     ERRORS,
@@ -127,6 +128,18 @@ def session_sizes(tgt, max_context: int, max_tokens: int | None = None,
     return max_tokens, out_rows
 
 
+def pl_head_fits(device: Device, config) -> bool:
+    """Whether ``device``'s build has an LM-head unit (CAP_ROWS.LM_HEAD_LANES) that takes
+    ``config``'s hidden size: then the device returns logits (the PL head's int8 numerics),
+    else final hidden rows for the host's head."""
+    from tellme.spec.lm_head import Q_BEAT
+
+    cap = device.fields("CAP_ROWS")
+    lanes, max_d = cap.get("LM_HEAD_LANES", 0), 256 * cap.get("LM_HEAD_MAX_D", 0)
+    d = config.hidden_size
+    return bool(lanes) and d % Q_BEAT == 0 and d <= max_d
+
+
 def _weights_path(weights, tiling: Tiling, tmp: list) -> Path:
     """A weight-file path for ``weights`` (a path, or a TernaryModel written at ``tiling`` with
     its q/k rows in adjacent-pair RoPE order: the accelerator's RoPE unit rotates adjacent
@@ -150,11 +163,12 @@ class Driver:
     ``weights``: a weight-file path or a TernaryModel (written at the device's tiling);
     ``max_tokens``: tokens per call (prefill chunk); ``out_rows``: output rows per call (the
     chunk size of :meth:`logits`); ``output``: "logits" (the accelerator's LM head) or
-    "hidden" (final-norm rows; the host applies the LM head); ``timeout_s``: per call."""
+    "hidden" (final-norm rows; the host applies the LM head); None: logits when the build has
+    an LM-head unit for the model's hidden size (:func:`pl_head_fits`); ``timeout_s``: per call."""
 
     def __init__(self, device: Device, weights, max_context: int | None = None,
                  max_tokens: int | None = None, out_rows: int | None = None,
-                 output: str = "logits", timeout_s: float = DEFAULT_TIMEOUT_S):
+                 output: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
         self.dev, self.timeout_s, self._tmp = device, float(timeout_s), []
         self.buf = None
         # identity first (cheap) with the file's tiling from its header
@@ -167,9 +181,13 @@ class Driver:
         file_target = wf.header.get("meta", {}).get("target")
         self.target, self.fmt = check_identity(device, wf.tiling, file_target)
         self.config = c = wf.config
+        if output is None:
+            output = "logits" if pl_head_fits(device, c) else "hidden"
         self.info = WeightInfo.from_header(wf.header, wf.section("scales"))
-        head = "embed" if c.tie_word_embeddings else "lm_head"
-        self._head = wf.tensor(head)                 # float32 [vocab, hidden] for host LM head
+        # the host LM head: float32 [vocab, hidden] for output "hidden"; for "logits" the
+        # file's head rows, read a few at a time (the PL head's top candidates)
+        self._head = wf.tensor(wf.head_name) if output == "hidden" else None
+        self._wf = wf
         self.max_context = c.max_context if max_context is None else int(max_context)
         tgt = get_target(self.target)
         max_tokens, out_rows = session_sizes(tgt, self.max_context, max_tokens, out_rows,
@@ -192,6 +210,8 @@ class Driver:
         self.base = self.buf.device_address
         self.buf.write(self._off("weights"), np.fromfile(path, dtype=np.uint8))
         self.buf.write(self._off("rope"), rope_table_bytes(self.mmap))
+        if output == "logits":                       # the PL LM head's int8 rows
+            self.buf.write(self._off("head"), wf.pl_head_image())
         self.buf.sync_to_device()
         self.score_c = hw.score_scale(c.head_dim)
         self.lm_head = hw.bound(self.fmt).lm_head
@@ -258,10 +278,27 @@ class Driver:
         raw = self.buf.read(out.addr - self.base, rows * out.stride).reshape(rows, out.stride)
         raw = raw[:, :out.cols * out.elem_bytes]
         if self.mmap.output == "logits":
-            return np.ascontiguousarray(raw).view("<f4").astype(np.float32)
+            # the PL head's logits, its top PL_TOP_K per row recomputed with the host's head
+            # on the final-norm rows the program left in the h buffer (refine_top_k)
+            logits = np.ascontiguousarray(raw).view("<f4").astype(np.float32)
+            return refine_top_k(logits, self._rows("h", rows, self.config.hidden_size),
+                                lambda idx: self._wf.rows(self._wf.head_name, idx),
+                                fmt=self.fmt)
         bits = decode_elems(raw.tobytes(), out.elem_bytes)
         h = self.fmt.from_bits(bits).reshape(rows, out.cols)
         return np.asarray(self.lm_head(h, self._head), dtype=np.float32)
+
+    def _rows(self, buffer: str, rows: int, cols: int) -> np.ndarray:
+        """The first ``rows`` rows of ``cols`` stream-format elements a record wrote into an
+        act buffer (at the records' stride for that width, ``row_stride``)."""
+        b = self.mmap.buffer(buffer)
+        eb = self.fmt.bits // 8
+        st = row_stride(cols, eb)
+        span = (rows - 1) * st + cols * eb
+        self.buf.sync_from_device(b.addr - self.base, span)
+        raw = self.buf.read(b.addr - self.base, rows * st).reshape(rows, st)
+        bits = decode_elems(raw[:, :cols * eb].tobytes(), eb)
+        return self.fmt.from_bits(bits).reshape(rows, cols)
 
     def _where(self, prog: Program, record: int) -> str:
         if record == 0xFFFF:
@@ -403,5 +440,6 @@ class DeviceBackend(Backend):
         self.driver.dev.close()
 
 
-__all__ = ["Driver", "DriverError", "DeviceBackend", "check_identity", "session_sizes",
+__all__ = ["Driver", "DriverError", "DeviceBackend", "check_identity", "pl_head_fits",
+           "session_sizes",
            "DEFAULT_TIMEOUT_S"]

@@ -42,7 +42,8 @@ class EvalResult:
                        f" top-1 accuracy {self.top1_accuracy[n]:.4f}, "
                        f"{self.seconds[n]:.1f} s)")
         if self.top1_agreement is not None:
-            out.append(f"hw vs float top-1 agreement: {self.top1_agreement:.4f} "
+            hw_mode = next((m for m in ("hw-pl", "hw") if m in self.nll), "hw")
+            out.append(f"{hw_mode} vs float top-1 agreement: {self.top1_agreement:.4f} "
                        f"({round(self.top1_agreement * self.scored)}/{self.scored} positions)")
         if self.kv_int8_agreement is not None:
             a = self.kv_int8_agreement
@@ -114,8 +115,9 @@ def evaluate(model, ids, numerics=("float",), backend: str = "golden",
         res.nll[n] = total / len(am)
         res.top1_accuracy[n] = correct / len(am)
         argmaxes[n] = am
-    if "float" in argmaxes and "hw" in argmaxes:
-        res.top1_agreement = float((argmaxes["float"] == argmaxes["hw"]).mean())
+    hw_mode = next((m for m in ("hw-pl", "hw") if m in argmaxes), None)
+    if "float" in argmaxes and hw_mode:
+        res.top1_agreement = float((argmaxes["float"] == argmaxes[hw_mode]).mean())
     if KV_INT8 in argmaxes:
         res.kv_int8_agreement = float((argmaxes[KV_INT8] == argmaxes["hw"]).mean())
     return res

@@ -6,9 +6,16 @@ Keep imports at module level light: heavy packages are imported inside handlers.
 
 from __future__ import annotations
 
+from . import NUMERICS
+
 # The demo: fixed prompt, seed and sampling so `make demo` prints the same text every time.
 DEMO_PROMPT = "And the LORD said unto Moses,"
 DEMO_ARGS = {"max_new_tokens": 60, "temperature": 0.8, "top_k": 40, "top_p": 0.95, "seed": 7}
+
+
+NUMERICS_HELP = ("golden-model arithmetic: float (HF reference), hw (bit-exact accelerator "
+                 "arithmetic, the host's LM head) or hw-pl (hw with the PL LM head's int8 "
+                 "numerics, what a device with an LM-head unit returns)")
 
 
 def _model_args(p, numerics=True) -> None:
@@ -18,9 +25,8 @@ def _model_args(p, numerics=True) -> None:
     p.add_argument("--backend", default="auto",
                    help="golden | rtl-sim | board | auto (best available; default)")
     if numerics:
-        p.add_argument("--numerics", choices=("float", "hw"), default="float",
-                       help="golden-model arithmetic: float (HF reference) or hw (bit-exact "
-                            "accelerator arithmetic); default float")
+        p.add_argument("--numerics", choices=NUMERICS, default="float",
+                       help=NUMERICS_HELP + "; default float")
 
 
 def register(sub) -> None:
@@ -50,7 +56,8 @@ def register(sub) -> None:
     e.add_argument("--max-tokens", type=int, default=0, help="use only the first N tokens")
     e.add_argument("--window", type=int, default=0, help="window length (default: context)")
     e.add_argument("--compare", action="store_true",
-                   help="run both numerics modes and report their top-1 agreement")
+                   help="run float and hw numerics (hw-pl with --numerics hw-pl) and report "
+                        "their top-1 agreement")
     e.add_argument("--kv", choices=("stream", "int8"), default="stream",
                    help="int8: also run hw numerics over an int8 KV cache (per token and KV "
                         "head scale) and report its agreement with hw")
@@ -65,9 +72,9 @@ def register(sub) -> None:
                     help="HF checkpoint folder or tellme weight file")
     lg.add_argument("--tokens", required=True, metavar="IDS",
                     help="comma-separated token ids, e.g. 1,2,3")
-    lg.add_argument("--numerics", choices=("float", "hw"), default="float",
-                    help="float: fp32 HF semantics; hw: the accelerator's arithmetic "
-                         "(default: float; the accelerator backends are always hw)")
+    lg.add_argument("--numerics", choices=NUMERICS, default="float",
+                    help=NUMERICS_HELP + " (default: float; the accelerator backends are "
+                         "always hw, with the PL head when the build has one)")
     lg.add_argument("--backend", default="golden",
                     help="golden (default) | rtl-sim | board: where the logits are computed")
     lg.add_argument("--out", required=True, metavar="FILE.npy",
@@ -76,8 +83,8 @@ def register(sub) -> None:
 
     d = sub.add_parser("demo", help="generate from the bundled demo model (fixed prompt, seed)")
     d.add_argument("--backend", default="auto", help="see `tellme generate --help`")
-    d.add_argument("--numerics", choices=("float", "hw"), default="hw",
-                   help="default hw: the accelerator's arithmetic")
+    d.add_argument("--numerics", choices=NUMERICS, default="hw",
+                   help=NUMERICS_HELP + "; default hw")
     d.set_defaults(func=_demo)
 
 
@@ -156,7 +163,8 @@ def run_eval(model_path=None, text_path=None, backend="golden", numerics="float"
     ids = tok.encode(text_path.read_text(encoding="utf-8"))
     if max_tokens:
         ids = ids[:max_tokens]
-    modes = ("float", "hw") if compare else (numerics,)
+    modes = ("float", numerics if numerics.startswith("hw") else "hw") if compare \
+        else (numerics,)
     return evaluate(model, ids, numerics=modes, backend=backend, window=window or None,
                     kv=kv), text_path
 

@@ -421,9 +421,16 @@ class Sequencer(wiring.Component):
         chk_slot = Signal(len(addr_offs))
         pre_slot = Signal(len(addr_offs))
         chk_val = Signal(64 * len(addr_offs))
+        # a record address is bad when it has bits at or above ADDR_BITS or (with a window)
+        # lies outside it; the window test only needs the low ADDR_BITS of the address when
+        # its high bits are 0, against the window's bounds split at ADDR_BITS (registered at
+        # START): shorter comparators than 64-bit ones, the same verdict
+        base_hi, end_hi = Signal(), Signal()     # win_base >= 2**aw, win_end >= 2**aw
+        m.d.sync += [base_hi.eq(win_base[aw:] != 0), end_hi.eq(win_end[aw:] != 0)]
         for j, off in enumerate(addr_offs):
             a = full[off * 8:off * 8 + 64]
-            outside = (a < win_base) | (a >= win_end)
+            lo = a[:aw]
+            outside = base_hi | (lo < win_base[:aw]) | (~end_hi & (lo >= win_end[:aw]))
             m.d.comb += pre_slot[j].eq((a[aw:] != 0) | (win_on & outside))
         known, bad_field, addr_bad = Signal(), Signal(), Signal()
         bad_addr_val = Signal(64)

@@ -1,6 +1,6 @@
 """The accelerator top (docs/hw/top.md): the shell of ``tellme.spec.shell`` around the
-register file, the sequencer and the execution units built so far (the row unit: EMBED,
-NORM, QUANT, LINEAR, ROPE, RESIDUAL, GATED_ACT).
+register file, the sequencer and the execution units (the row unit: EMBED, NORM, QUANT,
+LINEAR, ROPE, RESIDUAL, GATED_ACT, KV_WRITE and ATTENTION's control; the LM head: LM_HEAD).
 
 ``make_top(target, build_hash=0)`` is what the Vivado flow (``hw/vivado.py`` through
 ``hw.regs.stamp``) and the RTL simulation device (``sim/rtl_device.py``) elaborate; its
@@ -14,8 +14,10 @@ What is inside:
   ``m_axi_kv``; its ports meet the register file's by name, the 64-bit values as the LO/HI
   pairs joined;
 * ``EwUnit`` (``hw/exec_ew.py``), the row unit, on the ``ew``, ``head`` and ``linear``
-  command streams: rows through ``RowDMA`` (``hw/row_dma.py``), LINEAR's codes through its
-  ``LinearUnit`` on ``m_axi_w0``; LM_HEAD answered UNSUPPORTED_OP;
+  command streams (the head class: EMBED; LM_HEAD goes to ``HeadCtl``): rows through
+  ``RowDMA`` (``hw/row_dma.py``), LINEAR's codes through its ``LinearUnit`` on ``m_axi_w0``;
+* ``HeadCtl`` (``hw/exec_head.py``) and ``LmHead`` (``hw/lm_head.py``): LM_HEAD, its reads on
+  ``m_axi_w1``, its logits through ``m_axi_kv``'s write channels while it is busy;
 * ``AxiReadArbiter`` (``hw/axi_arbiter.py``) on the read channel of ``m_axi_kv``: the
   sequencer's program fetch and the EW unit's two row readers; the write channel is the EW
   unit's row writer;
@@ -24,8 +26,8 @@ What is inside:
   UNSUPPORTED_OP (``spec.program.ERRORS``): a run on this build stops at its first record of
   such a class with ``ERR_FLAGS.BAD_PROGRAM``, ``ERR_INFO.CODE`` 11 and the record's index,
   and is idle again. Nothing is dropped or faked;
-* the weight masters ``m_axi_w1`` and ``m_axi_w2`` idle: every output driven to 0 (no VALID
-  ever rises), so the interconnect sees a legal, silent master;
+* the weight master ``m_axi_w2`` idle: every output driven to 0 (no VALID ever rises), so the
+  interconnect sees a legal, silent master;
 * ``irq``: a register, OR(IRQ_STATUS & CTRL enables).
 """
 
@@ -37,7 +39,7 @@ from amaranth.lib.wiring import Flow, In, Out
 
 from tellme.spec import shell
 from tellme.spec.memory_map import ADDR_BITS
-from tellme.spec.program import ERROR_CODES
+from tellme.spec.program import ERROR_CODES, OPS
 from tellme.spec.registers import const_values
 
 from .attention.int_engine import IntAttentionEngine
@@ -46,6 +48,8 @@ from .attention.kv_quant import KV_QUANT_PRESETS, KVQuantWriter
 from .attention.presets import INT_PRESETS
 from .axi_arbiter import AR_SIGNALS, R_SIGNALS, AxiReadArbiter
 from .exec_ew import EwUnit
+from .exec_head import HeadCtl
+from .lm_head import make_lm_head
 from .presets import preset
 from .regs import RegisterFile
 from .sequencer import CLASSES, Sequencer, command_layout
@@ -58,7 +62,8 @@ __all__ = ["Top", "NoExecUnit", "make_top", "report_blocks", "EXECUTION_UNITS",
 EXECUTION_UNITS = dict.fromkeys(CLASSES)
 EXECUTION_UNITS["ew"] = "EwUnit (hw/exec_ew.py): NORM, QUANT, ROPE, RESIDUAL, GATED_ACT"
 EXECUTION_UNITS["linear"] = "EwUnit (hw/exec_ew.py): LINEAR through its LinearUnit on m_axi_w0"
-EXECUTION_UNITS["head"] = "EwUnit (hw/exec_ew.py): EMBED (the row movers are shared)"
+EXECUTION_UNITS["head"] = ("EwUnit (hw/exec_ew.py): EMBED (the row movers are shared); HeadCtl "
+                           "(hw/exec_head.py) + LmHead: LM_HEAD on m_axi_w1")
 EXECUTION_UNITS["kv"] = "EwUnit's AttnCtl (hw/exec_attn.py): KV_WRITE through KVQuantWriter"
 EXECUTION_UNITS["attn"] = ("EwUnit's AttnCtl (hw/exec_attn.py): ATTENTION through KVInt8Reader "
                            "and IntAttentionEngine")
@@ -68,7 +73,8 @@ _JOINED = ("prog_addr", "win_base", "win_size", "err_addr")     # 64-bit LO/HI p
 ACCELERATOR_BLOCKS = {"": "top_glue", "regs": "regs", "seq": "sequencer",
                       "kv_rd": "shell_kv_arbiter", "ew": "ew_unit",
                       "kv_writer": "kv_quant_writer", "kv_reader": "kv_reader",
-                      "attn": "attention_int", "noexec": None}      # noexec: tied off
+                      "attn": "attention_int", "lm_head": "lm_head",
+                      "lm_head_ctl": "lm_head_ctl", "noexec": None}      # noexec: tied off
 _ENGINE_KEYS = ("lanes", "beat", "head_dim", "ctx_bits", "q_beat")
 
 
@@ -172,6 +178,15 @@ class Top(wiring.Component):
         # m_axi_kv's read channel: program fetch (client 0), the row unit's two row readers,
         # the KV reader
         m.submodules.kv_rd = arb = AxiReadArbiter(clients=4, addr_width=ADDR_BITS)
+        # LM_HEAD: the LM-head unit and its control (reads on m_axi_w1, logits out through
+        # m_axi_kv's write channels while it is busy)
+        m.submodules.lm_head = lmu = make_lm_head(t, self._fmt)
+        m.submodules.lm_head_ctl = lmc = HeadCtl(unit=lmu, addr_width=ADDR_BITS, fmt=self._fmt,
+                                                 max_d=lmu.max_d)
+        wiring.connect(m, lmc.u_cmd, lmu.cmd)
+        wiring.connect(m, lmc.u_q, lmu.q)
+        wiring.connect(m, lmc.u_w, lmu.w)
+        wiring.connect(m, lmu.o, lmc.u_o)
 
         # -- AXI4-Lite slave: the register file's own port names --------------------------------
         for name, _, d in shell.CONTROL.signals():
@@ -199,7 +214,7 @@ class Top(wiring.Component):
         # KV writer during a KV_WRITE (the row writer is idle then: the record only reads rows)
         kv = shell.IFACES["m_axi_kv"]
         read_sigs = {s for s, _, _ in kv.signals() if s[:2] == "ar" or s[0] == "r"}
-        sel = ew.kv_sel
+        sel, hsel = ew.kv_sel, lmc.busy
         for sig, _, d in kv.signals():
             top = getattr(self, f"m_axi_kv_{sig}")
             if sig in read_sigs:
@@ -207,12 +222,14 @@ class Top(wiring.Component):
                 m.d.comb += (top.eq(sub) if d == "out" else sub.eq(top))
                 continue
             row, kvw = getattr(ew, f"w_{sig}"), getattr(kvq, f"m_axi_{sig}")
+            hdw = getattr(lmc, f"w_{sig}")
             if d == "out":
-                m.d.comb += top.eq(Mux(sel, kvw, row))
+                m.d.comb += top.eq(Mux(hsel, hdw, Mux(sel, kvw, row)))
             elif sig.endswith(("ready", "valid")):
-                m.d.comb += [kvw.eq(top & sel), row.eq(top & ~sel)]
+                m.d.comb += [kvw.eq(top & sel & ~hsel), row.eq(top & ~sel & ~hsel),
+                             hdw.eq(top & hsel)]
             else:
-                m.d.comb += [kvw.eq(top), row.eq(top)]
+                m.d.comb += [kvw.eq(top), row.eq(top), hdw.eq(top)]
         rd_sigs = [s for s, _ in AR_SIGNALS] + ["arvalid", "rready"]
         for k, (client, prefix) in enumerate(((seq, "m_axi"), (ew, "r0"), (ew, "r1"),
                                               (kvr, "m_axi"))):
@@ -220,11 +237,12 @@ class Top(wiring.Component):
                 m.d.comb += getattr(arb, f"s{k}_{sig}").eq(getattr(client, f"{prefix}_{sig}"))
             for sig in [s for s, _ in R_SIGNALS] + ["arready", "rvalid"]:
                 m.d.comb += getattr(client, f"{prefix}_{sig}").eq(getattr(arb, f"s{k}_{sig}"))
-        # -- weight masters: w0 the LinearUnit's streamer, w1 and w2 idle ----------------------
+        # -- weight masters: w0 the LinearUnit's streamer, w1 the LM head's reads, w2 idle -----
         for i in shell.INTERFACES:
-            if i.name == "m_axi_w0":
+            if i.name in ("m_axi_w0", "m_axi_w1"):
+                unit, pre = (ew, "wt") if i.name == "m_axi_w0" else (lmc, "r")
                 for sig, _, d in i.signals():
-                    top, sub = getattr(self, f"{i.top_prefix}_{sig}"), getattr(ew, f"wt_{sig}")
+                    top, sub = getattr(self, f"{i.top_prefix}_{sig}"), getattr(unit, f"{pre}_{sig}")
                     m.d.comb += (top.eq(sub) if d == "out" else sub.eq(top))
             elif i.name.startswith("m_axi_w"):
                 for sig, _, d in i.signals():
@@ -232,9 +250,21 @@ class Top(wiring.Component):
                         m.d.comb += getattr(self, f"{i.top_prefix}_{sig}").eq(0)
 
         # -- command streams: the execution units, else the "no execution unit" responder -------
-        units = {"ew": (ew, ew.i_cmd), "head": (ew, ew.i_head), "linear": (ew, ew.i_linear),
+        units = {"ew": (ew, ew.i_cmd), "linear": (ew, ew.i_linear),
                  "kv": (ew, ew.i_kv), "attn": (ew, ew.i_attn)}
+        # the head class: EMBED to the row unit, LM_HEAD to its control
+        o_head = seq.o_head
+        is_lm = o_head.payload.opcode == OPS["LM_HEAD"].code
+        m.d.comb += [ew.i_head.payload.eq(o_head.payload), lmc.i_cmd.payload.eq(o_head.payload),
+                     ew.i_head.valid.eq(o_head.valid & ~is_lm),
+                     lmc.i_cmd.valid.eq(o_head.valid & is_lm),
+                     o_head.ready.eq(Mux(is_lm, lmc.i_cmd.ready, ew.i_head.ready)),
+                     seq.head_done.eq(ew.done | lmc.done),
+                     seq.head_error.eq(ew.error | lmc.error),
+                     noexec.i_head.valid.eq(0)]
         for cls in CLASSES:
+            if cls == "head":
+                continue
             unit, port = units.get(cls, (None, None))
             if unit is None:
                 wiring.connect(m, getattr(seq, f"o_{cls}"), getattr(noexec, f"i_{cls}"))
@@ -246,9 +276,11 @@ class Top(wiring.Component):
                              getattr(seq, f"{cls}_error").eq(unit.error)]
                 noexec_in = getattr(noexec, f"i_{cls}")
                 m.d.comb += noexec_in.valid.eq(0)
-        m.d.comb += [seq.unit_axi_error.eq(ew.axi_error), seq.unit_axi_port.eq(ew.axi_port),
+        m.d.comb += [seq.unit_axi_error.eq(ew.axi_error | lmc.axi_error),
+                     seq.unit_axi_port.eq(Mux(lmc.axi_error, lmc.axi_port, ew.axi_port)),
                      seq.progress.eq(arb.active[1:].any()
                                      | (self.m_axi_w0_rvalid & self.m_axi_w0_rready)
+                                     | (self.m_axi_w1_rvalid & self.m_axi_w1_rready)
                                      | (self.m_axi_kv_wvalid & self.m_axi_kv_wready)
                                      | (self.m_axi_kv_bvalid & self.m_axi_kv_bready)),
                      regs.busy_ew_inc.eq(ew.busy), regs.stall_ew_inc.eq(ew.stall)]
@@ -257,9 +289,10 @@ class Top(wiring.Component):
         r_hs = self.m_axi_kv_rvalid & self.m_axi_kv_rready
         w_hs = self.m_axi_kv_wvalid & self.m_axi_kv_wready
         w0_hs = self.m_axi_w0_rvalid & self.m_axi_w0_rready
+        w1_hs = self.m_axi_w1_rvalid & self.m_axi_w1_rready
         kv_busy = kvq.busy | kvr.busy
-        m.d.comb += [regs.cycles_inc.eq(seq.status_busy), regs.rd_beats_inc.eq(r_hs + w0_hs),
-                     regs.wr_beats_inc.eq(w_hs),
+        m.d.comb += [regs.cycles_inc.eq(seq.status_busy),
+                     regs.rd_beats_inc.eq(r_hs + w0_hs + w1_hs), regs.wr_beats_inc.eq(w_hs),
                      # stall: busy and no beat moved on the block's streams or its AXI port
                      regs.busy_attn_inc.eq(eng.busy),
                      regs.stall_attn_inc.eq(eng.busy & ~(eng.i_kv.valid & eng.i_kv.ready)
@@ -302,6 +335,11 @@ def report_blocks() -> dict:
         "top_glue": ("the top's own logic (its submodules black boxes): the m_axi_kv write "
                      "multiplexer, the irq register, the wiring",
                      lambda hp, fmt: Top(hp.name, fmt=fmt)),
+        "lm_head_ctl": ("LM_HEAD's control: absmax, codes and head reads on m_axi_w1, the "
+                        "logit writer",
+                        lambda hp, fmt: HeadCtl(unit=make_lm_head(hp.name, fmt),
+                                                addr_width=ADDR_BITS, fmt=fmt,
+                                                max_d=TARGETS[hp.name].lm_head["max_d"])),
         "kv_quant_writer": ("the top's quantising KV writer (kv_quant + kv_writer)",
                             lambda hp, fmt: _kv_quant_writer(hp.name, fmt)),
         "shell_kv_arbiter": ("m_axi_kv read arbiter: program fetch, the row readers, the KV "

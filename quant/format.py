@@ -446,6 +446,32 @@ class WeightFile:
             raise IndexError(f"{self.path}: {name} row index out of range 0..{s.shape[0] - 1}")
         return unpack_float(self.section(name)[idx], s.dtype)
 
+    @property
+    def head_name(self) -> str:
+        """The LM head's section: ``embed`` for tied models, else ``lm_head``."""
+        return "embed" if self.config.tie_word_embeddings else "lm_head"
+
+    def pl_head_image(self, chunk_rows: int = 1 << 14, progress=None) -> np.ndarray:
+        """The PL LM head's int8 image of this file's head (spec/lm_head.py: ``quantize_head``
+        then ``pack_head``), converted ``chunk_rows`` rows at a time so a 2B4T head (328M
+        values) never exists as one float32 array. ``progress(done, total)`` after each
+        chunk. uint8 [head_bytes(vocab, hidden)]."""
+        from tellme.spec.lm_head import HEAD_ROWS, head_bytes, pack_head, quantize_head
+
+        vocab, d = self.config.vocab_size, self.config.hidden_size
+        out = np.empty(head_bytes(vocab, d), dtype=np.uint8)
+        step = max(HEAD_ROWS, chunk_rows // HEAD_ROWS * HEAD_ROWS)
+        off = 0
+        for lo in range(0, vocab, step):
+            hi = min(vocab, lo + step)
+            blob = pack_head(*quantize_head(self.rows(self.head_name, np.arange(lo, hi))))
+            out[off:off + blob.size] = blob
+            off += blob.size
+            if progress is not None:
+                progress(hi, vocab)
+        assert off == out.size
+        return out
+
     def _linear_section(self, layer: int, name: str) -> Section:
         if name not in LINEAR_NAMES:
             raise ValueError(f"unknown linear {name!r}; known: {', '.join(LINEAR_NAMES)}")

@@ -75,7 +75,7 @@ from dataclasses import dataclass, field
 from functools import cache, lru_cache
 
 __all__ = ["MemoryModel", "SIM_MEMORY", "board_memory", "RecordCycles", "record_cycles",
-           "base_cycles", "program_cycles", "call_cycles", "step_cycles"]
+           "base_cycles", "program_cycles", "call_cycles", "step_cycles", "clear_cache"]
 
 NB = 16                  # bytes per AXI beat (128-bit ports)
 MAX_BURST = 16           # the row readers' and writer's burst cap (hw/row_dma.py)
@@ -649,20 +649,95 @@ def _attention(rec, program, tg, mem, u):
     return b, {"calls": len(calls), "group": grp, "n_pe": npe}
 
 
+HEAD_FRONT = 5           # LM_HEAD row start -> its absmax range's AR (ROW, the read FSM's
+#                          load, the burst master's issue); + latency, the absmax beats, PICK,
+#                          CMD to the unit's command
+HEAD_BACK = 3            # the unit's last logit -> the writer's last W beat (its accumulator)
+
+
+def _lm_head(rec, program, tg, mem, u):
+    """LM_HEAD (hw/exec_head.py): per row, the absmax beat(s) and codes on m_axi_w1, the
+    unit's row (``sim.cycles_lm_head.row_cycles``: the head streamed at a beat a cycle, which
+    the port sustains once the R FIFO covers the latency), the logits' last write response."""
+    from tellme.spec.lm_head import Q_BEAT
+
+    from .cycles_lm_head import row_cycles
+
+    a = rec.args
+    eb = program.elem_bytes
+    lanes = tg.lm_head["lanes"]
+    unit = row_cycles(a["vocab"], a["cols"], lanes)["cycles"]
+    assert Q_BEAT * 2 == NB     # two q beats an AXI beat: the unit's q load is d / 8 cycles
+    t = u
+    for r in range(a["rows"]):
+        off = (a["amax"] + r * eb) % NB
+        first = t + HEAD_FRONT + mem.read_latency + (1 + (off + eb > NB)) + 2
+        last_logit = first + unit
+        t = last_logit + HEAD_BACK + mem.write_latency + 1
+    return t, {"unit": unit}
+
+
 _OPS = {"RESIDUAL": _ew_pipe, "GATED_ACT": _ew_pipe, "ROPE": _rope, "NORM": _norm,
-        "QUANT": _quant, "LINEAR": _linear, "KV_WRITE": _kv_write, "ATTENTION": _attention}
+        "QUANT": _quant, "LINEAR": _linear, "KV_WRITE": _kv_write, "ATTENTION": _attention,
+        "LM_HEAD": _lm_head}
 _END_EXTRA = {"LINEAR": 1, "KV_WRITE": -1}     # L_END; the quantising writer's own done
 
 
+# Per-record results, shared by every program: a model's layers repeat the same records at
+# other addresses (the weights' and the KV cache's), and the timing depends on an address
+# only through its offset in a 4 KiB page (bursts are split at page boundaries, beats and
+# bytes counted from the offset in a 16-byte beat), so the key takes addresses modulo 4096.
+# The weight scale of a LINEAR does not change its timing (a fixed-latency dequantiser).
+_RECORD_CACHE: dict = {}
+_RECORD_CACHE_MAX = 1 << 16
+_PAGE = 4096
+_NOT_TIMING = {"LINEAR": ("scale",)}
+
+
+@cache
+def _addr_fields(op: str) -> frozenset:
+    from tellme.spec.program import OPS
+
+    return frozenset(n for n, typ, _ in OPS[op].fields if typ == "addr")
+
+
+def _record_key(record, program, tg, mem, ids):
+    from tellme.spec.targets import TARGETS
+
+    if TARGETS.get(tg.name) is not tg:          # an ad-hoc target: no key
+        return None
+    addr = _addr_fields(record.op)
+    skip = _NOT_TIMING.get(record.op, ())
+    args = tuple(sorted((k, v % _PAGE if k in addr else v) for k, v in record.args.items()
+                        if k not in skip))
+    timing = (mem.read_latency, mem.write_latency, mem.beats_per_cycle, mem.write_issue)
+    return (tg.name, timing, program.fmt, program.elem_bytes, program.kv_beat, record.op, args,
+            None if ids is None or record.op != "EMBED" else tuple(int(i) for i in ids))
+
+
+def clear_cache() -> None:
+    """Forget the per-record results (:func:`record_cycles` with ``cached=True``)."""
+    _RECORD_CACHE.clear()
+
+
 def record_cycles(record, program, target="sim", *, mem: MemoryModel = SIM_MEMORY,
-                  ids=None) -> RecordCycles:
+                  ids=None, cached: bool = True) -> RecordCycles:
     """Cycles ``record`` adds to a run of ``program`` on ``target``'s top (see the module
-    docstring). ``ids``: the token ids of an EMBED (else the mean id bit length)."""
+    docstring). ``ids``: the token ids of an EMBED (else the mean id bit length).
+    ``cached``: reuse the result of an identical record (the same fields, addresses within
+    their 4 KiB page; the same target, memory and stream format) of any program."""
     tg = _target(target)
     if record.op == "END":
         return RecordCycles("END", None, 0, 0)
-    if record.op == "LM_HEAD":
-        raise ValueError("LM_HEAD has no unit in the top yet (the host applies the head)")
+    key = _record_key(record, program, tg, mem, ids) if cached else None
+    if key is not None:
+        hit = _RECORD_CACHE.get(key)
+        if hit is None:
+            rc = record_cycles(record, program, tg, mem=mem, ids=ids, cached=False)
+            if len(_RECORD_CACHE) >= _RECORD_CACHE_MAX:
+                _RECORD_CACHE.clear()
+            _RECORD_CACHE[key] = hit = (rc.cycles, rc.unit, rc.detail)
+        return RecordCycles(record.op, record.layer, hit[0], hit[1], dict(hit[2]))
     ar = 0
     u = ar + mem.read_latency + REC_BEATS - 1 + ISSUE     # command handshake
     if record.op == "EMBED":
@@ -684,11 +759,12 @@ def base_cycles(n_records: int, mem: MemoryModel = SIM_MEMORY) -> int:
 
 
 def program_cycles(program, target="sim", *, mem: MemoryModel = SIM_MEMORY,
-                   ids=None) -> dict:
+                   ids=None, cached: bool = True) -> dict:
     """CYCLES of ``program`` on ``target``'s top: ``{"total", "base", "records":
     [RecordCycles], "by_op": {op: cycles}}`` (``base``: an END-only program's; each record's
-    share includes its 4 pass-1 cycles). ``ids``: the call's token ids (EMBED)."""
-    out = [record_cycles(r, program, target, mem=mem, ids=ids)
+    share includes its 4 pass-1 cycles). ``ids``: the call's token ids (EMBED); ``cached``:
+    see :func:`record_cycles`."""
+    out = [record_cycles(r, program, target, mem=mem, ids=ids, cached=cached)
            for r in program.records if r.op != "END"]
     base = base_cycles(1, mem)
     by_op: dict = {}

@@ -4,6 +4,7 @@ The host allocates one physically contiguous buffer (PYNQ ``allocate``: CMA) and
 each region starting on a 4 KiB page::
 
     weights   the weight file, byte for byte (sections at 64-byte multiples of the file)  RO
+    head      the PL LM head's int8 rows + row scales (spec/lm_head.py; output "logits")  RO
     program   ``program_slots`` sequencer programs (docs/hw/sequencer.md)                 RO
     rope      RoPE table: per position p, head_dim/2 pairs (cos, sin), stream format      RO
     kv        the int8 KV cache (:func:`kv_layout`: codes + stream-format row scales)     RW
@@ -27,10 +28,11 @@ from dataclasses import dataclass, field
 from .codes import G
 from .config import ModelConfig
 from .kv_layout import KVLayout
+from .lm_head import Q_BEAT, head_bytes
 from .numerics import STREAM_FORMATS, StreamFormat, stream_format
 from .targets import Target, target as get_target
 
-MEMORY_MAP_VERSION = 1
+MEMORY_MAP_VERSION = 2       # 2: the "head" region (the PL LM head's int8 layout)
 PAGE = 4096                     # region alignment: AXI bursts may not cross 4 KiB
 ROW_ALIGN = 64                  # scratch rows and weight-file sections: 64-byte multiples
 ADDR_BITS = 40                  # address width of the accelerator's AXI masters
@@ -40,7 +42,7 @@ PROGRAM_HEADER_BYTES = 64
 PROGRAM_RECORD_BYTES = 64
 
 
-REGIONS = ("weights", "program", "rope", "kv", "act")
+REGIONS = ("weights", "head", "program", "rope", "kv", "act")
 WRITABLE = ("kv", "act")
 
 
@@ -304,6 +306,10 @@ def memory_map(config: ModelConfig, target: str | Target, max_context: int | Non
     if program_slots < 1:
         raise MemoryMapError(f"program slots must be >= 1, got {program_slots}")
     check_model_fits(c, tgt, max_context, max_tokens)
+    if output == "logits" and c.hidden_size % Q_BEAT:
+        raise MemoryMapError(f"hidden size {c.hidden_size} is not a multiple of {Q_BEAT}: the "
+                             f"PL LM head cannot take it (output 'hidden': the host applies the "
+                             f"head)")
     t = tgt.tiling.t
     eb = fmt.bits // 8
     if weights_nbytes is None:
@@ -311,7 +317,11 @@ def memory_map(config: ModelConfig, target: str | Target, max_context: int | Non
 
     sizes = {"weights": align(weights_nbytes, PAGE),
              "program": program_slots * program_slot_bytes(c),
-             "rope": align(max_context * c.head_dim * eb, PAGE)}
+             "rope": align(max_context * c.head_dim * eb, PAGE),
+             # the LM head's int8 rows + row scales (spec/lm_head.py), written by the host
+             # when it loads the model; none when the device returns hidden rows
+             "head": align(head_bytes(c.vocab_size, c.hidden_size), PAGE)
+             if output == "logits" else 0}
     sizes["kv"] = align(kv_layout(c, tgt, max_context, fmt).total_bytes, PAGE)
 
     n = max_tokens
@@ -342,7 +352,9 @@ def memory_map(config: ModelConfig, target: str | Target, max_context: int | Non
     sizes["act"] = act_size
 
     regions, addr = {}, base
-    docs = {"weights": "the weight file as is", "program": f"{program_slots} program slots",
+    docs = {"weights": "the weight file as is",
+            "head": "LM head: int8 rows + row scales (spec/lm_head.py)",
+            "program": f"{program_slots} program slots",
             "rope": "RoPE (cos, sin) table", "kv": "KV cache", "act": "ids, scratch, output"}
     for name in REGIONS:
         regions[name] = Region(name, addr, sizes[name], name in WRITABLE, docs[name])

@@ -30,6 +30,7 @@ import numpy as np
 from .codes import G
 from .config import LINEAR_NAMES, ModelConfig
 from .kv_layout import KVLayout
+from .lm_head import head_bytes
 from .memory_map import (
     PROGRAM_HEADER_BYTES,
     PROGRAM_RECORD_BYTES,
@@ -42,7 +43,7 @@ from .numerics import STREAM_FORMATS
 from .targets import Target, target as get_target
 from .tiling import Tiling
 
-PROGRAM_VERSION = 2
+PROGRAM_VERSION = 3             # 3: LM_HEAD is the int8 PL head
 MAGIC = b"TLMP"
 NO_LAYER = 0xFFFF
 HEADER_FIELDS = (        # (name, struct code, meaning); bytes 40..63 are reserved (0)
@@ -202,11 +203,13 @@ OPS = {op.name: op for op in (
         _ROWS, ("gate", "addr", "gate rows"), ("up", "addr", "up rows"),
         ("dst", "addr", "output rows (may be gate)"), ("cols", "u32", "row length"),
         ("act", "u8", "0 silu, 1 relu2"))),
-    Op("LM_HEAD", 0x0B, "logits = h . W^T (exact products at LSB 2^-16, float32 out)", (
-        _ROWS, ("src", "addr", "final-norm rows"), ("head", "addr", "head section [vocab, cols]"),
+    Op("LM_HEAD", 0x0B, "logits = RN32(acc * RN32(amax * d_j)), acc = q . w8_j: the PL "
+       "LM head (int8 rows of the head region, spec/lm_head.py)", (
+        _ROWS, ("src", "addr", "int8 rows (QUANT of the final-norm rows)"),
+        ("amax", "addr", "per-row absmax"),
+        ("head", "addr", "the head region: blocks of 64 rows, int8 codes + float32 scales"),
         ("dst", "addr", "float32 logit rows"), ("vocab", "u32", "output features"),
-        ("cols", "u32", "hidden size"),
-        ("dtype", "u8", "head storage: 0 float32, 1 float16, 2 bfloat16"))),
+        ("cols", "u32", "hidden size"), ("kpad", "u32", "int8 row length of src"))),
 )}
 OPCODES = {op.code: op for op in OPS.values()}
 _ENUMS = {"dtype": FLOAT_DTYPES, "pairing": PAIRINGS, "mode": MODES, "act": ACTIVATIONS}
@@ -340,7 +343,7 @@ def _check_shape(r: Record, tiling: Tiling, i: int) -> None:
             bad.append(f"nb/kb {a['nb']}/{a['kb']} != {nb}/{kb} for n={a['n']}, k={a['k']}")
         if not 1 <= a["tile_nb"] <= a["nb"]:
             bad.append(f"tile_nb {a['tile_nb']} outside 1..nb")
-    if r.op == "QUANT" and a["kpad"] != kpad(a["cols"], tiling.t):
+    if r.op in ("QUANT", "LM_HEAD") and a["kpad"] != kpad(a["cols"], tiling.t):
         bad.append(f"kpad {a['kpad']} != {kpad(a['cols'], tiling.t)}")
     if "head_dim" in a and a["head_dim"] % 2:
         bad.append(f"odd head_dim {a['head_dim']}")
@@ -445,9 +448,9 @@ def accesses(r: Record, p: Program) -> list[tuple[str, int, int, bool]]:
     if op == "GATED_ACT":
         return [(f, a[f], _rows(n, a["cols"], eb), f == "dst") for f in ("gate", "up", "dst")]
     if op == "LM_HEAD":
-        return [("src", a["src"], _rows(n, a["cols"], eb), False),
-                ("head", a["head"], a["vocab"] * a["cols"] *
-                 DTYPE_BYTES[FLOAT_DTYPES[a["dtype"]]], False),
+        return [("src", a["src"], _rows(n, a["kpad"], 1), False),
+                ("amax", a["amax"], n * eb, False),
+                ("head", a["head"], head_bytes(a["vocab"], a["cols"]), False),
                 ("dst", a["dst"], _rows(n, a["vocab"], 4), True)]
     raise AssertionError(op)
 
@@ -645,9 +648,10 @@ def build_program(config: ModelConfig, mmap: MemoryMap, kind: str, start: int,
     hidden = mmap.output == "hidden"
     norm(None, "final_norm", src, d, b["out"] if hidden else b["h"], rows=n_out)
     if not hidden:
-        head, dt = sec("embed" if c.tie_word_embeddings else "lm_head")
-        add("LM_HEAD", rows=n_out, src=b["h"], head=head, dst=b["out"], vocab=c.vocab_size,
-            cols=d, dtype=dt)
+        add("QUANT", rows=n_out, src=b["h"], amax=b["amax"], dst=b["q8"], cols=d,
+            kpad=kpad(d, T))
+        add("LM_HEAD", rows=n_out, src=b["q8"], amax=b["amax"], head=mmap.region("head").addr,
+            dst=b["out"], vocab=c.vocab_size, cols=d, kpad=kpad(d, T))
     recs.append(Record("END"))
     p = Program(kind, start, n_tokens, mmap.fmt.name, kv.dtype, kv.beat, mmap.output,
                 tgt.tiling, c.num_layers, recs)

@@ -139,7 +139,12 @@ REGISTERS = (
         _const("HEAD_DIM_MAX", 8, 8, "largest head_dim"),
         _const("CTX_MAX", 16, 16, "longest context")), "attention limits"),
     Register("CAP_ROWS", 0x01C, "RO", (
-        _const("ROW_MAX", 0, 16, "longest element-wise row"),), "element-wise limits"),
+        _const("ROW_MAX", 0, 16, "longest element-wise row"),
+        _const("LM_HEAD_LANES", 16, 8, "int8 MACs per cycle of the PL LM head (LM_HEAD; 0: "
+                                       "none, the host applies the head to hidden rows); "
+                                       "hidden sizes are multiples of spec.lm_head.Q_BEAT"),
+        _const("LM_HEAD_MAX_D", 24, 8, "longest hidden size of LM_HEAD, in units of 256")),
+        "element-wise and LM-head limits"),
     Register("CTRL", 0x020, "RW", (
         Field("IRQ_EN_DONE", 0, doc="interrupt on IRQ_STATUS.DONE"),
         Field("IRQ_EN_ERROR", 1, doc="interrupt on IRQ_STATUS.ERROR")),
@@ -255,6 +260,8 @@ def const_values(target: str | Target, build_hash: int = 0,
         ("CAP_ATTN", "LANES"): at["lanes"], ("CAP_ATTN", "HEAD_DIM_MAX"): at["head_dim"],
         ("CAP_ATTN", "CTX_MAX"): 2 ** at["ctx_bits"] - 1,
         ("CAP_ROWS", "ROW_MAX"): tgt.row_max,
+        ("CAP_ROWS", "LM_HEAD_LANES"): tgt.lm_head.get("lanes", 0),
+        ("CAP_ROWS", "LM_HEAD_MAX_D"): tgt.lm_head.get("max_d", 0) // 256,
     }
     want = {(r.name, f.name) for r in REGISTERS for f in r.fields if f.const}
     if set(vals) != want:

@@ -51,7 +51,8 @@ class Target:
     drain side), sized from the rate analysis (``tellme hw rates``: the worst per-block rate of
     the public models on the target, at <= 80 % busy; RoPE needs an even count); a test
     (tests/test_rates.py) asserts it covers ``sim.rates.analyse(...)['elementwise_lanes']``.
-    ``cma_bytes``: the CMA
+    ``lm_head``: the PL LM head's preset (hw/lm_head.py: ``lanes`` int8 MACs per cycle = bytes
+    of its weight port's beat, ``max_d`` longest hidden size). ``cma_bytes``: the CMA
     pool of the board's PYNQ image (Kria-PYNQ boots with ``cma=1000M``; the ZCU104 image's
     device tree gives 512 MiB: ../shared/reference/board.md), the memory map's default budget.
     """
@@ -69,6 +70,7 @@ class Target:
     row_max: int = 0
     cma_bytes: int | None = None   # contiguous memory the board's Linux gives the driver
     ew_lanes: int = 0              # element-wise stream lanes (0: unset; every record sets it)
+    lm_head: dict = field(default_factory=lambda: dict(_LM_HEAD), hash=False)
 
 
 # kv260/zcu104: TeLLMe's T=28, Q=16; the buffer is 16 banks x 2 URAM288 wide x 1 deep = 32 URAM
@@ -86,6 +88,10 @@ class Target:
 # 8 elements per beat, 4096-key score tiles in URAM (3 URAM288: 4 lanes x 32-bit logits + the V
 # scale), so K is read once up to 4096 keys. kv_quant: the engines' FP24 beat of 8 (192 bits),
 # 2 codes per cycle (rate: sim/cycles_kv_quant.py), rows up to head_dim 128.
+# lm_head: the top's LM-head unit reads m_axi_w1 (one 128-bit HP port: 16 int8 codes a cycle);
+# hidden sizes up to 4096 (2B4T 2560, 1bitLLM-3B 3200); the budget line counts the 64-lane
+# unit the DDR rate needs (docs/hw/lm_head.md).
+_LM_HEAD = dict(lanes=16, max_d=4096)
 _BOARD_TLMM = dict(v=4, kb_max=96, nbt_max=128, tok_max=1024, half_depth=2048)
 _BOARD_ATTN = dict(head_dim=128, lanes=8, beat=8, depth=1024, ctx_bits=13)
 _BOARD_ATTN_INT = dict(head_dim=128, lanes=4, beat=64, depth=4096, ctx_bits=13, q_beat=8,

@@ -283,6 +283,8 @@ def variant_rows(model: TernaryModel, windows: list[np.ndarray], specs, floor: b
     def cand(spec):
         if spec == "contract":            # the hw contract itself (STREAM_FORMAT streams)
             return lambda t: forward(model, t, "hw")
+        if spec == "pl-head":             # the contract with the PL LM head (int8 head)
+            return lambda t: forward(model, t, "hw", head="pl")
         if spec == "fp-attn":             # the FP attention of numerics.md §4, FP24 KV
             return lambda t: forward(model, t, "hw", attention="fp")
         if spec in INT_ATTENTION:         # the integer attention contract (int8 KV), see below
@@ -358,7 +360,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="+", metavar="SPEC",
                     help="with --model: hw numerics with streams widened to FP32, per SPEC a "
                          "preset (hw, kv32, res32, ..., fp32; see studies/variants.py), "
-                         "contract (integer attention, int8 KV), fp-attn (the FP attention of "
+                         "contract (integer attention, int8 KV), pl-head (the contract with "
+                         "the PL LM head's int8 numerics), fp-attn (the FP attention of "
                          "numerics.md §4, FP24 KV), an integer-attention variant (attn-int, "
                          "attn-int-q8, attn-int-q12, attn-int-q16, attn-int-fp16) or "
                          "site=fmt[,site=fmt] (sites: residual norm qkv attn o gate_up ffn "

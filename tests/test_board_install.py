@@ -76,5 +76,6 @@ def test_host_package_on_numpy_1_without_dev_dependencies(tmp_path):
     got = np.load(out)
     from tellme.host.generate import load_model_and_tokenizer
 
-    want = forward(load_model_and_tokenizer()[0], np.asarray(IDS), numerics="hw")[4:]
+    want = forward(load_model_and_tokenizer()[0], np.asarray(IDS), numerics="hw",
+                   head="pl")[4:]                         # the device's PL LM head
     assert np.array_equal(got.view(np.uint32), want.astype(np.float32).view(np.uint32))

@@ -43,7 +43,14 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def want(bundle):
-    """`tellme logits --numerics hw` on IDS (sim/cli.py runs exactly this forward)."""
+    """`tellme logits --numerics hw-pl` on IDS: what a device with the PL LM head returns
+    (every build has one; the demo's hidden size fits it)."""
+    return forward(bundle[0], np.asarray(IDS), numerics="hw", head="pl").astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def want_host(bundle):
+    """`tellme logits --numerics hw` on IDS: the host's LM head on the device's hidden rows."""
     return forward(bundle[0], np.asarray(IDS), numerics="hw").astype(np.float32)
 
 
@@ -59,15 +66,30 @@ def _prefill_decode(d, want):
 
 
 def test_logits_and_prefill_decode_are_bit_exact(drv, want):
+    assert drv.mmap.output == "logits"               # the PL LM head, chosen from CAP_ROWS
     _same(drv.logits(IDS), want, "logits of every position")
     _prefill_decode(drv, want)
     assert drv.dev.runs >= 1 + 1 + 3 and drv.dev.reg("RD_BEATS") > 0
 
 
-def test_hidden_output_with_the_host_lm_head(want):
+def test_hidden_output_with_the_host_lm_head(want_host):
     d = Driver(GoldenDevice("kv260"), DEFAULT_MODEL, max_context=64, output="hidden",
                max_tokens=4)                     # the prompt runs in two chunks
-    _prefill_decode(d, want)
+    _prefill_decode(d, want_host)
+
+
+def test_a_hidden_size_the_lm_head_cannot_take_means_hidden_rows():
+    """hidden 60 is no multiple of the LM-head unit's code beat (spec.lm_head.Q_BEAT): the
+    driver asks for the final hidden rows and applies the host's head, bit-exact against
+    GoldenModel(numerics="hw")."""
+    from tellme.quant.random_models import random_model, tiny_config
+
+    model = random_model(tiny_config(hidden_size=60, intermediate_size=88), seed=5)
+    d = Driver(GoldenDevice("sim"), model, max_context=32)
+    assert d.mmap.output == "hidden" and d.mmap.regions["head"].size == 0
+    ids = [3, 1, 4, 1, 5]
+    want = forward(model, np.asarray(ids), numerics="hw")
+    _same(d.prefill(ids), want[-1], "prefill, host head")
 
 
 @pytest.mark.parametrize("params,seed", [(SamplingParams(), 0),
@@ -75,7 +97,7 @@ def test_hidden_output_with_the_host_lm_head(want):
 def test_generation_equals_the_golden_backend(bundle, drv, params, seed):
     model, tok = bundle
     kw = dict(max_new_tokens=8, params=params, seed=seed, stop_at_eos=False)
-    g = generate(create("golden", model, numerics="hw"), tok, PROMPT, **kw)
+    g = generate(create("golden", model, numerics="hw-pl"), tok, PROMPT, **kw)
     d = generate(DeviceBackend(model, driver=drv), tok, PROMPT, **kw)
     assert d.tokens == g.tokens and d.text == g.text
     assert d.backend == "device:golden-device" and d.numerics == "hw"
@@ -88,14 +110,14 @@ def test_generation_equals_the_golden_backend(bundle, drv, params, seed):
                           r"tiling T=4 Q=4"),
     (GoldenDevice("kv260", const_overrides={"VERSION": encode("VERSION", REGMAP=1, PROGRAM=1,
                                                               MEMORY_MAP=1)}),
-     r"device program v1 \(host v2\)"),
+     r"device program v1 \(host v3\)"),
     (GoldenDevice("kv260", const_overrides={"CAP_BUILD": const_words("kv260", 0, None,
                                                                      ("fp24",))["CAP_BUILD"]}),
-     r"device KV formats fp24: this host's programs \(format v2\) keep an int8 KV cache"),
+     r"device KV formats fp24: this host's programs \(format v3\) keep an int8 KV cache"),
     (GoldenDevice("kv260", const_overrides={"ID": 0x12345678}),
      r"ID reads 0x12345678, expected 0x544c4d45"),
     (GoldenDevice("kv260", const_overrides={"CAP_ROWS": 0x100}),
-     r"CAP_ROWS 0x00000100 differs from the kv260 build's 0x00001b00"),
+     r"CAP_ROWS 0x00000100 differs from the kv260 build's 0x10101b00"),
 ])
 def test_identity_mismatch_is_refused_naming_both(dev, match):
     with pytest.raises(DriverError, match=match):

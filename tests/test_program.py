@@ -3,7 +3,8 @@ sequencer (sim/golden/program_exec.py).
 
 The main claim: a program built from the weight file's header and the memory map, executed
 record by record over a byte-level DDR image with the golden hw block functions, reproduces
-``GoldenModel(numerics="hw")`` bit for bit (logits, final hidden rows and the int8 KV cache:
+``GoldenModel(numerics="hw")`` bit for bit (the PL LM head's logits, ``head="pl-raw"``; final
+hidden rows; the int8 KV cache:
 codes and scales equal ``kv_quant_int8`` of the golden model's stream-format cache rows) for a
 prefill and several decode steps, on the demo model and on random models of both families. So
 the program carries everything the hardware needs. Then: a KV_WRITE record's bytes are the int8
@@ -28,6 +29,7 @@ from tellme.sim.golden.model import GoldenModel
 from tellme.sim.golden.program_exec import Ddr, DdrError, Sequencer, Session
 from tellme.spec import program as P
 from tellme.spec.kv_layout import KVLayout
+from tellme.spec.lm_head import Q_BEAT
 from tellme.spec.memory_map import PAGE, ROW_ALIGN, MemoryMapError, memory_map
 from tellme.spec.models import model_config
 from tellme.spec.numerics import FP16, STREAM_FORMATS
@@ -50,13 +52,23 @@ def _same(got: np.ndarray, want: np.ndarray, what: str):
 def _run_and_compare(path: Path, target: str, calls, fmt=None, max_context=48):
     """``calls``: lists of token ids, run in order (the first and any list longer than one
     are prefill chunks, single ids after the first call are decode steps)."""
-    s = Session(path, target, max_context=max_context, out_rows=8, fmt=fmt)
-    gm = GoldenModel(read_weight_file(path).to_model(), numerics="hw", fmt=fmt)
+    model = read_weight_file(path).to_model()
+    pl = model.config.hidden_size % Q_BEAT == 0        # else the PL head cannot take it
+    s = Session(path, target, max_context=max_context, out_rows=8, fmt=fmt,
+                output="logits" if pl else "hidden")
+    gm = GoldenModel(model, numerics="hw", fmt=fmt, head="pl-raw")   # the device's logits
+    gm.trace = {}
     cache = gm.new_cache(max_context)
     for j, ids in enumerate(calls):
         start = cache.length
         want = gm.forward(ids, cache)
-        _same(s.call(ids, start), want, f"call {j} logits")
+        got = s.call(ids, start)
+        if pl:
+            _same(got, want, f"call {j} logits")
+        else:
+            f = s.mmap.fmt
+            assert np.array_equal(f.to_bits(got), f.to_bits(gm.trace["h_final"])), \
+                f"call {j} final hidden rows"
     n, f = cache.length, s.mmap.fmt
     for layer in range(s.config.num_layers):
         for kind, rows in (("K", cache.keys(layer, n)), ("V", cache.values(layer, n))):
@@ -141,7 +153,10 @@ def test_encoding_round_trips(demo):
         [(r.op, r.layer, r.args) for r in prog.records]
     assert dataclasses.replace(back, records=[]) == dataclasses.replace(prog, records=[])
     c = s.config
-    assert len(prog.records) == P.RECORDS_PER_LAYER * c.num_layers + 4
+    assert len(prog.records) == P.RECORDS_PER_LAYER * c.num_layers + 5     # EMBED, final
+    assert [r.op for r in prog.records[-4:]] == ["NORM", "QUANT", "LM_HEAD", "END"]  # (+ head)
+    head = prog.records[-2]
+    assert head["head"] == s.mmap.region("head").addr and head["kpad"] == 336
     lin = next(r for r in prog.records if r.op == "LINEAR")
     assert lin.layer == 0 and lin["nb"] == -(-c.q_size // 16) and lin["kb"] == -(-c.hidden_size
                                                                                 // 84)
@@ -150,15 +165,15 @@ def test_encoding_round_trips(demo):
         assert all(off % 8 == 0 for _, typ, off in op.layout if typ == "addr")
 
 
-def test_v2_header_and_kv_records(demo):
-    """Format 2: the header names the int8 KV cache and its beat; KV_WRITE and ATTENTION
-    point at head 0's K and V regions with the regions' strides; their accesses span whole
-    blocks of the int8 geometry."""
+def test_v3_header_and_kv_records(demo):
+    """Format 3 (2 + the int8 LM_HEAD): the header names the int8 KV cache and its beat;
+    KV_WRITE and ATTENTION point at head 0's K and V regions with the regions' strides; their
+    accesses span whole blocks of the int8 geometry."""
     s, prog = demo
     blob = P.encode_program(prog)
     h = P.decode_header(blob)
     kv = s.mmap.kv
-    assert struct.unpack_from("<I", blob, 4)[0] == P.PROGRAM_VERSION == 2
+    assert struct.unpack_from("<I", blob, 4)[0] == P.PROGRAM_VERSION == 3
     assert (h["kv_dtype"], h["kv_beat"]) == ("int8", 64) and kv.int8 and kv.beat == 64
     assert [n for n, _, _ in P.OPS["KV_WRITE"].fields] == [
         "rows", "k_src", "v_src", "k_dst", "v_dst", "k_stride", "v_stride", "start",
@@ -359,9 +374,10 @@ def test_builder_refuses_bad_calls(demo, family_files):
         P.build_program(s.config, s.mmap, "decode", 64, 1, **kw)
     with pytest.raises(ValueError, match="output rows"):
         P.build_program(s.config, s.mmap, "prefill", 0, 8, **kw)
-    other = Session(family_files["2b4t"], "sim", max_context=16)
+    other = Session(family_files["2b4t"], "sim", max_context=16, output="hidden")
     with pytest.raises(ValueError, match=r"laid out for Tiling\(t=4, q=4\)"):
-        P.build_program(other.config, memory_map(other.config, "kv260", 16), "prefill", 0, 1,
+        P.build_program(other.config, memory_map(other.config, "kv260", 16, output="hidden"),
+                        "prefill", 0, 1,
                         weights=other.info, score_c=other.score_c)
     with pytest.raises(ValueError, match="different models"):
         P.build_program(other.config, s.mmap, "prefill", 0, 1, **kw)

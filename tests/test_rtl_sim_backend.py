@@ -1,8 +1,9 @@
 """`tellme generate --backend rtl-sim` (host/backends.py RtlSimBackend over
 sim/rtl_remote.py's RemoteRtlDevice: the accelerator top of the ``sim-demo`` build in a
 Verilator child process, the same host driver as the board) prints the same text as the golden
-model in hw numerics, greedy and sampled, on the bundled demo model. Slow: a Verilator build
-of the top the first time, then about 45 s a run."""
+model in hw numerics with the PL LM head (``--numerics hw-pl``: the device returns logits when
+the model's hidden size fits its LM-head unit), greedy and sampled, on the bundled demo model.
+Slow: a Verilator build of the top the first time, then about 45 s a run."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def _text(capsys, argv) -> tuple[str, str]:
 @pytest.mark.parametrize("sampling", [[], ["--temperature", "0.8", "--top-k", "40"]],
                          ids=["greedy", "sampled"])
 def test_rtl_sim_generates_the_golden_text(capsys, sampling):
-    want, _ = _text(capsys, ["--backend", "golden", "--numerics", "hw", *sampling])
+    want, _ = _text(capsys, ["--backend", "golden", "--numerics", "hw-pl", *sampling])
     got, metrics = _text(capsys, ["--backend", "rtl-sim", *sampling])
     assert got == want
     assert "backend rtl-sim:sim-demo" in metrics and "simulated " in metrics
@@ -58,13 +59,19 @@ def _family_file(tmp_path, family):
 @pytest.mark.parametrize("family", ["demo", "2b4t", "1bitllm", "hf:ms2b4t_bf16",
                                     "hf:onebit_llama"])
 def test_rtl_sim_logits_equal_golden_hw(tmp_path, capsys, family):
-    """`tellme logits --backend rtl-sim` writes the same bits as `tellme logits --numerics hw`
-    (every position: prefill chunks through the RTL top, the host's LM head)."""
+    """`tellme logits --backend rtl-sim` writes the same bits as `tellme logits --numerics
+    hw-pl` (every position: prefill chunks through the RTL top and its LM head), or, for a
+    hidden size the LM-head unit cannot take (the 2B4T-style family's 58), as `--numerics hw`
+    (the device's hidden rows, the host's head)."""
     import numpy as np
+
+    from tellme.quant.loader import load_model
+    from tellme.spec.lm_head import Q_BEAT
 
     path = _family_file(tmp_path, family)
     ids = "5,17,1,9,33,2,64,7,8,11"
-    for name, extra in (("hw", ["--numerics", "hw"]), ("rtl", ["--backend", "rtl-sim"])):
+    hw = "hw-pl" if load_model(path).config.hidden_size % Q_BEAT == 0 else "hw"
+    for name, extra in (("hw", ["--numerics", hw]), ("rtl", ["--backend", "rtl-sim"])):
         assert main(["logits", "--model", str(path), "--tokens", ids, *extra,
                      "--out", str(tmp_path / f"{name}.npy")]) == 0
     want, got = np.load(tmp_path / "hw.npy"), np.load(tmp_path / "rtl.npy")

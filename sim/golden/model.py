@@ -34,6 +34,11 @@ from . import hf, hw_numerics as hw
 from .tlmm import ternary_matmul
 
 NUMERICS = ("float", "hw")
+# hw LM head: "host", FP16 weights (hw_numerics.lm_head: what the host applies to hidden
+# rows); "pl", the PL unit's int8 head with its top PL_TOP_K logits recomputed by the host's
+# (sim/golden/lm_head_int.py refine_top_k: what the driver returns from a device with the
+# unit); "pl-raw", the unit's own logits (lm_head_int8: what the device writes)
+HEADS = ("host", "pl", "pl-raw")
 ATTENTION = ("int", "fp")   # hw attention: the integer contract (docs/numerics.md §4.1, the
 #                             default) or the FP form it replaced (§4; the FP engine's twin)
 KV_FORMATS = ("fp16", "fp24", "fp32")
@@ -76,7 +81,7 @@ class GoldenModel:
 
     def __init__(self, model: TernaryModel, numerics: str = "float",
                  weight_cache_bytes: int = WEIGHT_CACHE_BYTES, fmt: StreamFormat | None = None,
-                 attention: str | None = None):
+                 attention: str | None = None, head: str = "host"):
         if numerics not in NUMERICS:
             raise ValueError(f"numerics must be one of {NUMERICS}, got {numerics!r}")
         if not isinstance(model, TernaryModel):
@@ -97,6 +102,12 @@ class GoldenModel:
         if attention not in ATTENTION:
             raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
         self.attention = attention
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if head != "host" and numerics != "hw":
+            raise ValueError(f"head={head!r} needs numerics='hw'")
+        self.head = head
+        self._pl_head = None                 # (int8 codes, row scales), made on first use
         if attention == "int":
             if numerics != "hw":
                 raise ValueError("attention='int' needs numerics='hw'")
@@ -272,9 +283,21 @@ class GoldenModel:
             self._rec("residual", x)
         if last_only:
             x = x[-1:]
-        h, _ = ops.rmsnorm_absmax(x, m.final_norm, eps)
+        h, amax = ops.rmsnorm_absmax(x, m.final_norm, eps)
         t("h_final", h)
-        logits = ops.lm_head(h, m.head)
+        if self.head != "host":
+            from tellme.spec.lm_head import quantize_head
+
+            from .lm_head_int import lm_head_int8, refine_top_k
+
+            if self._pl_head is None:
+                self._pl_head = quantize_head(m.head)
+            q, _ = ops.quantize(h, amax)
+            logits = lm_head_int8(q, amax, *self._pl_head, fmt=self.fmt)
+            if self.head == "pl":
+                logits = refine_top_k(logits, h, lambda idx: m.head[idx], fmt=self.fmt)
+        else:
+            logits = ops.lm_head(h, m.head)
         t("logits", logits)
         self._rec("logits", logits)
         cache.length = start + n
@@ -284,9 +307,9 @@ class GoldenModel:
 
 
 def forward(model: TernaryModel, tokens, numerics: str = "float",
-            attention: str | None = None) -> np.ndarray:
+            attention: str | None = None, head: str = "host") -> np.ndarray:
     """Logits float32 [len(tokens), vocab] for a full sequence on a fresh cache."""
-    gm = GoldenModel(model, numerics, attention=attention)
+    gm = GoldenModel(model, numerics, attention=attention, head=head)
     n = int(np.asarray(tokens).size)
     mc = model.config.max_context
     if n > mc:

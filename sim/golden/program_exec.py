@@ -30,6 +30,7 @@ import numpy as np
 from tellme.quant.format import read_weight_file, unpack_float
 from tellme.spec.codes import unlayout_codes, unpack_codes
 from tellme.spec.kv_layout import KVLayout, decode_elems, encode_elems
+from tellme.spec.lm_head import head_bytes, unpack_head
 from tellme.spec.memory_map import MemoryMap, memory_map, row_stride
 from tellme.spec.numerics import STREAM_FORMATS, check_float_environment
 from tellme.spec.program import (
@@ -50,6 +51,7 @@ from tellme.spec.program import (
 
 from . import attention_int, hw_numerics as hw
 from .attention_hw import kv_quant_int8
+from .lm_head_int import lm_head_int8
 from .tlmm import ternary_matmul
 
 _STORAGE = {"float32": "<f4", "float16": "<f2", "bfloat16": "<u2"}
@@ -289,10 +291,19 @@ class Sequencer:
         self.put_stream(a["dst"], self.ops.gated_act(g, u, ACTIVATIONS[a["act"]]))
 
     def _lm_head(self, a, p, i):
-        h = self.stream(a["src"], a["rows"], a["cols"])
-        w = self.floats(a["head"], a["vocab"] * a["cols"], a["dtype"])
-        logits = self.ops.lm_head(h, w.reshape(a["vocab"], a["cols"]))
+        q = self.rows(a["src"], a["rows"], a["kpad"], 1).view(np.int8)[:, :a["cols"]]
+        w8, dscale = self.head(a["head"], a["vocab"], a["cols"])
+        logits = lm_head_int8(q, self.packed(a["amax"], a["rows"]), w8, dscale, fmt=self.fmt)
         self.put_rows(a["dst"], np.ascontiguousarray(logits, dtype="<f4").view(np.uint8))
+
+    def head(self, addr: int, vocab: int, cols: int):
+        """(int8 codes [vocab, cols], float32 row scales [vocab]) of the head region at
+        ``addr`` (spec/lm_head.py), cached like the code sections (read-only)."""
+        key = ("head", addr, vocab, cols)
+        if key not in self._w:
+            self._w[key] = unpack_head(self.ddr.read(addr, head_bytes(vocab, cols)), vocab,
+                                       cols)
+        return self._w[key]
 
 
 def fetch_program(ddr: Ddr, prog_addr: int, mmap: MemoryMap | None = None,
@@ -341,6 +352,8 @@ class Session:
         self.ddr = Ddr(self.mmap.base, self.mmap.total_bytes)
         self.ddr.write(self.mmap.region("weights").addr, path.read_bytes())
         self.ddr.write(self.mmap.region("rope").addr, rope_table_bytes(self.mmap))
+        if self.mmap.output == "logits":
+            self.ddr.write(self.mmap.region("head").addr, wf.pl_head_image())
         self.seq = Sequencer(self.ddr)
         self.score_c = hw.score_scale(wf.config.head_dim)
         self.stats = ExecStats()

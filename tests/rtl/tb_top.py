@@ -3,11 +3,12 @@
 ``cocotb.task.bridge`` thread, MMIO is AXI4-Lite, device memory a sparse DDR behind AxiRam on
 all four masters. Launched by tests/rtl/test_top.py (target ``sim``).
 
-Every op but LM_HEAD has its unit: a model's program with the final hidden rows as output
-runs whole (prefill and decode, bit-exact against the golden model), and one with logits
-output ends in the named "no execution unit" error (BAD_PROGRAM code UNSUPPORTED_OP at its
-LM_HEAD record) and idles, never a hang. The units are also checked record by record against
-the golden sequencer (every byte of the activation and KV regions).
+Every op has its unit: a model's program runs whole, with logits output (the PL LM head,
+bit-exact against GoldenModel(numerics="hw", head="pl")) and with the final hidden rows as
+output (prefill and decode, the host's head, bit-exact against the golden model); errors
+(LIMIT, AXI_SLVERR, BAD_CHECKSUM) stop a run at their record and the next run works. The
+units are also checked record by record against the golden sequencer (every byte of the
+activation and KV regions).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from tellme.host.driver import Driver, DriverError
 from tellme.quant.format import write_weight_file
 from tellme.quant.random_models import random_model, tiny_config
 from tellme.sim.rtl_device import RtlDevice
-from tellme.spec.program import ERROR_CODES
 from tellme.spec.registers import ID_MAGIC, const_words
 from tellme.spec.tiling import TILINGS
 
@@ -63,27 +63,33 @@ def _raises(fn, pattern: str) -> str:
     raise AssertionError(f"no DriverError (wanted {pattern!r})")
 
 
-NO_UNIT = (r"BAD_PROGRAM code 11 UNSUPPORTED_OP \(this build has no execution unit for the "
-           r"op.*\) at record \d+ \(LM_HEAD\)")
+_WANT: dict = {}
 
 
-def _no_exec_unit(drv: Driver) -> str:
-    """A valid prefill ends in the named "no execution unit" error, the device idle."""
-    msg = _raises(lambda: drv.prefill(IDS), NO_UNIT)
-    for line in ("Registers at the error:", "STATUS", "ERR_FLAGS", "ERR_INFO", "CYCLES",
-                 "RD_BEATS", "soft-reset"):
-        assert line in msg, line
-    st = drv.dev.fields("STATUS")
-    assert not st["BUSY"] and not st["DONE"], st
-    assert drv.dev.reg("ERR_FLAGS") == 0 and drv.dev.reg("IRQ_STATUS") == 0
-    return msg
+def _lm_head_run(drv: Driver, ids=IDS) -> np.ndarray:
+    """A valid prefill with logits output (the driver's choice: the build has an LM-head unit
+    and the model's hidden size fits it): the PL LM head's logits of the last position
+    bit-exact against GoldenModel(numerics="hw", head="pl"), the device idle, no error."""
+    from tellme.quant.format import read_weight_file
+    from tellme.sim.golden.model import GoldenModel
+
+    assert drv.mmap.output == "logits"
+    path = _weights("sim")
+    key = tuple(ids)
+    if key not in _WANT:
+        gm = GoldenModel(read_weight_file(path).to_model(), numerics="hw", head="pl")
+        _WANT[key] = gm.forward(list(ids), gm.new_cache(len(ids)), last_only=True)[-1]
+    got = drv.prefill(list(ids))
+    assert np.array_equal(got.view(np.uint32), _WANT[key].view(np.uint32)), "PL head logits"
+    assert not drv.dev.fields("STATUS")["BUSY"] and drv.dev.reg("ERR_FLAGS") == 0
+    return got
 
 
 @cocotb.test()
-async def test_identity_and_no_execution_unit(dut):
+async def test_identity_and_the_lm_head(dut):
     """ID/VERSION/CAP read back; the sim weight file loads; a kv260 file is refused; a valid
-    program with logits output runs every layer and ends in UNSUPPORTED_OP at its LM_HEAD
-    record with the register dump."""
+    program with logits output runs every layer and the PL LM head (LM_HEAD on m_axi_w1, the
+    logits written through m_axi_kv), bit-exact, twice."""
     dev = await RtlDevice.start(dut)
 
     def body():
@@ -91,14 +97,15 @@ async def test_identity_and_no_execution_unit(dut):
         for name, word in words.items():
             assert dev.reg(name) == word, (name, hex(dev.reg(name)), hex(word))
         assert dev.reg("ID") == ID_MAGIC
+        assert dev.fields("CAP_ROWS")["LM_HEAD_LANES"] == 16
         drv = Driver(dev, _weights("sim"), max_context=32, timeout_s=60)
         assert drv.target == "sim"
         t0, c0 = time.monotonic(), dev.sim_cycles
-        msg = _no_exec_unit(drv)
+        _lm_head_run(drv)
         dt, dc = time.monotonic() - t0, dev.sim_cycles - c0
-        dut._log.info("no-exec-unit run: %d cycles simulated in %.2f s (%d MMIO accesses)\n%s",
-                      dc, dt, dev.mmio_count, msg)
-        _no_exec_unit(drv)                                # and again: nothing is left hanging
+        dut._log.info("prefill of %d tokens with the PL LM head: %d cycles simulated in %.2f s "
+                      "(%d MMIO accesses)", len(IDS), dc, dt, dev.mmio_count)
+        _lm_head_run(drv)                                 # and again: nothing is left hanging
         _raises(lambda: Driver(dev, _weights("kv260"), max_context=32),
                 r"tiling T=28 Q=16 \(converted for kv260\).*sim build with tiling T=4 Q=4")
         # speed: free-running clock, and MMIO through the bridge
@@ -117,8 +124,8 @@ async def test_identity_and_no_execution_unit(dut):
 
 @cocotb.test()
 async def test_bad_program_then_next_run(dut):
-    """A corrupted CRC: BAD_CHECKSUM at the program header; the next run is checked and
-    dispatched again (ending in the no-execution-unit error)."""
+    """A corrupted CRC: BAD_CHECKSUM at the program header; the next run is checked and runs
+    to its logits."""
     dev = await RtlDevice.start(dut)
 
     def body():
@@ -136,7 +143,7 @@ async def test_bad_program_then_next_run(dut):
         finally:
             drvmod.encode_program = good
         assert not dev.fields("STATUS")["BUSY"]
-        _no_exec_unit(drv)
+        _lm_head_run(drv)
 
     await dev.run(body)
 
@@ -158,8 +165,7 @@ async def test_axi_error_on_program_fetch_then_next_run(dut):
         finally:
             dev.fail_reads()
         assert not dev.fields("STATUS")["BUSY"]
-        _no_exec_unit(drv)
-        assert ERROR_CODES["UNSUPPORTED_OP"] == 11
+        _lm_head_run(drv)
 
     await dev.run(body)
 
@@ -223,8 +229,9 @@ def _compare_rows(drv: Driver, ddr, outs: dict, n: int) -> None:
 async def test_ew_unit_bit_exact(dut):
     """RESIDUAL and GATED_ACT (SiLU, ReLU^2, in place and out of place) through the sequencer,
     the read arbiter and the EW unit, with random stalls on every channel of m_axi_kv: every
-    written row equals the golden sequencer's bytes; an LM_HEAD record then stops the run with
-    UNSUPPORTED_OP, a ROPE of a split-half weight file with LIMIT, and the next run works."""
+    written row equals the golden sequencer's bytes; an LM_HEAD of a hidden size the unit
+    cannot take stops with LIMIT, SLVERR on the head region with AXI_SLVERR (port weights1), a
+    ROPE of a split-half weight file with LIMIT, and the next run works."""
 
     from tellme.sim.golden.program_exec import Ddr, execute
     from tellme.spec.program import Record, build_program
@@ -245,12 +252,23 @@ async def test_ew_unit_bit_exact(dut):
         ddr.mem[:] = drv.buf.host[:drv.buf.nbytes]      # the image the run started from
         execute(ddr, addr, drv.mmap)
         _compare_rows(drv, ddr, outs, n)
-        # LM_HEAD has no unit yet: a clean UNSUPPORTED_OP at that record, then a working run
+        # LM_HEAD: a hidden size the unit cannot take is LIMIT; SLVERR on the head region is
+        # AXI_SLVERR on port weights1; each then a working run
         full = build_program(drv.config, drv.mmap, "prefill", 0, n, weights=drv.info,
                              score_c=drv.score_c)
-        prog.records = [next(r for r in full.records if r.op == "LM_HEAD"), Record("END")]
+        head = next(r for r in full.records if r.op == "LM_HEAD")
+        bad = Record("LM_HEAD", None, dict(head.args, cols=60))
+        prog.records = [bad, Record("END")]
         _raises(lambda: drv.execute(prog, "head program"),
-                r"BAD_PROGRAM code 11 UNSUPPORTED_OP .* at record 0 \(LM_HEAD\)")
+                r"BAD_PROGRAM code 10 LIMIT .* at record 0 \(LM_HEAD\)")
+        h0 = drv.mmap.region("head").addr + 4096
+        dev.fail_reads((h0, h0 + 16))
+        try:
+            _raises(lambda: drv.prefill(IDS),
+                    r"AXI_SLVERR on port weights1 at record \d+ \(LM_HEAD\)")
+        finally:
+            dev.fail_reads()
+        _lm_head_run(drv)
         # the RoPE unit rotates adjacent pairs: a split-half file's ROPE is refused (LIMIT)
         rope = next(r for r in full.records if r.op == "ROPE")
         rope.args["pairing"] = 0

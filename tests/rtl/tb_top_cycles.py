@@ -11,6 +11,8 @@ generator, the model's ``SIM_MEMORY``.
   position-dependent records (ROPE, KV_WRITE, ATTENTION) of 3 rows at 20, and EMBED and
   NORM of a file with bfloat16 tables and gains. A record's RTL figure is the CYCLES of its
   program minus that of an END-only program; the model's is ``record_cycles``.
+* The PL LM head: the final QUANT and LM_HEAD records of a call with logits output, and a
+  prefill and a decode step through the driver with logits output.
 * Per call: a 9-token prefill and two decode steps with ``Driver(..., output="hidden")``
   against ``program_cycles`` of the driver's programs; a 5-token prefill and a decode step
   of each random family of tests/rtl/tb_top_families.py (2B4T-style, 1bitLLM-style). The
@@ -101,6 +103,20 @@ async def test_cycle_model_against_the_top(dut):
         rows += _records(dev, bf, [1, 255, 128, 64], 0, end_rtl, ops=("EMBED", "NORM"),
                          tag=" bf16")
         bf.close()
+        # the PL LM head (output logits): the final QUANT and LM_HEAD, then whole calls
+        lg = Driver(dev, _weights("sim"), max_context=32, timeout_s=300)
+        assert lg.mmap.output == "logits"
+        rows += [r for r in _records(dev, lg, [3, 1, 4], 0, end_rtl, ops=("QUANT", "LM_HEAD"))
+                 if " final" in r[0]]
+        ids = [7, 200, 13, 0]
+        lg.prefill(ids)
+        model = ct.program_cycles(_program(lg, ids, 0), "sim", ids=ids)["total"]
+        rows.append((f"call: prefill of {len(ids)} at 0, logits", model, dev.reg("CYCLES")))
+        pos = lg.length
+        lg.decode(5)
+        model = ct.program_cycles(_program(lg, [5], pos), "sim", ids=[5])["total"]
+        rows.append((f"call: decode at {pos}, logits", model, dev.reg("CYCLES")))
+        lg.close()
         # whole calls through the driver, the model on the driver's programs
         drv = Driver(dev, _weights("sim"), max_context=32, output="hidden", timeout_s=300)
         ids = [7, 200, 13, 0, 255, 42, 42, 8, 100]

@@ -1,44 +1,46 @@
 """Whole-model performance projections (``tellme perf``; docs/performance.md).
 
-A **projection**, not a measurement: the time of a decode step or a prefill call is composed
-from the blocks' cycle models, each validated against its own RTL (TLMM and weight streaming:
-``sim/cycles.py`` and ``tellme hw bench``; attention engines: ``sim/cycles_attn.py``,
-``sim/cycles_attn_int.py``; element-wise blocks: ``sim/cycles_ew.py``; sequencer:
-``sim/cycles_seq.py``), with the DDR traffic of ``spec/kv_layout.py`` and of the sequencer
-program (``spec.program.build_program`` / ``accesses``). The whole-step composition below is
-**not yet validated against an RTL top** (the top has no execution units yet).
+A **projection**, not a measurement: no board is on hand. The headline figures are those of
+**the top as built** (hw/top.py, docs/hw/top.md), from the whole-step cycle model
+``sim/cycles_top.py``: the sequencer runs a call's program one record at a time (fetch,
+issue, the unit's work up to its last write response, the hand-back), the linears stream
+their codes through one 128-bit weight port (``m_axi_w0``; w1 and w2 are idle), every other
+record's rows, the KV cache and the program go through the one 128-bit ``m_axi_kv``. That
+model is validated against the RTL top in Verilator simulation (tests/rtl/test_top_cycles.py:
+every record kind within 3 %, whole calls within 0.3 %; tests/rtl/tb_top_demo.py: this
+tool's figures for the demo model within 5 % of the top's CYCLES register), not on a board:
+the board's DDR (``sim.cycles_top.board_memory``: the DDR latency of
+``sim.ddr_model.DdrTiming``, beats per cycle the smaller of the port and the DDR) is an
+assumption.
 
-Schedule of one layer (the sequencer's record order, docs/hw/sequencer.md, with the
-overlaps the design relies on; every call is one program, records in order):
+Per call (:func:`top_cycles`): ``sim.cycles_top.program_cycles`` of the program
+``spec.program.build_program`` makes (final hidden rows as output), each record's unit time
+put in a block (:data:`OP_BLOCK`: LINEAR -> linears; EMBED, NORM, QUANT, ROPE, RESIDUAL,
+GATED_ACT -> element-wise; KV_WRITE; ATTENTION), its fetch / issue / hand-back and pass-1
+beats and the program's start in the sequencer. Per layer: the layers' records over the
+number of layers. Decode at context c is the token at position c - 1; a prompt is prefilled
+from position 0 in calls of the TLMM's ``tok_max`` rows.
 
-* **Linear segments.** q, k, v back to back (segment A), then o, gate, up, down (segment
-  B). Inside a segment the ping-pong buffer fills tile i+1 while tile i computes
-  (``sim.cycles.layer_cycles``: first fill exposed, then ``max(compute, fill)`` per tile, the
-  last tile's compute exposed); fills run at the weight delivery rate
-  ``min(DDR x efficiency, weight ports, buffer fill)`` (``sim.bench.weight_delivery``). Decode
-  is weight-bound, prefill TLMM-bound. No weight prefetch across a segment boundary (the next
-  segment's first fill is counted after the attention / after the previous layer): a
-  conservative choice, worth at most one tile fill per boundary.
-* **Attention** sits between the segments (it needs v_proj's output, o_proj needs it):
-  KV writes of the new rows first (KV_WRITE), then the engine, whose time is the larger of its
-  cycle model and the KV reads through the KV port (``min(DDR, port)`` bytes per cycle), plus
-  one DDR read latency. Not overlapped with any weight stream.
-* **Element-wise** blocks stream around the TLMM (dequantise behind the output buffer, RoPE
-  behind the q/k dequantise, norm -> quantise -> linear): their work is hidden. What is
-  exposed is one row's dependent chain where a linear must wait for it (residual + norm +
-  quantise before q_proj and gate_proj, sub-norm + quantise before o_proj and down_proj),
-  minus the next linear's first tile fill that streams meanwhile; each chain counts the full
-  one-row time of every block in it (conservative). Prefill additionally checks that the
-  busiest element-wise block's work fits in the TLMM time (else the excess is exposed).
-  Activation rows' DDR bytes (every record reading and writing its rows, an upper bound:
-  the top may keep rows on chip) are counted, not charged to time.
-* **Sequencer**: records strictly in order, ``L + 6`` cycles each and one pass-1 check of
-  the program per call (``sim.cycles_seq.expected_cycles``, zero-latency blocks), exposed.
-* **LM head**: on the host A53 today (TeLLMe's choice), int8 weights + fp32 row scales read
-  at an assumed bandwidth, after the PL's call; the "if PL" figures replace it by an int8
-  head at the sustained DDR rate (not built).
-* Not modelled: the host driver's per-call costs (program encoding, cache maintenance,
-  interrupt), the tokenizer, sampling.
+The **LM head** two ways: on the host A53 after the PL call (int8 weights + fp32 row
+scales at an assumed bandwidth; the driver's fallback for a hidden size the unit cannot take),
+and the "PL head" figures: the top's LM-head unit as built (QUANT of the final row and
+LM_HEAD, int8 codes on ``m_axi_w1`` at 16 B/cycle, ``sim.cycles_top``), what the driver
+uses.
+
+DDR bytes by kind: weights (the LINEAR records' codes and the norm gains), KV (the int8
+cache as stored, ``spec.kv_layout``), the LM head (int8 + scales), activations (every
+record's rows: the top keeps no row on chip, so these are real traffic), the program
+(fetched twice per call: pass-1 check and run).
+
+A secondary line, clearly labelled, keeps the previous **per-block model** ("blocks in
+parallel, not the top as built", :func:`decode_step` / :func:`prefill` over :class:`_Model`):
+the blocks' cycle models composed with the overlaps the design was meant to have (three
+weight ports, weight prefetch inside a linear segment, element-wise hidden behind the TLMM).
+It shows what those overlaps would be worth; ``--ports``, ``--attention``,
+``--attn-engines`` and ``--kv`` apply to it only.
+
+Not modelled: the host driver's per-call costs (program encoding, cache maintenance,
+interrupt), the tokenizer, sampling.
 """
 
 from __future__ import annotations
@@ -55,7 +57,17 @@ EFFICIENCIES = (0.70, 0.90)          # decode also at these DDR efficiencies (is
 SEG_A = ("q_proj", "k_proj", "v_proj")
 SEG_B = ("o_proj", "gate_proj", "up_proj", "down_proj")
 BLOCKS = ("linears", "elementwise", "kv_write", "attention", "sequencer", "lm_head")
+# the top as built (headline)
 BLOCK_LABELS = {
+    "linears": "linears (TLMM, codes on 1 port)",
+    "elementwise": "element-wise records",
+    "kv_write": "KV writes",
+    "attention": "attention (engine+KV reader)",
+    "sequencer": "sequencer (fetch/issue/back)",
+    "lm_head": "LM head (host A53)",
+}
+# the per-block model with overlaps (secondary)
+OVERLAP_LABELS = {
     "linears": "TLMM / weight stream",
     "elementwise": "element-wise (exposed)",
     "kv_write": "KV writes",
@@ -63,10 +75,30 @@ BLOCK_LABELS = {
     "sequencer": "sequencer",
     "lm_head": "LM head",
 }
+# record op -> block of the breakdown (the unit's time; fetch/issue/back -> sequencer)
+OP_BLOCK = {"LINEAR": "linears", "EMBED": "elementwise", "NORM": "elementwise",
+            "QUANT": "elementwise", "ROPE": "elementwise", "RESIDUAL": "elementwise",
+            "GATED_ACT": "elementwise", "KV_WRITE": "kv_write", "ATTENTION": "attention"}
+OPS_ORDER = ("LINEAR", "NORM", "QUANT", "ROPE", "RESIDUAL", "GATED_ACT", "EMBED", "KV_WRITE",
+             "ATTENTION")
 DDR_KINDS = ("weights", "kv", "lm_head", "activations", "program")
+PORT_BYTES = 16                      # a 128-bit AXI port: bytes per cycle
 
-NOTICE = ("PROJECTION from the blocks' cycle models with the assumptions listed; not measured, "
-          "no board; the whole-step model is not yet validated against an RTL top")
+VALIDATION = {
+    "model": "sim/cycles_top.py (whole-step cycle model of hw/top.py)",
+    "against": "the RTL top in Verilator simulation, not a board",
+    "tests": ["tests/rtl/test_top_cycles.py: every record kind within 3 %, whole calls "
+              "within 0.3 % (sim build, tiny model)",
+              "tests/rtl/tb_top_demo.py: this tool's prefill and decode cycles for the demo "
+              "model (sim-demo build, simulation memory) within 5 % of the top's CYCLES"],
+    "not_exercised": "the board's DDR latency and bandwidth, AXI interconnect stalls, the "
+                     "timing closure of the clock",
+}
+
+NOTICE = ("PROJECTION of the top as built (records one at a time, one 128-bit weight port) "
+          "by the whole-step cycle model sim/cycles_top.py, validated against the RTL top in "
+          "simulation (not on a board); the board's DDR and clock are assumptions; not "
+          "measured")
 
 # TeLLMe v2, KV260, bitnet_b1_58-large: shared/reference/tellme-v2.md §7.1 ([Paper]: arXiv
 # 2510.15926v2, abstract and Table 1; FPGA 2026 pp. 247-257).
@@ -168,7 +200,8 @@ def default_assumptions(target_name: str, *, ddr_efficiency: float = 0.85,
         stream_format=STREAM_FORMAT.name, a53_gbps=a53_gbps)
 
 
-# --------------------------------------------------------------------------- pieces
+
+# ------------------------------------------------- pieces (programs, bytes; the per-block model)
 
 class _Model:
     """Per (config, target, assumptions): cached pieces of the projection."""
@@ -423,6 +456,29 @@ class _Model:
         return expected_cycles(n_records, self.a.ddr_latency)["total"]
 
     # ---- LM head
+    def pl_head_cycles(self, mem) -> int | None:
+        """Cycles of the top's PL LM head for one row: the final QUANT and LM_HEAD records
+        of a logits program (``sim.cycles_top.record_cycles``); None when the hidden size is
+        not one the unit takes (spec.lm_head.Q_BEAT)."""
+        from tellme.spec.attention import score_scale
+        from tellme.spec.lm_head import Q_BEAT
+        from tellme.spec.memory_map import memory_map
+        from tellme.spec.program import build_program
+
+        from . import cycles_top as ct
+
+        c = replace(self.cfg, max_context=max(self.cfg.max_context, self.max_context))
+        if c.hidden_size % Q_BEAT or c.hidden_size > self.tg.lm_head["max_d"]:
+            return None
+        mm = memory_map(c, self.tg, max_context=self.max_context, max_tokens=self.max_tokens,
+                        output="logits", fmt=self.fmt, budget=None)
+        w = self.weights if self.weights is not None else fake_weights(c, self.tg,
+                                                                      self.a.float_dtype)
+        prog = build_program(c, mm, "prefill", 0, 1, weights=replace(w, config=c),
+                             score_c=score_scale(c.head_dim), last_only=True)
+        return sum(ct.record_cycles(r, prog, self.tg.name, mem=mem).cycles
+                   for r in prog.records[-3:-1])          # QUANT, LM_HEAD (END excluded)
+
     def lm_head_bytes(self) -> int:
         """int8 weights + one fp32 scale per row (TeLLMe's host format)."""
         return self.cfg.vocab_size * (self.cfg.hidden_size + 4)
@@ -432,6 +488,18 @@ class _Model:
 # spans of the records) and the LM head (its int8 host format)
 _NOT_ACTIVATIONS = {("KV_WRITE", "k_dst"), ("KV_WRITE", "v_dst"), ("ATTENTION", "k"),
                     ("ATTENTION", "v"), ("LM_HEAD", "head")}
+
+
+def read_weights(path) -> tuple:
+    """(config, ``WeightInfo``, name, source) of a tellme weight file, as ``tellme perf
+    --weights`` reads it (the header and the scales; no code is read)."""
+    from tellme.quant.format import read_weight_file
+    from tellme.spec.program import WeightInfo
+
+    wf = read_weight_file(path, verify=False)
+    info = WeightInfo.from_header(wf.header, wf.section("scales"))
+    return (wf.config, info, Path(path).name,
+            f"weight file {path}, tiling T={wf.tiling.t} Q={wf.tiling.q}")
 
 
 def fake_weights(cfg: ModelConfig, tg, float_dtype: str):
@@ -522,12 +590,12 @@ def decode_step(m: _Model, context: int) -> dict:
         "per_layer_cycles": r["layer"]["cycles"], "layer": _layer_info(r["layer"]),
         "per_token_s": sec, "seconds": total, "tok_s": 1 / total,
         "pl_s": pl_s, "lm_head_host_s": host_s,
-        "if_pl_lm_head": {"lm_head_s": pl_head_s, "seconds": total_pl, "tok_s": 1 / total_pl},
+        "pl_lm_head": {"lm_head_s": pl_head_s, "seconds": total_pl, "tok_s": 1 / total_pl},
         "ddr_bytes": nbytes,
         "roofline": {"bytes": roof, "tok_s_peak": peak / roof,
                      "tok_s_sustained": peak * m.a.ddr_efficiency / roof,
                      "share": (1 / total) / (peak / roof),
-                     "share_if_pl_lm_head": (1 / total_pl) / (peak / roof)},
+                     "share_pl_lm_head": (1 / total_pl) / (peak / roof)},
     }
 
 
@@ -560,7 +628,7 @@ def prefill(m: _Model, tokens: int) -> dict:
         "tokens": tokens, "chunks": len(layers), "per_layer_cycles": layers[0]["per_layer_cycles"],
         "layer": layers[0], "per_call_s": sec, "pl_s": pl_s, "ttft_s": ttft,
         "prefill_tok_s": tokens / ttft, "lm_head_host_s": host_s,
-        "if_pl_lm_head": {"lm_head_s": pl_head_s, "ttft_s": ttft_pl,
+        "pl_lm_head": {"lm_head_s": pl_head_s, "ttft_s": ttft_pl,
                           "prefill_tok_s": tokens / ttft_pl},
         "ddr_bytes": dict(nbytes, lm_head=head),
     }
@@ -573,12 +641,192 @@ def _layer_info(lay: dict) -> dict:
     return {k: lay[k] for k in keep}
 
 
+
+
+# --------------------------------------------------------------------------- the top as built
+
+def top_memory(a: PerfAssumptions, target_name: str):
+    """The DDR as the top's 128-bit masters see it: ``sim.cycles_top.board_memory`` at the
+    assumed efficiency (beats per cycle from the assumed clock when it is not the
+    target's)."""
+    from tellme.spec.targets import target
+
+    from . import cycles_top as ct
+
+    mem = ct.board_memory(target_name, a.ddr_efficiency)
+    if a.clock_mhz != target(target_name).clock_mhz:
+        mem = replace(mem, beats_per_cycle=min(1.0, a.ddr_bytes_per_cycle / ct.NB))
+    return mem
+
+
+def top_assumptions(a: PerfAssumptions) -> PerfAssumptions:
+    """The assumptions with the top's hardware: one 128-bit weight port, one 128-bit KV /
+    activation port, the integer attention engine (one) over the int8 KV cache."""
+    return replace(a, weight_port_bytes=float(PORT_BYTES), kv_port_bytes=float(PORT_BYTES),
+                   weight_ports="1 x 128-bit m_axi_w0 (HP0) = 16 B/cycle; m_axi_w1, "
+                                "m_axi_w2 idle",
+                   kv_port="128-bit m_axi_kv (HPC0) = 16 B/cycle per direction, shared by "
+                           "the program fetch, every record's rows and the KV cache",
+                   attention="int", attn_engines=1, kv_dtype="int8")
+
+
+def top_cycles(prog, target_name: str, mem) -> dict:
+    """CYCLES of ``prog`` on the top (``sim.cycles_top.program_cycles``) split by block:
+    each record's unit time (command to last write response) to its block
+    (:data:`OP_BLOCK`), its fetch / issue / hand-back and pass-1 beats and the program's
+    start to the sequencer. ``per_layer``: the layers' records over the number of layers;
+    ``outside_layers``: EMBED, the final norm and the program's start."""
+    from . import cycles_top as ct
+
+    r = ct.program_cycles(prog, target_name, mem=mem)
+    blocks = dict.fromkeys(BLOCKS[:-1], 0)
+    layer = dict.fromkeys(BLOCKS[:-1], 0)
+    outside = dict.fromkeys(BLOCKS[:-1], 0)
+    by_op: dict = {}
+    blocks["sequencer"] = outside["sequencer"] = r["base"]
+    for rc in r["records"]:
+        b = OP_BLOCK[rc.op]
+        seq = rc.cycles - rc.unit
+        blocks[b] += rc.unit
+        blocks["sequencer"] += seq
+        by_op[rc.op] = by_op.get(rc.op, 0) + rc.unit
+        part = layer if rc.layer is not None else outside
+        part[b] += rc.unit
+        part["sequencer"] += seq
+    assert sum(blocks.values()) == r["total"]
+    L = prog.num_layers
+    return {"cycles": r["total"], "blocks": blocks,
+            "by_op": {op: by_op[op] for op in OPS_ORDER if op in by_op},
+            "per_layer": {k: v / L for k, v in layer.items()}, "outside_layers": outside,
+            "records": len(prog.records)}
+
+
+def _code_bytes(prog) -> int:
+    """Bytes of the LINEAR records' codes (what m_axi_w0 carries)."""
+    from tellme.spec.program import accesses
+
+    return sum(n for r in prog.records if r.op == "LINEAR"
+               for f, _, n, _ in accesses(r, prog) if f == "weights")
+
+
+def _lm_head(m: _Model, mem, clk: float) -> tuple[float, float, int]:
+    """(host A53 seconds, PL-head seconds, bytes) of the LM head of one row: the PL head is
+    the top's unit as built (the final QUANT and LM_HEAD records, ``sim.cycles_top``); a
+    hidden size it cannot take falls back to the host's head."""
+    head = m.lm_head_bytes()
+    host_s = head / (m.a.a53_gbps * 1e9)
+    pl = m.pl_head_cycles(mem)
+    return host_s, (host_s if pl is None else pl / clk), head
+
+
+def _timing(mem) -> tuple:
+    return (mem.read_latency, mem.write_latency, mem.beats_per_cycle, mem.write_issue)
+
+
+def top_decode(m: _Model, context: int, mem, *, efficiencies=EFFICIENCIES) -> dict:
+    """The decode step of the token at position ``context - 1`` on the top as built."""
+    prog = m.program("decode", context - 1, 1)
+    r = top_cycles(prog, m.tg.name, mem)
+    clk = m.a.clock_mhz * 1e6
+    pl_s = r["cycles"] / clk
+    host_s, pl_head_s, head = _lm_head(m, mem, clk)
+    sec = {k: v / clk for k, v in r["blocks"].items()}
+    sec["lm_head"] = host_s
+    total = pl_s + host_s
+    total_pl = pl_s + pl_head_s                    # QUANT + LM_HEAD: two more records
+    nbytes = m.program_bytes(prog)
+    rd, wr = m.kv_traffic("decode", start=context - 1)
+    nbytes["kv"] = m.cfg.num_layers * (rd + wr)
+    nbytes["lm_head"] = head
+    roof = nbytes["weights"] + nbytes["kv"] + nbytes["lm_head"]
+    peak = m.a.ddr_peak_gbps * 1e9
+    codes = _code_bytes(prog)
+    at = {}
+    for eff in efficiencies:
+        ae = m.a.with_efficiency(eff)
+        me = top_memory(ae, m.tg.name)
+        c = (r["cycles"] if _timing(me) == _timing(mem)
+             else top_cycles(prog, m.tg.name, me)["cycles"])
+        pl_head_e = _lm_head(m, me, clk)[1]
+        at[f"{eff:.2f}"] = {
+            "pl_cycles": c, "tok_s": 1 / (c / clk + host_s),
+            "tok_s_pl_lm_head": 1 / (c / clk + pl_head_e)}
+    return {
+        "context": context, "records": r["records"], "pl_cycles": r["cycles"],
+        "per_layer_cycles": r["per_layer"], "outside_layers_cycles": r["outside_layers"],
+        "per_token_cycles": r["blocks"], "by_op_cycles": r["by_op"],
+        "per_token_s": sec, "seconds": total, "tok_s": 1 / total,
+        "pl_s": pl_s, "lm_head_host_s": host_s,
+        "pl_lm_head": {"lm_head_s": pl_head_s, "seconds": total_pl, "tok_s": 1 / total_pl},
+        "at_efficiency": at,
+        "ddr_bytes": nbytes, "kv_read_bytes": m.cfg.num_layers * rd,
+        "weight_port": {"code_bytes": codes, "seconds": codes / (PORT_BYTES * clk),
+                        "share_of_linears": codes / PORT_BYTES / r["blocks"]["linears"]},
+        "roofline": {"bytes": roof, "tok_s_peak": peak / roof,
+                     "tok_s_sustained": peak * m.a.ddr_efficiency / roof,
+                     "share": (1 / total) / (peak / roof),
+                     "share_pl_lm_head": (1 / total_pl) / (peak / roof)},
+    }
+
+
+def top_prefill(m: _Model, tokens: int, mem) -> dict:
+    """A prompt of ``tokens`` from position 0 on the top as built, in calls of the TLMM's
+    ``tok_max`` rows, then the LM head of the last row (TTFT)."""
+    clk = m.a.clock_mhz * 1e6
+    chunk = m.p.tok_max
+    blocks = dict.fromkeys(BLOCKS[:-1], 0)
+    layer = dict.fromkeys(BLOCKS[:-1], 0.0)
+    by_op: dict = {}
+    nbytes = dict.fromkeys(DDR_KINDS, 0)
+    calls = []
+    for s in range(0, tokens, chunk):
+        n = min(chunk, tokens - s)
+        prog = m.program("prefill", s, n)
+        r = top_cycles(prog, m.tg.name, mem)
+        calls.append({"start": s, "tokens": n, "pl_cycles": r["cycles"]})
+        for k, v in r["blocks"].items():
+            blocks[k] += v
+        for k, v in r["per_layer"].items():
+            layer[k] += v
+        for k, v in r["by_op"].items():
+            by_op[k] = by_op.get(k, 0) + v
+        for k, v in m.program_bytes(prog).items():
+            nbytes[k] += v
+        rd, wr = m.kv_traffic("prefill", n_q=n, start=s)
+        nbytes["kv"] += m.cfg.num_layers * (rd + wr)
+    cyc = sum(blocks.values())
+    pl_s = cyc / clk
+    # the TLMM's own sweeps (sim.cycles.layer_cycles' compute), every layer and call
+    tlmm = sum(m.segment(seg, c["tokens"])["compute"] for c in calls
+               for seg in (SEG_A, SEG_B)) * m.cfg.num_layers
+    host_s, pl_head_s, head = _lm_head(m, mem, clk)
+    sec = {k: v / clk for k, v in blocks.items()}
+    sec["lm_head"] = host_s
+    ttft = pl_s + host_s
+    ttft_pl = pl_s + pl_head_s
+    return {
+        "tokens": tokens, "chunks": len(calls), "calls": calls, "pl_cycles": cyc,
+        "records": sum(len(m.program("prefill", c["start"], c["tokens"]).records)
+                       for c in calls),
+        "per_layer_cycles": layer, "per_call_cycles": blocks,
+        "by_op_cycles": {op: by_op[op] for op in OPS_ORDER if op in by_op},
+        "per_call_s": sec, "pl_s": pl_s, "ttft_s": ttft, "prefill_tok_s": tokens / ttft,
+        "lm_head_host_s": host_s, "tlmm_compute_s": tlmm / clk,
+        "pl_lm_head": {"lm_head_s": pl_head_s, "ttft_s": ttft_pl,
+                          "prefill_tok_s": tokens / ttft_pl},
+        "ddr_bytes": dict(nbytes, lm_head=head),
+    }
+
+
 # --------------------------------------------------------------------------- the report
 
 def project(cfg: ModelConfig, target_name: str, a: PerfAssumptions, *, name: str,
             contexts=DECODE_CONTEXTS, prompts=PROMPTS, weights=None, source: str = "",
-            extra_contexts=()) -> dict:
-    """The whole projection as a JSON-ready dict (``tellme perf --json`` prints it)."""
+            extra_contexts=(), mem=None, overlapped: bool = True) -> dict:
+    """The whole projection as a JSON-ready dict (``tellme perf --json`` prints it): the top
+    as built (headline) and, with ``overlapped``, the per-block model with the design's
+    overlaps (secondary). ``mem``: the top's memory (default :func:`top_memory`; e.g.
+    ``sim.cycles_top.SIM_MEMORY`` to compare with the RTL simulation)."""
     from tellme.spec.memory_map import check_model_fits
     from tellme.spec.targets import target
 
@@ -595,20 +843,24 @@ def project(cfg: ModelConfig, target_name: str, a: PerfAssumptions, *, name: str
     max_tok = min(tg.tlmm["tok_max"], max(all_prompts))
     check_model_fits(cfg, tg, max_ctx, max_tok)
 
-    m = _Model(cfg, target_name, a, weights=weights, max_context=max_ctx, max_tokens=max_tok)
-    dec = {c: decode_step(m, c) for c in all_ctx}
-    for c in all_ctx:
-        dec[c]["at_efficiency"] = {}
-        for eff in EFFICIENCIES:
-            me = _Model(cfg, target_name, a.with_efficiency(eff), weights=weights,
-                        max_context=max_ctx, max_tokens=max_tok)
-            me._ew, me._prog = m._ew, m._prog            # same rows and programs
-            r = decode_step(me, c)
-            dec[c]["at_efficiency"][f"{eff:.2f}"] = {
-                "tok_s": r["tok_s"], "tok_s_if_pl_lm_head": r["if_pl_lm_head"]["tok_s"]}
-    pre = {n: prefill(m, n) for n in all_prompts}
+    # the top as built
+    at = top_assumptions(a)
+    effs = EFFICIENCIES if mem is None else ()      # a given memory: no board variants
+    mem = top_memory(a, target_name) if mem is None else mem
+    tm = _Model(cfg, target_name, at, weights=weights, max_context=max_ctx,
+                max_tokens=max_tok)
+    dec = {c: top_decode(tm, c, mem, efficiencies=effs) for c in all_ctx}
+    pre = {n: top_prefill(tm, n, mem) for n in all_prompts}
+
     notes = []
-    if max(contexts) > cfg.max_context:
+    if effs and mem.beats_per_cycle >= 1.0:
+        lo = PORT_BYTES * a.clock_mhz * 1e6 / (a.ddr_peak_gbps * 1e9)
+        notes.append(f"the DDR does not bind the top: each 128-bit port takes 16 B/cycle "
+                     f"({PORT_BYTES * a.clock_mhz / 1e3:.1f} GB/s), less than the DDR at any "
+                     f"efficiency above {lo:.2f}; so its PL time is the same at "
+                     + ", ".join(f"{e:.2f}" for e in sorted({*EFFICIENCIES, a.ddr_efficiency}))
+                     + " (the PL LM head's included; the host A53 head is an assumed rate)")
+    if max(all_ctx) > cfg.max_context:
         notes.append(f"contexts past the model's max_context {cfg.max_context} are projected "
                      f"for the hardware only (the model was not trained for them)")
     try:
@@ -618,27 +870,107 @@ def project(cfg: ModelConfig, target_name: str, a: PerfAssumptions, *, name: str
                    max_context=max_ctx, max_tokens=max_tok)
     except ValueError as e:
         notes.append(f"on the board: {e}")
+
+    secondary = None
+    if overlapped:
+        secondary = _overlapped(cfg, target_name, a, weights, max_ctx, max_tok, all_ctx,
+                                all_prompts, contexts, prompts)
     out = {
-        "tool": "tellme perf", "kind": "projection", "validated_against_rtl_top": False,
-        "notice": NOTICE, "model": name, "source": source, "config": cfg.to_dict(),
-        "target": target_name,
-        "assumptions": dict(asdict(a), ddr_bytes_per_cycle=a.ddr_bytes_per_cycle,
-                            weight_bytes_per_cycle=m.weight_bpc, kv_bytes_per_cycle=m.kv_bpc,
-                            attention_engine=m.engine_desc(),
-                            elementwise_lanes=tg.ew_lanes,
-                            tlmm=dict(t=m.p.t, q=m.p.q, v=m.p.v, table=m.p.table,
-                                      half_depth=m.p.half_depth, nbt_max=m.p.nbt_max,
-                                      tok_max=m.p.tok_max)),
-        "assumption_lines": assumption_lines(m),
-        "schedule": SCHEDULE,
+        "tool": "tellme perf", "kind": "projection", "model_of": "the top as built (hw/top.py)",
+        "validated_against_rtl_top": True, "validated_on_board": False,
+        "validation": VALIDATION, "notice": NOTICE, "model": name, "source": source,
+        "config": cfg.to_dict(), "target": target_name,
+        "assumptions": dict(asdict(at), ddr_bytes_per_cycle=a.ddr_bytes_per_cycle,
+                            memory=asdict(mem), elementwise_lanes=tg.ew_lanes,
+                            attention_engine=tm.engine_desc(),
+                            tlmm=dict(t=tm.p.t, q=tm.p.q, v=tm.p.v, table=tm.p.table,
+                                      half_depth=tm.p.half_depth, nbt_max=tm.p.nbt_max,
+                                      tok_max=tm.p.tok_max)),
+        "assumption_lines": top_assumption_lines(tm, mem, board=bool(effs)),
         "decode": [dec[c] for c in contexts],
         "prefill": [pre[n] for n in prompts],
+        "overlapped_blocks": secondary,
         "tellme_v2": _tellme_beside(name, cfg, target_name),
-        "goals": _goal_report(goals, dec, pre) if goals else None,
+        "goals": _goal_report(goals, dec, pre, tm) if goals else None,
         "notes": notes,
     }
     out["_all_decode"] = dec       # for the goals and plots; dropped from the JSON
+    if secondary is not None:
+        out["_all_overlapped"] = secondary.pop("_all")
     return out
+
+
+def _overlapped(cfg, target_name, a, weights, max_ctx, max_tok, all_ctx, all_prompts,
+                contexts, prompts) -> dict:
+    """The per-block model with the design's overlaps (NOT the top as built): decode tok/s
+    and TTFT per context / prompt, by block."""
+    m = _Model(cfg, target_name, a, weights=weights, max_context=max_ctx, max_tokens=max_tok)
+    dec = {c: decode_step(m, c) for c in all_ctx}
+    pre = {n: prefill(m, n) for n in all_prompts}
+
+    def d(x):
+        return {"context": x["context"], "tok_s": x["tok_s"], "pl_s": x["pl_s"],
+                "tok_s_pl_lm_head": x["pl_lm_head"]["tok_s"],
+                "per_token_s": x["per_token_s"], "per_layer_cycles": x["per_layer_cycles"]}
+
+    return {
+        "label": "blocks in parallel: the per-block model with the design's overlaps (three "
+                 "weight ports, fills under compute, element-wise hidden), NOT the top as "
+                 "built; not validated against an RTL top",
+        "assumption_lines": assumption_lines(m), "schedule": SCHEDULE,
+        "weight_bytes_per_cycle": m.weight_bpc, "kv_bytes_per_cycle": m.kv_bpc,
+        "decode": [d(dec[c]) for c in contexts],
+        "prefill": [{"tokens": p["tokens"], "ttft_s": p["ttft_s"], "pl_s": p["pl_s"],
+                     "prefill_tok_s": p["prefill_tok_s"],
+                     "ttft_s_pl_lm_head": p["pl_lm_head"]["ttft_s"],
+                     "per_call_s": p["per_call_s"]} for p in (pre[n] for n in prompts)],
+        "_all": {c: d(dec[c]) for c in all_ctx},
+    }
+
+
+def top_assumption_lines(m: _Model, mem, board: bool = True) -> list[str]:
+    """Every assumption of the headline figures (the top as built), one per line
+    (``board``: ``mem`` is the board's DDR of :func:`top_memory`, else a given memory)."""
+    from . import cycles_top as ct
+
+    a, p, tg = m.a, m.p, m.tg
+    bpc = a.ddr_bytes_per_cycle
+    memory = (
+        f"memory (sim.cycles_top.board_memory, assumed): DDR {a.ddr_peak_gbps:g} GB/s peak x "
+        f"{a.ddr_efficiency:.2f} = "
+        f"{a.ddr_peak_gbps * a.ddr_efficiency:.2f} GB/s = {bpc:.2f} B/cycle; each 128-bit "
+        f"port moves min(1, {bpc:.2f}/16) = {mem.beats_per_cycle:g} beat/cycle; read latency "
+        f"{mem.read_latency} cycles AR -> first R (sim/ddr_model.py DdrTiming), write "
+        f"response {mem.write_latency} cycles last W -> B (taken equal), "
+        f"{mem.write_issue:g} single-beat write/cycle; no interconnect stalls" if board else
+        f"memory (given, not a board's DDR): {mem.describe()}")
+    return [
+        f"clock {a.clock_mhz:g} MHz (target {tg.name}); no timing closure: Vivado has not run",
+        memory,
+        f"ports (hw/top.py as built): weights {a.weight_ports}; {a.kv_port}",
+        f"sequencer: one record at a time: fetch (read latency + {ct.REC_BEATS} beats), issue, "
+        f"the unit's work to its last B, {ct.DONE_TO_AR} cycles back to the next fetch (7 "
+        f"after a LINEAR); + {ct.REC_BEATS} pass-1 cycles per record; no overlap across "
+        f"records, no weight prefetch across LINEARs",
+        f"TLMM T={p.t} Q={p.q} {p.table} table, ping-pong halves of {p.half_depth} words "
+        f"(a tile's codes stream while the previous tile computes, inside one LINEAR), tiles "
+        f"<= {p.nbt_max} column blocks, <= {p.tok_max} tokens per call",
+        f"element-wise: {tg.ew_lanes} lanes (ew_lanes), {a.stream_format.upper()} rows, every "
+        f"record's rows read from and written to DDR",
+        f"attention: {m.engine_desc()}; KV cache int8 + one {a.stream_format.upper()} scale "
+        f"per row, read as stored, written by the quantising KV writer",
+        "data-dependent timing taken as typical: the norm's rsqrt and the token scale's "
+        "shifts (a N(0,1) row), EMBED's multiply (the mean bit length of an id)",
+        f"LM head: host A53 after the PL call, int8 weights + fp32 row scales at an assumed "
+        f"{a.a53_gbps:g} GB/s (no published K26 A53 GEMV figure); 'PL head' = the top's "
+        f"LM-head unit as built (QUANT + LM_HEAD records: int8 codes + row scales on "
+        f"m_axi_w1, 16 B/cycle, sim.cycles_top), which the driver uses",
+        "validated: sim/cycles_top.py against the RTL top in Verilator simulation (records "
+        "within 3 %, whole calls within 0.3 %; the demo model through this tool within 5 %), "
+        "not on a board",
+        "not modelled: host driver per call (program encoding, cache flush, interrupt), "
+        "tokenizer, sampling",
+    ]
 
 
 SCHEDULE = [
@@ -651,7 +983,7 @@ SCHEDULE = [
     "(sim.cycles.layer_cycles, validated by tellme hw bench: decode 98.5 %, prefill +0.63 %)",
     "element-wise: streamed around the TLMM, hidden; exposed only where a linear waits for "
     "one row's dependent chain longer than the fill of its first tile",
-    "LM head after the PL call (host A53) or as the last record (if PL); embedding gather "
+    "LM head after the PL call (host A53) or as the last record (PL head); embedding gather "
     "and final norm of the last row exposed; sequencer overhead per record exposed",
 ]
 
@@ -681,8 +1013,8 @@ def assumption_lines(m: _Model) -> list[str]:
         f"element-wise: {tg.ew_lanes} lanes (ew_lanes), {a.stream_format.upper()} streams, "
         f"streamed around the TLMM",
         f"LM head: host A53, int8 weights + fp32 row scales at an assumed {a.a53_gbps:g} GB/s "
-        f"(no published K26 A53 GEMV figure); 'if PL' = the same bytes at the sustained DDR "
-        f"rate (no PL LM head is built)",
+        f"(no published K26 A53 GEMV figure); 'PL head' = a 64-lane unit at the sustained "
+        f"DDR rate (lm_head_ddr: the head striped over the weight ports; not in the top)",
         "sequencer: records strictly in order, L+6 cycles each + pass-1 program check "
         "(sim/cycles_seq.py)",
         "not modelled: host driver per call (program encoding, cache flush, interrupt), "
@@ -711,31 +1043,67 @@ def _tellme_beside(name: str, cfg: ModelConfig, target_name: str) -> dict:
     return t
 
 
-def _goal_report(goals: bool, dec: dict, pre: dict) -> list[dict]:
-    """Each goal: met or not, by how much, and the limiting block."""
+def _goal_report(goals: bool, dec: dict, pre: dict, m: _Model | None = None) -> list[dict]:
+    """Each goal: met or not, by how much, and the limiting block (the top as built)."""
     out = []
     for ctx, want in GOALS["decode_tok_s"].items():
         r = dec[ctx]
         out.append(_verdict(f"decode at {ctx} context", "tok/s", r["tok_s"], want, True,
-                            r["per_token_s"], r["if_pl_lm_head"]["tok_s"]))
+                            r["per_token_s"], r["pl_lm_head"]["tok_s"], _why(r, m)))
     for n, want in GOALS["ttft_s"].items():
         r = pre[n]
         out.append(_verdict(f"TTFT for {n} tokens", "s", r["ttft_s"], want, False,
-                            r["per_call_s"], r["if_pl_lm_head"]["ttft_s"]))
+                            r["per_call_s"], r["pl_lm_head"]["ttft_s"], _why(r, m)))
+    return out
+
+
+def _why(r: dict, m: _Model | None) -> dict:
+    """Per block, why it takes its time in the top as built (a phrase for the goal text)."""
+    if m is None:
+        return {}
+    a, tg = m.a, m.tg
+    ops = r["by_op_cycles"]
+    tot = sum(ops.get(op, 0) for op, b in OP_BLOCK.items() if b == "elementwise") or 1
+    ew = ", ".join(f"{op} {ops[op] / tot:.0%}" for op in OPS_ORDER
+                   if OP_BLOCK[op] == "elementwise" and ops.get(op))
+    out = {
+        "elementwise": f"{tg.ew_lanes} lanes, one record at a time, every row through DDR "
+                       f"({ew})",
+        "kv_write": "the int8 quantiser and single-beat writes, one KV head at a time",
+        "attention": "one integer engine; the int8 KV cache through the 128-bit m_axi_kv",
+        "sequencer": f"{r.get('records', 0) or '~'} records, each fetched and handed back "
+                     f"serially",
+        "lm_head": f"on the host A53 at the assumed {a.a53_gbps:g} GB/s",
+    }
+    wp = r.get("weight_port")
+    if wp:
+        out["linears"] = (f"the codes ({wp['code_bytes'] / 1e6:.1f} MB) through the one "
+                          f"128-bit weight port m_axi_w0 alone take {wp['seconds'] * 1e3:.1f} ms"
+                          f" ({wp['share_of_linears']:.0%} of the linears' time); the shell's "
+                          f"three weight ports would carry them in a third of that")
+    elif "tlmm_compute_s" in r:
+        lin = r["per_call_s"]["linears"]
+        out["linears"] = (f"the TLMM's sweeps alone take {r['tlmm_compute_s'] * 1e3:.1f} ms "
+                          f"({r['tlmm_compute_s'] / lin:.0%} of the linears' time; "
+                          f"sim.cycles.layer_cycles), the rest each LINEAR's first tile fill "
+                          f"on the one weight port and its rows in and out")
     return out
 
 
 def _verdict(what: str, unit: str, got: float, want: float, higher: bool, sec: dict,
-             got_pl: float) -> dict:
+             got_pl: float, why: dict | None = None) -> dict:
     met = got >= want if higher else got <= want
     total = sum(sec.values())
     budget = 1 / want if higher else want
     over = total - budget                    # seconds over the budget (> 0: missed)
     lim = max(sec, key=sec.get)
+    why = why or {}
     r = {"goal": what, "unit": unit, "want": want, "projected": got, "met": met,
-         "if_pl_lm_head": got_pl,
-         "met_if_pl_lm_head": got_pl >= want if higher else got_pl <= want,
-         "limiting_block": lim, "limiting_block_s": sec[lim], "over_budget_s": over}
+         "pl_lm_head": got_pl,
+         "met_pl_lm_head": got_pl >= want if higher else got_pl <= want,
+         "limiting_block": lim, "limiting_block_s": sec[lim],
+         "limiting_block_share": sec[lim] / total, "over_budget_s": over,
+         "why": why.get(lim, "")}
     if met:
         r["text"] = (f"{what}: {got:.3g} {unit} meets >= {want:g}" if higher else
                      f"{what}: {got:.3g} {unit} meets <= {want:g}")
@@ -754,8 +1122,11 @@ def _verdict(what: str, unit: str, got: float, want: float, higher: bool, sec: d
                + " ms) together exceed the overrun")
     r["text"] = (f"{what}: MISSED, {short}; {total * 1e3:.1f} ms against a "
                  f"{budget * 1e3:.1f} ms budget ({over * 1e3:.1f} ms over); limiting block: "
-                 f"{BLOCK_LABELS[lim]} {sec[lim] * 1e3:.1f} ms; {fix}")
+                 f"{BLOCK_LABELS[lim]} {sec[lim] * 1e3:.1f} ms ({sec[lim] / total:.0%})"
+                 + (f", {r['why']}" if r["why"] else "") + f"; {fix}")
     return r
+
+
 
 
 def to_json(report: dict) -> dict:
@@ -785,93 +1156,102 @@ def format_report(r: dict) -> str:
              f"  model: {L} layers, hidden {cfg['hidden_size']}, ffn {cfg['intermediate_size']},"
              f" heads {cfg['num_heads']}/{cfg['num_kv_heads']} x {cfg['head_dim']}, vocab "
              f"{cfg['vocab_size']}" + (f" ({r['source']})" if r["source"] else ""),
-             "", "assumptions"]
+             "", "assumptions (the top as built, sim/cycles_top.py)"]
     lines += [f"  - {x}" for x in r["assumption_lines"]]
-    lines += ["", "schedule (overlaps assumed)"] + [f"  - {x}" for x in r["schedule"]]
     tv = r["tellme_v2"]
     tv_ok = tv["comparable"]
+    dec = r["decode"]
 
     # decode
-    lines += ["", "decode (one token; tok/s with the host A53 LM head; 'if PL': an int8 PL "
-              "LM head at the DDR rate, not built)"]
+    lines += ["", "decode, the top as built (one token; tok/s with the host A53 LM head; "
+              "'PL head': the top's int8 LM-head unit on m_axi_w1, the driver's choice)"]
     effs = [f"{e:.2f}" for e in EFFICIENCIES]
-    hdr = (f"  {'context':>7} {'ms/token':>9} {'tok/s':>8} {'if PL':>8} "
-           + " ".join(f"{'@' + e:>8} {'if PL':>8}" for e in effs)
-           + f" {'roofline':>8} {'share':>6} {'TeLLMe':>7}")
-    lines.append(hdr)
-    for d in r["decode"]:
+    lines.append(f"  {'context':>7} {'ms/token':>9} {'PL ms':>8} {'tok/s':>7} {'PL head':>7} "
+                 + " ".join(f"{'@' + e:>7} {'PL head':>7}" for e in effs)
+                 + f" {'roofline':>8} {'share':>6} {'TeLLMe':>7}")
+    for d in dec:
         at = d["at_efficiency"]
         lines.append(
-            f"  {d['context']:>7} {d['seconds'] * 1e3:>9.2f} {d['tok_s']:>8.1f} "
-            f"{d['if_pl_lm_head']['tok_s']:>8.1f} "
-            + " ".join(f"{at[e]['tok_s']:>8.1f} {at[e]['tok_s_if_pl_lm_head']:>8.1f}"
-                       for e in effs)
+            f"  {d['context']:>7} {d['seconds'] * 1e3:>9.2f} {d['pl_s'] * 1e3:>8.2f} "
+            f"{d['tok_s']:>7.1f} {d['pl_lm_head']['tok_s']:>7.1f} "
+            + " ".join(f"{at[e]['tok_s']:>7.1f} {at[e]['tok_s_pl_lm_head']:>7.1f}"
+                       if e in at else f"{'-':>7} {'-':>7}" for e in effs)
             + f" {d['roofline']['tok_s_peak']:>8.1f} {d['roofline']['share']:>6.0%} "
             + (f"{tv['decode_tok_s']:>7g}" if tv_ok else f"{'-':>7}"))
+    wp = dec[0]["weight_port"]
     lines.append(f"  roofline: DDR peak {a['ddr_peak_gbps']:g} GB/s over the bytes a token "
-                 f"must move (weights + KV + LM head); share = tok/s / roofline"
-                 + (f"; TeLLMe: {tv['note']}" if tv_ok else ""))
+                 f"must move (weights + KV + LM head); share = tok/s / roofline. The one "
+                 f"weight port: {wp['code_bytes'] / 1e6:.1f} MB of codes at 16 B/cycle = "
+                 f"{wp['seconds'] * 1e3:.1f} ms per token ({wp['share_of_linears']:.0%} of the "
+                 f"linears' time)" + (f"; TeLLMe: {tv['note']}" if tv_ok else ""))
 
     # decode breakdown
-    lines += ["", "decode breakdown: cycles per layer | ms per token"]
+    lines += ["", "decode breakdown, the top as built: cycles per layer | ms per token"]
     lines.append(f"  {'block':<32}" + "".join(f"{'ctx ' + str(d['context']):>22}"
-                                             for d in r["decode"]))
+                                             for d in dec))
     for b in BLOCKS:
         row = f"  {BLOCK_LABELS[b]:<32}"
-        for d in r["decode"]:
+        for d in dec:
             pl = d["per_layer_cycles"].get(b)
-            row += f"{(f'{pl:,.0f}' if pl is not None else '-'):>12} {_ms(d['per_token_s'][b])}"
-        lines.append(row)
+            row += f"{(f'{pl:,.0f}' if pl is not None else '-'):>13}{_ms(d['per_token_s'][b])} "
+        lines.append(row.rstrip())
     row = f"  {'total':<32}"
-    for d in r["decode"]:
-        row += f"{sum(d['per_layer_cycles'].values()):>12,.0f} {_ms(d['seconds'])}"
-    lines.append(row)
-    for d in r["decode"]:
-        ly = d["layer"]
-        lines.append(
-            f"  ctx {d['context']}: attention engine {ly['attention_engine']:,} vs KV reads "
-            f"{ly['kv_read_cycles']:,.0f} cycles/layer ({ly['attention_bound']} bound); TLMM "
-            f"compute {ly['tlmm_compute']:,} vs weight fill {ly['weight_fill']:,.0f}; "
-            f"{d['records']} records")
-    ly = r["decode"][0]["layer"]
-    lines.append("  element-wise work per token-layer (cycles, hidden): " + ", ".join(
-        f"{k} {v:,}" for k, v in ly["elementwise_work_per_token"].items())
-        + "; exposed at " + ", ".join(f"{k} {v:,.0f}"
-                                     for k, v in ly["elementwise_exposed"].items()))
+    for d in dec:
+        row += f"{sum(d['per_layer_cycles'].values()):>13,.0f}{_ms(d['seconds'])} "
+    lines.append(row.rstrip())
+    for d in dec:
+        lines.append(f"  ctx {d['context']}: {d['pl_cycles']:,} PL cycles, {d['records']} records;"
+                     f" outside the layers (EMBED, final norm, program start) "
+                     f"{sum(d['outside_layers_cycles'].values()):,} cycles; by record kind "
+                     f"(unit time, ms): " + ", ".join(
+                         f"{op} {v / (a['clock_mhz'] * 1e3):.2f}"
+                         for op, v in d["by_op_cycles"].items()))
 
     # DDR bytes
     lines += ["", "DDR bytes per decode token (MB); activations: every record's rows through "
-              "DDR (upper bound, not charged to time)"]
-    lines.append(f"  {'kind':<12}" + "".join(f"{'ctx ' + str(d['context']):>12}"
-                                           for d in r["decode"]))
+              "DDR (the top keeps no row on chip)"]
+    lines.append(f"  {'kind':<12}" + "".join(f"{'ctx ' + str(d['context']):>12}" for d in dec))
     for k in (*DDR_KINDS, "total"):
         vals = [sum(d["ddr_bytes"].values()) if k == "total" else d["ddr_bytes"][k]
-                for d in r["decode"]]
+                for d in dec]
         lines.append(f"  {k:<12}" + "".join(f"{v / 1e6:>12.3f}" for v in vals))
 
     # prefill
-    lines += ["", "prefill (prompt from position 0; TTFT = PL call + LM head of the last row)"]
-    lines.append(f"  {'tokens':>7} {'TTFT s':>8} {'tok/s':>7} {'if PL: TTFT':>11} {'tok/s':>7}"
-                 f" {'TeLLMe TTFT':>11}  attention share of TLMM; element-wise busiest")
+    lines += ["", "prefill, the top as built (prompt from position 0 in calls of <= "
+              f"{a['tlmm']['tok_max']} rows; TTFT = the PL calls + the LM head of the last row)"]
+    lines.append(f"  {'tokens':>7} {'calls':>5} {'TTFT s':>8} {'PL s':>7} {'tok/s':>7} "
+                 f"{'PL head: TTFT':>11} {'tok/s':>7} {'TeLLMe TTFT':>11}")
     for p in r["prefill"]:
-        ly = p["layer"]
         tt = tv["ttft_s"].get(str(p["tokens"])) if tv_ok else None
         lines.append(
-            f"  {p['tokens']:>7} {p['ttft_s']:>8.3f} {p['prefill_tok_s']:>7.1f} "
-            f"{p['if_pl_lm_head']['ttft_s']:>11.3f} {p['if_pl_lm_head']['prefill_tok_s']:>7.1f}"
-            f" {(f'{tt:g}' if tt else '-'):>11}  {ly['attention_engine'] / ly['tlmm_compute']:.0%}"
-            f" ({ly['attention_bound']}); {ly['elementwise_busiest']} "
-            f"{ly['elementwise_busiest_share']:.0%} of TLMM")
+            f"  {p['tokens']:>7} {p['chunks']:>5} {p['ttft_s']:>8.3f} {p['pl_s']:>7.3f} "
+            f"{p['prefill_tok_s']:>7.1f} {p['pl_lm_head']['ttft_s']:>11.3f} "
+            f"{p['pl_lm_head']['prefill_tok_s']:>7.1f} {(f'{tt:g}' if tt else '-'):>11}")
     if tv_ok:
         lines.append(f"  TeLLMe prefill: {tv['prefill_tok_s']:g} tok/s; tok/s here = prompt "
                      f"tokens / TTFT")
-    lines += ["  prefill breakdown (ms per call): " + "; ".join(
-        f"{p['tokens']} tok: " + ", ".join(f"{b} {p['per_call_s'][b] * 1e3:.1f}"
-                                           for b in BLOCKS) for p in r["prefill"])]
-    lines.append("  per layer (cycles): " + "; ".join(
-        f"{p['tokens']} tok: " + ", ".join(f"{b} {v:,.0f}"
-                                           for b, v in p["per_layer_cycles"].items())
-        for p in r["prefill"]))
+    for p in r["prefill"]:
+        lines.append(f"  {p['tokens']} tok, ms per prompt: " + ", ".join(
+            f"{b} {p['per_call_s'][b] * 1e3:.1f}" for b in BLOCKS) + "; cycles per layer: "
+            + ", ".join(f"{b} {v:,.0f}" for b, v in p["per_layer_cycles"].items())
+            + "; by record kind (ms): " + ", ".join(
+                f"{op} {v / (a['clock_mhz'] * 1e3):.1f}" for op, v in p["by_op_cycles"].items()))
+
+    # the per-block model with overlaps
+    ov = r.get("overlapped_blocks")
+    if ov:
+        lines += ["", "secondary: blocks in parallel, NOT the top as built (the previous "
+                  "per-block model with the design's overlaps; not validated against the top)"]
+        al = ov["assumption_lines"]
+        lines += [f"  - {x}" for x in al if x.startswith(("ports", "weight delivery",
+                                                          "attention", "KV cache"))]
+        lines.append("  - " + ov["schedule"][0])
+        lines.append("  decode tok/s (PL head): " + ", ".join(
+            f"ctx {d['context']} {d['tok_s']:.1f} ({d['tok_s_pl_lm_head']:.1f}), PL "
+            f"{d['pl_s'] * 1e3:.1f} ms" for d in ov["decode"]))
+        lines.append("  TTFT s (PL head): " + ", ".join(
+            f"{p['tokens']} tok {p['ttft_s']:.3f} ({p['ttft_s_pl_lm_head']:.3f})"
+            for p in ov["prefill"]))
 
     # TeLLMe and goals
     lines += ["", f"TeLLMe v2 (published): {tv['source']}"]
@@ -883,82 +1263,21 @@ def format_report(r: dict) -> str:
         lines.append("  not comparable: TeLLMe reports only bitnet_b1_58-large on the KV260")
     if r["goals"]:
         lines += ["", f"issue 15 goals ({GOALS['model']}, {GOALS['target']}, "
-                  f"{GOALS['clock_mhz']:g} MHz)"]
+                  f"{GOALS['clock_mhz']:g} MHz), the top as built"]
         for g in r["goals"]:
-            extra = (f" [if PL LM head: {g['if_pl_lm_head']:.3g} {g['unit']}, "
-                     f"{'met' if g['met_if_pl_lm_head'] else 'missed'}]")
+            extra = (f" [PL LM head: {g['pl_lm_head']:.3g} {g['unit']}, "
+                     f"{'met' if g['met_pl_lm_head'] else 'missed'}]")
             lines.append(f"  - {g['text']}{extra}")
     for n in r["notes"]:
         lines.append(f"  note: {n}")
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- plots
-
 def plot(report: dict, out_dir) -> list:
-    """decode tok/s vs context (with the DDR roofline and TeLLMe) and stacked per-block time
-    per token; PNGs in ``out_dir``. Needs matplotlib (the ``plot`` extra)."""
-    from tellme.plotting import pyplot
+    """The projection's plots (sim/perf_plots.py); needs matplotlib (the ``plot`` extra)."""
+    from .perf_plots import plot_report
 
-    plt = pyplot()
-    import matplotlib.ticker
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{report['model']}-{report['target']}".replace("/", "_")
-    dec = report["_all_decode"]
-    ctx = sorted(dec)
-    tv = report["tellme_v2"]
-    files = []
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(ctx, [dec[c]["tok_s"] for c in ctx], "o-", label="projected (A53 LM head)")
-    ax.plot(ctx, [dec[c]["if_pl_lm_head"]["tok_s"] for c in ctx], "s--",
-            label="projected, if PL LM head")
-    ax.plot(ctx, [dec[c]["roofline"]["tok_s_peak"] for c in ctx], "k-", lw=1,
-            label="DDR roofline (peak)")
-    eff = report["assumptions"]["ddr_efficiency"]
-    ax.plot(ctx, [dec[c]["roofline"]["tok_s_sustained"] for c in ctx], "k:", lw=1,
-            label=f"DDR roofline x {eff:.2f}")
-    if tv["comparable"]:
-        ax.axhline(tv["decode_tok_s"], color="tab:red", ls="-.",
-                   label=f"TeLLMe v2 published ({tv['decode_tok_s']:g} tok/s)")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ctx, [str(c) for c in ctx])
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.set_xlabel("context (keys)")
-    ax.set_ylabel("decode tokens/s")
-    ax.set_ylim(bottom=0)
-    ax.set_title(f"{report['model']} on {report['target']}: decode (projection)", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.text(0.01, 0.01, "projection from block cycle models; not validated against an RTL top",
-             fontsize=7, color="gray")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    f1 = out_dir / f"{stem}-decode.png"
-    fig.savefig(f1, dpi=120)
-    plt.close(fig)
-    files.append(f1)
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    xs = range(len(ctx))
-    bottom = [0.0] * len(ctx)
-    for b in BLOCKS:
-        v = [dec[c]["per_token_s"][b] * 1e3 for c in ctx]
-        ax.bar(xs, v, bottom=bottom, label=BLOCK_LABELS[b])
-        bottom = [x + y for x, y in zip(bottom, v, strict=True)]
-    ax.set_xticks(list(xs), [str(c) for c in ctx])
-    ax.set_xlabel("context (keys)")
-    ax.set_ylabel("ms per decode token")
-    ax.set_title(f"{report['model']} on {report['target']}: time per token by block "
-                 "(projection)", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    f2 = out_dir / f"{stem}-blocks.png"
-    fig.savefig(f2, dpi=120)
-    plt.close(fig)
-    files.append(f2)
-    return files
+    return plot_report(report, out_dir)
 
 
 PLOT_CONTEXTS = (64, 128, 256, 512, 1024, 2048, 4096)

@@ -1,4 +1,5 @@
-"""``tellme perf``: whole-model performance projections (sim/perf.py, docs/performance.md).
+"""``tellme perf``: whole-model performance projections of the top as built (sim/perf.py from
+the whole-step cycle model sim/cycles_top.py; plots in sim/perf_plots.py; docs/performance.md).
 
 Registered in tellme.cli.COMMAND_MODULES. Imports nothing heavy at module level: the handler
 imports the cycle models (amaranth for the element-wise latencies) and, for ``--plot``,
@@ -11,10 +12,18 @@ from tellme.cli import CliError
 
 DESCRIPTION = (
     "Project decode tokens/s, time to first token and prefill tokens/s of a whole model on a "
-    "target from the blocks' cycle models (TLMM and weight streaming, attention, element-wise, "
-    "sequencer), with a per-block and per-layer breakdown, DDR bytes per token by kind, the "
-    "share of the DDR roofline and every assumption printed. A projection: the whole-step "
-    "model is not yet validated against an RTL top, and nothing here ran on a board.")
+    "target for the accelerator top AS BUILT (hw/top.py: records one at a time, the linears' "
+    "codes on one 128-bit weight port), from the whole-step cycle model sim/cycles_top.py, "
+    "which is validated against the RTL top in Verilator simulation (every record kind within "
+    "3 %, whole calls within 0.3 %, the demo model through this tool within 5 %), not on a "
+    "board. Prints a per-block and per-layer breakdown, DDR bytes per token by kind, the share "
+    "of the DDR roofline, issue 15's goals with the limiting block, TeLLMe v2's published "
+    "figures and every assumption (clock, DDR peak / efficiency / latency, ports). The LM "
+    "head two ways: on the host A53 (an assumed bandwidth) and 'PL head', the top's LM-head "
+    "unit as built (on m_axi_w1), which the driver uses. A secondary line gives the previous "
+    "per-block model with the design's overlaps (blocks in parallel, NOT the top as built); "
+    "--ports, --attention, --attn-engines and --kv apply to that line only. A projection: "
+    "nothing here ran on a board.")
 
 
 def register(sub) -> None:
@@ -34,23 +43,29 @@ def register(sub) -> None:
                    help="prompt lengths for TTFT and prefill (default 64 128)")
     p.add_argument("--ddr-eff", type=float, default=0.85,
                    help="sustained fraction of the DDR peak (default 0.85; decode is also "
-                        "shown at 0.70 and 0.90)")
+                        "shown at 0.70 and 0.90); sim.cycles_top.board_memory's efficiency")
     p.add_argument("--clock-mhz", type=float, help="default: the target's clock")
     p.add_argument("--attention", choices=("int", "fp"), default="int",
-                   help="int: the contract's integer engine over an int8 KV cache (default); "
+                   help="secondary per-block model only (the top has the integer engine): "
+                        "int: the contract's integer engine over an int8 KV cache (default); "
                         "fp: the FP engine of the previous contract")
     p.add_argument("--attn-engines", type=int, metavar="N",
-                   help="integer attention engines (default 1: the kv260 preset; fp: 1)")
+                   help="secondary per-block model only: integer attention engines "
+                        "(default 1: the kv260 preset; fp: 1)")
     p.add_argument("--kv", choices=("stream", "int8"), default="stream",
-                   help="KV cache rows: the stream format (default) or int8 + a row scale")
+                   help="secondary per-block model only (the top's cache is int8): KV cache "
+                        "rows of the fp engine, the stream format (default) or int8")
     p.add_argument("--ports", choices=("shell", "wide"), default="shell",
-                   help="shell: the AXI masters of spec/shell.py bind (default); wide: ports "
-                        "never bind (only the DDR and the buffer fill)")
+                   help="secondary per-block model only (the top uses one 128-bit weight "
+                        "port): shell: the AXI masters of spec/shell.py bind (default); wide: "
+                        "ports never bind (only the DDR and the buffer fill)")
     p.add_argument("--a53-gbps", type=float, default=4.0,
                    help="assumed host A53 int8 LM-head bandwidth in GB/s (default 4)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", nargs="?", const="", metavar="DIR",
-                   help="write PNG plots (matplotlib) to DIR (default build/perf/)")
+                   help="write PNG plots (matplotlib) to DIR (default build/perf/): decode "
+                        "tok/s vs context with the DDR roofline and TeLLMe, time per token by "
+                        "block, resources per block against the budget (cached synthesis)")
     p.set_defaults(func=_main)
 
 
@@ -62,16 +77,10 @@ def _main(args) -> int:
 
     weights, source = None, ""
     if args.weights:
-        from tellme.quant.format import read_weight_file
-        from tellme.spec.program import WeightInfo
-
         try:
-            wf = read_weight_file(args.weights, verify=False)
-            weights = WeightInfo.from_header(wf.header, wf.section("scales"))
+            cfg, weights, name, source = perf.read_weights(args.weights)
         except (OSError, ValueError, KeyError) as e:
             raise CliError(f"cannot read the weight file: {e}") from None
-        cfg, name = wf.config, Path(args.weights).name
-        source = f"weight file {args.weights}, tiling T={wf.tiling.t} Q={wf.tiling.q}"
     else:
         from tellme.spec.models import model_config
 
@@ -103,15 +112,13 @@ def _main(args) -> int:
             files = perf.plot(report, out_dir)
         except ImportError as e:
             raise CliError(str(e)) from None
-        from tellme.hw.budget import plot_budget
-        from tellme.hw.report import cached_budget
+        from tellme.sim.perf_plots import plot_budget_cached
 
-        result, missing = cached_budget(args.target)
-        if result is not None:
-            files.append(plot_budget(result, out_dir))
+        f, note = plot_budget_cached(args.target, out_dir)
+        if f is not None:
+            files.append(f)
         else:
-            notes.append(f"budget plot skipped: no cached synthesis of {', '.join(missing)}; "
-                         f"make it with: tellme hw report --target {args.target} --budget")
+            notes.append(note)
     if args.json:
         out = perf.to_json(report)
         if files:

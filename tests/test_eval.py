@@ -23,7 +23,7 @@ _TIME = re.compile(r", [0-9.]+ s\)")
 _NUM = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _MODE = re.compile(r"(?P<mode>[^:]+?) *: perplexity (?P<ppl>[0-9.]+) \(NLL (?P<nll>[0-9.]+) "
                    r"nats/token, top-1 accuracy (?P<acc>[0-9.]+)\)$")
-_AGREE = re.compile(r"hw vs float top-1 agreement: (?P<frac>[0-9.]+) "
+_AGREE = re.compile(r"hw(?:-pl)? vs float top-1 agreement: (?P<frac>[0-9.]+) "
                     r"\((?P<k>[0-9]+)/(?P<n>[0-9]+) positions\)$")
 
 # Float numerics runs its float matmuls (attention, LM head) through BLAS. The kernel OpenBLAS

@@ -128,6 +128,9 @@ class GoldenBackend(Backend):
         return self._forward(tokens)
 
 
+RTL_SIM_TIMEOUT_S = 1800.0      # per call on the Verilator top (the board's default: 30 s)
+
+
 class RtlSimBackend(Backend):
     """The accelerator top in Verilator (``tellme.sim.rtl_remote.RemoteRtlDevice``, a child
     process) under the same host driver as the board: the smallest simulation build that holds
@@ -151,7 +154,9 @@ class RtlSimBackend(Backend):
         target = sim_target(model.config)
         dev = _simulation().RemoteRtlDevice(target)
         try:
-            be = DeviceBackend(model, device=dev)     # logits from the PL head if it fits
+            # logits from the PL head if it fits; the timeout is wall-clock seconds and the
+            # simulation runs about 17,000 cycles a second (a demo row's LM head: 4 s)
+            be = DeviceBackend(model, device=dev, timeout_s=RTL_SIM_TIMEOUT_S)
         except BaseException:
             dev.close()
             raise

@@ -243,7 +243,6 @@ def _logits(args) -> int:
     import numpy as np
 
     from tellme.quant.loader import load_model
-    from tellme.sim.golden.model import forward
 
     from .backends import create
 
@@ -267,17 +266,15 @@ def _logits(args) -> int:
                        f"(valid ids: 0..{c.vocab_size - 1})")
     if len(ids) > c.max_context:
         raise CliError(f"{len(ids)} tokens exceed the model's max_context {c.max_context}")
-    numerics = args.numerics
+    # the golden model in the asked numerics; an accelerator backend is always hw (with the
+    # PL LM head when its build has one for this model)
+    numerics = args.numerics if args.backend == "golden" else "hw"
     try:
-        if args.backend == "golden":
-            logits = forward(model, np.asarray(ids, dtype=np.int64), numerics=numerics)
-        else:
-            be = create(args.backend, model, numerics="hw")
-            numerics = "hw"
-            try:
-                logits = be.logits(ids)
-            finally:
-                be.close()
+        be = create(args.backend, model, numerics=numerics)
+        try:
+            logits = be.logits(ids)
+        finally:
+            be.close()
     except errs as e:
         raise CliError(str(e)) from None
     out.parent.mkdir(parents=True, exist_ok=True)

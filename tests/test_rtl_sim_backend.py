@@ -3,7 +3,7 @@ sim/rtl_remote.py's RemoteRtlDevice: the accelerator top of the ``sim-demo`` bui
 Verilator child process, the same host driver as the board) prints the same text as the golden
 model in hw numerics with the PL LM head (``--numerics hw-pl``: the device returns logits when
 the model's hidden size fits its LM-head unit), greedy and sampled, on the bundled demo model.
-Slow: a Verilator build of the top the first time, then about 45 s a run."""
+Slow: a Verilator build of the top the first time, then about 90 s a run."""
 
 from __future__ import annotations
 

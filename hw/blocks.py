@@ -20,6 +20,7 @@ def registry() -> dict:
 
     from .attention.kv_quant import report_blocks as kv_quant_blocks
     from .attention.presets import report_blocks as attention_blocks
+    from .axi_stripe import report_blocks as stripe_blocks
     from .elementwise.params import report_blocks as elementwise_blocks
     from .lm_head import report_blocks as lm_head_blocks
     from .presets import make_tlmm, make_tlmm_core, make_weight_buffer
@@ -37,6 +38,7 @@ def registry() -> dict:
         "tlmm_core": ("TLMM engine + weight buffer", lambda p, fmt: make_tlmm_core(p)),
         **stream_blocks(), **elementwise_blocks(), **attention_blocks(), **kv_quant_blocks(),
         **sequencer_blocks(), **top_blocks(), **lm_head_blocks(),
+        **stripe_blocks(),
         "regs": ("AXI4-Lite control and status registers (spec/registers.py)",
                  lambda p, fmt: RegisterFile(const_values(p.name, fmt=fmt))),
     }

@@ -134,9 +134,9 @@ RTL_SIM_TIMEOUT_S = 1800.0      # per call on the Verilator top (the board's def
 class RtlSimBackend(Backend):
     """The accelerator top in Verilator (``tellme.sim.rtl_remote.RemoteRtlDevice``, a child
     process) under the same host driver as the board: the smallest simulation build that holds
-    the model (``sim``, else ``sim-demo``), the final hidden rows out and the LM head on the host
-    (no PL LM head yet). Slow: thousands of simulated cycles per second; never chosen by
-    ``auto``."""
+    the model (``sim``, else ``sim-demo``), logits from the top's PL LM head when the hidden
+    size fits it (else the final hidden rows and the host's head). Slow: thousands of simulated
+    cycles per second; never chosen by ``auto``."""
 
     name = "rtl-sim"
     priority = -10

@@ -18,7 +18,8 @@ This build executes:
   the ternary codes (``LinearUnit`` on its own weight master, ``TlmmOutBuffer``,
   ``Dequantize``);
 
-and answers LM_HEAD with UNSUPPORTED_OP, so a program stops at it cleanly. Semantics are
+and answers LM_HEAD with UNSUPPORTED_OP, so a program stops at it cleanly (the top routes
+LM_HEAD to its LM-head unit, hw/exec_head.py, so it never gets one there). Semantics are
 golden ``program_exec``'s ``_residual``, ``_gated_act``, ``_embed``, ``_norm``, ``_quant``,
 ``_rope`` and ``_linear``.
 """

@@ -5,7 +5,10 @@
 * :func:`wire`: a combinational net emitted once;
 * :func:`msb_index` / :func:`lsb_index`: the leading / trailing one of an unsigned value, a
   log-depth priority tree; :func:`bit_length` (the leading one + 1, 0 for 0) is built on it;
-* :func:`rne_shr`: round-half-even right shift by a variable amount.
+* :func:`rne_shr`: round-half-even right shift by a variable amount;
+* :func:`times_const` (x times a constant by shifts and adds), :func:`align_up` and
+  :func:`stride_of` (``spec.memory_map.row_stride`` of a row): the execution units' address
+  arithmetic.
 
 The stream-format rounders (RN_fmt with a combinational core and a pipelined wrapper, RN32,
 int8) are in :mod:`tellme.hw.elementwise.stream_fp`; every block imports from these two
@@ -15,6 +18,25 @@ modules and has no rounder or priority encoder of its own.
 from __future__ import annotations
 
 from amaranth.hdl import C, Const, Module, Mux, Signal, Value, unsigned
+
+from tellme.spec.memory_map import ROW_ALIGN
+
+
+def times_const(x, k: int):
+    """``x * k`` for a constant ``k`` by shifts and adds (a multiply would take a DSP slice)."""
+    return sum(x << j for j in range(k.bit_length()) if k >> j & 1)
+
+
+def align_up(x, a: int):
+    """``x`` rounded up to a multiple of the power of two ``a``, at most 32 bits (the movers'
+    stride and count fields)."""
+    return (x + a - 1) & ~Const(a - 1, 32)
+
+
+def stride_of(cols, elem_bytes: int):
+    """``spec.memory_map.row_stride``: bytes from one row of ``cols`` elements of
+    ``elem_bytes`` bytes to the next in an act buffer."""
+    return align_up(times_const(cols, elem_bytes), ROW_ALIGN)
 
 
 def ceil_log2(n: int) -> int:

@@ -12,15 +12,16 @@ those blocks and of the movers, and carries the rows between them. Semantics are
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from tellme.spec.kv_layout import KVLayout
-from tellme.spec.memory_map import ADDR_BITS, ROW_ALIGN
+from tellme.spec.memory_map import ADDR_BITS
 from tellme.spec.numerics import StreamFormat, stream_format
 from tellme.spec.program import ERROR_CODES
 
+from .arith import align_up, stride_of, times_const
 from .attention.int_engine import cmd_layout as engine_cmd_layout
 from .attention.kv_dma import HD_BITS, read_command_layout
 from .attention.kv_quant import quant_write_layout
@@ -165,15 +166,6 @@ class AttnCtl(wiring.Component):
         pair, khdr = lay.pair_bytes, lay.k_header_bytes
         AW = self.addr_width
 
-        def times(x, k):                      # x * constant k by shifts and adds
-            return sum(x << j for j in range(k.bit_length()) if k >> j & 1)
-
-        def align64(x):
-            return (x + 63) & ~Const(63, 32)
-
-        def stride_of(cols):                  # spec.memory_map.row_stride of a stream row
-            return (times(cols, eb) + ROW_ALIGN - 1) & ~Const(ROW_ALIGN - 1, 32)
-
         def mults(x, k):                      # x is a multiple of the power of two k
             return (x & (k - 1)) == 0
 
@@ -278,14 +270,15 @@ class AttnCtl(wiring.Component):
                     m.d.sync += [self.done.eq(1), kv_on.eq(0)]
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += [rstride.eq(stride_of(kvh * hd)), hdeb.eq(times(hd, eb)),
+                    m.d.sync += [rstride.eq(stride_of(kvh * hd, eb)),
+                                 hdeb.eq(times_const(hd, eb)),
                                  bpr_e.eq((hd + B - 1) >> lb), blk.eq(start >> lb),
                                  key.eq(start[:lb] if lb else 0)]
                     m.next = "GEO"
             with m.State("GEO"):
                 m.d.sync += [k_row.eq(bpr_e << lb),
-                             kblock.eq(align64(khdr + (bpr_e << 2 * lb))),
-                             vblock.eq(align64(hd << lb))]
+                             kblock.eq(align_up(khdr + (bpr_e << 2 * lb), 64)),
+                             vblock.eq(align_up(hd << lb, 64))]
                 m.next = "GEO2"
             with m.State("GEO2"):                # products of registered fields (DSP slices)
                 m.d.sync += [k_off.eq(blk * kblock), v_off.eq(blk * vblock),
@@ -296,7 +289,7 @@ class AttnCtl(wiring.Component):
                 m.d.comb += [self.kvq_cmd.valid.eq(1), wc.kind.eq(kind),
                              wc.addr.eq(Mux(kind, v_reg + v_off + key,
                                             k_reg + k_off + khdr + kr_off)),
-                             wc.saddr.eq(k_reg + k_off + times(key, pair)),
+                             wc.saddr.eq(k_reg + k_off + times_const(key, pair)),
                              wc.key.eq(key), wc.rows.eq(rows),
                              wc.bpr.eq(hd >> (Q["beat"].bit_length() - 1))]
                 with m.If(self.kvq_cmd.ready):
@@ -340,8 +333,8 @@ class AttnCtl(wiring.Component):
                 with m.If(acc <= NQ):
                     m.d.sync += [npe.eq(npe + 1), acc.eq(acc + grp)]
                 with m.Else():
-                    m.d.sync += [rstride.eq(stride_of(heads * hd)),
-                                 hdeb.eq(times(grp * hd, eb))]
+                    m.d.sync += [rstride.eq(stride_of(heads * hd, eb)),
+                                 hdeb.eq(times_const(grp * hd, eb))]
                     m.next = "AT_SIZE"
             with m.State("AT_SIZE"):
                 with m.If(rows == 0):

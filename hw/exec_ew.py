@@ -34,6 +34,7 @@ from tellme.spec.memory_map import ADDR_BITS, ROW_ALIGN
 from tellme.spec.numerics import StreamFormat, stream_format
 from tellme.spec.program import ERROR_CODES, OPS, PAIRINGS
 
+from .arith import align_up, stride_of, times_const
 from .convert import FloatToStream
 from .elementwise.dequantize import Dequantize
 from .elementwise.gated_act import GatedAct
@@ -206,16 +207,6 @@ class EwUnit(wiring.Component):
                 out.append(field.eq(v))
             return out
 
-        def times(x, k):
-            # x * k by shifts and adds (a constant multiply would take a DSP slice)
-            return sum(x << j for j in range(k.bit_length()) if k >> j & 1)
-
-        def align(nbytes):                    # up to a whole row stride (ROW_ALIGN bytes)
-            return (nbytes + ROW_ALIGN - 1) & ~Const(ROW_ALIGN - 1, 32)
-
-        def stride_of(cols):                  # spec.memory_map.row_stride of a stream row
-            return align(times(cols, eb))
-
         def vecs(n):                          # beats of ``lanes`` elements holding n
             return (n + L - 1) >> lgl
 
@@ -252,8 +243,9 @@ class EwUnit(wiring.Component):
         ew_cmd = Signal()                     # this cycle's mover command is the ew op's
         m.d.comb += ew_cmd.eq(self.i_cmd.valid & idle)
         with m.If(ew_cmd):
-            m.d.comb += [dc.rows.eq(r.rows), dc.beats.eq(cols // L), dc.stride.eq(stride_of(cols)),
-                         dc.wbeats.eq(cols // L), dc.wstride.eq(stride_of(cols)),
+            m.d.comb += [dc.rows.eq(r.rows), dc.beats.eq(cols // L),
+                         dc.stride.eq(stride_of(cols, eb)),
+                         dc.wbeats.eq(cols // L), dc.wstride.eq(stride_of(cols, eb)),
                          dc.src[0].eq(Mux(is_gated, g.gate, Mux(is_norm, nr.src, r.x))),
                          dc.src[1].eq(Mux(is_gated, g.up, Mux(is_norm, nr.gain, r.y))),
                          dc.dst.eq(Mux(is_gated, g.dst, Mux(is_norm, nr.dst, r.dst))),
@@ -411,16 +403,16 @@ class EwUnit(wiring.Component):
                                  l_tnb.eq(la.tile_nb), l_scale.eq(la.scale),
                                  q_wc.eq(0), f_r.eq(0), f_valid.eq(0)]
                     if p is not None:
-                        m.d.sync += [l_rbeats.eq(times(la.kb, p.t) >> lgl),
-                                     l_stride.eq(align(times(la.kb, 3 * p.t))),
-                                     l_wstride.eq(stride_of(la.n)),
+                        m.d.sync += [l_rbeats.eq(times_const(la.kb, p.t) >> lgl),
+                                     l_stride.eq(align_up(times_const(la.kb, 3 * p.t), ROW_ALIGN)),
+                                     l_wstride.eq(stride_of(la.n, eb)),
                                      l_tcols.eq(la.tile_nb << lgq)]
                     m.next = "AMAX"
                 with m.If(accept & is_quant & ok):
                     m.d.sync += [qz.eq(1), lin.eq(0), q_rows.eq(qr.rows), q_src.eq(qr.src),
                                  q_amax.eq(qr.amax), q_dst.eq(qr.dst), q_beats.eq(qr.cols // L),
-                                 q_stride.eq(stride_of(qr.cols)),
-                                 q_wstride.eq(align(qr.kpad)),
+                                 q_stride.eq(stride_of(qr.cols, eb)),
+                                 q_wstride.eq(align_up(qr.kpad, ROW_ALIGN)),
                                  q_kpad.eq(qr.kpad), q_colsd.eq(qr.cols + D - 1),
                                  q_wc.eq(0), f_r.eq(0), f_valid.eq(0), pb.eq(0)]
                     with m.If(qr.rows == 0):
@@ -494,7 +486,7 @@ class EwUnit(wiring.Component):
                     m.d.comb += l_feed.eq(1)  # the LinearUnit ends idle; reported at L_END)
                     with m.If(dma.done | dma.axi_error):
                         m.d.sync += [l_cb.eq(l_cb + l_tnb), l_left.eq(l_left - l_tcols),
-                                     l_dst.eq(l_dst + times(l_tcols, eb))]
+                                     l_dst.eq(l_dst + times_const(l_tcols, eb))]
                         with m.If(l_cb + l_tnb < l_nb):
                             m.next = "L_TILE"
                         with m.Else():
@@ -605,14 +597,14 @@ class EwUnit(wiring.Component):
                     with m.Else():
                         m.next = "SIZE"
             with m.State("SIZE"):             # products of registered fields (DSP slices)
-                m.d.sync += [r_width.eq(r_heads * r_hd), r_hdeb.eq(times(r_hd, eb)),
+                m.d.sync += [r_width.eq(r_heads * r_hd), r_hdeb.eq(times_const(r_hd, eb)),
                              r_pos.eq(r_start * r_hd)]
                 m.next = "TABLE"
             with m.State("TABLE"):
-                m.d.sync += r_tab.eq(r_tab + times(r_pos, eb))
+                m.d.sync += r_tab.eq(r_tab + times_const(r_pos, eb))
                 m.next = "STRIDE"
             with m.State("STRIDE"):
-                m.d.sync += r_stride.eq(stride_of(r_width))
+                m.d.sync += r_stride.eq(stride_of(r_width, eb))
                 m.next = "ROW"
             with m.State("ROW"):
                 m.d.comb += r_on.eq(1)
@@ -680,7 +672,7 @@ class EwUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += [rows.eq(e.rows), vocab.eq(e.vocab), beats.eq(e.cols // L),
                                      table.eq(e.table), dst.eq(e.dst), dtype.eq(e.dtype),
-                                     stride.eq(stride_of(e.cols)),
+                                     stride.eq(stride_of(e.cols, eb)),
                                      row_bytes.eq(Mux(e.dtype == 0, e.cols << 2, e.cols << 1)),
                                      n_ids.eq(0), bad.eq(0), row.eq(0), emb.eq(1)]
                         m.d.comb += e_go.eq(1)

@@ -46,12 +46,13 @@ from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from tellme.spec.lm_head import HEAD_ROWS, Q_BEAT
+from tellme.spec.lm_head import HEAD_ROWS, Q_BEAT, SCALE_BYTES
 from tellme.spec.memory_map import ADDR_BITS, ROW_ALIGN
 from tellme.spec.numerics import FP16, stream_format
 from tellme.spec.program import ERROR_CODES
 from tellme.spec.registers import PORTS
 
+from .arith import align_up
 from .attention.kv_dma import KVWriter, burst_read_master, write_command_layout
 from .axi_arbiter import read_port_members
 from .lm_head import VOCAB_BITS
@@ -60,13 +61,10 @@ from .sequencer import command_layout
 
 __all__ = ["HeadCtl"]
 
-_SCALE_BYTES = 4 * HEAD_ROWS           # a block's float32 row scales
-
-
 class HeadCtl(wiring.Component):
     def __init__(self, *, unit, addr_width: int = ADDR_BITS, data_width: int = 128,
-                 max_d: int = 4096, vocab_bits: int = VOCAB_BITS, max_burst: int = 16,
-                 max_outstanding: int = 4, fmt=None):
+                 vocab_bits: int = VOCAB_BITS, max_burst: int = 16, max_outstanding: int = 4,
+                 fmt=None):
         self.fmt = stream_format(fmt)
         self.lanes = unit.lanes
         if data_width != 8 * self.lanes:
@@ -74,7 +72,7 @@ class HeadCtl(wiring.Component):
             raise ValueError(f"HeadCtl: the unit's weight beat ({self.lanes} bytes) must be the "
                              f"AXI beat ({data_width // 8} bytes)")
         self.addr_width, self.data_width = addr_width, data_width
-        self.max_d, self.vocab_bits = max_d, vocab_bits
+        self.max_d, self.vocab_bits = unit.max_d, vocab_bits
         self.max_burst, self.max_outstanding = max_burst, max_outstanding
         self._writer = KVWriter(beat=2, fmt=FP16, data_width=data_width, addr_width=addr_width,
                                 count_width=vocab_bits)
@@ -116,7 +114,7 @@ class HeadCtl(wiring.Component):
         blk_beats = Signal(24)                  # (256 + 64 * cols) / NB
         m.d.comb += [amax_off.eq(amax_a[:lnb]), amax_two.eq(amax_a[:lnb] + eb > NB),
                      q_beats.eq((cols + NB - 1) >> lnb),
-                     blk_beats.eq((_SCALE_BYTES + (cols << 6)) >> lnb)]
+                     blk_beats.eq((SCALE_BYTES + (cols << _LOG_ROWS)) >> lnb)]
 
         # -- the read master on m_axi_w1 and its address side: absmax, codes, then the head a
         # block's range at a time, each loaded once the previous range is all requested
@@ -191,8 +189,8 @@ class HeadCtl(wiring.Component):
                         m.d.sync += [rows.eq(a.rows), cols.eq(a.cols), vocab.eq(a.vocab),
                                      head.eq(a.head), amax_a.eq(a.amax), q_a.eq(a.src),
                                      dst_a.eq(a.dst), row.eq(0),
-                                     q_stride.eq(_align(a.kpad)),
-                                     o_stride.eq(_align(a.vocab << 2)),
+                                     q_stride.eq(align_up(a.kpad, ROW_ALIGN)),
+                                     o_stride.eq(align_up(a.vocab << 2, ROW_ALIGN)),
                                      blocks.eq((a.vocab + HEAD_ROWS - 1) >> _LOG_ROWS)]
                         m.next = "ROW"
             with m.State("ROW"):
@@ -202,8 +200,8 @@ class HeadCtl(wiring.Component):
                 m.d.comb += [self.busy.eq(1), pop.eq(rf.r_rdy)]
                 with m.If(rf.r_rdy):
                     m.d.sync += first.eq(rf.r_data)
-                    m.next = "AMAX1" if eb > 1 else "PICK"
-                    with m.If(~amax_two):
+                    m.next = "AMAX1"
+                    with m.If(~amax_two):        # the absmax lies in this beat
                         m.next = "PICK"
             with m.State("AMAX1"):
                 m.d.comb += [self.busy.eq(1), pop.eq(rf.r_rdy)]
@@ -269,6 +267,3 @@ _LOG_QB = Q_BEAT.bit_length() - 1
 _QPIECES = 128 // (8 * Q_BEAT)            # q beats per 128-bit AXI beat
 assert HEAD_ROWS == 1 << _LOG_ROWS
 
-
-def _align(x):
-    return (x + ROW_ALIGN - 1) & ~(ROW_ALIGN - 1)

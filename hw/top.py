@@ -181,8 +181,7 @@ class Top(wiring.Component):
         # LM_HEAD: the LM-head unit and its control (reads on m_axi_w1, logits out through
         # m_axi_kv's write channels while it is busy)
         m.submodules.lm_head = lmu = make_lm_head(t, self._fmt)
-        m.submodules.lm_head_ctl = lmc = HeadCtl(unit=lmu, addr_width=ADDR_BITS, fmt=self._fmt,
-                                                 max_d=lmu.max_d)
+        m.submodules.lm_head_ctl = lmc = HeadCtl(unit=lmu, addr_width=ADDR_BITS, fmt=self._fmt)
         wiring.connect(m, lmc.u_cmd, lmu.cmd)
         wiring.connect(m, lmc.u_q, lmu.q)
         wiring.connect(m, lmc.u_w, lmu.w)
@@ -338,8 +337,7 @@ def report_blocks() -> dict:
         "lm_head_ctl": ("LM_HEAD's control: absmax, codes and head reads on m_axi_w1, the "
                         "logit writer",
                         lambda hp, fmt: HeadCtl(unit=make_lm_head(hp.name, fmt),
-                                                addr_width=ADDR_BITS, fmt=fmt,
-                                                max_d=TARGETS[hp.name].lm_head["max_d"])),
+                                                addr_width=ADDR_BITS, fmt=fmt)),
         "kv_quant_writer": ("the top's quantising KV writer (kv_quant + kv_writer)",
                             lambda hp, fmt: _kv_quant_writer(hp.name, fmt)),
         "shell_kv_arbiter": ("m_axi_kv read arbiter: program fetch, the row readers, the KV "

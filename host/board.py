@@ -250,7 +250,7 @@ def session_bytes(wf, nbytes: int, target: str, max_context: int | None) -> int:
     """Contiguous bytes the driver allocates for this weight file (its default call sizes and
     output: logits through the PL LM head when the target's build has one for this hidden
     size, as ``driver.pl_head_fits`` decides on the device)."""
-    from tellme.spec.lm_head import Q_BEAT
+    from tellme.spec.lm_head import fits
     from tellme.spec.memory_map import memory_map
     from tellme.spec.targets import target as get_target
 
@@ -258,8 +258,7 @@ def session_bytes(wf, nbytes: int, target: str, max_context: int | None) -> int:
 
     tgt = get_target(target)
     c = wf.config
-    pl = tgt.lm_head.get("lanes", 0) and c.hidden_size % Q_BEAT == 0 \
-        and c.hidden_size <= tgt.lm_head["max_d"]
+    pl = fits(c.hidden_size, tgt.lm_head.get("lanes", 0), tgt.lm_head.get("max_d", 0))
     output = "logits" if pl else "hidden"
     ctx = c.max_context if max_context is None else int(max_context)
     mt, rows = session_sizes(tgt, ctx, output=output)

@@ -132,12 +132,11 @@ def pl_head_fits(device: Device, config) -> bool:
     """Whether ``device``'s build has an LM-head unit (CAP_ROWS.LM_HEAD_LANES) that takes
     ``config``'s hidden size: then the device returns logits (the PL head's int8 numerics),
     else final hidden rows for the host's head."""
-    from tellme.spec.lm_head import Q_BEAT
+    from tellme.spec.lm_head import fits
 
     cap = device.fields("CAP_ROWS")
-    lanes, max_d = cap.get("LM_HEAD_LANES", 0), 256 * cap.get("LM_HEAD_MAX_D", 0)
-    d = config.hidden_size
-    return bool(lanes) and d % Q_BEAT == 0 and d <= max_d
+    return fits(config.hidden_size, cap.get("LM_HEAD_LANES", 0),
+                256 * cap.get("LM_HEAD_MAX_D", 0))
 
 
 def _weights_path(weights, tiling: Tiling, tmp: list) -> Path:
@@ -272,32 +271,28 @@ class Driver:
         return addr
 
     def _output(self, rows: int) -> np.ndarray:
-        out = self.mmap.buffer("out")
-        span = (rows - 1) * out.stride + out.cols * out.elem_bytes
-        self.buf.sync_from_device(out.addr - self.base, span)
-        raw = self.buf.read(out.addr - self.base, rows * out.stride).reshape(rows, out.stride)
-        raw = raw[:, :out.cols * out.elem_bytes]
-        if self.mmap.output == "logits":
-            # the PL head's logits, its top PL_TOP_K per row recomputed with the host's head
-            # on the final-norm rows the program left in the h buffer (refine_top_k)
-            logits = np.ascontiguousarray(raw).view("<f4").astype(np.float32)
-            return refine_top_k(logits, self._rows("h", rows, self.config.hidden_size),
-                                lambda idx: self._wf.rows(self._wf.head_name, idx),
-                                fmt=self.fmt)
-        bits = decode_elems(raw.tobytes(), out.elem_bytes)
-        h = self.fmt.from_bits(bits).reshape(rows, out.cols)
-        return np.asarray(self.lm_head(h, self._head), dtype=np.float32)
+        c = self.config
+        if self.mmap.output == "hidden":
+            return np.asarray(self.lm_head(self._rows("out", rows, c.hidden_size), self._head),
+                              dtype=np.float32)
+        # the PL head's logits, its top PL_TOP_K per row recomputed with the host's head on
+        # the final-norm rows the program left in the h buffer (refine_top_k)
+        logits = np.ascontiguousarray(self._raw("out", rows, 4 * c.vocab_size)).view("<f4")
+        return refine_top_k(logits.astype(np.float32), self._rows("h", rows, c.hidden_size),
+                            lambda idx: self._wf.rows(self._wf.head_name, idx), fmt=self.fmt)
+
+    def _raw(self, buffer: str, rows: int, nbytes: int) -> np.ndarray:
+        """uint8 [rows, nbytes]: the first ``rows`` rows of ``nbytes`` bytes a record wrote
+        into an act buffer (at the records' stride for that row, ``row_stride``)."""
+        b = self.mmap.buffer(buffer)
+        st = row_stride(nbytes, 1)
+        self.buf.sync_from_device(b.addr - self.base, (rows - 1) * st + nbytes)
+        return self.buf.read(b.addr - self.base, rows * st).reshape(rows, st)[:, :nbytes]
 
     def _rows(self, buffer: str, rows: int, cols: int) -> np.ndarray:
-        """The first ``rows`` rows of ``cols`` stream-format elements a record wrote into an
-        act buffer (at the records' stride for that width, ``row_stride``)."""
-        b = self.mmap.buffer(buffer)
+        """The first ``rows`` rows of ``cols`` stream-format elements of an act buffer."""
         eb = self.fmt.bits // 8
-        st = row_stride(cols, eb)
-        span = (rows - 1) * st + cols * eb
-        self.buf.sync_from_device(b.addr - self.base, span)
-        raw = self.buf.read(b.addr - self.base, rows * st).reshape(rows, st)
-        bits = decode_elems(raw[:, :cols * eb].tobytes(), eb)
+        bits = decode_elems(self._raw(buffer, rows, cols * eb).tobytes(), eb)
         return self.fmt.from_bits(bits).reshape(rows, cols)
 
     def _where(self, prog: Program, record: int) -> str:

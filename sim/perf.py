@@ -396,20 +396,20 @@ class _Model:
         return rd, 2 * c.num_kv_heads * n_q * self.kv_row_bytes()
 
     # ---- the program: record count and DDR bytes by kind
-    def program(self, kind: str, start: int, n_tokens: int):
-        key = (kind, start, n_tokens)
+    def program(self, kind: str, start: int, n_tokens: int, output: str = "hidden"):
+        key = (kind, start, n_tokens, output)
         if key not in self._prog:
-            self._prog[key] = self._program(kind, start, n_tokens)
+            self._prog[key] = self._program(kind, start, n_tokens, output)
         return self._prog[key]
 
-    def _program(self, kind: str, start: int, n_tokens: int):
+    def _program(self, kind: str, start: int, n_tokens: int, output: str):
         from tellme.spec.attention import score_scale
         from tellme.spec.memory_map import memory_map
         from tellme.spec.program import build_program
 
         c = replace(self.cfg, max_context=max(self.cfg.max_context, self.max_context))
         mm = memory_map(c, self.tg, max_context=self.max_context,
-                        max_tokens=self.max_tokens, output="hidden", fmt=self.fmt,
+                        max_tokens=self.max_tokens, output=output, fmt=self.fmt,
                         budget=None)
         w = self.weights if self.weights is not None else fake_weights(c, self.tg,
                                                                       self.a.float_dtype)
@@ -458,24 +458,16 @@ class _Model:
     # ---- LM head
     def pl_head_cycles(self, mem) -> int | None:
         """Cycles of the top's PL LM head for one row: the final QUANT and LM_HEAD records
-        of a logits program (``sim.cycles_top.record_cycles``); None when the hidden size is
-        not one the unit takes (spec.lm_head.Q_BEAT)."""
-        from tellme.spec.attention import score_scale
-        from tellme.spec.lm_head import Q_BEAT
-        from tellme.spec.memory_map import memory_map
-        from tellme.spec.program import build_program
+        of a logits program (``sim.cycles_top.record_cycles``); None when the unit does not
+        take the hidden size (``spec.lm_head.fits``)."""
+        from tellme.spec.lm_head import fits
 
         from . import cycles_top as ct
 
-        c = replace(self.cfg, max_context=max(self.cfg.max_context, self.max_context))
-        if c.hidden_size % Q_BEAT or c.hidden_size > self.tg.lm_head["max_d"]:
+        lm = self.tg.lm_head
+        if not fits(self.cfg.hidden_size, lm.get("lanes", 0), lm.get("max_d", 0)):
             return None
-        mm = memory_map(c, self.tg, max_context=self.max_context, max_tokens=self.max_tokens,
-                        output="logits", fmt=self.fmt, budget=None)
-        w = self.weights if self.weights is not None else fake_weights(c, self.tg,
-                                                                      self.a.float_dtype)
-        prog = build_program(c, mm, "prefill", 0, 1, weights=replace(w, config=c),
-                             score_c=score_scale(c.head_dim), last_only=True)
+        prog = self.program("prefill", 0, 1, output="logits")
         return sum(ct.record_cycles(r, prog, self.tg.name, mem=mem).cycles
                    for r in prog.records[-3:-1])          # QUANT, LM_HEAD (END excluded)
 

@@ -35,8 +35,8 @@ PL_TOP_K = 8                         # logits the host recomputes with its head 
 #                                      K largest; docs/numerics.md, "LM head on the PL")
 
 __all__ = ["DSCALE_DEN", "HEAD_ROWS", "MAX_D", "PL_TOP_K", "Q_BEAT", "SCALE_BYTES", "check_d",
-           "head_block_bytes", "head_blocks", "head_bytes", "pack_head", "quantize_head",
-           "unpack_head"]
+           "fits", "head_block_bytes", "head_blocks", "head_bytes", "pack_head",
+           "quantize_head", "unpack_head"]
 
 DSCALE_DEN = 127 * 127
 
@@ -49,6 +49,13 @@ def check_d(d) -> int:
         raise ValueError(f"LM-head width d={d!r} must be a multiple of {Q_BEAT} in "
                          f"[{Q_BEAT}, {MAX_D}]")
     return int(d)
+
+
+def fits(hidden: int, lanes: int, max_d: int) -> bool:
+    """Whether a build's LM-head unit (``lanes`` MACs a cycle, 0 for none; rows up to
+    ``max_d`` codes) takes a model of hidden size ``hidden``: then the device returns logits,
+    else the final hidden rows for the host's head."""
+    return bool(lanes) and hidden % Q_BEAT == 0 and hidden <= max_d
 
 
 def head_blocks(vocab: int) -> int:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from .codes import G
 from .config import ModelConfig
 from .kv_layout import KVLayout
-from .lm_head import Q_BEAT, head_bytes
+from .lm_head import Q_BEAT, fits, head_bytes
 from .numerics import STREAM_FORMATS, StreamFormat, stream_format
 from .targets import Target, target as get_target
 
@@ -306,10 +306,11 @@ def memory_map(config: ModelConfig, target: str | Target, max_context: int | Non
     if program_slots < 1:
         raise MemoryMapError(f"program slots must be >= 1, got {program_slots}")
     check_model_fits(c, tgt, max_context, max_tokens)
-    if output == "logits" and c.hidden_size % Q_BEAT:
-        raise MemoryMapError(f"hidden size {c.hidden_size} is not a multiple of {Q_BEAT}: the "
-                             f"PL LM head cannot take it (output 'hidden': the host applies the "
-                             f"head)")
+    lm = tgt.lm_head
+    if output == "logits" and not fits(c.hidden_size, lm.get("lanes", 0), lm.get("max_d", 0)):
+        raise MemoryMapError(f"hidden size {c.hidden_size}: the {tgt.name} build's LM-head unit "
+                             f"takes multiples of {Q_BEAT} up to {lm.get('max_d', 0)} (output "
+                             f"'hidden': the host applies the head)")
     t = tgt.tiling.t
     eb = fmt.bits // 8
     if weights_nbytes is None:

@@ -29,10 +29,11 @@ from tellme.sim.golden.model import GoldenModel
 from tellme.sim.golden.program_exec import Ddr, DdrError, Sequencer, Session
 from tellme.spec import program as P
 from tellme.spec.kv_layout import KVLayout
-from tellme.spec.lm_head import Q_BEAT
+from tellme.spec.lm_head import fits
 from tellme.spec.memory_map import PAGE, ROW_ALIGN, MemoryMapError, memory_map
 from tellme.spec.models import model_config
 from tellme.spec.numerics import FP16, STREAM_FORMATS
+from tellme.spec.targets import TARGETS
 from tellme.spec.tiling import TILINGS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +54,8 @@ def _run_and_compare(path: Path, target: str, calls, fmt=None, max_context=48):
     """``calls``: lists of token ids, run in order (the first and any list longer than one
     are prefill chunks, single ids after the first call are decode steps)."""
     model = read_weight_file(path).to_model()
-    pl = model.config.hidden_size % Q_BEAT == 0        # else the PL head cannot take it
+    lm = TARGETS[target].lm_head                        # else the PL head cannot take it
+    pl = fits(model.config.hidden_size, lm["lanes"], lm["max_d"])
     s = Session(path, target, max_context=max_context, out_rows=8, fmt=fmt,
                 output="logits" if pl else "hidden")
     gm = GoldenModel(model, numerics="hw", fmt=fmt, head="pl-raw")   # the device's logits

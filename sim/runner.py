@@ -60,7 +60,12 @@ def run_cocotb(make_dut: Callable[[], object], *, name: str, params: dict, test_
     args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL"]
     if waves:
         args.append("--trace-fst")
-    runner.build(sources=[vfile], hdl_toplevel=name, build_dir=work / "sim_build",
+    sources = [vfile]
+    if "DSP48E2" in vfile.read_text():      # instantiated slices (hw/dsp.py): their sim model
+        from tellme.hw.dsp import SIM_MODEL
+
+        sources.append(SIM_MODEL)
+    runner.build(sources=sources, hdl_toplevel=name, build_dir=work / "sim_build",
                  always=False, build_args=args + list(build_args or []),
                  timescale=("1ns", "1ps"), waves=waves,
                  log_file=None if log_file is None else Path(log_file).with_suffix(".build.log"))

@@ -85,8 +85,9 @@ class AttnCtl(wiring.Component):
 
     Parameters: ``lanes`` (the row movers' elements per beat), ``fmt``, ``addr_width``,
     ``count_width`` (the movers'), ``engine`` (the integer engine's parameters: ``lanes``,
-    ``beat`` (= the int8 layout's keys per block), ``head_dim``, ``ctx_bits``, ``q_beat``),
-    ``quant`` (the KV quantiser's: ``beat``, ``max_head_dim``).
+    ``beat`` (= the int8 layout's keys per block), ``head_dim``, ``ctx_bits``, ``q_beat``,
+    optional ``o_beat`` (default 1; it and ``lanes`` must divide one another)), ``quant``
+    (the KV quantiser's: ``beat``, ``max_head_dim``).
 
     Members
     -------
@@ -98,8 +99,8 @@ class AttnCtl(wiring.Component):
     kvq_cmd, kvq : Out(stream)  the quantising writer's commands (``quant_write_layout``) and
         its rows (``quant["beat"]`` elements per beat); kvq_busy, kvq_error : In(1).
     kv_sel : Out(1)  a KV_WRITE in progress: the writer owns the write channels of m_axi_kv.
-    eng_cmd, eng_q : Out(stream)  the engine's calls and q rows; eng_o : In(stream) its
-        outputs, one element per beat, lane by lane.
+    eng_cmd, eng_q : Out(stream)  the engine's calls and q rows; eng_o : In(stream
+        ArrayLayout(unsigned(fmt.bits), o_beat)) its outputs, lane by lane.
     kvr_cmd : Out(stream read_command_layout(int8))  the KV reader's calls; kvr_error : In(1).
     clear : Out(1)  one-cycle pulse at a record's start (the blocks' sticky error flags).
     done : Out(1); error : Out(8); axi_error : Out(1)  one pulse per record, as the row unit's.
@@ -121,7 +122,9 @@ class AttnCtl(wiring.Component):
     places under dst. A call ends when the mover is done (its last write response in).
 
     Errors: LIMIT (10) for a head_dim of 0, over the engine's (ATTENTION) or the quantiser's
-    (KV_WRITE), or not a multiple of the quantiser's beat, the engine's q beat and ``lanes``;
+    (KV_WRITE), or not a multiple of the quantiser's beat, the engine's q beat and o beat
+    (ATTENTION; both 2 or more on every target, so every head_dim that passes is even) and
+    ``lanes``;
     kv_heads or heads 0 or over 255; heads not g * kv_heads with g <= the engine's lanes;
     positions start + rows over 2**ctx_bits - 1. A non-OKAY response of a mover, the writer
     or the KV reader ends the record after the head or call in flight with ``axi_error``.
@@ -137,6 +140,10 @@ class AttnCtl(wiring.Component):
         if E["beat"] % Q["beat"] or (Q["beat"] % lanes and lanes % Q["beat"]):
             raise ValueError(f"quantiser beat {Q['beat']} must divide the engine beat "
                              f"{E['beat']} and be a multiple or divisor of lanes {lanes}")
+        ob = E.get("o_beat", 1)
+        if ob % lanes and lanes % ob:
+            raise ValueError(f"engine o_beat {ob} must be a multiple or divisor of lanes "
+                             f"{lanes}")
         aw, cb = addr_width, E["ctx_bits"]
         super().__init__({
             "i_kv": In(stream.Signature(command_layout("kv", aw))),
@@ -150,7 +157,7 @@ class AttnCtl(wiring.Component):
             "kvq_busy": In(1), "kvq_error": In(1), "kv_sel": Out(1),
             "eng_cmd": Out(stream.Signature(engine_cmd_layout(E["lanes"], cb))),
             "eng_q": Out(stream.Signature(data.ArrayLayout(unsigned(fmt.bits), E["q_beat"]))),
-            "eng_o": In(stream.Signature(unsigned(fmt.bits))),
+            "eng_o": In(stream.Signature(data.ArrayLayout(unsigned(fmt.bits), ob))),
             "kvr_cmd": Out(stream.Signature(read_command_layout(aw, cb, int8=True))),
             "kvr_error": In(1), "clear": Out(1),
             "done": Out(1), "error": Out(8), "axi_error": Out(1), "busy": Out(1)})
@@ -172,7 +179,7 @@ class AttnCtl(wiring.Component):
         # ---- the regrouping of rows between the movers and the blocks
         m.submodules.to_kvq = to_kvq = Regroup(fmt.bits, L, Q["beat"])
         m.submodules.to_q = to_q = Regroup(fmt.bits, L, E["q_beat"])
-        m.submodules.from_o = from_o = Regroup(fmt.bits, 1, L)
+        m.submodules.from_o = from_o = Regroup(fmt.bits, E.get("o_beat", 1), L)
         kv_on, at_on = Signal(), Signal()     # a KV_WRITE / ATTENTION in progress
         err = Signal(8)
         idle = ~kv_on & ~at_on & (err == 0)
@@ -187,7 +194,7 @@ class AttnCtl(wiring.Component):
                      to_kvq.o.ready.eq(self.kvq.ready),
                      self.eng_q.payload.eq(to_q.o.payload), self.eng_q.valid.eq(to_q.o.valid),
                      to_q.o.ready.eq(self.eng_q.ready),
-                     from_o.i.payload.as_value().eq(self.eng_o.payload),
+                     from_o.i.payload.as_value().eq(self.eng_o.payload.as_value()),
                      from_o.i.valid.eq(self.eng_o.valid), self.eng_o.ready.eq(from_o.i.ready),
                      self.wr.payload.data.as_value().eq(from_o.o.payload.as_value()),
                      self.wr.valid.eq(from_o.o.valid), from_o.o.ready.eq(self.wr.ready)]
@@ -320,6 +327,7 @@ class AttnCtl(wiring.Component):
             # ---- ATTENTION
             with m.State("AT_CHECK"):            # g: heads = g * kv_heads, g <= NQ
                 ok = (hd_ok & (hd <= E["head_dim"]) & mults(hd, E["q_beat"])
+                      & mults(hd, E.get("o_beat", 1))
                       & (kvh != 0) & (heads < 256) & (start + rows < 2 ** CB))
                 with m.If(~ok | (grp > NQ) | (acc > heads)):
                     m.d.sync += [err.eq(ERROR_CODES["LIMIT"]), at_on.eq(0)]

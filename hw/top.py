@@ -82,7 +82,7 @@ def attn_params(target: str) -> dict:
     """The row unit's ``attn`` parameters for ``target``: the integer engine's (INT_PRESETS)
     and the KV quantiser's (KV_QUANT_PRESETS) geometry."""
     e, q = INT_PRESETS[target], KV_QUANT_PRESETS[target]
-    return {"engine": {k: e[k] for k in _ENGINE_KEYS},
+    return {"engine": {**{k: e[k] for k in _ENGINE_KEYS}, "o_beat": e.get("o_beat", 1)},
             "quant": {"beat": q["beat"], "max_head_dim": q["max_head_dim"]}}
 
 

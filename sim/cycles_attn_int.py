@@ -20,9 +20,9 @@ accepted, the result = cycles to the last output, inclusive):
   * bpr beats, V ``v_stream_cycles``, each + ``drain``), hands off at h_t = max(k_t + 1 + S_t,
   x_{t-1}) once the finishing unit is free.
 * finishing unit: per lane 1/L (DIV cycles from the hand-off or from the previous lane's
-  start) overlaps the previous lane's head_dim outputs: lane l starts emitting at
-  h_t + DIV + l * max(DIV, head_dim) + 1; free (x_t) the cycle after the last issue, the last
-  output TAIL cycles after it.
+  start) overlaps the previous lane's outputs, o_beat a cycle (hd_out = head_dim / o_beat
+  cycles a lane): lane l starts emitting at h_t + DIV + l * max(DIV, hd_out) + 1; free (x_t)
+  the cycle after the last issue, the last output TAIL cycles after it.
 
 ``layer_cycles`` gives one layer's attention (decode or prefill) for the rate analysis:
 ``engines`` independent engines take the calls round-robin.
@@ -122,9 +122,10 @@ def front_cycles(n: int, nq: int, *, head_dim: int, beat: int, depth: int,
 
 
 def calls_cycles(calls, *, head_dim: int, beat: int, depth: int,
-                 q_beat: int | None = None) -> int:
+                 q_beat: int | None = None, o_beat: int = 1) -> int:
     """Cycles of back-to-back calls [(n, nq), ...]: first command to last output."""
     ql = min(beat, 8) if q_beat is None else q_beat
+    hd_out = head_dim // o_beat               # emitter cycles of a lane
     bpr = -(-head_dim // beat)
     a = 0                     # next command accepted
     k_prev = None             # take of the previous call (None: the stream unit never took one)
@@ -147,22 +148,23 @@ def calls_cycles(calls, *, head_dim: int, beat: int, depth: int,
         win = [(k + 1 + w0, k + 1 + w1) for w0, w1 in rel]
         s_end = k + 1 + s
         h = max(s_end, xfree)
-        take = h + DIV + (nq - 1) * max(DIV, head_dim)     # emitter takes the last lane's 1/L
-        xfree = take + head_dim + 1
-        last = take + head_dim + TAIL
+        take = h + DIV + (nq - 1) * max(DIV, hd_out)       # emitter takes the last lane's 1/L
+        xfree = take + hd_out + 1
+        last = take + hd_out + TAIL
         k_prev, h_prev = k, h
     return last + 1
 
 
 def call_cycles(n: int, nq: int, *, head_dim: int, beat: int, depth: int,
-                q_beat: int | None = None) -> int:
+                q_beat: int | None = None, o_beat: int = 1) -> int:
     """Cycles of one engine call alone (command to last output, inclusive)."""
-    return calls_cycles([(n, nq)], head_dim=head_dim, beat=beat, depth=depth, q_beat=q_beat)
+    return calls_cycles([(n, nq)], head_dim=head_dim, beat=beat, depth=depth, q_beat=q_beat,
+                        o_beat=o_beat)
 
 
 def layer_cycles(kind: str, *, pos: int = 0, n_q: int = 1, start: int = 0, heads: int,
                  kv_heads: int, head_dim: int, lanes: int, beat: int, depth: int,
-                 engines: int = 1, q_beat: int | None = None) -> int:
+                 engines: int = 1, q_beat: int | None = None, o_beat: int = 1) -> int:
     """Cycles of one layer's attention on ``engines`` engines (calls dealt round-robin, each
     engine's calls back to back; the busiest engine)."""
     calls = layer_calls(kind, pos=pos, n_q=n_q, start=start, heads=heads, kv_heads=kv_heads,
@@ -170,5 +172,6 @@ def layer_cycles(kind: str, *, pos: int = 0, n_q: int = 1, start: int = 0, heads
     per = [[] for _ in range(engines)]
     for i, c in enumerate(calls):
         per[i % engines].append((c.n, len(c.lim)))
-    return max(calls_cycles(p, head_dim=head_dim, beat=beat, depth=depth, q_beat=q_beat)
+    return max(calls_cycles(p, head_dim=head_dim, beat=beat, depth=depth, q_beat=q_beat,
+                            o_beat=o_beat)
                for p in per if p)

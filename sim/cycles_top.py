@@ -53,7 +53,8 @@ What each record does (hw/exec_ew.py, hw/exec_attn.py, hw/row_dma.py), in the mo
   ``beat / lanes`` lane groups pass the quantiser's output register).
 * **ATTENTION**: the two small loops (g and n_pe), then per call (``spec.attention.
   prefill_calls``; the next call only after this one's last B) the KV reader's first
-  burst, the q rows behind it, the integer engine (``sim.cycles_attn_int.calls_cycles``)
+  burst, the q rows behind it, the integer engine (``sim.cycles_attn_int.calls_cycles`` at
+  the preset's q_beat and o_beat)
   plus the cycles its stream waits for ``KVInt8Reader`` (per K block a job cycle and the
   scale header's beats; the port's bytes when that is slower) and the outputs' writes.
 
@@ -634,7 +635,7 @@ def _attention(rec, program, tg, mem, u):
         q_first = _mover_first(m, [(a["q"], grp * hd * eb)], mem,
                                ahead=(m + AR_FIRST - AR_NEXT, plan[0][1]))
         eng = calls_cycles([(c.n, len(c.lim))], head_dim=hd, beat=e["beat"],
-                           depth=e["depth"], q_beat=e["q_beat"])
+                           depth=e["depth"], q_beat=e["q_beat"], o_beat=e.get("o_beat", 1))
         stall = _kv_reader_stall(c.n, hd, e["beat"], e["depth"], program.fmt)
         # the port: the call's KV bursts and q rows at the memory's rate
         port = (sum(x for _, x in plan) + _read_beats(a["q"], len(c.lim) // grp * st)) \

@@ -355,7 +355,8 @@ class _Model:
 
         from .cycles_attn_int import layer_cycles
 
-        extra = {k: v for k, v in INT_PRESETS[self.tg.name].items() if k == "q_beat"}
+        extra = {k: v for k, v in INT_PRESETS[self.tg.name].items()
+                 if k in ("q_beat", "o_beat")}
         return layer_cycles(kind, pos=pos, n_q=n_q, start=start, engines=self.a.attn_engines,
                             **kw, **extra)
 

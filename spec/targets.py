@@ -42,7 +42,8 @@ class Target:
     score-tile depth, context bits).
     ``attention_int``: the integer attention engine's preset (hw/attention/int_engine.py:
     head_dim, lanes, ``beat`` = keys per int8 KV block and codes per K beat, score-tile
-    ``depth``, ``ctx_bits``, ``q_beat`` q elements per load beat, optional ``score_ram``): the
+    ``depth``, ``ctx_bits``, ``q_beat`` q elements per load beat, optional ``score_ram`` and
+    ``o_beat`` outputs per beat (default 1)): the
     engine the programs run, so its beat is the int8 KV layout's (memory map, program header
     ``kv_beat``). ``kv_quant``: the quantising KV writer's preset (hw/attention/kv_quant.py:
     ``beat`` stream elements per beat, ``lanes`` codes per cycle, ``max_head_dim``).
@@ -86,8 +87,10 @@ class Target:
 # attention_int: kv260/zcu104 build one integer engine of 4 lanes x 64 MAC slots (the 4 q
 # heads of a 2B4T GQA group, or 4 prefill rows; docs/hw/attention.md gives the rates), q loaded
 # 8 elements per beat, 4096-key score tiles in URAM (3 URAM288: 4 lanes x 32-bit logits + the V
-# scale), so K is read once up to 4096 keys. kv_quant: the engines' FP24 beat of 8 (192 bits),
-# 2 codes per cycle (rate: sim/cycles_kv_quant.py), rows up to head_dim 128.
+# scale), so K is read once up to 4096 keys; 2 outputs per cycle (o_beat: a 2B4T decode call
+# emits 4 lanes x 128 outputs, as many as its K/V beats, so at one a cycle the finishing unit
+# would be the bottleneck; ``tellme hw rates`` shows it). kv_quant: the engines' FP24 beat of
+# 8 (192 bits), 2 codes per cycle (rate: sim/cycles_kv_quant.py), rows up to head_dim 128.
 # lm_head: the top's LM-head unit reads m_axi_w1 (one 128-bit HP port: 16 int8 codes a cycle);
 # hidden sizes up to 4096 (2B4T 2560, 1bitLLM-3B 3200); the budget line counts the 64-lane
 # unit the DDR rate needs (docs/hw/lm_head.md).
@@ -95,7 +98,7 @@ _LM_HEAD = dict(lanes=16, max_d=4096)
 _BOARD_TLMM = dict(v=4, kb_max=96, nbt_max=128, tok_max=1024, half_depth=2048)
 _BOARD_ATTN = dict(head_dim=128, lanes=8, beat=8, depth=1024, ctx_bits=13)
 _BOARD_ATTN_INT = dict(head_dim=128, lanes=4, beat=64, depth=4096, ctx_bits=13, q_beat=8,
-                       score_ram="ultra")
+                       score_ram="ultra", o_beat=2)
 _BOARD_KV_QUANT = dict(beat=8, lanes=2, max_head_dim=128)
 # sim-demo: the demo model (hidden 256, d_ffn 640, head_dim 64, 4 heads / 2 KV heads) through
 # the RTL top in Verilator, nothing larger. The kv260 tiling (T=28, Q=16) so the bundled file
@@ -103,7 +106,8 @@ _BOARD_KV_QUANT = dict(beat=8, lanes=2, max_head_dim=128)
 # 64-word halves as sim (q/k/v/o and gate/up at kb 4 take 16-block tiles: gate/up 3 tiles;
 # down_proj at kb 8 two 8-block tiles), nbt_max 16 (= 64 / 4, the largest tile a half holds);
 # tok_max 15 as sim, v=4 as kv260. Rows up to d_ffn 640. Attention: sim's engines (8 lanes,
-# beat 4, 8-key score tiles, 12 context bits, q beat 2) at head_dim 64; the KV quantiser's
+# beat 4, 8-key score tiles, 12 context bits, q beat 2) at head_dim 64, the integer engine
+# with the boards' 2 outputs per beat (so the RTL top tests run it); the KV quantiser's
 # beat 4 as sim.
 _SIM_DEMO_TLMM = dict(v=4, kb_max=8, nbt_max=16, tok_max=15, half_depth=64)
 
@@ -127,7 +131,7 @@ TARGETS = {
                        _SIM_DEMO_TLMM,
                        dict(head_dim=64, lanes=8, beat=4, depth=8, ctx_bits=12),
                        attention_int=dict(head_dim=64, lanes=8, beat=4, depth=8, ctx_bits=12,
-                                          q_beat=2),
+                                          q_beat=2, o_beat=2),
                        kv_quant=dict(beat=4, lanes=2, max_head_dim=64), row_max=640,
                        ew_lanes=2),
 }

@@ -29,7 +29,7 @@ from tellme.spec.targets import TARGET_NAMES, target as get_target
 
 
 def int_attention_rates(target: str = "kv260", *, lanes: int = 4, beat: int = 64,
-                        depth: int = 4096, engines: int = 1, q_beat: int = 8,
+                        depth: int = 4096, engines: int = 1, q_beat: int = 8, o_beat: int = 1,
                         models=("bitnet_b1_58-large", "bitnet-b1.58-2B-4T"),
                         ddr_efficiency: float = 0.85) -> list[dict]:
     """Per model: decode rows {context, engine_cycles, kv_cycles, ok} and prefill rows
@@ -41,7 +41,8 @@ def int_attention_rates(target: str = "kv260", *, lanes: int = 4, beat: int = 64
     for name in models:
         cfg = MODELS[name]
         kw = dict(heads=cfg.num_heads, kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
-                  lanes=lanes, beat=beat, depth=depth, engines=engines, q_beat=q_beat)
+                  lanes=lanes, beat=beat, depth=depth, engines=engines, q_beat=q_beat,
+                  o_beat=o_beat)
         dec = []
         for ctx in DECODE_CONTEXTS:
             e = layer_cycles("decode", pos=ctx - 1, **kw)
@@ -90,7 +91,8 @@ def main(argv=None) -> int:
         if getattr(args, k) is None:
             setattr(args, k, p[k])
     rows = int_attention_rates(args.target, lanes=args.lanes, beat=args.beat,
-                               depth=args.depth, engines=args.engines, q_beat=p["q_beat"])
+                               depth=args.depth, engines=args.engines, q_beat=p["q_beat"],
+                               o_beat=p.get("o_beat", 1))
     print(format_rates(rows, args.lanes, args.beat, args.engines))
     return 0
 

@@ -41,14 +41,18 @@ and the finishing unit (t-1).
   into a weight bank of the operand memory (slot = key mod beat); three banks let the
   preparation run two blocks ahead of the stream. Slot s then multiplies w of key s by the
   code of the beat's channel, the tree sums the block's contribution to that channel, and
-  A[c] += sum (a read-modify-write in the lane's accumulator memory).
+  A[c] += sum (a read-modify-write in the lane's accumulator memories: ``o_beat`` of them,
+  channel c in memory c mod o_beat, each with two banks).
 * finish: a second unit with its own accumulator bank (the next call streams into the other
-  bank meanwhile): per lane 1/L by a 24-step restoring division, then one output per cycle
-  into an N_LAT (11) stage normaliser (A read, |A|, RN32(A) by ``round32``, the 25 x 25-bit
-  product by ``pipe_mul``, one rounding to the stream format by ``round_fp``; all stages
-  advance together under the output's backpressure). The divider works one lane ahead of the
-  emitter, which keeps its own copy of the lane's 1/L; the normaliser stages carry 1/L and
-  the exponent offset with each element, so lanes follow back to back.
+  bank meanwhile): per lane 1/L by a 24-step restoring division, then ``o_beat`` consecutive
+  outputs of the lane per cycle (one word of each accumulator memory) into an N_LAT (11)
+  stage normaliser (A read, |A|, RN32(A) by ``round32``, the 25 x 25-bit product by
+  ``pipe_mul``, one rounding to the stream format by ``round_fp``; o_beat copies of the
+  datapath from |A| on, shared control; all stages advance together under the output's
+  backpressure). The divider works one lane ahead of the emitter, which keeps its own copy of
+  the lane's 1/L; the normaliser stages carry 1/L and the exponent offset (the lane's, shared
+  by a beat's elements) with each beat, so lanes follow back to back once a lane's hd /
+  o_beat cycles cover the divider's 29.
 
 Pipelining (250 MHz, the timing proxy of docs/hw/timing.md): every multiply wider than one
 DSP48E2 is registered in parts and summed a stage later (``pipe_mul``); the logit and q
@@ -77,7 +81,10 @@ i_kv  : In(stream unsigned(8 * beat + 2 * fmt.bits))  the segments of ``kv_sched
         last beat are ignored: q is 0 there); a V segment is its
         blocks, head_dim beats each (beat c: the codes of channel c of the block's keys; the
         scale bits are ignored).
-o     : Out(stream unsigned(fmt.bits))  nq * head_dim results, lane-major.
+o     : Out(stream ArrayLayout(unsigned(fmt.bits), o_beat))  nq * hd results, lane-major,
+        o_beat to a beat (channels c, c + 1 of one lane, c in element 0), so the run-time hd
+        must be a multiple of o_beat (the top's AttnCtl checks it; its q_beat, 2 or more on
+        every target, already makes hd even).
 busy  : Out(1)
 
 Throughput: one K/V beat per cycle (``beat`` MACs per lane) once a V block's weights are
@@ -86,10 +93,10 @@ stream (K rows * bpr + V blocks * hd beats, the first block's weight preparation
 cycles, a drain of T + 8 cycles per segment) when the next call's q preparation fits in its
 windows (decode: the q load, nq * hd / q_beat cycles, and bpr * beat quantiser cycles within
 the K segment; otherwise the quantiser finishes at the hand-off) and its finish, 29 + (nq - 1)
-* max(29, hd) + hd cycles, is not longer. Latency of one call alone: command, q load, 2
-cycles to the last max|q|, g (nq + 4), the quantiser (bpr * beat + 10), the stream, the
-finish, 11 cycles of normaliser. Exact timing (zero stalls): ``calls_cycles`` in
-sim/cycles_attn_int.py.
+* max(29, hd_out) + hd_out cycles (hd_out = hd / o_beat), is not longer. Latency of one call
+alone: command, q load, 2 cycles to the last max|q|, g (nq + 4), the quantiser (bpr * beat +
+10), the stream, the finish, 11 cycles of normaliser. Exact timing (zero stalls):
+``calls_cycles`` in sim/cycles_attn_int.py.
 """
 
 from __future__ import annotations
@@ -261,11 +268,12 @@ class IntAttentionEngine(wiring.Component):
     ``beat``: MAC slots per lane = K channels per beat = keys per V block
     (a power of two >= 2); ``depth``: score tile (a power of two, a multiple of ``beat``);
     ``ctx_bits``: n < 2**ctx_bits <= MAX_KEYS; ``fmt``: stream format of q, the K/V scales and
-    o; ``q_beat``: q elements per i_q beat (divides ``beat``)."""
+    o; ``q_beat``: q elements per i_q beat (divides ``beat``); ``o_beat``: outputs per ``o``
+    beat (1 or 2, divides ``head_dim``)."""
 
     def __init__(self, *, head_dim: int = 16, lanes: int = 4, beat: int = 4, depth: int = 64,
                  ctx_bits: int = 14, fmt: StreamFormat | None = None, q_bits: int = Q_BITS,
-                 q_beat: int | None = None, score_ram: str | None = None):
+                 q_beat: int | None = None, score_ram: str | None = None, o_beat: int = 1):
         fmt = stream_format(fmt)
         q_beat = min(beat, 8) if q_beat is None else q_beat
         problem = None
@@ -279,6 +287,8 @@ class IntAttentionEngine(wiring.Component):
             problem = f"ctx_bits {ctx_bits}: more than {MAX_KEYS} keys"
         elif q_beat < 1 or beat % q_beat or head_dim % q_beat:
             problem = f"q_beat {q_beat} must divide beat {beat} and head_dim {head_dim}"
+        elif o_beat not in (1, 2) or head_dim % o_beat:
+            problem = f"o_beat {o_beat} must be 1 or 2 and divide head_dim {head_dim}"
         elif score_ram not in (None, "ultra", "block", "distributed"):
             problem = (f"score_ram must be None, 'ultra', 'block' or 'distributed', "
                        f"got {score_ram!r}")
@@ -287,19 +297,21 @@ class IntAttentionEngine(wiring.Component):
             raise ValueError(problem)
         self.head_dim, self.lanes, self.beat, self.depth = head_dim, lanes, beat, depth
         self.ctx_bits, self.fmt, self.q_bits, self.q_beat = ctx_bits, fmt, q_bits, q_beat
-        self.score_ram = score_ram
+        self.score_ram, self.o_beat = score_ram, o_beat
         super().__init__({
             "i_cmd": In(stream.Signature(cmd_layout(lanes, ctx_bits))),
             "i_q": In(stream.Signature(data.ArrayLayout(unsigned(fmt.bits), q_beat))),
             "i_kv": In(stream.Signature(unsigned(kv_beat_bits(beat, fmt)))),
-            "o": Out(stream.Signature(unsigned(fmt.bits))),
+            "o": Out(stream.Signature(data.ArrayLayout(unsigned(fmt.bits), o_beat))),
             "busy": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         HD, NQ, W, D, CB = self.head_dim, self.lanes, self.beat, self.depth, self.ctx_bits
-        QL = self.q_beat
+        QL, OB = self.q_beat, self.o_beat
+        LOGOB = OB.bit_length() - 1
+        HA = HD // OB                 # accumulator words per lane, memory and bank
         fmt = self.fmt
         EB, SB, F = fmt.bits, fmt.sig_bits, fmt.frac
         BPR = -(-HD // W)
@@ -377,9 +389,14 @@ class IntAttentionEngine(wiring.Component):
             opm = memory.Memory(shape=unsigned(OPW * W), depth=WADDR + BANKS, init=[])
             m.submodules[f"opm{i}"] = opm
             opms.append((opm.write_port(), opm.read_port()))
-            amem = memory.Memory(shape=signed(AW), depth=2 * HD, init=[])    # 2 banks
-            m.submodules[f"acc{i}"] = amem
-            amems.append((amem.write_port(), amem.read_port(), amem.read_port()))
+            # accumulators: o_beat memories of 2 banks (channel c in memory c mod o_beat,
+            # word c // o_beat), so the finish reads a beat's o_beat channels at once
+            aps = []
+            for j in range(OB):
+                amem = memory.Memory(shape=signed(AW), depth=2 * HA, init=[])
+                m.submodules[f"acc{i}" if OB == 1 else f"acc{i}_{j}"] = amem
+                aps.append((amem.write_port(), amem.read_port(), amem.read_port()))
+            amems.append(aps)
             # exp2 table (UQ1.23 at 64 points) and the difference to the next point
             rom = memory.Memory(shape=unsigned(24), depth=64, init=EXP2[:64])
             m.submodules[f"exp2_{i}"] = rom
@@ -477,6 +494,11 @@ class IntAttentionEngine(wiring.Component):
         opaddr = Signal(range(WADDR + BANKS))
         m.d.comb += opaddr.eq(Mux(in_v, WADDR + sbank, Cat(bcnt[:BPRB], sqb)))
 
+        def acc_addr(ch, bank):                # accumulator word of channel ch in a bank
+            if HA & (HA - 1) == 0:
+                return Cat(ch[LOGOB:][:HA.bit_length() - 1], bank)
+            return (ch >> LOGOB) + bank * HA
+
         def raw_addr(word, bank):              # raw-q word of a bank
             if QRD & (QRD - 1) == 0:
                 return Cat(word[:QRD.bit_length() - 1], bank)
@@ -491,7 +513,7 @@ class IntAttentionEngine(wiring.Component):
         m.d.comb += qword.eq(qv[QLAT] & (qel[QLAT][:LOG2W] == W - 1))
 
         for i in range(NQ):
-            (owp, orp), (awp, arp, afp) = opms[i], amems[i]
+            (owp, orp), aps = opms[i], amems[i]
             t_rd = sc_rp.data[i * TW:(i + 1) * TW].as_signed()
             lane_on = Signal(name=f"on{i}")
             m.d.comb += lane_on.eq(i < nact)
@@ -619,16 +641,21 @@ class IntAttentionEngine(wiring.Component):
                 with m.If(vhL > yh[i]):
                     m.d.sync += yh[i].eq(vhL)
 
-            # -- V (stage T): A[c] += tree sum (read at T-1; channels of consecutive beats
-            # differ, so the write at T never meets the read of the next beat)
-            m.d.comb += [arp.addr.eq(Cat(chp[T - 1][:HD.bit_length() - 1], cbank)
-                                     if HD & (HD - 1) == 0 else chp[T - 1] + cbank * HD),
-                         arp.en.eq(1)]
+            # -- V (stage T): A[c] += tree sum (read at T-1 in every accumulator memory, the
+            # word of channel c's memory used; channels of consecutive beats differ, so the
+            # write at T never meets the read of the next beat; with o_beat 2 they are in
+            # different memories)
+            ard = aps[0][1].data
+            if OB > 1:
+                ard = Signal(signed(AW), name=f"ard{i}")
+                m.d.comb += ard.eq(Array(rp.data for _, rp, _ in aps)[chp[T][:LOGOB]])
             anew = Signal(signed(AW), name=f"anew{i}")
-            m.d.comb += anew.eq(Mux(init[T], 0, arp.data) + tsum)
-            m.d.comb += [awp.addr.eq(Cat(chp[T][:HD.bit_length() - 1], cbank)
-                                     if HD & (HD - 1) == 0 else chp[T] + cbank * HD),
-                         awp.data.eq(anew), awp.en.eq(v[T] & isv[T])]
+            m.d.comb += anew.eq(Mux(init[T], 0, ard) + tsum)
+            for j, (awp, arp, _) in enumerate(aps):
+                wen = v[T] & isv[T]
+                m.d.comb += [arp.addr.eq(acc_addr(chp[T - 1], cbank)), arp.en.eq(1),
+                             awp.addr.eq(acc_addr(chp[T], cbank)), awp.data.eq(anew),
+                             awp.en.eq(wen & (chp[T][:LOGOB] == j) if OB > 1 else wen)]
 
         # ---- loader: i_cmd, then the call's q rows into a raw-q bank (max|q| per lane on the
         # way), then g per lane; hands the call to the quantiser when that is idle
@@ -769,7 +796,7 @@ class IntAttentionEngine(wiring.Component):
 
         # ---- finishing unit: a divider (1/L of lane dl: a 24-step restoring division of
         # 2**(beta+23) by L, beta = bitlen(L - 1)) runs one lane ahead of the emitter (lane el,
-        # one element per cycle into the normaliser, with its own copy of 1/L)
+        # o_beat consecutive elements per cycle into the normaliser, with its own copy of 1/L)
         beta = Signal(range(LW + 1))
         dlv = Signal(LW, name="dlv")                # L of lane dl, and L - 1
         dlm1 = Signal(LW, name="dlm1")
@@ -790,7 +817,9 @@ class IntAttentionEngine(wiring.Component):
         # normaliser pipeline (every stage advances on ``adv``): issue (el, xc; 1/L and the
         # exponent offset of the lane go along) -> N1 A read -> N2 |A| -> N3, N4 RN32(|A|)
         # (round32) -> N5 the 25 x 25-bit product's DSP parts -> N6 the product -> N7 .. N9
-        # RN_fmt (round_fp; N9 is the output register) -> o
+        # RN_fmt (round_fp; N9 is the output register) -> o. With o_beat 2, channels xc and
+        # xc + 1 (one word of each accumulator memory) from |A| on in two copies of the
+        # datapath; 1/L and the exponent offset are the lane's, shared.
         adv = Signal()
         issue = Signal()
         pn = Pipe(m, adv)
@@ -799,10 +828,8 @@ class IntAttentionEngine(wiring.Component):
             nv.append(pn.reg(nv[-1], f"nv{k + 1}"))
         m.d.comb += adv.eq(~nv[N_LAT] | self.o.ready)
         for i in range(NQ):
-            afp = amems[i][2]
-            m.d.comb += [afp.addr.eq(Cat(xc[:HD.bit_length() - 1], xbank)
-                                     if HD & (HD - 1) == 0 else xc + xbank * HD),
-                         afp.en.eq(adv)]
+            for _, _, afp in amems[i]:
+                m.d.comb += [afp.addr.eq(acc_addr(xc, xbank)), afp.en.eq(adv)]
         # N1: the lane's A word; 1/L and the result's exponent offset (Y - beta + W_SHIFT - 23,
         # the RN32 significand's and 1/L's binary points)
         xl1 = pn.reg(el, "xl1")
@@ -810,20 +837,24 @@ class IntAttentionEngine(wiring.Component):
         e0 = Signal(signed(10), name="n0_e")
         m.d.comb += e0.eq(Array(xyh)[el] - obeta + (W_SHIFT - F - 23))
         e1 = pn.reg(e0, "e1")
-        av = Signal(signed(AW), name="n1_a")
-        m.d.comb += av.eq(Array(mm[2].data for mm in amems)[xl1])
-        neg1, amag1 = abs_signed(m, av)
-        # N2: |A|; N3, N4: RN32(|A|) = qa * 2**ea (qa < 2**25, the exponent offset folded in)
-        neg2, amag2, q2, e2 = (pn.reg(x, nm) for x, nm in
-                               ((neg1, "neg2"), (amag1, "amag2"), (q1, "q2"), (e1, "e2")))
-        qa, ea = round32(pn, amag2, e2)
-        negr = pn.delay(neg2, ROUND32_LATENCY, "negr")
+        q2, e2 = pn.reg(q1, "q2"), pn.reg(e1, "e2")
         qm = pn.delay(q2, ROUND32_LATENCY, "qm")
-        # then qa * 1/L (pipe_mul: DSP parts, sum) and one rounding to the format (round_fp)
-        mm_ = pipe_mul(pn, qa, qm)
-        obits = round_fp(pn, pn.delay(negr, MUL_LATENCY, "negm"), mm_,
-                         pn.delay(ea, MUL_LATENCY, "em"), fmt, stages=ROUND_FP_STAGES)
-        m.d.comb += [self.o.valid.eq(nv[N_LAT]), self.o.payload.eq(obits)]
+        obits = []
+        for j in range(OB):                  # element j of the beat: channel xc + j
+            sx = "" if OB == 1 else str(j)
+            av = Signal(signed(AW), name=f"n1_a{sx}")
+            m.d.comb += av.eq(Array(mm[j][2].data for mm in amems)[xl1])
+            neg1, amag1 = abs_signed(m, av)
+            # N2: |A|; N3, N4: RN32(|A|) = qa * 2**ea (qa < 2**25, the exponent offset in)
+            neg2, amag2 = pn.reg(neg1, f"neg2{sx}"), pn.reg(amag1, f"amag2{sx}")
+            qa, ea = round32(pn, amag2, e2)
+            negr = pn.delay(neg2, ROUND32_LATENCY, f"negr{sx}")
+            # then qa * 1/L (pipe_mul: DSP parts, sum), one rounding to the format (round_fp)
+            mm_ = pipe_mul(pn, qa, qm)
+            obits.append(round_fp(pn, pn.delay(negr, MUL_LATENCY, f"negm{sx}"), mm_,
+                                  pn.delay(ea, MUL_LATENCY, f"em{sx}"), fmt,
+                                  stages=ROUND_FP_STAGES))
+        m.d.comb += [self.o.valid.eq(nv[N_LAT]), self.o.payload.as_value().eq(Cat(*obits))]
 
         # ---- stream unit: takes a quantised call, streams its K/V segments, hands the sums
         # to the finishing unit
@@ -964,11 +995,11 @@ class IntAttentionEngine(wiring.Component):
             with m.State("EWAIT"):
                 with m.If(d_hold):
                     emitter_take()
-            with m.State("EMIT"):                    # one element per cycle into the normaliser
-                m.d.comb += [issue.eq(1), e_emit.eq(1)]
+            with m.State("EMIT"):                    # o_beat elements per cycle into the
+                m.d.comb += [issue.eq(1), e_emit.eq(1)]  # normaliser
                 with m.If(adv):
-                    m.d.sync += xc.eq(xc + 1)
-                    with m.If(xc == xhd - 1):
+                    m.d.sync += xc.eq(xc + OB)
+                    with m.If(xc == xhd - OB):
                         m.next = "EWAIT"
                         with m.If(d_hold):
                             emitter_take()

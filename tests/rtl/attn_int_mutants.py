@@ -1,6 +1,7 @@
 """Mutation check of the integer attention-engine tests: build IntAttentionEngine with one
 rounding, clamp or hazard guard removed and confirm the cocotb testbench
-(tests/rtl/tb_attn_int.py) fails (``MID_MUTANTS`` on a larger build).
+(tests/rtl/tb_attn_int.py) fails (``MID_MUTANTS`` on a larger build, ``O2_MUTANTS`` on the
+small build with two outputs per beat).
 
     .venv/bin/python -m tests.rtl.attn_int_mutants [name ...]   # one Verilator build each
 
@@ -21,7 +22,7 @@ MUTANTS = {
     "exp2_noround": ("eE.eq(t0D - ((ipD + 512) >> 10))", "eE.eq(t0D - (ipD >> 10))"),
     "recip_trunc": ("oquo.eq(quo + rup)", "oquo.eq(quo)"),
     "one_bank": ("xbank.eq(cbank),", "xbank.eq(~cbank),"),
-    "no_init": ("anew.eq(Mux(init[T], 0, arp.data) + tsum)", "anew.eq(arp.data + tsum)"),
+    "no_init": ("anew.eq(Mux(init[T], 0, ard) + tsum)", "anew.eq(ard + tsum)"),
     "no_mask": ("visE = (wk[5] <= lim[i]) & lane_on", "visE = lane_on"),
     "early_ready": ("Mux(in_v, rdy > blk, 1)", "Mux(in_v, rdy >= blk, 1)"),
     # the overlap of a call's q preparation with the previous call's stream
@@ -44,6 +45,15 @@ MID_MUTANTS = {
     "bank_overrun": ("(wp_blk < blk + BANKS))", "(wp_blk < blk + BANKS + 1))"),
     "k_margin_short": ("KGAP = k_gap(W)", "KGAP = max(0, k_gap(W) - 1)"),
 }
+# o_beat 2: the two elements of a beat, the finish's and the V pass's accumulator memories
+O2_MUTANTS = {
+    "o_swap": ("self.o.payload.as_value().eq(Cat(*obits))",
+               "self.o.payload.as_value().eq(Cat(*reversed(obits)))"),
+    "o_same_half": ("av.eq(Array(mm[j][2].data for mm in amems)[xl1])",
+                    "av.eq(Array(mm[0][2].data for mm in amems)[xl1])"),
+    "rmw_next_half": ("ard.eq(Array(rp.data for _, rp, _ in aps)[chp[T][:LOGOB]])",
+                      "ard.eq(Array(rp.data for _, rp, _ in aps)[chp[T - 1][:LOGOB]])"),
+}
 PARAMS = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12, q_beat=2)
 MID = dict(head_dim=64, lanes=4, beat=16, depth=64, ctx_bits=9, q_beat=4)
 
@@ -53,12 +63,14 @@ def main(argv) -> int:
     from tellme.spec.numerics import FP24
     from tests.support.mutants import run_mutants
 
-    bad = [a for a in argv if a not in MUTANTS and a not in MID_MUTANTS]
+    bad = [a for a in argv if a not in MUTANTS and a not in MID_MUTANTS
+           and a not in O2_MUTANTS]
     if bad:
         raise SystemExit(f"unknown mutant(s): {', '.join(bad)}")
     rc = 0
     for table, params, name in ((MUTANTS, PARAMS, "attn_int_mutant"),
-                                (MID_MUTANTS, MID, "attn_int_mid_mutant")):
+                                (MID_MUTANTS, MID, "attn_int_mid_mutant"),
+                                (O2_MUTANTS, dict(PARAMS, o_beat=2), "attn_int_o2_mutant")):
         names = [a for a in argv if a in table] if argv else list(table)
         if names:
             rc |= run_mutants(int_engine, table, names,

@@ -4,7 +4,8 @@ Every output is compared bit for bit with the integer attention contract
 (tellme.sim.golden.attention_int: attention_decode / attention_prefill over int8 codes and
 stream-format row scales) at the build's stream format (params ``fmt``); zero-stall calls are
 also checked against the exact cycle model (tellme.sim.cycles_attn_int.calls_cycles: a layer's
-calls back to back, the finish of one overlapping the next).
+calls back to back, the finish of one overlapping the next). Outputs come ``o_beat`` (params,
+default 1) to a beat, the lower channel in the low bits; they are flattened in order.
 Launched by tests/rtl/test_attn_int.py.
 """
 
@@ -32,6 +33,7 @@ class TB(EngineTB):
     def __init__(self, dut):
         super().__init__(dut, cmd_layout)
         self.qb = self.p.get("q_bits", Q_BITS)          # q width of the build (params)
+        self.ob = self.p.get("o_beat", 1)                # outputs per o beat
         self.junk = np.random.default_rng(SEED + 99)     # codes of key slots past the cache
 
     def beats(self, q_lanes, lim, kq, ks, vq, vs, c):
@@ -83,7 +85,7 @@ class TB(EngineTB):
             bq += q_beats
             bkv += kv_beats
             sizes.append((max(sp[1]) + 1, len(sp[1]), sp[0].shape[1]))
-        total = sum(nq * hd for _, nq, hd in sizes)
+        total = sum(nq * hd for _, nq, hd in sizes) // self.ob       # o beats
         start = len(self.sink.beats)
         c0 = len(self.src["i_cmd"].transfer_cycles)
         self.src["i_q"].send(bq)
@@ -95,10 +97,12 @@ class TB(EngineTB):
             t0 = self.src["i_cmd"].transfer_cycles[c0]
             t1 = self.sink.transfer_cycles[start + total - 1]
             want = calls_cycles([(n, nq) for n, nq, _ in sizes], head_dim=hd, beat=W,
-                                depth=D, q_beat=self.p.get("q_beat"))
+                                depth=D, q_beat=self.p.get("q_beat"), o_beat=self.ob)
             assert t1 - t0 + 1 == want, f"calls {sizes}: {t1 - t0 + 1} cycles, model {want}"
         for mon in self.mon:
             mon.check()
+        eb = fmt.bits
+        out = [(b >> (eb * j)) & ((1 << eb) - 1) for b in out for j in range(self.ob)]
         res, o = [], 0
         for _, nq, hd in sizes:
             res.append(fmt.from_bits(np.array(out[o:o + nq * hd], np.int64)).reshape(nq, hd))
@@ -237,7 +241,7 @@ async def test_runtime_head_dim(dut):
     D, W, lanes = tb.p["depth"], tb.p["beat"], tb.p["lanes"]
     QL = tb.p.get("q_beat") or min(W, 8)
     for hd in (W, 2 * W, 3 * W, W + QL, 2 * W + 2 * QL):
-        if hd > tb.p["head_dim"]:
+        if hd > tb.p["head_dim"] or hd % tb.ob:
             continue
         q, kv = tb.rand(rng, D + 2, 4, 2, hd)
         await tb.decode(q[0], kv, D + 1, check_cycles=True)

@@ -3,14 +3,15 @@
 Default tier: the ``sim``-sized build (head_dim 16, 8 lanes, beat 4, score tile 8, 12-bit
 context) at FP24 (the contract's stream format): decode MHA/GQA across tile boundaries with
 exact cycles, random idle/backpressure, prefill, edge values, run-time head_dim, the q
-quantiser's windows. ``slow``: more seeds, the FP16 build, an int8-q build (``q_bits=8``, the
-measured alternative), a beat-16 build with 64-key tiles (the quantiser's K-segment margin is
-not zero, V segments have more blocks than weight banks and stream longer than 3 blocks'
-preparation, |A| reaches 2**24, and head_dim 64 > the 29 cycles of 1/L, so the finishing
-unit emits lanes back to back), a wider build
-(head_dim 32, 4 lanes, beat 8, tile 64) past 1024 keys, and a head_dim-128 build (the kv260
-preset's head_dim: the exact score S is 28 bits, wider than a DSP48E2's A port, so S * mk
-takes S in two DSP pieces).
+quantiser's windows; the same build with two outputs per ``o`` beat (``o_beat=2``: a lane's 8
+cycles of outputs wait for the 29 cycles of 1/L). ``slow``: more seeds, the FP16 build, an
+int8-q build (``q_bits=8``, the measured alternative), a beat-16 build with 64-key tiles (the
+quantiser's K-segment margin is not zero, V segments have more blocks than weight banks and
+stream longer than 3 blocks' preparation, |A| reaches 2**24, and head_dim 64 > the 29 cycles of
+1/L, so the finishing unit emits lanes back to back; also with ``o_beat=2``, 32 cycles a lane),
+a wider build (head_dim 32, 4 lanes, beat 8, tile 64) past 1024 keys, and a head_dim-128 build
+(the kv260 preset's head_dim: the exact score S is 28 bits, wider than a DSP48E2's A port, so
+S * mk takes S in two DSP pieces).
 """
 
 import pytest
@@ -38,6 +39,11 @@ def test_attn_int_small():
 
 
 @pytest.mark.rtl
+def test_attn_int_small_o2():
+    _run(dict(SMALL, o_beat=2), "fp24")
+
+
+@pytest.mark.rtl
 @pytest.mark.slow
 @pytest.mark.parametrize(("fmt", "seed"), [("fp24", 2), ("fp24", 3), ("fp16", 1)])
 def test_attn_int_small_seeds(fmt, seed):
@@ -52,8 +58,9 @@ def test_attn_int_q8():
 
 @pytest.mark.rtl
 @pytest.mark.slow
-def test_attn_int_beat16():
-    _run(MID, "fp24")
+@pytest.mark.parametrize("o_beat", [1, 2])
+def test_attn_int_beat16(o_beat):
+    _run(dict(MID, o_beat=o_beat), "fp24")
 
 
 @pytest.mark.rtl
@@ -93,3 +100,7 @@ def test_int_engine_rejects_bad_params():
         IntAttentionEngine(ctx_bits=15)
     with pytest.raises(ValueError, match="q_bits"):
         IntAttentionEngine(q_bits=20)
+    with pytest.raises(ValueError, match="o_beat 4 must be 1 or 2"):
+        IntAttentionEngine(o_beat=4)
+    with pytest.raises(ValueError, match="o_beat 2 must be 1 or 2 and divide head_dim 15"):
+        IntAttentionEngine(head_dim=15, q_beat=1, o_beat=2)

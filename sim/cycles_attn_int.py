@@ -48,14 +48,20 @@ W_CHAIN = 8          # weight issue -> weight into the operand shift chain
 BANKS = 3            # weight banks
 
 
-def tree_levels(beat: int) -> int:
-    return (beat - 1).bit_length()
+CHAIN = 8            # DSP48E2 slices per MAC cascade (at most the beat)
+
+
+def mac_latency(beat: int) -> int:
+    """T: accepted beat -> the lane's sum: a cascade of c = min(beat, CHAIN) slices (3 + c - 1
+    stages, hw/dsp.py), then a registered tree over the beat / c cascade sums."""
+    c = min(beat, CHAIN)
+    return 3 + (c - 1) + (beat // c - 1).bit_length()
 
 
 def drain(beat: int) -> int:
-    """Cycles from the last beat of a segment to the next segment (stages 0..T+K_TAIL, T = 1 +
-    tree levels, then one cycle to see the pipeline empty)."""
-    return 1 + tree_levels(beat) + K_TAIL + 2
+    """Cycles from the last beat of a segment to the next segment (stages 0..T+K_TAIL, T =
+    ``mac_latency``, then one cycle to see the pipeline empty)."""
+    return mac_latency(beat) + K_TAIL + 2
 
 
 def k_margin(beat: int, bpr: int) -> int:

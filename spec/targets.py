@@ -84,8 +84,11 @@ class Target:
 # bitnet_b1_58-large prefill; docs/hw/elementwise.md); sim 2 (the default-tier RTL harness).
 # sim: small enough for ~10 s Verilator builds; still exercises ragged K/N, several tiles and
 # both table banks.
-# attention_int: kv260/zcu104 build one integer engine of 4 lanes x 64 MAC slots (the 4 q
-# heads of a 2B4T GQA group, or 4 prefill rows; docs/hw/attention.md gives the rates), q loaded
+# attention_int: kv260/zcu104 build one integer engine of 4 lanes x 128 MAC slots (the 4 q
+# heads of a 2B4T GQA group, or 4 prefill rows; docs/hw/attention.md gives the rates: at 64
+# slots a 2B4T decode layer streams 2,560 beats against 2,906 cycles of KV-DDR time at 128
+# keys, too little room for the q load, the V weights and the last call's finish; the slots
+# are DSP48E2 cascades, so the beat costs DSPs, not LUT adders), q loaded
 # 8 elements per beat, 4096-key score tiles in URAM (3 URAM288: 4 lanes x 32-bit logits + the V
 # scale), so K is read once up to 4096 keys; 2 outputs per cycle (o_beat: a 2B4T decode call
 # emits 4 lanes x 128 outputs, as many as its K/V beats, so at one a cycle the finishing unit
@@ -97,7 +100,7 @@ class Target:
 _LM_HEAD = dict(lanes=16, max_d=4096)
 _BOARD_TLMM = dict(v=4, kb_max=96, nbt_max=128, tok_max=1024, half_depth=2048)
 _BOARD_ATTN = dict(head_dim=128, lanes=8, beat=8, depth=1024, ctx_bits=13)
-_BOARD_ATTN_INT = dict(head_dim=128, lanes=4, beat=64, depth=4096, ctx_bits=13, q_beat=8,
+_BOARD_ATTN_INT = dict(head_dim=128, lanes=4, beat=128, depth=4096, ctx_bits=13, q_beat=8,
                        score_ram="ultra", o_beat=2)
 _BOARD_KV_QUANT = dict(beat=8, lanes=2, max_head_dim=128)
 # sim-demo: the demo model (hidden 256, d_ffn 640, head_dim 64, 4 heads / 2 KV heads) through

@@ -168,19 +168,19 @@ def test_cycle_model_hand_count():
     # n = 5, 2 lanes, head_dim 8, beat 4 (bpr 2), tile 8, q 4 elements per beat: command,
     # q load, the max|q| stages (2), q scales, the g pipeline (4), hand-off to the quantiser,
     # 2 words back to back, 9 cycles until the call may be taken (the take is the last), K
-    # segment (5 rows x 2 beats) + drain (2 tree levels + 9), V segment (2 blocks: the first
-    # waits for its 4 weights + 9 cycles, then 8 channels each) + drain, hand-off, 1/L of
-    # lane 0 (29), its 8 outputs while lane 1's 1/L runs (29 from lane 0's start), lane 1's
-    # 8 outputs, tail (11: the normaliser stages)
+    # segment (5 rows x 2 beats) + drain (one 4-slice DSP cascade, 6 stages, + 8), V segment
+    # (2 blocks: the first waits for its 4 weights + 9 cycles, then 8 channels each) + drain,
+    # hand-off, 1/L of lane 0 (29), its 8 outputs while lane 1's 1/L runs (29 from lane 0's
+    # start), lane 1's 8 outputs, tail (11: the normaliser stages)
     assert kv_schedule(5, 8) == [("K", 0, 5), ("V", 0, 5)]
-    want = (1 + 2 * 2 + 2 + 2 + 4 + 1 + 2 * 4 + 9 + (5 * 2 + 11) + (4 + 9 + 2 * 8 + 11)
+    want = (1 + 2 * 2 + 2 + 2 + 4 + 1 + 2 * 4 + 9 + (5 * 2 + 14) + (4 + 9 + 2 * 8 + 14)
             + 1 + 29 + 29 + 8 + 11)
     assert call_cycles(5, 2, head_dim=8, beat=4, depth=8) == want
     # a second such call: its q load and quantiser run under the first call's K segment (no
-    # K margin at beat 4), so its stream starts at the first hand-off; its own hand-off waits
-    # for the finishing unit (free after the first call's last issue), then the same finish
+    # K margin at beat 4), so its stream starts at the first hand-off; its own hand-off comes
+    # its stream later (the finishing unit is free by then), then the same finish
     assert calls_cycles([(5, 2), (5, 2)], head_dim=8, beat=4, depth=8) == (
-        want + 1 + 29 + (29 - 8) + 8 + 8)
+        want + 1 + (5 * 2 + 14) + (4 + 9 + 2 * 8 + 14))
     # back to back, the finish of a call overlaps the next call's front
     calls = [(c.n, len(c.lim)) for c in decode_calls(9, 4, 2, 4)]
     alone = [call_cycles(n, nq, head_dim=16, beat=4, depth=8) for n, nq in calls]

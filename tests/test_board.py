@@ -90,7 +90,7 @@ def test_all_ok_with_the_vivado_manifest_and_the_demo_model(tmp_path):
     rep, text = check(tmp_path, bit, None, max_context=256)      # the bundled demo model
     assert not rep.failed, text
     assert f"ok    model       {DEFAULT_MODEL.name}" in text
-    assert "model.tlm at context 256 on kv260 needs 6.9 MiB" in text
+    assert "model.tlm at context 256 on kv260 needs 7.0 MiB" in text
 
 
 @pytest.mark.parametrize("env,name,match", [

@@ -176,7 +176,7 @@ def test_v3_header_and_kv_records(demo):
     h = P.decode_header(blob)
     kv = s.mmap.kv
     assert struct.unpack_from("<I", blob, 4)[0] == P.PROGRAM_VERSION == 3
-    assert (h["kv_dtype"], h["kv_beat"]) == ("int8", 64) and kv.int8 and kv.beat == 64
+    assert (h["kv_dtype"], h["kv_beat"]) == ("int8", 128) and kv.int8 and kv.beat == 128
     assert [n for n, _, _ in P.OPS["KV_WRITE"].fields] == [
         "rows", "k_src", "v_src", "k_dst", "v_dst", "k_stride", "v_stride", "start",
         "kv_heads", "head_dim"]
@@ -218,7 +218,7 @@ def test_kv_cache_limits(demo):
     assert P.decode_program(fp24, s.mmap).kv_dtype == "fp24"       # well-formed, but
     with pytest.raises(P.ProgramError, match=r"LIMIT: header: KV dtype fp24.*int8"):
         P.decode_program(fp24, s.mmap, "kv260")
-    with pytest.raises(P.ProgramError, match=r"LIMIT: header: kv_beat 32 != .* 64 keys"):
+    with pytest.raises(P.ProgramError, match=r"LIMIT: header: kv_beat 32 != .* 128 keys"):
         P.decode_program(_header_patch(blob, "kv_beat", 32), s.mmap, "kv260")
     with pytest.raises(P.ProgramError, match=r"BAD_HEADER.*kv_beat 48 is not a power of two"):
         P.decode_program(_header_patch(blob, "kv_beat", 48))

@@ -1,12 +1,16 @@
 """Integer attention engine (issue 11 item 3): exact two-pass softmax attention of ``lanes``
-query rows over one KV head, int8 K/V, integer dot products summed by one adder tree per lane.
+query rows over one KV head, int8 K/V, integer dot products summed by DSP48E2 cascades and one
+short adder tree per lane.
 
 Arithmetic: exactly golden ``attention_decode`` / ``attention_prefill`` of
 sim/golden/attention_int.py (constants in spec/attention_int.py, docs/numerics.md §4.1).
 
 Dataflow (docs/hw/attention.md, "integer engine"): every lane has ``beat`` MAC slots (one
-DSP48E2 multiplier each) and one adder tree over them; a slot's first operand is a signed word
-(``operand_bits``) from the lane's operand memory, its second the beat's int8 code. Operand
+DSP48E2 each), summed by cascades of min(beat, CHAIN) slices (hw/dsp.py: PCOUT -> PCIN, slice p
+fed p cycles after the beat) and one registered tree over the cascades' sums (T =
+``mac_latency`` stages); a slot's first operand is a signed word (``operand_bits``) from the
+lane's operand memory (one memory per cascade position, read p cycles late), its second the
+beat's int8 code (delayed p cycles, shared by the lanes). Operand
 words are written whole, from a shift chain that collects one element or weight per cycle.
 
 Four units work on consecutive calls at once, each with its own copy of what it reads of a
@@ -26,8 +30,8 @@ and the finishing unit (t-1).
   the weight preparation of the stream unit's V segments, so a word (beat consecutive
   elements) starts only where it is surely in the chain before the next weight: while the
   stream unit waits, in a V segment once all its weights are written (or its drain), or in a
-  K segment with more than ceil((beat - T - 10) / bpr) rows left (``k_gap``; T = 1 + tree
-  levels: 0 below beat 16, 24 rows at beat 64 and bpr 2). The stream unit takes a quantised
+  K segment with more than ceil((beat - T - 10) / bpr) rows left (``k_gap``; T =
+  ``mac_latency``: 0 at beat 16, 104 rows at beat 128 and bpr 1). The stream unit takes a quantised
   call (n, nq, lim, hd, each lane's g for the logit shift, the q bank) at its hand-off, or as
   soon as it is ready when idle.
 * pass 1, K rows (row-major: ``bpr`` beats of ``beat`` channels per key): slot s multiplies
@@ -118,6 +122,7 @@ from tellme.spec.attention_int import (
 from tellme.spec.numerics import EXP2_TABLE, StreamFormat, stream_format
 
 from ..arith import msb_index, wire
+from ..dsp import chain_latency, dot_chain, skew
 from ..elementwise.stream_fp import (
     DSP_A,
     DSP_B,
@@ -174,17 +179,26 @@ def cmd_layout(lanes: int, ctx_bits: int) -> data.StructLayout:
     })
 
 
+CHAIN = 8              # DSP48E2 slices per MAC cascade (hw/dsp.py), at most the beat
+
+
 def tree_levels(beat: int) -> int:
-    """Registered adder-tree levels of a lane (one per halving of ``beat``)."""
-    return (beat - 1).bit_length()
+    """Registered adder-tree levels of a lane over its cascades' sums (one per halving)."""
+    return (beat // min(beat, CHAIN) - 1).bit_length()
+
+
+def mac_latency(beat: int) -> int:
+    """T: stages from an accepted K/V beat (stage 0) to the lane's sum of its ``beat``
+    products: the cascades of min(beat, CHAIN) slices, then the tree over their sums."""
+    return chain_latency(min(beat, CHAIN)) + tree_levels(beat)
 
 
 def k_gap(beat: int) -> int:
     """K beats a quantiser word needs left in a K segment when it starts: its last element
     enters the operand chain (issue + Q_CHAIN) before the next V segment's first weight does
     (that segment's first weight issue comes drain = T + K_TAIL + 2 cycles after the K
-    segment's last beat, T = 1 + tree levels, and enters W_CHAIN cycles later)."""
-    t = 1 + tree_levels(beat)
+    segment's last beat, T = ``mac_latency``, and enters W_CHAIN cycles later)."""
+    t = mac_latency(beat)
     return max(0, beat + Q_CHAIN - W_CHAIN - (t + K_TAIL) - 3)
 
 
@@ -318,7 +332,6 @@ class IntAttentionEngine(wiring.Component):
         QB, QTOP, QMAX = self.q_bits, self.q_bits - 2, 2 ** (self.q_bits - 1) - 1
         LOG2D = D.bit_length() - 1
         LOG2W = W.bit_length() - 1
-        LEV = tree_levels(W)
         SW = s_bits(HD, QB)           # exact score S
         QX = SB + C_BITS              # q * C magnitude bits
         TW = 32                       # logit t, |t| <= T_SAT
@@ -331,7 +344,8 @@ class IntAttentionEngine(wiring.Component):
         QRD = HD // QL                # raw-q words per lane and bank
         NB = CB + 1 - LOG2W + 1       # block-index width
         OPW, PRODW = operand_bits(QB), product_bits(QB)
-        TSW = PRODW + LEV             # tree sum
+        TSW = PRODW + (W - 1).bit_length()   # lane sum
+        C = min(W, CHAIN)             # slices per cascade; slot s = j * C + p: slice p of j
         free = Pipe(m, Const(1, 1))   # registers of the pipelines that never stall
 
         # ---- the call as each unit holds it: the loader (i_cmd, i_q, g per lane), the
@@ -373,7 +387,7 @@ class IntAttentionEngine(wiring.Component):
         xlsum = [Signal(LW, name=f"xL{i}") for i in range(NQ)]      # the finishing call's copies
         xyh = [Signal(5, name=f"xyh{i}") for i in range(NQ)]
         xnact = Signal(range(NQ + 1))
-        xhd = Signal(range(HD + 1))
+        xhd = Signal(range(HD + 1))     # the finishing call's last channel step: hd - o_beat
         xbank = Signal()
         xstart = Signal()
         xbusy = Signal()
@@ -386,9 +400,15 @@ class IntAttentionEngine(wiring.Component):
             qraw = memory.Memory(shape=unsigned(EB * QL), depth=2 * QRD, init=[])   # 2 banks
             m.submodules[f"qraw{i}"] = qraw
             qraws.append((qraw.write_port(), qraw.read_port()))
-            opm = memory.Memory(shape=unsigned(OPW * W), depth=WADDR + BANKS, init=[])
-            m.submodules[f"opm{i}"] = opm
-            opms.append((opm.write_port(), opm.read_port()))
+            # one memory per cascade position p (slots j * C + p), so slice p's operands are
+            # read p cycles after the beat (no operand delay registers)
+            parts = []
+            for p_ in range(C):
+                opm = memory.Memory(shape=unsigned(OPW * (W // C)), depth=WADDR + BANKS,
+                                    init=[])
+                m.submodules[f"opm{i}_{p_}"] = opm
+                parts.append((opm.write_port(), opm.read_port()))
+            opms.append(parts)
             # accumulators: o_beat memories of 2 banks (channel c in memory c mod o_beat,
             # word c // o_beat), so the finish reads a beat's o_beat channels at once
             aps = []
@@ -457,7 +477,7 @@ class IntAttentionEngine(wiring.Component):
         vsP = _delay(m, vs_rp, 4, "vsP")          # the key's V scale at P1 .. P5
 
         # ---- K/V beat pipeline: stage 0 = accepted beat; products at 1; tree sum at T
-        T = 1 + LEV
+        T = mac_latency(W)
         v0, isv0, first0, last0, init0 = (Signal(name=x) for x in
                                           ("v0", "isv0", "first0", "last0", "init0"))
         row0 = Signal(CB + 1, name="row0")
@@ -474,6 +494,9 @@ class IntAttentionEngine(wiring.Component):
                 codes0.eq(self.i_kv.payload[:8 * W]), sc0.eq(self.i_kv.payload[8 * W:]),
             ]
         NS = T + K_TAIL
+        # cascade position p: the beat's codes and the operand reads p cycles late
+        codes_sk = skew(m, [Cat(*(codes0[8 * (j * C + p_):8 * (j * C + p_) + 8]
+                                  for j in range(W // C))) for p_ in range(C)], "codes")
         v = _delay(m, v0, NS, "v")
         isv = _delay(m, isv0, NS, "isv")
         p1 = _delay(m, p1_0, NS, "p1")
@@ -493,6 +516,8 @@ class IntAttentionEngine(wiring.Component):
                      sc_wp.en.eq(v[NS] & ~isv[NS] & last[NS])]
         opaddr = Signal(range(WADDR + BANKS))
         m.d.comb += opaddr.eq(Mux(in_v, WADDR + sbank, Cat(bcnt[:BPRB], sqb)))
+        opaddr_d = _delay(m, opaddr, C - 1, "opaddr")
+        accept_d = _delay(m, accept, C - 1, "accept")
 
         def acc_addr(ch, bank):                # accumulator word of channel ch in a bank
             if HA & (HA - 1) == 0:
@@ -513,7 +538,7 @@ class IntAttentionEngine(wiring.Component):
         m.d.comb += qword.eq(qv[QLAT] & (qel[QLAT][:LOG2W] == W - 1))
 
         for i in range(NQ):
-            (owp, orp), aps = opms[i], amems[i]
+            oparts, aps = opms[i], amems[i]
             t_rd = sc_rp.data[i * TW:(i + 1) * TW].as_signed()
             lane_on = Signal(name=f"on{i}")
             m.d.comb += lane_on.eq(i < nact)
@@ -583,21 +608,27 @@ class IntAttentionEngine(wiring.Component):
             with m.If(wv[W_CHAIN] | qv[Q_CHAIN]):
                 m.d.sync += [chain[0].eq(Mux(wv[W_CHAIN], wH, qint)[:OPW]),
                              *(chain[k].eq(chain[k - 1]) for k in range(1, W))]
-            m.d.comb += [
-                owp.addr.eq(Mux(wword, WADDR + wbk[WLAT],
-                                Cat((qel[QLAT] >> LOG2W)[:BPRB], qob))),
-                owp.data.eq(Cat(*reversed(chain))),
-                owp.en.eq(wword | qword),
-                orp.addr.eq(opaddr), orp.en.eq(accept),
-            ]
+            # (slot s is chain[W - 1 - s]). A read p cycles late never meets a write of its
+            # bank: a q bank is written only while the other one streams, and a weight bank
+            # again only a whole block (>= beat + WLAT cycles of preparation) after its stream
+            wr_addr = Mux(wword, WADDR + wbk[WLAT], Cat((qel[QLAT] >> LOG2W)[:BPRB], qob))
+            for p_, (owp, orp) in enumerate(oparts):
+                m.d.comb += [
+                    owp.addr.eq(wr_addr),
+                    owp.data.eq(Cat(*(chain[W - 1 - (j * C + p_)] for j in range(W // C)))),
+                    owp.en.eq(wword | qword),
+                    orp.addr.eq(opaddr_d[p_]), orp.en.eq(accept_d[p_]),
+                ]
 
-            # -- MAC slots (stage 1) and the adder tree (stages 2..T)
+            # -- MAC slots: W // C DSP48E2 cascades (slice p's operands at stage p, the
+            # cascade's sum at stage chain_latency(C)), then the tree over their sums (.. T)
             level = []
-            for s in range(W):
-                opnd = orp.data[OPW * s:OPW * (s + 1)].as_signed()
-                pr = Signal(signed(PRODW), name=f"mp{i}_{s}")
-                m.d.sync += pr.eq(opnd * codes0[8 * s:8 * s + 8].as_signed())
-                level.append(pr)
+            for j in range(W // C):
+                pairs = [(oparts[p_][1].data[OPW * j:OPW * (j + 1)].as_signed(),
+                          codes_sk[p_][8 * j:8 * j + 8].as_signed()) for p_ in range(C)]
+                sj = Signal(signed(PRODW + (C - 1).bit_length()), name=f"mc{i}_{j}")
+                m.d.comb += sj.eq(dot_chain(m, pairs, f"mac{i}_{j}"))
+                level.append(sj)
             lv = 0
             while len(level) > 1:
                 lv += 1
@@ -930,7 +961,7 @@ class IntAttentionEngine(wiring.Component):
                     m.d.comb += xstart.eq(1)
                     m.d.sync += [xl_.eq(l_) for xl_, l_ in zip(xlsum, lsum, strict=True)]
                     m.d.sync += [xy_.eq(y_) for xy_, y_ in zip(xyh, yh, strict=True)]
-                    m.d.sync += [xnact.eq(nact), xhd.eq(hd), xbank.eq(cbank),
+                    m.d.sync += [xnact.eq(nact), xhd.eq(hd - OB), xbank.eq(cbank),
                                  cbank.eq(~cbank)]
                     m.next = "IDLE"
                     with m.If(q_ready):
@@ -999,7 +1030,7 @@ class IntAttentionEngine(wiring.Component):
                 m.d.comb += [issue.eq(1), e_emit.eq(1)]  # normaliser
                 with m.If(adv):
                     m.d.sync += xc.eq(xc + OB)
-                    with m.If(xc == xhd - OB):
+                    with m.If(xc == xhd):
                         m.next = "EWAIT"
                         with m.If(d_hold):
                             emitter_take()

@@ -28,6 +28,10 @@ MUTANTS = {
     # the overlap of a call's q preparation with the previous call's stream
     "q_in_prep": ("s_wait | (in_v & (rdy == blk_end))", "s_wait | in_v"),   # chain shared
     "q_bank_stuck": ("m.d.sync += qob.eq(~qob)", "m.d.sync += qob.eq(qob)"),
+    # the DSP cascades' skew: slice p's codes, or its operand read, not p cycles late
+    "chain_codes_unskewed": ("codes_sk[p_][8 * j:8 * j + 8]", "codes_sk[0][8 * j:8 * j + 8]"),
+    "chain_reads_unskewed": ("orp.addr.eq(opaddr_d[p_]), orp.en.eq(accept_d[p_])",
+                             "orp.addr.eq(opaddr_d[0]), orp.en.eq(accept_d[0])"),
     "raw_bank_stuck": ("m.d.sync += lbank.eq(~lbank)", "m.d.sync += lbank.eq(lbank)"),
     "g_live": ("- sg[i] - kh)", "- gq[i] - kh)"),           # stream reads the quantiser's g
     "early_take": ("q_ready.eq(~Cat(*qv[1:]).any())", "q_ready.eq(1)"),

@@ -11,7 +11,7 @@ stream longer than 3 blocks' preparation, |A| reaches 2**24, and head_dim 64 > t
 1/L, so the finishing unit emits lanes back to back; also with ``o_beat=2``, 32 cycles a lane),
 a wider build (head_dim 32, 4 lanes, beat 8, tile 64) past 1024 keys, and a head_dim-128 build
 (the kv260 preset's head_dim: the exact score S is 28 bits, wider than a DSP48E2's A port, so
-S * mk takes S in two DSP pieces).
+S * mk takes S in two DSP pieces), and the boards' beat of 128 (``BOARD_BEAT``).
 """
 
 import pytest
@@ -24,6 +24,9 @@ SMALL = dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12, q_beat=2)
 MID = dict(head_dim=64, lanes=4, beat=16, depth=64, ctx_bits=9, q_beat=4)
 WIDE = dict(head_dim=32, lanes=4, beat=8, depth=64, ctx_bits=13)
 HD128 = dict(head_dim=128, lanes=4, beat=8, depth=16, ctx_bits=8, q_beat=8)
+# the boards' beat: 16 DSP48E2 cascades of 8 slices a lane and a 4-level tree over them,
+# K rows of one beat, 128-key V blocks, two outputs a cycle (2 lanes keep the build small)
+BOARD_BEAT = dict(head_dim=128, lanes=2, beat=128, depth=256, ctx_bits=9, q_beat=8, o_beat=2)
 
 
 def _run(params, fmt, testcase=None, seed=1, extra=None):
@@ -71,6 +74,12 @@ def test_attn_int_hd128():
 
 @pytest.mark.rtl
 @pytest.mark.slow
+def test_attn_int_board_beat():
+    _run(BOARD_BEAT, "fp24")
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
 def test_attn_int_long_context():
     _run(WIDE, "fp24", testcase="test_long_context", extra={"LONG_N": "1100"})
 
@@ -84,9 +93,10 @@ def test_cycle_model_mirrors_rtl_depths():
     assert cm.TAIL == ie.N_LAT
     assert (cm.Q_READY, cm.Q_CHAIN) == (ie.QLAT + 1, ie.Q_CHAIN)
     assert (cm.W_READY, cm.W_CHAIN) == (ie.WLAT + 1, ie.W_CHAIN)
-    assert (cm.K_TAIL, cm.G_LAT) == (ie.K_TAIL, ie.G_LAT)
+    assert (cm.K_TAIL, cm.G_LAT, cm.CHAIN) == (ie.K_TAIL, ie.G_LAT, ie.CHAIN)
     for beat in (2, 4, 8, 16, 32, 64, 128):
-        assert cm.drain(beat) == 1 + ie.tree_levels(beat) + ie.K_TAIL + 2
+        assert cm.mac_latency(beat) == ie.mac_latency(beat)
+        assert cm.drain(beat) == ie.mac_latency(beat) + ie.K_TAIL + 2
         for bpr in (1, 2, 3):
             assert cm.k_margin(beat, bpr) == -(-ie.k_gap(beat) // bpr)
 

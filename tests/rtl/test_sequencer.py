@@ -12,7 +12,7 @@ from tellme.hw.sequencer import CLASSES, Sequencer, command_layout, crc32_matric
 from tellme.spec.program import OPS
 
 PARAMS = dict(addr_width=40, max_records=1024, max_burst=16, max_outstanding=4,
-              kv_beat=64)                  # the demo programs' (kv260's integer engine)
+              kv_beat=128)                 # the demo programs' (kv260's integer engine)
 
 
 @pytest.mark.rtl

@@ -25,8 +25,8 @@ MID = dict(head_dim=64, lanes=4, beat=16, depth=64, ctx_bits=9, q_beat=4)
 WIDE = dict(head_dim=32, lanes=4, beat=8, depth=64, ctx_bits=13)
 HD128 = dict(head_dim=128, lanes=4, beat=8, depth=16, ctx_bits=8, q_beat=8)
 # the boards' beat: 16 DSP48E2 cascades of 8 slices a lane and a 4-level tree over them,
-# K rows of one beat, 128-key V blocks, two outputs a cycle (2 lanes keep the build small)
-BOARD_BEAT = dict(head_dim=128, lanes=2, beat=128, depth=256, ctx_bits=9, q_beat=8, o_beat=2)
+# K rows of one beat, 128-key V blocks, two outputs a cycle
+BOARD_BEAT = dict(head_dim=128, lanes=4, beat=128, depth=256, ctx_bits=10, q_beat=8, o_beat=2)
 
 
 def _run(params, fmt, testcase=None, seed=1, extra=None):

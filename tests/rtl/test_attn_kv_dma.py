@@ -7,7 +7,7 @@ Default tier, 128-bit AXI: KVCacheDMA (reader + writer on one AXI4 port) for the
 with FP24 scales at the integer engine's sim beat 4 (four engine beats per AXI beat) and at
 beat 32 (two AXI beats per engine beat). ``slow``: the sim preset at FP24 (96-bit engine
 beats), 256-bit builds with longer bursts (FP16, FP24), the int8 reader with FP16 scales, at
-the kv260 beat 64 (128 and 256-bit AXI) and on 512-bit AXI, and the FP reader wired to the
+the kv260 beat 128 (128 and 256-bit AXI) and on 512-bit AXI, and the FP reader wired to the
 attention engine (FP16, FP24), and the int8 reader wired to the integer engine.
 """
 
@@ -57,7 +57,7 @@ def test_kv_dma_fp24_beat8():
 INT8 = dict(beat=4, depth=8, max_head_dim=16, ctx_bits=12, data_width=128, addr_width=40,
             max_burst=16, max_outstanding=4, fmt="fp24")
 INT8_B32 = dict(INT8, beat=32, depth=64, max_head_dim=40)
-INT8_KV260 = dict(INT8, beat=64, depth=128, max_head_dim=128)
+INT8_KV260 = dict(INT8, beat=128, depth=256, max_head_dim=128)
 
 
 def _run_int8(params, seed=4):

@@ -11,7 +11,7 @@ model exact without; ``KVQuantWriter`` + ``KVInt8Reader`` on one AXI4 port at FP
 2, the integer engine's sim beat 4: padded K rows, two pieces per K beat): the memory image
 equals the int8 layout of ``kv_quant_int8`` and the reader streams it back as the engine's
 beats. ``slow``: the quantiser at FP16, with 1 and 4 lanes, the kv260 build (beat 8, head_dim
-128), the end-to-end test at FP16, at the sim beats 4 / 4 and at the kv260 beats 8 / 64.
+128), the end-to-end test at FP16, at the sim beats 4 / 4 and at the kv260 beats 8 / 128.
 """
 
 import numpy as np
@@ -280,10 +280,10 @@ def test_kv_quant_writer_e2e(fmt):
 
 @pytest.mark.rtl
 @pytest.mark.slow
-@pytest.mark.parametrize("beats", [(4, 4), (8, 64)], ids=["sim", "kv260"])
+@pytest.mark.parametrize("beats", [(4, 4), (8, 128)], ids=["sim", "kv260"])
 def test_kv_quant_writer_e2e_beats(beats):
-    """The quantiser's sim beat 4 into the engine's sim beat 4; the kv260 beats (8 in, 64 out,
-    head_dim up to 128: 96 pads K rows to 128)."""
+    """The quantiser's sim beat 4 into the engine's sim beat 4; the kv260 beats (8 in, 128 out,
+    head_dim up to 128: 96 pads K rows to one 128-code beat)."""
     beat, kv_beat = beats
     _run_e2e("fp24", seed=2, beat=beat, kv_beat=kv_beat, max_head_dim=16 * beat,
              depth=max(8, kv_beat))

@@ -86,7 +86,7 @@ class AttnCtl(wiring.Component):
     Parameters: ``lanes`` (the row movers' elements per beat), ``fmt``, ``addr_width``,
     ``count_width`` (the movers'), ``engine`` (the integer engine's parameters: ``lanes``,
     ``beat`` (= the int8 layout's keys per block), ``head_dim``, ``ctx_bits``, ``q_beat``,
-    optional ``o_beat`` (default 1; it and ``lanes`` must divide one another)), ``quant``
+    ``o_beat`` (it and ``lanes`` must divide one another)), ``quant``
     (the KV quantiser's: ``beat``, ``max_head_dim``).
 
     Members
@@ -140,7 +140,7 @@ class AttnCtl(wiring.Component):
         if E["beat"] % Q["beat"] or (Q["beat"] % lanes and lanes % Q["beat"]):
             raise ValueError(f"quantiser beat {Q['beat']} must divide the engine beat "
                              f"{E['beat']} and be a multiple or divisor of lanes {lanes}")
-        ob = E.get("o_beat", 1)
+        ob = E["o_beat"]
         if ob % lanes and lanes % ob:
             raise ValueError(f"engine o_beat {ob} must be a multiple or divisor of lanes "
                              f"{lanes}")
@@ -179,7 +179,7 @@ class AttnCtl(wiring.Component):
         # ---- the regrouping of rows between the movers and the blocks
         m.submodules.to_kvq = to_kvq = Regroup(fmt.bits, L, Q["beat"])
         m.submodules.to_q = to_q = Regroup(fmt.bits, L, E["q_beat"])
-        m.submodules.from_o = from_o = Regroup(fmt.bits, E.get("o_beat", 1), L)
+        m.submodules.from_o = from_o = Regroup(fmt.bits, E["o_beat"], L)
         kv_on, at_on = Signal(), Signal()     # a KV_WRITE / ATTENTION in progress
         err = Signal(8)
         idle = ~kv_on & ~at_on & (err == 0)
@@ -327,7 +327,7 @@ class AttnCtl(wiring.Component):
             # ---- ATTENTION
             with m.State("AT_CHECK"):            # g: heads = g * kv_heads, g <= NQ
                 ok = (hd_ok & (hd <= E["head_dim"]) & mults(hd, E["q_beat"])
-                      & mults(hd, E.get("o_beat", 1))
+                      & mults(hd, E["o_beat"])
                       & (kvh != 0) & (heads < 256) & (start + rows < 2 ** CB))
                 with m.If(~ok | (grp > NQ) | (acc > heads)):
                     m.d.sync += [err.eq(ERROR_CODES["LIMIT"]), at_on.eq(0)]

@@ -75,14 +75,14 @@ ACCELERATOR_BLOCKS = {"": "top_glue", "regs": "regs", "seq": "sequencer",
                       "kv_writer": "kv_quant_writer", "kv_reader": "kv_reader",
                       "attn": "attention_int", "lm_head": "lm_head",
                       "lm_head_ctl": "lm_head_ctl", "noexec": None}      # noexec: tied off
-_ENGINE_KEYS = ("lanes", "beat", "head_dim", "ctx_bits", "q_beat")
+_ENGINE_KEYS = ("lanes", "beat", "head_dim", "ctx_bits", "q_beat", "o_beat")
 
 
 def attn_params(target: str) -> dict:
     """The row unit's ``attn`` parameters for ``target``: the integer engine's (INT_PRESETS)
     and the KV quantiser's (KV_QUANT_PRESETS) geometry."""
     e, q = INT_PRESETS[target], KV_QUANT_PRESETS[target]
-    return {"engine": {**{k: e[k] for k in _ENGINE_KEYS}, "o_beat": e.get("o_beat", 1)},
+    return {"engine": {k: e[k] for k in _ENGINE_KEYS},
             "quant": {"beat": q["beat"], "max_head_dim": q["max_head_dim"]}}
 
 

@@ -635,7 +635,7 @@ def _attention(rec, program, tg, mem, u):
         q_first = _mover_first(m, [(a["q"], grp * hd * eb)], mem,
                                ahead=(m + AR_FIRST - AR_NEXT, plan[0][1]))
         eng = calls_cycles([(c.n, len(c.lim))], head_dim=hd, beat=e["beat"],
-                           depth=e["depth"], q_beat=e["q_beat"], o_beat=e.get("o_beat", 1))
+                           depth=e["depth"], q_beat=e["q_beat"], o_beat=e["o_beat"])
         stall = _kv_reader_stall(c.n, hd, e["beat"], e["depth"], program.fmt)
         # the port: the call's KV bursts and q rows at the memory's rate
         port = (sum(x for _, x in plan) + _read_beats(a["q"], len(c.lim) // grp * st)) \

@@ -149,7 +149,7 @@ def check_model_fits(config: ModelConfig, tgt: Target, max_context: int,
                         f"{ai['head_dim']}")
     for what, b in (("KV quantiser's beat", kq["beat"]),
                     ("integer attention engine's q beat", ai["q_beat"]),
-                    ("integer attention engine's o beat", ai.get("o_beat", 1))):
+                    ("integer attention engine's o beat", ai["o_beat"])):
         if config.head_dim % b:
             problems.append(f"head_dim {config.head_dim} is not a multiple of the {what} {b}")
     if group > ai["lanes"]:

@@ -495,7 +495,7 @@ def check_limits(p: Program, target: str | Target) -> None:
         if r.op in ("KV_WRITE", "ATTENTION"):
             for what, b in (("KV quantiser's beat", kq["beat"]),
                             ("integer engine's q beat", ai["q_beat"]),
-                            ("integer engine's o beat", ai.get("o_beat", 1))):
+                            ("integer engine's o beat", ai["o_beat"])):
                 if a["head_dim"] % b:
                     bad.append(f"head_dim {a['head_dim']} not a multiple of the {what} {b}")
         if r.op == "ATTENTION" and a["heads"] // a["kv_heads"] > ai["lanes"]:

@@ -42,8 +42,8 @@ class Target:
     score-tile depth, context bits).
     ``attention_int``: the integer attention engine's preset (hw/attention/int_engine.py:
     head_dim, lanes, ``beat`` = keys per int8 KV block and codes per K beat, score-tile
-    ``depth``, ``ctx_bits``, ``q_beat`` q elements per load beat, optional ``score_ram`` and
-    ``o_beat`` outputs per beat (default 1)): the
+    ``depth``, ``ctx_bits``, ``q_beat`` q elements per load beat, ``o_beat`` outputs per
+    beat, optional ``score_ram``): the
     engine the programs run, so its beat is the int8 KV layout's (memory map, program header
     ``kv_beat``). ``kv_quant``: the quantising KV writer's preset (hw/attention/kv_quant.py:
     ``beat`` stream elements per beat, ``lanes`` codes per cycle, ``max_head_dim``).
@@ -120,7 +120,7 @@ TARGETS = {
                   dict(v=2, kb_max=8, nbt_max=8, tok_max=15, half_depth=64),
                   dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12),
                   attention_int=dict(head_dim=16, lanes=8, beat=4, depth=8, ctx_bits=12,
-                                     q_beat=2),
+                                     q_beat=2, o_beat=1),
                   kv_quant=dict(beat=4, lanes=2, max_head_dim=16), row_max=256, ew_lanes=2),
     "kv260": Target("kv260", "Kria KV260", PARTS["XCK26"], 17.1, 250.0, TILINGS["kv260"],
                     _BOARD_TLMM, _BOARD_ATTN, _BOARD_ATTN_INT, _BOARD_KV_QUANT, row_max=6912,

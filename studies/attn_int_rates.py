@@ -92,7 +92,7 @@ def main(argv=None) -> int:
             setattr(args, k, p[k])
     rows = int_attention_rates(args.target, lanes=args.lanes, beat=args.beat,
                                depth=args.depth, engines=args.engines, q_beat=p["q_beat"],
-                               o_beat=p.get("o_beat", 1))
+                               o_beat=p["o_beat"])
     print(format_rates(rows, args.lanes, args.beat, args.engines))
     return 0
 

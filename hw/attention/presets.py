@@ -42,7 +42,7 @@ INT_PRESETS = {name: tg.attention_int for name, tg in TARGETS.items()}
 
 def int_cycle_params(target: str) -> dict:
     """The integer engine's parameters its cycle model takes (lanes, beat, depth, q_beat,
-    o_beat where set): ``sim/cycles_attn_int.py`` gets model dims from the model, not the
+    o_beat): ``sim/cycles_attn_int.py`` gets model dims from the model, not the
     preset's maxima."""
     return {k: v for k, v in INT_PRESETS[target].items()
             if k in ("lanes", "beat", "depth", "q_beat", "o_beat")}
